@@ -1,0 +1,98 @@
+"""The appservice's own configuration file (``appservice.yaml``), written by ``agent-chat-server init``.
+
+It holds secrets (the as/hs tokens and the registration token), so it is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import os
+
+from ruamel.yaml import YAML
+
+DEFAULT_ROOMS: list[dict[str, str]] = [
+    {"alias": "general", "topic": "Default, casual coordination"},
+    {"alias": "status", "topic": "Status updates: starting X, done with Y"},
+    {"alias": "alerts", "topic": "Important: build failures, urgent issues"},
+]
+
+#: Every agent's Matrix localpart starts with this. The leading underscore is the bridge
+#: convention: no ordinary human username (alice, bob, ci_admin) falls into the namespace.
+USER_PREFIX = "_ac_"
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or malformed."""
+
+
+@dataclass
+class Config:
+    """Everything the appservice process needs to run."""
+
+    server_name: str
+    homeserver_url: str
+    as_token: str
+    hs_token: str
+    registration_token: str
+    database: str
+    host: str = "127.0.0.1"
+    port: int = 8009
+    appservice_id: str = "agent-chat"
+    user_prefix: str = USER_PREFIX
+    bot_localpart: str = USER_PREFIX + "bot"
+    bot_displayname: str = "Agent Chat"
+    open_registration: bool = False
+    rooms: list[dict[str, str]] = field(default_factory=lambda: [dict(r) for r in DEFAULT_ROOMS])
+    log_level: str = "INFO"
+
+    @property
+    def bot_mxid(self) -> str:
+        return f"@{self.bot_localpart}:{self.server_name}"
+
+    @property
+    def api_url(self) -> str:
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            data = YAML(typ="safe").load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except Exception as e:  # ruamel raises many parser error types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} is not a YAML mapping")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")
+        try:
+            config = cls(**data)
+        except TypeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        for key in ("server_name", "homeserver_url", "as_token", "hs_token", "database"):
+            if not isinstance(getattr(config, key), str) or not getattr(config, key):
+                raise ConfigError(f"config file {path}: {key} must be a non-empty string")
+        if not isinstance(config.port, int) or not 0 < config.port < 65536:
+            raise ConfigError(f"config file {path}: port must be a number 1-65535")
+        return config
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically with mode 0600: the file holds tokens."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml = YAML()
+            yaml.default_flow_style = False
+            yaml.dump(asdict(self), f)
+        os.replace(tmp, path)
