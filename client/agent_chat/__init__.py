@@ -1,1 +1,7 @@
+"""Agent Chat: the light ``ac`` client (standard library only).
 
+Keep this package cheap to import: hooks run ``ac notify`` before every tool call, so the hot
+paths (``notify``, ``send``, ``listen``) import nothing they do not need.
+"""
+
+__version__ = "0.1.0"
