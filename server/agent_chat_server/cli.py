@@ -1,0 +1,188 @@
+"""``agent-chat-server``: set up, run, start, stop and check a local Agent Chat server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import argparse
+import sys
+
+from . import control
+from .client_config import client_home, ensure_client_config
+from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, ServerError
+from .init import InitOptions, init_data_dir
+from .paths import DATA_DIR_ENV, DataDir
+
+DESCRIPTION = """\
+Run a local Agent Chat server: Synapse (the Matrix homeserver) plus the Agent Chat
+application service (agent identities, unread ledger, REST API for `ac`)."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
+    return port
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"server data directory (default: ${DATA_DIR_ENV} or ~/.agent-chat-server)",
+    )
+
+
+def _add_init_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("config options (used only when the config is generated)")
+    g.add_argument("--server-name", metavar="NAME", help="Matrix server name "
+                   "(default: agent-chat.local)")
+    g.add_argument("--synapse-port", type=_port, metavar="P", help="Synapse port on "
+                   "127.0.0.1 (default: 8008)")
+    g.add_argument("--api-port", type=_port, metavar="P", help="appservice API port on "
+                   "127.0.0.1 (default: 8009)")
+    g.add_argument("--database", metavar="URL", help="appservice database: sqlite:PATH or "
+                   "postgres://user:pass@host/db (default: sqlite:DIR/appservice.db)")
+    g.add_argument("--synapse-database", metavar="URL", help="Synapse database: sqlite:PATH "
+                   "or postgres://... (default: SQLite DIR/homeserver.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-chat-server",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_data_dir(p)
+        return p
+
+    p = add("init", "write the Synapse config, signing key, appservice registration and "
+            "appservice config into DIR (existing files and secrets are kept)")
+    _add_init_options(p)
+
+    p = add("run", "run Synapse and the appservice in the foreground until Ctrl-C or SIGTERM "
+            "(runs init first if needed)")
+    _add_init_options(p)
+    p.add_argument("--log-to-files", action="store_true", help="send the services' output "
+                   "to DIR/logs/ instead of this terminal")
+
+    p = add("start", "start in the background; return once healthy (runs init first if "
+            "needed; does nothing if already running)")
+    _add_init_options(p)
+    p.add_argument("--timeout", type=float, default=control.DEFAULT_START_TIMEOUT, metavar="S",
+                   help="give up after S seconds (default: %(default).0f)")
+    p.add_argument("--no-client-config", action="store_true", help="do not write the local "
+                   "`ac` client config")
+
+    add("stop", "stop the background server; no process is left behind")
+    add("status", "check Synapse, the appservice and Synapse's ping of it")
+    return parser
+
+
+def _init_options(args: argparse.Namespace) -> InitOptions:
+    return InitOptions(
+        server_name=args.server_name,
+        synapse_port=args.synapse_port,
+        api_port=args.api_port,
+        database=args.database,
+        synapse_database=args.synapse_database,
+    )
+
+
+def _print_init_report(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def cmd_init(dd: DataDir, args: argparse.Namespace) -> int:
+    report = init_data_dir(dd, _init_options(args))
+    _print_init_report(report.lines())
+    return EXIT_OK
+
+
+def cmd_run(dd: DataDir, args: argparse.Namespace) -> int:
+    from .supervise import run_foreground
+
+    report = control.ensure_initialised(dd, _init_options(args))
+    if report:
+        _print_init_report(report.lines())
+    config = control.load_config(dd)
+    pid = control.running_pid(dd)
+    if pid is not None:
+        raise ServerError(f"already running for {dd.root} (pid {pid}); see `status`")
+    control.check_ports_free(config)
+    return run_foreground(dd, config, log_to_files=args.log_to_files)
+
+
+def cmd_start(dd: DataDir, args: argparse.Namespace) -> int:
+    report = control.ensure_initialised(dd, _init_options(args))
+    if report:
+        _print_init_report(report.lines())
+    result = control.start_background(dd, timeout=args.timeout)
+    if result.already_running:
+        print(f"already running (pid {result.pid}) and healthy")
+    else:
+        print(f"started in {result.seconds:.1f} s (pid {result.pid}); logs in {dd.logs}")
+    print(f"Synapse: {result.synapse_url}")
+    print(f"API: {result.api_url}  (REST API under {result.api_url}/_agent_chat/v1)")
+    if not args.no_client_config:
+        config = control.load_config(dd)
+        path = client_home() / "config.toml"
+        if ensure_client_config(config.api_url, config.registration_token):
+            print(f"client config: wrote {path}")
+        else:
+            print(f"client config: left alone {path} (exists)")
+    return EXIT_OK
+
+
+def cmd_stop(dd: DataDir, args: argparse.Namespace) -> int:
+    for line in control.stop(dd):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_status(dd: DataDir, args: argparse.Namespace) -> int:
+    result = control.status(dd)
+    for line in result.lines:
+        print(line)
+    return result.exit_code
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "run": cmd_run,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "status": cmd_status,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    dd = DataDir.at(args.data_dir)
+    try:
+        return COMMANDS[args.command](dd, args)
+    except ServerError as e:
+        print(f"agent-chat-server: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("agent-chat-server: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"agent-chat-server: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

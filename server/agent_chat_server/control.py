@@ -1,0 +1,274 @@
+"""Commands that act on a (possibly) running server from outside: start, stop, status, and
+pausing/resuming one service (used by tests for durability checks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from agent_chat_appservice.config import Config
+
+from . import health
+from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
+from .init import (
+    InitOptions,
+    InitReport,
+    init_data_dir,
+    load_appservice_config,
+    load_homeserver,
+    load_registration,
+)
+from .paths import DataDir
+from .process import cmdline_mentions, pid_alive, port_in_use, read_pid, terminate, wait_dead
+from .supervise import APPSERVICE, SERVICES, SYNAPSE
+
+DEFAULT_START_TIMEOUT = 60.0
+
+
+def ensure_initialised(dd: DataDir, options: InitOptions | None = None) -> InitReport | None:
+    """Run ``init`` if the data dir has no complete config; None if it already had one."""
+    if dd.is_initialised():
+        return None
+    return init_data_dir(dd, options)
+
+
+def load_config(dd: DataDir) -> Config:
+    """The appservice config, after checking every config file parses."""
+    if not dd.root.is_dir():
+        raise ServerError(f"no server in {dd.root}: run `agent-chat-server init` first")
+    missing = [p.name for p in dd.config_files() if not p.exists()]
+    if missing:
+        raise ServerError(
+            f"{dd.root} lacks {', '.join(missing)}: run `agent-chat-server init` to complete it"
+        )
+    load_homeserver(dd)
+    load_registration(dd)
+    return load_appservice_config(dd)
+
+
+def running_pid(dd: DataDir) -> int | None:
+    """The supervisor's pid if one holds this data dir's lock, else None."""
+    if not dd.lock_file.exists():
+        return None
+    with open(dd.lock_file, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_pid(dd.pid_file("supervisor")) or -1
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
+def _synapse_port(config: Config) -> int:
+    return urlsplit(config.homeserver_url).port or 80
+
+
+def check_ports_free(config: Config) -> None:
+    """Fail with one line if Synapse's or the appservice's port is taken."""
+    for label, host, port in (
+        ("Synapse", "127.0.0.1", _synapse_port(config)),
+        ("the appservice API", config.host, config.port),
+    ):
+        if port_in_use(host, port):
+            raise ServerError(f"port {port} ({label}) is already in use on {host}")
+
+
+@dataclass
+class StartResult:
+    """What ``start`` found or did."""
+
+    pid: int
+    api_url: str
+    synapse_url: str
+    seconds: float
+    already_running: bool
+
+
+def _supervisor_exit_message(dd: DataDir, code: int) -> str:
+    if code == EXIT_SYNAPSE:
+        return f"Synapse exited during startup; see {dd.synapse_log} and {dd.synapse_console_log}"
+    if code == EXIT_APPSERVICE:
+        return f"the appservice exited during startup; see {dd.appservice_log}"
+    return f"the server exited during startup (status {code}); see {dd.supervisor_log}"
+
+
+def wait_healthy(
+    dd: DataDir,
+    config: Config,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return when Synapse answers, the appservice answers and Synapse's ping succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and (code := proc.poll()) is not None:
+            raise ServerError(_supervisor_exit_message(dd, code))
+        probe = health.synapse_up(config.homeserver_url)
+        log = f"{dd.synapse_log}"
+        if probe.ok:
+            probe = health.appservice_up(config.api_url)
+            log = f"{dd.appservice_log}"
+        if probe.ok:
+            probe = health.ping_appservice(config.homeserver_url, config.as_token)
+        if probe.ok:
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"not healthy after {timeout:.0f} s: {probe.detail}; see {log}")
+        time.sleep(0.05)
+
+
+def start_background(dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT) -> StartResult:
+    """Start a detached supervisor (unless one runs) and wait until everything is healthy.
+
+    On failure nothing is left running and the ServerError names the log to read.
+    """
+    config = load_config(dd)
+    t0 = time.monotonic()
+    pid = running_pid(dd)
+    if pid is not None:
+        wait_healthy(dd, config, timeout)
+        return StartResult(pid, config.api_url, config.homeserver_url, 0.0, True)
+    check_ports_free(config)
+    dd.logs.mkdir(exist_ok=True)
+    dd.run.mkdir(exist_ok=True)
+    with open(dd.supervisor_log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(dd.root),
+             "--log-to-files"],
+            cwd=dd.root,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(dd, config, timeout, proc)
+    except BaseException:
+        if proc.poll() is None:
+            terminate(proc.pid)
+        proc.wait()
+        _kill_leftovers(dd)
+        raise
+    return StartResult(proc.pid, config.api_url, config.homeserver_url,
+                       time.monotonic() - t0, False)
+
+
+def _kill_leftovers(dd: DataDir) -> list[str]:
+    """Kill services whose pid files outlived their supervisor; remove stale run files."""
+    killed = []
+    for name in SERVICES:
+        pid = read_pid(dd.pid_file(name))
+        if pid and pid_alive(pid) and cmdline_mentions(pid, str(dd.root)):
+            terminate(pid, 10.0)
+            killed.append(f"killed leftover {name} (pid {pid})")
+        dd.pid_file(name).unlink(missing_ok=True)
+        dd.hold_file(name).unlink(missing_ok=True)
+    if running_pid(dd) is None:
+        dd.pid_file("supervisor").unlink(missing_ok=True)
+    return killed
+
+
+def stop(dd: DataDir, timeout: float = 30.0) -> list[str]:
+    """Stop the supervisor and both services; no process is left behind. Returns what it did."""
+    if not dd.root.is_dir():
+        raise ServerError(f"no server in {dd.root}")
+    done: list[str] = []
+    pid = running_pid(dd)
+    if pid is not None and pid > 0:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running_pid(dd) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running_pid(dd) is not None:
+            os.kill(pid, signal.SIGKILL)
+            wait_dead(pid, 5.0)
+            done.append(f"supervisor (pid {pid}) did not stop in {timeout:.0f} s: killed")
+        else:
+            wait_dead(pid, 5.0)
+        done.append(f"stopped the server in {dd.root}")
+    done += _kill_leftovers(dd)
+    if not done:
+        done.append(f"not running in {dd.root}")
+    return done
+
+
+@dataclass
+class Status:
+    """The outcome of ``status``: an exit code and one line per check."""
+
+    exit_code: int
+    lines: list[str]
+
+
+def status(dd: DataDir) -> Status:
+    """Check Synapse, the appservice and Synapse's ping of it."""
+    config = load_config(dd)
+    lines = []
+    pid = running_pid(dd)
+    lines.append(f"supervisor: running (pid {pid})" if pid else "supervisor: not running")
+    syn = health.synapse_up(config.homeserver_url)
+    asv = health.appservice_up(config.api_url)
+    lines += [syn.detail, asv.detail]
+    ping_ok = False
+    if syn.ok:
+        ping = health.ping_appservice(config.homeserver_url, config.as_token)
+        lines.append(ping.detail)
+        ping_ok = ping.ok
+    if not syn.ok:
+        code = EXIT_SYNAPSE
+    elif not (asv.ok and ping_ok):
+        code = EXIT_APPSERVICE
+    else:
+        code = EXIT_OK
+        lines.append(f"API: {config.api_url}{health.API_PREFIX}")
+    return Status(code, lines)
+
+
+def _signal_supervisor(dd: DataDir) -> None:
+    pid = running_pid(dd)
+    if not pid or pid < 0:
+        raise ServerError(f"not running in {dd.root}")
+    os.kill(pid, signal.SIGUSR1)
+
+
+def pause_service(dd: DataDir, name: str, timeout: float = 30.0) -> None:
+    """Make the supervisor stop ``name`` (synapse or appservice) and keep it stopped."""
+    if name not in SERVICES:
+        raise ValueError(name)
+    pid = read_pid(dd.pid_file(name))
+    dd.hold_file(name).touch()
+    _signal_supervisor(dd)
+    deadline = time.monotonic() + timeout
+    while dd.pid_file(name).exists() or (pid and pid_alive(pid)):
+        if time.monotonic() > deadline:
+            raise ServerError(f"{name} did not stop within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def resume_service(dd: DataDir, name: str, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+    """Let the supervisor start ``name`` again; return when everything is healthy."""
+    if name not in SERVICES:
+        raise ValueError(name)
+    config = load_config(dd)
+    dd.hold_file(name).unlink(missing_ok=True)
+    _signal_supervisor(dd)
+    wait_healthy(dd, config, timeout)
+
+
+def restart_service(dd: DataDir, name: str, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+    """Stop and start one service; return when everything is healthy again."""
+    pause_service(dd, name)
+    resume_service(dd, name, timeout)
+
+
+__all__ = [
+    "APPSERVICE", "SYNAPSE", "EXIT_ERROR", "StartResult", "Status", "check_ports_free",
+    "ensure_initialised", "load_config", "pause_service", "restart_service", "resume_service",
+    "running_pid", "start_background", "status", "stop", "wait_healthy",
+]

@@ -1,0 +1,291 @@
+"""``agent-chat-server init``: generate a complete data directory, keeping existing secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+import os
+import re
+
+from signedjson.key import read_signing_keys
+
+from agent_chat_appservice.config import Config, ConfigError
+
+from . import synapse_config as sc
+from .errors import ServerError
+from .files import dump_yaml, load_yaml, temp_path, write_temp
+from .paths import DataDir
+
+DEFAULT_SERVER_NAME = "agent-chat.local"
+DEFAULT_SYNAPSE_PORT = 8008
+DEFAULT_API_PORT = 8009
+
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
+
+
+@dataclass
+class InitOptions:
+    """What the user asked for; ``None`` means "default, or whatever the files already say"."""
+
+    server_name: str | None = None
+    synapse_port: int | None = None
+    api_port: int | None = None
+    database: str | None = None
+    synapse_database: str | None = None
+
+
+@dataclass
+class InitReport:
+    """What ``init`` did."""
+
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"wrote {p}" for p in self.written]
+        out += [f"left alone {p} (exists: kept as is, secrets included)" for p in self.kept]
+        out += self.ignored
+        return out
+
+
+@dataclass
+class _Existing:
+    """Values read from files already in the data dir."""
+
+    appservice: Config | None = None
+    registration: dict[str, Any] | None = None
+    homeserver: dict[str, Any] | None = None
+
+
+def _load_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = load_yaml(path)
+    except OSError as e:
+        raise ServerError(f"cannot read {path}: {e.strerror}") from None
+    except Exception as e:  # ruamel has many parser error types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ServerError(f"{path} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise ServerError(f"{path} is corrupt: not a YAML mapping")
+    return data
+
+
+def _require_str(path: Path, data: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ServerError(f"{path} is corrupt: {key} missing or not a string")
+
+
+def load_appservice_config(dd: DataDir) -> Config:
+    """The appservice config, or a one-line ServerError."""
+    try:
+        return Config.load(dd.appservice_yaml)
+    except ConfigError as e:
+        raise ServerError(str(e)) from None
+
+
+def load_registration(dd: DataDir) -> dict[str, Any]:
+    """registration.yaml as a checked mapping."""
+    data = _load_mapping(dd.registration_yaml)
+    _require_str(dd.registration_yaml, data, "id", "url", "as_token", "hs_token")
+    return data
+
+
+def load_homeserver(dd: DataDir) -> dict[str, Any]:
+    """homeserver.yaml as a checked mapping."""
+    data = _load_mapping(dd.homeserver_yaml)
+    _require_str(dd.homeserver_yaml, data, "server_name")
+    if not isinstance(data.get("listeners"), list):
+        raise ServerError(f"{dd.homeserver_yaml} is corrupt: listeners missing")
+    return data
+
+
+def _check_existing(dd: DataDir) -> _Existing:
+    """Parse every existing config file; any corrupt one is an error before anything is written."""
+    ex = _Existing()
+    if dd.appservice_yaml.exists():
+        ex.appservice = load_appservice_config(dd)
+    if dd.registration_yaml.exists():
+        ex.registration = load_registration(dd)
+    if dd.homeserver_yaml.exists():
+        ex.homeserver = load_homeserver(dd)
+    if dd.log_config.exists():
+        _load_mapping(dd.log_config)
+    if dd.signing_key.exists():
+        try:
+            with dd.signing_key.open() as f:
+                keys = read_signing_keys(f)
+        except OSError as e:
+            raise ServerError(f"cannot read {dd.signing_key}: {e.strerror}") from None
+        except Exception:
+            keys = []
+        if not keys:
+            raise ServerError(f"{dd.signing_key} is corrupt: not a Synapse signing key")
+    return ex
+
+
+def _homeserver_port(hs: dict[str, Any]) -> int | None:
+    for listener in hs.get("listeners") or []:
+        if isinstance(listener, dict) and isinstance(listener.get("port"), int):
+            return int(listener["port"])
+    return None
+
+
+def _url_port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def _pick(
+    report: InitReport, flag: str, asked: Any, existing: Any, source: str | None, default: Any
+) -> Any:
+    """Existing value wins over the option (noting the conflict), the option over the default."""
+    if existing is not None:
+        if asked is not None and asked != existing:
+            report.ignored.append(
+                f"ignored {flag} {asked}: {source} already says {existing} "
+                "(edit it, or delete it and re-run init)"
+            )
+        return existing
+    return asked if asked is not None else default
+
+
+def _validate(server_name: str, synapse_port: int, api_port: int, database: str) -> None:
+    if not _SERVER_NAME_RE.match(server_name):
+        raise ServerError(f"invalid server name {server_name!r} (want e.g. agent-chat.local)")
+    for name, port in (("--synapse-port", synapse_port), ("--api-port", api_port)):
+        if not 0 < port < 65536:
+            raise ServerError(f"invalid {name} {port}: want 1-65535")
+    if synapse_port == api_port:
+        raise ServerError(f"Synapse and the appservice cannot share port {api_port}")
+    if not database.startswith(("sqlite:", "sqlite3:", "postgres://", "postgresql://")):
+        raise ServerError(
+            f"unsupported --database {database!r} (want sqlite:PATH or postgres://user@host/db)"
+        )
+
+
+def _make_data_dir(dd: DataDir) -> None:
+    try:
+        dd.root.mkdir(parents=True, exist_ok=True)
+        for sub in (dd.logs, dd.run):
+            sub.mkdir(exist_ok=True)
+    except OSError as e:
+        raise ServerError(f"cannot create data dir {dd.root}: {e.strerror}") from None
+    if not os.access(dd.root, os.W_OK | os.X_OK):
+        raise ServerError(f"data dir {dd.root} is not writable")
+
+
+def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport:
+    """Write whatever config is missing in ``dd``; existing files (and their secrets) stay.
+
+    Everything is validated and rendered first, then written to temp files, then renamed:
+    a failure leaves no half-written config behind.
+    """
+    opts = options or InitOptions()
+    report = InitReport()
+    if dd.root.exists() and not dd.root.is_dir():
+        raise ServerError(f"data dir {dd.root} exists and is not a directory")
+    ex = _check_existing(dd) if dd.root.is_dir() else _Existing()
+    asc, reg, hs = ex.appservice, ex.registration, ex.homeserver
+
+    server_name = _pick(
+        report,
+        "--server-name",
+        opts.server_name,
+        asc.server_name if asc else (hs["server_name"] if hs else None),
+        "appservice.yaml" if asc else "homeserver.yaml",
+        DEFAULT_SERVER_NAME,
+    )
+    synapse_port = _pick(
+        report,
+        "--synapse-port",
+        opts.synapse_port,
+        _url_port(asc.homeserver_url) if asc else (_homeserver_port(hs) if hs else None),
+        "appservice.yaml" if asc else "homeserver.yaml",
+        DEFAULT_SYNAPSE_PORT,
+    )
+    api_port = _pick(
+        report,
+        "--api-port",
+        opts.api_port,
+        asc.port if asc else (_url_port(reg["url"]) if reg else None),
+        "appservice.yaml" if asc else "registration.yaml",
+        DEFAULT_API_PORT,
+    )
+    database = _pick(
+        report,
+        "--database",
+        opts.database,
+        asc.database if asc else None,
+        "appservice.yaml",
+        f"sqlite:{dd.appservice_db}",
+    )
+    if hs is not None and opts.synapse_database is not None:
+        report.ignored.append(
+            f"ignored --synapse-database: homeserver.yaml exists "
+            "(edit it, or delete it and re-run init)"
+        )
+    _validate(server_name, synapse_port, api_port, database)
+    try:
+        synapse_db = sc.synapse_database(opts.synapse_database, dd)
+    except ValueError as e:
+        raise ServerError(f"invalid --synapse-database: {e}") from None
+
+    as_token = asc.as_token if asc else (reg["as_token"] if reg else sc.random_secret())
+    hs_token = asc.hs_token if asc else (reg["hs_token"] if reg else sc.random_secret())
+    registration_token = asc.registration_token if asc else sc.random_secret(32)
+    api_url = f"http://127.0.0.1:{api_port}"
+
+    # Render every missing file.
+    texts: dict[Path, tuple[str, int]] = {}
+    if hs is None:
+        hs_conf = sc.homeserver_config(
+            dd, server_name, synapse_port, synapse_db, sc.SynapseSecrets.generate()
+        )
+        texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
+    if not dd.log_config.exists():
+        texts[dd.log_config] = (dump_yaml(sc.log_config(dd)), 0o644)
+    if not dd.signing_key.exists():
+        texts[dd.signing_key] = (sc.signing_key_text(), 0o600)
+    if reg is None:
+        reg_conf = sc.registration(server_name, api_url, as_token, hs_token)
+        texts[dd.registration_yaml] = (dump_yaml(reg_conf), 0o600)
+    new_config: Config | None = None
+    if asc is None:
+        new_config = Config(
+            server_name=server_name,
+            homeserver_url=f"http://127.0.0.1:{synapse_port}",
+            as_token=as_token,
+            hs_token=hs_token,
+            registration_token=registration_token,
+            database=database,
+            host="127.0.0.1",
+            port=api_port,
+            appservice_id=sc.APPSERVICE_ID,
+            bot_localpart=sc.BOT_LOCALPART,
+        )
+
+    _make_data_dir(dd)
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, (text, mode) in texts.items():
+            temps.append((write_temp(path, text, mode), path))
+        if new_config is not None:
+            tmp = temp_path(dd.appservice_yaml)
+            new_config.save(tmp)  # mode 0600, atomic itself
+            temps.append((tmp, dd.appservice_yaml))
+    except OSError as e:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        raise ServerError(f"cannot write in data dir {dd.root}: {e.strerror}") from None
+    for tmp, path in temps:
+        os.replace(tmp, path)
+    written = {path for _, path in temps}
+    for path in dd.config_files():
+        (report.written if path in written else report.kept).append(path)
+    return report

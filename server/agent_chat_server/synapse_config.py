@@ -1,0 +1,197 @@
+"""Synapse's configuration for Agent Chat, as data: homeserver.yaml, log config, signing key,
+and the appservice registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+from urllib.parse import unquote, urlsplit
+import re
+import secrets
+import string
+
+from signedjson.key import generate_signing_key, write_signing_keys
+
+from .paths import DataDir
+
+APPSERVICE_ID = "agent-chat"
+BOT_LOCALPART = "_ac_bot"
+USER_PREFIX = "_ac_"
+
+#: Rate limits for agents: generous, but still a brake on a runaway loop.
+RATE_LIMITS: dict[str, Any] = {
+    "rc_message": {"per_second": 50, "burst_count": 500},
+    "rc_registration": {"per_second": 10, "burst_count": 100},
+    "rc_registration_token_validity": {"per_second": 10, "burst_count": 100},
+    "rc_login": {
+        "address": {"per_second": 10, "burst_count": 100},
+        "account": {"per_second": 10, "burst_count": 100},
+        "failed_attempts": {"per_second": 1, "burst_count": 20},
+    },
+    "rc_joins": {
+        "local": {"per_second": 20, "burst_count": 200},
+        "remote": {"per_second": 1, "burst_count": 10},
+    },
+    "rc_joins_per_room": {"per_second": 20, "burst_count": 200},
+    "rc_invites": {
+        "per_room": {"per_second": 10, "burst_count": 100},
+        "per_user": {"per_second": 10, "burst_count": 100},
+        "per_issuer": {"per_second": 10, "burst_count": 100},
+    },
+    "rc_room_creation": {"per_second": 5, "burst_count": 50},
+    "rc_presence": {"per_user": {"per_second": 5, "burst_count": 50}},
+}
+
+
+def random_secret(length: int = 48) -> str:
+    """A random token of letters and digits (safe in YAML, URLs and headers)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def signing_key_text() -> str:
+    """A fresh ed25519 signing key in Synapse's file format."""
+    version = "a_" + random_secret(4)
+    out = StringIO()
+    write_signing_keys(out, [generate_signing_key(version)])
+    return out.getvalue()
+
+
+def synapse_database(url: str | None, dd: DataDir) -> dict[str, Any]:
+    """Synapse's ``database`` section for a URL (``None``: SQLite in the data dir).
+
+    Accepts ``sqlite:PATH`` and ``postgres://user:password@host:port/dbname``.
+    """
+    if url is None:
+        return {"name": "sqlite3", "args": {"database": str(dd.synapse_db)}}
+    if url.startswith(("sqlite:", "sqlite3:")):
+        path = url.split(":", 1)[1]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"no file path in SQLite URL {url!r}")
+        return {"name": "sqlite3", "args": {"database": path}}
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.path.strip("/"):
+        raise ValueError(
+            f"unsupported database URL {url!r} (want sqlite:PATH or postgres://user@host/db)"
+        )
+    args: dict[str, Any] = {"dbname": unquote(parts.path.strip("/"))}
+    if parts.username:
+        args["user"] = unquote(parts.username)
+    if parts.password:
+        args["password"] = unquote(parts.password)
+    if parts.hostname:
+        args["host"] = parts.hostname
+    if parts.port:
+        args["port"] = parts.port
+    args.update({"cp_min": 5, "cp_max": 10})
+    return {"name": "psycopg2", "args": args}
+
+
+@dataclass
+class SynapseSecrets:
+    """Secrets Synapse keeps across re-runs of ``init``."""
+
+    registration_shared_secret: str
+    macaroon_secret_key: str
+    form_secret: str
+
+    @classmethod
+    def generate(cls) -> SynapseSecrets:
+        return cls(random_secret(), random_secret(), random_secret())
+
+
+def homeserver_config(
+    dd: DataDir,
+    server_name: str,
+    port: int,
+    database: dict[str, Any],
+    synapse_secrets: SynapseSecrets,
+) -> dict[str, Any]:
+    """homeserver.yaml: offline-safe, no federation, registration closed, agent rate limits."""
+    return {
+        "server_name": server_name,
+        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                # client only: no federation listener
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
+        "database": database,
+        "log_config": str(dd.log_config),
+        "media_store_path": str(dd.media_store),
+        "signing_key_path": str(dd.signing_key),
+        "report_stats": False,
+        "enable_metrics": False,
+        "registration_shared_secret": synapse_secrets.registration_shared_secret,
+        "macaroon_secret_key": synapse_secrets.macaroon_secret_key,
+        "form_secret": synapse_secrets.form_secret,
+        # Offline: no key servers, no federation.
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "federation_domain_whitelist": [],
+        "allow_public_rooms_over_federation": False,
+        "url_preview_enabled": False,
+        # Humans are created by an admin (registration_shared_secret); agents by the appservice.
+        "enable_registration": False,
+        "app_service_config_files": [str(dd.registration_yaml)],
+        # Without this, public rooms (#general...) never show in /publicRooms.
+        "room_list_publication_rules": [{"action": "allow"}],
+        **RATE_LIMITS,
+    }
+
+
+def log_config(dd: DataDir) -> dict[str, Any]:
+    """Synapse's logging config: one size-rotated file under logs/, written unbuffered."""
+    return {
+        "version": 1,
+        "formatters": {
+            "precise": {
+                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - "
+                "%(request)s - %(message)s"
+            }
+        },
+        "handlers": {
+            "file": {
+                "class": "logging.handlers.RotatingFileHandler",
+                "formatter": "precise",
+                "filename": str(dd.synapse_log),
+                "maxBytes": 10 * 1024 * 1024,
+                "backupCount": 3,
+                "encoding": "utf8",
+            }
+        },
+        "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
+        "root": {"level": "INFO", "handlers": ["file"]},
+        "disable_existing_loggers": False,
+    }
+
+
+def registration(
+    server_name: str, appservice_url: str, as_token: str, hs_token: str
+) -> dict[str, Any]:
+    """The appservice registration Synapse loads (``registration.yaml``)."""
+    name = re.escape(server_name)
+    return {
+        "id": APPSERVICE_ID,
+        "url": appservice_url,
+        "as_token": as_token,
+        "hs_token": hs_token,
+        "sender_localpart": BOT_LOCALPART,
+        # Synapse uses re.match: anchored at the start only, so anchor the end here.
+        "namespaces": {
+            "users": [{"exclusive": True, "regex": f"@{USER_PREFIX}[a-z0-9._=-]+:{name}$"}],
+            "aliases": [{"exclusive": False, "regex": f"#[^:]+:{name}$"}],
+            "rooms": [],
+        },
+        "rate_limited": False,
+        "receive_ephemeral": True,
+    }
