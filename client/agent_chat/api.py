@@ -1,0 +1,137 @@
+"""The appservice REST API (``/_agent_chat/v1``, see appservice/.../api/openapi.yaml).
+
+Maps HTTP answers to the client's errors: 401 → :class:`AuthError` (exit 3), 429 →
+:class:`RateLimited` (exit 4), 502/503/504 → :class:`NetworkError` (exit 2), any other error →
+:class:`ApiError` (exit 1). Error texts from the server are made terminal-safe.
+"""
+
+import json
+import sys
+import time
+
+from . import http
+from .config import API_PREFIX
+from .errors import ApiError, AuthError, NetworkError, RateLimited
+
+
+class Client:
+    """One server, optionally one token; every call is one HTTP request.
+
+    Args:
+        server_url: the API base, e.g. ``http://127.0.0.1:8009``.
+        token: the caller's bearer token, or None for unauthenticated routes.
+        verbose: log each request (method, URL, status, time) to stderr.
+        timeout: seconds for connecting and for each read.
+    """
+
+    def __init__(self, server_url, token=None, verbose=False, timeout=http.DEFAULT_TIMEOUT):
+        self.server_url = server_url
+        self.base = server_url + API_PREFIX
+        self.token = token
+        self.verbose = verbose
+        self.timeout = timeout
+
+    def url(self, path, query=None):
+        url = self.base + path
+        if query:
+            qs = http.urlencode(query)
+            if qs:
+                url += "?" + qs
+        return url
+
+    def raw(self, method, path, query=None, body=None, auth=True, timeout=None):
+        """Send one request; return the :class:`~agent_chat.http.Response` whatever its status."""
+        url = self.url(path, query)
+        headers = {}
+        if auth and self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        start = time.perf_counter() if self.verbose else 0
+        try:
+            resp = http.request(method, url, data, headers, timeout or self.timeout)
+        except http.ConnectionFailed as e:
+            if self.verbose:
+                log("%s %s -> %s (%.0f ms)" % (method, url, e.kind,
+                                               (time.perf_counter() - start) * 1000))
+            raise
+        except ValueError as e:  # malformed server URL
+            raise ApiError("bad server URL %r: %s (see `ac config`)" % (self.server_url, e))
+        if self.verbose:
+            log("%s %s -> %d (%.0f ms, %d bytes)" % (method, url, resp.status,
+                                                     (time.perf_counter() - start) * 1000,
+                                                     len(resp.body)))
+        return resp
+
+    def call(self, method, path, query=None, body=None, auth=True, timeout=None):
+        """Send one request and return the decoded JSON answer, or raise the mapped error."""
+        resp = self.raw(method, path, query, body, auth, timeout)
+        if 200 <= resp.status < 300:
+            if not resp.body:
+                return {}
+            try:
+                return resp.json()
+            except ValueError:
+                raise ApiError("the server sent an answer that is not JSON (is %s the Agent "
+                               "Chat API?)" % self.server_url, resp.status,
+                               detail=resp.body[:200]) from None
+        raise error_for(resp, self.server_url)
+
+
+def error_for(resp, server_url=""):
+    """The client error for a non-2xx answer."""
+    from .safe_text import one_line
+
+    errcode = ""
+    message = ""
+    retry_ms = None
+    try:
+        data = resp.json()
+        if isinstance(data, dict):
+            errcode = str(data.get("errcode") or "")
+            message = str(data.get("error") or "")
+            retry_ms = data.get("retry_after_ms")
+    except (ValueError, UnicodeDecodeError):
+        pass
+    errcode = one_line(errcode)[:80]
+    message = one_line(message)[:300]
+    detail = "HTTP %d %s %s %s" % (resp.status, one_line(resp.reason)[:60], errcode, message)
+    status = resp.status
+    if status == 401:
+        return AuthError("authentication failed: %s" % (message or "token rejected"),
+                         detail=detail)
+    if status == 429:
+        retry = None
+        if isinstance(retry_ms, (int, float)) and not isinstance(retry_ms, bool):
+            retry = retry_ms / 1000.0
+        else:
+            header = resp.headers.get("retry-after", "")
+            if header.strip().isdigit():
+                retry = float(header.strip())
+        text = "rate limited"
+        if retry is not None:
+            text += ": retry after %s s" % _seconds(retry)
+        return RateLimited(text, retry_after=retry, detail=detail)
+    if status in (502, 503, 504):
+        return NetworkError("server unavailable (HTTP %d): %s" % (
+            status, message or "the homeserver is not answering"), detail=detail)
+    if status == 404 and not errcode and not message:
+        return ApiError("not found: is %s the Agent Chat API?" % server_url, status, errcode,
+                        detail=detail)
+    text = message or resp.reason or "HTTP %d" % status
+    return ApiError("%s (%s)" % (text, errcode or "HTTP %d" % status), status, errcode,
+                    detail=detail)
+
+
+def _seconds(value):
+    return ("%.1f" % value).rstrip("0").rstrip(".") if value % 1 else "%d" % value
+
+
+def log(text):
+    """A ``--verbose`` line on stderr."""
+    try:
+        sys.stderr.write("ac: %s\n" % text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

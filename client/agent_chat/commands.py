@@ -1,0 +1,491 @@
+"""What each ``ac`` command does (argument parsing lives in :mod:`agent_chat.cli`)."""
+
+import os
+import sys
+import time
+
+from . import identity as ident
+from . import render
+from .api import Client, log
+from .config import CONFIG_KEYS, Settings, normalize_server_url, save_config
+from .config import unread_line_path, valid_server_url, write_caches
+from .errors import AcError, ApiError, AuthError, NetworkError, UsageError
+from .http import ConnectionFailed
+from .safe_text import one_line
+
+NOTIFY_TIMEOUT = 5.0
+
+
+class Context:
+    """Settings, verbosity, and the API client and identity, made on first use."""
+
+    def __init__(self, verbose=False, settings=None):
+        self.verbose = verbose
+        self.settings = settings or Settings()
+        self._identity = None
+
+    def client(self, token=None, timeout=None):
+        kwargs = {"verbose": self.verbose}
+        if timeout:
+            kwargs["timeout"] = timeout
+        return Client(self.settings.server_url, token, **kwargs)
+
+    def identity(self, register=True):
+        """Our identity; registers one on first use unless ``register`` is False."""
+        if self._identity is None:
+            if register:
+                self._identity = ident.resolve(self.settings, self.client())
+                if self.verbose:
+                    log("identity %s (%s) from %s" % (self._identity.label(),
+                                                      self._identity.user_id or "?",
+                                                      self._identity.source or "registration"))
+            else:
+                self._identity = ident.current(self.settings)
+        return self._identity
+
+    def authed(self, timeout=None):
+        """An API client with our token (registering an identity if needed)."""
+        return self.client(self.identity().token, timeout)
+
+    def cache_key(self):
+        nick = self._identity.key if self._identity and self._identity.key else "default"
+        return "%s|%s" % (self.settings.server_url, nick)
+
+
+def out(text=""):
+    sys.stdout.write(text + "\n")
+
+
+def use_color(stream=None):
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def normalize_target(target, kind="target"):
+    """``general`` → ``#general``; ``#x``, ``@Nick``, ``@u:server``, ``!id`` unchanged."""
+    target = target.strip()
+    if not target or target in "#@!":
+        raise UsageError("empty %s: use #room, @Nick or @user:server" % kind)
+    if target[0] not in "#@!":
+        target = "#" + target
+    return target
+
+
+# --- notify ----------------------------------------------------------------------------------
+
+
+def notify(ctx, fmt):
+    """Unread counts. ``fmt`` is ``json``, ``oneline`` or ``words``."""
+    answer = ctx.authed(NOTIFY_TIMEOUT).call("GET", "/notify")
+    entries = render.unread_entries(answer)
+    line = render.notify_oneline(entries)
+    if fmt == "json":
+        text = render.notify_json(entries)
+    elif fmt == "oneline":
+        text = line
+    else:
+        text = "\n".join(render.notify_lines(entries))
+    if text:
+        out(text)
+    elif fmt == "oneline":
+        out("")
+    unread = {room: {"count": count, "urgent": urgent} for room, count, urgent in entries}
+    write_caches(ctx.settings, ctx.cache_key(), unread_line=line, unread=unread)
+    return 0
+
+
+def notify_graceful(argv_flags, verbose):
+    """``ac notify``: on any error print nothing and exit 0 (unless ``--verbose``)."""
+    fmt = "words"
+    if "--json" in argv_flags:
+        fmt = "json"
+    elif "--oneline" in argv_flags:
+        fmt = "oneline"
+    if not verbose:
+        try:
+            return notify(Context(False), fmt)
+        except BrokenPipeError:
+            raise
+        except Exception:
+            return 0
+    return notify(Context(True), fmt)
+
+
+# --- send ------------------------------------------------------------------------------------
+
+
+def send(ctx, target, words, notice=False, as_json=False):
+    target = normalize_target(target)
+    if words == ["-"]:
+        try:
+            data = sys.stdin.buffer.read()
+        except (OSError, ValueError) as e:
+            raise AcError("cannot read the message from stdin: %s" % e) from None
+        body = data.decode("utf-8", errors="replace")
+        if body.endswith("\n"):
+            body = body[:-2] if body.endswith("\r\n") else body[:-1]
+    else:
+        body = " ".join(words)
+    if not body.strip():
+        raise UsageError("empty message: nothing to send")
+    client = ctx.authed()
+    txn_id = os.urandom(16).hex()
+    payload = {"to": target, "body": body}
+    if notice:
+        payload["notice"] = True
+    path = "/send/" + txn_id
+    try:
+        answer = client.call("PUT", path, body=payload)
+    except ConnectionFailed as e:
+        if e.kind not in ("timeout", "reset", "protocol"):
+            raise
+        if ctx.verbose:
+            log("send: %s; retrying once with the same transaction id %s" % (e.kind, txn_id))
+        answer = client.call("PUT", path, body=payload)  # same txn id: never posts twice
+    except ApiError as e:
+        if e.status == 404:
+            raise AcError("no such room or person: %s (%s)" % (one_line(target), e.message),
+                          detail=e.detail) from None
+        if e.status == 413:
+            raise AcError("message too long (%d characters): %s" % (len(body), e.message),
+                          detail=e.detail) from None
+        raise
+    if as_json:
+        out(render.dumps(answer))
+    else:
+        out("sent to %s" % one_line(answer.get("room") or target))
+    return 0
+
+
+# --- listen ----------------------------------------------------------------------------------
+
+
+def listen(ctx, target, last, unread, as_json, follow, peek):
+    room = normalize_target(target) if target else None
+    client = ctx.authed()
+    color = not as_json and use_color()
+    mark_read = None if not peek else False
+
+    def show(messages):
+        for msg in messages:
+            if not isinstance(msg, dict):
+                continue
+            out(render.message_json(msg) if as_json else render.message_line(msg, color))
+        sys.stdout.flush()
+
+    def fetch(**query):
+        try:
+            answer = client.call("GET", "/messages", query={"room": room, **query})
+        except ApiError as e:
+            if e.status == 404 and room:
+                raise AcError("no such room or person: %s (%s)" % (one_line(room), e.message),
+                              detail=e.detail) from None
+            raise
+        messages = answer.get("messages") if isinstance(answer, dict) else None
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+    messages = fetch(limit=last, unread=True if unread else None, mark_read=mark_read)
+    show(messages)
+    last_event = messages[-1].get("event_id") if messages else None
+    if messages:
+        write_caches(ctx.settings, ctx.cache_key(), last_event=last_event)
+    if not follow:
+        if not messages and not as_json:
+            out("(no unread messages)" if unread else "(no messages)")
+        return 0
+    if last_event is None:
+        anchor = fetch(limit=1, mark_read=False)
+        last_event = anchor[-1].get("event_id") if anchor else None
+    failing = False
+    try:
+        while True:
+            time.sleep(1.0)
+            try:
+                messages = fetch(limit=100, since=last_event, mark_read=mark_read)
+            except NetworkError as e:
+                if not failing:
+                    sys.stderr.write("ac: %s; still trying\n" % e.message)
+                failing = True
+                time.sleep(2.0)
+                continue
+            if failing:
+                sys.stderr.write("ac: connection back\n")
+                failing = False
+            if messages:
+                show(messages)
+                last_event = messages[-1].get("event_id") or last_event
+    except KeyboardInterrupt:
+        return 0
+
+
+# --- who, channels, status -------------------------------------------------------------------
+
+
+def who(ctx, target, as_json):
+    room = normalize_target(target)
+    try:
+        answer = ctx.authed().call("GET", "/who", query={"room": room})
+    except ApiError as e:
+        if e.status == 404:
+            raise AcError("no such room: %s (%s)" % (one_line(room), e.message),
+                          detail=e.detail) from None
+        raise
+    if as_json:
+        out(render.dumps(answer))
+        return 0
+    members = answer.get("members") if isinstance(answer, dict) else None
+    members = [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+    out("%s: %d member%s" % (one_line(answer.get("room") or room), len(members),
+                             "" if len(members) == 1 else "s"))
+    rows = [(one_line(m.get("display_name") or m.get("user_id") or "?"),
+             one_line(m.get("kind") or "?"), one_line(m.get("user_id") or ""),
+             render.ago(m.get("last_active"))) for m in members]
+    width = max([len(r[0]) for r in rows] + [4])
+    for name, kind, user_id, active in rows:
+        out("  %-*s  %-5s  %s  (active %s)" % (width, name, kind, user_id, active)
+            .replace("(active never)", "(never active)"))
+    return 0
+
+
+def channels(ctx, as_json):
+    answer = ctx.authed().call("GET", "/channels")
+    if as_json:
+        out(render.dumps(answer))
+        return 0
+    rooms = answer.get("channels") if isinstance(answer, dict) else None
+    rooms = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
+    if not rooms:
+        out("(no rooms)")
+        return 0
+    names = [one_line(r.get("room") or r.get("room_id") or "?") for r in rooms]
+    width = max(len(n) for n in names)
+    for name, r in zip(names, rooms):
+        members = render._count(r.get("members"))
+        unread = render._count(r.get("unread"))
+        facts = ["direct" if r.get("direct") else "%d member%s" % (members,
+                                                                   "" if members == 1 else "s")]
+        if unread:
+            facts.append("%d unread" % unread)
+        topic = one_line(r.get("topic") or "")
+        out(("%-*s  (%s)%s" % (width, name, ", ".join(facts),
+                               "  " + topic if topic else "")).rstrip())
+    return 0
+
+
+def status(ctx, as_json):
+    s = ctx.settings
+    report = {"server": s.server_url, "server_source": s.server_source}
+    client = ctx.client(timeout=NOTIFY_TIMEOUT)
+    try:
+        health = client.call("GET", "/health", auth=False)
+    except (NetworkError, ApiError) as e:
+        report["health"] = {"ok": False, "error": e.message}
+        if as_json:
+            out(render.dumps(report))
+        else:
+            out("server:   %s (%s)" % (s.server_url, e.message))
+        raise
+    report["health"] = health
+    homeserver = health.get("homeserver") if isinstance(health, dict) else None
+    found = ctx.identity(register=False)
+    who_line = "not registered yet (the first command that needs one registers it)"
+    code = 0
+    if found is not None:
+        try:
+            me = ctx.client(found.token, NOTIFY_TIMEOUT).call("GET", "/whoami")
+            report["identity"] = me
+            who_line = "%s (%s, %s)" % (one_line(me.get("nick") or "?"),
+                                        one_line(me.get("user_id") or "?"),
+                                        one_line(me.get("kind") or "?"))
+            if found.source == "AGENT_CHAT_TOKEN":
+                who_line += " from AGENT_CHAT_TOKEN"
+        except AuthError as e:
+            report["identity"] = {"error": e.message}
+            who_line = "%s: token rejected by the server (register again: ac register NAME)" % (
+                one_line(found.label()))
+            code = 3
+    else:
+        report["identity"] = None
+    if as_json:
+        out(render.dumps(report))
+    else:
+        parts = [one_line(str(health.get("status", "ok")))] if isinstance(health, dict) else []
+        if homeserver is not None:
+            parts.append("homeserver %s" % ("ok" if homeserver else "DOWN"))
+        if isinstance(health, dict) and health.get("server_name"):
+            parts.append("server name %s" % one_line(health["server_name"]))
+        if isinstance(health, dict) and health.get("version"):
+            parts.append("version %s" % one_line(health["version"]))
+        out("server:   %s (%s)" % (s.server_url, ", ".join(parts)))
+        out("identity: %s" % who_line)
+    if code == 0 and homeserver is False:
+        return 2
+    return code
+
+
+# --- config, register, login, create-room, join ----------------------------------------------
+
+
+def config(ctx, assignments, as_json):
+    s = ctx.settings
+    if assignments:
+        data = dict(s.config)
+        for item in assignments:
+            key, eq, value = item.partition("=")
+            key = key.strip().lower()
+            if not eq or key not in CONFIG_KEYS:
+                raise UsageError("bad --set %r: use server=URL, registration_token=TOKEN or "
+                                 "nick=NAME" % item)
+            table, name = CONFIG_KEYS[key]
+            value = value.strip()
+            if name == "url" and value:
+                value = normalize_server_url(value)
+                if not valid_server_url(value):
+                    raise UsageError("bad server URL %r: use http://host:port or https://..."
+                                     % value)
+            section = dict(data.get(table) or {})
+            if value:
+                section[name] = value
+            else:
+                section.pop(name, None)
+            data[table] = section
+        save_config(s.home, data)
+        ctx.settings = s = Settings()
+        if not as_json:
+            out("saved %s" % s.path("config.toml"))
+    found = None
+    error = None
+    try:
+        found = ctx.identity(register=False)
+    except Exception as e:  # a broken credentials file must not hide the config
+        error = str(e)
+    nick_source = ("AGENT_CHAT_NICK" if s.env_nick else "config.toml" if s.config_nick else None)
+    report = {
+        "home": s.home,
+        "server": s.server_url,
+        "server_source": s.server_source,
+        "registration_token": bool(s.registration_token),
+        "nick": s.nick,
+        "nick_source": nick_source,
+        "identity": None if found is None else {
+            "nick": found.nick, "user_id": found.user_id, "source": found.source},
+        "unread_line": unread_line_path(s),
+    }
+    if as_json:
+        out(render.dumps(report))
+        return 0
+    out("home:               %s" % s.home)
+    out("server:             %s (%s)" % (s.server_url, s.server_source))
+    out("registration_token: %s" % ("set (hidden)" if s.registration_token else "not set"))
+    out("nick:               %s" % ("%s (%s)" % (one_line(s.nick), nick_source) if s.nick else
+                                    "not set (the server picks a name)"))
+    if error:
+        out("identity:           unreadable credentials: %s" % one_line(error))
+    elif found is None:
+        out("identity:           not registered yet")
+    elif found.source == "AGENT_CHAT_TOKEN":
+        out("identity:           token from AGENT_CHAT_TOKEN")
+    else:
+        out("identity:           %s (%s)" % (one_line(found.nick or "?"),
+                                             one_line(found.user_id or "?")))
+    return 0
+
+
+def register(ctx, name):
+    s = ctx.settings
+    if s.env_token:
+        raise UsageError("AGENT_CHAT_TOKEN is set: it is the identity, nothing would be stored")
+    name = (name or s.env_nick or "").strip() or None
+    if name and name.startswith("@"):
+        name = name[1:]
+    with ident.CredentialsLock(s.home):
+        data = ident.load_credentials(s.home)
+        if name:
+            existing = ident.stored_identity(data, s.server_url, name)
+            if existing is not None:
+                out("already registered: %s (%s)" % (one_line(existing.nick or name),
+                                                      one_line(existing.user_id or "?")))
+                return 0
+        answer = ident.register_request(ctx.client(), s, name, exact=bool(name))
+        key = ident.nick_key(name or answer["nick"])
+        found = ident.store_identity(data, s.server_url, key, answer,
+                                     make_default=not s.env_nick)
+        ident.save_credentials(s.home, data)
+    rooms = answer.get("rooms")
+    joined = ""
+    if isinstance(rooms, list) and rooms:
+        joined = "; joined %s" % " ".join(one_line(str(r)) for r in rooms)
+    out("registered %s (%s)%s" % (one_line(found.nick or "?"), one_line(found.user_id or "?"),
+                                  joined))
+    return 0
+
+
+def login(ctx, name):
+    s = ctx.settings
+    if s.env_token:
+        raise UsageError("AGENT_CHAT_TOKEN is set: it is the identity, nothing would be stored")
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password for %s: " % name)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("empty password")
+    try:
+        answer = ctx.client().call("POST", "/login", body={"user": name, "password": password},
+                                   auth=False)
+    except ApiError as e:
+        if e.status in (404, 405) or e.errcode == "M_UNRECOGNIZED":
+            raise AcError("%s does not support password login (POST /login)" % s.server_url,
+                          detail=e.detail) from None
+        if e.status == 403:
+            raise AuthError("login failed: %s" % e.message, detail=e.detail) from None
+        raise
+    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+        raise AcError("the server's /login answer has no token")
+    answer.setdefault("nick", name)
+    answer.setdefault("kind", "human")
+    with ident.CredentialsLock(s.home):
+        data = ident.load_credentials(s.home)
+        found = ident.store_identity(data, s.server_url, ident.nick_key(name), answer,
+                                     make_default=not s.env_nick)
+        ident.save_credentials(s.home, data)
+    out("logged in as %s (%s)" % (one_line(found.nick or name), one_line(found.user_id or "?")))
+    return 0
+
+
+def create_room(ctx, name, topic):
+    alias = normalize_target(name, "room name")
+    if not alias.startswith("#"):
+        raise UsageError("a room name starts with #, e.g. '#builds'")
+    body = {"alias": alias}
+    if topic:
+        body["topic"] = topic
+    try:
+        answer = ctx.authed().call("POST", "/rooms", body=body)
+    except ApiError as e:
+        if e.status == 409:
+            raise AcError("room %s already exists" % one_line(alias), detail=e.detail) from None
+        raise
+    out("created %s (%s)" % (one_line(answer.get("room") or alias),
+                             one_line(answer.get("room_id") or "?")))
+    return 0
+
+
+def join(ctx, name):
+    room = normalize_target(name, "room")
+    try:
+        answer = ctx.authed().call("POST", "/join", body={"room": room})
+    except ApiError as e:
+        if e.status == 404:
+            raise AcError("no such room: %s" % one_line(room), detail=e.detail) from None
+        raise
+    out("joined %s" % one_line(answer.get("room") or room))
+    return 0
+

@@ -1,0 +1,192 @@
+"""Who the client is: stored credentials, auto-registration, ``AGENT_CHAT_TOKEN``.
+
+``credentials.json`` (mode 0600, written atomically under ``credentials.lock``)::
+
+    {"version": 1,
+     "servers": {"http://127.0.0.1:8009": {
+         "default": "bluelake",
+         "identities": {"bluelake": {"user_id": "@_ac_bluelake:example", "nick": "BlueLake",
+                                     "kind": "agent", "token": "...", "created_at": 1700000000}}}}}
+
+Identities are keyed per server URL and by the nick that was *asked for* (lower case): with
+``AGENT_CHAT_NICK=X`` and ``AGENT_CHAT_NICK=Y`` on one machine each agent gets its own identity,
+even when the server renamed X to X2 on a collision. Which identity a command uses:
+``AGENT_CHAT_TOKEN`` (no files touched) > ``AGENT_CHAT_NICK`` > config ``identity.nick`` > the
+server's ``default`` (the first identity registered with it).
+"""
+
+import json
+import os
+import time
+
+from .config import CREDENTIALS_FILE, ConfigFileError, atomic_write, ensure_dir, read_text
+from .errors import AcError, ApiError, AuthError, UsageError
+
+LOCK_FILE = "credentials.lock"
+
+
+class Identity:
+    """A token and, when known, whose it is."""
+
+    __slots__ = ("token", "user_id", "nick", "kind", "key", "source")
+
+    def __init__(self, token, user_id=None, nick=None, kind=None, key=None, source=""):
+        self.token = token
+        self.user_id = user_id
+        self.nick = nick
+        self.kind = kind
+        self.key = key
+        self.source = source
+
+    def label(self):
+        return self.nick or self.user_id or "(token from AGENT_CHAT_TOKEN)"
+
+
+def nick_key(nick):
+    return nick.strip().lower()
+
+
+# --- credentials.json ------------------------------------------------------------------------
+
+
+def load_credentials(home):
+    """The parsed credentials file (an empty structure when missing)."""
+    path = os.path.join(home, CREDENTIALS_FILE)
+    text = read_text(path)
+    if not text:
+        return {"version": 1, "servers": {}}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConfigFileError("%s is not valid JSON; fix or remove it" % path) from None
+    if not isinstance(data, dict):
+        raise ConfigFileError("%s is not a JSON object; fix or remove it" % path)
+    if not isinstance(data.get("servers"), dict):
+        data["servers"] = {}
+    return data
+
+
+def save_credentials(home, data):
+    data["version"] = 1
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(os.path.join(home, CREDENTIALS_FILE), text.encode("utf-8"), 0o600, fsync=True)
+
+
+def _server_entry(data, server_url, create=False):
+    servers = data["servers"]
+    entry = servers.get(server_url)
+    if not isinstance(entry, dict):
+        if not create:
+            return None
+        entry = servers[server_url] = {}
+    if not isinstance(entry.get("identities"), dict):
+        entry["identities"] = {}
+    return entry
+
+
+def stored_identity(data, server_url, nick=None):
+    """The stored identity for this server and wanted nick (or the default), or None."""
+    entry = _server_entry(data, server_url)
+    if entry is None:
+        return None
+    key = nick_key(nick) if nick else entry.get("default")
+    if not isinstance(key, str):
+        return None
+    record = entry["identities"].get(key)
+    if not isinstance(record, dict) or not isinstance(record.get("token"), str):
+        return None
+    return Identity(record["token"], record.get("user_id"), record.get("nick"),
+                    record.get("kind"), key, "credentials.json")
+
+
+def store_identity(data, server_url, key, answer, make_default=False):
+    """Put a /register or /login answer into the credentials structure."""
+    entry = _server_entry(data, server_url, create=True)
+    entry["identities"][key] = {
+        "user_id": answer.get("user_id"),
+        "nick": answer.get("nick"),
+        "kind": answer.get("kind", "agent"),
+        "token": answer["token"],
+        "created_at": int(time.time()),
+    }
+    if make_default or not isinstance(entry.get("default"), str) or \
+            entry["default"] not in entry["identities"]:
+        entry["default"] = key
+    return Identity(answer["token"], answer.get("user_id"), answer.get("nick"),
+                    answer.get("kind"), key, "credentials.json")
+
+
+class CredentialsLock:
+    """An exclusive ``flock`` on ``credentials.lock`` around read-modify-write of credentials."""
+
+    def __init__(self, home):
+        self.home = home
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        ensure_dir(self.home)
+        self.fd = os.open(os.path.join(self.home, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the lock
+        self.fd = None
+
+
+# --- resolution ------------------------------------------------------------------------------
+
+
+def current(settings):
+    """The identity to use without registering anything, or None."""
+    if settings.env_token:
+        return Identity(settings.env_token, source="AGENT_CHAT_TOKEN")
+    return stored_identity(load_credentials(settings.home), settings.server_url, settings.nick)
+
+
+def resolve(settings, client):
+    """The identity to use, registering one (and storing it) if there is none yet."""
+    found = current(settings)
+    if found is not None:
+        return found
+    with CredentialsLock(settings.home):
+        data = load_credentials(settings.home)  # another process may have registered meanwhile
+        found = stored_identity(data, settings.server_url, settings.nick)
+        if found is not None:
+            return found
+        answer = register_request(client, settings, settings.nick, exact=False)
+        key = nick_key(settings.nick) if settings.nick else nick_key(answer["nick"])
+        identity = store_identity(data, settings.server_url, key, answer)
+        save_credentials(settings.home, data)
+    return identity
+
+
+def register_request(client, settings, nick, exact):
+    """POST /register; return the answer (with ``token``) or raise a clear error."""
+    body = {"exact": bool(exact)}
+    if nick:
+        body["nick"] = nick
+    if settings.registration_token:
+        body["registration_token"] = settings.registration_token
+    try:
+        answer = client.call("POST", "/register", body=body, auth=False)
+    except ApiError as e:
+        if e.status == 409:
+            raise AcError("the nick %r is already taken on %s; choose another name" % (
+                nick, settings.server_url), detail=e.detail) from None
+        if e.status == 403:
+            hint = ("set the server's registration token: ac config --set registration_token=T"
+                    if not settings.registration_token else "check the registration token "
+                    "(ac config --set registration_token=T)")
+            raise AuthError("registration refused by %s: %s; %s" % (
+                settings.server_url, e.message, hint), detail=e.detail) from None
+        if e.status == 400:
+            raise UsageError("registration refused: %s" % e.message, detail=e.detail) from None
+        raise
+    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+        raise AcError("the server's /register answer has no token", detail=repr(answer)[:200])
+    if not isinstance(answer.get("nick"), str):
+        answer["nick"] = nick or answer.get("user_id") or "agent"
+    return answer

@@ -1,0 +1,141 @@
+"""Output formats: notify (json, oneline, words), listen lines and JSON lines.
+
+Human output passes everything that came from someone else through :mod:`agent_chat.safe_text`;
+JSON output keeps the raw text and escapes it (``ensure_ascii``: no raw control, C1 or bidi
+character ever reaches a terminal, even from ``--json``).
+"""
+
+import json
+import time
+
+from .safe_text import one_line, record
+
+PREFIXES = ("STATUS", "DONE", "BLOCKED", "ALERT")
+
+#: SGR colours for the recognised prefixes (only on a TTY, and only without NO_COLOR).
+PREFIX_STYLE = {
+    "STATUS": "\x1b[1;36m",
+    "DONE": "\x1b[1;32m",
+    "BLOCKED": "\x1b[1;33m",
+    "ALERT": "\x1b[1;31m",
+}
+RESET = "\x1b[0m"
+DIM = "\x1b[2m"
+BOLD = "\x1b[1m"
+
+
+def dumps(value):
+    """Compact, ASCII-only JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def _count(value):
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def unread_entries(answer):
+    """The ``unread`` list of a /notify answer as (room, count, urgent) with count > 0."""
+    entries = []
+    unread = answer.get("unread") if isinstance(answer, dict) else None
+    if not isinstance(unread, list):
+        return entries
+    for item in unread:
+        if not isinstance(item, dict):
+            continue
+        room = item.get("room") or item.get("room_id")
+        count = _count(item.get("count"))
+        if not isinstance(room, str) or count <= 0:
+            continue
+        entries.append((room, count, item.get("urgent") is True))
+    return entries
+
+
+def notify_json(entries):
+    """``{"#general":{"count":2,"urgent":false},...}`` (``{}`` when nothing is unread)."""
+    return dumps({room: {"count": count, "urgent": urgent} for room, count, urgent in entries})
+
+
+def notify_oneline(entries):
+    """``#general(2) #alerts(1!) @BlueLake(1)`` (empty when nothing is unread)."""
+    return " ".join("%s(%d%s)" % (one_line(room), count, "!" if urgent else "")
+                    for room, count, urgent in entries)
+
+
+def notify_lines(entries):
+    """``#general: 2 new messages``, ``#alerts: 1 new message (URGENT)``,
+    ``@BlueLake: 1 direct message``."""
+    lines = []
+    for room, count, urgent in entries:
+        if room.startswith("@"):
+            what = "direct message" if count == 1 else "direct messages"
+        else:
+            what = "new message" if count == 1 else "new messages"
+        lines.append("%s: %d %s%s" % (one_line(room), count, what, " (URGENT)" if urgent else ""))
+    return lines
+
+
+def clock(ts_ms, now=None):
+    """``14:32`` for today, ``2024-01-15 14:32`` otherwise (local time)."""
+    try:
+        t = time.localtime(int(ts_ms) / 1000.0)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "--:--"
+    today = time.localtime(now)
+    if (t.tm_year, t.tm_yday) == (today.tm_year, today.tm_yday):
+        return time.strftime("%H:%M", t)
+    return time.strftime("%Y-%m-%d %H:%M", t)
+
+
+def message_line(msg, color=False):
+    """One record for a message: ``14:32 #general BlueLake: [STATUS] body``.
+
+    Continuation lines of the body are indented by four spaces.
+    """
+    room = one_line(msg.get("room") or msg.get("room_id") or "?")
+    name = one_line(msg.get("sender_name") or msg.get("sender") or "?") or "?"
+    body = record(msg.get("body") or "")
+    prefix = msg.get("prefix")
+    if color:
+        if prefix in PREFIX_STYLE:
+            tag = "[%s]" % prefix
+            if body.startswith(tag):
+                body = PREFIX_STYLE[prefix] + tag + RESET + body[len(tag):]
+            else:
+                body = PREFIX_STYLE[prefix] + tag + RESET + " " + body
+        return "%s%s%s %s %s%s%s: %s" % (DIM, clock(msg.get("ts")), RESET, room, BOLD, name,
+                                         RESET, body)
+    if prefix in PREFIX_STYLE and not body.startswith("[%s]" % prefix):
+        body = "[%s] %s" % (prefix, body)
+    return "%s %s %s: %s" % (clock(msg.get("ts")), room, name, body)
+
+
+MESSAGE_FIELDS = ("event_id", "room_id", "room", "sender", "sender_name", "ts", "body",
+                  "msgtype", "prefix", "urgent")
+
+
+def message_json(msg):
+    """One JSON line: the server's fields, raw text, ``prefix`` always present."""
+    out = {key: msg.get(key) for key in MESSAGE_FIELDS}
+    if out["urgent"] is None:
+        out["urgent"] = False
+    for key, value in msg.items():
+        if key not in out:
+            out[key] = value
+    return dumps(out)
+
+
+def ago(ts_ms, now=None):
+    """``just now``, ``5m ago``, ``3h ago``, ``2d ago`` (or ``never``)."""
+    if not isinstance(ts_ms, (int, float)) or isinstance(ts_ms, bool):
+        return "never"
+    seconds = max(0, (time.time() if now is None else now) - ts_ms / 1000.0)
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return "%dm ago" % (seconds // 60)
+    if seconds < 86400:
+        return "%dh ago" % (seconds // 3600)
+    return "%dd ago" % (seconds // 86400)
