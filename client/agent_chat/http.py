@@ -131,8 +131,10 @@ def _connect(scheme, host, port, timeout):
             sock.close()
             raise
     last = None
+    # An ASCII host given as bytes skips the idna codec's import.
+    name = host.encode("ascii") if host.isascii() else host
     for family, type_, proto, _name, addr in _socket.getaddrinfo(
-        host, port, 0, _socket.SOCK_STREAM
+        name, port, 0, _socket.SOCK_STREAM
     ):
         sock = _socket.socket(family, type_, proto)
         try:

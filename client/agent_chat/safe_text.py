@@ -18,21 +18,32 @@ turns them into spaces (for names). ``--json`` output never goes through here: i
 text and relies on JSON escaping.
 """
 
-import re
-
 _ST_STRING = r"[^\x07\x18\x1a\x1b\x9c]*(?:\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b)|\Z)"
 
-_ESCAPES = re.compile(
+_ESCAPES_PATTERN = (
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (an unfinished one is dropped too)
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])" + _ST_STRING +  # OSC, DCS, SOS, PM, APC
     r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence, or a lone ESC
 )
 
-_INVISIBLE = re.compile(
+_INVISIBLE_PATTERN = (
     "[\x00-\x08\x0b-\x1f\x7f-\x9f"
     "\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb"
     "\ud800-\udfff\U000e0000-\U000e007f]"
 )
+
+_compiled = None
+
+
+def _patterns():
+    """The two regexes, compiled on first need (plain ASCII text never needs them)."""
+    global _compiled
+    if _compiled is None:
+        import re
+
+        _compiled = (re.compile(_ESCAPES_PATTERN), re.compile(_INVISIBLE_PATTERN))
+    return _compiled
+
 
 _INDENT = "    "
 _INTRODUCERS = "\x1b\x9b\x90\x98\x9d\x9e\x9f"
@@ -44,10 +55,11 @@ def clean(text):
         text = "" if text is None else str(text)
     if text.isascii() and text.isprintable():
         return text
+    escapes, invisible = _patterns()
     if any(c in text for c in _INTRODUCERS):
-        text = _ESCAPES.sub("", text)
+        text = escapes.sub("", text)
     text = text.replace("\t", " ").replace("\u2028", "\n").replace("\u2029", "\n")
-    return _INVISIBLE.sub("", text)
+    return invisible.sub("", text)
 
 
 def one_line(text):
