@@ -19,13 +19,19 @@ from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerEr
 from .init import (
     InitOptions,
     InitReport,
+    check_existing,
     init_data_dir,
-    load_appservice_config,
-    load_homeserver,
-    load_registration,
 )
 from .paths import DataDir
-from .process import cmdline_mentions, pid_alive, port_in_use, read_pid, terminate, wait_dead
+from .process import (
+    cmdline_mentions,
+    die_with_parent,
+    pid_alive,
+    port_in_use,
+    read_pid,
+    terminate,
+    wait_dead,
+)
 from .supervise import APPSERVICE, SERVICES, SYNAPSE
 
 DEFAULT_START_TIMEOUT = 60.0
@@ -47,9 +53,9 @@ def load_config(dd: DataDir) -> Config:
         raise ServerError(
             f"{dd.root} lacks {', '.join(missing)}: run `agent-chat-server init` to complete it"
         )
-    load_homeserver(dd)
-    load_registration(dd)
-    return load_appservice_config(dd)
+    config = check_existing(dd).appservice
+    assert config is not None
+    return config
 
 
 def running_pid(dd: DataDir) -> int | None:
@@ -123,10 +129,13 @@ def wait_healthy(
         time.sleep(0.05)
 
 
-def start_background(dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT) -> StartResult:
+def start_background(
+    dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT, tie_to_caller: bool = False
+) -> StartResult:
     """Start a detached supervisor (unless one runs) and wait until everything is healthy.
 
     On failure nothing is left running and the ServerError names the log to read.
+    ``tie_to_caller``: the server gets SIGTERM if the calling process dies (test harnesses).
     """
     config = load_config(dd)
     t0 = time.monotonic()
@@ -146,6 +155,7 @@ def start_background(dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT) -> Sta
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent if tie_to_caller else None,
         )
     try:
         wait_healthy(dd, config, timeout, proc)

@@ -103,7 +103,7 @@ def load_homeserver(dd: DataDir) -> dict[str, Any]:
     return data
 
 
-def _check_existing(dd: DataDir) -> _Existing:
+def check_existing(dd: DataDir) -> _Existing:
     """Parse every existing config file; any corrupt one is an error before anything is written."""
     ex = _Existing()
     if dd.appservice_yaml.exists():
@@ -190,7 +190,7 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     report = InitReport()
     if dd.root.exists() and not dd.root.is_dir():
         raise ServerError(f"data dir {dd.root} exists and is not a directory")
-    ex = _check_existing(dd) if dd.root.is_dir() else _Existing()
+    ex = check_existing(dd) if dd.root.is_dir() else _Existing()
     asc, reg, hs = ex.appservice, ex.registration, ex.homeserver
 
     server_name = _pick(

@@ -1,0 +1,288 @@
+"""Shared fixtures: a throwaway Synapse + appservice started through agent-chat-server's own code.
+
+Fixtures:
+    stack       session: the appservice on SQLite.
+    pg_stack    session: the appservice on PostgreSQL (needs AGENT_CHAT_TEST_POSTGRES).
+    any_stack   parametrized over ["sqlite", "postgres"]: stack or pg_stack.
+    pg_url      a fresh, empty PostgreSQL database URL (dropped afterwards).
+    agent_home  a temp dir set as AGENT_CHAT_HOME.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from agent_chat_appservice.config import Config
+from agent_chat_server import control
+from agent_chat_server.files import load_yaml
+from agent_chat_server.init import InitOptions, init_data_dir
+from agent_chat_server.paths import DataDir
+
+POSTGRES_ENV = "AGENT_CHAT_TEST_POSTGRES"
+POSTGRES_SKIP = f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped"
+START_TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """A JSON request with the stdlib; returns (status, parsed body or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def _log_tails(dd: DataDir, lines: int = 30) -> str:
+    out = []
+    for path in (dd.supervisor_log, dd.appservice_log, dd.synapse_console_log, dd.synapse_log):
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path} ---\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+@dataclass
+class Stack:
+    """A running Synapse + appservice in a temp data dir."""
+
+    dd: DataDir
+    config: Config
+    registration_shared_secret: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dd.root
+
+    @property
+    def server_name(self) -> str:
+        return self.config.server_name
+
+    @property
+    def synapse_url(self) -> str:
+        return self.config.homeserver_url
+
+    @property
+    def api_url(self) -> str:
+        return self.config.api_url
+
+    @property
+    def api_base(self) -> str:
+        return self.api_url + "/_agent_chat/v1"
+
+    @property
+    def as_token(self) -> str:
+        return self.config.as_token
+
+    @property
+    def hs_token(self) -> str:
+        return self.config.hs_token
+
+    @property
+    def registration_token(self) -> str:
+        return self.config.registration_token
+
+    @property
+    def database(self) -> str:
+        return self.config.database
+
+    def stop_appservice(self) -> None:
+        """Stop only the appservice (Synapse keeps running and queues transactions)."""
+        control.pause_service(self.dd, "appservice")
+
+    def start_appservice(self) -> None:
+        """Start the appservice again; return once it is healthy and Synapse's ping works."""
+        control.resume_service(self.dd, "appservice", START_TIMEOUT)
+
+    def restart_synapse(self) -> None:
+        """Stop and start Synapse; return once everything is healthy again."""
+        control.restart_service(self.dd, "synapse", START_TIMEOUT)
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        control.wait_healthy(self.dd, self.config, timeout)
+
+    def create_human(
+        self, localpart: str, password: str | None = None, admin: bool = False
+    ) -> dict[str, Any]:
+        """Register a human with the shared secret (registration is closed).
+
+        Returns Synapse's answer: user_id, access_token, device_id (plus "password").
+        """
+        password = password or secrets.token_urlsafe(12)
+        url = f"{self.synapse_url}/_synapse/admin/v1/register"
+        status, body = http_json("GET", url)
+        assert status == 200, body
+        nonce = body["nonce"]
+        mac = hmac.new(self.registration_shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
+                                 b"admin" if admin else b"notadmin"]))
+        status, body = http_json("POST", url, {
+            "nonce": nonce, "username": localpart, "password": password, "admin": admin,
+            "mac": mac.hexdigest(),
+        })
+        assert status == 200, body
+        return {**body, "password": password}
+
+
+def start_stack(
+    root: Path, database: str | None = None, ports: list[int] | None = None
+) -> Stack:
+    """init + start a stack in ``root`` on free ports (the same code as the CLI)."""
+    synapse_port, api_port = ports or free_ports(2)
+    dd = DataDir.at(root)
+    init_data_dir(dd, InitOptions(synapse_port=synapse_port, api_port=api_port,
+                                  database=database))
+    try:
+        control.start_background(dd, timeout=START_TIMEOUT, tie_to_caller=True)
+    except Exception as e:
+        tails = _log_tails(dd)
+        control.stop(dd)
+        pytest.fail(f"could not start the test stack: {e}\n{tails}", pytrace=False)
+    hs = load_yaml(dd.homeserver_yaml)
+    return Stack(dd, control.load_config(dd), hs["registration_shared_secret"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_client_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing in the test session reads or writes the real ~/.agent-chat."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENT_CHAT_HOME", str(tmp_path_factory.mktemp("agent-chat-home")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Synapse + appservice (SQLite), for the whole session."""
+    st = start_stack(tmp_path_factory.mktemp("stack") / "server")
+    try:
+        yield st
+    finally:
+        control.stop(st.dd)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _run_async(make: Callable[[], Any]) -> Any:
+    """Run a coroutine in a private loop on another thread (safe inside pytest-asyncio)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def _pg_execute(admin_url: str, sql: str) -> None:
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _run_async(go)
+
+
+@dataclass
+class _PgDatabase:
+    admin_url: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path="/" + self.name))
+
+    def drop(self) -> None:
+        _pg_execute(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def create_pg_database(prefix: str = "agent_chat_test") -> _PgDatabase:
+    """A fresh database on the server named by AGENT_CHAT_TEST_POSTGRES (or skip)."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(POSTGRES_SKIP)
+    db = _PgDatabase(admin_url, f"{prefix}_{secrets.token_hex(4)}")
+    _pg_execute(admin_url, f'CREATE DATABASE "{db.name}"')
+    return db
+
+
+@pytest.fixture(scope="session")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Synapse (SQLite) + appservice on a fresh PostgreSQL database, for the whole session."""
+    db = create_pg_database()
+    try:
+        st = start_stack(tmp_path_factory.mktemp("pg-stack") / "server", database=db.url)
+        try:
+            yield st
+        finally:
+            control.stop(st.dd)
+    finally:
+        db.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """The SQLite stack, then the PostgreSQL one (skipped without AGENT_CHAT_TEST_POSTGRES)."""
+    name = "stack" if request.param == "sqlite" else "pg_stack"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database URL, dropped after the test."""
+    db = create_pg_database()
+    try:
+        yield db.url
+    finally:
+        db.drop()
+
+
+@pytest.fixture
+def agent_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp dir set as AGENT_CHAT_HOME."""
+    home = tmp_path / "agent-home"
+    home.mkdir()
+    monkeypatch.setenv("AGENT_CHAT_HOME", str(home))
+    return home
