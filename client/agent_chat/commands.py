@@ -66,9 +66,18 @@ def use_color(stream=None):
         return False
 
 
+def _argv_text(text):
+    """Command-line text with undecodable bytes (surrogate escapes) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def normalize_target(target, kind="target"):
     """``general`` → ``#general``; ``#x``, ``@Nick``, ``@u:server``, ``!id`` unchanged."""
-    target = target.strip()
+    target = _argv_text(target).strip()
     if not target or target in "#@!":
         raise UsageError("empty %s: use #room, @Nick or @user:server" % kind)
     if target[0] not in "#@!":
@@ -130,7 +139,7 @@ def send(ctx, target, words, notice=False, as_json=False):
         if body.endswith("\n"):
             body = body[:-2] if body.endswith("\r\n") else body[:-1]
     else:
-        body = " ".join(words)
+        body = _argv_text(" ".join(words))
     if not body.strip():
         raise UsageError("empty message: nothing to send")
     client = ctx.authed()
@@ -247,8 +256,8 @@ def who(ctx, target, as_json):
              render.ago(m.get("last_active"))) for m in members]
     width = max([len(r[0]) for r in rows] + [4])
     for name, kind, user_id, active in rows:
-        out("  %-*s  %-5s  %s  (active %s)" % (width, name, kind, user_id, active)
-            .replace("(active never)", "(never active)"))
+        active = "never active" if active == "never" else "active " + active
+        out("  %-*s  %-5s  %s  (%s)" % (width, name, kind, user_id, active))
     return 0
 
 
