@@ -43,6 +43,9 @@ class Config:
     bot_localpart: str = USER_PREFIX + "bot"
     bot_displayname: str = "Agent Chat"
     open_registration: bool = False
+    #: Per-caller send limit (token bucket): a runaway agent loop gets 429, not the whole room.
+    send_rate_per_second: float = 5.0
+    send_rate_burst: int = 30
     rooms: list[dict[str, str]] = field(default_factory=lambda: [dict(r) for r in DEFAULT_ROOMS])
     log_level: str = "INFO"
 

@@ -1,1 +1,60 @@
+"""The REST API under ``/_agent_chat/v1``: one module per resource, one shared route table."""
 
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..db import Identity
+from ..errors import ApiError
+from . import agents, messages, rooms  # noqa: F401  (they add their routes to base.routes)
+from .base import CONTEXT, IDENTITY, Context, routes
+
+log = logging.getLogger("agent_chat.api")
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except web.HTTPException as e:
+        if e.status == 405:
+            return ApiError(405, "M_UNRECOGNIZED", f"{request.method} is not allowed here").response()
+        if e.status == 404:
+            return ApiError(404, "M_UNRECOGNIZED", "no such API route").response()
+        if e.status == 413:
+            return ApiError(413, "M_TOO_LARGE", "the request body is too large").response()
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return ApiError(500, "M_UNKNOWN", "internal error; see the appservice log").response()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if "access_token" in request.query:
+        raise ApiError(
+            400, "M_INVALID_PARAM", "tokens in the query string are refused; use the header"
+        )
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # no such route: answer 404/405, not 401
+    if getattr(request.match_info.handler, "public", False):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        raise ApiError(401, "M_MISSING_TOKEN", "missing 'Authorization: Bearer <token>' header")
+    identity = await Identity.get_by_token(header[7:].strip())
+    if identity is None:
+        raise ApiError(401, "M_UNKNOWN_TOKEN", "unknown or revoked token; register again")
+    request[IDENTITY] = identity
+    await request.app[CONTEXT].touch(identity)
+    return await handler(request)
+
+
+def make_app(context: Context) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app[CONTEXT] = context
+    app.add_routes(routes)
+    return app

@@ -1,1 +1,36 @@
+"""Storage: one module per table (maubot style), migrations in ``upgrade/``."""
 
+from __future__ import annotations
+
+from mautrix.util.async_db import Database
+
+from .hs_transaction import HSTransaction
+from .client_send import ClientSend
+from .identity import Identity
+from .ledger import Ledger
+from .member import Member
+from .message import Message
+from .room import DirectChat, Room
+from .upgrade import upgrade_table
+
+ALL = (HSTransaction, ClientSend, Identity, Ledger, Member, Message, Room, DirectChat)
+
+
+def init(db: Database) -> None:
+    """Bind every table class to the database."""
+    for table in ALL:
+        table.db = db
+
+
+__all__ = [
+    "ClientSend",
+    "DirectChat",
+    "HSTransaction",
+    "Identity",
+    "Ledger",
+    "Member",
+    "Message",
+    "Room",
+    "init",
+    "upgrade_table",
+]

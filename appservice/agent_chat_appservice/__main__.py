@@ -1,0 +1,60 @@
+"""``python -m agent_chat_appservice -c appservice.yaml``: run the appservice in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import Config, ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agent_chat_appservice")
+    parser.add_argument("-c", "--config", required=True, help="path to appservice.yaml")
+    args = parser.parse_args(argv)
+    try:
+        config = Config.load(args.config)
+    except ConfigError as e:
+        print(f"agent_chat_appservice: {e}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiohttp's and mautrix's request logs at DEBUG would be noise at INFO.
+    logging.getLogger("agent_chat.matrix").setLevel(max(logging.INFO, logging.root.level))
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(config: Config) -> int:
+    from .service import AgentChatService
+
+    service = AgentChatService(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except OSError as e:
+        logging.getLogger("agent_chat").error("cannot start: %s", e)
+        await service.stop()
+        return 1
+    except Exception as e:
+        logging.getLogger("agent_chat").exception("cannot start: %s", e)
+        await service.stop()
+        return 1
+    await stop.wait()
+    await service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Identities: register, whoami; plus the public health check and the OpenAPI document."""
+
+from __future__ import annotations
+
+from importlib import resources
+import hmac
+
+from aiohttp import web
+
+from .. import __version__
+from ..errors import ApiError
+from .base import caller, ctx, json_body, ok, public, routes
+
+
+@routes.get("/health")
+@public
+async def health(request: web.Request) -> web.Response:
+    context = ctx(request)
+    homeserver = await context.hs.versions_ok()
+    if not context.ready or not homeserver:
+        what = "starting up" if homeserver else "cannot reach the homeserver"
+        raise ApiError(503, "AC_UNAVAILABLE", f"the appservice is {what}")
+    return ok(
+        {
+            "status": "ok",
+            "server_name": context.config.server_name,
+            "homeserver": homeserver,
+            "version": __version__,
+        }
+    )
+
+
+@routes.get("/openapi.yaml")
+@public
+async def openapi(_: web.Request) -> web.Response:
+    text = resources.files("agent_chat_appservice").joinpath("api", "openapi.yaml").read_text()
+    return web.Response(text=text, content_type="application/yaml")
+
+
+@routes.post("/register")
+@public
+async def register(request: web.Request) -> web.Response:
+    context = ctx(request)
+    data = await json_body(request)
+    if not context.config.open_registration:
+        given = data.get("registration_token")
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode(), context.config.registration_token.encode()
+        ):
+            raise ApiError(
+                403,
+                "M_FORBIDDEN",
+                "wrong or missing registration_token; ask the server's operator for it",
+            )
+    nick = data.get("nick")
+    if nick is not None and not isinstance(nick, str):
+        raise ApiError(400, "M_BAD_JSON", "'nick' must be a string")
+    exact = data.get("exact", False)
+    if not isinstance(exact, bool):
+        raise ApiError(400, "M_BAD_JSON", "'exact' must be true or false")
+    identity, token = await context.identities.register(nick or None, exact)
+    return ok(
+        {
+            "user_id": identity.user_id,
+            "nick": identity.nick,
+            "kind": identity.kind,
+            "token": token,
+            "rooms": ["#" + r["alias"] for r in context.config.rooms],
+        },
+        status=201,
+    )
+
+
+@routes.get("/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    me = caller(request)
+    return ok({"user_id": me.user_id, "nick": me.nick, "kind": me.kind})

@@ -1,0 +1,128 @@
+"""What every REST handler shares: the route table, the service context, auth, JSON input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+import json
+import time
+
+from aiohttp import web
+
+from ..config import Config
+from ..db import Identity
+from ..errors import ApiError
+from ..homeserver import Homeserver
+from ..identities import Identities
+from ..rooms import Rooms
+
+routes = web.RouteTableDef()
+CONTEXT = web.AppKey("context", "Context")
+IDENTITY = "agent_chat.identity"
+MAX_JSON = 64 * 1024
+
+
+class RateLimiter:
+    """A token bucket per caller."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> int | None:
+        """None when allowed, else milliseconds until the next request would be."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return int((1 - tokens) / self.per_second * 1000) + 1
+        self._buckets[key] = (tokens - 1, now)
+        return None
+
+
+@dataclass
+class Context:
+    config: Config
+    hs: Homeserver
+    rooms: Rooms
+    identities: Identities
+    send_limiter: RateLimiter
+    ready: bool = False
+    _touched: dict[str, float] = field(default_factory=dict)
+
+    async def touch(self, identity: Identity) -> None:
+        """Record activity for `who`, at most once a minute per caller (notify is hot)."""
+        now = time.monotonic()
+        if now - self._touched.get(identity.user_id, -1e9) >= 60:
+            self._touched[identity.user_id] = now
+            await identity.touch()
+
+
+def public(handler):
+    """Mark a route that needs no token (health, register, the OpenAPI document)."""
+    handler.public = True
+    return handler
+
+
+def ctx(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def caller(request: web.Request) -> Identity:
+    return request[IDENTITY]
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_JSON:
+        raise ApiError(413, "M_TOO_LARGE", f"the request body is over {MAX_JSON // 1024} KiB")
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise ApiError(413, "M_TOO_LARGE", f"the request body is over {MAX_JSON // 1024} KiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "M_NOT_JSON", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "M_BAD_JSON", "the request body must be a JSON object")
+    return data
+
+
+def string_field(data: dict, key: str, required: bool = True, max_len: int = 256) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
+    if len(value) > max_len:
+        raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
+    return value
+
+
+def query_bool(request: web.Request, key: str, default: bool) -> bool:
+    value = request.query.get(key)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be true or false")
+
+
+def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    value = request.query.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number") from None
+    if not lo <= number <= hi:
+        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between {lo} and {hi}")
+    return number
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")

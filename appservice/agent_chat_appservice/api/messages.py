@@ -1,0 +1,184 @@
+"""Messages: send, read (marking read), and the unread counts behind `ac notify`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from aiohttp import web
+from mautrix.errors import MatrixRequestError
+
+from ..db import ClientSend, Identity, Ledger, Member, Message
+from ..errors import ApiError, from_matrix
+from ..text import mxid_mentions, nick_mentions
+from .base import Context, caller, ctx, json_body, ok, query_bool, query_int, routes, string_field
+
+log = logging.getLogger("agent_chat.api.messages")
+
+MAX_BODY = 32768
+TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_background: set[asyncio.Task] = set()
+
+
+def _in_background(coro) -> None:
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def resolve_target(context: Context, me: str, target: str, join: bool) -> str:
+    """The room id for ``#room``, ``!room_id``, ``@Nick`` or ``@user:server``."""
+    if target.startswith("@"):
+        other = await context.rooms.resolve_user(target)
+        if join:
+            return await context.rooms.direct_chat(me, other)
+        from ..db import DirectChat
+
+        room_id = await DirectChat.get(me, other)
+        if room_id is None or not await Member.is_joined(room_id, me):
+            raise ApiError(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
+        return room_id
+    if target.startswith(("#", "!")):
+        return await context.rooms.resolve_room(me, target, join=join)
+    raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
+
+
+async def mentions_in(context: Context, body: str, me: str) -> list[str]:
+    """Matrix ids mentioned in the body as ``@Nick`` or ``@user:server``."""
+    found = [u for u in mxid_mentions(body)]
+    for nick in nick_mentions(body):
+        identity = await Identity.get_by_nick(nick)
+        user_id = identity.user_id if identity else await Member.find_user_by_name(nick)
+        if user_id:
+            found.append(user_id)
+    return [u for u in dict.fromkeys(found) if u != me]
+
+
+@routes.put("/send/{txn_id}")
+async def send(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    txn_id = request.match_info["txn_id"]
+    if not TXN_RE.match(txn_id):
+        raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
+    data = await json_body(request)
+    target = string_field(data, "to")
+    body = string_field(data, "body", max_len=MAX_BODY)
+    notice = data.get("notice", False)
+    if not isinstance(notice, bool):
+        raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
+    previous = await ClientSend.get(me.user_id, txn_id)
+    if previous is not None:  # a retry: answer what the first attempt did
+        label = await context.rooms.label(previous.room_id, me.user_id)
+        return ok({"event_id": previous.event_id, "room_id": previous.room_id, "room": label})
+    wait_ms = context.send_limiter.check(me.user_id)
+    if wait_ms is not None:
+        raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
+    room_id = await resolve_target(context, me.user_id, target, join=True)
+    content = {
+        "msgtype": "m.notice" if notice else "m.text",
+        "body": body,
+        # Always present, so Element's push rules use it instead of guessing from the body.
+        "m.mentions": {"user_ids": await mentions_in(context, body, me.user_id)},
+    }
+    try:
+        event_id = await context.hs.send(me.user_id, room_id, content, txn_id)
+    except MatrixRequestError as e:
+        raise from_matrix(e, "sending the message") from None
+    except Exception as e:
+        raise from_matrix(e, "sending the message") from None
+    await ClientSend(me.user_id, txn_id, room_id, event_id).insert()
+    label = await context.rooms.label(room_id, me.user_id)
+    return ok({"event_id": event_id, "room_id": room_id, "room": label})
+
+
+async def joined_rooms(user_id: str) -> list[str]:
+    q = "SELECT room_id FROM member WHERE user_id=$1 AND membership='join'"
+    return [r["room_id"] for r in await Member.db.fetch(q, user_id)]
+
+
+@routes.get("/messages")
+async def messages(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    limit = query_int(request, "limit", 20, 1, 1000)
+    unread = query_bool(request, "unread", False)
+    mark_read = query_bool(request, "mark_read", True)
+    room = request.query.get("room")
+    if room:
+        room_ids = [await resolve_target(context, me.user_id, room, join=False)]
+    else:
+        room_ids = await joined_rooms(me.user_id)
+    after: dict[str, int] = {}
+    if unread:
+        after = await Ledger.read_markers(me.user_id, room_ids)
+    since = request.query.get("since")
+    if since:
+        found = await Message.seq_of(since)
+        if found is None or found[0] not in room_ids:
+            raise ApiError(404, "M_NOT_FOUND", "'since' is not a message in these rooms")
+        after = {r: max(after.get(r, 0), found[1]) for r in room_ids}
+    found_messages = await Message.read(
+        room_ids,
+        after,
+        limit,
+        oldest_first=unread or bool(since),
+        exclude_sender=me.user_id if unread else None,
+    )
+    labels: dict[str, str] = {}
+    result = []
+    for m in found_messages:
+        if m.room_id not in labels:
+            labels[m.room_id] = await context.rooms.label(m.room_id, me.user_id)
+        result.append(
+            {
+                "event_id": m.event_id,
+                "room_id": m.room_id,
+                "room": labels[m.room_id],
+                "sender": m.sender,
+                "sender_name": m.sender_name or await context.rooms.person_name(m.sender),
+                "ts": m.ts,
+                "body": m.body,
+                "msgtype": m.msgtype,
+                "prefix": m.prefix,
+                "urgent": m.urgent,
+            }
+        )
+    if mark_read and found_messages:
+        newest: dict[str, Message] = {}
+        for m in found_messages:
+            newest[m.room_id] = m
+        for room_id, m in newest.items():
+            if await Ledger.mark_read(None, me.user_id, room_id, m.seq, m.event_id):
+                _in_background(_send_receipt(context, me.user_id, room_id, m.event_id))
+    return ok({"messages": result})
+
+
+async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: str) -> None:
+    """Tell Matrix what the agent read, so Element shows it; the ledger does not wait for it."""
+    try:
+        await context.hs.read_receipt(user_id, room_id, event_id)
+    except Exception as e:
+        log.warning("read receipt for %s in %s failed: %s", user_id, room_id, e)
+
+
+@routes.get("/notify")
+async def notify(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    entries = []
+    for u in await Ledger.unread(me.user_id):
+        if u.is_direct and u.other_user:
+            label = "@" + await context.rooms.person_name(u.other_user)
+        elif u.alias:
+            label = "#" + u.alias
+        else:
+            label = await context.rooms.label(u.room_id, me.user_id)
+        entries.append(
+            {
+                "room": label,
+                "room_id": u.room_id,
+                "count": u.count,
+                "urgent": u.urgent,
+                "senders": [u.last_sender] if u.last_sender else [],
+            }
+        )
+    return ok({"unread": entries})

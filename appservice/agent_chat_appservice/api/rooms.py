@@ -1,0 +1,81 @@
+"""Rooms: who is in one, which ones I am in, creating and joining."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..db import Member
+from ..errors import ApiError
+from .base import caller, ctx, json_body, ok, routes, string_field
+from .messages import resolve_target
+
+
+@routes.get("/who")
+async def who(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    room = request.query.get("room")
+    if not room:
+        raise ApiError(400, "M_INVALID_PARAM", "'room' is required")
+    room_id = await resolve_target(context, me.user_id, room, join=False)
+    members = []
+    for m in await Member.joined(room_id):
+        if m.user_id == context.config.bot_mxid:
+            kind = "bot"
+        else:
+            kind = m.kind or "human"
+        members.append(
+            {
+                "user_id": m.user_id,
+                "display_name": m.displayname or await context.rooms.person_name(m.user_id),
+                "kind": kind,
+                "last_active": m.last_active,
+            }
+        )
+    return ok({"room": await context.rooms.label(room_id, me.user_id), "members": members})
+
+
+@routes.get("/channels")
+async def channels(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    q = (
+        "SELECT r.room_id, r.topic, r.is_direct, COALESCE(u.count, 0) AS unread,"
+        " (SELECT COUNT(*) FROM member x WHERE x.room_id=r.room_id AND x.membership='join')"
+        "   AS members"
+        " FROM member m JOIN room r ON r.room_id=m.room_id"
+        " LEFT JOIN unread u ON u.room_id=m.room_id AND u.user_id=m.user_id"
+        " WHERE m.user_id=$1 AND m.membership='join' ORDER BY r.is_direct, r.alias, r.room_id"
+    )
+    result = []
+    for r in await Member.db.fetch(q, me.user_id):
+        result.append(
+            {
+                "room_id": r["room_id"],
+                "room": await context.rooms.label(r["room_id"], me.user_id),
+                "topic": r["topic"],
+                "members": r["members"],
+                "unread": r["unread"],
+                "direct": bool(r["is_direct"]),
+            }
+        )
+    return ok({"channels": result})
+
+
+@routes.post("/rooms")
+async def create_room(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    data = await json_body(request)
+    alias = string_field(data, "alias", max_len=80)
+    topic = string_field(data, "topic", required=False, max_len=1000)
+    room_id, label = await context.rooms.create_public_room(me.user_id, alias, topic)
+    return ok({"room_id": room_id, "room": label}, status=201)
+
+
+@routes.post("/join")
+async def join(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    data = await json_body(request)
+    room = string_field(data, "room")
+    if not room.startswith(("#", "!")):
+        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or !room_id")
+    room_id = await context.rooms.resolve_room(me.user_id, room, join=True)
+    return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})

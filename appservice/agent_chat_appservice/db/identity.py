@@ -1,0 +1,107 @@
+"""Identities (agents, humans, bots) and their hashed API tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+import hashlib
+import secrets
+import time
+
+from mautrix.util.async_db import Connection, Database
+
+TOKEN_PREFIX = "ac_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass
+class Identity:
+    db: ClassVar[Database]
+
+    user_id: str
+    nick: str
+    kind: str  # agent | human | bot
+    created_at: int
+    last_active: int | None = None
+
+    _columns = "user_id, nick, kind, created_at, last_active"
+
+    @classmethod
+    def _from_row(cls, row) -> Identity | None:
+        if row is None:
+            return None
+        return cls(
+            user_id=row["user_id"],
+            nick=row["nick"],
+            kind=row["kind"],
+            created_at=row["created_at"],
+            last_active=row["last_active"],
+        )
+
+    @classmethod
+    async def get(cls, user_id: str) -> Identity | None:
+        q = f"SELECT {cls._columns} FROM identity WHERE user_id=$1"
+        return cls._from_row(await cls.db.fetchrow(q, user_id))
+
+    @classmethod
+    async def get_by_nick(cls, nick: str) -> Identity | None:
+        q = f"SELECT {cls._columns} FROM identity WHERE nick_key=$1"
+        return cls._from_row(await cls.db.fetchrow(q, nick.lower()))
+
+    @classmethod
+    async def get_by_token(cls, token: str) -> Identity | None:
+        q = (
+            "SELECT i.user_id, i.nick, i.kind, i.created_at, i.last_active FROM api_token t "
+            "JOIN identity i ON i.user_id = t.user_id WHERE t.token_hash=$1"
+        )
+        return cls._from_row(await cls.db.fetchrow(q, hash_token(token)))
+
+    @classmethod
+    async def nick_keys_taken(cls, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(keys)))
+        q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
+        return {row["nick_key"] for row in await cls.db.fetch(q, *keys)}
+
+    @classmethod
+    async def count(cls) -> int:
+        return await cls.db.fetchval("SELECT COUNT(*) FROM identity")
+
+    async def insert(self, conn: Connection | None = None) -> None:
+        q = (
+            "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, last_active) "
+            "VALUES ($1, $2, $3, $4, $5, $6)"
+        )
+        await (conn or self.db).execute(
+            q,
+            self.user_id,
+            self.nick,
+            self.nick.lower(),
+            self.kind,
+            self.created_at,
+            self.last_active,
+        )
+
+    async def issue_token(self, conn: Connection | None = None) -> str:
+        """Create an API token for this identity. Only its hash is kept."""
+        token = new_token()
+        q = "INSERT INTO api_token (token_hash, user_id, created_at) VALUES ($1, $2, $3)"
+        await (conn or self.db).execute(q, hash_token(token), self.user_id, now_ms())
+        return token
+
+    async def touch(self) -> None:
+        self.last_active = now_ms()
+        q = "UPDATE identity SET last_active=$2 WHERE user_id=$1"
+        await self.db.execute(q, self.user_id, self.last_active)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,151 @@
+"""The unread ledger: per (user, room) unread count, urgent flag and read marker.
+
+Synapse computes no unread counts for appservice users, so this table is the source of truth
+for "what is new for me". Writers run inside the transaction that applies a homeserver
+transaction, so a count changes exactly when its message is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mautrix.util.async_db import Connection, Database
+
+
+@dataclass
+class Unread:
+    room_id: str
+    count: int
+    urgent: bool
+    alias: str | None
+    is_direct: bool
+    other_user: str | None  # the other party of a direct chat
+    other_name: str | None
+    last_sender: str | None
+
+
+class Ledger:
+    db: ClassVar[Database]
+
+    @classmethod
+    async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:
+        """A new member starts with nothing unread: history before the join is not news."""
+        q = (
+            "INSERT INTO unread (user_id, room_id, count, urgent, last_read_seq) "
+            "SELECT $1, $2, 0, false, COALESCE(MAX(seq), 0) FROM message WHERE room_id=$2 "
+            "ON CONFLICT (user_id, room_id) DO NOTHING"
+        )
+        await conn.execute(q, user_id, room_id)
+
+    @classmethod
+    async def on_leave(cls, conn: Connection, room_id: str, user_id: str) -> None:
+        await conn.execute("DELETE FROM unread WHERE user_id=$1 AND room_id=$2", user_id, room_id)
+
+    @classmethod
+    async def on_message(
+        cls,
+        conn: Connection,
+        room_id: str,
+        seq: int,
+        sender: str,
+        sender_name: str,
+        urgent: bool,
+        mentioned: list[str],
+    ) -> None:
+        """Count one message for every joined member but its sender, in one statement."""
+        q = (
+            "INSERT INTO unread (user_id, room_id, count, urgent, last_read_seq, last_sender) "
+            "SELECT user_id, room_id, 1, $3, 0, $4 FROM member "
+            "WHERE room_id=$1 AND membership='join' AND user_id<>$2 "
+            "ON CONFLICT (user_id, room_id) DO UPDATE SET count=unread.count + 1, "
+            "urgent=(unread.urgent OR excluded.urgent), last_sender=excluded.last_sender"
+        )
+        await conn.execute(q, room_id, sender, urgent, sender_name)
+        if mentioned and not urgent:
+            await conn.executemany(
+                "INSERT INTO mention (room_id, seq, user_id) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                [(room_id, seq, user_id) for user_id in mentioned],
+            )
+            marks = ", ".join(f"${i + 3}" for i in range(len(mentioned)))
+            await conn.execute(
+                f"UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id<>$2 "
+                f"AND user_id IN ({marks})",
+                room_id,
+                sender,
+                *mentioned,
+            )
+
+    @classmethod
+    async def mark_read(
+        cls, conn: Connection | None, user_id: str, room_id: str, seq: int, event_id: str
+    ) -> bool:
+        """Move the read marker forward to ``seq`` and recount what is still unread after it.
+
+        Returns False when the marker was already at or past ``seq`` (receipts may echo back).
+        """
+        q = (
+            "UPDATE unread SET last_read_seq=$3, last_read_event=$4, "
+            "count=(SELECT COUNT(*) FROM message m WHERE m.room_id=$2 AND m.seq>$3 "
+            "       AND m.sender<>$1), "
+            "urgent=(EXISTS (SELECT 1 FROM message m WHERE m.room_id=$2 AND m.seq>$3 "
+            "                AND m.sender<>$1 AND m.urgent) "
+            "        OR EXISTS (SELECT 1 FROM mention x WHERE x.room_id=$2 AND x.seq>$3 "
+            "                   AND x.user_id=$1)) "
+            "WHERE user_id=$1 AND room_id=$2 AND last_read_seq<$3"
+        )
+        result = await (conn or cls.db).execute(q, user_id, room_id, seq, event_id)
+        return _rows_changed(result) > 0
+
+    @classmethod
+    async def read_markers(cls, user_id: str, room_ids: list[str]) -> dict[str, int]:
+        q = "SELECT room_id, last_read_seq FROM unread WHERE user_id=$1"
+        wanted = set(room_ids)
+        return {
+            r["room_id"]: r["last_read_seq"]
+            for r in await cls.db.fetch(q, user_id)
+            if r["room_id"] in wanted
+        }
+
+    @classmethod
+    async def unread(cls, user_id: str) -> list[Unread]:
+        """Rooms with something unread for the user; cost grows with their rooms, not history."""
+        q = (
+            "SELECT u.room_id, u.count, u.urgent, u.last_sender, r.alias, r.is_direct,"
+            " (SELECT o.user_id FROM member o WHERE o.room_id=u.room_id AND o.user_id<>$1"
+            "   AND o.membership IN ('join', 'invite') ORDER BY o.user_id LIMIT 1) AS other_user"
+            " FROM unread u JOIN room r ON r.room_id=u.room_id"
+            " WHERE u.user_id=$1 AND u.count>0 ORDER BY r.is_direct, r.alias, u.room_id"
+        )
+        rows = await cls.db.fetch(q, user_id)
+        result = []
+        for r in rows:
+            result.append(
+                Unread(
+                    room_id=r["room_id"],
+                    count=r["count"],
+                    urgent=bool(r["urgent"]),
+                    alias=r["alias"],
+                    is_direct=bool(r["is_direct"]),
+                    other_user=r["other_user"] if r["is_direct"] else None,
+                    other_name=None,
+                    last_sender=r["last_sender"],
+                )
+            )
+        return result
+
+    @classmethod
+    async def counts(cls, user_id: str) -> dict[str, int]:
+        q = "SELECT room_id, count FROM unread WHERE user_id=$1"
+        return {r["room_id"]: r["count"] for r in await cls.db.fetch(q, user_id)}
+
+
+def _rows_changed(result) -> int:
+    """Rows an UPDATE touched: asyncpg answers 'UPDATE n', aiosqlite a cursor."""
+    if isinstance(result, str):
+        try:
+            return int(result.rsplit(" ", 1)[-1])
+        except ValueError:
+            return 0
+    return getattr(result, "rowcount", 0) or 0

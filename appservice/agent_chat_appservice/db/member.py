@@ -1,0 +1,64 @@
+"""Room membership as the homeserver reported it (m.room.member state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mautrix.util.async_db import Connection, Database
+
+
+@dataclass
+class Member:
+    db: ClassVar[Database]
+
+    room_id: str
+    user_id: str
+    displayname: str | None
+    kind: str | None  # from identity; None for people the appservice has not registered
+    last_active: int | None
+
+    @classmethod
+    async def set(
+        cls,
+        conn: Connection,
+        room_id: str,
+        user_id: str,
+        membership: str,
+        displayname: str | None,
+    ) -> None:
+        q = (
+            "INSERT INTO member (room_id, user_id, membership, displayname) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) "
+            "DO UPDATE SET membership=excluded.membership, displayname=excluded.displayname"
+        )
+        await conn.execute(q, room_id, user_id, membership, displayname)
+
+    @classmethod
+    async def is_joined(cls, room_id: str, user_id: str) -> bool:
+        q = "SELECT 1 FROM member WHERE room_id=$1 AND user_id=$2 AND membership='join'"
+        return bool(await cls.db.fetchval(q, room_id, user_id))
+
+    @classmethod
+    async def joined(cls, room_id: str) -> list[Member]:
+        q = (
+            "SELECT m.room_id, m.user_id, m.displayname, i.kind, i.last_active FROM member m "
+            "LEFT JOIN identity i ON i.user_id = m.user_id "
+            "WHERE m.room_id=$1 AND m.membership='join' ORDER BY m.user_id"
+        )
+        return [
+            cls(r["room_id"], r["user_id"], r["displayname"], r["kind"], r["last_active"])
+            for r in await cls.db.fetch(q, room_id)
+        ]
+
+    @classmethod
+    async def find_user_by_name(cls, name: str) -> str | None:
+        """A user id whose display name is ``name`` (case-insensitive), if exactly one."""
+        q = "SELECT DISTINCT user_id FROM member WHERE LOWER(displayname)=$1 LIMIT 2"
+        rows = await cls.db.fetch(q, name.lower())
+        return rows[0]["user_id"] if len(rows) == 1 else None
+
+    @classmethod
+    async def name_of(cls, user_id: str) -> str | None:
+        q = "SELECT displayname FROM member WHERE user_id=$1 AND displayname IS NOT NULL LIMIT 1"
+        return await cls.db.fetchval(q, user_id)

@@ -1,0 +1,111 @@
+"""Messages as Synapse delivered them; ``seq`` is the delivery order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import json
+
+from mautrix.util.async_db import Connection, Database
+
+# Bodies are stored JSON-encoded (ASCII escapes): PostgreSQL text cannot hold NUL or lone
+# surrogates, and a hostile body must neither wedge the ledger nor be altered.
+
+
+@dataclass
+class Message:
+    db: ClassVar[Database]
+
+    seq: int
+    event_id: str
+    room_id: str
+    sender: str
+    sender_name: str | None
+    ts: int
+    msgtype: str
+    body: str
+    prefix: str | None
+    urgent: bool
+
+    @classmethod
+    async def insert(
+        cls,
+        conn: Connection,
+        event_id: str,
+        room_id: str,
+        sender: str,
+        ts: int,
+        msgtype: str,
+        body: str,
+        prefix: str | None,
+        urgent: bool,
+    ) -> int | None:
+        """Store a message; its seq, or None when this event was stored before."""
+        if await conn.fetchval("SELECT 1 FROM message WHERE event_id=$1", event_id):
+            return None
+        q = (
+            "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, prefix, urgent) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq"
+        )
+        body_json = json.dumps(body)
+        return await conn.fetchval(
+            q, event_id, room_id, sender, ts, msgtype, body_json, prefix, urgent
+        )
+
+    @classmethod
+    async def seq_of(cls, event_id: str, conn: Connection | None = None) -> tuple[str, int] | None:
+        q = "SELECT room_id, seq FROM message WHERE event_id=$1"
+        row = await (conn or cls.db).fetchrow(q, event_id)
+        return (row["room_id"], row["seq"]) if row else None
+
+    @classmethod
+    async def read(
+        cls,
+        room_ids: list[str],
+        after: dict[str, int],
+        limit: int,
+        oldest_first: bool = False,
+        exclude_sender: str | None = None,
+    ) -> list[Message]:
+        """Up to ``limit`` messages of these rooms after each room's seq, returned oldest first.
+
+        ``oldest_first`` picks the oldest ones (reading unread messages in order), otherwise
+        the newest ones (``--last N``).
+        """
+        if not room_ids:
+            return []
+        conds, args = [], []
+        for room_id in room_ids:
+            args += [room_id, after.get(room_id, 0)]
+            conds.append(f"(msg.room_id=${len(args) - 1} AND msg.seq>${len(args)})")
+        where = "(" + " OR ".join(conds) + ")"
+        if exclude_sender:
+            args.append(exclude_sender)
+            where += f" AND msg.sender<>${len(args)}"
+        args.append(limit)
+        order = "ASC" if oldest_first else "DESC"
+        q = (
+            "SELECT msg.seq, msg.event_id, msg.room_id, msg.sender, msg.ts, msg.msgtype, msg.body,"
+            " msg.prefix, msg.urgent, mem.displayname FROM message msg"
+            " LEFT JOIN member mem ON mem.room_id=msg.room_id AND mem.user_id=msg.sender"
+            f" WHERE {where} ORDER BY msg.seq {order} LIMIT ${len(args)}"
+        )
+        rows = await cls.db.fetch(q, *args)
+        if not oldest_first:
+            rows = list(reversed(rows))
+        return [
+            cls(
+                r["seq"],
+                r["event_id"],
+                r["room_id"],
+                r["sender"],
+                r["displayname"],
+                r["ts"],
+                r["msgtype"],
+                json.loads(r["body"]),
+                r["prefix"],
+                bool(r["urgent"]),
+            )
+            for r in rows
+        ]

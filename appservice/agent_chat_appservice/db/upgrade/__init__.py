@@ -1,0 +1,7 @@
+"""Schema migrations, one module per version (``vNN_description.py``)."""
+
+from mautrix.util.async_db import UpgradeTable
+
+upgrade_table = UpgradeTable()
+
+from . import v01_initial  # noqa: E402,F401  (registers itself on upgrade_table)

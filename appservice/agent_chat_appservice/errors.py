@@ -1,0 +1,58 @@
+"""API errors: JSON ``{"errcode", "error"}`` with an honest HTTP status."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, errcode: str, message: str, retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errcode = errcode
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+    def response(self) -> web.Response:
+        body: dict = {"errcode": self.errcode, "error": self.message}
+        headers = {}
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+            headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
+        return web.Response(
+            status=self.status,
+            text=json.dumps(body),
+            content_type="application/json",
+            headers=headers,
+        )
+
+
+def from_matrix(e: Exception, doing: str) -> ApiError:
+    """Map a homeserver failure to what the API caller should see."""
+    from mautrix.errors import (
+        MatrixConnectionError,
+        MatrixRequestError,
+        MForbidden,
+        MLimitExceeded,
+        MNotFound,
+    )
+    import aiohttp
+
+    if isinstance(e, MLimitExceeded):
+        return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
+    if isinstance(e, MForbidden):
+        return ApiError(403, "M_FORBIDDEN", f"the homeserver refused {doing}: {e.message}")
+    if isinstance(e, MNotFound):
+        return ApiError(404, "M_NOT_FOUND", f"not found while {doing}")
+    if isinstance(e, (MatrixConnectionError, aiohttp.ClientConnectionError, TimeoutError)):
+        return ApiError(503, "AC_HOMESERVER_UNREACHABLE", f"the homeserver is unreachable ({doing})")
+    if isinstance(e, MatrixRequestError):
+        status = getattr(e, "http_status", 502)
+        if status == 429:
+            return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
+        return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing} ({status})")
+    return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing}")

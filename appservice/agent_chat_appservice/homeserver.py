@@ -1,0 +1,137 @@
+"""Calls to Synapse's client-server API, as the bot or as any user in our namespace.
+
+A thin layer over mautrix's ``AppServiceAPI`` (HTTP, error mapping, ``?user_id=``
+masquerading). IntentAPI is not used: its state-store caching makes extra requests and can
+go stale, and the ledger already knows membership from the events Synapse pushes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+import hashlib
+import logging
+
+import aiohttp
+from mautrix.api import Method, Path
+from mautrix.appservice import AppServiceAPI
+from mautrix.client import ClientAPI
+from mautrix.errors import MUserInUse
+from mautrix.types import EventType, RoomCreatePreset, RoomDirectoryVisibility
+
+from .config import Config
+
+log = logging.getLogger("agent_chat.homeserver")
+
+
+class Homeserver:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.session: aiohttp.ClientSession | None = None
+        self.api: AppServiceAPI | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        self.api = AppServiceAPI(
+            base_url=self.config.homeserver_url,
+            bot_mxid=self.config.bot_mxid,
+            token=self.config.as_token,
+            log=logging.getLogger("agent_chat.matrix"),
+            state_store=None,
+            client_session=self.session,
+        )
+
+    async def stop(self) -> None:
+        if self.session:
+            await self.session.close()
+
+    def client(self, user_id: str | None = None) -> ClientAPI:
+        """A ClientAPI acting as ``user_id`` (the bot when None)."""
+        if user_id is None or user_id == self.config.bot_mxid:
+            return ClientAPI(self.config.bot_mxid, api=self.api)
+        return ClientAPI(user_id, api=self.api.user(user_id))
+
+    async def versions_ok(self) -> bool:
+        try:
+            await self.api.request(Method.GET, Path.versions)
+            return True
+        except Exception:
+            return False
+
+    async def ping(self) -> int:
+        """Ask Synapse to ping us: proves both directions work and flushes a queued backlog."""
+        resp = await self.api.request(
+            Method.POST, Path.v1.appservice[self.config.appservice_id].ping, content={}
+        )
+        return int(resp.get("duration_ms", -1))
+
+    async def register(self, localpart: str) -> bool:
+        """Register a user in our namespace. False if it existed already."""
+        try:
+            await self.api.request(
+                Method.POST,
+                Path.v3.register,
+                {
+                    "type": "m.login.application_service",
+                    "username": localpart,
+                    "inhibit_login": True,
+                },
+            )
+            return True
+        except MUserInUse:
+            return False
+
+    async def set_displayname(self, user_id: str, name: str) -> None:
+        await self.client(user_id).set_displayname(name, check_current=False)
+
+    async def join(self, user_id: str, room: str) -> str:
+        return await self.client(user_id).join_room(room, max_retries=0)
+
+    async def invite(self, inviter: str | None, room_id: str, user_id: str) -> None:
+        await self.client(inviter).invite_user(room_id, user_id)
+
+    async def create_room(
+        self,
+        creator: str | None,
+        *,
+        alias_localpart: str | None = None,
+        name: str | None = None,
+        topic: str | None = None,
+        public: bool = True,
+        invitees: list[str] | None = None,
+        is_direct: bool = False,
+    ) -> str:
+        return await self.client(creator).create_room(
+            alias_localpart=alias_localpart,
+            visibility=(
+                RoomDirectoryVisibility.PUBLIC if public else RoomDirectoryVisibility.PRIVATE
+            ),
+            preset=RoomCreatePreset.PUBLIC if public else RoomCreatePreset.TRUSTED_PRIVATE,
+            name=name,
+            topic=topic,
+            invitees=invitees or [],
+            is_direct=is_direct,
+        )
+
+    async def resolve_alias(self, alias: str) -> str:
+        info = await self.client().resolve_room_alias(alias)
+        return info.room_id
+
+    async def joined_members(self, user_id: str, room_id: str) -> dict[str, str | None]:
+        members = await self.client(user_id).get_joined_members(room_id)
+        return {mxid: m.displayname for mxid, m in members.items()}
+
+    async def send(
+        self, user_id: str, room_id: str, content: dict[str, Any], client_txn: str
+    ) -> str:
+        """Send as ``user_id``. The Matrix txnId is derived from the client's, so Synapse
+        answers a concurrent or repeated request with the first event instead of posting again."""
+        txn = hashlib.sha256(f"{user_id}\x00{client_txn}".encode()).hexdigest()[:40]
+        return await self.client(user_id).send_message_event(
+            room_id, EventType.ROOM_MESSAGE, content, txn_id=txn
+        )
+
+    async def read_receipt(self, user_id: str, room_id: str, event_id: str) -> None:
+        await self.client(user_id).send_receipt(room_id, event_id)

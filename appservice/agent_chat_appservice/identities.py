@@ -1,0 +1,111 @@
+"""Agent identities: names from the bundled word lists, Matrix accounts, API tokens."""
+
+from __future__ import annotations
+
+from importlib import resources
+import asyncio
+import logging
+import random
+import re
+
+from .db import Identity
+from .db.identity import now_ms
+from .errors import ApiError
+from .rooms import Rooms
+
+log = logging.getLogger("agent_chat.identities")
+
+NICK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{1,31}$")
+RESERVED = frozenset({"bot", "admin", "room", "here", "all", "everyone"})
+
+
+def _words(name: str) -> list[str]:
+    text = resources.files("agent_chat_appservice").joinpath("words", name).read_text()
+    return [w.strip() for w in text.splitlines() if w.strip()]
+
+
+ADJECTIVES = _words("adjectives.txt")
+NOUNS = _words("nouns.txt")
+
+
+def check_nick(nick: str) -> None:
+    if not NICK_RE.match(nick):
+        raise ApiError(
+            400,
+            "M_INVALID_USERNAME",
+            "a name is 2-32 characters: a letter, then letters, digits, '_' or '-'",
+        )
+    if nick.lower() in RESERVED:
+        raise ApiError(400, "M_INVALID_USERNAME", f"the name {nick!r} is reserved")
+
+
+class Identities:
+    def __init__(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+        self.hs = rooms.hs
+        self.config = rooms.hs.config
+        self._lock = asyncio.Lock()
+
+    def user_id(self, nick: str) -> str:
+        return f"@{self.config.user_prefix}{nick.lower()}:{self.config.server_name}"
+
+    def is_ours(self, user_id: str) -> bool:
+        """True for users in the appservice's exclusive namespace (agents, bots, our bot)."""
+        return user_id.startswith("@" + self.config.user_prefix) and user_id.endswith(
+            ":" + self.config.server_name
+        )
+
+    async def _candidates(self, nick: str | None, exact: bool) -> list[str]:
+        if nick is not None:
+            if exact:
+                return [nick]
+            return [nick] + [f"{nick}{n}" for n in range(2, 100) if len(nick) + len(str(n)) <= 32]
+        pairs = [(a, n) for a in ADJECTIVES for n in NOUNS]
+        picks = [a + n for a, n in random.sample(pairs, 40)]
+        # Nearly exhausted word lists: numbered names stay available.
+        return picks + [f"{picks[0]}{n}" for n in range(2, 100)]
+
+    async def register(self, nick: str | None, exact: bool, kind: str = "agent") -> tuple[Identity, str]:
+        """Create an identity: claim the name, register the Matrix user, join the default rooms.
+
+        Returns the identity and its API token (shown once; only its hash is stored).
+        """
+        if nick is not None:
+            check_nick(nick)
+        async with self._lock:  # one claim at a time keeps "bluelake2" from being given twice
+            identity = await self._claim(nick, exact, kind)
+        try:
+            await self._provision(identity)
+        except Exception:
+            await Identity.db.execute("DELETE FROM identity WHERE user_id=$1", identity.user_id)
+            raise
+        token = await identity.issue_token()
+        log.info("registered %s %s", kind, identity.user_id)
+        return identity, token
+
+    async def _claim(self, nick: str | None, exact: bool, kind: str) -> Identity:
+        candidates = await self._candidates(nick, exact)
+        taken = await Identity.nick_keys_taken([c.lower() for c in candidates])
+        for candidate in candidates:
+            if candidate.lower() in taken or candidate.lower() in RESERVED:
+                continue
+            identity = Identity(self.user_id(candidate), candidate, kind, now_ms())
+            # A Matrix account that exists without an identity row is someone's lost
+            # identity: never hand it to a new caller.
+            if not await self.hs.register(self.config.user_prefix + candidate.lower()):
+                continue
+            await identity.insert()
+            return identity
+        if exact:
+            raise ApiError(
+                409,
+                "M_USER_IN_USE",
+                f"the name {nick} is taken; use its stored credentials or pick another name",
+            )
+        raise ApiError(409, "M_USER_IN_USE", "no free name found; pick a name")
+
+    async def _provision(self, identity: Identity) -> None:
+        await self.hs.set_displayname(identity.user_id, identity.nick)
+        await asyncio.gather(
+            *(self.rooms.join(identity.user_id, room_id) for room_id in self.rooms.default_room_ids)
+        )

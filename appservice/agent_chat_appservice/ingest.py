@@ -1,0 +1,236 @@
+"""Turns the events Synapse pushes into ledger changes.
+
+Two steps, so that one bad record never blocks the rest: ``parse_*`` validates a raw event
+into a small typed record (or None, logged, skipped), and ``apply`` writes records inside the
+caller's database transaction. A database error is therefore never about one event's shape:
+it fails the whole homeserver transaction, which Synapse then retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+import logging
+import re
+
+from mautrix.util.async_db import Connection
+
+from .db import DirectChat, Ledger, Member, Message, Room
+from .text import db_text, detect_prefix, is_urgent
+
+log = logging.getLogger("agent_chat.ingest")
+
+_ID_RE = {
+    "room": re.compile(r"^![\x21-\x7e]{1,254}$"),
+    "event": re.compile(r"^\$[\x21-\x7e]{1,254}$"),
+    "user": re.compile(r"^@[\x21-\x39\x3b-\x7e]+:[\x21-\x7e]{1,254}$"),
+}
+MEMBERSHIPS = frozenset({"join", "leave", "ban", "invite", "knock"})
+MAX_BODY = 65536
+
+
+def _valid_id(kind: str, value: Any) -> bool:
+    return isinstance(value, str) and bool(_ID_RE[kind].match(value))
+
+
+@dataclass
+class MessageRecord:
+    event_id: str
+    room_id: str
+    sender: str
+    ts: int
+    msgtype: str
+    body: str
+    mentioned: list[str]
+    room_mention: bool
+
+
+@dataclass
+class MemberRecord:
+    room_id: str
+    user_id: str
+    sender: str
+    membership: str
+    displayname: str | None
+    is_direct: bool
+
+
+@dataclass
+class RoomStateRecord:
+    room_id: str
+    field: str  # name | topic | alias
+    value: str | None
+
+
+@dataclass
+class ReceiptRecord:
+    room_id: str
+    event_id: str
+    user_id: str
+
+
+@dataclass
+class Effects:
+    """What a transaction asks of the appservice after it is committed."""
+
+    invites: list[MemberRecord] = field(default_factory=list)
+
+
+def parse_event(raw: Any, server_name: str) -> MessageRecord | MemberRecord | RoomStateRecord | None:
+    """Validate a room event. None for anything the ledger ignores or cannot trust."""
+    if not isinstance(raw, dict):
+        return None
+    room_id, sender, etype = raw.get("room_id"), raw.get("sender"), raw.get("type")
+    content = raw.get("content")
+    if not (_valid_id("room", room_id) and _valid_id("user", sender)):
+        return None
+    if not isinstance(etype, str) or not isinstance(content, dict):
+        return None
+    state_key = raw.get("state_key")
+    if etype == "m.room.message":
+        if state_key is not None:
+            return None
+        return _parse_message(raw, room_id, sender, content)
+    # Room configuration changes only through real state events (state_key present).
+    if not isinstance(state_key, str):
+        return None
+    if etype == "m.room.member":
+        membership = content.get("membership")
+        if membership not in MEMBERSHIPS or not _valid_id("user", state_key):
+            return None
+        name = content.get("displayname")
+        return MemberRecord(
+            room_id=room_id,
+            user_id=state_key,
+            sender=sender,
+            membership=membership,
+            displayname=db_text(name, 256) if isinstance(name, str) else None,
+            is_direct=content.get("is_direct") is True,
+        )
+    if state_key != "":
+        return None
+    if etype in ("m.room.topic", "m.room.name"):
+        key = "topic" if etype == "m.room.topic" else "name"
+        value = content.get(key)
+        return RoomStateRecord(room_id, key, db_text(value) if isinstance(value, str) else None)
+    if etype == "m.room.canonical_alias":
+        alias = content.get("alias")
+        suffix = ":" + server_name
+        if isinstance(alias, str) and alias.startswith("#") and alias.endswith(suffix):
+            return RoomStateRecord(room_id, "alias", db_text(alias[1 : -len(suffix)], 255))
+        return RoomStateRecord(room_id, "alias", None)
+    return None
+
+
+def _parse_message(raw: dict, room_id: str, sender: str, content: dict) -> MessageRecord | None:
+    event_id, ts = raw.get("event_id"), raw.get("origin_server_ts")
+    body, msgtype = content.get("body"), content.get("msgtype")
+    if not _valid_id("event", event_id) or not isinstance(ts, int) or isinstance(ts, bool):
+        return None
+    if not isinstance(body, str) or not isinstance(msgtype, str):
+        return None
+    relates = content.get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+        return None  # an edit is not a new message
+    mentions = content.get("m.mentions")
+    mentioned: list[str] = []
+    room_mention = False
+    if isinstance(mentions, dict):
+        user_ids = mentions.get("user_ids")
+        if isinstance(user_ids, list):
+            mentioned = [u for u in user_ids[:50] if _valid_id("user", u) and u != sender]
+        room_mention = mentions.get("room") is True
+    return MessageRecord(
+        event_id=event_id,
+        room_id=room_id,
+        sender=sender,
+        ts=ts,
+        msgtype=db_text(msgtype, 64) or "m.text",
+        body=body[:MAX_BODY],
+        mentioned=list(dict.fromkeys(mentioned)),
+        room_mention=room_mention,
+    )
+
+
+def parse_receipts(raw: Any) -> list[ReceiptRecord]:
+    """Public read receipts (m.read) from an ephemeral m.receipt event."""
+    if not isinstance(raw, dict) or raw.get("type") != "m.receipt":
+        return []
+    room_id, content = raw.get("room_id"), raw.get("content")
+    if not _valid_id("room", room_id) or not isinstance(content, dict):
+        return []
+    records = []
+    for event_id, by_type in content.items():
+        if not _valid_id("event", event_id) or not isinstance(by_type, dict):
+            continue
+        readers = by_type.get("m.read")
+        if not isinstance(readers, dict):
+            continue
+        for user_id in readers:
+            if _valid_id("user", user_id):
+                records.append(ReceiptRecord(room_id, event_id, user_id))
+    return records
+
+
+async def apply(
+    conn: Connection,
+    records: list[MessageRecord | MemberRecord | RoomStateRecord | ReceiptRecord],
+    is_ours: callable,
+) -> Effects:
+    """Write parsed records in order, inside the caller's transaction."""
+    effects = Effects()
+    for record in records:
+        if isinstance(record, MessageRecord):
+            await _apply_message(conn, record)
+        elif isinstance(record, MemberRecord):
+            await _apply_member(conn, record, is_ours, effects)
+        elif isinstance(record, RoomStateRecord):
+            if record.field == "alias":
+                await Room.set_alias(conn, record.room_id, record.value)
+            else:
+                await Room.set_field(conn, record.room_id, record.field, record.value)
+        elif isinstance(record, ReceiptRecord):
+            found = await Message.seq_of(record.event_id, conn)
+            if found and found[0] == record.room_id:
+                await Ledger.mark_read(conn, record.user_id, record.room_id, found[1], record.event_id)
+    return effects
+
+
+async def _apply_message(conn: Connection, rec: MessageRecord) -> None:
+    alias = await conn.fetchval("SELECT alias FROM room WHERE room_id=$1", rec.room_id)
+    urgent = rec.room_mention or is_urgent(rec.body, alias)
+    seq = await Message.insert(
+        conn,
+        rec.event_id,
+        rec.room_id,
+        rec.sender,
+        rec.ts,
+        rec.msgtype,
+        rec.body,
+        detect_prefix(rec.body),
+        urgent,
+    )
+    if seq is None:
+        return  # delivered before: counted before
+    name = await conn.fetchval(
+        "SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2", rec.room_id, rec.sender
+    )
+    await Ledger.on_message(
+        conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned
+    )
+
+
+async def _apply_member(
+    conn: Connection, rec: MemberRecord, is_ours: callable, effects: Effects
+) -> None:
+    await Room.ensure(conn, rec.room_id)
+    await Member.set(conn, rec.room_id, rec.user_id, rec.membership, rec.displayname)
+    if rec.membership == "join":
+        await Ledger.on_join(conn, rec.room_id, rec.user_id)
+    elif rec.membership in ("leave", "ban"):
+        await Ledger.on_leave(conn, rec.room_id, rec.user_id)
+    elif rec.membership == "invite" and is_ours(rec.user_id) and rec.sender != rec.user_id:
+        if rec.is_direct:
+            await Room.set_direct(conn, rec.room_id)
+            await DirectChat.set(conn, rec.sender, rec.user_id, rec.room_id)
+        effects.invites.append(rec)

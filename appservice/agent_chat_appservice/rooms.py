@@ -1,0 +1,205 @@
+"""Shared rooms and direct chats: creating them, joining them, resolving what callers name.
+
+Callers name rooms as ``#general``, ``#general:server`` or ``!id:server``, and people as
+``@Nick`` or ``@user:server``. Every resolution answers only about rooms the caller is in
+(or public rooms they may join), so nothing leaks across rooms.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mautrix.errors import MatrixRequestError, MNotFound
+
+from .db import DirectChat, Identity, Ledger, Member, Room
+from .errors import ApiError, from_matrix
+from .homeserver import Homeserver
+
+log = logging.getLogger("agent_chat.rooms")
+
+
+class Rooms:
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self.config = hs.config
+        self.default_room_ids: list[str] = []
+
+    def full_alias(self, localpart: str) -> str:
+        return f"#{localpart}:{self.config.server_name}"
+
+    def alias_localpart(self, name: str) -> str:
+        """``#general`` or ``#general:server`` → ``general``; 400 for anything else."""
+        local = name[1:] if name.startswith("#") else name
+        suffix = ":" + self.config.server_name
+        if local.endswith(suffix):
+            local = local[: -len(suffix)]
+        if not local or ":" in local or len(local) > 64 or not all(
+            c.isascii() and (c.isalnum() or c in "._-") for c in local
+        ):
+            raise ApiError(
+                400, "M_INVALID_PARAM", "a room name is #name (letters, digits, '.', '_', '-')"
+            )
+        return local.lower()
+
+    async def ensure_default_rooms(self) -> None:
+        """Create #general, #status, #alerts (public, listed, the bot as admin) if missing."""
+        self.default_room_ids = []
+        for room in self.config.rooms:
+            room_id = await self.ensure_public_room(room["alias"], room.get("topic"))
+            self.default_room_ids.append(room_id)
+
+    async def ensure_public_room(self, alias: str, topic: str | None) -> str:
+        try:
+            room_id = await self.hs.resolve_alias(self.full_alias(alias))
+            await self.hs.join(self.config.bot_mxid, room_id)
+        except MNotFound:
+            room_id = await self.hs.create_room(
+                None, alias_localpart=alias, name=alias, topic=topic, public=True
+            )
+            log.info("created #%s as %s", alias, room_id)
+        await self._remember_public(room_id, alias, topic)
+        return room_id
+
+    async def _remember_public(self, room_id: str, alias: str, topic: str | None) -> None:
+        async with Room.db.acquire() as conn, conn.transaction():
+            await Room.set_alias(conn, room_id, alias)
+            if topic is not None:
+                existing = await Room.get(room_id)
+                if existing and existing.topic is None:
+                    await Room.set_field(conn, room_id, "topic", topic)
+
+    async def create_public_room(self, creator: str, name: str, topic: str | None) -> tuple[str, str]:
+        alias = self.alias_localpart(name)
+        try:
+            await self.hs.resolve_alias(self.full_alias(alias))
+            raise ApiError(409, "M_ROOM_IN_USE", f"#{alias} exists already; join it instead")
+        except MNotFound:
+            pass
+        except MatrixRequestError as e:
+            raise from_matrix(e, "looking up the alias") from None
+        try:
+            room_id = await self.hs.create_room(
+                None, alias_localpart=alias, name=alias, topic=topic, public=True
+            )
+        except MatrixRequestError as e:
+            raise from_matrix(e, "creating the room") from None
+        await self._remember_public(room_id, alias, topic)
+        await self.join(creator, room_id)
+        return room_id, "#" + alias
+
+    async def join(self, user_id: str, room_id: str) -> None:
+        """Join as ``user_id`` and record it at once, so the caller's next request sees it
+        (the join event that Synapse pushes a few ms later changes nothing more)."""
+        try:
+            await self.hs.join(user_id, room_id)
+        except MatrixRequestError as e:
+            raise from_matrix(e, "joining the room") from None
+        name = None
+        identity = await Identity.get(user_id)
+        if identity:
+            name = identity.nick
+        async with Member.db.acquire() as conn, conn.transaction():
+            await Room.ensure(conn, room_id)
+            await Member.set(conn, room_id, user_id, "join", name)
+            await Ledger.on_join(conn, room_id, user_id)
+
+    async def resolve_room(self, caller: str, name: str, join: bool = False) -> str:
+        """The room id of a room the caller is in (joining a public one when ``join``)."""
+        if name.startswith("!"):
+            room_id = name
+            if await Member.is_joined(room_id, caller):
+                return room_id
+            if not join:
+                raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
+        else:
+            alias = self.alias_localpart(name)
+            room = await Room.get_by_alias(alias)
+            if room is not None:
+                room_id = room.room_id
+            else:
+                try:
+                    room_id = await self.hs.resolve_alias(self.full_alias(alias))
+                except MNotFound:
+                    raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
+                except MatrixRequestError as e:
+                    raise from_matrix(e, "looking up the room") from None
+            if await Member.is_joined(room_id, caller):
+                return room_id
+            if not join:
+                raise ApiError(404, "M_NOT_FOUND", f"you are not in #{alias}")
+        try:
+            await self.join(caller, room_id)
+        except ApiError as e:
+            if e.status in (403, 404):
+                raise ApiError(404, "M_NOT_FOUND", "no such room, or you may not join it") from None
+            raise
+        return room_id
+
+    async def resolve_user(self, name: str) -> str:
+        """``@Nick`` (an agent's nick or a member's display name) or ``@user:server``."""
+        target = name[1:] if name.startswith("@") else name
+        if ":" in target:
+            user_id = "@" + target
+            if not user_id.isascii() or " " in user_id or len(user_id) > 255:
+                raise ApiError(400, "M_INVALID_PARAM", "not a valid Matrix user id")
+            return user_id
+        identity = await Identity.get_by_nick(target)
+        if identity:
+            return identity.user_id
+        user_id = await Member.find_user_by_name(target)
+        if user_id:
+            return user_id
+        raise ApiError(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
+
+    async def direct_chat(self, caller: str, other: str) -> str:
+        """The caller's direct chat with ``other``, created on first use as a real Matrix DM."""
+        if other == caller:
+            raise ApiError(400, "M_INVALID_PARAM", "you cannot message yourself")
+        room_id = await DirectChat.get(caller, other)
+        if room_id and await Member.is_joined(room_id, caller):
+            return room_id
+        ours = other.startswith("@" + self.config.user_prefix) and other.endswith(
+            ":" + self.config.server_name
+        )
+        if ours and await Identity.get(other) is None:
+            raise ApiError(404, "M_NOT_FOUND", "no such agent")
+        try:
+            room_id = await self.hs.create_room(
+                caller,
+                public=False,
+                invitees=[other],
+                is_direct=True,
+            )
+        except MatrixRequestError as e:
+            raise from_matrix(e, "creating the direct chat") from None
+        async with Member.db.acquire() as conn, conn.transaction():
+            await Room.set_direct(conn, room_id)
+            await DirectChat.set(conn, caller, other, room_id)
+            await Member.set(conn, room_id, caller, "join", None)
+            await Ledger.on_join(conn, room_id, caller)
+            await Member.set(conn, room_id, other, "invite", None)
+        if ours:
+            await self.join(other, room_id)
+        return room_id
+
+    async def label(self, room_id: str, viewer: str) -> str:
+        """How a room is shown to ``viewer``: ``#alias``, or ``@Name`` for a direct chat."""
+        room = await Room.get(room_id)
+        if room and room.alias and not room.is_direct:
+            return "#" + room.alias
+        if room and room.is_direct:
+            others = [m for m in await Member.joined(room_id) if m.user_id != viewer]
+            other = others[0].user_id if others else None
+            if other is None:
+                q = "SELECT user_id FROM member WHERE room_id=$1 AND user_id<>$2 LIMIT 1"
+                other = await Member.db.fetchval(q, room_id, viewer)
+            if other:
+                return "@" + await self.person_name(other)
+        return room.name if room and room.name else room_id
+
+    async def person_name(self, user_id: str) -> str:
+        identity = await Identity.get(user_id)
+        if identity:
+            return identity.nick
+        name = await Member.name_of(user_id)
+        return name or user_id.split(":", 1)[0].lstrip("@")

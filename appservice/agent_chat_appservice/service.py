@@ -1,0 +1,132 @@
+"""The appservice process: database, homeserver client, HTTP server, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from mautrix.util.async_db import Database
+
+from . import db as tables
+from .api import make_app
+from .api.base import Context, RateLimiter
+from .config import Config
+from .homeserver import Homeserver
+from .identities import Identities
+from .ingest import MemberRecord
+from .rooms import Rooms
+from .transactions import TransactionEndpoint
+
+log = logging.getLogger("agent_chat.service")
+
+API_PREFIX = "/_agent_chat/v1"
+
+
+class AgentChatService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = Database.create(
+            config.database,
+            upgrade_table=tables.upgrade_table,
+            db_args={"min_size": 1, "max_size": 10} if config.database.startswith("postgres") else None,
+        )
+        self.hs = Homeserver(config)
+        self.rooms = Rooms(self.hs)
+        self.identities = Identities(self.rooms)
+        self.context = Context(
+            config=config,
+            hs=self.hs,
+            rooms=self.rooms,
+            identities=self.identities,
+            send_limiter=RateLimiter(config.send_rate_per_second, config.send_rate_burst),
+        )
+        self.transactions = TransactionEndpoint(
+            self.db,
+            config.hs_token,
+            config.server_name,
+            is_ours=self.identities.is_ours,
+            on_invite=self._accept_invite,
+            is_ready=lambda: self.context.ready,
+        )
+        self.runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def build_app(self) -> web.Application:
+        # Synapse may batch 100 events of up to 64 KiB each into one transaction.
+        app = web.Application(client_max_size=128 * 1024 * 1024)
+        self.transactions.add_routes(app)
+        app.add_subapp(API_PREFIX, make_app(self.context))
+        return app
+
+    async def start(self) -> None:
+        await self.db.start()
+        tables.init(self.db)
+        await self.hs.start()
+        # Serve before bootstrapping: room creation makes Synapse push transactions to us.
+        self.runner = web.AppRunner(self.build_app(), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.config.host, self.config.port).start()
+        log.info("listening on %s:%d", self.config.host, self.config.port)
+        await self._wait_for_homeserver()
+        await self._bootstrap()
+        self.context.ready = True
+        self._spawn(self._ping_homeserver())
+        log.info("ready: %s%s", self.config.api_url, API_PREFIX)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.runner:
+            await self.runner.cleanup()
+        await self.hs.stop()
+        await self.db.stop()
+
+    async def _wait_for_homeserver(self, timeout: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await self.hs.versions_ok():
+            if loop.time() > deadline:
+                raise RuntimeError(f"homeserver {self.config.homeserver_url} did not answer")
+            await asyncio.sleep(0.1)
+
+    async def _bootstrap(self) -> None:
+        await self.hs.register(self.config.bot_localpart)
+        await self.hs.set_displayname(self.config.bot_mxid, self.config.bot_displayname)
+        await self.rooms.ensure_default_rooms()
+
+    async def _ping_homeserver(self) -> None:
+        """Synapse's ping flushes transactions it queued while we were down."""
+        for attempt in range(20):
+            try:
+                ms = await self.hs.ping()
+                log.info("homeserver ping ok (%d ms)", ms)
+                return
+            except Exception as e:
+                log.debug("homeserver ping failed (%s), retrying", e)
+                await asyncio.sleep(min(0.2 * 2**attempt, 5))
+
+    def _accept_invite(self, invite: MemberRecord) -> None:
+        """An agent invited (e.g. to a DM by a human) joins by itself."""
+        self._spawn(self._join_invited(invite))
+
+    async def _join_invited(self, invite: MemberRecord) -> None:
+        if invite.user_id != self.config.bot_mxid and not await tables.Identity.get(invite.user_id):
+            return
+        try:
+            await self.rooms.join(invite.user_id, invite.room_id)
+            # Joining shows the room's members: record who is already there (the DM's human).
+            members = await self.hs.joined_members(invite.user_id, invite.room_id)
+            async with self.db.acquire() as conn, conn.transaction():
+                for user_id, name in members.items():
+                    if user_id != invite.user_id:
+                        await tables.Member.set(conn, invite.room_id, user_id, "join", name)
+                        await tables.Ledger.on_join(conn, invite.room_id, user_id)
+            log.info("%s accepted an invite to %s", invite.user_id, invite.room_id)
+        except Exception as e:
+            log.warning("%s could not join %s: %s", invite.user_id, invite.room_id, e)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
