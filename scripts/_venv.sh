@@ -1,0 +1,49 @@
+# Shared by install.sh and test.sh (sourced): find Python >= 3.11, create/reuse the venv, pip.
+# Expects: REPO (the checkout). Sets: VENV, VPY.
+
+VENV="${AGENT_CHAT_VENV:-$REPO/.venv}"
+
+find_python() {
+    local c
+    for c in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$c" ] || continue
+        if command -v "$c" >/dev/null 2>&1 &&
+            "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        local py
+        py="$(find_python)" || { echo "error: Python 3.11 or newer is needed" >&2; return 1; }
+        echo "creating venv $VENV with $py"
+        "$py" -m venv "$VENV"
+    fi
+    VPY="$VENV/bin/python"
+}
+
+# pip install, quiet, keeping real errors visible and the exit status exact.
+pip_install() {
+    local log status=0
+    log="$(mktemp)"
+    "$VPY" -m pip install -q "$@" >"$log" 2>&1 || status=$?
+    grep -v -e 'is ignored' "$log" | grep -v -e '^[[:space:]]*$' >&2 || true
+    rm -f "$log"
+    return "$status"
+}
+
+# Install the checkout (editable, with EXTRAS) unless pyproject.toml is unchanged since last time.
+install_checkout() {
+    local extras="$1" stamp="$VENV/.agent-chat-installed" want
+    want="$extras $(cksum <"$REPO/pyproject.toml")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    echo "installing agent-chat[$extras] into $VENV (about a minute the first time)"
+    pip_install -e "$REPO[$extras]"
+    echo "$want" >"$stamp"
+}
