@@ -98,17 +98,20 @@ def message_line(msg, color=False):
     name = one_line(msg.get("sender_name") or msg.get("sender") or "?") or "?"
     body = record(msg.get("body") or "")
     prefix = msg.get("prefix")
+    if prefix in PREFIX_STYLE:
+        tag = "[%s]" % prefix
+        stripped = body.lstrip()
+        if stripped[:len(tag)].upper() == tag:
+            body = stripped[len(tag):]
+        elif body:
+            body = " " + body
+        if color:
+            body = PREFIX_STYLE[prefix] + tag + RESET + body
+        else:
+            body = tag + body
     if color:
-        if prefix in PREFIX_STYLE:
-            tag = "[%s]" % prefix
-            if body.startswith(tag):
-                body = PREFIX_STYLE[prefix] + tag + RESET + body[len(tag):]
-            else:
-                body = PREFIX_STYLE[prefix] + tag + RESET + " " + body
         return "%s%s%s %s %s%s%s: %s" % (DIM, clock(msg.get("ts")), RESET, room, BOLD, name,
                                          RESET, body)
-    if prefix in PREFIX_STYLE and not body.startswith("[%s]" % prefix):
-        body = "[%s] %s" % (prefix, body)
     return "%s %s %s: %s" % (clock(msg.get("ts")), room, name, body)
 
 
