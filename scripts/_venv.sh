@@ -26,12 +26,16 @@ ensure_venv() {
     VPY="$VENV/bin/python"
 }
 
-# pip install, quiet, keeping real errors visible and the exit status exact.
+# pip install, quiet: on success say nothing (pip and setuptools warnings are noise here); on
+# failure show everything but the "Location ... is ignored" lines, and keep pip's exit status.
 pip_install() {
     local log status=0
     log="$(mktemp)"
     "$VPY" -m pip install -q "$@" >"$log" 2>&1 || status=$?
-    grep -v -e 'is ignored' "$log" | grep -v -e '^[[:space:]]*$' >&2 || true
+    if [ "$status" -ne 0 ]; then
+        grep -v -e 'is ignored' "$log" >&2 || true
+        echo "error: pip install failed (status $status)" >&2
+    fi
     rm -f "$log"
     return "$status"
 }
