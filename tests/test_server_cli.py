@@ -252,6 +252,22 @@ def test_status_fails_after_killing_a_service(server: Server, victim: str, code:
     assert f"{victim} exited unexpectedly" in log
     s = server.cli("status")
     assert s.returncode != 0 and "down" in s.stdout
+    assert f"last exit: " in s.stdout and f"{victim} exited unexpectedly" in s.stdout
+
+
+def test_concurrent_starts_run_one_copy(server: Server) -> None:
+    assert server.init().returncode == 0
+    env = {**os.environ, "AGENT_CHAT_HOME": str(server.home)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "agent_chat_server", "start", "--data-dir",
+                          str(server.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True, env=env)
+        for _ in range(3)
+    ]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    assert all(code == 0 for code, _, _ in results), results
+    assert len(server.pids()) == 3, results
+    assert server.cli("status").returncode == 0
 
 
 def test_status_names_the_dead_appservice(server: Server) -> None:

@@ -143,7 +143,14 @@ def start_background(
     if pid is not None:
         wait_healthy(dd, config, timeout)
         return StartResult(pid, config.api_url, config.homeserver_url, 0.0, True)
-    check_ports_free(config)
+    try:
+        check_ports_free(config)
+    except ServerError:
+        pid = running_pid(dd)  # a concurrent `start` may have just taken the ports
+        if pid is None:
+            raise
+        wait_healthy(dd, config, timeout)
+        return StartResult(pid, config.api_url, config.homeserver_url, 0.0, True)
     dd.logs.mkdir(exist_ok=True)
     dd.run.mkdir(exist_ok=True)
     with open(dd.supervisor_log, "ab") as out:
@@ -159,14 +166,27 @@ def start_background(
         )
     try:
         wait_healthy(dd, config, timeout, proc)
+    except ServerError:
+        other = running_pid(dd)
+        if proc.poll() == EXIT_ERROR and other is not None and other != proc.pid:
+            # Another `start` won the race for the lock: use its server.
+            wait_healthy(dd, config, timeout)
+            return StartResult(other, config.api_url, config.homeserver_url, 0.0, True)
+        _abandon(dd, proc)
+        raise
     except BaseException:
-        if proc.poll() is None:
-            terminate(proc.pid)
-        proc.wait()
-        _kill_leftovers(dd)
+        _abandon(dd, proc)
         raise
     return StartResult(proc.pid, config.api_url, config.homeserver_url,
                        time.monotonic() - t0, False)
+
+
+def _abandon(dd: DataDir, proc: subprocess.Popen[bytes]) -> None:
+    """Stop a supervisor that failed to come up, and anything it left."""
+    if proc.poll() is None:
+        terminate(proc.pid)
+    proc.wait()
+    _kill_leftovers(dd)
 
 
 def _kill_leftovers(dd: DataDir) -> list[str]:
@@ -221,7 +241,15 @@ def status(dd: DataDir) -> Status:
     config = load_config(dd)
     lines = []
     pid = running_pid(dd)
-    lines.append(f"supervisor: running (pid {pid})" if pid else "supervisor: not running")
+    if pid:
+        lines.append(f"supervisor: running (pid {pid})")
+    else:
+        try:
+            last = dd.last_exit_file.read_text().strip()
+        except OSError:
+            last = ""
+        lines.append(f"supervisor: not running (last exit: {last})" if last
+                     else "supervisor: not running")
     syn = health.synapse_up(config.homeserver_url)
     asv = health.appservice_up(config.api_url)
     lines += [syn.detail, asv.detail]

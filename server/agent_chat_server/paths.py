@@ -94,6 +94,11 @@ class DataDir:
         """Held (flock) by the running supervisor for its whole life."""
         return self.run / "supervisor.lock"
 
+    @property
+    def last_exit_file(self) -> Path:
+        """One line: when and why the last supervisor ended."""
+        return self.run / "last-exit"
+
     def pid_file(self, name: str) -> Path:
         """``run/<name>.pid`` for ``supervisor``, ``synapse`` or ``appservice``."""
         return self.run / f"{name}.pid"

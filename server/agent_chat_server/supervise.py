@@ -23,6 +23,7 @@ from agent_chat_appservice.config import Config
 from . import health
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
 from .paths import DataDir
+from .files import write_atomic
 from .process import die_with_parent, read_pid, terminate, write_pid
 
 SYNAPSE = "synapse"
@@ -65,6 +66,7 @@ class Supervisor:
     _stop_signal: int | None = None
     _reconcile: bool = False
     _lock: IO[str] | None = None
+    _exit_reason: str | None = None
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -98,15 +100,27 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         }
+        reason = "supervisor crashed"
         try:
-            return self._run()
+            code = self._run()
+            reason = self._exit_reason or f"exited with status {code}"
+            return code
         finally:
             self._stop_all()
+            self._write_last_exit(reason)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             self.dd.pid_file("supervisor").unlink(missing_ok=True)
             if self._lock is not None:
                 self._lock.close()
+
+    def _write_last_exit(self, reason: str) -> None:
+        """Leave ``run/last-exit`` for ``status``: when and why the supervisor ended."""
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            write_atomic(self.dd.last_exit_file, f"{stamp} {reason}\n", 0o644)
+        except OSError:
+            pass
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGUSR1:
@@ -125,6 +139,7 @@ class Supervisor:
         last_probe = 0.0
         while True:
             if self._stop_signal is not None:
+                self._exit_reason = f"stopped by {signal.Signals(self._stop_signal).name}"
                 self.say(f"got {signal.Signals(self._stop_signal).name}, stopping")
                 return EXIT_OK
             if self._reconcile:
@@ -217,7 +232,8 @@ class Supervisor:
             if svc.proc is not None and (rc := svc.proc.poll()) is not None:
                 svc.proc = None
                 self.dd.pid_file(svc.name).unlink(missing_ok=True)
-                self.say(f"{svc.name} exited unexpectedly (status {rc}); stopping everything")
+                self._exit_reason = f"{svc.name} exited unexpectedly (status {rc})"
+                self.say(f"{self._exit_reason}; stopping everything")
                 return svc.exit_code
         return None
 
