@@ -321,3 +321,22 @@ def test_health_and_openapi_are_public(stack: Stack) -> None:
     assert status == 200 and data["status"] == "ok" and data["homeserver"] is True
     status, text = http_json("GET", stack.api_base + "/openapi.yaml")
     assert status == 200 and "openapi: 3" in text and "/send/{txn_id}" in text
+
+
+def test_metrics_and_server_timing(stack: Stack) -> None:
+    a, b = register(stack), register(stack)
+    a.send("#general", "metrics please")
+    wait_for(lambda: b.count("#general"), what="count")
+    status, text = http_json("GET", stack.api_url + "/metrics")
+    assert status == 200
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(values['agent_chat_transactions_total{outcome="applied"}']) > 0
+    assert float(values['agent_chat_registrations_total{kind="agent"}']) >= 2
+    assert float(values["agent_chat_ledger_messages_total"]) >= 1
+    assert "hs_token" not in text and stack.hs_token not in text
+    import urllib.request
+
+    with urllib.request.urlopen(stack.api_base + "/health") as resp:
+        assert resp.headers["Server-Timing"].startswith("app;dur=")

@@ -8,6 +8,7 @@ import logging
 import random
 import re
 
+from . import metrics
 from .db import Identity
 from .db.identity import now_ms
 from .errors import ApiError
@@ -80,6 +81,7 @@ class Identities:
             await Identity.db.execute("DELETE FROM identity WHERE user_id=$1", identity.user_id)
             raise
         token = await identity.issue_token()
+        metrics.REGISTRATIONS.inc(kind)
         log.info("registered %s %s", kind, identity.user_id)
         return identity, token
 

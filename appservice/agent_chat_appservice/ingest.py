@@ -74,6 +74,7 @@ class Effects:
     """What a transaction asks of the appservice after it is committed."""
 
     invites: list[MemberRecord] = field(default_factory=list)
+    messages_counted: int = 0
 
 
 def parse_event(raw: Any, server_name: str) -> MessageRecord | MemberRecord | RoomStateRecord | None:
@@ -181,7 +182,7 @@ async def apply(
     effects = Effects()
     for record in records:
         if isinstance(record, MessageRecord):
-            await _apply_message(conn, record)
+            effects.messages_counted += await _apply_message(conn, record)
         elif isinstance(record, MemberRecord):
             await _apply_member(conn, record, is_ours, effects)
         elif isinstance(record, RoomStateRecord):
@@ -196,7 +197,7 @@ async def apply(
     return effects
 
 
-async def _apply_message(conn: Connection, rec: MessageRecord) -> None:
+async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
     alias = await conn.fetchval("SELECT alias FROM room WHERE room_id=$1", rec.room_id)
     urgent = rec.room_mention or is_urgent(rec.body, alias)
     seq = await Message.insert(
@@ -211,13 +212,14 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> None:
         urgent,
     )
     if seq is None:
-        return  # delivered before: counted before
+        return 0  # delivered before: counted before
     name = await conn.fetchval(
         "SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2", rec.room_id, rec.sender
     )
     await Ledger.on_message(
         conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned
     )
+    return 1
 
 
 async def _apply_member(

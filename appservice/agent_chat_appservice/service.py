@@ -9,6 +9,7 @@ from aiohttp import web
 from mautrix.util.async_db import Database
 
 from . import db as tables
+from . import metrics
 from .api import make_app
 from .api.base import Context, RateLimiter
 from .config import Config
@@ -56,8 +57,12 @@ class AgentChatService:
         # Synapse may batch 100 events of up to 64 KiB each into one transaction.
         app = web.Application(client_max_size=128 * 1024 * 1024)
         self.transactions.add_routes(app)
+        app.router.add_get("/metrics", self._metrics)
         app.add_subapp(API_PREFIX, make_app(self.context))
         return app
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain")
 
     async def start(self) -> None:
         await self.db.start()

@@ -13,11 +13,12 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 
 from aiohttp import web
 from mautrix.util.async_db import Database
 
-from . import ingest
+from . import ingest, metrics
 from .db import HSTransaction, Identity
 
 log = logging.getLogger("agent_chat.transactions")
@@ -43,7 +44,6 @@ class TransactionEndpoint:
         self.is_ours = is_ours
         self.on_invite = on_invite
         self.is_ready = is_ready
-        self.applied = 0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_put("/_matrix/app/v1/transactions/{txn_id}", self.transaction)
@@ -104,19 +104,25 @@ class TransactionEndpoint:
         for raw in ephemeral if isinstance(ephemeral, list) else []:
             records.extend(ingest.parse_receipts(raw))
         if skipped:
+            metrics.MALFORMED.inc(amount=skipped)
             log.warning("transaction %s: skipped %d malformed event(s)", txn_id, skipped)
         # Event ids identify a transaction's contents (a retry re-serialises "age" fields).
         ids = [e.get("event_id") if isinstance(e, dict) else None for e in events]
         digest = hashlib.sha256(json.dumps([ids, len(ephemeral or [])]).encode()).hexdigest()
+        started = time.perf_counter()
         try:
             async with self.db.acquire() as conn, conn.transaction():
                 if not await HSTransaction.claim(conn, txn_id, digest):
+                    metrics.TRANSACTIONS.inc("duplicate")
                     return web.json_response({})  # delivered again: applied already
                 effects = await ingest.apply(conn, records, self.is_ours)
         except Exception:
+            metrics.TRANSACTIONS.inc("failed")
             log.exception("transaction %s not applied; the homeserver will retry it", txn_id)
             return _error(500, "M_UNKNOWN", "transaction not applied; retry later")
-        self.applied += 1
+        metrics.TRANSACTION_APPLY.observe(time.perf_counter() - started)
+        metrics.TRANSACTIONS.inc("applied")
+        metrics.LEDGER_UPDATES.inc(amount=effects.messages_counted)
         for invite in effects.invites:
             self.on_invite(invite)
         return web.json_response({})

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
+from .. import metrics
 from ..db import Identity
 from ..errors import ApiError
 from . import agents, messages, rooms  # noqa: F401  (they add their routes to base.routes)
 from .base import CONTEXT, IDENTITY, Context, routes
 
 log = logging.getLogger("agent_chat.api")
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Per-route latency for /metrics, and a Server-Timing header for clients and benchmarks."""
+    started = time.perf_counter()
+    response = await handler(request)
+    elapsed = time.perf_counter() - started
+    resource = request.match_info.route.resource
+    metrics.API_LATENCY.observe(elapsed, resource.canonical if resource else "unmatched")
+    if response.status >= 400:
+        metrics.API_ERRORS.inc(str(response.status))
+    response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
+    return response
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
@@ -54,7 +70,7 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 def make_app(context: Context) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app = web.Application(middlewares=[timing_middleware, error_middleware, auth_middleware])
     app[CONTEXT] = context
     app.add_routes(routes)
     return app

@@ -1,0 +1,72 @@
+"""Process metrics in the Prometheus text format, served at ``/metrics`` on the API port.
+
+A few counters and summaries are all the appservice needs; this avoids a dependency.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str, label: str | None = None) -> None:
+        self.name, self.help, self.label = name, help_text, label
+        self.values: dict[str, float] = defaultdict(float)
+
+    def inc(self, label_value: str = "", amount: float = 1.0) -> None:
+        self.values[label_value] += amount
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for value, count in sorted(self.values.items()) or [("", 0.0)]:
+            labels = f'{{{self.label}="{value}"}}' if self.label and value else ""
+            lines.append(f"{self.name}{labels} {count:g}")
+        return lines
+
+
+class Summary:
+    """Count and sum of observed durations (seconds), per label value."""
+
+    def __init__(self, name: str, help_text: str, label: str | None = None) -> None:
+        self.name, self.help, self.label = name, help_text, label
+        self.count: dict[str, int] = defaultdict(int)
+        self.sum: dict[str, float] = defaultdict(float)
+
+    def observe(self, seconds: float, label_value: str = "") -> None:
+        self.count[label_value] += 1
+        self.sum[label_value] += seconds
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} summary"]
+        for value in sorted(self.count) or [""]:
+            labels = f'{{{self.label}="{value}"}}' if self.label and value else ""
+            lines.append(f"{self.name}_count{labels} {self.count.get(value, 0)}")
+            lines.append(f"{self.name}_sum{labels} {self.sum.get(value, 0.0):.6f}")
+        return lines
+
+
+TRANSACTIONS = Counter(
+    "agent_chat_transactions_total", "Homeserver transactions by outcome", "outcome"
+)
+TRANSACTION_APPLY = Summary(
+    "agent_chat_transaction_apply_seconds", "Time to apply one homeserver transaction"
+)
+LEDGER_UPDATES = Counter("agent_chat_ledger_messages_total", "Messages counted into the ledger")
+MALFORMED = Counter("agent_chat_malformed_events_total", "Events skipped as malformed")
+REGISTRATIONS = Counter("agent_chat_registrations_total", "Identities registered", "kind")
+API_LATENCY = Summary("agent_chat_api_request_seconds", "REST API handling time", "route")
+API_ERRORS = Counter("agent_chat_api_errors_total", "REST API error answers", "status")
+
+ALL = (
+    TRANSACTIONS,
+    TRANSACTION_APPLY,
+    LEDGER_UPDATES,
+    MALFORMED,
+    REGISTRATIONS,
+    API_LATENCY,
+    API_ERRORS,
+)
+
+
+def render() -> str:
+    return "\n".join(line for metric in ALL for line in metric.render()) + "\n"
