@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
 
-from conftest import free_ports, http_json
+from conftest import Stack, free_ports, http_json
 
 EXIT_SYNAPSE = 3
 EXIT_APPSERVICE = 4
@@ -53,7 +54,7 @@ def processes_mentioning(needle: str) -> list[int]:
     return found
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -77,7 +78,7 @@ class Server:
     def dd(self) -> DataDir:
         return DataDir.at(self.root)
 
-    def cli(self, command: str, *args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    def cli(self, command: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         env = {"AGENT_CHAT_HOME": str(self.home)}
         return run_cli(command, "--data-dir", str(self.root), *args, env=env, **kw)
 
@@ -252,7 +253,7 @@ def test_status_fails_after_killing_a_service(server: Server, victim: str, code:
     assert f"{victim} exited unexpectedly" in log
     s = server.cli("status")
     assert s.returncode != 0 and "down" in s.stdout
-    assert f"last exit: " in s.stdout and f"{victim} exited unexpectedly" in s.stdout
+    assert "last exit: " in s.stdout and f"{victim} exited unexpectedly" in s.stdout
 
 
 def test_concurrent_starts_run_one_copy(server: Server) -> None:
@@ -393,7 +394,7 @@ def test_help_documents_exit_codes() -> None:
 # --- the session fixture itself ---------------------------------------------------------------
 
 
-def test_stack_fixture_basics(stack) -> None:  # type: ignore[no-untyped-def]
+def test_stack_fixture_basics(stack: Stack) -> None:
     status, body = http_json("GET", f"{stack.api_base}/health")
     assert status == 200, body
     status, body = http_json(

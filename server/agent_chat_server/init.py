@@ -227,7 +227,7 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     )
     if hs is not None and opts.synapse_database is not None:
         report.ignored.append(
-            f"ignored --synapse-database: homeserver.yaml exists "
+            "ignored --synapse-database: homeserver.yaml exists "
             "(edit it, or delete it and re-run init)"
         )
     _validate(server_name, synapse_port, api_port, database)

@@ -1,4 +1,4 @@
-"""Process plumbing: pid files, liveness, identity checks, signalling process groups, port checks."""
+"""Process plumbing: pid files, liveness, identity checks, signals to process groups, ports."""
 
 from __future__ import annotations
 
