@@ -40,6 +40,9 @@ def run(argv):
             from .commands import notify_graceful
 
             return notify_graceful(rest[1:], verbose)
+        code = _fast_path(rest, verbose)
+        if code is not None:
+            return code
         return _dispatch(argv)
     except AcError as e:
         return _report(e.message, e.detail if verbose else None, e.exit_code)
@@ -58,6 +61,48 @@ def run(argv):
 
             traceback.print_exc()
         return _report("unexpected error: %s: %s" % (type(e).__name__, e), None, EXIT_ERROR)
+
+
+LISTEN_FLAGS = {"--all": "all", "--unread": "unread", "--json": "json", "--follow": "follow",
+                "-f": "follow", "--peek": "peek"}
+
+
+def _fast_path(rest, verbose):
+    """``send`` and ``listen`` in their plain shapes without building the argparse parser
+    (~8 ms of a cold start); anything unusual (other options, errors, help) returns None and
+    goes through argparse, which has the final word on syntax and error messages."""
+    if len(rest) >= 3 and rest[0] == "send":
+        target, words = rest[1], rest[2:]
+        if target.startswith("-") or (words != ["-"] and any(w.startswith("-") for w in words)):
+            return None
+        from . import commands
+
+        return commands.send(commands.Context(verbose), target, words)
+    if rest and rest[0] == "listen":
+        target = None
+        opts = {"all": False, "unread": False, "json": False, "follow": False, "peek": False}
+        last = 10
+        i = 1
+        while i < len(rest):
+            arg = rest[i]
+            if arg in LISTEN_FLAGS and not opts[LISTEN_FLAGS[arg]]:
+                opts[LISTEN_FLAGS[arg]] = True
+            elif arg == "--last" and i + 1 < len(rest) and rest[i + 1].isdigit() \
+                    and 1 <= int(rest[i + 1]) <= 1000 and rest[i + 1].isascii():
+                last = int(rest[i + 1])
+                i += 1
+            elif not arg.startswith("-") and target is None and arg:
+                target = arg
+            else:
+                return None
+            i += 1
+        if target and opts["all"]:
+            return None
+        from . import commands
+
+        return commands.listen(commands.Context(verbose), target, last, opts["unread"],
+                               opts["json"], opts["follow"], opts["peek"])
+    return None
 
 
 def _fast_notify_ok(flags):
