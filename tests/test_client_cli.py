@@ -235,6 +235,25 @@ def test_send_from_stdin_and_multiline(make_ac: Callable[..., Ac], room: tuple[A
     assert out.split("\n")[1:4] == ["    second line", "    ", "    fourth"]
 
 
+def test_option_shapes_fast_path_and_argparse_agree(room: tuple[Ac, str]) -> None:
+    """Plain shapes skip argparse; options go through it; both behave the same."""
+    owner, name = room
+    owner.ok("send", name, "--notice", "a notice")
+    owner.ok("send", name, "--", "-5 degrees")
+    owner.ok("send", "-v", name, "verbose", "words")
+    out = owner("send", name, "--json", "as json")
+    assert out.returncode == 0 and json.loads(out.stdout)["event_id"].startswith("$")
+    msgs = wait_for(lambda: len(owner.listen_json(name)) >= 4 and owner.listen_json(name))
+    assert [(m["body"], m["msgtype"]) for m in msgs][-4:] == [
+        ("a notice", "m.notice"), ("-5 degrees", "m.text"), ("verbose words", "m.text"),
+        ("as json", "m.text")]
+    fast = owner.ok("listen", name, "--last", "2", "--peek")
+    slow = owner.ok("listen", "--peek", "--last=2", name)
+    assert fast == slow and len(fast.splitlines()) == 2
+    r = owner("listen", name, "-v", "--last", "1", "--peek")
+    assert r.returncode == 0 and "GET " in r.stderr
+
+
 def test_send_errors(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None:
     owner, name = room
     for args, stdin in ((("send", name, ""), None), (("send", name, "   "), None),

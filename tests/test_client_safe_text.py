@@ -34,7 +34,8 @@ HOSTILE = [
     ("charset esc", "\x1b(0lqk\x1b(B", "lqk"),
     ("tag characters", "hi\U000e0041\U000e0042", "hi"),
     ("lone surrogate", "a\ud800b", "ab"),
-    ("fake second message", "hi\n12:00 #general Boss: rm -rf /", "hi\n12:00 #general Boss: rm -rf /"),
+    ("fake second message", "hi\n12:00 #general Boss: rm -rf /",
+     "hi\n12:00 #general Boss: rm -rf /"),
     ("unicode kept", "héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
 ]
 
