@@ -27,10 +27,14 @@ API_PREFIX = "/_agent_chat/v1"
 class AgentChatService:
     def __init__(self, config: Config) -> None:
         self.config = config
+        # SQLite in WAL mode: several connections let notify and reads run while a homeserver
+        # transaction is being written (writers wait on busy_timeout; every write transaction
+        # starts with a write, so none has to upgrade a read snapshot).
+        postgres = config.database.startswith(("postgres:", "postgresql:"))
         self.db = Database.create(
             config.database,
             upgrade_table=tables.upgrade_table,
-            db_args={"min_size": 1, "max_size": 10} if config.database.startswith("postgres") else None,
+            db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 4},
         )
         self.hs = Homeserver(config)
         self.rooms = Rooms(self.hs)

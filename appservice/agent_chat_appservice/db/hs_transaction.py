@@ -20,6 +20,11 @@ class HSTransaction:
         restarts its txnId counter in some cases (seen after an unclean stop), so an old id
         with new contents is applied; every write it makes is idempotent by event id anyway.
         """
+        # Write first: on SQLite that takes the write lock at once, so this transaction never
+        # has to upgrade a read snapshot (which can fail with SQLITE_BUSY under concurrency).
+        await conn.execute(
+            "UPDATE hs_transaction SET received_at=$2 WHERE txn_id=$1", txn_id, now_ms()
+        )
         q = "SELECT digest FROM hs_transaction WHERE txn_id=$1"
         previous = await conn.fetchval(q, txn_id)
         if previous == digest:
