@@ -24,6 +24,12 @@ def test_default_rooms_are_public_and_listed(any_stack: Stack) -> None:
         assert f"#{name}:{any_stack.server_name}" in aliases
     topics = {r.get("canonical_alias"): r.get("topic") for r in data["chunk"]}
     assert "build failures" in topics[f"#alerts:{any_stack.server_name}"]
+    # The bot created them, so it is their admin (room v12: the creator outranks everyone).
+    room = room_id_of(any_stack, f"#general:{any_stack.server_name}")
+    status, create = synapse(
+        any_stack, "GET", f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.create/?format=event"
+    )
+    assert status == 200 and create["sender"] == any_stack.config.bot_mxid, create
 
 
 def test_register_auto_name_joins_default_rooms_and_sets_display_name(any_stack: Stack) -> None:

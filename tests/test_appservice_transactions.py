@@ -181,3 +181,16 @@ def test_appservice_down_then_back_counts_exactly(any_stack: Stack) -> None:
     # Identities and tokens survived the restart.
     status, me = a.call("GET", "/whoami")
     assert status == 200 and me["user_id"] == a.user_id
+
+
+def test_identity_and_counts_survive_a_synapse_restart(stack: Stack) -> None:
+    a, b = register(stack), register(stack)
+    a.send("#general", "before the restart")
+    wait_for(lambda: b.count("#general") >= 1, what="count before")
+    before = settled_count(b, "#general")
+    stack.restart_synapse()
+    assert b.count("#general") == before
+    a.send("#general", "after the restart")
+    wait_for(lambda: b.count("#general") == before + 1, timeout=30, what="count after")
+    status, me = b.call("GET", "/whoami")
+    assert status == 200 and me["nick"] == b.nick
