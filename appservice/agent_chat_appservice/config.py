@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+import hashlib
+import hmac
 import os
 
 from ruamel.yaml import YAML
@@ -52,6 +54,13 @@ class Config:
     @property
     def bot_mxid(self) -> str:
         return f"@{self.bot_localpart}:{self.server_name}"
+
+    @property
+    def admin_token(self) -> str:
+        """The operator's token for /admin routes, derived from the as_token: whoever can read
+        appservice.yaml may administer, and no second secret has to be kept in step."""
+        digest = hmac.new(self.as_token.encode(), b"agent-chat admin API", hashlib.sha256)
+        return "acadm_" + digest.hexdigest()
 
     @property
     def api_url(self) -> str:

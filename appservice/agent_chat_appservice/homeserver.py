@@ -12,7 +12,7 @@ import hashlib
 import logging
 
 import aiohttp
-from mautrix.api import Method, Path
+from mautrix.api import HTTPAPI, Method, Path
 from mautrix.appservice import AppServiceAPI
 from mautrix.client import ClientAPI
 from mautrix.errors import MUserInUse
@@ -28,6 +28,8 @@ class Homeserver:
         self.config = config
         self.session: aiohttp.ClientSession | None = None
         self.api: AppServiceAPI | None = None
+        #: Humans' own Matrix tokens (from `ac login`): we act for them with these.
+        self.user_tokens: dict[str, str] = {}
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -51,7 +53,33 @@ class Homeserver:
         """A ClientAPI acting as ``user_id`` (the bot when None)."""
         if user_id is None or user_id == self.config.bot_mxid:
             return ClientAPI(self.config.bot_mxid, api=self.api)
+        token = self.user_tokens.get(user_id)
+        if token is not None:
+            return ClientAPI(user_id, api=self.api.real_user(user_id, token))
         return ClientAPI(user_id, api=self.api.user(user_id))
+
+    async def password_login(self, user: str, password: str) -> tuple[str, str]:
+        """A Matrix password login; returns (user_id, access_token)."""
+        # A plain client without the as_token: this is the human's own login.
+        anonymous = HTTPAPI(base_url=self.config.homeserver_url, client_session=self.session)
+        resp = await anonymous.request(
+            Method.POST,
+            Path.v3.login,
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user},
+                "password": password,
+                "initial_device_display_name": "ac (Agent Chat)",
+            },
+            sensitive=True,
+        )
+        return resp["user_id"], resp["access_token"]
+
+    async def whoami(self, token: str) -> str:
+        """The user a Matrix access token belongs to (raises if it is not valid)."""
+        api = self.api.real_user("@unknown:" + self.config.server_name, token)
+        resp = await api.request(Method.GET, Path.v3.account.whoami)
+        return resp["user_id"]
 
     async def versions_ok(self) -> bool:
         try:

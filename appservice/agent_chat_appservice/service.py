@@ -72,6 +72,7 @@ class AgentChatService:
         await self.db.start()
         tables.init(self.db)
         await self.hs.start()
+        self.hs.user_tokens = await tables.Identity.matrix_tokens()
         # Serve before bootstrapping: room creation makes Synapse push transactions to us.
         self.runner = web.AppRunner(self.build_app(), access_log=None)
         await self.runner.setup()

@@ -10,7 +10,7 @@ from aiohttp import web
 from .. import metrics
 from ..db import Identity
 from ..errors import ApiError
-from . import agents, messages, rooms  # noqa: F401  (they add their routes to base.routes)
+from . import admin, agents, messages, rooms, webhooks  # noqa: F401  (routes on base.routes)
 from .base import CONTEXT, IDENTITY, Context, routes
 
 log = logging.getLogger("agent_chat.api")

@@ -7,9 +7,12 @@ import hmac
 
 from aiohttp import web
 
-from .. import __version__
-from ..errors import ApiError
-from .base import caller, ctx, json_body, ok, public, routes
+from mautrix.errors import MatrixRequestError
+
+from .. import __version__, metrics
+from ..db import Identity
+from ..errors import ApiError, from_matrix
+from .base import caller, ctx, json_body, ok, public, routes, string_field
 
 
 @routes.get("/health")
@@ -75,3 +78,31 @@ async def register(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     me = caller(request)
     return ok({"user_id": me.user_id, "nick": me.nick, "kind": me.kind})
+
+
+@routes.post("/login")
+@public
+async def login(request: web.Request) -> web.Response:
+    """A human logs in with their Matrix account and gets an API token for `ac`."""
+    context = ctx(request)
+    data = await json_body(request)
+    user = string_field(data, "user", max_len=255)
+    password = string_field(data, "password", max_len=1024)
+    localpart = user[1:].split(":", 1)[0] if user.startswith("@") else user
+    if context.identities.is_ours(f"@{localpart}:{context.config.server_name}"):
+        raise ApiError(403, "M_FORBIDDEN", "agents and bots do not log in; they register")
+    try:
+        user_id, matrix_token = await context.hs.password_login(user, password)
+    except MatrixRequestError as e:
+        if e.http_status in (401, 403):
+            raise ApiError(401, "M_FORBIDDEN", "wrong user name or password") from None
+        raise from_matrix(e, "logging in") from None
+    except Exception as e:
+        raise from_matrix(e, "logging in") from None
+    identity = await Identity.upsert_human(user_id, localpart, matrix_token)
+    context.hs.user_tokens[user_id] = matrix_token
+    token = await identity.issue_token()
+    metrics.REGISTRATIONS.inc("human")
+    return ok(
+        {"user_id": user_id, "nick": identity.nick, "kind": "human", "token": token}, status=201
+    )

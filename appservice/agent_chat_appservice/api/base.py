@@ -97,6 +97,10 @@ def string_field(data: dict, key: str, required: bool = True, max_len: int = 256
         raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
     if len(value) > max_len:
         raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "M_BAD_JSON", f"'{key}' is not valid Unicode (lone surrogate)") from None
     return value
 
 

@@ -7,10 +7,10 @@ import logging
 import re
 
 from aiohttp import web
-from mautrix.errors import MatrixRequestError
 
 from ..db import ClientSend, Identity, Ledger, Member, Message
 from ..errors import ApiError, from_matrix
+from ..formatting import to_html
 from ..text import mxid_mentions, nick_mentions
 from .base import Context, caller, ctx, json_body, ok, query_bool, query_int, routes, string_field
 
@@ -44,15 +44,52 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
     raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
 
 
-async def mentions_in(context: Context, body: str, me: str) -> list[str]:
-    """Matrix ids mentioned in the body as ``@Nick`` or ``@user:server``."""
-    found = [u for u in mxid_mentions(body)]
+async def mentions_in(body: str, me: str) -> dict[str, str]:
+    """Mentions in the body, as written (``@Nick`` or ``@user:server``) → Matrix user id."""
+    found = {mxid: mxid for mxid in mxid_mentions(body)}
     for nick in nick_mentions(body):
         identity = await Identity.get_by_nick(nick)
         user_id = identity.user_id if identity else await Member.find_user_by_name(nick)
         if user_id:
-            found.append(user_id)
-    return [u for u in dict.fromkeys(found) if u != me]
+            found["@" + nick] = user_id
+    return {text: user_id for text, user_id in found.items() if user_id != me}
+
+
+async def message_content(body: str, me: str, notice: bool) -> dict:
+    """The event content: plain body, HTML for Element, and explicit mentions."""
+    mentions = await mentions_in(body, me)
+    content = {
+        "msgtype": "m.notice" if notice else "m.text",
+        "body": body,
+        # Always present, so push rules use it instead of guessing from the body: a mentioned
+        # human's phone buzzes, nobody else's.
+        "m.mentions": {"user_ids": list(dict.fromkeys(mentions.values()))},
+    }
+    html = to_html(body, mentions)
+    if html is not None:
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = html
+    return content
+
+
+async def post_message(
+    context: Context,
+    sender: str,
+    room_id: str,
+    body: str,
+    txn_id: str,
+    notice: bool = False,
+    html: str | None = None,
+) -> str:
+    """Send as ``sender``; the event id. Homeserver failures become API errors."""
+    content = await message_content(body, sender, notice)
+    if html is not None:
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = html
+    try:
+        return await context.hs.send(sender, room_id, content, txn_id)
+    except Exception as e:
+        raise from_matrix(e, "sending the message") from None
 
 
 @routes.put("/send/{txn_id}")
@@ -75,18 +112,7 @@ async def send(request: web.Request) -> web.Response:
     if wait_ms is not None:
         raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
     room_id = await resolve_target(context, me.user_id, target, join=True)
-    content = {
-        "msgtype": "m.notice" if notice else "m.text",
-        "body": body,
-        # Always present, so Element's push rules use it instead of guessing from the body.
-        "m.mentions": {"user_ids": await mentions_in(context, body, me.user_id)},
-    }
-    try:
-        event_id = await context.hs.send(me.user_id, room_id, content, txn_id)
-    except MatrixRequestError as e:
-        raise from_matrix(e, "sending the message") from None
-    except Exception as e:
-        raise from_matrix(e, "sending the message") from None
+    event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
     await ClientSend(me.user_id, txn_id, room_id, event_id).insert()
     label = await context.rooms.label(room_id, me.user_id)
     return ok({"event_id": event_id, "room_id": room_id, "room": label})

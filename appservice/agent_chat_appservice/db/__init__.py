@@ -12,8 +12,9 @@ from .member import Member
 from .message import Message
 from .room import DirectChat, Room
 from .upgrade import upgrade_table
+from .webhook import Webhook
 
-ALL = (HSTransaction, ClientSend, Identity, Ledger, Member, Message, Room, DirectChat)
+ALL = (HSTransaction, ClientSend, Identity, Ledger, Member, Message, Room, DirectChat, Webhook)
 
 
 def init(db: Database) -> None:
@@ -31,6 +32,7 @@ __all__ = [
     "Member",
     "Message",
     "Room",
+    "Webhook",
     "init",
     "upgrade_table",
 ]

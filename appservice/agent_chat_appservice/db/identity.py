@@ -97,6 +97,32 @@ class Identity:
         await (conn or self.db).execute(q, hash_token(token), self.user_id, now_ms())
         return token
 
+    @classmethod
+    async def matrix_tokens(cls) -> dict[str, str]:
+        """Humans' Matrix access tokens, by user id."""
+        q = "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
+        return {r["user_id"]: r["matrix_token"] for r in await cls.db.fetch(q)}
+
+    @classmethod
+    async def upsert_human(cls, user_id: str, nick: str, matrix_token: str) -> Identity:
+        """Create or refresh a human who logged in with their Matrix account."""
+        existing = await cls.get(user_id)
+        if existing is None:
+            # A human's nick is their localpart unless an agent already answers to it.
+            key = nick.lower()
+            if await cls.db.fetchval("SELECT 1 FROM identity WHERE nick_key=$1", key):
+                key = user_id
+            q = (
+                "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
+                "VALUES ($1, $2, $3, 'human', $4, $5)"
+            )
+            await cls.db.execute(q, user_id, nick, key, now_ms(), matrix_token)
+            existing = await cls.get(user_id)
+        else:
+            q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1"
+            await cls.db.execute(q, user_id, matrix_token)
+        return existing
+
     async def touch(self) -> None:
         self.last_active = now_ms()
         q = "UPDATE identity SET last_active=$2 WHERE user_id=$1"

@@ -5,3 +5,4 @@ from mautrix.util.async_db import UpgradeTable
 upgrade_table = UpgradeTable()
 
 from . import v01_initial  # noqa: E402,F401  (registers itself on upgrade_table)
+from . import v02_humans_and_webhooks  # noqa: E402,F401

@@ -1,0 +1,72 @@
+"""Operator routes (``agent-chat-server bot add``, ``webhook add``), behind the admin token
+derived from the as_token (see ``Config.admin_token``)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from aiohttp import web
+
+from ..db import Webhook
+from ..errors import ApiError
+from .base import Context, ctx, json_body, ok, public, routes, string_field
+
+
+def _check_admin(request: web.Request) -> Context:
+    context = ctx(request)
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip().encode() if header.startswith("Bearer ") else b""
+    if not hmac.compare_digest(given, context.config.admin_token.encode()):
+        raise ApiError(403, "M_FORBIDDEN", "admin routes need the operator's admin token")
+    return context
+
+
+@routes.post("/admin/bots")
+@public  # authorised by the admin token, not an identity token
+async def add_bot(request: web.Request) -> web.Response:
+    context = _check_admin(request)
+    data = await json_body(request)
+    nick = string_field(data, "nick", max_len=32)
+    identity, token = await context.identities.register(nick, exact=True, kind="bot")
+    return ok(
+        {"user_id": identity.user_id, "nick": identity.nick, "kind": "bot", "token": token},
+        status=201,
+    )
+
+
+@routes.post("/admin/webhooks")
+@public
+async def add_webhook(request: web.Request) -> web.Response:
+    context = _check_admin(request)
+    data = await json_body(request)
+    name = string_field(data, "name", max_len=32)
+    room = string_field(data, "room", max_len=255)
+    sign, state_change = data.get("sign", False), data.get("state_change", False)
+    if not isinstance(sign, bool) or not isinstance(state_change, bool):
+        raise ApiError(400, "M_BAD_JSON", "'sign' and 'state_change' must be true or false")
+    if not room.startswith(("#", "!")):
+        raise ApiError(400, "M_INVALID_PARAM", "name the room as #room")
+    # Each webhook posts as its own bot, so Element shows who is talking.
+    identity, _ = await context.identities.register(name, exact=True, kind="bot")
+    room_id = await context.rooms.resolve_room(identity.user_id, room, join=True)
+    hook = Webhook(
+        hook_id=secrets.token_urlsafe(32),
+        name=identity.nick,
+        user_id=identity.user_id,
+        room_id=room_id,
+        signing_secret=secrets.token_hex(32) if sign else None,
+        state_change=state_change,
+    )
+    await hook.insert()
+    return ok(
+        {
+            "name": hook.name,
+            "hook_id": hook.hook_id,
+            "path": f"/_agent_chat/v1/hooks/{hook.hook_id}",
+            "room": await context.rooms.label(room_id, identity.user_id),
+            "signing_secret": hook.signing_secret,
+            "state_change": hook.state_change,
+        },
+        status=201,
+    )

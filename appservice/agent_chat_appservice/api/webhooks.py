@@ -1,0 +1,123 @@
+"""Inbound webhooks: ``POST /hooks/{hook_id}`` posts a CI or monitoring message into a room.
+
+The hook id is an unguessable secret; a hook created with signing also checks GitHub's
+``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body). A delivery id (``X-GitHub-Delivery``,
+``X-Delivery-Id`` or the payload's ``id``) posts at most once. In state-change mode a payload
+carries ``key`` and ``state`` and posts only when the state for that key changes, so a red
+build alerts once, not on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+
+from aiohttp import web
+
+from ..db import Webhook
+from ..errors import ApiError
+from .base import MAX_JSON, ctx, ok, public, routes
+from .messages import post_message
+
+PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
+
+
+@routes.get("/hooks/{hook_id}")
+@public
+async def hook_get(_: web.Request) -> web.Response:
+    raise ApiError(405, "M_UNRECOGNIZED", f"webhooks take POST, not GET: {PAYLOAD_HELP}")
+
+
+@routes.post("/hooks/{hook_id}")
+@public
+async def hook_post(request: web.Request) -> web.Response:
+    context = ctx(request)
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise ApiError(413, "M_TOO_LARGE", f"the payload is over {MAX_JSON // 1024} KiB")
+    hook = await Webhook.get(request.match_info["hook_id"])
+    if hook is None:
+        raise ApiError(404, "M_NOT_FOUND", "no such webhook: check the URL")
+    if hook.signing_secret:
+        _check_signature(hook.signing_secret, raw, request.headers.get("X-Hub-Signature-256"))
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "M_NOT_JSON", f"the payload is not JSON: {PAYLOAD_HELP}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "M_BAD_JSON", f"the payload must be a JSON object: {PAYLOAD_HELP}")
+    text, html, urgent = payload.get("text"), payload.get("html"), payload.get("urgent", False)
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "M_BAD_JSON", f"'text' is missing or empty: {PAYLOAD_HELP}")
+    if html is not None and not isinstance(html, str):
+        raise ApiError(400, "M_BAD_JSON", "'html' must be a string")
+    if not isinstance(urgent, bool):
+        raise ApiError(400, "M_BAD_JSON", "'urgent' must be true or false")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "M_BAD_JSON", "'text' is not valid Unicode") from None
+    if urgent and "[ALERT]" not in text.upper() and "!URGENT" not in text.upper():
+        text = "[ALERT] " + text
+        html = None if html is None else "<strong>[ALERT]</strong> " + html
+
+    delivery = (
+        request.headers.get("X-GitHub-Delivery")
+        or request.headers.get("X-Delivery-Id")
+        or (payload.get("id") if isinstance(payload.get("id"), str) else None)
+    )
+    if delivery is not None and (not delivery or len(delivery) > 128):
+        raise ApiError(400, "M_INVALID_PARAM", "the delivery id must be 1-128 characters")
+
+    previous_state: str | None = None
+    key = state = None
+    if hook.state_change:
+        key, state = payload.get("key"), payload.get("state")
+        if not isinstance(key, str) or not key or not isinstance(state, str) or not state:
+            raise ApiError(
+                400,
+                "M_BAD_JSON",
+                "this webhook posts on state changes: send 'key' (e.g. the workflow) and "
+                "'state' (e.g. failing or passing) with the text",
+            )
+        previous_state = await hook.state(key)
+
+    if delivery is not None and not await hook.claim_delivery(delivery):
+        event_id = await hook.delivery_event(delivery)
+        return ok({"posted": False, "reason": "duplicate delivery", "event_id": event_id})
+    if hook.state_change and not await hook.swap_state(key, state):
+        if delivery is not None:
+            await hook.finish_delivery(delivery, None)
+        return ok({"posted": False, "reason": f"state of {key!r} is still {state!r}"})
+    txn = "hook-" + (delivery or secrets.token_hex(12))
+    try:
+        event_id = await post_message(context, hook.user_id, hook.room_id, text, txn, html=html)
+    except Exception:
+        if delivery is not None:
+            await hook.finish_delivery(delivery, None)
+        if hook.state_change:
+            await hook.restore_state(key, previous_state)
+        raise
+    if delivery is not None:
+        await hook.finish_delivery(delivery, event_id)
+    return ok({"posted": True, "event_id": event_id}, status=201)
+
+
+def _check_signature(secret: str, raw: bytes, header: str | None) -> None:
+    if not header:
+        raise ApiError(
+            401,
+            "M_MISSING_TOKEN",
+            "this webhook needs an X-Hub-Signature-256 header: "
+            "sha256=<hex HMAC-SHA256 of the raw body with the hook's signing secret>",
+        )
+    expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(header.strip().encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "M_FORBIDDEN",
+            "X-Hub-Signature-256 does not match: sign the exact bytes you send, "
+            "with the signing secret shown when the webhook was created",
+        )

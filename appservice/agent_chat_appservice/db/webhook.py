@@ -1,0 +1,103 @@
+"""Inbound webhooks, the deliveries they already posted, and their last posted states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mautrix.util.async_db import Database
+
+from .identity import now_ms
+from .ledger import _rows_changed
+
+
+@dataclass
+class Webhook:
+    db: ClassVar[Database]
+
+    hook_id: str
+    name: str
+    user_id: str
+    room_id: str
+    signing_secret: str | None
+    state_change: bool
+
+    @classmethod
+    async def get(cls, hook_id: str) -> Webhook | None:
+        q = (
+            "SELECT hook_id, name, user_id, room_id, signing_secret, state_change FROM webhook "
+            "WHERE hook_id=$1"
+        )
+        row = await cls.db.fetchrow(q, hook_id)
+        if row is None:
+            return None
+        return cls(
+            row["hook_id"],
+            row["name"],
+            row["user_id"],
+            row["room_id"],
+            row["signing_secret"],
+            bool(row["state_change"]),
+        )
+
+    async def insert(self) -> None:
+        q = (
+            "INSERT INTO webhook (hook_id, name, user_id, room_id, signing_secret, state_change,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+        await self.db.execute(
+            q,
+            self.hook_id,
+            self.name,
+            self.user_id,
+            self.room_id,
+            self.signing_secret,
+            self.state_change,
+            now_ms(),
+        )
+
+    async def claim_delivery(self, delivery_id: str) -> bool:
+        """Reserve a delivery id; False if it was posted (or is being posted) already."""
+        q = (
+            "INSERT INTO webhook_delivery (hook_id, delivery_id, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (hook_id, delivery_id) DO NOTHING"
+        )
+        return _rows_changed(await self.db.execute(q, self.hook_id, delivery_id, now_ms())) > 0
+
+    async def delivery_event(self, delivery_id: str) -> str | None:
+        q = "SELECT event_id FROM webhook_delivery WHERE hook_id=$1 AND delivery_id=$2"
+        return await self.db.fetchval(q, self.hook_id, delivery_id)
+
+    async def finish_delivery(self, delivery_id: str, event_id: str | None) -> None:
+        if event_id is None:  # the post failed: let the sender retry this delivery
+            q = "DELETE FROM webhook_delivery WHERE hook_id=$1 AND delivery_id=$2"
+            await self.db.execute(q, self.hook_id, delivery_id)
+        else:
+            q = "UPDATE webhook_delivery SET event_id=$3 WHERE hook_id=$1 AND delivery_id=$2"
+            await self.db.execute(q, self.hook_id, delivery_id, event_id)
+
+    async def swap_state(self, key: str, state: str) -> bool:
+        """Store the new state for key; True if it differs from the last one (or is the first)."""
+        q = "SELECT state FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
+        previous = await self.db.fetchval(q, self.hook_id, key)
+        if previous == state:
+            return False
+        q = (
+            "INSERT INTO webhook_state (hook_id, state_key, state) VALUES ($1, $2, $3) "
+            "ON CONFLICT (hook_id, state_key) DO UPDATE SET state=excluded.state"
+        )
+        await self.db.execute(q, self.hook_id, key, state)
+        return True
+
+    async def restore_state(self, key: str, state: str | None) -> None:
+        """Put back the previous state after a failed post, so the change is posted on retry."""
+        if state is None:
+            q = "DELETE FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
+            await self.db.execute(q, self.hook_id, key)
+        else:
+            q = "UPDATE webhook_state SET state=$3 WHERE hook_id=$1 AND state_key=$2"
+            await self.db.execute(q, self.hook_id, key, state)
+
+    async def state(self, key: str) -> str | None:
+        q = "SELECT state FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
+        return await self.db.fetchval(q, self.hook_id, key)
