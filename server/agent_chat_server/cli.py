@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import argparse
 import sys
 
-from . import control
+from . import accounts, control
 from .client_config import client_home, ensure_client_config
 from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, ServerError
 from .init import InitOptions, init_data_dir
@@ -39,14 +39,26 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("config options (used only when the config is generated)")
     g.add_argument("--server-name", metavar="NAME", help="Matrix server name "
                    "(default: agent-chat.local)")
-    g.add_argument("--synapse-port", type=_port, metavar="P", help="Synapse port on "
-                   "127.0.0.1 (default: 8008)")
-    g.add_argument("--api-port", type=_port, metavar="P", help="appservice API port on "
-                   "127.0.0.1 (default: 8009)")
+    g.add_argument("--synapse-port", type=_port, metavar="P", help="Synapse port "
+                   "(default: 8008)")
+    g.add_argument("--api-port", type=_port, metavar="P", help="appservice API port "
+                   "(default: 8009)")
     g.add_argument("--database", metavar="URL", help="appservice database: sqlite:PATH or "
                    "postgres://user:pass@host/db (default: sqlite:DIR/appservice.db)")
     g.add_argument("--synapse-database", metavar="URL", help="Synapse database: sqlite:PATH "
-                   "or postgres://... (default: SQLite DIR/homeserver.db)")
+                   "or postgres://... (default: SQLite DIR/homeserver.db); a missing PostgreSQL "
+                   "database is created with collation C")
+    g.add_argument("--bind", "--host", dest="bind", metavar="ADDR", help="address Synapse and "
+                   "the API listen on (default: 127.0.0.1; e.g. 0.0.0.0 or a Tailscale "
+                   "100.x.y.z address for remote agents)")
+    g.add_argument("--public-url", metavar="URL", help="Synapse's public_baseurl, the "
+                   "homeserver URL humans give Element (default: http://BIND:SYNAPSE_PORT/)")
+    g.add_argument("--synapse-url", metavar="URL", help="how the appservice reaches Synapse "
+                   "(default: http://BIND:SYNAPSE_PORT; containers: http://synapse:8008)")
+    g.add_argument("--appservice-url", metavar="URL", help="how Synapse reaches the "
+                   "appservice (default: http://BIND:API_PORT)")
+    g.add_argument("--skip-db-check", action="store_true", help="do not connect to "
+                   "PostgreSQL to check or create the databases")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("stop", "stop the background server; no process is left behind")
     add("status", "check Synapse, the appservice and Synapse's ping of it")
+    accounts.add_parsers(add)
     return parser
 
 
@@ -96,6 +109,11 @@ def _init_options(args: argparse.Namespace) -> InitOptions:
         api_port=args.api_port,
         database=args.database,
         synapse_database=args.synapse_database,
+        bind=args.bind,
+        synapse_url=args.synapse_url,
+        appservice_url=args.appservice_url,
+        public_url=args.public_url,
+        skip_db_check=args.skip_db_check,
     )
 
 
@@ -164,6 +182,7 @@ COMMANDS = {
     "start": cmd_start,
     "stop": cmd_stop,
     "status": cmd_status,
+    **accounts.COMMANDS,
 }
 
 
