@@ -78,7 +78,7 @@ def _synapse_port(config: Config) -> int:
 def check_ports_free(config: Config) -> None:
     """Fail with one line if Synapse's or the appservice's port is taken."""
     for label, host, port in (
-        ("Synapse", "127.0.0.1", _synapse_port(config)),
+        ("Synapse", config.host, _synapse_port(config)),
         ("the appservice API", config.host, config.port),
     ):
         if port_in_use(host, port):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+import ipaddress
 import os
 import re
 
@@ -13,6 +14,7 @@ from signedjson.key import read_signing_keys
 
 from agent_chat_appservice.config import Config, ConfigError
 
+from . import postgres
 from . import synapse_config as sc
 from .errors import ServerError
 from .files import dump_yaml, load_yaml, temp_path, write_temp
@@ -34,6 +36,17 @@ class InitOptions:
     api_port: int | None = None
     database: str | None = None
     synapse_database: str | None = None
+    #: Address Synapse and the API listen on (127.0.0.1; 0.0.0.0 or a Tailscale/LAN address
+    #: for remote agents).
+    bind: str | None = None
+    #: How the appservice reaches Synapse (default http://BIND:SYNAPSE_PORT).
+    synapse_url: str | None = None
+    #: How Synapse reaches the appservice (default http://BIND:API_PORT).
+    appservice_url: str | None = None
+    #: Synapse's public_baseurl: the URL humans give Element.
+    public_url: str | None = None
+    #: Do not connect to PostgreSQL to check/create the databases.
+    skip_db_check: bool = False
 
 
 @dataclass
@@ -43,9 +56,11 @@ class InitReport:
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"wrote {p}" for p in self.written]
+        out = list(self.notes)
+        out += [f"wrote {p}" for p in self.written]
         out += [f"left alone {p} (exists: kept as is, secrets included)" for p in self.kept]
         out += self.ignored
         return out
@@ -155,6 +170,27 @@ def _pick(
     return asked if asked is not None else default
 
 
+def _check_url(flag: str, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        raise ServerError(f"invalid {flag} {url!r}: bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServerError(f"invalid {flag} {url!r}: want http://HOST:PORT")
+
+
+def _check_bind(bind: str) -> None:
+    try:
+        ipaddress.ip_address(bind)
+    except ValueError:
+        raise ServerError(
+            f"invalid --bind {bind!r}: want an IP address (127.0.0.1, 0.0.0.0, 100.x.y.z)"
+        ) from None
+
+
 def _validate(server_name: str, synapse_port: int, api_port: int, database: str) -> None:
     if not _SERVER_NAME_RE.match(server_name):
         raise ServerError(f"invalid server name {server_name!r} (want e.g. agent-chat.local)")
@@ -225,27 +261,53 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         "appservice.yaml",
         f"sqlite:{dd.appservice_db}",
     )
-    if hs is not None and opts.synapse_database is not None:
-        report.ignored.append(
-            "ignored --synapse-database: homeserver.yaml exists "
-            "(edit it, or delete it and re-run init)"
-        )
+    bind = _pick(report, "--bind", opts.bind, asc.host if asc else None, "appservice.yaml",
+                 "127.0.0.1")
+    synapse_url = _pick(
+        report, "--synapse-url", opts.synapse_url, asc.homeserver_url if asc else None,
+        "appservice.yaml", f"http://{sc.url_host(bind)}:{synapse_port}",
+    )
+    api_url = _pick(
+        report, "--appservice-url", opts.appservice_url, reg["url"] if reg else None,
+        "registration.yaml", f"http://{sc.url_host(bind)}:{api_port}",
+    )
+    for flag, value in (("--synapse-database", opts.synapse_database),
+                        ("--public-url", opts.public_url)):
+        if hs is not None and value is not None:
+            report.ignored.append(
+                f"ignored {flag}: homeserver.yaml exists (edit it, or delete it and re-run init)"
+            )
     _validate(server_name, synapse_port, api_port, database)
+    _check_bind(bind)
+    for flag, url in (("--synapse-url", synapse_url), ("--appservice-url", api_url),
+                      ("--public-url", opts.public_url)):
+        _check_url(flag, url)
     try:
         synapse_db = sc.synapse_database(opts.synapse_database, dd)
     except ValueError as e:
         raise ServerError(f"invalid --synapse-database: {e}") from None
+    if (
+        hs is None and asc is None
+        and postgres.is_postgres_url(database) and synapse_db["name"] == "psycopg2"
+        and postgres.PgTarget.parse(database).dbname == synapse_db["args"]["database"]
+        and postgres.PgTarget.parse(database).where()
+        == postgres.PgTarget.from_synapse(synapse_db["args"]).where()
+    ):
+        raise ServerError(
+            "--database and --synapse-database name the same PostgreSQL database: "
+            "give the appservice its own (e.g. .../agent_chat and .../synapse)"
+        )
 
     as_token = asc.as_token if asc else (reg["as_token"] if reg else sc.random_secret())
     hs_token = asc.hs_token if asc else (reg["hs_token"] if reg else sc.random_secret())
     registration_token = asc.registration_token if asc else sc.random_secret(32)
-    api_url = f"http://127.0.0.1:{api_port}"
 
     # Render every missing file.
     texts: dict[Path, tuple[str, int]] = {}
     if hs is None:
         hs_conf = sc.homeserver_config(
-            dd, server_name, synapse_port, synapse_db, sc.SynapseSecrets.generate()
+            dd, server_name, synapse_port, synapse_db, sc.SynapseSecrets.generate(),
+            bind=bind, public_baseurl=opts.public_url,
         )
         texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
     if not dd.log_config.exists():
@@ -259,16 +321,26 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     if asc is None:
         new_config = Config(
             server_name=server_name,
-            homeserver_url=f"http://127.0.0.1:{synapse_port}",
+            homeserver_url=synapse_url,
             as_token=as_token,
             hs_token=hs_token,
             registration_token=registration_token,
             database=database,
-            host="127.0.0.1",
+            host=bind,
             port=api_port,
             appservice_id=sc.APPSERVICE_ID,
             bot_localpart=sc.BOT_LOCALPART,
         )
+
+    # PostgreSQL: check (and create) the databases before writing anything.
+    if not opts.skip_db_check:
+        if hs is None and synapse_db["name"] == "psycopg2":
+            target = postgres.PgTarget.from_synapse(synapse_db["args"])
+            state = postgres.ensure_database(target.url(with_password=True), for_synapse=True)
+            report.notes.append(state.message)
+        if asc is None and postgres.is_postgres_url(database):
+            state = postgres.ensure_database(database, for_synapse=False)
+            report.notes.append(state.message)
 
     _make_data_dir(dd)
     temps: list[tuple[Path, Path]] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from io import StringIO
 from typing import Any
-from urllib.parse import unquote, urlsplit
 import re
 import secrets
 import string
@@ -14,6 +13,7 @@ import string
 from signedjson.key import generate_signing_key, write_signing_keys
 
 from .paths import DataDir
+from .postgres import PgTarget
 
 APPSERVICE_ID = "agent-chat"
 BOT_LOCALPART = "_ac_bot"
@@ -44,6 +44,12 @@ RATE_LIMITS: dict[str, Any] = {
 }
 
 
+def url_host(bind: str) -> str:
+    """The host to put in a URL reaching a service bound to ``bind`` (wildcards: loopback)."""
+    host = "127.0.0.1" if bind in ("0.0.0.0", "", "*") else ("::1" if bind == "::" else bind)
+    return f"[{host}]" if ":" in host else host
+
+
 def random_secret(length: int = 48) -> str:
     """A random token of letters and digits (safe in YAML, URLs and headers)."""
     alphabet = string.ascii_letters + string.digits
@@ -72,20 +78,11 @@ def synapse_database(url: str | None, dd: DataDir) -> dict[str, Any]:
         if not path:
             raise ValueError(f"no file path in SQLite URL {url!r}")
         return {"name": "sqlite3", "args": {"database": path}}
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql") or not parts.path.strip("/"):
+    if not url.startswith(("postgres://", "postgresql://")):
         raise ValueError(
             f"unsupported database URL {url!r} (want sqlite:PATH or postgres://user@host/db)"
         )
-    args: dict[str, Any] = {"dbname": unquote(parts.path.strip("/"))}
-    if parts.username:
-        args["user"] = unquote(parts.username)
-    if parts.password:
-        args["password"] = unquote(parts.password)
-    if parts.hostname:
-        args["host"] = parts.hostname
-    if parts.port:
-        args["port"] = parts.port
+    args = PgTarget.parse(url).synapse_args()
     args.update({"cp_min": 5, "cp_max": 10})
     return {"name": "psycopg2", "args": args}
 
@@ -109,18 +106,29 @@ def homeserver_config(
     port: int,
     database: dict[str, Any],
     synapse_secrets: SynapseSecrets,
+    bind: str = "127.0.0.1",
+    public_baseurl: str | None = None,
 ) -> dict[str, Any]:
-    """homeserver.yaml: offline-safe, no federation, registration closed, agent rate limits."""
+    """homeserver.yaml: offline-safe, no federation, registration closed, agent rate limits.
+
+    ``bind``: the listener's address; ``public_baseurl``: the URL clients (Element) use, by
+    default http://BIND:PORT/ (127.0.0.1 when BIND is a wildcard address). A reverse proxy in
+    front (public_baseurl on https) makes Synapse trust X-Forwarded-For from it.
+    """
+    if public_baseurl is None:
+        public_baseurl = f"http://{url_host(bind)}:{port}/"
+    if not public_baseurl.endswith("/"):
+        public_baseurl += "/"
     return {
         "server_name": server_name,
-        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "public_baseurl": public_baseurl,
         "listeners": [
             {
                 "port": port,
-                "bind_addresses": ["127.0.0.1"],
+                "bind_addresses": [bind],
                 "type": "http",
                 "tls": False,
-                "x_forwarded": False,
+                "x_forwarded": public_baseurl.startswith("https://"),
                 # client only: no federation listener
                 "resources": [{"names": ["client"], "compress": False}],
             }

@@ -1,0 +1,154 @@
+"""Helpers for the deployment tests (tests/test_deploy_*.py): the CLI as a subprocess, agents
+over the REST API, throwaway PostgreSQL databases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import POSTGRES_ENV, POSTGRES_SKIP, http_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 150.0,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``agent-chat-server ARGS`` as a user would run it."""
+    r = subprocess.run(
+        [sys.executable, "-m", "agent_chat_server", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    if check:
+        assert r.returncode == 0, f"{args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Agent:
+    api_url: str
+    user_id: str
+    nick: str
+    token: str
+
+    @property
+    def base(self) -> str:
+        return self.api_url + "/_agent_chat/v1"
+
+    def send(self, to: str, body: str) -> dict[str, Any]:
+        status, data = http_json("PUT", f"{self.base}/send/{secrets.token_hex(8)}",
+                                 {"to": to, "body": body}, self.token)
+        assert status == 200, data
+        return data
+
+    def count(self, room: str) -> int:
+        status, data = http_json("GET", f"{self.base}/notify", token=self.token)
+        assert status == 200, data
+        return {u["room"]: u["count"] for u in data["unread"]}.get(room, 0)
+
+    def bodies(self, room: str) -> list[str]:
+        status, data = http_json("GET", f"{self.base}/messages?room={room.replace('#', '%23')}"
+                                 "&limit=100&mark_read=false", token=self.token)
+        assert status == 200, data
+        return [m["body"] for m in data["messages"]]
+
+
+def register(api_url: str, registration_token: str, nick: str | None = None) -> Agent:
+    body: dict[str, Any] = {"registration_token": registration_token}
+    if nick:
+        body["nick"] = nick
+        body["exact"] = True
+    status, data = http_json("POST", api_url + "/_agent_chat/v1/register", body)
+    assert status == 201, data
+    return Agent(api_url, data["user_id"], data["nick"], data["token"])
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+def pg_admin_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(POSTGRES_SKIP)
+    return url
+
+
+def pg_url_for(admin_url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(admin_url)._replace(path="/" + dbname))
+
+
+def pg_query(url: str, sql: str, *params: Any, autocommit: bool = True) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = autocommit
+        with conn.cursor() as cur:
+            cur.execute(sql, params or None)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
+def pg_drop(admin_url: str, *names: str) -> None:
+    for name in names:
+        pg_query(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def pg_names(*prefixes: str) -> Iterator[list[str]]:
+    """Fresh database names (not created); whatever exists under them afterwards is dropped."""
+    admin = pg_admin_url()
+    names = [f"{p}_{secrets.token_hex(4)}" for p in prefixes]
+    try:
+        yield names
+    finally:
+        pg_drop(admin, *names)
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """Live pids whose command line mentions ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def kill_leftovers(needle: str) -> None:
+    """SIGKILL anything still mentioning ``needle`` (a temp dir of this test)."""
+    for pid in processes_mentioning(needle):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
