@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import argparse
 import sys
 
-from . import accounts, control
+from . import accounts, control, ops
 from .client_config import client_home, ensure_client_config
 from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, ServerError
 from .init import InitOptions, init_data_dir
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("stop", "stop the background server; no process is left behind")
     add("status", "check Synapse, the appservice and Synapse's ping of it")
     accounts.add_parsers(add)
+    ops.add_parsers(add)
     return parser
 
 
@@ -183,6 +184,7 @@ COMMANDS = {
     "stop": cmd_stop,
     "status": cmd_status,
     **accounts.COMMANDS,
+    **ops.COMMANDS,
 }
 
 
