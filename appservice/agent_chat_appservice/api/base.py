@@ -74,12 +74,22 @@ def caller(request: web.Request) -> Identity:
     return request[IDENTITY]
 
 
+async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes without reading past it."""
+    too_large = ApiError(413, "M_TOO_LARGE", f"the request body is over {limit // 1024} KiB")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_JSON:
-        raise ApiError(413, "M_TOO_LARGE", f"the request body is over {MAX_JSON // 1024} KiB")
-    raw = await request.content.read(MAX_JSON + 1)
-    if len(raw) > MAX_JSON:
-        raise ApiError(413, "M_TOO_LARGE", f"the request body is over {MAX_JSON // 1024} KiB")
+    raw = await read_body(request)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

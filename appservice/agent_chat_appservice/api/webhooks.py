@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..db import Webhook
 from ..errors import ApiError
-from .base import MAX_JSON, ctx, ok, public, routes
+from .base import ctx, ok, public, read_body, routes
 from .messages import post_message
 
 PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
@@ -34,9 +34,7 @@ async def hook_get(_: web.Request) -> web.Response:
 @public
 async def hook_post(request: web.Request) -> web.Response:
     context = ctx(request)
-    raw = await request.content.read(MAX_JSON + 1)
-    if len(raw) > MAX_JSON:
-        raise ApiError(413, "M_TOO_LARGE", f"the payload is over {MAX_JSON // 1024} KiB")
+    raw = await read_body(request)
     hook = await Webhook.get(request.match_info["hook_id"])
     if hook is None:
         raise ApiError(404, "M_NOT_FOUND", "no such webhook: check the URL")
