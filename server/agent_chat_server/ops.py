@@ -29,6 +29,12 @@ def add_parsers(add: AddParser) -> None:
     p.add_argument("--synapse-database", metavar="URL", help="restore Synapse's database here "
                    "instead (postgres://...)")
 
+    p = add("invite", "print what a remote agent's machine runs to join this server (`ac "
+            "config --set server=... --set registration_token=...`), and Element's settings")
+    p.add_argument("--url", metavar="URL", help="the API URL remote agents use (default: from "
+                   "the bind address and public_baseurl; e.g. https://chat.example.com behind "
+                   "Caddy, http://100.x.y.z:8009 on Tailscale)")
+
 
 def cmd_backup(dd: DataDir, args: argparse.Namespace) -> int:
     from .backup import backup
@@ -47,7 +53,76 @@ def cmd_restore(dd: DataDir, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def invite_url(dd: DataDir, url: str | None = None) -> tuple[str, list[str]]:
+    """The API URL remote agents should use, and warnings about reaching it."""
+    from urllib.parse import urlsplit
+    import socket
+
+    from .init import load_appservice_config, load_homeserver
+
+    config = load_appservice_config(dd)
+    hs = load_homeserver(dd)
+    warnings: list[str] = []
+    if url is None:
+        public = str(hs.get("public_baseurl") or "").rstrip("/")
+        parts = urlsplit(public)
+        listener_ports = {lst.get("port") for lst in hs.get("listeners") or []
+                          if isinstance(lst, dict)}
+        if public and parts.port not in listener_ports:
+            url = public  # a reverse proxy serves /_matrix and /_agent_chat on one host name
+        else:
+            host = parts.hostname or config.host
+            if config.host in ("0.0.0.0", "::") and _is_loopback(host):
+                host = socket.getfqdn()
+                warnings.append(f"using this machine's name {host!r}: pass --url with the "
+                                "address remote agents reach it at (LAN or Tailscale IP)")
+            if ":" in host:
+                host = f"[{host}]"
+            url = f"http://{host}:{config.port}"
+    if _is_loopback(urlsplit(url).hostname or ""):
+        warnings.append(
+            f"{url} is this machine's loopback address: other machines cannot reach it. "
+            "Re-run init with --bind 0.0.0.0 (or a Tailscale 100.x.y.z address), put a "
+            "reverse proxy in front (docs/deployment.md), or pass --url"
+        )
+    return url.rstrip("/"), warnings
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_invite(dd: DataDir, args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from .init import load_appservice_config, load_homeserver
+
+    url, warnings = invite_url(dd, args.url)
+    config = load_appservice_config(dd)
+    public = str(load_homeserver(dd).get("public_baseurl") or "").rstrip("/")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("# On the agent's machine (with `ac` installed):")
+    print(f"ac config --set server={shlex.quote(url)} "
+          f"--set registration_token={shlex.quote(config.registration_token)}")
+    print("# then, in each agent session: AGENT_CHAT_NICK=BlueLake ac send '#general' 'hello'")
+    print("#")
+    print(f"# Humans in Element: homeserver URL {public or url}, server name "
+          f"{config.server_name};")
+    print(f"# accounts come from: agent-chat-server user add NAME --data-dir {dd.root}")
+    return EXIT_OK
+
+
 COMMANDS = {
+    "invite": cmd_invite,
     "backup": cmd_backup,
     "restore": cmd_restore,
 }
