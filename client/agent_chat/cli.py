@@ -235,6 +235,29 @@ def _parser():
 
     p = command("join", "join a room")
     p.add_argument("target", metavar="'#room'", help="room alias or id")
+
+    p = command("setup", "install hooks, skills and commands for an agent CLI",
+                "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
+                "skills or commands, a status line. Merges into existing settings (with a\n"
+                "backup), shows what it changed; running it twice changes nothing.\n"
+                "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).")
+    p.add_argument("target", metavar="TARGET", choices=["claude", "codex", "gemini", "tmux",
+                                                        "hook"],
+                   help="claude, codex, gemini, tmux or hook")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--user", dest="scope", action="store_const", const="user",
+                       help="your user settings, e.g. ~/.claude (the default)")
+    scope.add_argument("--project", dest="scope", action="store_const", const="project",
+                       help="this directory's settings, e.g. ./.claude")
+    p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
+    p.add_argument("--uninstall", action="store_true", help="remove what setup added")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+
+    command("mcp", "run the MCP server on stdio (send, read, who, notify tools)",
+            "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
+            "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
+            "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
+            "claude mcp add agent-chat -- ac mcp")
     return parser
 
 
@@ -279,4 +302,12 @@ def _dispatch(argv):
         return commands.create_room(ctx, args.name, args.topic)
     if name == "join":
         return commands.join(ctx, args.target)
+    if name == "setup":
+        from . import setup
+
+        return setup.run(ctx, args.target, args.scope, args.dry_run, args.uninstall, args.quiet)
+    if name == "mcp":
+        from . import mcp_server
+
+        return mcp_server.main(ctx)
     raise UsageError("unknown command %r" % name)

@@ -1,0 +1,103 @@
+"""The small files the shell hook reads instead of starting Python (``$AGENT_CHAT_HOME/hook/``).
+
+- ``<nick>.curl`` (0600): a curl config with the notify URL and the ``Authorization`` header,
+  so the token never appears on a command line (``ps``). ``<nick>`` is ``AGENT_CHAT_NICK``
+  with bytes outside ``[A-Za-z0-9_-]`` as ``_``, or ``default``.
+- ``ac-path``: the ``ac`` executable, which the hook runs in the background (``ac setup hook
+  --quiet``) when an agent with a new ``AGENT_CHAT_NICK`` has no ``<nick>.curl`` yet.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..config import API_PREFIX, atomic_write, ensure_dir
+
+HOOK_DIR = "hook"
+SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def file_part(nick: str | None) -> str:
+    """The hook's name for a nick (the same rule as ac-hook.sh)."""
+    if not nick:
+        return "default"
+    return "".join(chr(b) if b in SAFE else "_" for b in nick.encode("utf-8", "replace"))
+
+
+def hook_dir(home: str) -> str:
+    return os.path.join(home, HOOK_DIR)
+
+
+def _curl_string(value: str) -> str:
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def curl_config(server_url: str, token: str, label: str) -> str:
+    return ("# Agent Chat hook credentials for %s, written by `ac setup` (keep private)\n"
+            "url = %s\nheader = %s\n" % (
+                label.replace("\n", " "), _curl_string(server_url + API_PREFIX + "/notify"),
+                _curl_string("Authorization: Bearer " + token)))
+
+
+def ac_executable() -> str:
+    """The ``ac`` console script next to this interpreter (else argv[0], else ``ac``)."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "ac")
+    if os.access(candidate, os.X_OK):
+        return candidate
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "ac" and os.access(argv0, os.X_OK):
+        return argv0
+    return "ac"
+
+
+def write(ctx) -> tuple[str, str] | None:
+    """Resolve (registering if needed) the identity and write its hook files.
+
+    Returns (path of the curl config, the identity's label), or None with AGENT_CHAT_TOKEN
+    (the hook then reads the token from the environment).
+    """
+    s = ctx.settings
+    if not s.writes_files:
+        return None
+    directory = hook_dir(s.home)
+    ensure_dir(directory)
+    os.chmod(directory, 0o700)
+    _write_if_changed(os.path.join(directory, "ac-path"), ac_executable() + "\n")
+    identity = ctx.identity()
+    path = os.path.join(directory, file_part(s.env_nick) + ".curl")
+    label = identity.label()
+    _write_if_changed(path, curl_config(s.server_url, identity.token, label))
+    return path, label
+
+
+def _write_if_changed(path: str, text: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, text.encode("utf-8"), 0o600)
+
+
+def remove(home: str) -> list[str]:
+    """Remove the hook directory's files (credentials, caches); return what was removed."""
+    directory = hook_dir(home)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+    return removed

@@ -1,0 +1,210 @@
+"""File changes an installer wants, shown as a diff, applied with backups (or only shown).
+
+Installers compute the wanted content of every file they touch; :class:`Plan` compares it
+with what is on disk, so running an installer twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+
+from ..config import atomic_write, read_text
+from ..errors import AcError
+
+
+class SetupError(AcError):
+    """A settings file cannot be read or merged; nothing was written."""
+
+
+class Change:
+    """One file: its text before (None: absent) and after (None: remove it)."""
+
+    def __init__(self, path: str, before: str | None, after: str | None, mode: int,
+                 backup: bool, show_diff: bool) -> None:
+        self.path = path
+        self.before = before
+        self.after = after
+        self.mode = mode
+        self.backup = backup
+        self.show_diff = show_diff
+
+
+class Plan:
+    """The changes of one ``ac setup`` run, plus notes for the user."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.notes: list[str] = []
+
+    def write(self, path: str, text: str, mode: int = 0o644, backup: bool = False,
+              show_diff: bool = False) -> None:
+        """Make ``path`` hold ``text`` (no change if it already does)."""
+        before = read_text(path)
+        if before != text:
+            self.changes.append(Change(path, before, text, mode, backup, show_diff))
+
+    def remove(self, path: str) -> None:
+        before = read_text(path)
+        if before is not None:
+            self.changes.append(Change(path, before, None, 0, False, False))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def apply(self, dry_run: bool, out) -> int:
+        """Write (unless ``dry_run``) and describe every change; return how many there were."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for change in self.changes:
+            verb = ("would create" if dry_run else "created") if change.before is None else \
+                ("would remove" if dry_run else "removed") if change.after is None else \
+                ("would update" if dry_run else "updated")
+            line = "%s %s" % (verb, change.path)
+            if not dry_run:
+                if change.backup and change.before is not None:
+                    backup = _backup_path(change.path, stamp)
+                    atomic_write(backup, change.before.encode("utf-8"),
+                                 _mode_of(change.path, 0o600))
+                    line += " (backup: %s)" % backup
+                if change.after is None:
+                    os.unlink(change.path)
+                    _remove_empty_parents(os.path.dirname(change.path))
+                else:
+                    mode = _mode_of(change.path, change.mode)
+                    atomic_write(change.path, change.after.encode("utf-8"), mode)
+            out(line)
+            if change.show_diff:
+                diff = difflib.unified_diff(
+                    (change.before or "").splitlines(), (change.after or "").splitlines(),
+                    change.path if change.before is not None else "/dev/null",
+                    change.path if change.after is not None else "/dev/null", lineterm="", n=2)
+                for d in list(diff)[2:]:
+                    out("    " + d)
+        for note in self.notes:
+            out("note: " + note)
+        if not self.changes:
+            out("nothing to change: already %s" % ("removed" if self.notes == ["uninstall"]
+                                                   else "up to date"))
+        return len(self.changes)
+
+
+def _mode_of(path: str, default: int) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return default
+
+
+def _backup_path(path: str, stamp: str) -> str:
+    candidate = "%s.bak-agent-chat-%s" % (path, stamp)
+    n = 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = "%s.bak-agent-chat-%s-%d" % (path, stamp, n)
+    return candidate
+
+
+def _remove_empty_parents(directory: str) -> None:
+    """Remove ``directory`` and its parents while they are empty (our skill folders)."""
+    for _ in range(2):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
+
+
+# --- JSON settings ---------------------------------------------------------------------------
+
+
+def load_json_settings(path: str) -> dict:
+    """A settings file as a dict ({} when missing); SetupError when it is not a JSON object."""
+    text = read_text(path)
+    if text is None or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise SetupError("%s is not valid JSON (%s); fix it first, nothing was changed"
+                         % (path, e)) from None
+    if not isinstance(data, dict):
+        raise SetupError("%s is not a JSON object; nothing was changed" % path)
+    return data
+
+
+def dump_json_settings(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def is_ours(handler: object, marker: str) -> bool:
+    return isinstance(handler, dict) and isinstance(handler.get("command"), str) and \
+        marker in handler["command"]
+
+
+def our_hooks(settings: dict, marker: str) -> list[tuple[str, str | None, dict]]:
+    """Our hook handlers (command contains ``marker``) as (event, matcher, handler)."""
+    found = []
+    hooks = settings.get("hooks")
+    if not isinstance(hooks, dict):
+        return found
+    for event, groups in hooks.items():
+        if not isinstance(groups, list):
+            continue
+        for group in groups:
+            handlers = group.get("hooks") if isinstance(group, dict) else None
+            if isinstance(handlers, list):
+                found += [(event, group.get("matcher"), h) for h in handlers
+                          if is_ours(h, marker)]
+    return found
+
+
+def remove_hooks(settings: dict, marker: str) -> bool:
+    """Drop our hook handlers (command contains ``marker``).
+
+    Matcher groups, events and the ``hooks`` object that become empty because of this are
+    dropped too. Returns True when something was removed.
+    """
+    hooks = settings.get("hooks")
+    if not isinstance(hooks, dict):
+        return False
+    removed = False
+    for event in list(hooks):
+        groups = hooks[event]
+        if not isinstance(groups, list):
+            continue
+        emptied = False
+        for group in list(groups):
+            handlers = group.get("hooks") if isinstance(group, dict) else None
+            if not isinstance(handlers, list):
+                continue
+            kept = [h for h in handlers if not is_ours(h, marker)]
+            if len(kept) != len(handlers):
+                removed = emptied = True
+                if kept:
+                    group["hooks"] = kept
+                else:
+                    groups.remove(group)
+        if emptied and not groups:
+            del hooks[event]
+    if removed and not hooks:
+        del settings["hooks"]
+    return removed
+
+
+def add_hook(settings: dict, event: str, handler: dict, matcher: str | None) -> None:
+    """Append one matcher group with ``handler`` unless an identical one is there."""
+    hooks = settings.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise SetupError('"hooks" in the settings is not an object; nothing was changed')
+    groups = hooks.setdefault(event, [])
+    if not isinstance(groups, list):
+        raise SetupError('"hooks.%s" in the settings is not a list; nothing was changed' % event)
+    for group in groups:
+        if isinstance(group, dict) and group.get("matcher") == matcher and \
+                isinstance(group.get("hooks"), list) and handler in group["hooks"]:
+            return
+    group = {"matcher": matcher} if matcher is not None else {}
+    group["hooks"] = [handler]
+    groups.append(group)

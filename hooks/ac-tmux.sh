@@ -1,0 +1,1 @@
+../client/agent_chat/integrations/hooks/ac-tmux.sh
