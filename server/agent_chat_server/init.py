@@ -205,6 +205,19 @@ def _validate(server_name: str, synapse_port: int, api_port: int, database: str)
         )
 
 
+def _same_synapse_db(url: str, hs: dict[str, Any], dd: DataDir) -> bool:
+    try:
+        wanted = sc.synapse_database(url, dd)
+    except ValueError:
+        return False
+    have = hs.get("database") or {}
+    keys = ("user", "password", "database", "host", "port")
+    return bool(
+        wanted["name"] == have.get("name")
+        and all(wanted["args"].get(k) == (have.get("args") or {}).get(k) for k in keys)
+    )
+
+
 def _make_data_dir(dd: DataDir) -> None:
     try:
         dd.root.mkdir(parents=True, exist_ok=True)
@@ -271,12 +284,18 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         report, "--appservice-url", opts.appservice_url, reg["url"] if reg else None,
         "registration.yaml", f"http://{sc.url_host(bind)}:{api_port}",
     )
-    for flag, value in (("--synapse-database", opts.synapse_database),
-                        ("--public-url", opts.public_url)):
-        if hs is not None and value is not None:
-            report.ignored.append(
-                f"ignored {flag}: homeserver.yaml exists (edit it, or delete it and re-run init)"
-            )
+    if hs is not None:
+        same = {
+            "--synapse-database": lambda url: _same_synapse_db(url, hs, dd),
+            "--public-url": lambda url: (
+                url.rstrip("/") == str(hs.get("public_baseurl")).rstrip("/")
+            ),
+        }
+        for flag, value in (("--synapse-database", opts.synapse_database),
+                            ("--public-url", opts.public_url)):
+            if value is not None and not same[flag](value):
+                report.ignored.append(f"ignored {flag}: homeserver.yaml exists and says "
+                                      "otherwise (edit it, or delete it and re-run init)")
     _validate(server_name, synapse_port, api_port, database)
     _check_bind(bind)
     for flag, url in (("--synapse-url", synapse_url), ("--appservice-url", api_url),
