@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import argparse
+import os
 import sys
 
 from . import accounts, control, ops
@@ -61,6 +62,13 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
                    "PostgreSQL to check or create the databases")
 
 
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=["text", "json"],
+                   default=os.environ.get("AGENT_CHAT_LOG_FORMAT") or "text",
+                   help="the supervisor's log lines: text, or one JSON object per line "
+                   "(default: $AGENT_CHAT_LOG_FORMAT or text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-chat-server",
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_init_options(p)
     p.add_argument("--log-to-files", action="store_true", help="send the services' output "
                    "to DIR/logs/ instead of this terminal")
+    _add_log_format(p)
 
     p = add("start", "start in the background; return once healthy (runs init first if "
             "needed; does nothing if already running)")
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up after S seconds (default: %(default).0f)")
     p.add_argument("--no-client-config", action="store_true", help="do not write the local "
                    "`ac` client config")
+    _add_log_format(p)
 
     add("stop", "stop the background server; no process is left behind")
     add("status", "check Synapse, the appservice and Synapse's ping of it")
@@ -140,14 +150,15 @@ def cmd_run(dd: DataDir, args: argparse.Namespace) -> int:
     if pid is not None:
         raise ServerError(f"already running for {dd.root} (pid {pid}); see `status`")
     control.check_ports_free(config)
-    return run_foreground(dd, config, log_to_files=args.log_to_files)
+    return run_foreground(dd, config, log_to_files=args.log_to_files,
+                          log_format=args.log_format)
 
 
 def cmd_start(dd: DataDir, args: argparse.Namespace) -> int:
     report = control.ensure_initialised(dd, _init_options(args))
     if report:
         _print_init_report(report.lines())
-    result = control.start_background(dd, timeout=args.timeout)
+    result = control.start_background(dd, timeout=args.timeout, log_format=args.log_format)
     if result.already_running:
         print(f"already running (pid {result.pid}) and healthy")
     else:

@@ -130,7 +130,8 @@ def wait_healthy(
 
 
 def start_background(
-    dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT, tie_to_caller: bool = False
+    dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT, tie_to_caller: bool = False,
+    log_format: str = "text",
 ) -> StartResult:
     """Start a detached supervisor (unless one runs) and wait until everything is healthy.
 
@@ -156,7 +157,7 @@ def start_background(
     with open(dd.supervisor_log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(dd.root),
-             "--log-to-files"],
+             "--log-to-files", "--log-format", log_format],
             cwd=dd.root,
             stdin=subprocess.DEVNULL,
             stdout=out,

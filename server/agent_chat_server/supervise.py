@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+import datetime
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -62,13 +64,27 @@ class Supervisor:
     dd: DataDir
     config: Config
     log_to_files: bool = False
+    #: "text" (a timestamp and a sentence) or "json" (one object per line, for journald/Loki).
+    log_format: str = "text"
     _services: dict[str, _Service] = field(default_factory=dict)
     _stop_signal: int | None = None
     _reconcile: bool = False
     _lock: IO[str] | None = None
     _exit_reason: str | None = None
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, level: str = "info") -> None:
+        if self.log_format == "json":
+            record = {
+                "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="milliseconds"),
+                "level": level,
+                "logger": "agent-chat-server",
+                "pid": os.getpid(),
+                "data_dir": str(self.dd.root),
+                "msg": text,
+            }
+            print(json.dumps(record), flush=True)
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"{stamp} agent-chat-server: {text}", flush=True)
 
@@ -166,7 +182,7 @@ class Supervisor:
             if code is not None:
                 return code
             if time.monotonic() > deadline:
-                self.say(f"Synapse did not answer within {SYNAPSE_BOOT_TIMEOUT:.0f} s")
+                self.say(f"Synapse did not answer within {SYNAPSE_BOOT_TIMEOUT:.0f} s", "error")
                 return EXIT_SYNAPSE
             time.sleep(0.05)
         return None
@@ -233,7 +249,7 @@ class Supervisor:
                 svc.proc = None
                 self.dd.pid_file(svc.name).unlink(missing_ok=True)
                 self._exit_reason = f"{svc.name} exited unexpectedly (status {rc})"
-                self.say(f"{self._exit_reason}; stopping everything")
+                self.say(f"{self._exit_reason}; stopping everything", "error")
                 return svc.exit_code
         return None
 
@@ -249,10 +265,12 @@ class Supervisor:
                 self._start(name)
 
 
-def run_foreground(dd: DataDir, config: Config, log_to_files: bool = False) -> int:
+def run_foreground(
+    dd: DataDir, config: Config, log_to_files: bool = False, log_format: str = "text"
+) -> int:
     """Entry point of ``run``: supervise in this process; returns the exit code."""
     try:
-        return Supervisor(dd, config, log_to_files).run()
+        return Supervisor(dd, config, log_to_files, log_format).run()
     except ServerError as e:
         print(f"agent-chat-server: {e}", file=sys.stderr)
         return e.exit_code if e.exit_code else EXIT_ERROR
