@@ -19,7 +19,7 @@ import pytest
 AC = str(Path(sys.executable).with_name("ac"))
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 COMMANDS = ["", "send", "listen", "who", "notify", "status", "channels", "config", "register",
-            "login", "create-room", "join"]
+            "login", "create-room", "join", "setup", "mcp"]
 
 
 def help_text(command: str) -> str:

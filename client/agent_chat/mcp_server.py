@@ -84,6 +84,12 @@ class ChatTools:
         except ConnectionFailed as e:
             raise self.error("server unreachable: %s" % e) from None
 
+    def _target(self, text: str) -> str:
+        try:
+            return normalize_target(text)
+        except AcError as e:
+            raise self.error(e.message) from None
+
     def send(self, to: str, message: str) -> str:
         target = self._target(to)
         if not message.strip():

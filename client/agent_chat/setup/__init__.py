@@ -29,7 +29,9 @@ import shlex
 
 from ..errors import UsageError
 from . import hook_credentials
+from ..config import read_text
 from .plan import Plan, SetupError, add_hook, dump_json_settings, load_json_settings
+from .plan import matching_backup
 from .plan import our_hooks, remove_hooks
 
 TARGETS = ("claude", "codex", "gemini", "tmux", "hook")
@@ -91,9 +93,10 @@ class Installer:
             return
         if self.uninstall and not settings and existed:
             self.plan.remove(path)  # nothing but ours was in it
-        else:
-            self.plan.write(path, dump_json_settings(settings), 0o644, backup=True,
-                            show_diff=True)
+            return
+        text = self.uninstall and matching_backup(path, settings) or \
+            dump_json_settings(settings, read_text(path))
+        self.plan.write(path, text, 0o644, backup=True, show_diff=True)
 
     def marked_file(self, src: str, dest: str) -> None:
         """Install (or remove) one of our files; files without our marker are left alone."""

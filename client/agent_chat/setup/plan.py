@@ -134,8 +134,34 @@ def load_json_settings(path: str) -> dict:
     return data
 
 
-def dump_json_settings(data: dict) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+def dump_json_settings(data: dict, like: str | None = None) -> str:
+    """JSON text, indented like the file's current text ``like`` (else 2 spaces)."""
+    indent: int | str = 2
+    for line in (like or "").splitlines()[1:]:
+        stripped = line.lstrip(" \t")
+        if stripped and stripped != line:
+            lead = line[: len(line) - len(stripped)]
+            indent = lead if "\t" in lead else len(lead)
+            break
+    return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+
+
+def matching_backup(path: str, data: dict) -> str | None:
+    """The text of the newest backup of ``path`` that parses to ``data`` (to restore bytes)."""
+    directory, name = os.path.split(path)
+    try:
+        names = sorted((n for n in os.listdir(directory or ".")
+                        if n.startswith(name + ".bak-agent-chat-")), reverse=True)
+    except OSError:
+        return None
+    for backup in names:
+        text = read_text(os.path.join(directory, backup))
+        try:
+            if text is not None and json.loads(text) == data:
+                return text
+        except ValueError:
+            continue
+    return None
 
 
 def is_ours(handler: object, marker: str) -> bool:

@@ -98,7 +98,7 @@ if [ -z "$fresh" ]; then
             str = ""; j = i + 1
             while (j <= n) {
               d = substr(s, j, 1)
-              if (d == "\\") { e = substr(s, j + 1, 1); str = str (e == "u" ? "_" : e); j += (e == "u") ? 6 : 2; continue }
+              if (d == "\\") { e = substr(s, j + 1, 1); str = str (e ~ /[unrtbf]/ ? "_" : e); j += (e == "u") ? 6 : 2; continue }
               if (d == "\"") break
               str = str d; j++
             }

@@ -1,0 +1,267 @@
+"""``ac setup claude|codex|gemini|tmux|hook`` against a temporary HOME with existing settings.
+
+Each installer: merges without clobbering the user's entries (backup first), running it twice
+changes nothing, ``--dry-run`` writes nothing, ``--uninstall`` restores the original.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Stack, free_port
+
+AC = str(Path(sys.executable).with_name("ac"))
+
+USER_HOOK = {"type": "command", "command": "~/bin/my-lint.sh", "timeout": 30}
+CLAUDE_ORIGINAL = {
+    "model": "opus",
+    "permissions": {"allow": ["Bash(git status)"]},
+    "hooks": {
+        "PostToolUse": [{"matcher": "Write|Edit", "hooks": [USER_HOOK]}],
+        "Stop": [{"hooks": [{"type": "command", "command": "notify-send done"}]}],
+    },
+    "statusLine": {"type": "command", "command": "~/bin/my-status.sh"},
+}
+
+
+def run_setup(home: Path, chat_home: Path, *args: str, server: str | None = None,
+              cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGENT_CHAT_", "CLAUDE_", "CODEX_"))}
+    env.update(HOME=str(home), AGENT_CHAT_HOME=str(chat_home), LC_ALL="C.UTF-8",
+               AGENT_CHAT_SERVER=server or "http://127.0.0.1:%d" % free_port())
+    p = subprocess.run([AC, "setup", *args], capture_output=True, text=True, env=env,
+                       cwd=str(cwd or home), timeout=60)
+    if ok:
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+    return p
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root (backups and the client's own home excluded) and its text."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_file() and ".bak-agent-chat-" not in rel and not rel.startswith("chat-home"):
+            files[rel] = path.read_text()
+    return files
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def our_handlers(settings: dict) -> list[tuple[str, str | None, dict]]:
+    return [(event, group.get("matcher"), h) for event, groups in settings["hooks"].items()
+            for group in groups for h in group["hooks"] if "ac-hook.sh" in h["command"]]
+
+
+def test_claude_merge_idempotent_uninstall(home: Path) -> None:
+    chat = home / "chat-home"
+    settings_path = home / ".claude" / "settings.json"
+    settings_path.parent.mkdir()
+    original_text = json.dumps(CLAUDE_ORIGINAL, indent=2) + "\n"
+    settings_path.write_text(original_text)
+    user_skill = home / ".claude" / "skills" / "listen" / "SKILL.md"
+    user_skill.parent.mkdir(parents=True)
+    user_skill.write_text("---\nname: listen\n---\nmy own listen skill\n")
+    before = snapshot(home)
+
+    dry = run_setup(home, chat, "claude", "--dry-run")
+    assert "would update" in dry.stdout and snapshot(home) == before
+
+    first = run_setup(home, chat, "claude")
+    assert "updated %s (backup: " % settings_path in first.stdout
+    backups = list(settings_path.parent.glob("settings.json.bak-agent-chat-*"))
+    assert len(backups) == 1 and backups[0].read_text() == original_text
+    merged = json.loads(settings_path.read_text())
+    # The user's settings are all still there, untouched.
+    assert merged["model"] == "opus" and merged["permissions"] == CLAUDE_ORIGINAL["permissions"]
+    assert merged["hooks"]["PostToolUse"][0] == {"matcher": "Write|Edit", "hooks": [USER_HOOK]}
+    assert merged["hooks"]["Stop"] == CLAUDE_ORIGINAL["hooks"]["Stop"]
+    assert merged["statusLine"] == CLAUDE_ORIGINAL["statusLine"]  # theirs: left alone
+    assert "already has a statusLine; left alone" in first.stdout
+    ours = our_handlers(merged)
+    assert [(e, m) for e, m, _ in ours] == [("PostToolUse", "*"), ("UserPromptSubmit", None)] \
+        or sorted((e, m or "") for e, m, _ in ours) == [("PostToolUse", "*"),
+                                                          ("UserPromptSubmit", "")]
+    for event, _, handler in ours:
+        assert handler["type"] == "command" and handler["timeout"] == 5  # seconds
+        assert ("--json PostToolUse" in handler["command"]) == (event == "PostToolUse")
+    for name in ("chat", "chat-conventions"):
+        text = (home / ".claude" / "skills" / name / "SKILL.md").read_text()
+        assert text.startswith("---\nname: %s\n" % name) and "installed by `ac setup`" in text
+    assert user_skill.read_text() == "---\nname: listen\n---\nmy own listen skill\n"
+    assert "was not installed by ac setup; left alone" in first.stdout
+
+    after_first = snapshot(home)
+    second = run_setup(home, chat, "claude")
+    assert "nothing to change" in second.stdout and snapshot(home) == after_first
+    assert len(list(settings_path.parent.glob("settings.json.bak-agent-chat-*"))) == 1
+
+    gone = run_setup(home, chat, "claude", "--uninstall")
+    assert "removed" in gone.stdout
+    assert json.loads(settings_path.read_text()) == CLAUDE_ORIGINAL
+    assert snapshot(home) == before
+    again = run_setup(home, chat, "claude", "--uninstall")
+    assert "nothing to change" in again.stdout
+
+
+def test_claude_fresh_home_gets_status_line_and_uninstall_leaves_nothing(home: Path) -> None:
+    chat = home / "chat-home"
+    run_setup(home, chat, "claude")
+    settings = json.loads((home / ".claude" / "settings.json").read_text())
+    assert "ac-hook.sh" in settings["statusLine"]["command"]
+    assert settings["statusLine"]["command"].split()[-3:] == ["--status", "--home", str(chat)]
+    run_setup(home, chat, "claude", "--uninstall")
+    assert snapshot(home) == {}
+
+
+def test_claude_project_scope(home: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".claude").mkdir(parents=True)
+    shared = project / ".claude" / "settings.json"
+    shared.write_text('{"hooks": {}}\n')
+    run_setup(home, home / "chat-home", "claude", "--project", cwd=project)
+    local = json.loads((project / ".claude" / "settings.local.json").read_text())
+    assert len(our_handlers(local)) == 2
+    assert shared.read_text() == '{"hooks": {}}\n'  # the committed file is not touched
+    assert (project / ".claude" / "skills" / "listen" / "SKILL.md").exists()
+    assert not (home / ".claude").exists()
+    run_setup(home, home / "chat-home", "claude", "--project", "--uninstall", cwd=project)
+    assert sorted(p.name for p in (project / ".claude").iterdir()) == ["settings.json"]
+
+
+def test_codex_hooks_json_and_skills(home: Path) -> None:
+    chat = home / "chat-home"
+    hooks_path = home / ".codex" / "hooks.json"
+    hooks_path.parent.mkdir()
+    original = {"hooks": {"UserPromptSubmit": [{"hooks": [USER_HOOK]}]}}
+    hooks_path.write_text(json.dumps(original))
+    (home / ".codex" / "config.toml").write_text('model = "gpt-5"\n')
+    before = snapshot(home)
+    out = run_setup(home, chat, "codex").stdout
+    assert "trust them" in out
+    merged = json.loads(hooks_path.read_text())
+    assert merged["hooks"]["UserPromptSubmit"][0] == {"hooks": [USER_HOOK]}
+    assert sorted(e for e, _, _ in our_handlers(merged)) == ["PostToolUse", "UserPromptSubmit"]
+    assert (home / ".agents" / "skills" / "chat" / "SKILL.md").exists()
+    assert (home / ".codex" / "config.toml").read_text() == 'model = "gpt-5"\n'
+    after = snapshot(home)
+    assert "nothing to change" in run_setup(home, chat, "codex").stdout
+    assert snapshot(home) == after
+    run_setup(home, chat, "codex", "--uninstall")
+    assert json.loads(hooks_path.read_text()) == original
+    assert snapshot(home) == before
+
+
+def test_gemini_settings_and_commands(home: Path) -> None:
+    chat = home / "chat-home"
+    settings_path = home / ".gemini" / "settings.json"
+    settings_path.parent.mkdir()
+    original = {"theme": "GitHub", "mcpServers": {"x": {"command": "x"}},
+                "hooks": {"AfterTool": [{"matcher": "write_file", "hooks": [USER_HOOK]}]}}
+    settings_path.write_text(json.dumps(original, indent=4))
+    before = snapshot(home)
+    run_setup(home, chat, "gemini")
+    merged = json.loads(settings_path.read_text())
+    assert merged["theme"] == "GitHub" and merged["mcpServers"] == original["mcpServers"]
+    assert merged["hooks"]["AfterTool"][0] == original["hooks"]["AfterTool"][0]
+    ours = our_handlers(merged)
+    assert sorted(e for e, _, _ in ours) == ["AfterTool", "BeforeAgent"]
+    for event, _, handler in ours:
+        assert handler["timeout"] == 5000  # milliseconds in Gemini CLI
+        assert handler["command"].split("--json ")[1].startswith(event)
+    for name in ("chat", "listen", "conventions"):
+        text = (home / ".gemini" / "commands" / "ac" / (name + ".toml")).read_text()
+        import tomllib
+
+        data = tomllib.loads(text)
+        assert data["prompt"] and data["description"]
+    assert "nothing to change" in run_setup(home, chat, "gemini").stdout
+    run_setup(home, chat, "gemini", "--uninstall")
+    assert json.loads(settings_path.read_text()) == original
+    assert snapshot(home) == before
+
+
+def test_gemini_invalid_settings_are_not_touched(home: Path) -> None:
+    settings_path = home / ".gemini" / "settings.json"
+    settings_path.parent.mkdir()
+    settings_path.write_text("{ not json")
+    p = run_setup(home, home / "chat-home", "gemini", ok=False)
+    assert p.returncode == 1 and "not valid JSON" in p.stderr
+    assert settings_path.read_text() == "{ not json"
+    assert not (home / ".gemini" / "commands").exists()
+
+
+def test_tmux_block(home: Path) -> None:
+    chat = home / "chat-home"
+    conf = home / ".tmux.conf"
+    original = "set -g mouse on\nset -g status-right '%H:%M'"  # no trailing newline
+    conf.write_text(original)
+    run_setup(home, chat, "tmux")
+    text = conf.read_text()
+    assert text.startswith(original + "\n")
+    assert "set -ag status-right ' #(sh \"" in text and "ac-tmux.sh" in text
+    assert "nothing to change" in run_setup(home, chat, "tmux").stdout
+    assert conf.read_text() == text
+    run_setup(home, chat, "tmux", "--uninstall")
+    assert conf.read_text() == original + "\n"
+    p = run_setup(home, chat, "tmux", "--project", ok=False)
+    assert p.returncode == 1 and "no project settings" in p.stderr
+
+
+def test_tmux_config_is_valid_for_tmux(home: Path) -> None:
+    import shutil
+
+    if not shutil.which("tmux"):
+        pytest.skip("tmux not installed")
+    chat = home / "chat-home"
+    run_setup(home, chat, "tmux")
+    sock = str(home / "tmux.sock")
+    env = {**os.environ, "HOME": str(home)}
+    try:
+        subprocess.run(["tmux", "-S", sock, "-f", str(home / ".tmux.conf"), "new-session",
+                        "-d"], check=True, env=env, timeout=10)
+        value = subprocess.run(["tmux", "-S", sock, "show", "-gv", "status-right"],
+                               capture_output=True, text=True, env=env, timeout=10).stdout
+        assert "#(sh \"" in value and "ac-tmux.sh\" --home \"%s\")" % chat in value
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], env=env, timeout=10)
+
+
+def test_setup_hook_writes_private_credentials(home: Path, stack: Stack) -> None:
+    from agent_chat.config import save_config
+
+    chat = home / "chat-home"
+    save_config(str(chat), {"server": {"registration_token": stack.registration_token}})
+    out = run_setup(home, chat, "claude", server=stack.api_url).stdout
+    creds = chat / "hook" / "default.curl"
+    assert "hook credentials for " in out and str(creds) in out
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert stat.S_IMODE((chat / "hook").stat().st_mode) == 0o700
+    text = creds.read_text()
+    assert 'url = "%s/_agent_chat/v1/notify"' % stack.api_url in text
+    token = json.loads((chat / "credentials.json").read_text())["servers"][stack.api_url]
+    token = token["identities"][token["default"]]["token"]
+    assert 'header = "Authorization: Bearer %s"' % token in text
+    assert token not in (home / ".claude" / "settings.json").read_text()
+    assert (chat / "hook" / "ac-path").read_text().strip() == AC
+    run_setup(home, chat, "hook", "--uninstall", server=stack.api_url)
+    assert not (chat / "hook").exists()
+
+
+def test_server_down_setup_still_installs(home: Path) -> None:
+    out = run_setup(home, home / "chat-home", "claude").stdout
+    assert "hook credentials not written yet" in out
+    assert (home / ".claude" / "settings.json").exists()
