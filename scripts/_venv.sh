@@ -19,7 +19,11 @@ find_python() {
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         local py
-        py="$(find_python)" || { echo "error: Python 3.11 or newer is needed" >&2; return 1; }
+        py="$(find_python)" || {
+            echo "error: Python 3.11 or newer is needed (macOS: brew install python@3.12;" \
+                "Debian/Ubuntu: apt install python3.11-venv; or set PYTHON=/path/to/python3.X)" >&2
+            return 1
+        }
         echo "creating venv $VENV with $py"
         "$py" -m venv "$VENV"
     fi
@@ -40,11 +44,23 @@ pip_install() {
     return "$status"
 }
 
+# True if the stamp (STAMP_TEXT: "extras cksum") records this pyproject.toml (SUM) installed with
+# at least the EXTRAS wanted: a venv set up by test.sh ("server,test") serves install.sh ("server").
+stamp_covers() {
+    local extras="$1" stamp_text="$2" sum="$3" have e
+    have="${stamp_text%% *}"
+    [ "${stamp_text#* }" = "$sum" ] || return 1
+    for e in ${extras//,/ }; do
+        case ",$have," in *",$e,"*) ;; *) return 1 ;; esac
+    done
+}
+
 # Install the checkout (editable, with EXTRAS) unless pyproject.toml is unchanged since last time.
 install_checkout() {
-    local extras="$1" stamp="$VENV/.agent-chat-installed" want
-    want="$extras $(cksum <"$REPO/pyproject.toml")"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    local extras="$1" stamp="$VENV/.agent-chat-installed" want sum
+    sum="$(cksum <"$REPO/pyproject.toml")"
+    want="$extras $sum"
+    if [ -f "$stamp" ] && stamp_covers "$extras" "$(cat "$stamp")" "$sum"; then
         return 0
     fi
     echo "installing agent-chat[$extras] into $VENV (about a minute the first time)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Install Agent Chat from this checkout (no Docker, no root), start the server, and show one agent
-# talking to another.
+# talking to another. macOS and Linux. Idempotent: a second run installs nothing, keeps every
+# config and secret, finds the server running, and still ends with a working `ac send`.
 #
 #   ./scripts/install.sh [agent-chat-server start options...]
+#   e.g. ./scripts/install.sh --bind 100.101.102.103        (remote agents over Tailscale)
+#        ./scripts/install.sh --database postgres://u:p@127.0.0.1/agent_chat \
+#                             --synapse-database postgres://u:p@127.0.0.1/synapse
 #
 # Environment: AGENT_CHAT_VENV (default ./.venv), PYTHON (interpreter for the venv),
 # AGENT_CHAT_SERVER_DIR (server data, default ~/.agent-chat-server),
@@ -33,4 +37,6 @@ Agent Chat is running. Next:
   source $VENV/bin/activate          # puts ac and agent-chat-server on PATH
   ac send '#general' 'starting on the auth module'
   agent-chat-server status            # health;  agent-chat-server stop  to stop
+  agent-chat-server invite            # what other machines' agents run to join
+Running it for good (PM2, systemd, Docker, PostgreSQL, backups): docs/deployment.md
 MSG
