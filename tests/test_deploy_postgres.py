@@ -151,3 +151,43 @@ def test_urls_and_messages_never_show_the_password() -> None:
         postgres.check_synapse_locale(target, "en_US.UTF-8", "en_US.UTF-8")
     assert "s:cret" not in str(e.value) and "s%3Acret" not in str(e.value)
     assert postgres.redact("postgres://u:pw@h/db") == "postgres://u:PASSWORD@h/db"
+
+
+def test_migrate_appservice_db_from_sqlite_keeps_everything(tmp_path: Path) -> None:
+    admin = pg_admin_url()
+    root = tmp_path / "server"
+    synapse_port, api_port = free_ports(2)
+    with pg_names("ac_migrate_as") as (as_db,):
+        as_url = pg_url_for(admin, as_db)
+        try:
+            run_cli("start", "--data-dir", str(root), "--synapse-port", str(synapse_port),
+                    "--api-port", str(api_port), "--no-client-config", check=True)
+            config = Config.load(root / "appservice.yaml")
+            a = register(config.api_url, config.registration_token)
+            b = register(config.api_url, config.registration_token)
+            for i in range(3):
+                a.send("#general", f"before {i}")
+            wait_for(lambda: b.count("#general") == 3, what="b's count")
+
+            r = run_cli("migrate-db", "--data-dir", str(root), "--to", as_url)
+            assert r.returncode == 1 and "is running: stop it first" in r.stderr
+            run_cli("stop", "--data-dir", str(root), check=True)
+            r = run_cli("migrate-db", "--data-dir", str(root), "--to", as_url, check=True)
+            assert "copied " in r.stdout and "identity " in r.stdout
+            assert Config.load(root / "appservice.yaml").database == as_url
+
+            run_cli("start", "--data-dir", str(root), "--no-client-config", check=True)
+            assert b.count("#general") == 3  # same tokens, same ledger
+            assert b.bodies("#general")[-3:] == ["before 0", "before 1", "before 2"]
+            a.send("#general", "after")  # serial sequences continue past the copied rows
+            wait_for(lambda: b.count("#general") == 4, what="b's count after migration")
+            assert b.bodies("#general")[-1] == "after"
+            c = register(config.api_url, config.registration_token)
+            assert c.nick not in (a.nick, b.nick)
+
+            run_cli("stop", "--data-dir", str(root), check=True)
+            r = run_cli("migrate-db", "--data-dir", str(root), "--to", as_url)
+            assert r.returncode == 1 and "already uses" in r.stderr
+        finally:
+            run_cli("stop", "--data-dir", str(root))
+            kill_leftovers(str(root))

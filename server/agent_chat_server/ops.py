@@ -1,4 +1,4 @@
-"""Operations commands: ``backup``, ``restore``, ``invite``."""
+"""Operations commands: ``backup``, ``restore``, ``migrate-db``, ``invite``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def add_parsers(add: AddParser) -> None:
                    "instead (postgres://...; the backup must hold a PostgreSQL dump)")
     p.add_argument("--synapse-database", metavar="URL", help="restore Synapse's database here "
                    "instead (postgres://...)")
+
+    p = add("migrate-db", "move the appservice's SQLite database to PostgreSQL (the server "
+            "stopped; Synapse's own tool is synapse_port_db, see docs/deployment.md)")
+    p.add_argument("--to", required=True, metavar="URL", help="postgres://user:pass@host/db "
+                   "(created if missing; must hold no appservice data)")
+    p.add_argument("--skip-db-check", action="store_true", help="do not create the database")
 
     p = add("invite", "print what a remote agent's machine runs to join this server (`ac "
             "config --set server=... --set registration_token=...`), and Element's settings")
@@ -121,7 +127,16 @@ def cmd_invite(dd: DataDir, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate_db(dd: DataDir, args: argparse.Namespace) -> int:
+    from .migrate import migrate_appservice_db
+
+    for line in migrate_appservice_db(dd, args.to, args.skip_db_check):
+        print(line)
+    return EXIT_OK
+
+
 COMMANDS = {
+    "migrate-db": cmd_migrate_db,
     "invite": cmd_invite,
     "backup": cmd_backup,
     "restore": cmd_restore,
