@@ -15,8 +15,9 @@
 #   hook/line.<nick>    cache: "<epoch>" then the formatted line ("!" after a failure)
 #   hook/seen.<nick>.<session>   the last line spoken to that session
 #   hook/ac-path        the `ac` executable, to bootstrap a missing hook/<nick>.curl
-# <nick> is AGENT_CHAT_NICK with bytes outside [A-Za-z0-9_-] as "_" ("default" without it). AGENT_CHAT_TOKEN with
-# AGENT_CHAT_SERVER needs no files. AGENT_CHAT_HOOK_TTL: cache seconds (default 3).
+# <nick> is AGENT_CHAT_NICK with bytes outside [A-Za-z0-9_-] as "_" ("default" without it).
+# AGENT_CHAT_TOKEN with AGENT_CHAT_SERVER needs no files. AGENT_CHAT_HOOK_TTL: cache seconds
+# (default 3). Portable sh (dash, bash, macOS): no stat, no jq, no GNU-only options.
 
 json_event=""
 status=""
@@ -65,12 +66,56 @@ if [ -r "$dir/line.$nick" ]; then
 fi
 
 if [ -z "$fresh" ]; then
+  # {"unread":[{"room":"#general","count":2,"urgent":false,...},...]} -> "#general(2) ..."
+  # by a small JSON walker (strings with escapes, nesting depth; no jq); labels keep only
+  # [A-Za-z0-9_.:#@!+-]. No answer, an HTTP error or anything else -> "!".
+  parse='
+    { s = s $0 }
+    END {
+      n = length(s); i = 1; depth = 0; key = ""; out = ""; ok = 0
+      while (i <= n) {
+        c = substr(s, i, 1)
+        if (c == "\"") {
+          str = ""; j = i + 1
+          while (j <= n) {
+            d = substr(s, j, 1)
+            if (d == "\\") { e = substr(s, j + 1, 1); str = str (e ~ /[unrtbf]/ ? "_" : e); j += (e == "u") ? 6 : 2; continue }
+            if (d == "\"") break
+            str = str d; j++
+          }
+          i = j + 1
+          while (i <= n && substr(s, i, 1) ~ /[ \t\r\n]/) i++
+          if (substr(s, i, 1) == ":") { key = str; i++; if (depth == 1 && key == "unread") ok = 1; continue }
+          if (depth == 3 && key == "room") room = str
+          continue
+        }
+        if (c == "{" || c == "[") { depth++; if (depth == 3) { room = ""; count = 0; urgent = "" } }
+        else if (c == "}" || c == "]") {
+          if (depth == 3 && c == "}" && room != "" && count > 0) {
+            gsub(/[^A-Za-z0-9_.:#@!+-]+/, "_", room)
+            out = out (out == "" ? "" : " ") substr(room, 1, 48) "(" count urgent ")"
+          }
+          depth--
+        }
+        else if (depth == 3 && key == "count" && c ~ /[0-9]/) {
+          j = i; while (j <= n && substr(s, j, 1) ~ /[0-9]/) j++
+          count = substr(s, i, j - i) + 0; i = j; continue
+        }
+        else if (depth == 3 && key == "urgent" && substr(s, i, 4) == "true") { urgent = "!"; i += 4; continue }
+        i++
+      }
+      if (!ok) { print "!"; exit }
+      print (out == "" ? "" : "[chat] " out)
+    }'
+  awk=awk
+  command -v mawk >/dev/null 2>&1 && awk=mawk
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
-    body=$(printf 'url = "%s/_agent_chat/v1/notify"\nheader = "Authorization: Bearer %s"\n' \
+    line=$(printf 'url = "%s/_agent_chat/v1/notify"\nheader = "Authorization: Bearer %s"\n' \
       "${AGENT_CHAT_SERVER%/}" "$AGENT_CHAT_TOKEN" |
-      curl -q -sf --max-time 1 -K - 2>/dev/null) || body="!"
+      curl -q -sf --max-time 1 -K - 2>/dev/null | LC_ALL=C $awk "$parse" 2>/dev/null)
   elif [ -r "$dir/$nick.curl" ]; then
-    body=$(curl -q -sf --max-time 1 -K "$dir/$nick.curl" 2>/dev/null) || body="!"
+    line=$(curl -q -sf --max-time 1 -K "$dir/$nick.curl" 2>/dev/null |
+      LC_ALL=C $awk "$parse" 2>/dev/null)
   else
     # No credentials for this nick yet: let `ac` write them, in the background, once a minute.
     [ -r "$dir/ac-path" ] || exit 0
@@ -83,53 +128,9 @@ if [ -z "$fresh" ]; then
     ("$ac" setup hook --quiet </dev/null >/dev/null 2>&1 &) 2>/dev/null
     exit 0
   fi
-  if [ "$body" = "!" ]; then
-    line="!"
-  else
-    # {"unread":[{"room":"#general","count":2,"urgent":false,...},...]} -> "#general(2) ..."
-    # A small JSON walker: strings with escapes, nesting depth; labels keep [A-Za-z0-9_.:#@!+-].
-    line=$(printf '%s' "$body" | LC_ALL=C awk '
-      { s = s $0 }
-      END {
-        n = length(s); i = 1; depth = 0; key = ""; out = ""; ok = 0
-        while (i <= n) {
-          c = substr(s, i, 1)
-          if (c == "\"") {
-            str = ""; j = i + 1
-            while (j <= n) {
-              d = substr(s, j, 1)
-              if (d == "\\") { e = substr(s, j + 1, 1); str = str (e ~ /[unrtbf]/ ? "_" : e); j += (e == "u") ? 6 : 2; continue }
-              if (d == "\"") break
-              str = str d; j++
-            }
-            i = j + 1
-            while (i <= n && substr(s, i, 1) ~ /[ \t\r\n]/) i++
-            if (substr(s, i, 1) == ":") { key = str; i++; if (depth == 1 && key == "unread") ok = 1; continue }
-            if (depth == 3 && key == "room") room = str
-            continue
-          }
-          if (c == "{" || c == "[") { depth++; if (depth == 3) { room = ""; count = 0; urgent = "" } }
-          else if (c == "}" || c == "]") {
-            if (depth == 3 && c == "}" && room != "" && count > 0) {
-              gsub(/[^A-Za-z0-9_.:#@!+-]+/, "_", room)
-              out = out (out == "" ? "" : " ") substr(room, 1, 48) "(" count urgent ")"
-            }
-            depth--
-          }
-          else if (depth == 3 && key == "count" && c ~ /[0-9]/) {
-            j = i; while (j <= n && substr(s, j, 1) ~ /[0-9]/) j++
-            count = substr(s, i, j - i) + 0; i = j; continue
-          }
-          else if (depth == 3 && key == "urgent" && substr(s, i, 4) == "true") { urgent = "!"; i += 4; continue }
-          i++
-        }
-        if (!ok) { print "!"; exit }
-        print (out == "" ? "" : "[chat] " out)
-      }') || line="!"
-  fi
+  # One small write (no temp file + mv: that would be another process on the hot path).
   if [ -d "$dir" ] || mkdir -m 700 "$dir" 2>/dev/null; then
-    printf '%s\n%s\n' "$now" "$line" > "$dir/.line.$nick.$$" 2>/dev/null &&
-      mv -f "$dir/.line.$nick.$$" "$dir/line.$nick" 2>/dev/null
+    printf '%s\n%s\n' "$now" "$line" > "$dir/line.$nick" 2>/dev/null
   fi
 fi
 

@@ -1,0 +1,177 @@
+"""Benchmark the notification hook (ac-hook.sh) against a live server.
+
+Targets: median <= 15 ms uncached (every call asks the server) and <= 3 ms cached.
+
+Starts a throwaway Synapse + appservice (or uses --api-url with --registration-token),
+registers an agent with `ac setup hook` in a temp AGENT_CHAT_HOME, has a peer send it messages
+in a few rooms (so the hook parses a real answer), then runs N hook processes per case, the way
+agent CLIs run them (`sh ac-hook.sh ...`, the event JSON on stdin), timing each from spawn to
+exit. Prints a table and writes JSON (default bench/results/bench_hook-<time>.json).
+
+    .venv/bin/python bench/bench_hook.py            # temp server, N=200
+    .venv/bin/python bench/bench_hook.py -n 500 --api-url http://127.0.0.1:8009 \\
+        --registration-token T
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+AC = str(BIN / "ac")
+HOOK = str(ROOT / "client" / "agent_chat" / "integrations" / "hooks" / "ac-hook.sh")
+
+#: case → median ms limit (None: for information)
+TARGETS = {
+    "uncached, status line": 15.0,
+    "uncached, agent hook (stdin JSON, dedupe)": 15.0,
+    "cached, status line": 3.0,
+    "cached, agent hook (stdin JSON, dedupe)": 3.0,
+    "server down (connection refused)": None,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(method: str, url: str, body=None, token=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                 method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def start_server(tmp: Path) -> tuple[str, str, Path]:
+    data_dir = tmp / "server"
+    api_port, synapse_port = free_port(), free_port()
+    env = {**os.environ, "AGENT_CHAT_HOME": str(tmp / "server-client")}
+    subprocess.run([str(BIN / "agent-chat-server"), "start", "--data-dir", str(data_dir),
+                    "--synapse-port", str(synapse_port), "--api-port", str(api_port),
+                    "--no-client-config"], check=True, env=env, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, str(ROOT / "server"))
+    from agent_chat_server import control
+    from agent_chat_server.paths import DataDir
+
+    config = control.load_config(DataDir.at(data_dir))
+    return config.api_url, config.registration_token, data_dir
+
+
+def timed_runs(n: int, args: list[str], env: dict[str, str], stdin: str | None) -> list[float]:
+    times = []
+    data = stdin.encode() if stdin is not None else None
+    for _ in range(n):
+        start = time.perf_counter()
+        subprocess.run(["sh", HOOK, *args], input=data, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=env,
+                       stdin=None if data is not None else subprocess.DEVNULL)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200, help="runs per case (default 200)")
+    parser.add_argument("--api-url", help="use this running server instead of a temp one")
+    parser.add_argument("--registration-token", help="with --api-url")
+    parser.add_argument("--out", help="JSON results file")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hook-"))
+    data_dir = None
+    try:
+        if args.api_url:
+            api_url, reg_token = args.api_url.rstrip("/"), args.registration_token
+        else:
+            api_url, reg_token, data_dir = start_server(tmp)
+        chat = tmp / "chat"
+        chat.mkdir()
+        (chat / "config.toml").write_text(
+            '[server]\nurl = "%s"\nregistration_token = "%s"\n' % (api_url, reg_token or ""))
+        nick = "Bench" + secrets.token_hex(3)
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+        base_env.update(AGENT_CHAT_HOME=str(chat), AGENT_CHAT_NICK=nick)
+        subprocess.run([AC, "setup", "hook"], check=True, env=base_env,
+                       stdout=subprocess.DEVNULL)
+        peer = http_json("POST", api_url + "/_agent_chat/v1/register",
+                         {"registration_token": reg_token, "exact": False})
+        for target in ("#general", "#status", "#alerts", "@" + nick):
+            for i in range(2):
+                http_json("PUT", api_url + "/_agent_chat/v1/send/" + secrets.token_hex(8),
+                          {"to": target, "body": "bench %d" % i}, peer["token"])
+        time.sleep(0.5)
+        line = subprocess.run(["sh", HOOK, "--status"], capture_output=True, text=True,
+                              env={**base_env, "AGENT_CHAT_HOOK_TTL": "0"}).stdout.strip()
+        print("hook line: %s" % line)
+        stdin = json.dumps({"session_id": "bench", "hook_event_name": "PostToolUse",
+                            "tool_name": "Bash", "tool_input": {"command": "ls"}})
+        uncached = {**base_env, "AGENT_CHAT_HOOK_TTL": "0"}
+        cached = {**base_env, "AGENT_CHAT_HOOK_TTL": "3600"}
+        down_env = {k: v for k, v in base_env.items() if k != "AGENT_CHAT_NICK"}
+        down_env.update(AGENT_CHAT_TOKEN="x", AGENT_CHAT_HOOK_TTL="0",
+                        AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port())
+        subprocess.run(["sh", HOOK, "--status"], env=cached, capture_output=True)  # fill cache
+        cases = {
+            "uncached, status line": (["--status"], uncached, None),
+            "uncached, agent hook (stdin JSON, dedupe)": (["--json", "PostToolUse"], uncached,
+                                                          stdin),
+            "cached, status line": (["--status"], cached, None),
+            "cached, agent hook (stdin JSON, dedupe)": (["--json", "PostToolUse"], cached,
+                                                        stdin),
+            "server down (connection refused)": (["--status"], down_env, None),
+        }
+        results = {}
+        for name, (hook_args, env, data) in cases.items():
+            timed_runs(5, hook_args, env, data)  # warm up
+            times = timed_runs(args.n, hook_args, env, data)
+            times.sort()
+            results[name] = {"n": args.n, "median_ms": statistics.median(times),
+                             "p95_ms": times[int(len(times) * 0.95) - 1],
+                             "min_ms": times[0], "target_ms": TARGETS[name]}
+        ok = True
+        print("%-44s %5s %9s %8s %8s %8s" % ("case", "n", "median", "p95", "target", ""))
+        for name, r in results.items():
+            target = r["target_ms"]
+            good = target is None or r["median_ms"] <= target
+            ok = ok and good
+            print("%-44s %5d %7.2fms %6.2fms %8s %8s" % (
+                name, r["n"], r["median_ms"], r["p95_ms"],
+                "<=%gms" % target if target else "-", ("ok" if good else "MISSED")
+                if target else ""))
+        out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
+            "bench_hook-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"hook_line": line, "cases": results,
+                                   "uname": os.uname().sysname + " " + os.uname().machine,
+                                   "sh": os.path.realpath(shutil.which("sh") or "sh")},
+                                  indent=1) + "\n")
+        print("results: %s" % out)
+        return 0 if ok else 1
+    finally:
+        if data_dir is not None:
+            subprocess.run([str(BIN / "agent-chat-server"), "stop", "--data-dir",
+                            str(data_dir)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
