@@ -22,6 +22,9 @@ from .config import Config
 
 log = logging.getLogger("agent_chat.homeserver")
 
+#: Content key carrying a send's Matrix txn id (a hash: it reveals nothing of the client's).
+TXN_MARKER = "chat.agent.txn"
+
 
 class Homeserver:
     def __init__(self, config: Config) -> None:
@@ -151,15 +154,37 @@ class Homeserver:
         members = await self.client(user_id).get_joined_members(room_id)
         return {mxid: m.displayname for mxid, m in members.items()}
 
+    @staticmethod
+    def matrix_txn(user_id: str, client_txn: str) -> str:
+        return hashlib.sha256(f"{user_id}\x00{client_txn}".encode()).hexdigest()[:40]
+
     async def send(
         self, user_id: str, room_id: str, content: dict[str, Any], client_txn: str
     ) -> str:
         """Send as ``user_id``. The Matrix txnId is derived from the client's, so Synapse
-        answers a concurrent or repeated request with the first event instead of posting again."""
-        txn = hashlib.sha256(f"{user_id}\x00{client_txn}".encode()).hexdigest()[:40]
+        answers a concurrent or repeated request with the first event instead of posting again;
+        the same id is written into the content, so a send can be found again later."""
+        txn = self.matrix_txn(user_id, client_txn)
+        content = {**content, TXN_MARKER: txn}
         return await self.client(user_id).send_message_event(
             room_id, EventType.ROOM_MESSAGE, content, txn_id=txn
         )
+
+    async def find_sent(self, user_id: str, room_id: str, client_txn: str) -> str | None:
+        """The event a send with this client txn id produced, if the room's recent timeline
+        has it (used when an earlier attempt's outcome is unknown)."""
+        txn = self.matrix_txn(user_id, client_txn)
+        resp = await self.client(user_id).api.request(
+            Method.GET,
+            Path.v3.rooms[room_id].messages,
+            query_params={"dir": "b", "limit": "100"},
+        )
+        for event in resp.get("chunk") or []:
+            content = event.get("content") if isinstance(event, dict) else None
+            if event.get("sender") == user_id and isinstance(content, dict):
+                if content.get(TXN_MARKER) == txn:
+                    return event.get("event_id")
+        return None
 
     async def read_receipt(self, user_id: str, room_id: str, event_id: str) -> None:
         await self.client(user_id).send_receipt(room_id, event_id)

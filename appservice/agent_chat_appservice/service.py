@@ -12,6 +12,7 @@ from . import db as tables
 from . import metrics
 from .api import make_app
 from .api.base import Context, RateLimiter
+from .catchup import catch_up
 from .config import Config
 from .homeserver import Homeserver
 from .identities import Identities
@@ -53,7 +54,9 @@ class AgentChatService:
             is_ours=self.identities.is_ours,
             on_invite=self._accept_invite,
             is_ready=lambda: self.context.ready,
+            on_failure=self._transaction_failed,
         )
+        self._kicking = False
         self.runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -82,6 +85,7 @@ class AgentChatService:
         await self._bootstrap()
         self.context.ready = True
         self._spawn(self._ping_homeserver())
+        self._spawn(self._catch_up())
         log.info("ready: %s%s", self.config.api_url, API_PREFIX)
 
     async def stop(self) -> None:
@@ -115,6 +119,35 @@ class AgentChatService:
             except Exception as e:
                 log.debug("homeserver ping failed (%s), retrying", e)
                 await asyncio.sleep(min(0.2 * 2**attempt, 5))
+
+    async def _catch_up(self) -> None:
+        try:
+            missed = await catch_up(
+                self.db, self.hs, self.config.server_name, self.identities.is_ours
+            )
+            log.info("catch-up done: %d missed message(s) applied", missed)
+        except Exception:
+            log.exception("catch-up failed")
+
+    def _transaction_failed(self) -> None:
+        if not self._kicking:
+            self._kicking = True
+            self._spawn(self._kick_homeserver())
+
+    async def _kick_homeserver(self, window: float = 300.0) -> None:
+        """After a failed transaction Synapse backs off exponentially (up to 512 s). Its ping
+        makes it retry at once, so ping every couple of seconds until one is applied again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        try:
+            while not self.transactions.healthy and loop.time() < deadline:
+                await asyncio.sleep(2)
+                try:
+                    await self.hs.ping()
+                except Exception as e:
+                    log.debug("ping during recovery failed: %s", e)
+        finally:
+            self._kicking = False
 
     def _accept_invite(self, invite: MemberRecord) -> None:
         """An agent invited (e.g. to a DM by a human) joins by itself."""

@@ -37,6 +37,7 @@ class TransactionEndpoint:
         is_ours: Callable[[str], bool],
         on_invite: Callable[[ingest.MemberRecord], None],
         is_ready: Callable[[], bool],
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.hs_token = hs_token.encode()
@@ -44,6 +45,9 @@ class TransactionEndpoint:
         self.is_ours = is_ours
         self.on_invite = on_invite
         self.is_ready = is_ready
+        self.on_failure = on_failure
+        #: False after a transaction failed, until one is applied again.
+        self.healthy = True
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_put("/_matrix/app/v1/transactions/{txn_id}", self.transaction)
@@ -119,7 +123,10 @@ class TransactionEndpoint:
         except Exception:
             metrics.TRANSACTIONS.inc("failed")
             log.exception("transaction %s not applied; the homeserver will retry it", txn_id)
+            self.healthy = False
+            self.on_failure()
             return _error(500, "M_UNKNOWN", "transaction not applied; retry later")
+        self.healthy = True
         metrics.TRANSACTION_APPLY.observe(time.perf_counter() - started)
         metrics.TRANSACTIONS.inc("applied")
         metrics.LEDGER_UPDATES.inc(amount=effects.messages_counted)

@@ -105,15 +105,29 @@ async def send(request: web.Request) -> web.Response:
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
     previous = await ClientSend.get(me.user_id, txn_id)
-    if previous is not None:  # a retry: answer what the first attempt did
+    if previous is not None and previous.event_id is None:
+        # An earlier attempt's outcome is unknown (e.g. Synapse restarted mid-request and
+        # forgot its own deduplication): look for it before sending again.
+        try:
+            found = await context.hs.find_sent(me.user_id, previous.room_id, txn_id)
+        except Exception as e:
+            raise from_matrix(e, "checking an earlier attempt of this send") from None
+        if found:
+            await previous.complete(found)
+    if previous is not None and previous.event_id is not None:  # a retry: answer the same
         label = await context.rooms.label(previous.room_id, me.user_id)
         return ok({"event_id": previous.event_id, "room_id": previous.room_id, "room": label})
     wait_ms = context.send_limiter.check(me.user_id)
     if wait_ms is not None:
         raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
-    room_id = await resolve_target(context, me.user_id, target, join=True)
+    if previous is not None:
+        room_id = previous.room_id
+    else:
+        room_id = await resolve_target(context, me.user_id, target, join=True)
+        previous = ClientSend(me.user_id, txn_id, room_id, None)
+        await previous.reserve()
     event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
-    await ClientSend(me.user_id, txn_id, room_id, event_id).insert()
+    await previous.complete(event_id)
     label = await context.rooms.label(room_id, me.user_id)
     return ok({"event_id": event_id, "room_id": room_id, "room": label})
 

@@ -1,8 +1,10 @@
 """Client transaction ids of sends, so that a retried send never posts twice.
 
-Two layers: Synapse deduplicates ``PUT /send/{txnId}`` for the same path (we derive the
-Matrix txnId from user and client txn id) for at least 30 minutes, which covers concurrent
-retries; this table makes the answer permanent.
+Three layers: Synapse deduplicates ``PUT /send/{txnId}`` in memory for at least 30 minutes
+(we derive the Matrix txnId from user and client txn id), which covers concurrent retries;
+this table makes a completed answer permanent; and a send that started but never completed
+(``event_id`` still NULL, e.g. Synapse restarted mid-request and forgot its cache) is looked
+for in the room's timeline by its txn marker before it is sent again.
 """
 
 from __future__ import annotations
@@ -22,19 +24,25 @@ class ClientSend:
     user_id: str
     txn_id: str
     room_id: str
-    event_id: str
+    event_id: str | None  # None: started, outcome unknown
 
     @classmethod
     async def get(cls, user_id: str, txn_id: str) -> ClientSend | None:
         q = "SELECT room_id, event_id FROM client_send WHERE user_id=$1 AND txn_id=$2"
         row = await cls.db.fetchrow(q, user_id, txn_id)
-        if row is None or row["event_id"] is None:
+        if row is None:
             return None
         return cls(user_id, txn_id, row["room_id"], row["event_id"])
 
-    async def insert(self) -> None:
+    async def reserve(self) -> None:
+        """Note that a send is starting (before the homeserver is asked)."""
         q = (
-            "INSERT INTO client_send (user_id, txn_id, room_id, event_id, created_at) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, txn_id) DO NOTHING"
+            "INSERT INTO client_send (user_id, txn_id, room_id, created_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, txn_id) DO NOTHING"
         )
-        await self.db.execute(q, self.user_id, self.txn_id, self.room_id, self.event_id, now_ms())
+        await self.db.execute(q, self.user_id, self.txn_id, self.room_id, now_ms())
+
+    async def complete(self, event_id: str) -> None:
+        self.event_id = event_id
+        q = "UPDATE client_send SET event_id=$3 WHERE user_id=$1 AND txn_id=$2"
+        await self.db.execute(q, self.user_id, self.txn_id, event_id)
