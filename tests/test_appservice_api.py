@@ -346,3 +346,33 @@ def test_metrics_and_server_timing(stack: Stack) -> None:
 
     with urllib.request.urlopen(stack.api_base + "/health") as resp:
         assert resp.headers["Server-Timing"].startswith("app;dur=")
+
+
+def test_notify_oneline_for_shell_hooks(stack: Stack) -> None:
+    a, b = register(stack), register(stack)
+    for room in ("#general", "#alerts"):
+        b.messages(room=room, limit=1)
+    a.send("#general", "one")
+    a.send("#alerts", "two")
+    a.send("@" + b.nick, "three")
+    wait_for(lambda: len(b.notify()) >= 3, what="three unread rooms")
+    import urllib.request
+
+    req = urllib.request.Request(stack.api_base + "/notify?format=oneline")
+    req.add_header("Authorization", f"Bearer {b.token}")
+    with urllib.request.urlopen(req) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        line = resp.read().decode()
+    assert line == f"#alerts(1!) #general(1) @{a.nick}(1)\n"
+    b.messages(limit=100)
+    with urllib.request.urlopen(req) as resp:
+        assert resp.read() == b""
+    status, data = b.call("GET", "/notify?format=xml")
+    assert status == 400
+
+
+def test_metrics_only_for_loopback_callers() -> None:
+    from agent_chat_appservice.service import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("127.0.0.2")
+    assert not _is_loopback("100.64.1.2") and not _is_loopback(None) and not _is_loopback("x")

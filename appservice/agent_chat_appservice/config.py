@@ -50,6 +50,10 @@ class Config:
     send_rate_burst: int = 30
     rooms: list[dict[str, str]] = field(default_factory=lambda: [dict(r) for r in DEFAULT_ROOMS])
     log_level: str = "INFO"
+    #: "text", or "json" for one JSON object per line (for log shippers).
+    log_format: str = "text"
+    #: /metrics answers only loopback callers unless this is true (e.g. behind a firewall).
+    metrics_public: bool = False
 
     @property
     def bot_mxid(self) -> str:
@@ -94,6 +98,8 @@ class Config:
         for key in ("server_name", "homeserver_url", "as_token", "hs_token", "database"):
             if not isinstance(getattr(config, key), str) or not getattr(config, key):
                 raise ConfigError(f"config file {path}: {key} must be a non-empty string")
+        if config.log_format not in ("text", "json"):
+            raise ConfigError(f"config file {path}: log_format must be text or json")
         if not isinstance(config.port, int) or not 0 < config.port < 65536:
             raise ConfigError(f"config file {path}: port must be a number 1-65535")
         return config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -21,6 +22,13 @@ from .rooms import Rooms
 from .transactions import TransactionEndpoint
 
 log = logging.getLogger("agent_chat.service")
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 API_PREFIX = "/_agent_chat/v1"
 
@@ -68,7 +76,13 @@ class AgentChatService:
         app.add_subapp(API_PREFIX, make_app(self.context))
         return app
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if not self.config.metrics_public and not _is_loopback(request.remote):
+            return web.json_response(
+                {"errcode": "M_FORBIDDEN", "error": "metrics are served to loopback callers only"
+                 " (set metrics_public: true in appservice.yaml)"},
+                status=403,
+            )
         return web.Response(text=metrics.render(), content_type="text/plain")
 
     async def start(self) -> None:

@@ -201,9 +201,25 @@ async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: 
         log.warning("read receipt for %s in %s failed: %s", user_id, room_id, e)
 
 
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:#@!+-]")
+
+
+def oneline(entries: list[dict]) -> str:
+    """``#general(2) #alerts(1!) @BlueLake(1)``: for shell hooks that should not parse JSON.
+    Labels are reduced to a safe character set and 48 characters: they reach terminals."""
+    parts = []
+    for e in entries:
+        label = _LABEL_UNSAFE.sub("_", e["room"])[:48]
+        parts.append(f"{label}({e['count']}{'!' if e['urgent'] else ''})")
+    return " ".join(parts)
+
+
 @routes.get("/notify")
 async def notify(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "oneline"):
+        raise ApiError(400, "M_INVALID_PARAM", "'format' is json or oneline")
     entries = []
     for u in await Ledger.unread(me.user_id):
         if u.is_direct and u.other_user:
@@ -221,4 +237,7 @@ async def notify(request: web.Request) -> web.Response:
                 "senders": [u.last_sender] if u.last_sender else [],
             }
         )
+    if fmt == "oneline":
+        line = oneline(entries)
+        return web.Response(text=line + "\n" if line else "", content_type="text/plain")
     return ok({"unread": entries})
