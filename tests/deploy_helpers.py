@@ -3,9 +3,8 @@ over the REST API, throwaway PostgreSQL databases."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,11 +13,10 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import POSTGRES_ENV, POSTGRES_SKIP, http_json
+from conftest import POSTGRES_ENV, POSTGRES_SKIP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,56 +32,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 150.
     if check:
         assert r.returncode == 0, f"{args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Agent:
-    api_url: str
-    user_id: str
-    nick: str
-    token: str
-
-    @property
-    def base(self) -> str:
-        return self.api_url + "/_agent_chat/v1"
-
-    def send(self, to: str, body: str) -> dict[str, Any]:
-        status, data = http_json("PUT", f"{self.base}/send/{secrets.token_hex(8)}",
-                                 {"to": to, "body": body}, self.token)
-        assert status == 200, data
-        return data
-
-    def count(self, room: str) -> int:
-        status, data = http_json("GET", f"{self.base}/notify", token=self.token)
-        assert status == 200, data
-        return {u["room"]: u["count"] for u in data["unread"]}.get(room, 0)
-
-    def bodies(self, room: str) -> list[str]:
-        status, data = http_json("GET", f"{self.base}/messages?room={room.replace('#', '%23')}"
-                                 "&limit=100&mark_read=false", token=self.token)
-        assert status == 200, data
-        return [m["body"] for m in data["messages"]]
-
-
-def register(api_url: str, registration_token: str, nick: str | None = None) -> Agent:
-    body: dict[str, Any] = {"registration_token": registration_token}
-    if nick:
-        body["nick"] = nick
-        body["exact"] = True
-    status, data = http_json("POST", api_url + "/_agent_chat/v1/register", body)
-    assert status == 201, data
-    return Agent(api_url, data["user_id"], data["nick"], data["token"])
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

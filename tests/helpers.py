@@ -11,7 +11,7 @@ import time
 from conftest import Stack, http_json
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll until ``check()`` is truthy: Synapse pushes a few ms after /send returns."""
     deadline = time.monotonic() + timeout
     while True:
@@ -25,13 +25,15 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
 
 @dataclass
 class Agent:
-    stack: Stack
+    """An identity calling the REST API (``api_base`` ends in ``/_agent_chat/v1``)."""
+
+    api_base: str
     user_id: str
     nick: str
     token: str
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None):
-        return http_json(method, self.stack.api_base + path, body, token or self.token)
+        return http_json(method, self.api_base + path, body, token or self.token)
 
     def send(self, to: str, body: str, txn: str | None = None) -> dict:
         status, data = self.call("PUT", f"/send/{txn or secrets.token_hex(8)}", {"to": to, "body": body})
@@ -53,13 +55,25 @@ class Agent:
         return data["messages"]
 
 
-def register(stack: Stack, nick: str | None = None, exact: bool = False) -> Agent:
-    body: dict[str, Any] = {"registration_token": stack.registration_token, "exact": exact}
+    def bodies(self, room: str) -> list[str]:
+        """Bodies of the room's last messages, oldest first, without marking them read."""
+        return [m["body"] for m in self.messages(room=room, limit=1000, mark_read="false")]
+
+
+def register_at(
+    api_url: str, registration_token: str, nick: str | None = None, exact: bool = False
+) -> Agent:
+    body: dict[str, Any] = {"registration_token": registration_token, "exact": exact}
     if nick:
         body["nick"] = nick
-    status, data = http_json("POST", stack.api_base + "/register", body)
+    api_base = api_url + "/_agent_chat/v1"
+    status, data = http_json("POST", api_base + "/register", body)
     assert status == 201, data
-    return Agent(stack, data["user_id"], data["nick"], data["token"])
+    return Agent(api_base, data["user_id"], data["nick"], data["token"])
+
+
+def register(stack: Stack, nick: str | None = None, exact: bool = False) -> Agent:
+    return register_at(stack.api_url, stack.registration_token, nick, exact)
 
 
 def unique(prefix: str) -> str:

@@ -27,22 +27,12 @@ import pytest
 
 from agent_chat.config import save_config
 
+from helpers import wait_for
 from conftest import Stack, free_port, http_json
 
 AC = str(Path(sys.executable).with_name("ac"))
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
 
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy (the appservice ingests asynchronously)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Ac:

@@ -15,17 +15,8 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 
 from conftest import free_ports
-from deploy_helpers import (
-    Agent,
-    kill_leftovers,
-    pg_admin_url,
-    pg_drop,
-    pg_names,
-    pg_url_for,
-    register,
-    run_cli,
-    wait_for,
-)
+from deploy_helpers import kill_leftovers, pg_admin_url, pg_drop, pg_names, pg_url_for, run_cli
+from helpers import Agent, register_at, wait_for
 
 SECRETS = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml", "appservice.yaml"]
 
@@ -51,8 +42,8 @@ def _download(config: Config, mxc: str) -> bytes:
 
 
 def _populate(config: Config) -> tuple[Agent, Agent, str]:
-    a = register(config.api_url, config.registration_token)
-    b = register(config.api_url, config.registration_token)
+    a = register_at(config.api_url, config.registration_token)
+    b = register_at(config.api_url, config.registration_token)
     for i in range(3):
         a.send("#general", f"general {i}")
     a.send("#status", "status 0")

@@ -16,16 +16,8 @@ from agent_chat_server.errors import ServerError
 from agent_chat_server.files import load_yaml
 
 from conftest import free_ports
-from deploy_helpers import (
-    kill_leftovers,
-    pg_admin_url,
-    pg_names,
-    pg_query,
-    pg_url_for,
-    register,
-    run_cli,
-    wait_for,
-)
+from deploy_helpers import kill_leftovers, pg_admin_url, pg_names, pg_query, pg_url_for, run_cli
+from helpers import register_at, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -58,8 +50,8 @@ def test_full_stack_on_postgres_survives_a_restart(tmp_path: Path) -> None:
 
             run_cli("start", "--data-dir", str(root), "--no-client-config", check=True)
             started = time.monotonic() - t0
-            a = register(config.api_url, config.registration_token)
-            b = register(config.api_url, config.registration_token)
+            a = register_at(config.api_url, config.registration_token)
+            b = register_at(config.api_url, config.registration_token)
             assert b.count("#general") == 0
             a.send("#general", "hello on postgres")
             wait_for(lambda: b.count("#general") == 1, what="b's unread count")
@@ -163,8 +155,8 @@ def test_migrate_appservice_db_from_sqlite_keeps_everything(tmp_path: Path) -> N
             run_cli("start", "--data-dir", str(root), "--synapse-port", str(synapse_port),
                     "--api-port", str(api_port), "--no-client-config", check=True)
             config = Config.load(root / "appservice.yaml")
-            a = register(config.api_url, config.registration_token)
-            b = register(config.api_url, config.registration_token)
+            a = register_at(config.api_url, config.registration_token)
+            b = register_at(config.api_url, config.registration_token)
             for i in range(3):
                 a.send("#general", f"before {i}")
             wait_for(lambda: b.count("#general") == 3, what="b's count")
@@ -182,7 +174,7 @@ def test_migrate_appservice_db_from_sqlite_keeps_everything(tmp_path: Path) -> N
             a.send("#general", "after")  # serial sequences continue past the copied rows
             wait_for(lambda: b.count("#general") == 4, what="b's count after migration")
             assert b.bodies("#general")[-1] == "after"
-            c = register(config.api_url, config.registration_token)
+            c = register_at(config.api_url, config.registration_token)
             assert c.nick not in (a.nick, b.nick)
 
             run_cli("stop", "--data-dir", str(root), check=True)

@@ -15,7 +15,8 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 
 from conftest import free_ports
-from deploy_helpers import REPO, kill_leftovers, register, run_cli, wait_for
+from deploy_helpers import REPO, kill_leftovers, run_cli
+from helpers import register_at, wait_for
 
 BIND = "127.0.0.2"  # a loopback address other than 127.0.0.1: tells "bound there" from "everywhere"
 
@@ -60,7 +61,7 @@ def test_bind_address_and_invite_command_work_for_a_remote_agent(tmp_path: Path)
         ac = [str(Path(sys.executable).parent / "ac")]
         argv = shlex.split(command)
         subprocess.run(ac + argv[1:], env=env, check=True, capture_output=True, timeout=30)
-        reader = register(config.api_url, config.registration_token)
+        reader = register_at(config.api_url, config.registration_token)
         sent = subprocess.run(ac + ["send", "#general", "hello from afar"],
                               env={**env, "AGENT_CHAT_NICK": "FarAway"},
                               capture_output=True, text=True, timeout=30)

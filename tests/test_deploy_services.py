@@ -19,7 +19,8 @@ from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
 
 from conftest import free_ports
-from deploy_helpers import REPO, kill_leftovers, processes_mentioning, register, wait_for
+from deploy_helpers import REPO, kill_leftovers, processes_mentioning
+from helpers import register_at, wait_for
 
 VENV = Path(sys.prefix)
 
@@ -33,8 +34,8 @@ def _init(root: Path) -> DataDir:
 
 def _check_delivery(dd: DataDir) -> None:
     config = control.load_config(dd)
-    a = register(config.api_url, config.registration_token)
-    b = register(config.api_url, config.registration_token)
+    a = register_at(config.api_url, config.registration_token)
+    b = register_at(config.api_url, config.registration_token)
     a.send("#general", "managed")
     wait_for(lambda: b.count("#general") == 1, what="delivery")
 

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from agent_chat_server import control
-from conftest import START_TIMEOUT, Stack, create_pg_database, http_json, start_stack
+from conftest import START_TIMEOUT, Stack, create_pg_database, start_stack
 from helpers import Agent, register, room_id_of, synapse, wait_for
 
 pytestmark = pytest.mark.fault
@@ -43,17 +43,13 @@ def fault_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
             db.drop()
 
 
-def bodies(agent: Agent, room: str) -> list[str]:
-    return [m["body"] for m in agent.messages(room=room, limit=1000, mark_read="false")]
-
-
 def settle(agent: Agent, room: str, expected: int, timeout: float = 60) -> None:
     """Wait for the count, then make sure it stays there (nothing doubled late)."""
     try:
         wait_for(lambda: agent.count(room) == expected, timeout=timeout, what=f"count {expected}")
     except AssertionError:
         raise AssertionError(
-            f"count {agent.count(room)} != {expected}; messages: {bodies(agent, room)}"
+            f"count {agent.count(room)} != {expected}; messages: {agent.bodies(room)}"
         ) from None
     time.sleep(1.0)
     assert agent.count(room) == expected
@@ -117,7 +113,7 @@ def test_appservice_killed_mid_stream_and_restarted(fault_stack: Stack) -> None:
     control.start_background(st.dd, timeout=START_TIMEOUT, tie_to_caller=True)
     wait_for(lambda: b.count("#general") >= len(sent), timeout=60, what="the stream")
     time.sleep(1.0)
-    got = bodies(b, "#general")
+    got = b.bodies("#general")
     assert len(got) == len(set(got)) == b.count("#general")  # none doubled, counted once
     assert set(sent) <= set(got) <= set(tried)  # none acknowledged was lost
     assert a.send("#general", "still serving")["event_id"]
@@ -139,7 +135,7 @@ def test_synapse_restarted_under_load(fault_stack: Stack) -> None:
         st.restart_synapse()
         future.result(timeout=120)
     settle(b, "#status", len(bodies_sent))
-    assert sorted(bodies(b, "#status"), key=lambda s: int(s.split()[1])) == bodies_sent
+    assert sorted(b.bodies("#status"), key=lambda s: int(s.split()[1])) == bodies_sent
 
 
 def test_database_briefly_unavailable(fault_stack: Stack) -> None:
@@ -159,7 +155,7 @@ def test_database_briefly_unavailable(fault_stack: Stack) -> None:
     finally:
         unblock()
     settle(b, "#alerts", 5, timeout=90)
-    assert bodies(b, "#alerts") == [f"during outage {i}" for i in range(5)]
+    assert b.bodies("#alerts") == [f"during outage {i}" for i in range(5)]
     assert a.send("#alerts", "recovered")["event_id"]
 
 
@@ -207,7 +203,7 @@ def test_fifty_agents_sending_at_once(fault_stack: Stack) -> None:
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(burst, agents))
     settle(reader, name, 200)
-    got = bodies(reader, name)
+    got = reader.bodies(name)
     assert len(got) == 200 and len(set(got)) == 200
     # Everyone else's counts are exact too: 196 from the others, none of their own.
     sample = agents[:5]

@@ -208,7 +208,7 @@ async def test_human_login_and_read_receipt_lowers_their_count(stack: Stack, ali
         "POST", stack.api_base + "/login", {"user": alice.user_id, "password": alice.password}
     )
     assert status == 201 and login["kind"] == "human", login
-    me = Agent(stack, login["user_id"], login["nick"], login["token"])
+    me = Agent(stack.api_base, login["user_id"], login["nick"], login["token"])
     me.messages(room="#general", limit=1)
     agent = register(stack)
     agent.send("#general", "one")
@@ -266,7 +266,7 @@ def test_bot_token_posts_to_alerts_urgent_for_every_agent(stack: Stack) -> None:
     token = result.stdout.splitlines()[2].strip()
     status, me = http_json("GET", stack.api_base + "/whoami", token=token)
     assert status == 200 and me["kind"] == "bot"
-    bot = Agent(stack, me["user_id"], me["nick"], token)
+    bot = Agent(stack.api_base, me["user_id"], me["nick"], token)
     bot.send("#alerts", "[ALERT] build failed: main @ abc123")
     for a in agents:
         entry = wait_for(lambda a=a: a.notify().get("#alerts"), what="alert")
