@@ -4,7 +4,7 @@ Targets: median <= 15 ms uncached (every call asks the server) and <= 3 ms cache
 
 Starts a throwaway Synapse + appservice (or uses --api-url with --registration-token),
 registers an agent with `ac setup hook` in a temp AGENT_CHAT_HOME, has a peer send it messages
-in a few rooms (so the hook parses a real answer), then runs N hook processes per case, the way
+in a few rooms (so the hook gets a real line), then runs N hook processes per case, the way
 agent CLIs run them (`sh ac-hook.sh ...`, the event JSON on stdin), timing each from spawn to
 exit. Prints a table and writes JSON (default bench/results/bench_hook-<time>.json).
 

@@ -8,11 +8,13 @@
 # PostToolUse and Gemini CLI hooks) speak only when the counts changed since the last line
 # printed for this session; --status (tmux #(), Claude Code statusLine) prints the current line
 # every time. Prints nothing on any error or when the server is down; curl --max-time 1 bounds
-# the wait. The hot path starts no Python: curl with a short cache of the formatted line.
+# the wait. The hot path starts one process (curl) and none while the cache is fresh: the
+# server formats the line (GET /notify?format=oneline), the rest is shell builtins.
 #
-# Files (under $AGENT_CHAT_HOME, default ~/.agent-chat, written by `ac setup`):
+# Files (under $AGENT_CHAT_HOME, default ~/.agent-chat, written by `ac` when it registers or
+# logs in an identity, and by `ac setup`):
 #   hook/<nick>.curl    curl config (0600): the notify URL and the Authorization header
-#   hook/line.<nick>    cache: "<epoch>" then the formatted line ("!" after a failure)
+#   hook/line.<nick>    cache: the clock reading, then the line ("!" after a failure)
 #   hook/seen.<nick>.<session>   the last line spoken to that session
 #   hook/ac-path        the `ac` executable, to bootstrap a missing hook/<nick>.curl
 # <nick> is AGENT_CHAT_NICK with bytes outside [A-Za-z0-9_-] as "_" ("default" without it).
@@ -48,16 +50,25 @@ if [ -z "$status" ] && [ ! -t 0 ]; then
       sid=${sid%%\"*} ;;
   esac
 fi
-case $sid in *[!A-Za-z0-9_-]*) sid=$(printf '%s' "$sid" | tr -c 'A-Za-z0-9_-' '_') ;; esac
+case $sid in *[!A-Za-z0-9_-]*) sid=$(printf '%s' "$sid" | LC_ALL=C tr -c 'A-Za-z0-9_-' '_') ;; esac
 sid=${sid:-default}
 
-# The formatted line: from the cache while it is fresh, else from the server.
-now=${EPOCHSECONDS:-$(date +%s)}
+# A clock in whole seconds without starting `date` where possible: Linux's /proc/uptime
+# (monotonic), bash's EPOCHSECONDS, else date. Only differences are used (cache age, bootstrap
+# interval), and a reading from another clock or boot is at worst one stale or missed cache.
+now=""
+if [ -r /proc/uptime ]; then
+  read -r now _ < /proc/uptime
+  now=${now%%.*}
+fi
+case $now in ''|*[!0-9]*) now=${EPOCHSECONDS:-$(date +%s)} ;; esac
 ttl=${AGENT_CHAT_HOOK_TTL:-3}
 case $ttl in ''|*[!0-9]*) ttl=3 ;; esac
+
+# The line: from the cache while it is fresh, else from the server.
 line=""
 fresh=""
-if [ -r "$dir/line.$nick" ]; then
+if [ "$ttl" -gt 0 ] && [ -r "$dir/line.$nick" ]; then
   { IFS= read -r ts; IFS= read -r line; } < "$dir/line.$nick"
   case $ts in
     ''|*[!0-9]*) ;;
@@ -66,68 +77,44 @@ if [ -r "$dir/line.$nick" ]; then
 fi
 
 if [ -z "$fresh" ]; then
-  # {"unread":[{"room":"#general","count":2,"urgent":false,...},...]} -> "#general(2) ..."
-  # by a small JSON walker (strings with escapes, nesting depth; no jq); labels keep only
-  # [A-Za-z0-9_.:#@!+-]. No answer, an HTTP error or anything else -> "!".
-  parse='
-    { s = s $0 }
-    END {
-      n = length(s); i = 1; depth = 0; key = ""; out = ""; ok = 0
-      while (i <= n) {
-        c = substr(s, i, 1)
-        if (c == "\"") {
-          str = ""; j = i + 1
-          while (j <= n) {
-            d = substr(s, j, 1)
-            if (d == "\\") { e = substr(s, j + 1, 1); str = str (e ~ /[unrtbf]/ ? "_" : e); j += (e == "u") ? 6 : 2; continue }
-            if (d == "\"") break
-            str = str d; j++
-          }
-          i = j + 1
-          while (i <= n && substr(s, i, 1) ~ /[ \t\r\n]/) i++
-          if (substr(s, i, 1) == ":") { key = str; i++; if (depth == 1 && key == "unread") ok = 1; continue }
-          if (depth == 3 && key == "room") room = str
-          continue
-        }
-        if (c == "{" || c == "[") { depth++; if (depth == 3) { room = ""; count = 0; urgent = "" } }
-        else if (c == "}" || c == "]") {
-          if (depth == 3 && c == "}" && room != "" && count > 0) {
-            gsub(/[^A-Za-z0-9_.:#@!+-]+/, "_", room)
-            out = out (out == "" ? "" : " ") substr(room, 1, 48) "(" count urgent ")"
-          }
-          depth--
-        }
-        else if (depth == 3 && key == "count" && c ~ /[0-9]/) {
-          j = i; while (j <= n && substr(s, j, 1) ~ /[0-9]/) j++
-          count = substr(s, i, j - i) + 0; i = j; continue
-        }
-        else if (depth == 3 && key == "urgent" && substr(s, i, 4) == "true") { urgent = "!"; i += 4; continue }
-        i++
-      }
-      if (!ok) { print "!"; exit }
-      print (out == "" ? "" : "[chat] " out)
-    }'
-  awk=awk
-  command -v mawk >/dev/null 2>&1 && awk=mawk
+  # GET /notify?format=oneline: "#general(2) #alerts(1!)\n", or an empty body when nothing is
+  # unread. curl -f: any HTTP error is a failure; the token stays off the command line (-K).
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
-    line=$(printf 'url = "%s/_agent_chat/v1/notify"\nheader = "Authorization: Bearer %s"\n' \
-      "${AGENT_CHAT_SERVER%/}" "$AGENT_CHAT_TOKEN" |
-      curl -q -sf --max-time 1 -K - 2>/dev/null | LC_ALL=C $awk "$parse" 2>/dev/null)
+    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d format=oneline -K - 2>/dev/null <<CURL
+url = "${AGENT_CHAT_SERVER%/}/_agent_chat/v1/notify"
+header = "Authorization: Bearer $AGENT_CHAT_TOKEN"
+CURL
+) || line="!"
   elif [ -r "$dir/$nick.curl" ]; then
-    line=$(curl -q -sf --max-time 1 -K "$dir/$nick.curl" 2>/dev/null |
-      LC_ALL=C $awk "$parse" 2>/dev/null)
+    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d format=oneline \
+      -K "$dir/$nick.curl" 2>/dev/null) || line="!"
   else
-    # No credentials for this nick yet: let `ac` write them, in the background, once a minute.
+    # No credentials for this nick yet (an identity from before `ac` wrote them, or a new
+    # AGENT_CHAT_NICK that has not run `ac` yet): let `ac` write them, in the background, at
+    # most once a minute.
     [ -r "$dir/ac-path" ] || exit 0
-    boot=0
+    boot=""
     [ -r "$dir/boot.$nick" ] && IFS= read -r boot < "$dir/boot.$nick"
-    case $boot in ''|*[!0-9]*) boot=0 ;; esac
-    [ $((now - boot)) -lt 60 ] && exit 0
+    case $boot in ''|*[!0-9]*) ;; *) [ $((now - boot)) -lt 60 ] && [ $((now - boot)) -ge 0 ] && exit 0 ;; esac
     IFS= read -r ac < "$dir/ac-path" || exit 0
     printf '%s\n' "$now" > "$dir/boot.$nick" 2>/dev/null || exit 0
     ("$ac" setup hook --quiet </dev/null >/dev/null 2>&1 &) 2>/dev/null
     exit 0
   fi
+  # Trust nothing: one line, ending in ")" as every "label(count)" does (not JSON from an older
+  # server, not an HTML page); anything outside the labels' safe set is stripped.
+  nl='
+'
+  line=${line%%"$nl"*}
+  case $line in
+    '!'|'') ;;
+    *')')
+      case $line in
+        *[!A-Za-z0-9_.:#@!+\(\)\ -]*) line=$(printf '%s' "$line" | LC_ALL=C tr -cd 'A-Za-z0-9_.:#@!+() -') ;;
+      esac
+      line="[chat] $line" ;;
+    *) line="!" ;;
+  esac
   # One small write (no temp file + mv: that would be another process on the hot path).
   if [ -d "$dir" ] || mkdir -m 700 "$dir" 2>/dev/null; then
     printf '%s\n%s\n' "$now" "$line" > "$dir/line.$nick" 2>/dev/null
