@@ -259,6 +259,47 @@ def test_hot_path_starts_only_curl(fake_server, tmp_path: Path) -> None:
         assert (p.returncode, p.stdout, p.stderr) == (0, "[chat] #general(1)\n", "")
 
 
+def test_registering_writes_the_hooks_credentials(stack: Stack, tmp_path: Path) -> None:
+    """A fresh AGENT_CHAT_HOME: the first `ac send` registers and writes hook/<nick>.curl, so
+    the hook works at once (no background `ac setup hook`); `ac register` re-points it."""
+    chat = tmp_path / "chat"
+    save_config(str(chat), {"server": {"registration_token": stack.registration_token,
+                                       "url": stack.api_url}})
+    nick = unique("First")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(AGENT_CHAT_HOME=str(chat), AGENT_CHAT_NICK=nick)
+    p = subprocess.run([AC, "send", "#general", "hello"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert p.returncode == 0, p.stderr
+    conf = chat / "hook" / (nick + ".curl")
+    assert conf.stat().st_mode & 0o777 == 0o600
+    assert (chat / "hook").stat().st_mode & 0o777 == 0o700
+    assert (chat / "hook" / "ac-path").read_text() == AC + "\n"
+    token = json.loads((chat / "credentials.json").read_text())["servers"][stack.api_url][
+        "identities"][nick.lower()]["token"]
+    assert "Bearer %s" % token in conf.read_text()
+    other = register(stack, unique("Peer"))
+    other.send("@" + nick, "psst")
+    line = "[chat] @%s(1)\n" % other.nick
+    hook_env = {"AGENT_CHAT_NICK": nick}
+    wait_for(lambda: run_hook("--status", home=chat, env=hook_env)[0] == line,
+             what="the hook sees the message")
+    assert run_hook(stdin=session("r"), home=chat, env=hook_env)[0] == (
+        "[chat] @%s(1) (read: ac listen --unread)\n" % other.nick)
+    assert not (chat / "hook" / ("boot." + nick)).exists()
+    # Without AGENT_CHAT_NICK, `ac register NAME` makes NAME the default: default.curl is it.
+    name = unique("Named")
+    env.pop("AGENT_CHAT_NICK")
+    p = subprocess.run([AC, "register", name], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    other.send("@" + name, "one")
+    other.send("@" + name, "two")
+    wait_for(lambda: run_hook("--status", home=chat)[0] == "[chat] @%s(2)\n" % other.nick,
+             what="the hook speaks for the new default identity")
+    assert run_hook("--status", home=chat, env=hook_env)[0] == line  # the other file stays
+
+
 def test_bootstrap_writes_credentials_in_the_background(stack: Stack, tmp_path: Path) -> None:
     """A nick with no hook credentials yet: the hook starts `ac setup hook` and stays quiet."""
     chat = tmp_path / "chat"
@@ -275,7 +316,8 @@ def test_bootstrap_writes_credentials_in_the_background(stack: Stack, tmp_path: 
 
 def test_notify_hot_path_imports_nothing_of_the_integrations() -> None:
     code = ("import sys; from agent_chat import cli; cli.run(['notify']); "
-            "print(sorted(m for m in sys.modules if 'setup' in m or 'mcp' in m))")
+            "print(sorted(m for m in sys.modules if 'setup' in m or 'mcp' in m "
+            "or 'hook' in m))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
     env["AGENT_CHAT_SERVER"] = "http://127.0.0.1:%d" % free_port()
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

@@ -424,7 +424,7 @@ def register(ctx, name):
         key = ident.nick_key(name or answer["nick"])
         found = ident.store_identity(data, s.server_url, key, answer,
                                      make_default=not s.env_nick)
-        ident.save_credentials(s.home, data)
+        ident.save_credentials(s.home, data, s)
     rooms = answer.get("rooms")
     joined = ""
     if isinstance(rooms, list) and rooms:
@@ -464,7 +464,7 @@ def login(ctx, name):
         data = ident.load_credentials(s.home)
         found = ident.store_identity(data, s.server_url, ident.nick_key(name), answer,
                                      make_default=not s.env_nick)
-        ident.save_credentials(s.home, data)
+        ident.save_credentials(s.home, data, s)
     out("logged in as %s (%s)" % (one_line(found.nick or name), one_line(found.user_id or "?")))
     return 0
 

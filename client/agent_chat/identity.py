@@ -66,10 +66,16 @@ def load_credentials(home):
     return data
 
 
-def save_credentials(home, data):
+def save_credentials(home, data, settings=None):
+    """Write ``credentials.json``; with ``settings``, also refresh the shell hook's curl config
+    (``hook_files``, imported only here: registering is rare, ``ac notify`` never does)."""
     data["version"] = 1
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(os.path.join(home, CREDENTIALS_FILE), text.encode("utf-8"), 0o600, fsync=True)
+    if settings is not None:
+        from . import hook_files
+
+        hook_files.refresh(settings, data)
 
 
 def _server_entry(data, server_url, create=False):
@@ -159,7 +165,7 @@ def resolve(settings, client):
         answer = register_request(client, settings, settings.nick, exact=False)
         key = nick_key(settings.nick) if settings.nick else nick_key(answer["nick"])
         identity = store_identity(data, settings.server_url, key, answer)
-        save_credentials(settings.home, data)
+        save_credentials(settings.home, data, settings)
     return identity
 
 

@@ -28,7 +28,7 @@ import os
 import shlex
 
 from ..errors import UsageError
-from . import hook_credentials
+from .. import hook_files
 from ..config import read_text
 from .plan import Plan, SetupError, add_hook, dump_json_settings, load_json_settings
 from .plan import matching_backup
@@ -263,19 +263,19 @@ def run(ctx, target: str, scope: str | None, dry_run: bool, uninstall: bool,
     installer.plan.apply(dry_run, out)
     if target == "hook" and uninstall:
         if dry_run:
-            out("would remove %s" % hook_credentials.hook_dir(ctx.settings.home))
+            out("would remove %s" % hook_files.hook_dir(ctx.settings.home))
         else:
-            for path in hook_credentials.remove(ctx.settings.home):
+            for path in hook_files.remove(ctx.settings.home):
                 out("removed %s" % path)
         return 0
     if uninstall:
         return 0
     if dry_run:
         out("would write the hook's credentials under %s" %
-            hook_credentials.hook_dir(ctx.settings.home))
+            hook_files.hook_dir(ctx.settings.home))
         return 0
     try:
-        written = hook_credentials.write(ctx)
+        written = hook_files.write(ctx)
     except Exception as e:  # server down: the hook creates them itself later
         if target == "hook":
             raise

@@ -4,7 +4,12 @@
   so the token never appears on a command line (``ps``). ``<nick>`` is ``AGENT_CHAT_NICK``
   with bytes outside ``[A-Za-z0-9_-]`` as ``_``, or ``default``.
 - ``ac-path``: the ``ac`` executable, which the hook runs in the background (``ac setup hook
-  --quiet``) when an agent with a new ``AGENT_CHAT_NICK`` has no ``<nick>.curl`` yet.
+  --quiet``) when it finds no ``<nick>.curl`` (an identity stored before ``ac`` wrote these
+  files, or an agent whose first ``ac`` command has not run yet).
+
+``ac`` refreshes them whenever it stores credentials (registration, ``ac register``, ``ac
+login``: :func:`refresh`), and ``ac setup`` writes them (:func:`write`). Imported lazily: the
+``ac notify`` hot path never loads this module.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..config import API_PREFIX, atomic_write, ensure_dir
+from .config import API_PREFIX, atomic_write, ensure_dir
 
 HOOK_DIR = "hook"
 SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -34,7 +39,7 @@ def _curl_string(value: str) -> str:
 
 
 def curl_config(server_url: str, token: str, label: str) -> str:
-    return ("# Agent Chat hook credentials for %s, written by `ac setup` (keep private)\n"
+    return ("# Agent Chat hook credentials for %s, written by `ac` (keep private)\n"
             "url = %s\nheader = %s\n" % (
                 label.replace("\n", " "), _curl_string(server_url + API_PREFIX + "/notify"),
                 _curl_string("Authorization: Bearer " + token)))
@@ -51,8 +56,20 @@ def ac_executable() -> str:
     return "ac"
 
 
+def write_files(settings, identity) -> str:
+    """Write the hook's files for ``identity``, the one ``settings`` resolve to; return the
+    curl config's path. Files whose content is unchanged are not rewritten."""
+    directory = hook_dir(settings.home)
+    ensure_dir(directory)
+    os.chmod(directory, 0o700)
+    _write_if_changed(os.path.join(directory, "ac-path"), ac_executable() + "\n")
+    path = os.path.join(directory, file_part(settings.env_nick) + ".curl")
+    _write_if_changed(path, curl_config(settings.server_url, identity.token, identity.label()))
+    return path
+
+
 def write(ctx) -> tuple[str, str] | None:
-    """Resolve (registering if needed) the identity and write its hook files.
+    """``ac setup``: resolve (registering if needed) the identity and write its hook files.
 
     Returns (path of the curl config, the identity's label), or None with AGENT_CHAT_TOKEN
     (the hook then reads the token from the environment).
@@ -60,15 +77,25 @@ def write(ctx) -> tuple[str, str] | None:
     s = ctx.settings
     if not s.writes_files:
         return None
-    directory = hook_dir(s.home)
-    ensure_dir(directory)
-    os.chmod(directory, 0o700)
-    _write_if_changed(os.path.join(directory, "ac-path"), ac_executable() + "\n")
     identity = ctx.identity()
-    path = os.path.join(directory, file_part(s.env_nick) + ".curl")
-    label = identity.label()
-    _write_if_changed(path, curl_config(s.server_url, identity.token, label))
-    return path, label
+    return write_files(s, identity), identity.label()
+
+
+def refresh(settings, data) -> None:
+    """After credentials were stored: point the hook at the identity ``settings`` now resolve
+    to (if any). Never fails the command that stored them: without the files the hook stays
+    quiet and falls back to running ``ac setup hook`` itself."""
+    if not settings.writes_files:
+        return
+    from .identity import stored_identity
+
+    found = stored_identity(data, settings.server_url, settings.nick)
+    if found is None:
+        return
+    try:
+        write_files(settings, found)
+    except OSError:
+        pass
 
 
 def _write_if_changed(path: str, text: str) -> None:
