@@ -54,5 +54,8 @@ def from_matrix(e: Exception, doing: str) -> ApiError:
         status = getattr(e, "http_status", 502)
         if status == 429:
             return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
+        if 400 <= status < 500:  # the request was wrong (an unknown room id, say), not the server
+            reason = getattr(e, "message", "") or getattr(e, "errcode", "") or str(status)
+            return ApiError(400, "M_UNKNOWN", f"the homeserver refused {doing}: {reason}")
         return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing} ({status})")
     return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing}")

@@ -33,6 +33,10 @@ class Rooms:
         suffix = ":" + self.config.server_name
         if local.endswith(suffix):
             local = local[: -len(suffix)]
+        elif ":" in local and local.split(":", 1)[0]:
+            raise ApiError(
+                404, "M_NOT_FOUND", f"no room {name} here: this server does not federate"
+            )
         if not local or ":" in local or len(local) > 64 or not all(
             c.isascii() and (c.isalnum() or c in "._-") for c in local
         ):
@@ -130,7 +134,7 @@ class Rooms:
         try:
             await self.join(caller, room_id)
         except ApiError as e:
-            if e.status in (403, 404):
+            if 400 <= e.status < 500 and e.status != 429:
                 raise ApiError(404, "M_NOT_FOUND", "no such room, or you may not join it") from None
             raise
         return room_id

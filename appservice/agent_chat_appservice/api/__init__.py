@@ -37,7 +37,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return e.response()
     except web.HTTPException as e:
         if e.status == 405:
-            return ApiError(405, "M_UNRECOGNIZED", f"{request.method} is not allowed here").response()
+            allowed = sorted(getattr(e, "allowed_methods", None) or ())
+            use = f"; use {' or '.join(allowed)}" if allowed else ""
+            response = ApiError(
+                405, "M_UNRECOGNIZED", f"{request.method} is not allowed here{use}"
+            ).response()
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+            return response
         if e.status == 404:
             return ApiError(404, "M_UNRECOGNIZED", "no such API route").response()
         if e.status == 413:

@@ -101,6 +101,8 @@ async def send(request: web.Request) -> web.Response:
     data = await json_body(request)
     target = string_field(data, "to")
     body = string_field(data, "body", max_len=MAX_BODY)
+    if not body.strip():
+        raise ApiError(400, "M_BAD_JSON", "'body' is only whitespace: there is nothing to send")
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
@@ -144,6 +146,8 @@ async def messages(request: web.Request) -> web.Response:
     unread = query_bool(request, "unread", False)
     mark_read = query_bool(request, "mark_read", True)
     room = request.query.get("room")
+    if room is not None and not room:
+        raise ApiError(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
     if room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
     else:
@@ -152,6 +156,8 @@ async def messages(request: web.Request) -> web.Response:
     if unread:
         after = await Ledger.read_markers(me.user_id, room_ids)
     since = request.query.get("since")
+    if since is not None and not since.startswith("$"):
+        raise ApiError(400, "M_INVALID_PARAM", "'since' is the event id of a message ($...)")
     if since:
         found = await Message.seq_of(since)
         if found is None or found[0] not in room_ids:

@@ -24,12 +24,6 @@ from .messages import post_message
 PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
 
 
-@routes.get("/hooks/{hook_id}")
-@public
-async def hook_get(_: web.Request) -> web.Response:
-    raise ApiError(405, "M_UNRECOGNIZED", f"webhooks take POST, not GET: {PAYLOAD_HELP}")
-
-
 @routes.post("/hooks/{hook_id}")
 @public
 async def hook_post(request: web.Request) -> web.Response:

@@ -103,9 +103,18 @@ class Message:
                 r["displayname"],
                 r["ts"],
                 r["msgtype"],
-                json.loads(r["body"]),
+                _decode_body(r["body"]),
                 r["prefix"],
                 bool(r["urgent"]),
             )
             for r in rows
         ]
+
+
+def _decode_body(stored: str) -> str:
+    """One corrupt row must not break reading the room for everyone."""
+    try:
+        body = json.loads(stored)
+    except (TypeError, ValueError):
+        return "[unreadable message]"
+    return body if isinstance(body, str) else "[unreadable message]"
