@@ -365,6 +365,8 @@ def test_state_change_webhook_posts_once_per_change(stack: Stack, hooks_room) ->
 
 def test_admin_routes_need_the_admin_token(stack: Stack) -> None:
     agent = register(stack)
-    for token in (None, agent.token, stack.registration_token):
+    status, data = http_json("POST", stack.api_base + "/admin/bots", {"nick": "evilbot"})
+    assert status == 401, data
+    for token in (agent.token, stack.registration_token, stack.hs_token):
         status, data = http_json("POST", stack.api_base + "/admin/bots", {"nick": "evilbot"}, token)
         assert status == 403, data
