@@ -190,7 +190,7 @@ class Bench:
         ) as r:
             assert r.status == 200, await r.text()
             room_id = (await r.json())["room_id"]
-        raw, ours, sent, ours_push = [], [], [], []
+        raw, ours, sent, ours_push, raw_sent = [], [], [], [], []
         base = await self.notify_count(receiver["token"], "#general")
         for i in range(rounds):
             # raw: a masqueraded Synapse send, until the bare probe has the event
@@ -203,6 +203,7 @@ class Bench:
                 headers=headers,
             ) as r:
                 event_id = (await r.json())["event_id"]
+            raw_sent.append((time.perf_counter() - t0) * 1000)
             if event_id not in self.probe.arrived:
                 fut = asyncio.get_running_loop().create_future()
                 self.probe.waiters[event_id] = fut
@@ -231,6 +232,7 @@ class Bench:
             "api_send_to_notify_ms_p95": p95(ours),
             "ratio": median(ours) / median(raw),
             "api_send_ms_median": median(sent),
+            "raw_send_ms_median": median(raw_sent),
             "same_event_push_to_probe_ms_median": median(ours_push) if ours_push else None,
         }
 
@@ -247,6 +249,63 @@ class Bench:
             "client_rtt_ms_median": median(client),
             "entries": len(data["unread"]),
         }
+
+    async def throughput(self, agents: list[dict], per_agent: int) -> None:
+        """N agents sending at once: through the REST API, and as raw masqueraded Synapse sends
+        (what the appservice itself does for each send), into the same fresh room."""
+        owner = agents[0]
+        status, data, _ = await self.api_call("POST", "/rooms", owner["token"], {"alias": "#tput"})
+        assert status == 201, data
+        room_id = data["room_id"]
+        await self.gather_limited(
+            [self.api_call("POST", "/join", a["token"], {"room": "#tput"}) for a in agents[1:]], 8
+        )
+        headers = {"Authorization": f"Bearer {self.config.as_token}"}
+
+        async def raw_send(agent: dict, i: int) -> None:
+            async with self.http.put(
+                f"{self.synapse}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/"
+                f"raw{secrets.token_hex(8)}",
+                params={"user_id": agent["user_id"]},
+                json={"msgtype": "m.text", "body": f"raw {i}"},
+                headers=headers,
+            ) as r:
+                assert r.status == 200, await r.text()
+
+        async def api_send(agent: dict, i: int) -> None:
+            await self.send(agent["token"], "#tput", f"api {i}")
+
+        async def run(kind, fn) -> float:
+            async def one_agent(agent: dict) -> None:
+                for i in range(per_agent):
+                    await fn(agent, i)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one_agent(a) for a in agents))
+            return len(agents) * per_agent / (time.perf_counter() - t0)
+
+        rates = {"raw": [], "api": []}
+        for _ in range(2):  # interleaved, so both see the same machine
+            rates["raw"].append(await run("raw", raw_send))
+            rates["api"].append(await run("api", api_send))
+        raw, api = max(rates["raw"]), max(rates["api"])
+        self.results["throughput"] = {
+            "agents": len(agents),
+            "messages_per_agent": per_agent,
+            "raw_msgs_per_second": raw,
+            "api_msgs_per_second": api,
+            "api_over_raw": api / raw,
+        }
+
+    def appservice_rss_mib(self) -> float | None:
+        try:
+            pid = int(self.dd.pid_file("appservice").read_text())
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            return None
+        return None
 
     async def big_room(self, agents: list[dict], rounds: int) -> None:
         owner = agents[0]
@@ -336,21 +395,24 @@ class Bench:
                 "after_history": after,
                 "after_over_before": after["server_ms_median"] / before["server_ms_median"],
             }
+            await self.throughput(agents[: a.concurrent], a.per_agent)
             await self.big_room(agents, a.big_rounds)
+            self.results["appservice_rss_mib"] = self.appservice_rss_mib()
         finally:
             await self.http.close()
             await self.probe.runner.cleanup()
 
     def report(self) -> str:
         r = self.results
-        d, n, b = r["delivery"], r["notify"], r["big_room"]
+        d, n, b, t = r["delivery"], r["notify"], r["big_room"], r["throughput"]
         rows = [
             ("database", self.args.database or "sqlite", ""),
             ("agents registered", f"{r['register']['agents']} in {r['register']['seconds']:.1f} s", ""),
             ("raw Synapse send → push (median)", f"{d['raw_push_ms_median']:.1f} ms", ""),
             ("API send → other's notify (median)", f"{d['api_send_to_notify_ms_median']:.1f} ms",
              f"ratio {d['ratio']:.2f} (target ≤ 1.3)"),
-            ("  of which the API send call", f"{d['api_send_ms_median']:.1f} ms", ""),
+            ("  of which the API send call", f"{d['api_send_ms_median']:.1f} ms",
+             f"raw Synapse send call {d['raw_send_ms_median']:.1f} ms"),
             ("  same event pushed to the probe at",
              f"{d['same_event_push_to_probe_ms_median'] or 0:.1f} ms", ""),
             (f"notify, {n['unread_rooms']} unread rooms, server (median)",
@@ -361,6 +423,10 @@ class Bench:
             ("history send throughput", f"{n['history_msgs_per_second']:.0f} msg/s", ""),
             (f"ledger apply, room of {b['members']} members (median)",
              f"{b['ledger_apply_ms_median']:.2f} ms", f"max {b['ledger_apply_ms_max']:.2f} ms; target ≤ 20 ms"),
+            (f"raw masqueraded sends, {t['agents']} agents at once", f"{t['raw_msgs_per_second']:.0f} msg/s", ""),
+            (f"REST API sends, {t['agents']} agents at once", f"{t['api_msgs_per_second']:.0f} msg/s",
+             f"{t['api_over_raw']:.0%} of raw (target ≥ 80%)"),
+            ("appservice memory (RSS) at the end", f"{r['appservice_rss_mib'] or 0:.0f} MiB", ""),
         ]
         width = max(len(k) for k, _, _ in rows)
         return "\n".join(f"{k:<{width}}  {v:>14}  {note}" for k, v, note in rows)
@@ -371,9 +437,11 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--history", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=40, help="delivery latency rounds")
+    parser.add_argument("--rounds", type=int, default=200, help="delivery latency rounds")
     parser.add_argument("--samples", type=int, default=300, help="notify calls per measurement")
     parser.add_argument("--big-rounds", type=int, default=10)
+    parser.add_argument("--concurrent", type=int, default=50, help="agents sending at once")
+    parser.add_argument("--per-agent", type=int, default=8, help="messages each, per run")
     parser.add_argument("--database", help="appservice database URL (default: SQLite)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()

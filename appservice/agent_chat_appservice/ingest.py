@@ -198,7 +198,13 @@ async def apply(
 
 
 async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
-    alias = await conn.fetchval("SELECT alias FROM room WHERE room_id=$1", rec.room_id)
+    row = await conn.fetchrow(
+        "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
+        " (SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2) AS name",
+        rec.room_id,
+        rec.sender,
+    )
+    alias, name = row["alias"], row["name"]
     urgent = rec.room_mention or is_urgent(rec.body, alias)
     seq = await Message.insert(
         conn,
@@ -213,9 +219,6 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
     )
     if seq is None:
         return 0  # delivered before: counted before
-    name = await conn.fetchval(
-        "SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2", rec.room_id, rec.sender
-    )
     await Ledger.on_message(
         conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned
     )

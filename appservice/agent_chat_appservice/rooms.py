@@ -8,6 +8,7 @@ Callers name rooms as ``#general``, ``#general:server`` or ``!id:server``, and p
 from __future__ import annotations
 
 import logging
+import time
 
 from mautrix.errors import MatrixRequestError, MNotFound
 
@@ -17,12 +18,40 @@ from .homeserver import Homeserver
 
 log = logging.getLogger("agent_chat.rooms")
 
+ALIAS_CACHE_SECONDS = 10.0
+
 
 class Rooms:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.config = hs.config
         self.default_room_ids: list[str] = []
+        # Shared rooms' aliases change rarely, and members rarely leave: short-lived caches
+        # save queries on every send. (A stale "joined" only lets Synapse refuse the send.)
+        self._alias_cache: dict[str, tuple[str, float]] = {}
+        self._joined_cache: dict[tuple[str, str], float] = {}
+
+    async def _is_joined(self, room_id: str, user_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._joined_cache.get((room_id, user_id), -1e9) < ALIAS_CACHE_SECONDS:
+            return True
+        if not await Member.is_joined(room_id, user_id):
+            return False
+        if len(self._joined_cache) > 100000:
+            self._joined_cache.clear()
+        self._joined_cache[(room_id, user_id)] = now
+        return True
+
+    async def _room_id_by_alias(self, alias: str) -> str | None:
+        now = time.monotonic()
+        cached = self._alias_cache.get(alias)
+        if cached and now - cached[1] < ALIAS_CACHE_SECONDS:
+            return cached[0]
+        room = await Room.get_by_alias(alias)
+        if room is None:
+            return None
+        self._alias_cache[alias] = (room.room_id, now)
+        return room.room_id
 
     def full_alias(self, localpart: str) -> str:
         return f"#{localpart}:{self.config.server_name}"
@@ -111,23 +140,21 @@ class Rooms:
         """The room id of a room the caller is in (joining a public one when ``join``)."""
         if name.startswith("!"):
             room_id = name
-            if await Member.is_joined(room_id, caller):
+            if await self._is_joined(room_id, caller):
                 return room_id
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
         else:
             alias = self.alias_localpart(name)
-            room = await Room.get_by_alias(alias)
-            if room is not None:
-                room_id = room.room_id
-            else:
+            room_id = await self._room_id_by_alias(alias)
+            if room_id is None:
                 try:
                     room_id = await self.hs.resolve_alias(self.full_alias(alias))
                 except MNotFound:
                     raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
                 except MatrixRequestError as e:
                     raise from_matrix(e, "looking up the room") from None
-            if await Member.is_joined(room_id, caller):
+            if await self._is_joined(room_id, caller):
                 return room_id
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", f"you are not in #{alias}")
@@ -196,7 +223,7 @@ class Rooms:
             other = others[0].user_id if others else None
             if other is None:
                 q = "SELECT user_id FROM member WHERE room_id=$1 AND user_id<>$2 LIMIT 1"
-                other = await Member.db.fetchval(q, room_id, viewer)
+                other = await Member.read_db.fetchval(q, room_id, viewer)
             if other:
                 return "@" + await self.person_name(other)
         return room.name if room and room.name else room_id

@@ -36,14 +36,17 @@ API_PREFIX = "/_agent_chat/v1"
 class AgentChatService:
     def __init__(self, config: Config) -> None:
         self.config = config
-        # SQLite in WAL mode: several connections let notify and reads run while a homeserver
-        # transaction is being written (writers wait on busy_timeout; every write transaction
-        # starts with a write, so none has to upgrade a read snapshot).
+        # SQLite (WAL): one writer connection, so writes queue in-process instead of sleeping
+        # in SQLite's busy handler, and a pool of readers that never wait for a write.
+        # PostgreSQL: one pool for both.
         postgres = config.database.startswith(("postgres:", "postgresql:"))
         self.db = Database.create(
             config.database,
             upgrade_table=tables.upgrade_table,
-            db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 4},
+            db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 1},
+        )
+        self.read_db = (
+            self.db if postgres else Database.create(config.database, db_args={"min_size": 3})
         )
         self.hs = Homeserver(config)
         self.rooms = Rooms(self.hs)
@@ -86,8 +89,10 @@ class AgentChatService:
         return web.Response(text=metrics.render(), content_type="text/plain")
 
     async def start(self) -> None:
-        await self.db.start()
-        tables.init(self.db)
+        await self.db.start()  # runs the migrations
+        if self.read_db is not self.db:
+            await self.read_db.start()
+        tables.init(self.db, self.read_db)
         await self.hs.start()
         self.hs.user_tokens = await tables.Identity.matrix_tokens()
         # Serve before bootstrapping: room creation makes Synapse push transactions to us.
@@ -108,6 +113,8 @@ class AgentChatService:
         if self.runner:
             await self.runner.cleanup()
         await self.hs.stop()
+        if self.read_db is not self.db:
+            await self.read_db.stop()
         await self.db.stop()
 
     async def _wait_for_homeserver(self, timeout: float = 60.0) -> None:

@@ -8,7 +8,6 @@ import time
 from aiohttp import web
 
 from .. import metrics
-from ..db import Identity
 from ..errors import ApiError
 from . import admin, agents, messages, rooms, webhooks  # noqa: F401  (routes on base.routes)
 from .base import CONTEXT, IDENTITY, Context, routes
@@ -68,7 +67,7 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
         raise ApiError(401, "M_MISSING_TOKEN", "missing 'Authorization: Bearer <token>' header")
-    identity = await Identity.get_by_token(header[7:].strip())
+    identity = await request.app[CONTEXT].identity_for(header[7:].strip())
     if identity is None:
         raise ApiError(401, "M_UNKNOWN_TOKEN", "unknown or revoked token; register again")
     request[IDENTITY] = identity

@@ -20,6 +20,7 @@ routes = web.RouteTableDef()
 CONTEXT = web.AppKey("context", "Context")
 IDENTITY = "agent_chat.identity"
 MAX_JSON = 64 * 1024
+TOKEN_CACHE_SECONDS = 30.0
 
 
 class RateLimiter:
@@ -51,6 +52,20 @@ class Context:
     send_limiter: RateLimiter
     ready: bool = False
     _touched: dict[str, float] = field(default_factory=dict)
+    _tokens: dict[str, tuple[Identity, float]] = field(default_factory=dict)
+
+    async def identity_for(self, token: str) -> Identity | None:
+        """The identity behind an API token, cached briefly: every hook call authenticates."""
+        now = time.monotonic()
+        cached = self._tokens.get(token)
+        if cached and now - cached[1] < TOKEN_CACHE_SECONDS:
+            return cached[0]
+        identity = await Identity.get_by_token(token)
+        if identity is not None:
+            if len(self._tokens) > 10000:
+                self._tokens.clear()
+            self._tokens[token] = (identity, now)
+        return identity
 
     async def touch(self, identity: Identity) -> None:
         """Record activity for `who`, at most once a minute per caller (notify is hot)."""

@@ -106,37 +106,42 @@ async def send(request: web.Request) -> web.Response:
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
-    previous = await ClientSend.get(me.user_id, txn_id)
-    if previous is not None and previous.event_id is None:
-        # An earlier attempt's outcome is unknown (e.g. Synapse restarted mid-request and
-        # forgot its own deduplication): look for it before sending again.
-        try:
-            found = await context.hs.find_sent(me.user_id, previous.room_id, txn_id)
-        except Exception as e:
-            raise from_matrix(e, "checking an earlier attempt of this send") from None
-        if found:
-            await previous.complete(found)
-    if previous is not None and previous.event_id is not None:  # a retry: answer the same
-        label = await context.rooms.label(previous.room_id, me.user_id)
-        return ok({"event_id": previous.event_id, "room_id": previous.room_id, "room": label})
-    wait_ms = context.send_limiter.check(me.user_id)
-    if wait_ms is not None:
-        raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
-    if previous is not None:
+    room_id = await resolve_target(context, me.user_id, target, join=True)
+    attempt = ClientSend(me.user_id, txn_id, room_id, None)
+    previous = await attempt.reserve()
+    if previous is None:  # a new send
+        wait_ms = context.send_limiter.check(me.user_id)
+        if wait_ms is not None:
+            await attempt.release()
+            raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
+    else:  # a retry
+        attempt = previous
         room_id = previous.room_id
-    else:
-        room_id = await resolve_target(context, me.user_id, target, join=True)
-        previous = ClientSend(me.user_id, txn_id, room_id, None)
-        await previous.reserve()
+        if previous.event_id is None:
+            # The earlier attempt's outcome is unknown (e.g. Synapse restarted mid-request
+            # and forgot its own deduplication): look for it before sending again.
+            try:
+                found = await context.hs.find_sent(me.user_id, room_id, txn_id)
+            except Exception as e:
+                raise from_matrix(e, "checking an earlier attempt of this send") from None
+            if found:
+                await previous.complete(found)
+        if previous.event_id is not None:  # answer what the first attempt did
+            label = await context.rooms.label(room_id, me.user_id)
+            return ok({"event_id": previous.event_id, "room_id": room_id, "room": label})
     event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
-    await previous.complete(event_id)
-    label = await context.rooms.label(room_id, me.user_id)
+    # Recorded after answering: a retry before this lands finds the event in the timeline.
+    _in_background(attempt.complete(event_id))
+    if target.startswith("#"):
+        label = "#" + context.rooms.alias_localpart(target)
+    else:
+        label = await context.rooms.label(room_id, me.user_id)
     return ok({"event_id": event_id, "room_id": room_id, "room": label})
 
 
 async def joined_rooms(user_id: str) -> list[str]:
     q = "SELECT room_id FROM member WHERE user_id=$1 AND membership='join'"
-    return [r["room_id"] for r in await Member.db.fetch(q, user_id)]
+    return [r["room_id"] for r in await Member.read_db.fetch(q, user_id)]
 
 
 @routes.get("/messages")

@@ -46,7 +46,7 @@ async def channels(request: web.Request) -> web.Response:
         " WHERE m.user_id=$1 AND m.membership='join' ORDER BY r.is_direct, r.alias, r.room_id"
     )
     result = []
-    for r in await Member.db.fetch(q, me.user_id):
+    for r in await Member.read_db.fetch(q, me.user_id):
         result.append(
             {
                 "room_id": r["room_id"],

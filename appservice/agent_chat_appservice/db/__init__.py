@@ -17,10 +17,12 @@ from .webhook import Webhook
 ALL = (HSTransaction, ClientSend, Identity, Ledger, Member, Message, Room, DirectChat, Webhook)
 
 
-def init(db: Database) -> None:
-    """Bind every table class to the database."""
+def init(db: Database, read: Database | None = None) -> None:
+    """Bind every table class to the database: ``db`` for writes (and reads that must see a
+    write in progress), ``read`` for plain reads (defaults to ``db``)."""
     for table in ALL:
         table.db = db
+        table.read_db = read or db
 
 
 __all__ = [

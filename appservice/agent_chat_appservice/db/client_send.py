@@ -20,6 +20,7 @@ from .identity import now_ms
 @dataclass
 class ClientSend:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     user_id: str
     txn_id: str
@@ -29,18 +30,28 @@ class ClientSend:
     @classmethod
     async def get(cls, user_id: str, txn_id: str) -> ClientSend | None:
         q = "SELECT room_id, event_id FROM client_send WHERE user_id=$1 AND txn_id=$2"
-        row = await cls.db.fetchrow(q, user_id, txn_id)
+        row = await cls.read_db.fetchrow(q, user_id, txn_id)
         if row is None:
             return None
         return cls(user_id, txn_id, row["room_id"], row["event_id"])
 
-    async def reserve(self) -> None:
-        """Note that a send is starting (before the homeserver is asked)."""
+    async def reserve(self) -> ClientSend | None:
+        """Note that a send is starting (before the homeserver is asked).
+
+        None when this txn id is new; otherwise the earlier attempt (a retry).
+        """
         q = (
             "INSERT INTO client_send (user_id, txn_id, room_id, created_at) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, txn_id) DO NOTHING"
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, txn_id) DO NOTHING RETURNING txn_id"
         )
-        await self.db.execute(q, self.user_id, self.txn_id, self.room_id, now_ms())
+        if await self.db.fetchval(q, self.user_id, self.txn_id, self.room_id, now_ms()):
+            return None
+        return await self.get(self.user_id, self.txn_id)
+
+    async def release(self) -> None:
+        """Forget a reservation that was never sent (the send was refused first)."""
+        q = "DELETE FROM client_send WHERE user_id=$1 AND txn_id=$2 AND event_id IS NULL"
+        await self.db.execute(q, self.user_id, self.txn_id)
 
     async def complete(self, event_id: str) -> None:
         self.event_id = event_id

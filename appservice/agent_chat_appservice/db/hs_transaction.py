@@ -11,6 +11,7 @@ from .identity import now_ms
 
 class HSTransaction:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @classmethod
     async def claim(cls, conn: Connection, txn_id: str, digest: str) -> bool:
@@ -20,19 +21,13 @@ class HSTransaction:
         restarts its txnId counter in some cases (seen after an unclean stop), so an old id
         with new contents is applied; every write it makes is idempotent by event id anyway.
         """
-        # Write first: on SQLite that takes the write lock at once, so this transaction never
-        # has to upgrade a read snapshot (which can fail with SQLITE_BUSY under concurrency).
-        await conn.execute(
-            "UPDATE hs_transaction SET received_at=$2 WHERE txn_id=$1", txn_id, now_ms()
-        )
-        q = "SELECT digest FROM hs_transaction WHERE txn_id=$1"
-        previous = await conn.fetchval(q, txn_id)
-        if previous == digest:
-            return False
+        # One statement, and a write: on SQLite it takes the write lock at once, so this
+        # transaction never has to upgrade a read snapshot. A row comes back when the
+        # transaction is new or its contents differ; none when it is an exact repeat.
         q = (
             "INSERT INTO hs_transaction (txn_id, digest, received_at) VALUES ($1, $2, $3) "
             "ON CONFLICT (txn_id) DO UPDATE SET digest=excluded.digest, "
-            "received_at=excluded.received_at"
+            "received_at=excluded.received_at WHERE hs_transaction.digest<>excluded.digest "
+            "RETURNING txn_id"
         )
-        await conn.execute(q, txn_id, digest, now_ms())
-        return True
+        return await conn.fetchval(q, txn_id, digest, now_ms()) is not None

@@ -24,6 +24,7 @@ def new_token() -> str:
 @dataclass
 class Identity:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     user_id: str
     nick: str
@@ -48,12 +49,12 @@ class Identity:
     @classmethod
     async def get(cls, user_id: str) -> Identity | None:
         q = f"SELECT {cls._columns} FROM identity WHERE user_id=$1"
-        return cls._from_row(await cls.db.fetchrow(q, user_id))
+        return cls._from_row(await cls.read_db.fetchrow(q, user_id))
 
     @classmethod
     async def get_by_nick(cls, nick: str) -> Identity | None:
         q = f"SELECT {cls._columns} FROM identity WHERE nick_key=$1"
-        return cls._from_row(await cls.db.fetchrow(q, nick.lower()))
+        return cls._from_row(await cls.read_db.fetchrow(q, nick.lower()))
 
     @classmethod
     async def get_by_token(cls, token: str) -> Identity | None:
@@ -61,7 +62,7 @@ class Identity:
             "SELECT i.user_id, i.nick, i.kind, i.created_at, i.last_active FROM api_token t "
             "JOIN identity i ON i.user_id = t.user_id WHERE t.token_hash=$1"
         )
-        return cls._from_row(await cls.db.fetchrow(q, hash_token(token)))
+        return cls._from_row(await cls.read_db.fetchrow(q, hash_token(token)))
 
     @classmethod
     async def nick_keys_taken(cls, keys: list[str]) -> set[str]:
@@ -69,11 +70,11 @@ class Identity:
             return set()
         placeholders = ", ".join(f"${i + 1}" for i in range(len(keys)))
         q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
-        return {row["nick_key"] for row in await cls.db.fetch(q, *keys)}
+        return {row["nick_key"] for row in await cls.read_db.fetch(q, *keys)}
 
     @classmethod
     async def count(cls) -> int:
-        return await cls.db.fetchval("SELECT COUNT(*) FROM identity")
+        return await cls.read_db.fetchval("SELECT COUNT(*) FROM identity")
 
     async def insert(self, conn: Connection | None = None) -> None:
         q = (
@@ -101,7 +102,7 @@ class Identity:
     async def matrix_tokens(cls) -> dict[str, str]:
         """Humans' Matrix access tokens, by user id."""
         q = "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
-        return {r["user_id"]: r["matrix_token"] for r in await cls.db.fetch(q)}
+        return {r["user_id"]: r["matrix_token"] for r in await cls.read_db.fetch(q)}
 
     @classmethod
     async def upsert_human(cls, user_id: str, nick: str, matrix_token: str) -> Identity:

@@ -27,6 +27,7 @@ class Unread:
 
 class Ledger:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @classmethod
     async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:
@@ -104,7 +105,7 @@ class Ledger:
         wanted = set(room_ids)
         return {
             r["room_id"]: r["last_read_seq"]
-            for r in await cls.db.fetch(q, user_id)
+            for r in await cls.read_db.fetch(q, user_id)
             if r["room_id"] in wanted
         }
 
@@ -118,7 +119,7 @@ class Ledger:
             " FROM unread u JOIN room r ON r.room_id=u.room_id"
             " WHERE u.user_id=$1 AND u.count>0 ORDER BY r.is_direct, r.alias, u.room_id"
         )
-        rows = await cls.db.fetch(q, user_id)
+        rows = await cls.read_db.fetch(q, user_id)
         result = []
         for r in rows:
             result.append(
@@ -138,7 +139,7 @@ class Ledger:
     @classmethod
     async def counts(cls, user_id: str) -> dict[str, int]:
         q = "SELECT room_id, count FROM unread WHERE user_id=$1"
-        return {r["room_id"]: r["count"] for r in await cls.db.fetch(q, user_id)}
+        return {r["room_id"]: r["count"] for r in await cls.read_db.fetch(q, user_id)}
 
 
 def _rows_changed(result) -> int:

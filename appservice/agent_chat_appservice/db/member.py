@@ -11,6 +11,7 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Member:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     room_id: str
     user_id: str
@@ -37,7 +38,7 @@ class Member:
     @classmethod
     async def is_joined(cls, room_id: str, user_id: str) -> bool:
         q = "SELECT 1 FROM member WHERE room_id=$1 AND user_id=$2 AND membership='join'"
-        return bool(await cls.db.fetchval(q, room_id, user_id))
+        return bool(await cls.read_db.fetchval(q, room_id, user_id))
 
     @classmethod
     async def joined(cls, room_id: str) -> list[Member]:
@@ -48,17 +49,17 @@ class Member:
         )
         return [
             cls(r["room_id"], r["user_id"], r["displayname"], r["kind"], r["last_active"])
-            for r in await cls.db.fetch(q, room_id)
+            for r in await cls.read_db.fetch(q, room_id)
         ]
 
     @classmethod
     async def find_user_by_name(cls, name: str) -> str | None:
         """A user id whose display name is ``name`` (case-insensitive), if exactly one."""
         q = "SELECT DISTINCT user_id FROM member WHERE LOWER(displayname)=$1 LIMIT 2"
-        rows = await cls.db.fetch(q, name.lower())
+        rows = await cls.read_db.fetch(q, name.lower())
         return rows[0]["user_id"] if len(rows) == 1 else None
 
     @classmethod
     async def name_of(cls, user_id: str) -> str | None:
         q = "SELECT displayname FROM member WHERE user_id=$1 AND displayname IS NOT NULL LIMIT 1"
-        return await cls.db.fetchval(q, user_id)
+        return await cls.read_db.fetchval(q, user_id)

@@ -16,6 +16,7 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Message:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     seq: int
     event_id: str
@@ -42,11 +43,10 @@ class Message:
         urgent: bool,
     ) -> int | None:
         """Store a message; its seq, or None when this event was stored before."""
-        if await conn.fetchval("SELECT 1 FROM message WHERE event_id=$1", event_id):
-            return None
         q = (
             "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, prefix, urgent) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq"
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING "
+            "RETURNING seq"
         )
         body_json = json.dumps(body)
         return await conn.fetchval(
@@ -91,7 +91,7 @@ class Message:
             " LEFT JOIN member mem ON mem.room_id=msg.room_id AND mem.user_id=msg.sender"
             f" WHERE {where} ORDER BY msg.seq {order} LIMIT ${len(args)}"
         )
-        rows = await cls.db.fetch(q, *args)
+        rows = await cls.read_db.fetch(q, *args)
         if not oldest_first:
             rows = list(reversed(rows))
         return [

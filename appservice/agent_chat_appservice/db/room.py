@@ -11,6 +11,7 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Room:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     room_id: str
     alias: str | None  # the alias' localpart ("general"), None for direct chats
@@ -29,12 +30,12 @@ class Room:
     @classmethod
     async def get(cls, room_id: str) -> Room | None:
         q = f"SELECT {cls._columns} FROM room WHERE room_id=$1"
-        return cls._from_row(await cls.db.fetchrow(q, room_id))
+        return cls._from_row(await cls.read_db.fetchrow(q, room_id))
 
     @classmethod
     async def get_by_alias(cls, alias: str) -> Room | None:
         q = f"SELECT {cls._columns} FROM room WHERE alias=$1"
-        return cls._from_row(await cls.db.fetchrow(q, alias))
+        return cls._from_row(await cls.read_db.fetchrow(q, alias))
 
     @classmethod
     async def ensure(cls, conn: Connection, room_id: str, is_direct: bool = False) -> None:
@@ -67,6 +68,7 @@ class Room:
 
 class DirectChat:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @staticmethod
     def _pair(a: str, b: str) -> tuple[str, str]:
@@ -76,7 +78,7 @@ class DirectChat:
     async def get(cls, a: str, b: str) -> str | None:
         user_a, user_b = cls._pair(a, b)
         q = "SELECT room_id FROM direct_chat WHERE user_a=$1 AND user_b=$2"
-        return await cls.db.fetchval(q, user_a, user_b)
+        return await cls.read_db.fetchval(q, user_a, user_b)
 
     @classmethod
     async def set(cls, conn: Connection | None, a: str, b: str, room_id: str) -> None:

@@ -14,6 +14,7 @@ from .ledger import _rows_changed
 @dataclass
 class Webhook:
     db: ClassVar[Database]
+    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     hook_id: str
     name: str
@@ -28,7 +29,7 @@ class Webhook:
             "SELECT hook_id, name, user_id, room_id, signing_secret, state_change FROM webhook "
             "WHERE hook_id=$1"
         )
-        row = await cls.db.fetchrow(q, hook_id)
+        row = await cls.read_db.fetchrow(q, hook_id)
         if row is None:
             return None
         return cls(
@@ -66,7 +67,7 @@ class Webhook:
 
     async def delivery_event(self, delivery_id: str) -> str | None:
         q = "SELECT event_id FROM webhook_delivery WHERE hook_id=$1 AND delivery_id=$2"
-        return await self.db.fetchval(q, self.hook_id, delivery_id)
+        return await self.read_db.fetchval(q, self.hook_id, delivery_id)
 
     async def finish_delivery(self, delivery_id: str, event_id: str | None) -> None:
         if event_id is None:  # the post failed: let the sender retry this delivery
@@ -100,4 +101,4 @@ class Webhook:
 
     async def state(self, key: str) -> str | None:
         q = "SELECT state FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
-        return await self.db.fetchval(q, self.hook_id, key)
+        return await self.read_db.fetchval(q, self.hook_id, key)
