@@ -45,7 +45,9 @@ pytestmark = pytest.mark.security
 SCHEMATHESIS_DIR = Path(__file__).parent / "schemathesis"
 
 
-def test_schemathesis_finds_no_server_errors_or_schema_violations(stack: Stack) -> None:
+def test_schemathesis_finds_no_server_errors_or_schema_violations(
+    stack: Stack, tmp_path: Path
+) -> None:
     agent = register(stack)
     st = Path(sys.executable).with_name("st")
     result = subprocess.run(
@@ -56,7 +58,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(stack: Stack) 
             "--checks", "all", "--max-examples", "25", "--seed", "20261125",
             "--no-color",
         ],
-        capture_output=True, text=True, timeout=600, cwd=SCHEMATHESIS_DIR,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
     )
     # Schemathesis exits non-zero on any failed check (server error, schema violation...).
     assert result.returncode == 0, "\n".join(result.stdout.splitlines()[-40:])
