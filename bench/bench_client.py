@@ -144,6 +144,18 @@ def create_matrix_user(server):
     return body["user_id"], body["access_token"]
 
 
+def _first_token(data):
+    """The API token stored in an ac credentials file (whatever its nesting)."""
+    if isinstance(data, dict):
+        if isinstance(data.get("token"), str):
+            return data["token"]
+        for value in data.values():
+            found = _first_token(value)
+            if found:
+                return found
+    return None
+
+
 def child_env(extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AGENT_CHAT_") and k != "PYTHONDONTWRITEBYTECODE"}
@@ -279,6 +291,8 @@ def bench(server, tmp, args):
     seed_env = child_env({})
     seed = [PY, SEED, "--state", str(state_path)]
 
+    token = _first_token(json.loads((home / "credentials.json").read_text()))
+    curl = shutil.which("curl")
     counter = iter(range(10**9))
     commands = {
         "ac notify --oneline": (lambda: [AC, "notify", "--oneline"], env),
@@ -288,6 +302,12 @@ def bench(server, tmp, args):
         "ac listen --last 20": (lambda: [AC, "listen", "--last", "20"], env),
         "seed listen": (lambda: [*seed, "listen", room, "--last", "20"], seed_env),
     }
+    if curl:  # the floor: one HTTP request from the cheapest client there is
+        commands["curl notify (floor)"] = (
+            lambda: [curl, "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}",
+                     server.api_url + "/_agent_chat/v1/notify?format=oneline"],
+            env,
+        )
     samples = {name: [] for name in commands}
     errfile = tmp / "stderr.txt"
     total = args.warmup + args.runs

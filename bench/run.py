@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Run every benchmark, print the tables and write them with the machine to docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py                    # full scale, SQLite
+    .venv/bin/python bench/run.py --postgres postgres://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/run.py --quick            # small scale, a few minutes
+
+Each script starts its own throwaway Synapse + appservice and compares against a baseline
+measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes and sends):
+
+- bench_client.py      ac's cold processes vs the seed design and curl
+- bench_hook.py        the agent hook and tmux status script, cached and uncached
+- bench_appservice.py  notify at scale, send → notify vs raw push, throughput vs raw sends,
+                       the ledger update for a big room, the appservice's memory
+JSON results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import argparse
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def run(title: str, cmd: list[str]) -> str:
+    print(f"\n== {title}\n$ {' '.join(cmd[1:])}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        raise SystemExit(f"{title} failed ({proc.returncode})")
+    table = _table(proc.stdout)
+    print(table)
+    print(f"({time.monotonic() - started:.0f} s)")
+    return table
+
+
+def _table(stdout: str) -> str:
+    """The script's result table: its output minus progress lines."""
+    lines = [
+        line for line in stdout.splitlines()
+        if line.strip() and not line.startswith(("starting", "wrote ", "registering"))
+    ]
+    return "\n".join(lines)
+
+
+def postgres_database(admin_url: str) -> tuple[str, callable]:
+    import psycopg2
+
+    name = "agent_chat_bench_" + secrets.token_hex(4)
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+    def drop() -> None:
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--postgres", help="also run the appservice benchmark on PostgreSQL "
+                        "(an admin URL; a fresh database is created and dropped)")
+    parser.add_argument("--quick", action="store_true", help="small scale (a few minutes)")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    scale = (
+        ["--agents", "60", "--rooms", "10", "--history", "300", "--rounds", "40",
+         "--samples", "100", "--big-rounds", "3", "--concurrent", "30", "--per-agent", "5"]
+        if args.quick else []
+    )
+    sections = []
+    sections.append(("ac client, cold processes", run("client", [
+        py, "bench/bench_client.py", "-n", "10" if args.quick else "30",
+        "--json-out", str(RESULTS / "client.json")])))
+    sections.append(("Hooks", run("hook", [
+        py, "bench/bench_hook.py", "-n", "50" if args.quick else "300",
+        "--out", str(RESULTS / "hook.json")])))
+    sections.append(("Appservice on SQLite", run("appservice, SQLite", [
+        py, "bench/bench_appservice.py", *scale,
+        "--json", str(RESULTS / "appservice-sqlite.json")])))
+    if args.postgres:
+        url, drop = postgres_database(args.postgres)
+        try:
+            sections.append(("Appservice on PostgreSQL", run("appservice, PostgreSQL", [
+                py, "bench/bench_appservice.py", *scale, "--database", url,
+                "--json", str(RESULTS / "appservice-postgres.json")])))
+        finally:
+            drop()
+    if not args.no_doc:
+        machine = (
+            f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        )
+        parts = [
+            "# Benchmarks",
+            "",
+            f"Latest run: {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}"
+            f"{' (quick scale)' if args.quick else ''}. Produced by `bench/run.py`; every ratio",
+            "compares against a baseline measured in the same run on the same machine.",
+        ]
+        for title, table in sections:
+            parts += ["", f"## {title}", "", "```", table, "```"]
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text("\n".join(parts) + "\n")
+        print(f"\nwrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
