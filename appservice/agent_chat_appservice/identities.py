@@ -56,7 +56,7 @@ class Identities:
             ":" + self.config.server_name
         )
 
-    async def _candidates(self, nick: str | None, exact: bool) -> list[str]:
+    def _candidates(self, nick: str | None, exact: bool) -> list[str]:
         if nick is not None:
             if exact:
                 return [nick]
@@ -86,7 +86,7 @@ class Identities:
         return identity, token
 
     async def _claim(self, nick: str | None, exact: bool, kind: str) -> Identity:
-        candidates = await self._candidates(nick, exact)
+        candidates = self._candidates(nick, exact)
         taken = await Identity.nick_keys_taken([c.lower() for c in candidates])
         for candidate in candidates:
             if candidate.lower() in taken or candidate.lower() in RESERVED:

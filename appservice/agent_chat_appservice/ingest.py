@@ -9,7 +9,7 @@ it fails the whole homeserver transaction, which Synapse then retries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 import logging
 import re
 
@@ -176,7 +176,7 @@ def parse_receipts(raw: Any) -> list[ReceiptRecord]:
 async def apply(
     conn: Connection,
     records: list[MessageRecord | MemberRecord | RoomStateRecord | ReceiptRecord],
-    is_ours: callable,
+    is_ours: Callable[[str], bool],
 ) -> Effects:
     """Write parsed records in order, inside the caller's transaction."""
     effects = Effects()
@@ -226,7 +226,7 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
 
 
 async def _apply_member(
-    conn: Connection, rec: MemberRecord, is_ours: callable, effects: Effects
+    conn: Connection, rec: MemberRecord, is_ours: Callable[[str], bool], effects: Effects
 ) -> None:
     await Room.ensure(conn, rec.room_id)
     await Member.set(conn, rec.room_id, rec.user_id, rec.membership, rec.displayname)

@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from ..db import ClientSend, Identity, Ledger, Member, Message
+from ..db import ClientSend, DirectChat, Identity, Ledger, Member, Message
 from ..errors import ApiError, from_matrix
 from ..formatting import to_html
 from ..text import mxid_mentions, nick_mentions
@@ -33,8 +33,6 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
         other = await context.rooms.resolve_user(target)
         if join:
             return await context.rooms.direct_chat(me, other)
-        from ..db import DirectChat
-
         room_id = await DirectChat.get(me, other)
         if room_id is None or not await Member.is_joined(room_id, me):
             raise ApiError(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
