@@ -47,7 +47,8 @@ def run(title: str, cmd: list[str]) -> str:
 def _table(stdout: str) -> str:
     """The script's result table: its output minus progress lines."""
     lines = [
-        line for line in stdout.splitlines()
+        line
+        for line in stdout.splitlines()
         if line.strip() and not line.startswith(("starting", "wrote ", "registering"))
     ]
     return "\n".join(lines)
@@ -77,34 +78,106 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--postgres", help="also run the appservice benchmark on PostgreSQL "
-                        "(an admin URL; a fresh database is created and dropped)")
+    parser.add_argument(
+        "--postgres",
+        help="also run the appservice benchmark on PostgreSQL "
+        "(an admin URL; a fresh database is created and dropped)",
+    )
     parser.add_argument("--quick", action="store_true", help="small scale (a few minutes)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     scale = (
-        ["--agents", "60", "--rooms", "10", "--history", "300", "--rounds", "40",
-         "--samples", "100", "--big-rounds", "3", "--concurrent", "30", "--per-agent", "5"]
-        if args.quick else []
+        [
+            "--agents",
+            "60",
+            "--rooms",
+            "10",
+            "--history",
+            "300",
+            "--rounds",
+            "40",
+            "--samples",
+            "100",
+            "--big-rounds",
+            "3",
+            "--concurrent",
+            "30",
+            "--per-agent",
+            "5",
+        ]
+        if args.quick
+        else []
     )
     sections = []
-    sections.append(("ac client, cold processes", run("client", [
-        py, "bench/bench_client.py", "-n", "10" if args.quick else "30",
-        "--json-out", str(RESULTS / "client.json")])))
-    sections.append(("Hooks", run("hook", [
-        py, "bench/bench_hook.py", "-n", "50" if args.quick else "300",
-        "--out", str(RESULTS / "hook.json")])))
-    sections.append(("Appservice on SQLite", run("appservice, SQLite", [
-        py, "bench/bench_appservice.py", *scale,
-        "--json", str(RESULTS / "appservice-sqlite.json")])))
+    sections.append(
+        (
+            "ac client, cold processes",
+            run(
+                "client",
+                [
+                    py,
+                    "bench/bench_client.py",
+                    "-n",
+                    "10" if args.quick else "30",
+                    "--json-out",
+                    str(RESULTS / "client.json"),
+                ],
+            ),
+        )
+    )
+    sections.append(
+        (
+            "Hooks",
+            run(
+                "hook",
+                [
+                    py,
+                    "bench/bench_hook.py",
+                    "-n",
+                    "50" if args.quick else "300",
+                    "--out",
+                    str(RESULTS / "hook.json"),
+                ],
+            ),
+        )
+    )
+    sections.append(
+        (
+            "Appservice on SQLite",
+            run(
+                "appservice, SQLite",
+                [
+                    py,
+                    "bench/bench_appservice.py",
+                    *scale,
+                    "--json",
+                    str(RESULTS / "appservice-sqlite.json"),
+                ],
+            ),
+        )
+    )
     if args.postgres:
         url, drop = postgres_database(args.postgres)
         try:
-            sections.append(("Appservice on PostgreSQL", run("appservice, PostgreSQL", [
-                py, "bench/bench_appservice.py", *scale, "--database", url,
-                "--json", str(RESULTS / "appservice-postgres.json")])))
+            sections.append(
+                (
+                    "Appservice on PostgreSQL",
+                    run(
+                        "appservice, PostgreSQL",
+                        [
+                            py,
+                            "bench/bench_appservice.py",
+                            *scale,
+                            "--database",
+                            url,
+                            "--json",
+                            str(RESULTS / "appservice-postgres.json"),
+                        ],
+                    ),
+                )
+            )
         finally:
             drop()
     if not args.no_doc:

@@ -1,4 +1,4 @@
-"""The appservice's own configuration file (``appservice.yaml``), written by ``agent-chat-server init``.
+"""The appservice's own configuration (``appservice.yaml``), written by ``agent-chat-server init``.
 
 It holds secrets (the as/hs tokens and the registration token), so it is written with mode 0600.
 """

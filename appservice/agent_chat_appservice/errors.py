@@ -49,7 +49,9 @@ def from_matrix(e: Exception, doing: str) -> ApiError:
     if isinstance(e, MNotFound):
         return ApiError(404, "M_NOT_FOUND", f"not found while {doing}")
     if isinstance(e, (MatrixConnectionError, aiohttp.ClientConnectionError, TimeoutError)):
-        return ApiError(503, "AC_HOMESERVER_UNREACHABLE", f"the homeserver is unreachable ({doing})")
+        return ApiError(
+            503, "AC_HOMESERVER_UNREACHABLE", f"the homeserver is unreachable ({doing})"
+        )
     if isinstance(e, MatrixRequestError):
         status = getattr(e, "http_status", 502)
         if status == 429:

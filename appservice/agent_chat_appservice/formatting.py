@@ -50,7 +50,9 @@ def _with_pills(text: str, pills: dict[str, str]) -> str:
     """Escape text, turning each mentioned ``@Name`` into a pill Element recognises."""
     if not pills:
         return escape(text)
-    pattern = re.compile("|".join(re.escape(word) for word in sorted(pills, key=len, reverse=True)))
+    pattern = re.compile(
+        "|".join(re.escape(word) for word in sorted(pills, key=len, reverse=True))
+    )
     out, pos = [], 0
     for match in pattern.finditer(text):
         out.append(escape(text[pos : match.start()]))

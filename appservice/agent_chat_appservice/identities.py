@@ -66,7 +66,9 @@ class Identities:
         # Nearly exhausted word lists: numbered names stay available.
         return picks + [f"{picks[0]}{n}" for n in range(2, 100)]
 
-    async def register(self, nick: str | None, exact: bool, kind: str = "agent") -> tuple[Identity, str]:
+    async def register(
+        self, nick: str | None, exact: bool, kind: str = "agent"
+    ) -> tuple[Identity, str]:
         """Create an identity: claim the name, register the Matrix user, join the default rooms.
 
         Returns the identity and its API token (shown once; only its hash is stored).
@@ -109,5 +111,8 @@ class Identities:
     async def _provision(self, identity: Identity) -> None:
         await self.hs.set_displayname(identity.user_id, identity.nick)
         await asyncio.gather(
-            *(self.rooms.join(identity.user_id, room_id) for room_id in self.rooms.default_room_ids)
+            *(
+                self.rooms.join(identity.user_id, room_id)
+                for room_id in self.rooms.default_room_ids
+            )
         )

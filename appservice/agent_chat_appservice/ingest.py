@@ -77,7 +77,9 @@ class Effects:
     messages_counted: int = 0
 
 
-def parse_event(raw: Any, server_name: str) -> MessageRecord | MemberRecord | RoomStateRecord | None:
+def parse_event(
+    raw: Any, server_name: str
+) -> MessageRecord | MemberRecord | RoomStateRecord | None:
     """Validate a room event. None for anything the ledger ignores or cannot trust."""
     if not isinstance(raw, dict):
         return None
@@ -193,7 +195,9 @@ async def apply(
         elif isinstance(record, ReceiptRecord):
             found = await Message.seq_of(record.event_id, conn)
             if found and found[0] == record.room_id:
-                await Ledger.mark_read(conn, record.user_id, record.room_id, found[1], record.event_id)
+                await Ledger.mark_read(
+                    conn, record.user_id, record.room_id, found[1], record.event_id
+                )
     return effects
 
 

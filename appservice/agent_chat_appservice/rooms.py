@@ -66,8 +66,11 @@ class Rooms:
             raise ApiError(
                 404, "M_NOT_FOUND", f"no room {name} here: this server does not federate"
             )
-        if not local or ":" in local or len(local) > 64 or not all(
-            c.isascii() and (c.isalnum() or c in "._-") for c in local
+        if (
+            not local
+            or ":" in local
+            or len(local) > 64
+            or not all(c.isascii() and (c.isalnum() or c in "._-") for c in local)
         ):
             raise ApiError(
                 400, "M_INVALID_PARAM", "a room name is #name (letters, digits, '.', '_', '-')"
@@ -101,7 +104,9 @@ class Rooms:
                 if existing and existing.topic is None:
                     await Room.set_field(conn, room_id, "topic", topic)
 
-    async def create_public_room(self, creator: str, name: str, topic: str | None) -> tuple[str, str]:
+    async def create_public_room(
+        self, creator: str, name: str, topic: str | None
+    ) -> tuple[str, str]:
         alias = self.alias_localpart(name)
         try:
             await self.hs.resolve_alias(self.full_alias(alias))
@@ -162,7 +167,9 @@ class Rooms:
             await self.join(caller, room_id)
         except ApiError as e:
             if 400 <= e.status < 500 and e.status != 429:
-                raise ApiError(404, "M_NOT_FOUND", "no such room, or you may not join it") from None
+                raise ApiError(
+                    404, "M_NOT_FOUND", "no such room, or you may not join it"
+                ) from None
             raise
         return room_id
 

@@ -30,6 +30,7 @@ def _is_loopback(address: str | None) -> bool:
     except ValueError:
         return False
 
+
 API_PREFIX = "/_agent_chat/v1"
 
 
@@ -82,8 +83,11 @@ class AgentChatService:
     async def _metrics(self, request: web.Request) -> web.Response:
         if not self.config.metrics_public and not _is_loopback(request.remote):
             return web.json_response(
-                {"errcode": "M_FORBIDDEN", "error": "metrics are served to loopback callers only"
-                 " (set metrics_public: true in appservice.yaml)"},
+                {
+                    "errcode": "M_FORBIDDEN",
+                    "error": "metrics are served to loopback callers only"
+                    " (set metrics_public: true in appservice.yaml)",
+                },
                 status=403,
             )
         return web.Response(text=metrics.render(), content_type="text/plain")
@@ -175,7 +179,9 @@ class AgentChatService:
         self._spawn(self._join_invited(invite))
 
     async def _join_invited(self, invite: MemberRecord) -> None:
-        if invite.user_id != self.config.bot_mxid and not await tables.Identity.get(invite.user_id):
+        if invite.user_id != self.config.bot_mxid and not await tables.Identity.get(
+            invite.user_id
+        ):
             return
         try:
             await self.rooms.join(invite.user_id, invite.room_id)

@@ -140,4 +140,3 @@ def raw_is_interesting(raw: object) -> int:
     if not isinstance(raw, dict):
         return 1
     return int(raw.get("type") in ("m.room.message", "m.room.member"))
-

@@ -14,6 +14,7 @@ from .base import CONTEXT, IDENTITY, Context, routes
 
 log = logging.getLogger("agent_chat.api")
 
+
 @web.middleware
 async def timing_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Per-route latency for /metrics, and a Server-Timing header for clients and benchmarks."""

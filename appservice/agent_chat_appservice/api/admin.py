@@ -17,7 +17,9 @@ def _check_admin(request: web.Request) -> Context:
     context = ctx(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
-        raise ApiError(401, "M_MISSING_TOKEN", "admin routes need 'Authorization: Bearer <admin token>'")
+        raise ApiError(
+            401, "M_MISSING_TOKEN", "admin routes need 'Authorization: Bearer <admin token>'"
+        )
     given = header[7:].strip().encode()
     if not hmac.compare_digest(given, context.config.admin_token.encode()):
         raise ApiError(403, "M_FORBIDDEN", "admin routes need the operator's admin token")

@@ -125,7 +125,9 @@ def string_field(data: dict, key: str, required: bool = True, max_len: int = 256
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' is not valid Unicode (lone surrogate)") from None
+        raise ApiError(
+            400, "M_BAD_JSON", f"'{key}' is not valid Unicode (lone surrogate)"
+        ) from None
     return value
 
 

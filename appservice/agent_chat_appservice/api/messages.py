@@ -104,17 +104,25 @@ async def send(request: web.Request) -> web.Response:
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
-    room_id = await resolve_target(context, me.user_id, target, join=True)
-    attempt = ClientSend(me.user_id, txn_id, room_id, None)
-    previous = await attempt.reserve()
+    previous = await ClientSend.get(me.user_id, txn_id)  # a read: never queues behind writes
     if previous is None:  # a new send
         wait_ms = context.send_limiter.check(me.user_id)
         if wait_ms is not None:
-            await attempt.release()
             raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
+        room_id = await resolve_target(context, me.user_id, target, join=True)
+        attempt = ClientSend(me.user_id, txn_id, room_id, None)
+        # The reservation is written while Synapse is asked, not before: the write may queue
+        # behind a homeserver transaction, and a concurrent duplicate of this request is
+        # answered by Synapse's own deduplication of the derived txnId anyway.
+        reserving = asyncio.create_task(attempt.reserve())
+        try:
+            event_id = await post_message(
+                context, me.user_id, room_id, body, txn_id, notice=notice
+            )
+        finally:
+            await reserving
     else:  # a retry
-        attempt = previous
-        room_id = previous.room_id
+        attempt, room_id = previous, previous.room_id
         if previous.event_id is None:
             # The earlier attempt's outcome is unknown (e.g. Synapse restarted mid-request
             # and forgot its own deduplication): look for it before sending again.
@@ -127,7 +135,7 @@ async def send(request: web.Request) -> web.Response:
         if previous.event_id is not None:  # answer what the first attempt did
             label = await context.rooms.label(room_id, me.user_id)
             return ok({"event_id": previous.event_id, "room_id": room_id, "room": label})
-    event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
+        event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
     # Recorded after answering: a retry before this lands finds the event in the timeline.
     _in_background(attempt.complete(event_id))
     if target.startswith("#"):

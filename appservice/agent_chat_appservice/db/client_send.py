@@ -20,7 +20,9 @@ from .identity import now_ms
 @dataclass
 class ClientSend:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     user_id: str
     txn_id: str
@@ -47,11 +49,6 @@ class ClientSend:
         if await self.db.fetchval(q, self.user_id, self.txn_id, self.room_id, now_ms()):
             return None
         return await self.get(self.user_id, self.txn_id)
-
-    async def release(self) -> None:
-        """Forget a reservation that was never sent (the send was refused first)."""
-        q = "DELETE FROM client_send WHERE user_id=$1 AND txn_id=$2 AND event_id IS NULL"
-        await self.db.execute(q, self.user_id, self.txn_id)
 
     async def complete(self, event_id: str) -> None:
         self.event_id = event_id

@@ -11,7 +11,9 @@ from .identity import now_ms
 
 class HSTransaction:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @classmethod
     async def claim(cls, conn: Connection, txn_id: str, digest: str) -> bool:

@@ -24,7 +24,9 @@ def new_token() -> str:
 @dataclass
 class Identity:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     user_id: str
     nick: str

@@ -27,7 +27,9 @@ class Unread:
 
 class Ledger:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @classmethod
     async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:

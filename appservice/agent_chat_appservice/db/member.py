@@ -11,7 +11,9 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Member:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     room_id: str
     user_id: str

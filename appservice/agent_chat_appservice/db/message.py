@@ -16,7 +16,9 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Message:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     seq: int
     event_id: str

@@ -11,7 +11,9 @@ from mautrix.util.async_db import Connection, Database
 @dataclass
 class Room:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     room_id: str
     alias: str | None  # the alias' localpart ("general"), None for direct chats
@@ -39,11 +41,16 @@ class Room:
 
     @classmethod
     async def ensure(cls, conn: Connection, room_id: str, is_direct: bool = False) -> None:
-        q = "INSERT INTO room (room_id, is_direct) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING"
+        q = (
+            "INSERT INTO room (room_id, is_direct) VALUES ($1, $2) "
+            "ON CONFLICT (room_id) DO NOTHING"
+        )
         await conn.execute(q, room_id, is_direct)
 
     @classmethod
-    async def set_field(cls, conn: Connection, room_id: str, field: str, value: str | None) -> None:
+    async def set_field(
+        cls, conn: Connection, room_id: str, field: str, value: str | None
+    ) -> None:
         assert field in ("name", "topic")
         await cls.ensure(conn, room_id)
         await conn.execute(f"UPDATE room SET {field}=$2 WHERE room_id=$1", room_id, value)
@@ -68,7 +75,9 @@ class Room:
 
 class DirectChat:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     @staticmethod
     def _pair(a: str, b: str) -> tuple[str, str]:

@@ -14,7 +14,9 @@ from .ledger import _rows_changed
 @dataclass
 class Webhook:
     db: ClassVar[Database]
-    read_db: ClassVar[Database]  # reads: a separate pool on SQLite, so they never queue behind writes
+    read_db: ClassVar[
+        Database
+    ]  # reads: a separate pool on SQLite, so they never queue behind writes
 
     hook_id: str
     name: str
