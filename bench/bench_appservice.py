@@ -475,7 +475,7 @@ class Bench:
                 "",
             ),
             (
-                f"  raw, with the appservice's content",
+                "  raw, with the appservice's content",
                 f"{t['raw_same_content_msgs_per_second']:.0f} msg/s",
                 "m.mentions + txn marker",
             ),
