@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from conftest import POSTGRES_ENV, POSTGRES_SKIP
+from helpers import processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,22 +76,6 @@ def pg_names(*prefixes: str) -> Iterator[list[str]]:
         yield names
     finally:
         pg_drop(admin, *names)
-
-
-def processes_mentioning(needle: str) -> list[int]:
-    """Live pids whose command line mentions ``needle``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if needle in cmd and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def kill_leftovers(needle: str) -> None:

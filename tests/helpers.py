@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
+import os
 import secrets
 import time
 
@@ -92,3 +94,19 @@ def room_id_of(stack: Stack, alias: str) -> str:
     status, data = synapse(stack, "GET", f"/_matrix/client/v3/directory/room/{quote(alias)}")
     assert status == 200, data
     return data["room_id"]
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """Live pids whose command line mentions ``needle`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found

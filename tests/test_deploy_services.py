@@ -19,8 +19,8 @@ from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
 
 from conftest import free_ports
-from deploy_helpers import REPO, kill_leftovers, processes_mentioning
-from helpers import register_at, wait_for
+from deploy_helpers import REPO, kill_leftovers
+from helpers import processes_mentioning, register_at, wait_for
 
 VENV = Path(sys.prefix)
 

@@ -21,7 +21,7 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
 
-from helpers import wait_for
+from helpers import processes_mentioning, wait_for
 from conftest import Stack, free_ports, http_json
 
 EXIT_SYNAPSE = 3
@@ -37,23 +37,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
-
-
-def processes_mentioning(needle: str) -> list[int]:
-    """Pids whose command line mentions ``needle`` (zombies excluded)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if needle in cmd and state != "Z":
-            found.append(int(entry.name))
-    return found
-
 
 
 @dataclass

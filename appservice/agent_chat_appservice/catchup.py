@@ -1,10 +1,12 @@
 """Catch up on room events Synapse never pushed.
 
 Synapse persists a transaction only just before sending it; events still in its in-memory
-queue when it stops (for instance because the supervisor stops it after the appservice
-crashed) are never sent. At start-up the appservice therefore reads each room's recent
-timeline back to the newest event it has stored and applies what is missing, through the same
-validation and idempotent writes as pushed transactions.
+queue when it stops (a restart, or the supervisor stopping it after the appservice crashed)
+are never sent. So at start-up, and whenever Synapse comes back after being unreachable, the
+appservice reads each room's recent timeline and applies what it has not stored, in order,
+through the same validation and idempotent writes as pushed transactions. The lost events
+sit just before the restart, while later ones may already have arrived: the scan does not
+stop at the first known event but covers the last ``DEPTH`` events of each room.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .homeserver import Homeserver
 log = logging.getLogger("agent_chat.catchup")
 
 PAGE = 100
-MAX_PAGES = 10
+DEPTH = 300
 
 
 async def catch_up(
@@ -41,7 +43,7 @@ async def catch_up(
         if not ours:
             continue  # nobody of ours can read the room
         try:
-            missed = await _missed_events(hs, row["room_id"], row["newest"], ours[0])
+            missed = await _recent_events(hs, row["room_id"], ours[0])
         except Exception as e:
             log.warning("catch-up of %s failed: %s", row["room_id"], e)
             continue
@@ -58,24 +60,19 @@ async def catch_up(
     return applied
 
 
-async def _missed_events(
-    hs: Homeserver, room_id: str, newest: str, reader: str
-) -> list[dict[str, Any]]:
-    """Events after ``newest`` in the room's timeline, oldest first."""
+async def _recent_events(hs: Homeserver, room_id: str, reader: str) -> list[dict[str, Any]]:
+    """The room's last ``DEPTH`` timeline events, oldest first."""
     api = hs.client(reader).api
-    newer: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     token: str | None = None
-    for _ in range(MAX_PAGES):
+    while len(events) < DEPTH:
         query = {"dir": "b", "limit": str(PAGE)}
         if token:
             query["from"] = token
         resp = await api.request(Method.GET, Path.v3.rooms[room_id].messages, query_params=query)
-        chunk = resp.get("chunk") or []
-        for event in chunk:
-            if isinstance(event, dict) and event.get("event_id") == newest:
-                return list(reversed(newer))
-            newer.append(event)
+        chunk = [e for e in resp.get("chunk") or [] if isinstance(e, dict)]
+        events.extend(chunk)
         token = resp.get("end")
         if not chunk or not token:
             break
-    return list(reversed(newer))
+    return list(reversed(events))

@@ -109,6 +109,7 @@ class AgentChatService:
         self.context.ready = True
         self._spawn(self._ping_homeserver())
         self._spawn(self._catch_up())
+        self._spawn(self._watch_homeserver())
         log.info("ready: %s%s", self.config.api_url, API_PREFIX)
 
     async def stop(self) -> None:
@@ -153,6 +154,18 @@ class AgentChatService:
             log.info("catch-up done: %d missed message(s) applied", missed)
         except Exception:
             log.exception("catch-up failed")
+
+    async def _watch_homeserver(self, interval: float = 0.5) -> None:
+        """Catch up whenever Synapse comes back after being unreachable (e.g. restarted):
+        what was in its in-memory queue when it stopped is never pushed."""
+        was_down = False
+        while True:
+            await asyncio.sleep(interval)
+            up = await self.hs.versions_ok()
+            if up and was_down:
+                log.info("homeserver is back: catching up")
+                await self._catch_up()
+            was_down = not up
 
     def _transaction_failed(self) -> None:
         if not self._kicking:
