@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-PREFIXES = ("STATUS", "DONE", "BLOCKED", "ALERT")
 _PREFIX_RE = re.compile(r"^\s*\[(STATUS|DONE|BLOCKED|ALERT)\]", re.IGNORECASE)
 _URGENT_RE = re.compile(r"\[ALERT\]|!urgent\b", re.IGNORECASE)
 #: ``@Nick`` in a body; full Matrix ids (``@user:server``) are matched separately.

@@ -74,10 +74,6 @@ class Identity:
         q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
         return {row["nick_key"] for row in await cls.read_db.fetch(q, *keys)}
 
-    @classmethod
-    async def count(cls) -> int:
-        return await cls.read_db.fetchval("SELECT COUNT(*) FROM identity")
-
     async def insert(self, conn: Connection | None = None) -> None:
         q = (
             "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, last_active) "

@@ -138,10 +138,6 @@ class Ledger:
             )
         return result
 
-    @classmethod
-    async def counts(cls, user_id: str) -> dict[str, int]:
-        q = "SELECT room_id, count FROM unread WHERE user_id=$1"
-        return {r["room_id"]: r["count"] for r in await cls.read_db.fetch(q, user_id)}
 
 
 def _rows_changed(result) -> int:
