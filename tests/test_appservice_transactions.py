@@ -107,6 +107,26 @@ def test_a_reused_txn_id_with_new_contents_is_applied(any_stack: Stack) -> None:
     assert settled_count(b, "#general") == before + 2
 
 
+def test_a_reused_txn_id_with_another_receipt_is_applied(any_stack: Stack) -> None:
+    """Receipt-only transactions differ only in their ephemeral data: a reused txnId carrying
+    another receipt is new, not a repeat (found when a human's read receipt went missing)."""
+    a, b = register(any_stack), register(any_stack)
+    room = general(any_stack)
+    first, second = fake_message(room, a.user_id, "one"), fake_message(room, a.user_id, "two")
+    assert put_transaction(any_stack, "msgs-" + secrets.token_hex(4), [first, second])[0] == 200
+    wait_for(lambda: b.count("#general") == 2, what="two unread messages")
+
+    def receipt(event_id: str) -> dict[str, Any]:
+        return {"type": "m.receipt", "room_id": room,
+                "content": {event_id: {"m.read": {b.user_id: {"ts": 1}}}}}
+
+    txn = "rcpt-" + secrets.token_hex(4)
+    assert put_transaction(any_stack, txn, [], [receipt(first["event_id"])])[0] == 200
+    assert b.count("#general") == 1
+    assert put_transaction(any_stack, txn, [], [receipt(second["event_id"])])[0] == 200
+    assert b.count("#general") == 0
+
+
 def test_malformed_events_do_not_stop_the_others(any_stack: Stack) -> None:
     a, b = register(any_stack), register(any_stack)
     before = settled_count(b, "#general")

@@ -110,9 +110,13 @@ class TransactionEndpoint:
         if skipped:
             metrics.MALFORMED.inc(amount=skipped)
             log.warning("transaction %s: skipped %d malformed event(s)", txn_id, skipped)
-        # Event ids identify a transaction's contents (a retry re-serialises "age" fields).
+        # What identifies a transaction's contents: its events' ids (a retry re-serialises their
+        # "age" fields) and its ephemeral data whole. Counting ephemeral events was not enough:
+        # when Synapse reuses a txnId, one receipt-only transaction looked like another and a
+        # human's read receipt was dropped as a repeat. Re-applying is harmless either way.
         ids = [e.get("event_id") if isinstance(e, dict) else None for e in events]
-        digest = hashlib.sha256(json.dumps([ids, len(ephemeral or [])]).encode()).hexdigest()
+        contents = json.dumps([ids, ephemeral], sort_keys=True, default=str)
+        digest = hashlib.sha256(contents.encode()).hexdigest()
         started = time.perf_counter()
         try:
             async with self.db.acquire() as conn, conn.transaction():
