@@ -176,12 +176,45 @@ async def test_agent_mention_carries_m_mentions_and_html(stack: Stack, alice: Hu
     await until(lambda: _highlighted(alice, room), what="a highlight notification for the mention")
 
 
-async def _highlighted(human: Human, room_id: str) -> bool:
+async def test_m_mentions_is_sent_where_it_decides_who_is_pinged(stack: Stack, alice: Human) -> None:
+    """Named without an @: no ping (m.mentions, empty, turns off the body-based rules). A
+    message that names no person in the room goes without m.mentions (Synapse validates it
+    slowly) and behaves the same."""
+    room = await alice.join(f"#general:{stack.server_name}")
+    agent = register(stack)
+
+    def alice_listed() -> bool:
+        status, data = agent.call("GET", "/who?room=%23general")
+        return status == 200 and any(m["user_id"] == alice.user_id for m in data["members"])
+
+    wait_for(alice_listed, what="alice among #general's members")
+    plain = agent.send("#general", "build 1234 is green")["event_id"]
+    named = agent.send("#general", f"{alice.display.upper()} asked for build 1234")["event_id"]
+    everyone = agent.send("#general", "heads up @room: deploy at noon")["event_id"]
+    pinged = agent.send("#general", f"@{alice.display} build 1234 is green")["event_id"]
+
+    async def content_of(event_id: str) -> Any:
+        resp = await alice.client.room_get_event(room, event_id)
+        return resp.event.source["content"] if isinstance(resp, nio.RoomGetEventResponse) else None
+
+    await until(lambda: _highlighted(alice, room, pinged), what="a highlight for the @mention")
+    assert "m.mentions" not in await content_of(plain)
+    assert (await content_of(named))["m.mentions"] == {"user_ids": []}
+    assert (await content_of(everyone))["m.mentions"] == {"user_ids": []}
+    assert (await content_of(pinged))["m.mentions"] == {"user_ids": [alice.user_id]}
+    for quiet in (plain, named, everyone):
+        assert not await _highlighted(alice, room, quiet)
+
+
+async def _highlighted(human: Human, room_id: str, event_id: str | None = None) -> bool:
     status, data = http_json(
         "GET", f"{human.stack.synapse_url}/_matrix/client/v3/notifications?only=highlight",
         token=human.client.access_token,
     )
-    return status == 200 and any(n["room_id"] == room_id for n in data["notifications"])
+    return status == 200 and any(
+        n["room_id"] == room_id and event_id in (None, n["event"]["event_id"])
+        for n in data["notifications"]
+    )
 
 
 async def test_alerts_posts_notify_the_rooms_humans(stack: Stack, alice: Human) -> None:

@@ -38,3 +38,19 @@ def db_text(value: str | None, limit: int = 1024) -> str | None:
         return None
     value = value.replace("\x00", "")[:limit]
     return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def could_ping_by_name(body: str, people: list[tuple[str, str | None]]) -> bool:
+    """Whether Matrix's legacy body-based mention rules might fire for any of ``people`` (user
+    id, display name) on an event without ``m.mentions``: a name or user localpart in the body
+    (those rules match whole words, case-insensitively; a substring test is a safe superset),
+    or ``@room``."""
+    folded = body.casefold()
+    if "@room" in folded:
+        return True
+    for user_id, name in people:
+        localpart = user_id[1:].split(":", 1)[0].casefold()
+        if (localpart and localpart in folded) or (name and name.casefold() in folded):
+            return True
+    return False
+

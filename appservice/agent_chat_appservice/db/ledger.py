@@ -56,13 +56,14 @@ class Ledger:
         urgent: bool,
         mentioned: list[str],
     ) -> None:
-        """Count one message for every joined member but its sender, in one statement."""
+        """Count one message for every joined member but its sender, in one statement.
+
+        The room's unread rows are exactly its joined members (``on_join`` adds a row,
+        ``on_leave`` removes it), so this is an UPDATE, not an upsert: several times faster.
+        """
         q = (
-            "INSERT INTO unread (user_id, room_id, count, urgent, last_read_seq, last_sender) "
-            "SELECT user_id, room_id, 1, $3, 0, $4 FROM member "
-            "WHERE room_id=$1 AND membership='join' AND user_id<>$2 "
-            "ON CONFLICT (user_id, room_id) DO UPDATE SET count=unread.count + 1, "
-            "urgent=(unread.urgent OR excluded.urgent), last_sender=excluded.last_sender"
+            "UPDATE unread SET count=count + 1, urgent=(urgent OR $3), last_sender=$4 "
+            "WHERE room_id=$1 AND user_id<>$2"
         )
         await conn.execute(q, room_id, sender, urgent, sender_name)
         if mentioned and not urgent:
