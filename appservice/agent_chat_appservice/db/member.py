@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+import time
 
 from mautrix.util.async_db import Connection, Database
 
@@ -11,6 +12,10 @@ from mautrix.util.async_db import Connection, Database
 #: Members outside the agent namespace (``@_ac_*``). Must match the partial index
 #: ``member_people_idx`` (upgrade v03) word for word, or the planners will not use it.
 NOT_AGENT = "user_id NOT LIKE '@\\_ac\\_%' ESCAPE '\\'"
+#: How long a room's people may be answered from memory. Recording a membership drops the
+#: room's entry, so the only staleness is a read racing a join's commit: for at most this long,
+#: a message naming a human who just joined may go without m.mentions (a legacy name ping).
+PEOPLE_CACHE_SECONDS = 2.0
 
 
 @dataclass
@@ -19,6 +24,8 @@ class Member:
     read_db: ClassVar[
         Database
     ]  # reads: a separate pool on SQLite, so they never queue behind writes
+
+    _people: ClassVar[dict[str, tuple[float, list[tuple[str, str | None]]]]] = {}
 
     room_id: str
     user_id: str
@@ -41,6 +48,7 @@ class Member:
             "DO UPDATE SET membership=excluded.membership, displayname=excluded.displayname"
         )
         await conn.execute(q, room_id, user_id, membership, displayname)
+        cls._people.pop(room_id, None)
 
     @classmethod
     async def is_joined(cls, room_id: str, user_id: str) -> bool:
@@ -63,12 +71,21 @@ class Member:
     async def people(cls, room_id: str) -> list[tuple[str, str | None]]:
         """(user_id, display name) of joined members outside the agent namespace: the humans
         (and other clients' bots) whose push rules Synapse evaluates. Through a partial index,
-        so a room of 1,000 agents costs nothing here."""
+        so a room of 1,000 agents costs nothing here; kept briefly in memory (one read less
+        per send)."""
+        now = time.monotonic()
+        cached = cls._people.get(room_id)
+        if cached and now - cached[0] < PEOPLE_CACHE_SECONDS:
+            return cached[1]
         q = (
             "SELECT user_id, displayname FROM member "
             f"WHERE room_id=$1 AND membership='join' AND {NOT_AGENT}"
         )
-        return [(r["user_id"], r["displayname"]) for r in await cls.read_db.fetch(q, room_id)]
+        people = [(r["user_id"], r["displayname"]) for r in await cls.read_db.fetch(q, room_id)]
+        if len(cls._people) > 10000:
+            cls._people.clear()
+        cls._people[room_id] = (now, people)
+        return people
 
     @classmethod
     async def find_user_by_name(cls, name: str) -> str | None:
