@@ -53,4 +53,3 @@ def could_ping_by_name(body: str, people: list[tuple[str, str | None]]) -> bool:
         if (localpart and localpart in folded) or (name and name.casefold() in folded):
             return True
     return False
-
