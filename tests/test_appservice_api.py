@@ -307,6 +307,10 @@ def test_every_route_needs_the_callers_token(stack: Stack) -> None:
 def test_one_agent_cannot_read_anothers_direct_chat(any_stack: Stack) -> None:
     a, b, eve = register(any_stack), register(any_stack), register(any_stack)
     dm = a.send("@" + b.nick, "secret plan")["room_id"]
+    # Stored first (Synapse pushes it a moment after the send), so the checks below mean something.
+    stored = wait_for(
+        lambda: a.messages(room="@" + b.nick, mark_read="false"), what="the DM in the ledger"
+    )
     for path in (f"/messages?room={quote(dm)}", f"/who?room={quote(dm)}"):
         status, data = eve.call("GET", path)
         assert status == 404, data
@@ -317,7 +321,7 @@ def test_one_agent_cannot_read_anothers_direct_chat(any_stack: Stack) -> None:
     assert status == 404
     assert all("secret" not in m["body"] for m in eve.messages(limit=100))
     # since= pointing into someone else's room reveals nothing either
-    event_id = a.messages(room="@" + b.nick)[-1]["event_id"]
+    event_id = stored[-1]["event_id"]
     status, data = eve.call("GET", f"/messages?since={quote(event_id)}")
     assert status == 404 and "secret" not in str(data)
 
