@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py                    # full scale, SQLite (an hour or so)
     .venv/bin/python bench/run.py --postgres postgres://postgres@127.0.0.1:5432/postgres
     .venv/bin/python bench/run.py --quick            # small scale, a few minutes
+    .venv/bin/python bench/run.py --only postgres --postgres URL   # one part; the doc keeps the rest
 
 Each script starts its own throwaway Synapse + appservice and compares against a baseline
 measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes and sends):
@@ -29,6 +30,18 @@ import time
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
+# Parts of a run, and their headings in docs/benchmarks.md.
+SECTIONS = {
+    "client": "ac client, cold processes",
+    "hook": "Hooks",
+    "sqlite": "Appservice on SQLite",
+    "postgres": "Appservice on PostgreSQL",
+}
+INTRO = """# Benchmarks
+
+Produced by `bench/run.py`; every ratio compares against a baseline measured in the same run on
+the same machine. Each part says when and where it last ran: `--only` re-runs some parts and
+keeps the others."""
 
 
 def run(title: str, cmd: list[str]) -> str:
@@ -56,6 +69,22 @@ def _table(stdout: str) -> str:
         if line.strip() and not line.startswith(("starting", "wrote ", "registering"))
     ]
     return "\n".join(lines)
+
+
+def write_doc(fresh: dict[str, str]) -> None:
+    """Rewrite docs/benchmarks.md with the parts just run; parts not run keep their last text."""
+    previous: dict[str, str] = {}
+    if DOC.exists():
+        for chunk in DOC.read_text().split("\n## ")[1:]:
+            title, _, body = chunk.partition("\n")
+            previous[title.strip()] = body.strip()
+    parts = [INTRO]
+    for key, title in SECTIONS.items():
+        body = fresh.get(key) or previous.get(title)
+        if body:
+            parts += ["", f"## {title}", "", body]
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(parts) + "\n")
 
 
 def postgres_database(admin_url: str) -> tuple[str, callable]:
@@ -97,6 +126,11 @@ def main() -> int:
     parser.add_argument(
         "--postgres-history", type=int, help="the same for the PostgreSQL run (default: as above)"
     )
+    parser.add_argument(
+        "--only",
+        help=f"run just these parts, comma-separated ({', '.join(SECTIONS)}); the others "
+        "keep their last results in docs/benchmarks.md",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -128,91 +162,76 @@ def main() -> int:
     pg_scale = scale + (
         ["--history", str(args.postgres_history)] if args.postgres_history is not None else []
     )
-    sections = []
-    sections.append(
-        (
-            "ac client, cold processes",
-            run(
-                "client",
-                [
-                    py,
-                    "bench/bench_client.py",
-                    "-n",
-                    "10" if args.quick else "30",
-                    "--json-out",
-                    str(RESULTS / "client.json"),
-                ],
-            ),
+    wanted = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(
+            f"--only: unknown part(s) {', '.join(sorted(unknown))}; pick from {', '.join(SECTIONS)}"
         )
+    if "postgres" in wanted and not args.postgres:
+        if args.only:
+            parser.error("--only postgres needs --postgres URL")
+        wanted.discard("postgres")
+    stamp = (
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.platform()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{' (quick scale)' if args.quick else ''}."
     )
-    sections.append(
-        (
-            "Hooks",
-            run(
-                "hook",
-                [
-                    py,
-                    "bench/bench_hook.py",
-                    "-n",
-                    "50" if args.quick else "300",
-                    "--out",
-                    str(RESULTS / "hook.json"),
-                ],
-            ),
+    fresh: dict[str, str] = {}
+    if "client" in wanted:
+        fresh["client"] = run(
+            "client",
+            [
+                py,
+                "bench/bench_client.py",
+                "-n",
+                "10" if args.quick else "30",
+                "--json-out",
+                str(RESULTS / "client.json"),
+            ],
         )
-    )
-    sections.append(
-        (
-            "Appservice on SQLite",
-            run(
-                "appservice, SQLite",
+    if "hook" in wanted:
+        fresh["hook"] = run(
+            "hook",
+            [
+                py,
+                "bench/bench_hook.py",
+                "-n",
+                "50" if args.quick else "300",
+                "--out",
+                str(RESULTS / "hook.json"),
+            ],
+        )
+    if "sqlite" in wanted:
+        fresh["sqlite"] = run(
+            "appservice, SQLite",
+            [
+                py,
+                "bench/bench_appservice.py",
+                *scale,
+                "--json",
+                str(RESULTS / "appservice-sqlite.json"),
+            ],
+        )
+    if "postgres" in wanted:
+        url, drop = postgres_database(args.postgres)
+        try:
+            fresh["postgres"] = run(
+                "appservice, PostgreSQL",
                 [
                     py,
                     "bench/bench_appservice.py",
-                    *scale,
+                    *pg_scale,
+                    "--database",
+                    url,
                     "--json",
-                    str(RESULTS / "appservice-sqlite.json"),
+                    str(RESULTS / "appservice-postgres.json"),
                 ],
-            ),
-        )
-    )
-    if args.postgres:
-        url, drop = postgres_database(args.postgres)
-        try:
-            sections.append(
-                (
-                    "Appservice on PostgreSQL",
-                    run(
-                        "appservice, PostgreSQL",
-                        [
-                            py,
-                            "bench/bench_appservice.py",
-                            *pg_scale,
-                            "--database",
-                            url,
-                            "--json",
-                            str(RESULTS / "appservice-postgres.json"),
-                        ],
-                    ),
-                )
             )
         finally:
             drop()
     if not args.no_doc:
-        machine = (
-            f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-        )
-        parts = [
-            "# Benchmarks",
-            "",
-            f"Latest run: {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}"
-            f"{' (quick scale)' if args.quick else ''}. Produced by `bench/run.py`; every ratio",
-            "compares against a baseline measured in the same run on the same machine.",
-        ]
-        for title, table in sections:
-            parts += ["", f"## {title}", "", "```", table, "```"]
-        DOC.parent.mkdir(exist_ok=True)
-        DOC.write_text("\n".join(parts) + "\n")
+        write_doc({key: f"{stamp}\n\n```\n{table}\n```" for key, table in fresh.items()})
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     return 0
 
