@@ -61,9 +61,23 @@ install_checkout() {
     sum="$(cksum <"$REPO/pyproject.toml")"
     want="$extras $sum"
     if [ -f "$stamp" ] && stamp_covers "$extras" "$(cat "$stamp")" "$sum"; then
+        plain_editable_paths
         return 0
     fi
     echo "installing agent-chat[$extras] into $VENV (about a minute the first time)"
     pip_install -e "$REPO[$extras]"
+    plain_editable_paths
     echo "$want" >"$stamp"
+}
+
+# setuptools serves an editable install spread over several roots (client/, appservice/,
+# server/) through an import hook, whose import costs every `ac` process ~5 ms (13% of
+# `ac --version` here). Those roots hold no Python but our packages, so plain path
+# entries in the same .pth file import the same code, new modules included, without the hook.
+plain_editable_paths() {
+    local pth
+    for pth in "$VENV"/lib/python3*/site-packages/__editable__.agent_chat-*.pth; do
+        [ -f "$pth" ] || continue
+        printf '%s\n' "$REPO/client" "$REPO/appservice" "$REPO/server" >"$pth"
+    done
 }
