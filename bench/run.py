@@ -71,6 +71,18 @@ def _table(stdout: str) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str:
+    """The checkout's commit, marked when it has uncommitted changes to the code measured."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run(
+        [*git, "diff", "--quiet", "HEAD", "--", "client", "appservice", "server", "bench"]
+    ).returncode
+    return head.stdout.strip() + (" with uncommitted changes" if dirty else "")
+
+
 def write_doc(fresh: dict[str, str]) -> None:
     """Rewrite docs/benchmarks.md with the parts just run; parts not run keep their last text."""
     previous: dict[str, str] = {}
@@ -173,8 +185,8 @@ def main() -> int:
             parser.error("--only postgres needs --postgres URL")
         wanted.discard("postgres")
     stamp = (
-        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.platform()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} at commit {_commit()} on "
+        f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         f"{' (quick scale)' if args.quick else ''}."
     )
     fresh: dict[str, str] = {}
