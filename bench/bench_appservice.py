@@ -107,6 +107,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.results: dict[str, Any] = {}
+        self.missed = False  # a target in the report was missed
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -500,6 +501,11 @@ class Bench:
             await self.http.close()
             await self.probe.runner.cleanup()
 
+    def verdict(self, met: bool) -> str:
+        """A target's mark in the table; a missed one makes the script exit 1."""
+        self.missed = self.missed or not met
+        return "ok" if met else "MISSED"
+
     def report(self) -> str:
         r = self.results
         rows = [
@@ -517,7 +523,7 @@ class Bench:
                 (
                     "API send → other's notify (median)",
                     f"{d['api_send_to_notify_ms_median']:.1f} ms",
-                    f"ratio {d['ratio']:.2f} (target ≤ 1.3)",
+                    f"ratio {d['ratio']:.3f}; target ≤ 1.3 {self.verdict(d['ratio'] <= 1.3)}",
                 ),
                 (
                     "  of which the API send call",
@@ -536,7 +542,7 @@ class Bench:
                 (
                     f"notify, {n['unread_rooms']} unread rooms, server (median)",
                     f"{n['before_history']['server_ms_median']:.2f} ms",
-                    "target ≤ 5 ms",
+                    f"target ≤ 5 ms {self.verdict(n['before_history']['server_ms_median'] <= 5)}",
                 ),
                 (
                     f"notify after {n['history_messages']} more messages",
@@ -559,7 +565,8 @@ class Bench:
                 (
                     f"ledger apply, room of {b['members']} members (median)",
                     f"{b['ledger_apply_ms_median']:.2f} ms",
-                    f"max {b['ledger_apply_ms_max']:.2f} ms; target ≤ 20 ms",
+                    f"max {b['ledger_apply_ms_max']:.2f} ms; target ≤ 20 ms "
+                    f"{self.verdict(b['ledger_apply_ms_median'] <= 20)}",
                 )
             )
         if t := r.get("throughput"):
@@ -572,7 +579,8 @@ class Bench:
                 (
                     f"REST API sends, {t['agents']} agents at once",
                     f"{t['api_msgs_per_second']:.0f} msg/s",
-                    f"{t['api_over_raw']:.0%} of raw (target ≥ 80%)",
+                    f"{t['api_over_raw']:.0%} of raw; target ≥ 80% "
+                    f"{self.verdict(t['api_over_raw'] >= 0.8)}",
                 ),
             ]
         rows.append(
@@ -630,7 +638,7 @@ def main() -> int:
     print(bench.report())
     if args.json:
         args.json.write_text(json.dumps(bench.results, indent=2))
-    return 0
+    return 1 if bench.missed else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py                    # full scale, SQLite (an hour or so)
     .venv/bin/python bench/run.py --postgres postgres://postgres@127.0.0.1:5432/postgres
     .venv/bin/python bench/run.py --quick            # small scale, a few minutes
-    .venv/bin/python bench/run.py --only postgres --postgres URL   # one part; the doc keeps the rest
+    .venv/bin/python bench/run.py --only postgres --postgres URL   # one part, keeping the rest
 
 Each script starts its own throwaway Synapse + appservice and compares against a baseline
 measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes and sends):
@@ -178,7 +178,8 @@ def main() -> int:
     unknown = wanted - set(SECTIONS)
     if unknown:
         parser.error(
-            f"--only: unknown part(s) {', '.join(sorted(unknown))}; pick from {', '.join(SECTIONS)}"
+            f"--only: unknown part(s) {', '.join(sorted(unknown))}; "
+            f"pick from {', '.join(SECTIONS)}"
         )
     if "postgres" in wanted and not args.postgres:
         if args.only:

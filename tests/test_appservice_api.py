@@ -130,6 +130,28 @@ def test_message_counts_for_everyone_but_the_sender(any_stack: Stack) -> None:
     assert "body" not in entry  # notify never carries bodies
 
 
+def test_own_messages_are_never_unread_and_notify_names_who_wrote_to_you(any_stack: Stack) -> None:
+    a, b = register(any_stack), register(any_stack)
+    name = "#" + unique("turns")
+    assert a.call("POST", "/rooms", {"alias": name})[0] == 201
+    assert b.call("POST", "/join", {"room": name})[0] == 200
+    a.send(name, "one")
+    b.send(name, "two")
+    a.send(name, "three")  # the room's newest message is a's own
+    wait_for(lambda: b.count(name) == 2 and a.count(name) == 1, what="counts of 2 and 1")
+    assert b.notify()[name]["senders"] == [a.nick]
+    assert a.notify()[name]["senders"] == [b.nick]  # who last wrote to a, not a
+    assert [m["body"] for m in a.messages(room=name, unread="true")] == ["two"]
+    assert a.count(name) == 0
+    b.send(name, "four")
+    wait_for(lambda: a.count(name) == 1, what="b's new message")
+    a.send(name, "five")
+    wait_for(lambda: b.count(name) == 3, what="a's fifth")
+    assert a.count(name) == 1 and a.notify()[name]["senders"] == [b.nick]
+    status, chans = a.call("GET", "/channels")
+    assert {c["room"]: c["unread"] for c in chans["channels"]}[name] == 1
+
+
 @pytest.mark.parametrize(
     "room, body, urgent",
     [

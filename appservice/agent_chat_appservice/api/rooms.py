@@ -38,7 +38,7 @@ async def who(request: web.Request) -> web.Response:
 async def channels(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     q = (
-        "SELECT r.room_id, r.topic, r.is_direct, COALESCE(u.count, 0) AS unread,"
+        "SELECT r.room_id, r.topic, r.is_direct, COALESCE(r.counted - u.base, 0) AS unread,"
         " (SELECT COUNT(*) FROM member x WHERE x.room_id=r.room_id AND x.membership='join')"
         "   AS members"
         " FROM member m JOIN room r ON r.room_id=m.room_id"

@@ -3,6 +3,12 @@
 Synapse computes no unread counts for appservice users, so this table is the source of truth
 for "what is new for me". Writers run inside the transaction that applies a homeserver
 transaction, so a count changes exactly when its message is stored.
+
+A message costs the same in a room of 3 members or 3,000: the room counts its messages
+(``room.counted``) and each member's row keeps a ``base``, so that the member's unread count is
+``room.counted - base``. Joining or reading sets the base; the sender's own message raises
+theirs by one, since nobody has their own message unread. Only an urgent message or a mention
+touches the rows of the members it concerns.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ class Ledger:
     async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:
         """A new member starts with nothing unread: history before the join is not news."""
         q = (
-            "INSERT INTO unread (user_id, room_id, count, urgent, last_read_seq) "
-            "SELECT $1, $2, 0, false, COALESCE(MAX(seq), 0) FROM message WHERE room_id=$2 "
+            "INSERT INTO unread (user_id, room_id, base, urgent, last_read_seq) "
+            "SELECT $1, $2, COALESCE((SELECT counted FROM room WHERE room_id=$2), 0), false, "
+            "  COALESCE((SELECT MAX(seq) FROM message WHERE room_id=$2), 0) "
             "ON CONFLICT (user_id, room_id) DO NOTHING"
         )
         await conn.execute(q, user_id, room_id)
@@ -56,17 +63,28 @@ class Ledger:
         urgent: bool,
         mentioned: list[str],
     ) -> None:
-        """Count one message for every joined member but its sender, in one statement.
-
-        The room's unread rows are exactly its joined members (``on_join`` adds a row,
-        ``on_leave`` removes it), so this is an UPDATE, not an upsert: several times faster.
-        """
+        """Count one message for every member but its sender: two one-row writes, whatever
+        the room's size (see the module's docstring)."""
+        # The sender's row first, while the room still names the sender before this one: that
+        # is who last wrote to the sender, should the sender be the room's last writer now.
         q = (
-            "UPDATE unread SET count=count + 1, urgent=(urgent OR $3), last_sender=$4 "
-            "WHERE room_id=$1 AND user_id<>$2"
+            "UPDATE unread SET base=base + 1, last_sender=COALESCE("
+            "  (SELECT r.last_sender FROM room r WHERE r.room_id=$1 AND r.last_sender_id<>$2),"
+            "  last_sender) "
+            "WHERE user_id=$2 AND room_id=$1"
         )
-        await conn.execute(q, room_id, sender, urgent, sender_name)
-        if mentioned and not urgent:
+        await conn.execute(q, room_id, sender)
+        q = (
+            "INSERT INTO room (room_id, counted, last_sender, last_sender_id) "
+            "VALUES ($1, 1, $3, $2) ON CONFLICT (room_id) DO UPDATE SET "
+            "counted=room.counted + 1, last_sender=excluded.last_sender, "
+            "last_sender_id=excluded.last_sender_id"
+        )
+        await conn.execute(q, room_id, sender, sender_name)
+        if urgent:  # rare ([ALERT], @room): worth a write per member
+            q = "UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id<>$2 AND NOT urgent"
+            await conn.execute(q, room_id, sender)
+        elif mentioned:
             await conn.executemany(
                 "INSERT INTO mention (room_id, seq, user_id) VALUES ($1, $2, $3) "
                 "ON CONFLICT DO NOTHING",
@@ -85,14 +103,15 @@ class Ledger:
     async def mark_read(
         cls, conn: Connection | None, user_id: str, room_id: str, seq: int, event_id: str
     ) -> bool:
-        """Move the read marker forward to ``seq`` and recount what is still unread after it.
+        """Move the read marker forward to ``seq``; what others wrote after it stays unread.
 
         Returns False when the marker was already at or past ``seq`` (receipts may echo back).
         """
         q = (
             "UPDATE unread SET last_read_seq=$3, last_read_event=$4, "
-            "count=(SELECT COUNT(*) FROM message m WHERE m.room_id=$2 AND m.seq>$3 "
-            "       AND m.sender<>$1), "
+            "base=(SELECT counted FROM room WHERE room_id=$2) "
+            "  - (SELECT COUNT(*) FROM message m WHERE m.room_id=$2 AND m.seq>$3 "
+            "     AND m.sender<>$1), "
             "urgent=(EXISTS (SELECT 1 FROM message m WHERE m.room_id=$2 AND m.seq>$3 "
             "                AND m.sender<>$1 AND m.urgent) "
             "        OR EXISTS (SELECT 1 FROM mention x WHERE x.room_id=$2 AND x.seq>$3 "
@@ -116,11 +135,13 @@ class Ledger:
     async def unread(cls, user_id: str) -> list[Unread]:
         """Rooms with something unread for the user; cost grows with their rooms, not history."""
         q = (
-            "SELECT u.room_id, u.count, u.urgent, u.last_sender, r.alias, r.is_direct,"
+            "SELECT u.room_id, r.counted - u.base AS count, u.urgent, r.alias, r.is_direct,"
+            " CASE WHEN r.last_sender_id<>$1 THEN r.last_sender ELSE u.last_sender END"
+            "   AS last_sender,"
             " (SELECT o.user_id FROM member o WHERE o.room_id=u.room_id AND o.user_id<>$1"
             "   AND o.membership IN ('join', 'invite') ORDER BY o.user_id LIMIT 1) AS other_user"
             " FROM unread u JOIN room r ON r.room_id=u.room_id"
-            " WHERE u.user_id=$1 AND u.count>0 ORDER BY r.is_direct, r.alias, u.room_id"
+            " WHERE u.user_id=$1 AND r.counted>u.base ORDER BY r.is_direct, r.alias, u.room_id"
         )
         rows = await cls.read_db.fetch(q, user_id)
         result = []
@@ -138,7 +159,6 @@ class Ledger:
                 )
             )
         return result
-
 
 
 def _rows_changed(result) -> int:

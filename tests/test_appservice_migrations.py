@@ -1,0 +1,110 @@
+"""Schema upgrades keep what users see: a database written by an older version, upgraded.
+
+On a real SQLite file and a real PostgreSQL database (the latter skips without
+AGENT_CHAT_TEST_POSTGRES).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import asyncio
+
+import pytest
+from mautrix.util.async_db import Database, UpgradeTable
+
+from agent_chat_appservice import db as tables
+
+ROOM, ALICE, BOB, CAROL = "!r:x", "@_ac_alice:x", "@_ac_bob:x", "@_ac_carol:x"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'appservice.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def _upgrades_up_to(version: int) -> UpgradeTable:
+    older = UpgradeTable()
+    older.upgrades = tables.upgrade_table.upgrades[:version]
+    return older
+
+
+async def _write_v3_ledger(url: str) -> None:
+    """What version 3 stored: Bob has 3 unread (2 by Alice, 1 urgent), Alice 1 (Carol's)."""
+    old = Database.create(url, upgrade_table=_upgrades_up_to(3))
+    await old.start()
+    try:
+        async with old.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO room (room_id, alias) VALUES ($1, 'proj')", ROOM)
+            for user, name in ((ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")):
+                await conn.execute(
+                    "INSERT INTO member (room_id, user_id, membership, displayname) "
+                    "VALUES ($1, $2, 'join', $3)",
+                    ROOM,
+                    user,
+                    name,
+                )
+            for i, sender in enumerate((CAROL, BOB, ALICE, CAROL, ALICE)):
+                await conn.execute(
+                    "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, urgent) "
+                    "VALUES ($1, $2, $3, $4, 'm.text', '\"hi\"', $5)",
+                    f"$e{i}",
+                    ROOM,
+                    sender,
+                    i,
+                    i == 3,
+                )
+            rows = [
+                (BOB, 3, True, "Alice", 2),
+                (ALICE, 1, False, "Carol", 3),
+                (CAROL, 0, False, None, 5),
+            ]
+            for user, count, urgent, last_sender, read in rows:
+                await conn.execute(
+                    "INSERT INTO unread (user_id, room_id, count, urgent, last_read_seq,"
+                    " last_sender) VALUES ($1, $2, $3, $4, $5, $6)",
+                    user,
+                    ROOM,
+                    count,
+                    urgent,
+                    read,
+                    last_sender,
+                )
+    finally:
+        await old.stop()
+
+
+def _entry(entries: list[tables.ledger.Unread]) -> tuple[int, bool, str | None] | None:
+    for u in entries:
+        if u.room_id == ROOM:
+            return u.count, u.urgent, u.last_sender
+    return None
+
+
+def test_upgrading_keeps_every_unread_count_and_counts_on(database_url: str) -> None:
+    async def scenario() -> None:
+        await _write_v3_ledger(database_url)
+        db = Database.create(database_url, upgrade_table=tables.upgrade_table)
+        await db.start()
+        tables.init(db)
+        try:
+            assert _entry(await tables.Ledger.unread(BOB)) == (3, True, "Alice")
+            assert _entry(await tables.Ledger.unread(ALICE)) == (1, False, "Carol")
+            assert _entry(await tables.Ledger.unread(CAROL)) is None
+            # Counting goes on from there: Alice writes; her own message is not news to her.
+            async with db.acquire() as conn, conn.transaction():
+                seq = await tables.Message.insert(
+                    conn, "$e5", ROOM, ALICE, 5, "m.text", "more", None, False
+                )
+                await tables.Ledger.on_message(conn, ROOM, seq, ALICE, "Alice", False, [])
+            assert _entry(await tables.Ledger.unread(BOB)) == (4, True, "Alice")
+            assert _entry(await tables.Ledger.unread(CAROL)) == (1, False, "Alice")
+            assert _entry(await tables.Ledger.unread(ALICE)) == (1, False, "Carol")
+            # Reading recounts from the marker: Bob read up to Carol's urgent message.
+            assert await tables.Ledger.mark_read(None, BOB, ROOM, 4, "$e3")
+            assert _entry(await tables.Ledger.unread(BOB)) == (2, False, "Alice")
+        finally:
+            await db.stop()
+
+    asyncio.run(scenario())
