@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db import Connection, Database, Scheme
 
 
 @dataclass
@@ -65,15 +65,11 @@ class Ledger:
     ) -> None:
         """Count one message for every member but its sender: two one-row writes, whatever
         the room's size (see the module's docstring)."""
-        # The sender's row first, while the room still names the sender before this one: that
-        # is who last wrote to the sender, should the sender be the room's last writer now.
-        q = (
-            "UPDATE unread SET base=base + 1, last_sender=COALESCE("
-            "  (SELECT r.last_sender FROM room r WHERE r.room_id=$1 AND r.last_sender_id<>$2),"
-            "  last_sender) "
-            "WHERE user_id=$2 AND room_id=$1"
+        # The room's row first: mark_read takes the same lock before it recounts, so a read
+        # never interleaves with the counting of a message (see there).
+        previous = await conn.fetchval(
+            "SELECT last_sender FROM room WHERE room_id=$1 AND last_sender_id<>$2", room_id, sender
         )
-        await conn.execute(q, room_id, sender)
         q = (
             "INSERT INTO room (room_id, counted, last_sender, last_sender_id) "
             "VALUES ($1, 1, $3, $2) ON CONFLICT (room_id) DO UPDATE SET "
@@ -81,6 +77,13 @@ class Ledger:
             "last_sender_id=excluded.last_sender_id"
         )
         await conn.execute(q, room_id, sender, sender_name)
+        # Whoever wrote before the sender is who last wrote to them: kept in their row, for
+        # while the room's last writer is the sender themselves.
+        q = (
+            "UPDATE unread SET base=base + 1, last_sender=COALESCE($3, last_sender) "
+            "WHERE user_id=$2 AND room_id=$1"
+        )
+        await conn.execute(q, room_id, sender, previous)
         if urgent:  # rare ([ALERT], @room): worth a write per member
             q = "UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id<>$2 AND NOT urgent"
             await conn.execute(q, room_id, sender)
@@ -107,6 +110,14 @@ class Ledger:
 
         Returns False when the marker was already at or past ``seq`` (receipts may echo back).
         """
+        if conn is None:
+            async with cls.db.acquire() as own, own.transaction():
+                return await cls.mark_read(own, user_id, room_id, seq, event_id)
+        if cls.db.scheme != Scheme.SQLITE:
+            # Wait for a message being counted in this room to commit: recounting from an
+            # older snapshot while it raises the reader's own base (their message) would undo
+            # that raise. SQLite runs one writer at a time anyway.
+            await conn.execute("SELECT 1 FROM room WHERE room_id=$1 FOR SHARE", room_id)
         q = (
             "UPDATE unread SET last_read_seq=$3, last_read_event=$4, "
             "base=(SELECT counted FROM room WHERE room_id=$2) "
@@ -118,7 +129,7 @@ class Ledger:
             "                   AND x.user_id=$1)) "
             "WHERE user_id=$1 AND room_id=$2 AND last_read_seq<$3"
         )
-        result = await (conn or cls.db).execute(q, user_id, room_id, seq, event_id)
+        result = await conn.execute(q, user_id, room_id, seq, event_id)
         return _rows_changed(result) > 0
 
     @classmethod

@@ -1,0 +1,65 @@
+"""The ledger under concurrent writers, on a real PostgreSQL database (SQLite runs one writer
+at a time, so these interleavings cannot happen there; skipped without
+AGENT_CHAT_TEST_POSTGRES)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mautrix.util.async_db import Database
+
+from agent_chat_appservice import db as tables
+
+ROOM, ALICE, BOB = "!r:x", "@_ac_alice:x", "@_ac_bob:x"
+
+
+def _count(entries: list[tables.ledger.Unread]) -> int:
+    return next((u.count for u in entries if u.room_id == ROOM), 0)
+
+
+async def _message(conn, event_id: str, sender: str, name: str) -> int:
+    seq = await tables.Message.insert(conn, event_id, ROOM, sender, 0, "m.text", "hi", None, False)
+    await tables.Ledger.on_message(conn, ROOM, seq, sender, name, False, [])
+    return seq
+
+
+def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url: str) -> None:
+    """Alice reads Bob's message while her reply is being counted: the read waits for the
+    count to commit, then recounts; her reply never shows as unread to her."""
+
+    async def scenario() -> None:
+        db = Database.create(
+            pg_url, upgrade_table=tables.upgrade_table, db_args={"min_size": 1, "max_size": 4}
+        )
+        await db.start()
+        tables.init(db)
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                await tables.Room.ensure(conn, ROOM)
+                await tables.Ledger.on_join(conn, ROOM, ALICE)
+                await tables.Ledger.on_join(conn, ROOM, BOB)
+                bobs = await _message(conn, "$bob", BOB, "Bob")
+            assert _count(await tables.Ledger.unread(ALICE)) == 1
+
+            counted, commit = asyncio.Event(), asyncio.Event()
+
+            async def count_alices_reply() -> None:
+                async with db.acquire() as conn, conn.transaction():
+                    await _message(conn, "$alice", ALICE, "Alice")
+                    counted.set()
+                    await commit.wait()
+
+            writer = asyncio.create_task(count_alices_reply())
+            await counted.wait()
+            reader = asyncio.create_task(tables.Ledger.mark_read(None, ALICE, ROOM, bobs, "$bob"))
+            await asyncio.sleep(0.3)
+            assert not reader.done(), "the read did not wait for the message being counted"
+            commit.set()
+            await writer
+            assert await reader
+            assert _count(await tables.Ledger.unread(ALICE)) == 0
+            assert _count(await tables.Ledger.unread(BOB)) == 1
+        finally:
+            await db.stop()
+
+    asyncio.run(scenario())
