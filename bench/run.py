@@ -191,55 +191,30 @@ def main() -> int:
         f"{' (quick scale)' if args.quick else ''}."
     )
     fresh: dict[str, str] = {}
+
+    def script(name: str, *args: str) -> list[str]:
+        return [py, f"bench/{name}", *args]
+
     if "client" in wanted:
-        fresh["client"] = run(
-            "client",
-            [
-                py,
-                "bench/bench_client.py",
-                "-n",
-                "10" if args.quick else "30",
-                "--json-out",
-                str(RESULTS / "client.json"),
-            ],
-        )
+        runs = "10" if args.quick else "30"
+        out = str(RESULTS / "client.json")
+        fresh["client"] = run("client", script("bench_client.py", "-n", runs, "--json-out", out))
     if "hook" in wanted:
-        fresh["hook"] = run(
-            "hook",
-            [
-                py,
-                "bench/bench_hook.py",
-                "-n",
-                "50" if args.quick else "300",
-                "--out",
-                str(RESULTS / "hook.json"),
-            ],
-        )
+        runs = "50" if args.quick else "300"
+        out = str(RESULTS / "hook.json")
+        fresh["hook"] = run("hook", script("bench_hook.py", "-n", runs, "--out", out))
     if "sqlite" in wanted:
+        out = str(RESULTS / "appservice-sqlite.json")
         fresh["sqlite"] = run(
-            "appservice, SQLite",
-            [
-                py,
-                "bench/bench_appservice.py",
-                *scale,
-                "--json",
-                str(RESULTS / "appservice-sqlite.json"),
-            ],
+            "appservice, SQLite", script("bench_appservice.py", *scale, "--json", out)
         )
     if "postgres" in wanted:
         url, drop = postgres_database(args.postgres)
+        out = str(RESULTS / "appservice-postgres.json")
         try:
             fresh["postgres"] = run(
                 "appservice, PostgreSQL",
-                [
-                    py,
-                    "bench/bench_appservice.py",
-                    *pg_scale,
-                    "--database",
-                    url,
-                    "--json",
-                    str(RESULTS / "appservice-postgres.json"),
-                ],
+                script("bench_appservice.py", *pg_scale, "--database", url, "--json", out),
             )
         finally:
             drop()
