@@ -34,8 +34,15 @@ class Agent:
     nick: str
     token: str
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None):
-        return http_json(method, self.api_base + path, body, token or self.token)
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+    ):
+        return http_json(method, self.api_base + path, body, token or self.token, timeout)
 
     def send(self, to: str, body: str, txn: str | None = None) -> dict:
         status, data = self.call("PUT", f"/send/{txn or secrets.token_hex(8)}", {"to": to, "body": body})

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from agent_chat_server import control
-from conftest import START_TIMEOUT, Stack, create_pg_database, http_json, start_stack
+from conftest import START_TIMEOUT, Stack, create_pg_database, start_stack
 from helpers import Agent, register, room_id_of, synapse, wait_for
 
 pytestmark = pytest.mark.fault
@@ -145,18 +145,18 @@ def test_client_retrying_a_send_after_a_timeout(fault_stack: Stack) -> None:
     st = fault_stack
     a, b = register(st), register(st)
     body = "sent while Synapse stalled " + secrets.token_hex(3)
-    url, payload = a.api_base + f"/send/{secrets.token_hex(8)}", {"to": "#general", "body": body}
+    path, payload = f"/send/{secrets.token_hex(8)}", {"to": "#general", "body": body}
     pid = int(st.dd.pid_file("synapse").read_text())
     os.kill(pid, signal.SIGSTOP)
     try:
         for _ in range(2):  # the first attempt and one retry, both cut off by the timeout
             with pytest.raises(OSError):  # TimeoutError, or URLError wrapping it
-                http_json("PUT", url, payload, a.token, timeout=1.0)
+                a.call("PUT", path, payload, timeout=1.0)
     finally:
         os.kill(pid, signal.SIGCONT)
     answers = []
     for _ in range(3):  # retries after Synapse is back agree on one event
-        status, data = http_json("PUT", url, payload, a.token, timeout=30)
+        status, data = a.call("PUT", path, payload, timeout=30)
         assert status == 200, data
         answers.append(data["event_id"])
     assert len(set(answers)) == 1
