@@ -27,16 +27,16 @@ from typing import Any
 import argparse
 import asyncio
 import json
+import os
 import platform
 import secrets
 import socket
 import sys
 import tempfile
 import time
-import os
 
-import aiohttp
 from aiohttp import web
+import aiohttp
 
 from agent_chat_appservice.config import Config
 from agent_chat_server import control
@@ -141,7 +141,7 @@ class Bench:
         probe_file = root / "probe-registration.yaml"
         probe_file.write_text(json.dumps(self.probe.registration()))
         hs = load_yaml(self.dd.homeserver_yaml)
-        hs["app_service_config_files"] = list(hs["app_service_config_files"]) + [str(probe_file)]
+        hs["app_service_config_files"] = [*list(hs["app_service_config_files"]), str(probe_file)]
         self.dd.homeserver_yaml.write_text(json.dumps(hs))  # JSON is YAML
         self.api = config.api_url + "/_agent_chat/v1"
         self.synapse = config.homeserver_url
@@ -288,7 +288,7 @@ class Bench:
         server, client = [], []
         for _ in range(samples):
             t0 = time.perf_counter()
-            status, data, dur = await self.api_call("GET", "/notify", token)
+            _status, data, dur = await self.api_call("GET", "/notify", token)
             client.append((time.perf_counter() - t0) * 1000)
             server.append(dur)
         return {
@@ -362,7 +362,7 @@ class Bench:
             [self.api_call("POST", "/join", a["token"], {"room": "#big"}) for a in agents[1:]], 8
         )
         join_s = time.perf_counter() - t0
-        status, who, _ = await self.api_call("GET", "/who?room=%23big", owner["token"])
+        _status, who, _ = await self.api_call("GET", "/who?room=%23big", owner["token"])
         members = len(who["members"])
         apply_ms = []
         receiver = agents[-1]
@@ -421,8 +421,7 @@ class Bench:
         )
         await self.gather_limited([self.send(sender["token"], n, "hello") for n in names], 8)
         while (
-            len((await self.api_call("GET", "/notify", receiver["token"]))[1]["unread"])
-            < a.rooms
+            len((await self.api_call("GET", "/notify", receiver["token"]))[1]["unread"]) < a.rooms
         ):
             await asyncio.sleep(0.01)
         self.results["rooms"] = {"rooms": a.rooms, "setup_seconds": time.perf_counter() - t0}
@@ -485,7 +484,11 @@ class Bench:
             }
             if a.keep:
                 probe = self.probe
-                state = {"port": probe.port, "as_token": probe.as_token, "hs_token": probe.hs_token}
+                state = {
+                    "port": probe.port,
+                    "as_token": probe.as_token,
+                    "hs_token": probe.hs_token,
+                }
                 self.saved_file.write_text(json.dumps({"probe": state, "agents": agents}))
             sender, receiver = agents[0], agents[1]
             if "delivery" in only:

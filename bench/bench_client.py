@@ -21,6 +21,7 @@ Prints a table and writes JSON (default bench/results/bench_client-<time>.json).
 
 from __future__ import annotations
 
+from pathlib import Path
 import argparse
 import compileall
 import hashlib
@@ -38,7 +39,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -52,8 +52,11 @@ TARGETS = {
     "ac send": (90.0, 3.5, None),
     "ac listen --last 20": (100.0, None, None),
 }
-BASELINE_OF = {"ac notify --oneline": "seed notify", "ac send": "seed send",
-               "ac listen --last 20": "seed listen"}
+BASELINE_OF = {
+    "ac notify --oneline": "seed notify",
+    "ac send": "seed send",
+    "ac listen --last 20": "seed listen",
+}
 
 
 def http_json(method, url, body=None, token=None, timeout=30.0):
@@ -83,8 +86,16 @@ def free_port():
 class Server:
     """Connection facts for the server under test; starts a temp one if asked."""
 
-    def __init__(self, api_url, synapse_url, registration_token, server_name,
-                 shared_secret=None, matrix_token=None, stop=None):
+    def __init__(
+        self,
+        api_url,
+        synapse_url,
+        registration_token,
+        server_name,
+        shared_secret=None,
+        matrix_token=None,
+        stop=None,
+    ):
         self.api_url = api_url
         self.synapse_url = synapse_url
         self.registration_token = registration_token
@@ -102,8 +113,14 @@ class Server:
         dd = DataDir.at(path)
         config = control.load_config(dd)
         hs = load_yaml(dd.homeserver_yaml)
-        return cls(config.api_url, config.homeserver_url, config.registration_token,
-                   config.server_name, hs.get("registration_shared_secret"), stop=stop)
+        return cls(
+            config.api_url,
+            config.homeserver_url,
+            config.registration_token,
+            config.server_name,
+            hs.get("registration_shared_secret"),
+            stop=stop,
+        )
 
     @classmethod
     def start_temp(cls, root):
@@ -124,8 +141,11 @@ class Server:
 def create_matrix_user(server):
     """An ordinary Matrix user for the baseline: shared-secret registration, or a given token."""
     if server.matrix_token:
-        status, body = http_json("GET", server.synapse_url + "/_matrix/client/v3/account/whoami",
-                                 token=server.matrix_token)
+        status, body = http_json(
+            "GET",
+            server.synapse_url + "/_matrix/client/v3/account/whoami",
+            token=server.matrix_token,
+        )
         assert status == 200, body
         return body["user_id"], server.matrix_token
     if not server.shared_secret:
@@ -137,9 +157,17 @@ def create_matrix_user(server):
     user, password = "bench" + secrets.token_hex(4), secrets.token_urlsafe(16)
     mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
     mac.update(b"\x00".join([nonce.encode(), user.encode(), password.encode(), b"notadmin"]))
-    status, body = http_json("POST", url, {"nonce": nonce, "username": user,
-                                           "password": password, "admin": False,
-                                           "mac": mac.hexdigest()})
+    status, body = http_json(
+        "POST",
+        url,
+        {
+            "nonce": nonce,
+            "username": user,
+            "password": password,
+            "admin": False,
+            "mac": mac.hexdigest(),
+        },
+    )
     assert status == 200, body
     return body["user_id"], body["access_token"]
 
@@ -157,8 +185,11 @@ def _first_token(data):
 
 
 def child_env(extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENT_CHAT_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AGENT_CHAT_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(extra)
     return env
 
@@ -178,8 +209,9 @@ def run_cold(cmd, env, errfile):
     full = [TIME, "-f", "%M", "-o", rss_file, *cmd] if use_time else cmd
     with open(errfile, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, env=env)
+        proc = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
         _, status, _usage = os.wait4(proc.pid, 0)
         wall = (time.perf_counter() - t0) * 1000
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -207,7 +239,7 @@ def summarize(samples):
         "median_ms": statistics.median(walls),
         "mean_ms": statistics.fmean(walls),
         "min_ms": walls[0],
-        "p90_ms": walls[min(len(walls) - 1, int(round(0.9 * (len(walls) - 1))))],
+        "p90_ms": walls[min(len(walls) - 1, round(0.9 * (len(walls) - 1)))],
         "max_ms": walls[-1],
         "peak_rss_mib_median": statistics.median(rss),
         "peak_rss_mib_max": max(rss),
@@ -234,9 +266,13 @@ def main():
                 parser.error("--api-url needs --synapse-url and --registration-token")
             status, health = http_json("GET", args.api_url.rstrip("/") + "/_agent_chat/v1/health")
             assert status == 200, health
-            server = Server(args.api_url.rstrip("/"), args.synapse_url.rstrip("/"),
-                            args.registration_token, health["server_name"],
-                            matrix_token=args.matrix_token)
+            server = Server(
+                args.api_url.rstrip("/"),
+                args.synapse_url.rstrip("/"),
+                args.registration_token,
+                health["server_name"],
+                matrix_token=args.matrix_token,
+            )
         elif args.data_dir:
             server = Server.from_data_dir(args.data_dir)
         else:
@@ -247,8 +283,11 @@ def main():
         if server is not None and server.stop:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    out = Path(args.json_out) if args.json_out else (
-        ROOT / "bench" / "results" / time.strftime("bench_client-%Y%m%d-%H%M%S.json"))
+    out = (
+        Path(args.json_out)
+        if args.json_out
+        else (ROOT / "bench" / "results" / time.strftime("bench_client-%Y%m%d-%H%M%S.json"))
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")
@@ -261,33 +300,50 @@ def bench(server, tmp, args):
     home = tmp / "ac-home"
     home.mkdir()
     env = child_env({"AGENT_CHAT_HOME": str(home), "AGENT_CHAT_SERVER": server.api_url})
-    check([AC, "config", "--set", f"registration_token={server.registration_token}"], env,
-          "ac config")
+    check(
+        [AC, "config", "--set", f"registration_token={server.registration_token}"],
+        env,
+        "ac config",
+    )
     check([AC, "register", "Bench" + secrets.token_hex(3)], env, "ac register")
     room = "#bench-" + secrets.token_hex(3)
     check([AC, "create-room", room, "--topic", "ac benchmark"], env, "ac create-room")
-    peer_env = child_env({"AGENT_CHAT_HOME": str(tmp / "peer-home"),
-                          "AGENT_CHAT_SERVER": server.api_url})
-    check([AC, "config", "--set", f"registration_token={server.registration_token}"], peer_env,
-          "ac config (peer)")
+    peer_env = child_env(
+        {"AGENT_CHAT_HOME": str(tmp / "peer-home"), "AGENT_CHAT_SERVER": server.api_url}
+    )
+    check(
+        [AC, "config", "--set", f"registration_token={server.registration_token}"],
+        peer_env,
+        "ac config (peer)",
+    )
     check([AC, "join", room], peer_env, "peer join")
     for i in range(25):  # history for listen, unread for notify
         check([AC, "send", room, f"[STATUS] peer message {i}"], peer_env, "peer send")
 
     user_id, token = create_matrix_user(server)
     alias = urllib.parse.quote(f"{room}:{server.server_name}")
-    status, body = http_json("POST", f"{server.synapse_url}/_matrix/client/v3/join/{alias}", {},
-                             token=token)
+    status, body = http_json(
+        "POST", f"{server.synapse_url}/_matrix/client/v3/join/{alias}", {}, token=token
+    )
     assert status == 200, body
-    room_id = body["room_id"]
-    status, first = http_json("GET", f"{server.synapse_url}/_matrix/client/v3/sync?timeout=0",
-                              token=token)
+    body["room_id"]
+    status, first = http_json(
+        "GET", f"{server.synapse_url}/_matrix/client/v3/sync?timeout=0", token=token
+    )
     assert status == 200, first
     state_path = tmp / "seed-state.json"
-    state_path.write_text(json.dumps({
-        "homeserver": server.synapse_url, "user_id": user_id, "access_token": token,
-        "server_name": server.server_name, "sync_token": first["next_batch"],
-        "room_aliases": {}}))
+    state_path.write_text(
+        json.dumps(
+            {
+                "homeserver": server.synapse_url,
+                "user_id": user_id,
+                "access_token": token,
+                "server_name": server.server_name,
+                "sync_token": first["next_batch"],
+                "room_aliases": {},
+            }
+        )
+    )
     seed_env = child_env({})
     seed = [PY, SEED, "--state", str(state_path)]
 
@@ -304,15 +360,25 @@ def bench(server, tmp, args):
     }
     if curl:  # the floor: one HTTP request from the cheapest client there is
         commands["curl notify (floor)"] = (
-            lambda: [curl, "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}",
-                     server.api_url + "/_agent_chat/v1/notify?format=oneline"],
+            lambda: [
+                curl,
+                "-s",
+                "-o",
+                "/dev/null",
+                "-H",
+                f"Authorization: Bearer {token}",
+                server.api_url + "/_agent_chat/v1/notify?format=oneline",
+            ],
             env,
         )
     samples = {name: [] for name in commands}
     errfile = tmp / "stderr.txt"
     total = args.warmup + args.runs
-    print(f"{len(commands)} commands x {args.runs} cold runs (+{args.warmup} warm-up), "
-          f"interleaved; room {room}, baseline user {user_id}", flush=True)
+    print(
+        f"{len(commands)} commands x {args.runs} cold runs (+{args.warmup} warm-up), "
+        f"interleaved; room {room}, baseline user {user_id}",
+        flush=True,
+    )
     for i in range(total):
         for name, (make, cmd_env) in commands.items():
             wall, rss, code = run_cold(make(), cmd_env, errfile)
@@ -338,9 +404,12 @@ def bench(server, tmp, args):
             verdicts.append(ratio >= min_ratio)
         if limit_mib is not None:
             verdicts.append(st["peak_rss_mib_max"] <= limit_mib)
-        st["targets"] = {"median_ms_max": limit_ms, "ratio_min": min_ratio,
-                         "peak_mib_max": limit_mib,
-                         "met": all(verdicts) if verdicts else None}
+        st["targets"] = {
+            "median_ms_max": limit_ms,
+            "ratio_min": min_ratio,
+            "peak_mib_max": limit_mib,
+            "met": all(verdicts) if verdicts else None,
+        }
         stats_ok = stats_ok and all(verdicts)
         target = []
         if limit_ms is not None:
@@ -349,15 +418,26 @@ def bench(server, tmp, args):
             target.append(f">={min_ratio}x")
         if limit_mib is not None:
             target.append(f"<={limit_mib:.0f}MiB")
-        rows.append((name, st, ratio, " ".join(target),
-                     "" if not verdicts else ("ok" if all(verdicts) else "MISSED")))
+        rows.append(
+            (
+                name,
+                st,
+                ratio,
+                " ".join(target),
+                "" if not verdicts else ("ok" if all(verdicts) else "MISSED"),
+            )
+        )
     print()
-    print(f"{'command':<22} {'median':>8} {'p90':>8} {'min':>8} {'peak RSS':>9} "
-          f"{'vs seed':>8}  target")
+    print(
+        f"{'command':<22} {'median':>8} {'p90':>8} {'min':>8} {'peak RSS':>9} "
+        f"{'vs seed':>8}  target"
+    )
     for name, st, ratio, target, verdict in rows:
-        print(f"{name:<22} {st['median_ms']:>6.1f}ms {st['p90_ms']:>6.1f}ms "
-              f"{st['min_ms']:>6.1f}ms {st['peak_rss_mib_max']:>6.1f}MiB "
-              f"{(f'{ratio:.1f}x' if ratio else ''):>8}  {target} {verdict}")
+        print(
+            f"{name:<22} {st['median_ms']:>6.1f}ms {st['p90_ms']:>6.1f}ms "
+            f"{st['min_ms']:>6.1f}ms {st['peak_rss_mib_max']:>6.1f}MiB "
+            f"{(f'{ratio:.1f}x' if ratio else ''):>8}  {target} {verdict}"
+        )
     base_py = [run_cold([PY, "-c", "pass"], seed_env, errfile) for _ in range(args.runs)]
     py_median = statistics.median(w for w, _, _ in base_py)
     print(f"{'(python -c pass)':<22} {py_median:>6.1f}ms")

@@ -15,6 +15,7 @@ exit. Prints a table and writes JSON (default bench/results/bench_hook-<time>.js
 
 from __future__ import annotations
 
+from pathlib import Path
 import argparse
 import json
 import os
@@ -27,7 +28,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,8 +51,9 @@ def free_port() -> int:
 
 
 def http_json(method: str, url: str, body=None, token=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                 method=method)
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body else None, method=method
+    )
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", "Bearer " + token)
@@ -64,9 +65,22 @@ def start_server(tmp: Path) -> tuple[str, str, Path]:
     data_dir = tmp / "server"
     api_port, synapse_port = free_port(), free_port()
     env = {**os.environ, "AGENT_CHAT_HOME": str(tmp / "server-client")}
-    subprocess.run([str(BIN / "agent-chat-server"), "start", "--data-dir", str(data_dir),
-                    "--synapse-port", str(synapse_port), "--api-port", str(api_port),
-                    "--no-client-config"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(BIN / "agent-chat-server"),
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--synapse-port",
+            str(synapse_port),
+            "--api-port",
+            str(api_port),
+            "--no-client-config",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     sys.path.insert(0, str(ROOT / "server"))
     from agent_chat_server import control
     from agent_chat_server.paths import DataDir
@@ -80,9 +94,14 @@ def timed_runs(n: int, args: list[str], env: dict[str, str], stdin: str | None) 
     data = stdin.encode() if stdin is not None else None
     for _ in range(n):
         start = time.perf_counter()
-        subprocess.run(["sh", HOOK, *args], input=data, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, env=env,
-                       stdin=None if data is not None else subprocess.DEVNULL)
+        subprocess.run(
+            ["sh", HOOK, *args],
+            input=data,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            stdin=None if data is not None else subprocess.DEVNULL,
+        )
         times.append((time.perf_counter() - start) * 1000)
     return times
 
@@ -105,37 +124,59 @@ def main() -> int:
         chat = tmp / "chat"
         chat.mkdir()
         (chat / "config.toml").write_text(
-            '[server]\nurl = "%s"\nregistration_token = "%s"\n' % (api_url, reg_token or ""))
+            '[server]\nurl = "{}"\nregistration_token = "{}"\n'.format(api_url, reg_token or "")
+        )
         nick = "Bench" + secrets.token_hex(3)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
         base_env.update(AGENT_CHAT_HOME=str(chat), AGENT_CHAT_NICK=nick)
-        subprocess.run([AC, "setup", "hook"], check=True, env=base_env,
-                       stdout=subprocess.DEVNULL)
-        peer = http_json("POST", api_url + "/_agent_chat/v1/register",
-                         {"registration_token": reg_token, "exact": False})
+        subprocess.run([AC, "setup", "hook"], check=True, env=base_env, stdout=subprocess.DEVNULL)
+        peer = http_json(
+            "POST",
+            api_url + "/_agent_chat/v1/register",
+            {"registration_token": reg_token, "exact": False},
+        )
         for target in ("#general", "#status", "#alerts", "@" + nick):
             for i in range(2):
-                http_json("PUT", api_url + "/_agent_chat/v1/send/" + secrets.token_hex(8),
-                          {"to": target, "body": "bench %d" % i}, peer["token"])
+                http_json(
+                    "PUT",
+                    api_url + "/_agent_chat/v1/send/" + secrets.token_hex(8),
+                    {"to": target, "body": "bench %d" % i},
+                    peer["token"],
+                )
         time.sleep(0.5)
-        line = subprocess.run(["sh", HOOK, "--status"], capture_output=True, text=True,
-                              env={**base_env, "AGENT_CHAT_HOOK_TTL": "0"}).stdout.strip()
-        print("hook line: %s" % line)
-        stdin = json.dumps({"session_id": "bench", "hook_event_name": "PostToolUse",
-                            "tool_name": "Bash", "tool_input": {"command": "ls"}})
+        line = subprocess.run(
+            ["sh", HOOK, "--status"],
+            capture_output=True,
+            text=True,
+            env={**base_env, "AGENT_CHAT_HOOK_TTL": "0"},
+        ).stdout.strip()
+        print(f"hook line: {line}")
+        stdin = json.dumps(
+            {
+                "session_id": "bench",
+                "hook_event_name": "PostToolUse",
+                "tool_name": "Bash",
+                "tool_input": {"command": "ls"},
+            }
+        )
         uncached = {**base_env, "AGENT_CHAT_HOOK_TTL": "0"}
         cached = {**base_env, "AGENT_CHAT_HOOK_TTL": "3600"}
         down_env = {k: v for k, v in base_env.items() if k != "AGENT_CHAT_NICK"}
-        down_env.update(AGENT_CHAT_TOKEN="x", AGENT_CHAT_HOOK_TTL="0",
-                        AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port())
+        down_env.update(
+            AGENT_CHAT_TOKEN="x",
+            AGENT_CHAT_HOOK_TTL="0",
+            AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port(),
+        )
         subprocess.run(["sh", HOOK, "--status"], env=cached, capture_output=True)  # fill cache
         cases = {
             "uncached, status line": (["--status"], uncached, None),
-            "uncached, agent hook (stdin JSON, dedupe)": (["--json", "PostToolUse"], uncached,
-                                                          stdin),
+            "uncached, agent hook (stdin JSON, dedupe)": (
+                ["--json", "PostToolUse"],
+                uncached,
+                stdin,
+            ),
             "cached, status line": (["--status"], cached, None),
-            "cached, agent hook (stdin JSON, dedupe)": (["--json", "PostToolUse"], cached,
-                                                        stdin),
+            "cached, agent hook (stdin JSON, dedupe)": (["--json", "PostToolUse"], cached, stdin),
             "server down (connection refused)": (["--status"], down_env, None),
         }
         results = {}
@@ -143,33 +184,60 @@ def main() -> int:
             timed_runs(5, hook_args, env, data)  # warm up
             times = timed_runs(args.n, hook_args, env, data)
             times.sort()
-            results[name] = {"n": args.n, "median_ms": statistics.median(times),
-                             "p95_ms": times[int(len(times) * 0.95) - 1],
-                             "min_ms": times[0], "target_ms": TARGETS[name]}
+            results[name] = {
+                "n": args.n,
+                "median_ms": statistics.median(times),
+                "p95_ms": times[int(len(times) * 0.95) - 1],
+                "min_ms": times[0],
+                "target_ms": TARGETS[name],
+            }
         ok = True
         print("%-44s %5s %9s %8s %8s %8s" % ("case", "n", "median", "p95", "target", ""))
         for name, r in results.items():
             target = r["target_ms"]
             good = target is None or r["median_ms"] <= target
             ok = ok and good
-            print("%-44s %5d %7.2fms %6.2fms %8s %8s" % (
-                name, r["n"], r["median_ms"], r["p95_ms"],
-                "<=%gms" % target if target else "-", ("ok" if good else "MISSED")
-                if target else ""))
-        out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
-            "bench_hook-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+            print(
+                "%-44s %5d %7.2fms %6.2fms %8s %8s"
+                % (
+                    name,
+                    r["n"],
+                    r["median_ms"],
+                    r["p95_ms"],
+                    f"<={target:g}ms" if target else "-",
+                    ("ok" if good else "MISSED") if target else "",
+                )
+            )
+        out = (
+            Path(args.out)
+            if args.out
+            else ROOT
+            / "bench"
+            / "results"
+            / ("bench_hook-{}.json".format(time.strftime("%Y%m%d-%H%M%S")))
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"hook_line": line, "cases": results,
-                                   "uname": os.uname().sysname + " " + os.uname().machine,
-                                   "sh": os.path.realpath(shutil.which("sh") or "sh")},
-                                  indent=1) + "\n")
-        print("results: %s" % out)
+        out.write_text(
+            json.dumps(
+                {
+                    "hook_line": line,
+                    "cases": results,
+                    "uname": os.uname().sysname + " " + os.uname().machine,
+                    "sh": os.path.realpath(shutil.which("sh") or "sh"),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+        print(f"results: {out}")
         return 0 if ok else 1
     finally:
         if data_dir is not None:
-            subprocess.run([str(BIN / "agent-chat-server"), "stop", "--data-dir",
-                            str(data_dir)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [str(BIN / "agent-chat-server"), "stop", "--data-dir", str(data_dir)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

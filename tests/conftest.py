@@ -156,24 +156,36 @@ class Stack:
         assert status == 200, body
         nonce = body["nonce"]
         mac = hmac.new(self.registration_shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
-                                 b"admin" if admin else b"notadmin"]))
-        status, body = http_json("POST", url, {
-            "nonce": nonce, "username": localpart, "password": password, "admin": admin,
-            "mac": mac.hexdigest(),
-        })
+        mac.update(
+            b"\x00".join(
+                [
+                    nonce.encode(),
+                    localpart.encode(),
+                    password.encode(),
+                    b"admin" if admin else b"notadmin",
+                ]
+            )
+        )
+        status, body = http_json(
+            "POST",
+            url,
+            {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
         assert status == 200, body
         return {**body, "password": password}
 
 
-def start_stack(
-    root: Path, database: str | None = None, ports: list[int] | None = None
-) -> Stack:
+def start_stack(root: Path, database: str | None = None, ports: list[int] | None = None) -> Stack:
     """init + start a stack in ``root`` on free ports (the same code as the CLI)."""
     synapse_port, api_port = ports or free_ports(2)
     dd = DataDir.at(root)
-    init_data_dir(dd, InitOptions(synapse_port=synapse_port, api_port=api_port,
-                                  database=database))
+    init_data_dir(dd, InitOptions(synapse_port=synapse_port, api_port=api_port, database=database))
     try:
         control.start_background(dd, timeout=START_TIMEOUT, tie_to_caller=True)
     except Exception as e:

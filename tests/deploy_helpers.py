@@ -22,12 +22,16 @@ from helpers import processes_mentioning
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 150.0,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 150.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """``agent-chat-server ARGS`` as a user would run it."""
     r = subprocess.run(
         [sys.executable, "-m", "agent_chat_server", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
     if check:

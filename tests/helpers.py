@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 import os
 import secrets
@@ -45,7 +46,9 @@ class Agent:
         return http_json(method, self.api_base + path, body, token or self.token, timeout)
 
     def send(self, to: str, body: str, txn: str | None = None) -> dict:
-        status, data = self.call("PUT", f"/send/{txn or secrets.token_hex(8)}", {"to": to, "body": body})
+        status, data = self.call(
+            "PUT", f"/send/{txn or secrets.token_hex(8)}", {"to": to, "body": body}
+        )
         assert status == 200, data
         return data
 
@@ -62,7 +65,6 @@ class Agent:
         status, data = self.call("GET", f"/messages?{qs}")
         assert status == 200, data
         return data["messages"]
-
 
     def bodies(self, room: str) -> list[str]:
         """Bodies of the room's last messages, oldest first, without marking them read."""

@@ -12,7 +12,6 @@ import pytest
 from conftest import Stack, http_json
 from helpers import register, room_id_of, synapse, unique, wait_for
 
-
 # --- rooms and identities -------------------------------------------------------------------
 
 
@@ -27,7 +26,9 @@ def test_default_rooms_are_public_and_listed(any_stack: Stack) -> None:
     # The bot created them, so it is their admin (room v12: the creator outranks everyone).
     room = room_id_of(any_stack, f"#general:{any_stack.server_name}")
     status, create = synapse(
-        any_stack, "GET", f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.create/?format=event"
+        any_stack,
+        "GET",
+        f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.create/?format=event",
     )
     assert status == 200 and create["sender"] == any_stack.config.bot_mxid, create
 
@@ -41,7 +42,11 @@ def test_register_auto_name_joins_default_rooms_and_sets_display_name(any_stack:
     )
     assert status == 200 and profile["displayname"] == agent.nick
     status, whoami = agent.call("GET", "/whoami")
-    assert status == 200 and whoami == {"user_id": agent.user_id, "nick": agent.nick, "kind": "agent"}
+    assert status == 200 and whoami == {
+        "user_id": agent.user_id,
+        "nick": agent.nick,
+        "kind": "agent",
+    }
     status, chans = agent.call("GET", "/channels")
     assert {c["room"] for c in chans["channels"]} == {"#general", "#status", "#alerts"}
 
@@ -93,7 +98,11 @@ def test_humans_keep_ordinary_usernames(stack: Stack) -> None:
     status, data = http_json(
         "POST",
         stack.synapse_url + "/_matrix/client/v3/register",
-        {"username": "_ac_" + unique("sneaky"), "password": "x" * 12, "auth": {"type": "m.login.dummy"}},
+        {
+            "username": "_ac_" + unique("sneaky"),
+            "password": "x" * 12,
+            "auth": {"type": "m.login.dummy"},
+        },
     )
     assert status in (400, 403) and data["errcode"] in ("M_EXCLUSIVE", "M_FORBIDDEN"), data
 
@@ -148,7 +157,7 @@ def test_own_messages_are_never_unread_and_notify_names_who_wrote_to_you(any_sta
     a.send(name, "five")
     wait_for(lambda: b.count(name) == 3, what="a's fifth")
     assert a.count(name) == 1 and a.notify()[name]["senders"] == [b.nick]
-    status, chans = a.call("GET", "/channels")
+    _status, chans = a.call("GET", "/channels")
     assert {c["room"]: c["unread"] for c in chans["channels"]}[name] == 1
 
 
@@ -185,7 +194,9 @@ def test_direct_message_counts_under_the_senders_name(any_stack: Stack) -> None:
     wait_for(lambda: b.count("@" + a.nick) == 1, what="DM count")
     # The DM is a real Matrix direct chat.
     status, create = synapse(
-        any_stack, "GET", f"/_matrix/client/v3/rooms/{quote(sent['room_id'])}/state/m.room.member/{quote(b.user_id)}",
+        any_stack,
+        "GET",
+        f"/_matrix/client/v3/rooms/{quote(sent['room_id'])}/state/m.room.member/{quote(b.user_id)}",
         as_user=b.user_id,
     )
     assert status == 200 and create["membership"] == "join"
@@ -204,7 +215,10 @@ def test_reading_resets_count_and_sends_a_read_receipt(any_stack: Stack) -> None
     human = any_stack.create_human(unique("watcher_"))
     general = room_id_of(any_stack, f"#general:{any_stack.server_name}")
     status, _ = http_json(
-        "POST", f"{any_stack.synapse_url}/_matrix/client/v3/join/{quote(general)}", {}, human["access_token"]
+        "POST",
+        f"{any_stack.synapse_url}/_matrix/client/v3/join/{quote(general)}",
+        {},
+        human["access_token"],
     )
     assert status == 200
     for i in range(3):
@@ -217,16 +231,20 @@ def test_reading_resets_count_and_sends_a_read_receipt(any_stack: Stack) -> None
 
     # Synapse caches identical sync responses, so poll incrementally from a since token.
     status, sync = http_json(
-        "GET", f"{any_stack.synapse_url}/_matrix/client/v3/sync?timeout=0", token=human["access_token"]
+        "GET",
+        f"{any_stack.synapse_url}/_matrix/client/v3/sync?timeout=0",
+        token=human["access_token"],
     )
     seen: list[Any] = [sync["rooms"]["join"].get(general, {}).get("ephemeral")]
     since = [sync["next_batch"]]
 
     def receipt_seen() -> bool:
         for event in seen[-1]["events"] if seen[-1] else []:
-            if event["type"] == "m.receipt" and b.user_id in event["content"].get(last, {}).get("m.read", {}):
+            if event["type"] == "m.receipt" and b.user_id in event["content"].get(last, {}).get(
+                "m.read", {}
+            ):
                 return True
-        status, sync = http_json(
+        _status, sync = http_json(
             "GET",
             f"{any_stack.synapse_url}/_matrix/client/v3/sync?timeout=500&since={since[0]}",
             token=human["access_token"],
@@ -314,9 +332,16 @@ def test_bad_requests_get_clear_errors(
 
 
 def test_every_route_needs_the_callers_token(stack: Stack) -> None:
-    for method, path in [("GET", "/notify"), ("GET", "/whoami"), ("GET", "/channels"),
-                         ("GET", "/messages"), ("GET", "/who?room=%23general"),
-                         ("PUT", "/send/x"), ("POST", "/rooms"), ("POST", "/join")]:
+    for method, path in [
+        ("GET", "/notify"),
+        ("GET", "/whoami"),
+        ("GET", "/channels"),
+        ("GET", "/messages"),
+        ("GET", "/who?room=%23general"),
+        ("PUT", "/send/x"),
+        ("POST", "/rooms"),
+        ("POST", "/join"),
+    ]:
         status, data = http_json(method, stack.api_base + path, {} if method != "GET" else None)
         assert status == 401 and data["errcode"] == "M_MISSING_TOKEN", (path, data)
         status, data = http_json(method, stack.api_base + path, None, token="ac_forged")
@@ -393,7 +418,7 @@ def test_notify_oneline_for_shell_hooks(stack: Stack) -> None:
     b.messages(limit=100)
     with urllib.request.urlopen(req) as resp:
         assert resp.read() == b""
-    status, data = b.call("GET", "/notify?format=xml")
+    status, _data = b.call("GET", "/notify?format=xml")
     assert status == 400
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 import asyncio
 
-import pytest
 from mautrix.util.async_db import Database, UpgradeTable
+import pytest
 
 from agent_chat_appservice import db as tables
 

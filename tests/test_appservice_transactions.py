@@ -14,7 +14,10 @@ from helpers import Agent, register, room_id_of, synapse, wait_for
 
 
 def put_transaction(
-    stack: Stack, txn_id: str, events: list[Any], ephemeral: list[Any] | None = None,
+    stack: Stack,
+    txn_id: str,
+    events: list[Any],
+    ephemeral: list[Any] | None = None,
     token: str | None = "hs",
 ) -> tuple[int, Any]:
     body: dict[str, Any] = {"events": events}
@@ -117,8 +120,11 @@ def test_a_reused_txn_id_with_another_receipt_is_applied(any_stack: Stack) -> No
     wait_for(lambda: b.count("#general") == 2, what="two unread messages")
 
     def receipt(event_id: str) -> dict[str, Any]:
-        return {"type": "m.receipt", "room_id": room,
-                "content": {event_id: {"m.read": {b.user_id: {"ts": 1}}}}}
+        return {
+            "type": "m.receipt",
+            "room_id": room,
+            "content": {event_id: {"m.read": {b.user_id: {"ts": 1}}}},
+        }
 
     txn = "rcpt-" + secrets.token_hex(4)
     assert put_transaction(any_stack, txn, [], [receipt(first["event_id"])])[0] == 200
@@ -141,8 +147,13 @@ def test_malformed_events_do_not_stop_the_others(any_stack: Stack) -> None:
         {**fake_message(room, a.user_id, "x"), "room_id": "not-a-room"},
         {**fake_message(room, a.user_id, "x"), "origin_server_ts": "yesterday"},
         {**fake_message(room, a.user_id, "x"), "event_id": "$" + "x" * 400},
-        {"type": "m.room.member", "room_id": room, "sender": a.user_id, "state_key": 7,
-         "content": {"membership": "join"}},
+        {
+            "type": "m.room.member",
+            "room_id": room,
+            "sender": a.user_id,
+            "state_key": 7,
+            "content": {"membership": "join"},
+        },
         fake_message(room, a.user_id, "good one"),
         fake_message(room, a.user_id, hostile),
     ]
@@ -160,18 +171,25 @@ def test_non_state_events_never_change_room_config(any_stack: Stack) -> None:
     room = general(any_stack)
     forged = [
         {  # a topic change without state_key is a plain message event: ignored
-            "type": "m.room.topic", "room_id": room, "sender": a.user_id,
-            "event_id": "$t" + secrets.token_hex(8), "origin_server_ts": 1,
+            "type": "m.room.topic",
+            "room_id": room,
+            "sender": a.user_id,
+            "event_id": "$t" + secrets.token_hex(8),
+            "origin_server_ts": 1,
             "content": {"topic": "PWNED"},
         },
         {  # a canonical alias with a state_key other than "" is not the room's alias
-            "type": "m.room.canonical_alias", "room_id": room, "sender": a.user_id,
-            "state_key": "x", "event_id": "$u" + secrets.token_hex(8), "origin_server_ts": 1,
+            "type": "m.room.canonical_alias",
+            "room_id": room,
+            "sender": a.user_id,
+            "state_key": "x",
+            "event_id": "$u" + secrets.token_hex(8),
+            "origin_server_ts": 1,
             "content": {"alias": f"#pwned:{any_stack.server_name}"},
         },
     ]
     assert put_transaction(any_stack, "state-" + secrets.token_hex(4), forged)[0] == 200
-    status, data = a.call("GET", "/channels")
+    _status, data = a.call("GET", "/channels")
     general_entry = next(c for c in data["channels"] if c["room_id"] == room)
     assert general_entry["room"] == "#general" and "PWNED" not in str(general_entry["topic"])
 

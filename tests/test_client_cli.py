@@ -6,6 +6,10 @@ usage errors), the output formats of the spec, identities and the files in AGENT
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 import json
 import os
 import queue
@@ -18,21 +22,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent_chat.config import save_config
-
-from helpers import wait_for
 from conftest import Stack, free_port, http_json
+from helpers import wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
-
 
 
 class Ac:
@@ -47,21 +45,34 @@ class Ac:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-        env.update(AGENT_CHAT_HOME=str(self.home), AGENT_CHAT_SERVER=self.server,
-                   COLUMNS="100", LC_ALL="C.UTF-8")
+        env.update(
+            AGENT_CHAT_HOME=str(self.home),
+            AGENT_CHAT_SERVER=self.server,
+            COLUMNS="100",
+            LC_ALL="C.UTF-8",
+        )
         env.pop("NO_COLOR", None)
         env.update(extra)
         return env
 
-    def __call__(self, *args: str, input: str | bytes | None = None, timeout: float = 30,
-                 **env: str) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, input: str | bytes | None = None, timeout: float = 30, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         if isinstance(input, bytes):
-            p = subprocess.run([AC, *args], input=input, capture_output=True,
-                               env=self.env(**env), timeout=timeout)
-            return subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(),
-                                               p.stderr.decode())
-        return subprocess.run([AC, *args], input=input or "", capture_output=True, text=True,
-                              env=self.env(**env), timeout=timeout)
+            p = subprocess.run(
+                [AC, *args], input=input, capture_output=True, env=self.env(**env), timeout=timeout
+            )
+            return subprocess.CompletedProcess(
+                p.args, p.returncode, p.stdout.decode(), p.stderr.decode()
+            )
+        return subprocess.run(
+            [AC, *args],
+            input=input or "",
+            capture_output=True,
+            text=True,
+            env=self.env(**env),
+            timeout=timeout,
+        )
 
     def ok(self, *args: str, **kw: Any) -> str:
         r = self(*args, **kw)
@@ -171,8 +182,9 @@ def test_config_nick_and_config_command(make_ac: Callable[..., Ac], stack: Stack
     assert r.returncode == 1 and "bad server URL" in r.stderr
 
 
-def test_agent_chat_token_touches_no_files(make_ac: Callable[..., Ac], room: tuple[Ac, str],
-                                           tmp_path: Path) -> None:
+def test_agent_chat_token_touches_no_files(
+    make_ac: Callable[..., Ac], room: tuple[Ac, str], tmp_path: Path
+) -> None:
     owner, name = room
     ci = Ac(tmp_path / "ci-home-never-created", owner.server, None)
     ci.home.rmdir()
@@ -193,11 +205,17 @@ def test_send_and_listen_formats(make_ac: Callable[..., Ac], room: tuple[Ac, str
     nick = owner.identity()["nick"]
     reader = make_ac()
     reader.ok("join", name)
-    for text in ("[STATUS] working on: auth module", "[DONE] completed: auth module",
-                 "[BLOCKED] waiting on: API spec", "[ALERT] !urgent build failed", "plain"):
+    for text in (
+        "[STATUS] working on: auth module",
+        "[DONE] completed: auth module",
+        "[BLOCKED] waiting on: API spec",
+        "[ALERT] !urgent build failed",
+        "plain",
+    ):
         assert owner.ok("send", name, text) == f"sent to {name}\n"
-    msgs = wait_for(lambda: len(reader.listen_json(name)) == 5 and reader.listen_json(name),
-                    what="5 messages")
+    msgs = wait_for(
+        lambda: len(reader.listen_json(name)) == 5 and reader.listen_json(name), what="5 messages"
+    )
     assert [m["prefix"] for m in msgs] == ["STATUS", "DONE", "BLOCKED", "ALERT", None]
     assert [m["urgent"] for m in msgs] == [False, False, False, True, False]
     for m in msgs:
@@ -210,8 +228,12 @@ def test_send_and_listen_formats(make_ac: Callable[..., Ac], room: tuple[Ac, str
     assert all(parsed), lines
     assert [(p.group(2), p.group(3)) for p in parsed] == [(name, nick)] * 5
     assert [p.group(4) for p in parsed] == [
-        "[STATUS] working on: auth module", "[DONE] completed: auth module",
-        "[BLOCKED] waiting on: API spec", "[ALERT] !urgent build failed", "plain"]
+        "[STATUS] working on: auth module",
+        "[DONE] completed: auth module",
+        "[BLOCKED] waiting on: API spec",
+        "[ALERT] !urgent build failed",
+        "plain",
+    ]
     assert reader.ok("listen", name, "--last", "2").splitlines() == lines[-2:]
 
 
@@ -235,8 +257,11 @@ def test_option_shapes_fast_path_and_argparse_agree(room: tuple[Ac, str]) -> Non
     assert out.returncode == 0 and json.loads(out.stdout)["event_id"].startswith("$")
     msgs = wait_for(lambda: len(owner.listen_json(name)) >= 4 and owner.listen_json(name))
     assert [(m["body"], m["msgtype"]) for m in msgs][-4:] == [
-        ("a notice", "m.notice"), ("-5 degrees", "m.text"), ("verbose words", "m.text"),
-        ("as json", "m.text")]
+        ("a notice", "m.notice"),
+        ("-5 degrees", "m.text"),
+        ("verbose words", "m.text"),
+        ("as json", "m.text"),
+    ]
     fast = owner.ok("listen", name, "--last", "2", "--peek")
     slow = owner.ok("listen", "--peek", "--last=2", name)
     assert fast == slow and len(fast.splitlines()) == 2
@@ -246,8 +271,12 @@ def test_option_shapes_fast_path_and_argparse_agree(room: tuple[Ac, str]) -> Non
 
 def test_send_errors(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None:
     owner, name = room
-    for args, stdin in ((("send", name, ""), None), (("send", name, "   "), None),
-                        (("send", name, "-"), ""), (("send", name, "-"), "\n")):
+    for args, stdin in (
+        (("send", name, ""), None),
+        (("send", name, "   "), None),
+        (("send", name, "-"), ""),
+        (("send", name, "-"), "\n"),
+    ):
         r = owner(*args, input=stdin)
         assert (r.returncode, r.stdout) == (1, ""), args
         assert r.stderr == "ac: error: empty message: nothing to send\n"
@@ -263,8 +292,14 @@ def test_send_retry_uses_same_txn_id(room: tuple[Ac, str]) -> None:
     proxy = DropFirstAnswerProxy(owner.server)
     try:
         body = unique("once-")
-        r = owner("send", name, body, "-v", AGENT_CHAT_SERVER=proxy.url,
-                  AGENT_CHAT_TOKEN=owner.identity()["token"])
+        r = owner(
+            "send",
+            name,
+            body,
+            "-v",
+            AGENT_CHAT_SERVER=proxy.url,
+            AGENT_CHAT_TOKEN=owner.identity()["token"],
+        )
         assert r.returncode == 0, r.stderr
         assert "retrying once with the same transaction id" in r.stderr
         paths = [req.split(b" ")[1] for req in proxy.requests]
@@ -272,8 +307,9 @@ def test_send_retry_uses_same_txn_id(room: tuple[Ac, str]) -> None:
     finally:
         proxy.close()
     time.sleep(0.5)
-    msgs = wait_for(lambda: [m for m in owner.listen_json(name, "--last", "50")
-                             if m["body"] == body])
+    msgs = wait_for(
+        lambda: [m for m in owner.listen_json(name, "--last", "50") if m["body"] == body]
+    )
     assert len(msgs) == 1
 
 
@@ -298,8 +334,10 @@ def test_listen_all_rooms(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> N
     body = unique("everywhere-")
     owner.ok("send", "#status", body)
     owner.ok("send", name, body)
+
     def both() -> list[str]:
         return [m["room"] for m in owner.listen_json("--all", "--last", "50") if m["body"] == body]
+
     assert sorted(wait_for(lambda: len(both()) == 2 and both())) == sorted(["#status", name])
     assert sum(body in line for line in owner.ok("listen", "--last", "50").splitlines()) == 2
 
@@ -309,9 +347,13 @@ def test_listen_follow(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None
     owner.ok("send", name, "before following")
     follower = make_ac()
     follower.ok("join", name)
-    proc = subprocess.Popen([AC, "listen", name, "--follow", "--last", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=follower.env())
+    proc = subprocess.Popen(
+        [AC, "listen", name, "--follow", "--last", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=follower.env(),
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     try:
@@ -351,13 +393,19 @@ def test_notify_formats(make_ac: Callable[..., Ac], room: tuple[Ac, str], stack:
         return data if {k: v["count"] for k, v in data.items()} == want else None
 
     data = wait_for(counts, what="notify counts")
-    assert data == {name: {"count": 2, "urgent": False}, "#alerts": {"count": 1, "urgent": True},
-                    "@" + sender_nick: {"count": 1, "urgent": False}}
+    assert data == {
+        name: {"count": 2, "urgent": False},
+        "#alerts": {"count": 1, "urgent": True},
+        "@" + sender_nick: {"count": 1, "urgent": False},
+    }
     order = list(data)
     raw = reader.ok("notify", "--json")
     assert raw == json.dumps(data, separators=(",", ":")) + "\n"
-    words = {name: f"{name}: 2 new messages", "#alerts": "#alerts: 1 new message (URGENT)",
-             "@" + sender_nick: f"@{sender_nick}: 1 direct message"}
+    words = {
+        name: f"{name}: 2 new messages",
+        "#alerts": "#alerts: 1 new message (URGENT)",
+        "@" + sender_nick: f"@{sender_nick}: 1 direct message",
+    }
     one = {name: f"{name}(2)", "#alerts": "#alerts(1!)", "@" + sender_nick: f"@{sender_nick}(1)"}
     assert reader.ok("notify") == "".join(words[k] + "\n" for k in order)
     oneline = " ".join(one[k] for k in order)
@@ -394,8 +442,9 @@ def test_notify_degrades_gracefully(make_ac: Callable[..., Ac]) -> None:
 # --- who, channels, status, rooms, login -----------------------------------------------------
 
 
-def test_who_channels_status(make_ac: Callable[..., Ac], room: tuple[Ac, str],
-                             stack: Stack) -> None:
+def test_who_channels_status(
+    make_ac: Callable[..., Ac], room: tuple[Ac, str], stack: Stack
+) -> None:
     owner, name = room
     nick = owner.identity()["nick"]
     out = owner.ok("who", name)
@@ -448,8 +497,13 @@ def test_login(make_ac: Callable[..., Ac], stack: Stack) -> None:
 # --- exit codes ------------------------------------------------------------------------------
 
 COMMANDS = [
-    ("send", "#general", "hi"), ("listen",), ("listen", "#general", "--last", "3"),
-    ("who", "#general"), ("channels",), ("status",), ("create-room", "#x-never"),
+    ("send", "#general", "hi"),
+    ("listen",),
+    ("listen", "#general", "--last", "3"),
+    ("who", "#general"),
+    ("channels",),
+    ("status",),
+    ("create-room", "#x-never"),
     ("join", "#general"),
 ]
 
@@ -460,8 +514,9 @@ def test_exit_2_when_nothing_listens(make_ac: Callable[..., Ac]) -> None:
     for args in [*COMMANDS, ("register", "Somebody")]:
         r = a(*args, AGENT_CHAT_SERVER=url)
         assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.endswith(f"ac: error: server unreachable: connection refused by "
-                                 f"{url[7:]}\n"), r.stderr
+        assert r.stderr.endswith(
+            f"ac: error: server unreachable: connection refused by {url[7:]}\n"
+        ), r.stderr
     assert not (a.home / "credentials.json").exists()
 
 
@@ -516,8 +571,12 @@ def test_exit_4_when_rate_limited(room: tuple[Ac, str], stack: Stack) -> None:
 
     def hammer() -> None:
         while not stop.is_set():
-            status, _ = http_json("PUT", f"{stack.api_base}/send/{secrets.token_hex(8)}",
-                                  {"to": name, "body": "flood"}, token=token)
+            status, _ = http_json(
+                "PUT",
+                f"{stack.api_base}/send/{secrets.token_hex(8)}",
+                {"to": name, "body": "flood"},
+                token=token,
+            )
             if status == 429:
                 limited.set()
 
@@ -542,9 +601,19 @@ def test_exit_4_when_rate_limited(room: tuple[Ac, str], stack: Stack) -> None:
 
 def test_usage_errors_exit_1(make_ac: Callable[..., Ac]) -> None:
     a = make_ac()
-    for args in ((), ("bogus",), ("send",), ("send", "#general"), ("listen", "--last", "x"),
-                 ("listen", "--last", "0"), ("who",), ("login",), ("create-room",),
-                 ("config", "--set", "nope"), ("--no-such-flag",)):
+    for args in (
+        (),
+        ("bogus",),
+        ("send",),
+        ("send", "#general"),
+        ("listen", "--last", "x"),
+        ("listen", "--last", "0"),
+        ("who",),
+        ("login",),
+        ("create-room",),
+        ("config", "--set", "nope"),
+        ("--no-such-flag",),
+    ):
         r = a(*args)
         assert r.returncode == 1, (args, r.stderr)
         assert r.stdout == "" and len(r.stderr.splitlines()) == 1, (args, r.stderr)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +13,10 @@ from agent_chat import config, identity
 
 
 def test_flat_toml_roundtrip() -> None:
-    data = {"server": {"url": "http://h:1", "registration_token": 'a"b\\c\n\x01'},
-            "identity": {"nick": "Blue Lake"}}
+    data = {
+        "server": {"url": "http://h:1", "registration_token": 'a"b\\c\n\x01'},
+        "identity": {"nick": "Blue Lake"},
+    }
     text = config.dump_toml(data)
     assert config.parse_flat_toml(text) == data
     import tomllib
@@ -24,8 +26,10 @@ def test_flat_toml_roundtrip() -> None:
 
 def test_toml_fallback_to_tomllib() -> None:
     text = '[server]\nurl = "http://h"  # comment\nport = 5\n[identity]\nnick = """x"""\n'
-    assert config.parse_toml(text) == {"server": {"url": "http://h", "port": 5},
-                                       "identity": {"nick": "x"}}
+    assert config.parse_toml(text) == {
+        "server": {"url": "http://h", "port": 5},
+        "identity": {"nick": "x"},
+    }
     with pytest.raises(config.ConfigFileError):
         config.parse_toml("[server\nurl=")
 
@@ -35,20 +39,32 @@ def test_ensure_client_config(agent_home: Path) -> None:
     path = agent_home / "config.toml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert config.load_config(str(agent_home)) == {
-        "server": {"url": "http://127.0.0.1:8009", "registration_token": "sekrit"}}
+        "server": {"url": "http://127.0.0.1:8009", "registration_token": "sekrit"}
+    }
     assert not config.ensure_client_config("http://other:1", "other")
     assert "other" not in path.read_text()
 
 
 def test_settings_precedence(agent_home: Path) -> None:
-    config.save_config(str(agent_home), {"server": {"url": "http://cfg:1"},
-                                         "identity": {"nick": "CfgNick"}})
+    config.save_config(
+        str(agent_home), {"server": {"url": "http://cfg:1"}, "identity": {"nick": "CfgNick"}}
+    )
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home)})
     assert (s.server_url, s.server_source, s.nick) == ("http://cfg:1", "config.toml", "CfgNick")
-    s = config.Settings({"AGENT_CHAT_HOME": str(agent_home), "AGENT_CHAT_SERVER": "http://e:2/",
-                         "AGENT_CHAT_NICK": "EnvNick", "AGENT_CHAT_TOKEN": "t"})
+    s = config.Settings(
+        {
+            "AGENT_CHAT_HOME": str(agent_home),
+            "AGENT_CHAT_SERVER": "http://e:2/",
+            "AGENT_CHAT_NICK": "EnvNick",
+            "AGENT_CHAT_TOKEN": "t",
+        }
+    )
     assert (s.server_url, s.nick, s.env_token, s.writes_files) == (
-        "http://e:2", "EnvNick", "t", False)
+        "http://e:2",
+        "EnvNick",
+        "t",
+        False,
+    )
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home / "none")})
     assert (s.server_url, s.server_source, s.nick) == (config.DEFAULT_SERVER, "default", None)
 

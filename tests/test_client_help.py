@@ -9,17 +9,31 @@ and review the diff in git.
 
 from __future__ import annotations
 
+from pathlib import Path
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 AC = str(Path(sys.executable).with_name("ac"))
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-COMMANDS = ["", "send", "listen", "who", "notify", "status", "channels", "config", "register",
-            "login", "create-room", "join", "setup", "mcp"]
+COMMANDS = [
+    "",
+    "send",
+    "listen",
+    "who",
+    "notify",
+    "status",
+    "channels",
+    "config",
+    "register",
+    "login",
+    "create-room",
+    "join",
+    "setup",
+    "mcp",
+]
 
 
 def help_text(command: str) -> str:
@@ -41,11 +55,15 @@ def test_help_snapshot(command: str) -> None:
         if not os.environ.get("UPDATE_SNAPSHOTS"):
             pytest.fail(f"snapshot {path.name} was missing and has been written; rerun")
     assert text == path.read_text(), (
-        f"help of 'ac {command}' changed; if intended: UPDATE_SNAPSHOTS=1 pytest {__file__}")
+        f"help of 'ac {command}' changed; if intended: UPDATE_SNAPSHOTS=1 pytest {__file__}"
+    )
 
 
 def test_every_command_has_a_snapshot() -> None:
     main_help = help_text("")
-    listed = {line.split()[0] for line in main_help.splitlines()
-              if line.startswith("    ") and not line.startswith("     ")}
+    listed = {
+        line.split()[0]
+        for line in main_help.splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    }
     assert listed == set(COMMANDS) - {""}

@@ -7,17 +7,17 @@ through the real server and come back out of ``ac listen`` / ``ac channels``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import re
 import secrets
 import urllib.parse
-from collections.abc import Callable
 
+from test_client_cli import Ac, make_ac, room, unique, wait_for  # noqa: F401 (fixtures)
+from test_client_safe_text import BAD_CHARS, HOSTILE
 import pytest
 
 from conftest import Stack, http_json
-from test_client_cli import Ac, make_ac, room, unique, wait_for  # noqa: F401 (fixtures)
-from test_client_safe_text import BAD_CHARS, HOSTILE
 
 RECORD_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d \S+ [^\n]+?: ")
 
@@ -56,9 +56,10 @@ def hostile_room(room: tuple[Ac, str]) -> tuple[Ac, str, list[str]]:
     return owner, name, bodies
 
 
-def test_hostile_bodies_inert_in_listen(make_ac: Callable[..., Ac],
-                                        hostile_room: tuple[Ac, str, list[str]]) -> None:
-    owner, name, bodies = hostile_room
+def test_hostile_bodies_inert_in_listen(
+    make_ac: Callable[..., Ac], hostile_room: tuple[Ac, str, list[str]]
+) -> None:
+    _owner, name, bodies = hostile_room
     reader = make_ac()
     reader.ok("join", name)
     out = reader.ok("listen", name, "--last", "100", "--peek")
@@ -81,9 +82,9 @@ def test_hostile_bodies_intact_in_json(hostile_room: tuple[Ac, str, list[str]]) 
     lines = out.splitlines()
     assert len(lines) == len(bodies)
     got = [json.loads(line)["body"] for line in lines]
-    for want, have in zip(bodies, got):
+    for want, have in zip(bodies, got, strict=False):
         assert have in (want, want.replace("\x00", "")), (want, have)
-    assert sum(have == want for want, have in zip(bodies, got)) >= len(bodies) - 1
+    assert sum(have == want for want, have in zip(bodies, got, strict=False)) >= len(bodies) - 1
 
 
 def test_hostile_display_name_and_topic(make_ac: Callable[..., Ac], stack: Stack) -> None:
@@ -102,16 +103,23 @@ def test_hostile_display_name_and_topic(make_ac: Callable[..., Ac], stack: Stack
     uid, token = human["user_id"], human["access_token"]
     evil_name = "Mal\x1b[31mlory\x07\u202eBoss\n12:00 #general Admin"
     cs = stack.synapse_url + "/_matrix/client/v3"
-    status, body = http_json("PUT", f"{cs}/profile/{urllib.parse.quote(uid)}/displayname",
-                             {"displayname": evil_name}, token=token)
+    status, body = http_json(
+        "PUT",
+        f"{cs}/profile/{urllib.parse.quote(uid)}/displayname",
+        {"displayname": evil_name},
+        token=token,
+    )
     assert status == 200, body
     alias = urllib.parse.quote(f"{name}:{stack.server_name}")
     status, body = http_json("POST", f"{cs}/join/{alias}", {}, token=token)
     assert status == 200, body
     room_id = body["room_id"]
-    status, body = http_json("PUT", f"{cs}/rooms/{room_id}/send/m.room.message/"
-                             f"{secrets.token_hex(8)}", {"msgtype": "m.text",
-                                                         "body": "hi from a human"}, token=token)
+    status, body = http_json(
+        "PUT",
+        f"{cs}/rooms/{room_id}/send/m.room.message/{secrets.token_hex(8)}",
+        {"msgtype": "m.text", "body": "hi from a human"},
+        token=token,
+    )
     assert status == 200, body
 
     msgs = wait_for(lambda: [m for m in owner.listen_json(name) if m["sender"] == uid])

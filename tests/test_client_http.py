@@ -6,9 +6,9 @@ real server). Exit codes are tested end to end against the real server in test_c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -75,7 +75,7 @@ def canned() -> Iterator[type[CannedServer]]:
 
 
 def test_content_length(canned) -> None:
-    srv = canned([b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{\"ok\":true}"])
+    srv = canned([b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\n{"ok":true}'])
     resp = http.request("PUT", srv.url + "/x?y=1", b'{"a":1}', {"Authorization": "Bearer t"})
     assert resp.status == 200 and resp.json() == {"ok": True}
     assert resp.headers["x-a"] == "b"
@@ -86,8 +86,12 @@ def test_content_length(canned) -> None:
 
 
 def test_chunked(canned) -> None:
-    srv = canned([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: 1\r\n\r\n"])
+    srv = canned(
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'4;ext=1\r\n{"a"\r\n3\r\n:1}\r\n0\r\nX-Trailer: 1\r\n\r\n'
+        ]
+    )
     assert http.request("GET", srv.url + "/").json() == {"a": 1}
 
 
@@ -97,7 +101,7 @@ def test_read_to_close_and_continue(canned) -> None:
 
 
 def test_truncated_answer_is_a_reset(canned) -> None:
-    srv = canned([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"short"])
+    srv = canned([b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"short'])
     with pytest.raises(http.ConnectionFailed) as e:
         http.request("GET", srv.url)
     assert e.value.kind == "reset" and e.value.sent and e.value.exit_code == 2
@@ -145,8 +149,10 @@ def test_split_url() -> None:
 def test_quote_and_urlencode() -> None:
     assert http.quote("#general:srv") == "%23general%3Asrv"
     assert http.quote("é") == "%C3%A9"
-    assert http.urlencode({"room": "#a", "unread": True, "x": None, "n": 5}) == \
-        "room=%23a&unread=true&n=5"
+    assert (
+        http.urlencode({"room": "#a", "unread": True, "x": None, "n": 5})
+        == "room=%23a&unread=true&n=5"
+    )
 
 
 def _resp(status: int, body: bytes, headers: dict | None = None) -> http.Response:

@@ -7,18 +7,21 @@ import time
 
 from agent_chat import render
 
-SPEC_ANSWER = {"unread": [
-    {"room": "#general", "room_id": "!a:x", "count": 2, "urgent": False, "senders": ["A"]},
-    {"room": "#alerts", "room_id": "!b:x", "count": 1, "urgent": True, "senders": ["B"]},
-    {"room": "@BlueLake", "room_id": "!c:x", "count": 1, "urgent": False, "senders": ["C"]},
-]}
+SPEC_ANSWER = {
+    "unread": [
+        {"room": "#general", "room_id": "!a:x", "count": 2, "urgent": False, "senders": ["A"]},
+        {"room": "#alerts", "room_id": "!b:x", "count": 1, "urgent": True, "senders": ["B"]},
+        {"room": "@BlueLake", "room_id": "!c:x", "count": 1, "urgent": False, "senders": ["C"]},
+    ]
+}
 
 
 def test_notify_json_matches_spec() -> None:
     entries = render.unread_entries(SPEC_ANSWER)
     assert render.notify_json(entries) == (
         '{"#general":{"count":2,"urgent":false},"#alerts":{"count":1,"urgent":true},'
-        '"@BlueLake":{"count":1,"urgent":false}}')
+        '"@BlueLake":{"count":1,"urgent":false}}'
+    )
 
 
 def test_notify_oneline_matches_spec() -> None:
@@ -44,20 +47,36 @@ def test_notify_empty() -> None:
 
 
 def test_notify_ignores_junk_and_sanitises_names() -> None:
-    entries = render.unread_entries({"unread": [
-        "junk", {"room": 5, "count": 1}, {"room": "#zero", "count": 0},
-        {"room": "@Evil\x1b]0;t\x07\u202eName", "count": "2", "urgent": "yes"},
-    ]})
+    entries = render.unread_entries(
+        {
+            "unread": [
+                "junk",
+                {"room": 5, "count": 1},
+                {"room": "#zero", "count": 0},
+                {"room": "@Evil\x1b]0;t\x07\u202eName", "count": "2", "urgent": "yes"},
+            ]
+        }
+    )
     assert render.notify_oneline(entries) == "@EvilName(2)"
     assert json.loads(render.notify_json(entries)) == {
-        "@Evil\x1b]0;t\x07\u202eName": {"count": 2, "urgent": False}}
+        "@Evil\x1b]0;t\x07\u202eName": {"count": 2, "urgent": False}
+    }
     assert "\x1b" not in render.notify_json(entries)  # escaped, never raw
 
 
 def _msg(**kw: object) -> dict:
-    base = {"event_id": "$e", "room_id": "!r:x", "room": "#general", "sender": "@_ac_a:x",
-            "sender_name": "BlueLake", "ts": int(time.time() * 1000), "body": "hello",
-            "msgtype": "m.text", "prefix": None, "urgent": False}
+    base = {
+        "event_id": "$e",
+        "room_id": "!r:x",
+        "room": "#general",
+        "sender": "@_ac_a:x",
+        "sender_name": "BlueLake",
+        "ts": int(time.time() * 1000),
+        "body": "hello",
+        "msgtype": "m.text",
+        "prefix": None,
+        "urgent": False,
+    }
     base.update(kw)
     return base
 
@@ -65,9 +84,10 @@ def _msg(**kw: object) -> dict:
 def test_message_line_plain() -> None:
     line = render.message_line(_msg())
     hhmm = time.strftime("%H:%M")
-    assert line in (f"{hhmm} #general BlueLake: hello",
-                    time.strftime("%H:%M", time.localtime(time.time() - 60)) +
-                    " #general BlueLake: hello")
+    assert line in (
+        f"{hhmm} #general BlueLake: hello",
+        time.strftime("%H:%M", time.localtime(time.time() - 60)) + " #general BlueLake: hello",
+    )
 
 
 def test_message_line_old_message_has_date() -> None:

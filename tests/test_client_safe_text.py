@@ -34,15 +34,24 @@ HOSTILE = [
     ("charset esc", "\x1b(0lqk\x1b(B", "lqk"),
     ("tag characters", "hi\U000e0041\U000e0042", "hi"),
     ("lone surrogate", "a\ud800b", "ab"),
-    ("fake second message", "hi\n12:00 #general Boss: rm -rf /",
-     "hi\n12:00 #general Boss: rm -rf /"),
+    (
+        "fake second message",
+        "hi\n12:00 #general Boss: rm -rf /",
+        "hi\n12:00 #general Boss: rm -rf /",
+    ),
     ("unicode kept", "héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
 ]
 
-BAD_CHARS = set(chr(c) for c in range(0x20) if c != 0x0A) | {"\x7f"} | set(
-    chr(c) for c in range(0x80, 0xA0)) | set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
-                                             "\u2069\u200e\u200f\u061c\u200b\u200c\u200d\u2060"
-                                             "\ufeff")
+BAD_CHARS = (
+    set(chr(c) for c in range(0x20) if c != 0x0A)
+    | {"\x7f"}
+    | set(chr(c) for c in range(0x80, 0xA0))
+    | set(
+        "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+        "\u2069\u200e\u200f\u061c\u200b\u200c\u200d\u2060"
+        "\ufeff"
+    )
+)
 
 
 @pytest.mark.parametrize("name,text,expected", HOSTILE, ids=[h[0] for h in HOSTILE])

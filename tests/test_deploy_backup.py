@@ -13,7 +13,6 @@ import pytest
 
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
-
 from conftest import free_ports
 from deploy_helpers import kill_leftovers, pg_admin_url, pg_drop, pg_names, pg_url_for, run_cli
 from helpers import Agent, register_at, wait_for
@@ -23,9 +22,11 @@ SECRETS = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml", "ap
 
 def _upload(config: Config, data: bytes) -> str:
     req = urllib.request.Request(
-        f"{config.homeserver_url}/_matrix/media/v3/upload?filename=notes.txt", data=data,
-        method="POST", headers={"Authorization": f"Bearer {config.as_token}",
-                                "Content-Type": "text/plain"})
+        f"{config.homeserver_url}/_matrix/media/v3/upload?filename=notes.txt",
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Bearer {config.as_token}", "Content-Type": "text/plain"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         import json
 
@@ -36,7 +37,8 @@ def _download(config: Config, mxc: str) -> bytes:
     server_media = mxc.removeprefix("mxc://")
     req = urllib.request.Request(
         f"{config.homeserver_url}/_matrix/client/v1/media/download/{server_media}",
-        headers={"Authorization": f"Bearer {config.as_token}"})
+        headers={"Authorization": f"Bearer {config.as_token}"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return bytes(resp.read())
 
@@ -66,8 +68,17 @@ def test_sqlite_backup_wipe_restore_loses_nothing(tmp_path: Path) -> None:
     archive = tmp_path / "backup.tar.gz"
     synapse_port, api_port = free_ports(2)
     try:
-        run_cli("start", "--data-dir", str(root), "--synapse-port", str(synapse_port),
-                "--api-port", str(api_port), "--no-client-config", check=True)
+        run_cli(
+            "start",
+            "--data-dir",
+            str(root),
+            "--synapse-port",
+            str(synapse_port),
+            "--api-port",
+            str(api_port),
+            "--no-client-config",
+            check=True,
+        )
         config = Config.load(root / "appservice.yaml")
         a, b, mxc = _populate(config)
         secrets_before = {n: (root / n).read_bytes() for n in SECRETS}
@@ -77,9 +88,12 @@ def test_sqlite_backup_wipe_restore_loses_nothing(tmp_path: Path) -> None:
         assert stat.S_IMODE(archive.stat().st_mode) == 0o600
         with tarfile.open(archive) as tar:
             names = set(tar.getnames())
-        assert {"agent-chat-backup/synapse.db", "agent-chat-backup/appservice.db",
-                "agent-chat-backup/manifest.json",
-                "agent-chat-backup/config/homeserver.signing.key"} <= names
+        assert {
+            "agent-chat-backup/synapse.db",
+            "agent-chat-backup/appservice.db",
+            "agent-chat-backup/manifest.json",
+            "agent-chat-backup/config/homeserver.signing.key",
+        } <= names
         assert any(n.startswith("agent-chat-backup/media_store/") for n in names)
         assert run_cli("status", "--data-dir", str(root)).returncode == 0  # resumed
 
@@ -87,7 +101,7 @@ def test_sqlite_backup_wipe_restore_loses_nothing(tmp_path: Path) -> None:
         shutil.rmtree(root)
         r = run_cli("restore", "--data-dir", str(root), str(archive), check=True)
         assert {n: (root / n).read_bytes() for n in SECRETS} == secrets_before
-        for name in SECRETS + ["homeserver.db", "appservice.db"]:
+        for name in [*SECRETS, "homeserver.db", "appservice.db"]:
             assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
 
         run_cli("start", "--data-dir", str(root), "--no-client-config", check=True)
@@ -112,18 +126,31 @@ def test_postgres_backup_restore_into_a_new_data_dir(tmp_path: Path) -> None:
     synapse_port, api_port = free_ports(2)
     with pg_names("ac_backup_syn", "ac_backup_as") as (syn_db, as_db):
         try:
-            run_cli("start", "--data-dir", str(root), "--synapse-port", str(synapse_port),
-                    "--api-port", str(api_port), "--no-client-config",
-                    "--database", pg_url_for(admin, as_db),
-                    "--synapse-database", pg_url_for(admin, syn_db), check=True)
+            run_cli(
+                "start",
+                "--data-dir",
+                str(root),
+                "--synapse-port",
+                str(synapse_port),
+                "--api-port",
+                str(api_port),
+                "--no-client-config",
+                "--database",
+                pg_url_for(admin, as_db),
+                "--synapse-database",
+                pg_url_for(admin, syn_db),
+                check=True,
+            )
             config = Config.load(root / "appservice.yaml")
             a, b, mxc = _populate(config)
             r = run_cli("backup", "--data-dir", str(root), str(archive), check=True)
             assert "(pg_dump)" in r.stdout
             with tarfile.open(archive) as tar:
                 names = set(tar.getnames())
-            assert {"agent-chat-backup/synapse.pgdump",
-                    "agent-chat-backup/appservice.pgdump"} <= names
+            assert {
+                "agent-chat-backup/synapse.pgdump",
+                "agent-chat-backup/appservice.pgdump",
+            } <= names
 
             # Wipe: the data dir and both databases.
             run_cli("stop", "--data-dir", str(root), check=True)

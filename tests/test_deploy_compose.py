@@ -14,7 +14,6 @@ import pytest
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.postgres import PgTarget
-
 from deploy_helpers import REPO, run_cli
 
 COMPOSE = REPO / "server" / "docker-compose.yml"
@@ -66,7 +65,7 @@ def generated(compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
 def _in_container(path: str, root: Path) -> str:
     """A path init wrote under the temp root, as the containers see it under /data."""
     assert path == str(root) or path.startswith(str(root) + "/"), path
-    return "/data" + path[len(str(root)):]
+    return "/data" + path[len(str(root)) :]
 
 
 def _mount(service: dict[str, Any], target: str) -> str | None:
@@ -111,8 +110,9 @@ def test_startup_order_and_health_checks(compose: dict[str, Any]) -> None:
         assert s[name]["healthcheck"]["test"], name
 
 
-def test_synapse_container_matches_homeserver_yaml(compose: dict[str, Any],
-                                                   generated: Path) -> None:
+def test_synapse_container_matches_homeserver_yaml(
+    compose: dict[str, Any], generated: Path
+) -> None:
     syn = compose["services"]["synapse"]
     assert syn["image"].startswith("matrixdotorg/synapse")
     hs = load_yaml(generated / "homeserver.yaml")
@@ -123,19 +123,23 @@ def test_synapse_container_matches_homeserver_yaml(compose: dict[str, Any],
     assert f"localhost:{listener['port']}/health" in " ".join(syn["healthcheck"]["test"])
     for key in ("log_config", "media_store_path", "signing_key_path"):
         assert _in_container(hs[key], generated).startswith("/data/"), key
-    assert [_in_container(f, generated) for f in hs["app_service_config_files"]] == \
-        ["/data/registration.yaml"]
+    assert [_in_container(f, generated) for f in hs["app_service_config_files"]] == [
+        "/data/registration.yaml"
+    ]
     log_config = load_yaml(generated / "homeserver.log.config")
-    assert _in_container(log_config["handlers"]["file"]["filename"], generated) == \
-        "/data/logs/homeserver.log"
+    assert (
+        _in_container(log_config["handlers"]["file"]["filename"], generated)
+        == "/data/logs/homeserver.log"
+    )
     assert hs["public_baseurl"] == "http://localhost:8008/"
     # The Synapse image drops to UID:GID; the appservice image writes the files as that user.
     assert (syn["environment"]["UID"], syn["environment"]["GID"]) == ("991", "991")
     assert "USER 991:991" in DOCKERFILE.read_text()
 
 
-def test_service_urls_name_compose_services_and_ports(compose: dict[str, Any],
-                                                      generated: Path) -> None:
+def test_service_urls_name_compose_services_and_ports(
+    compose: dict[str, Any], generated: Path
+) -> None:
     services = compose["services"]
     hs = load_yaml(generated / "homeserver.yaml")
     reg = load_yaml(generated / "registration.yaml")
@@ -147,8 +151,9 @@ def test_service_urls_name_compose_services_and_ports(compose: dict[str, Any],
     assert url.port == config.port
     assert config.host == "0.0.0.0"
     assert [p[2] for p in _published(services["appservice"])] == [config.port]
-    assert f"127.0.0.1:{config.port}/_agent_chat/v1/health" in \
-        " ".join(services["appservice"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{config.port}/_agent_chat/v1/health" in " ".join(
+        services["appservice"]["healthcheck"]["test"]
+    )
     # appservice -> Synapse
     url = urlsplit(config.homeserver_url)
     assert url.hostname == "synapse" and url.hostname in services
@@ -162,8 +167,7 @@ def test_service_urls_name_compose_services_and_ports(compose: dict[str, Any],
         assert {p[0] for p in _published(services[name])} == {"127.0.0.1"}
 
 
-def test_databases_are_on_the_postgres_service(compose: dict[str, Any],
-                                               generated: Path) -> None:
+def test_databases_are_on_the_postgres_service(compose: dict[str, Any], generated: Path) -> None:
     pg_env = compose["services"]["postgres"]["environment"]
     hs = load_yaml(generated / "homeserver.yaml")
     config = Config.load(generated / "appservice.yaml")

@@ -28,8 +28,9 @@ def _shim_venv(where: Path) -> Path:
     for entry in (VENV / "bin").iterdir():
         (where / "bin" / entry.name).symlink_to(entry)
     with open(REPO / "pyproject.toml", "rb") as f:
-        sums = subprocess.run(["cksum"], stdin=f, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        sums = subprocess.run(
+            ["cksum"], stdin=f, capture_output=True, text=True, check=True
+        ).stdout.strip()
     (where / ".agent-chat-installed").write_text(f"server {sums}\n")
     return where
 
@@ -38,9 +39,16 @@ def _snapshot(home: Path, venv: Path) -> dict[str, tuple[str, float]]:
     """Every config/secret file install.sh may write: content hash and mtime."""
     out = {}
     server = home / ".agent-chat-server"
-    paths = [server / n for n in ("homeserver.yaml", "homeserver.log.config",
-                                  "homeserver.signing.key", "registration.yaml",
-                                  "appservice.yaml")]
+    paths = [
+        server / n
+        for n in (
+            "homeserver.yaml",
+            "homeserver.log.config",
+            "homeserver.signing.key",
+            "registration.yaml",
+            "appservice.yaml",
+        )
+    ]
     paths += [home / ".agent-chat" / "config.toml"]
     paths.append(venv / ".agent-chat-installed")
     for p in paths:
@@ -52,24 +60,34 @@ def test_install_twice_on_a_fresh_home(tmp_path: Path) -> None:
     venv = _shim_venv(tmp_path / "venv")
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENT_CHAT_") or k == "AGENT_CHAT_TEST_POSTGRES"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AGENT_CHAT_") or k == "AGENT_CHAT_TEST_POSTGRES"
+    }
     env.update(HOME=str(home), AGENT_CHAT_VENV=str(venv), PYTHONUNBUFFERED="1")
     synapse_port, api_port = free_ports(2)
-    argv = [str(REPO / "scripts" / "install.sh"), "--synapse-port", str(synapse_port),
-            "--api-port", str(api_port)]
+    argv = [
+        str(REPO / "scripts" / "install.sh"),
+        "--synapse-port",
+        str(synapse_port),
+        "--api-port",
+        str(api_port),
+    ]
     data_dir = home / ".agent-chat-server"
     try:
-        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180,
-                               stdin=subprocess.DEVNULL)
+        first = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+        )
         assert first.returncode == 0, first.stdout + first.stderr
         assert "installing agent-chat" not in first.stdout
         assert f"client config: wrote {home / '.agent-chat' / 'config.toml'}" in first.stdout
         assert "BlueLake: hello from BlueLake" in first.stdout
         before = _snapshot(home, venv)
 
-        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180,
-                                stdin=subprocess.DEVNULL)
+        second = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+        )
         assert second.returncode == 0, second.stdout + second.stderr
         assert "installing agent-chat" not in second.stdout
         assert "already running" in second.stdout and "left alone" in second.stdout

@@ -14,7 +14,6 @@ from agent_chat_appservice.config import Config
 from agent_chat_server import postgres
 from agent_chat_server.errors import ServerError
 from agent_chat_server.files import load_yaml
-
 from conftest import free_ports
 from deploy_helpers import kill_leftovers, pg_admin_url, pg_names, pg_query, pg_url_for, run_cli
 from helpers import register_at, wait_for
@@ -30,13 +29,25 @@ def test_full_stack_on_postgres_survives_a_restart(tmp_path: Path) -> None:
         syn_url, as_url = pg_url_for(admin, syn_db), pg_url_for(admin, as_db)
         try:
             t0 = time.monotonic()
-            r = run_cli("init", "--data-dir", str(root), "--synapse-port", str(synapse_port),
-                        "--api-port", str(api_port), "--database", as_url,
-                        "--synapse-database", syn_url, check=True)
+            r = run_cli(
+                "init",
+                "--data-dir",
+                str(root),
+                "--synapse-port",
+                str(synapse_port),
+                "--api-port",
+                str(api_port),
+                "--database",
+                as_url,
+                "--synapse-database",
+                syn_url,
+                check=True,
+            )
             assert f"created database {syn_db}" in r.stdout and "(collation C)" in r.stdout
             assert f"created database {as_db}" in r.stdout
             [(collate, ctype)] = pg_query(
-                admin, "SELECT datcollate, datctype FROM pg_database WHERE datname=%s", syn_db)
+                admin, "SELECT datcollate, datctype FROM pg_database WHERE datname=%s", syn_db
+            )
             assert (collate, ctype) == ("C", "C")
 
             hs = load_yaml(root / "homeserver.yaml")
@@ -58,7 +69,9 @@ def test_full_stack_on_postgres_survives_a_restart(tmp_path: Path) -> None:
 
             # Both services keep their state in PostgreSQL, not in the data dir.
             assert not (root / "homeserver.db").exists() and not (root / "appservice.db").exists()
-            assert pg_query(as_url, "SELECT count(*) FROM pg_tables WHERE schemaname='public'")[0][0]
+            assert pg_query(as_url, "SELECT count(*) FROM pg_tables WHERE schemaname='public'")[0][
+                0
+            ]
             assert pg_query(syn_url, "SELECT count(*) FROM events")[0][0] > 0
 
             run_cli("stop", "--data-dir", str(root), check=True)
@@ -76,11 +89,13 @@ def test_full_stack_on_postgres_survives_a_restart(tmp_path: Path) -> None:
 def test_wrong_collation_is_refused_with_the_command_that_fixes_it(tmp_path: Path) -> None:
     admin = pg_admin_url()
     with pg_names("ac_deploy_badloc") as (name,):
-        pg_query(admin, f'CREATE DATABASE "{name}" TEMPLATE template0 '
-                 "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+        pg_query(
+            admin,
+            f'CREATE DATABASE "{name}" TEMPLATE template0 '
+            "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+        )
         root = tmp_path / "server"
-        r = run_cli("init", "--data-dir", str(root), "--synapse-database",
-                    pg_url_for(admin, name))
+        r = run_cli("init", "--data-dir", str(root), "--synapse-database", pg_url_for(admin, name))
         assert r.returncode == 1, r.stdout + r.stderr
         [line] = r.stderr.strip().splitlines()
         assert "LC_COLLATE 'C.UTF-8'" in line and "Synapse needs 'C'" in line
@@ -90,11 +105,18 @@ def test_wrong_collation_is_refused_with_the_command_that_fixes_it(tmp_path: Pat
         argv = shlex.split(command)
         assert argv[0] == "psql"
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
-        r = run_cli("init", "--data-dir", str(root), "--synapse-database",
-                    pg_url_for(admin, name), "--skip-db-check")
+        r = run_cli(
+            "init",
+            "--data-dir",
+            str(root),
+            "--synapse-database",
+            pg_url_for(admin, name),
+            "--skip-db-check",
+        )
         assert r.returncode == 0, r.stderr
         [(collate, ctype)] = pg_query(
-            admin, "SELECT datcollate, datctype FROM pg_database WHERE datname=%s", name)
+            admin, "SELECT datcollate, datctype FROM pg_database WHERE datname=%s", name
+        )
         assert (collate, ctype) == ("C", "C")
 
 
@@ -102,23 +124,35 @@ def test_existing_c_database_is_used_as_is(tmp_path: Path) -> None:
     admin = pg_admin_url()
     with pg_names("ac_deploy_ok") as (name,):
         pg_query(admin, postgres.create_database_sql(name, for_synapse=True))
-        r = run_cli("init", "--data-dir", str(tmp_path / "s"), "--synapse-database",
-                    pg_url_for(admin, name), check=True)
+        r = run_cli(
+            "init",
+            "--data-dir",
+            str(tmp_path / "s"),
+            "--synapse-database",
+            pg_url_for(admin, name),
+            check=True,
+        )
         assert f"database {name} at " in r.stdout and "is ready for Synapse" in r.stdout
 
 
 def test_same_database_for_both_is_refused(tmp_path: Path) -> None:
     admin = pg_admin_url()
     url = pg_url_for(admin, "ac_deploy_same")
-    r = run_cli("init", "--data-dir", str(tmp_path / "s"), "--database", url,
-                "--synapse-database", url)
+    r = run_cli(
+        "init", "--data-dir", str(tmp_path / "s"), "--database", url, "--synapse-database", url
+    )
     assert r.returncode == 1 and "same PostgreSQL database" in r.stderr
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     [port] = free_ports(1)
-    r = run_cli("init", "--data-dir", str(tmp_path / "s"), "--synapse-database",
-                f"postgres://postgres@127.0.0.1:{port}/synapse")
+    r = run_cli(
+        "init",
+        "--data-dir",
+        str(tmp_path / "s"),
+        "--synapse-database",
+        f"postgres://postgres@127.0.0.1:{port}/synapse",
+    )
     assert r.returncode == 1
     [line] = r.stderr.strip().splitlines()
     assert "cannot connect to PostgreSQL at 127.0.0.1:" in line and "Traceback" not in r.stderr
@@ -126,8 +160,9 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
 
 def test_too_old_server_is_refused() -> None:
     target = postgres.PgTarget.parse("postgres://u:secret@db.example:5433/synapse")
-    with pytest.raises(ServerError, match="PostgreSQL 13 at db.example:5433 is too old: "
-                       "Synapse needs 14 or newer"):
+    with pytest.raises(
+        ServerError, match="PostgreSQL 13 at db.example:5433 is too old: Synapse needs 14 or newer"
+    ):
         postgres.check_server_version(target, 130011, for_synapse=True)
     postgres.check_server_version(target, 130011, for_synapse=False)  # the appservice is fine
     postgres.check_server_version(target, 140000, for_synapse=True)
@@ -136,8 +171,13 @@ def test_too_old_server_is_refused() -> None:
 def test_urls_and_messages_never_show_the_password() -> None:
     target = postgres.PgTarget.parse("postgres://u%40x:s%3Acret@db.example:5433/syn%20apse")
     assert (target.user, target.password, target.dbname) == ("u@x", "s:cret", "syn apse")
-    assert target.synapse_args() == {"user": "u@x", "password": "s:cret",
-                                     "database": "syn apse", "host": "db.example", "port": 5433}
+    assert target.synapse_args() == {
+        "user": "u@x",
+        "password": "s:cret",
+        "database": "syn apse",
+        "host": "db.example",
+        "port": 5433,
+    }
     assert postgres.PgTarget.parse(target.url(with_password=True)) == target
     with pytest.raises(ServerError) as e:
         postgres.check_synapse_locale(target, "en_US.UTF-8", "en_US.UTF-8")
@@ -152,8 +192,17 @@ def test_migrate_appservice_db_from_sqlite_keeps_everything(tmp_path: Path) -> N
     with pg_names("ac_migrate_as") as (as_db,):
         as_url = pg_url_for(admin, as_db)
         try:
-            run_cli("start", "--data-dir", str(root), "--synapse-port", str(synapse_port),
-                    "--api-port", str(api_port), "--no-client-config", check=True)
+            run_cli(
+                "start",
+                "--data-dir",
+                str(root),
+                "--synapse-port",
+                str(synapse_port),
+                "--api-port",
+                str(api_port),
+                "--no-client-config",
+                check=True,
+            )
             config = Config.load(root / "appservice.yaml")
             a = register_at(config.api_url, config.registration_token)
             b = register_at(config.api_url, config.registration_token)

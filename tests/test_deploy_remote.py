@@ -13,12 +13,13 @@ import sys
 
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
-
 from conftest import free_ports
 from deploy_helpers import REPO, kill_leftovers, run_cli
 from helpers import register_at, wait_for
 
-BIND = "127.0.0.2"  # a loopback address other than 127.0.0.1: tells "bound there" from "everywhere"
+BIND = (
+    "127.0.0.2"  # a loopback address other than 127.0.0.1: tells "bound there" from "everywhere"
+)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -33,9 +34,19 @@ def test_bind_address_and_invite_command_work_for_a_remote_agent(tmp_path: Path)
     root = tmp_path / "server"
     synapse_port, api_port = free_ports(2)
     try:
-        run_cli("start", "--data-dir", str(root), "--bind", BIND, "--synapse-port",
-                str(synapse_port), "--api-port", str(api_port), "--no-client-config",
-                check=True)
+        run_cli(
+            "start",
+            "--data-dir",
+            str(root),
+            "--bind",
+            BIND,
+            "--synapse-port",
+            str(synapse_port),
+            "--api-port",
+            str(api_port),
+            "--no-client-config",
+            check=True,
+        )
         hs = load_yaml(root / "homeserver.yaml")
         assert hs["listeners"][0]["bind_addresses"] == [BIND]
         assert hs["public_baseurl"] == f"http://{BIND}:{synapse_port}/"
@@ -62,9 +73,13 @@ def test_bind_address_and_invite_command_work_for_a_remote_agent(tmp_path: Path)
         argv = shlex.split(command)
         subprocess.run(ac + argv[1:], env=env, check=True, capture_output=True, timeout=30)
         reader = register_at(config.api_url, config.registration_token)
-        sent = subprocess.run(ac + ["send", "#general", "hello from afar"],
-                              env={**env, "AGENT_CHAT_NICK": "FarAway"},
-                              capture_output=True, text=True, timeout=30)
+        sent = subprocess.run(
+            [*ac, "send", "#general", "hello from afar"],
+            env={**env, "AGENT_CHAT_NICK": "FarAway"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert sent.returncode == 0, sent.stderr
         wait_for(lambda: reader.count("#general") == 1, what="the remote agent's message")
         assert reader.bodies("#general")[-1] == "hello from afar"
@@ -75,15 +90,21 @@ def test_bind_address_and_invite_command_work_for_a_remote_agent(tmp_path: Path)
 
 def test_invite_behind_a_proxy_uses_the_public_url(tmp_path: Path) -> None:
     root = tmp_path / "server"
-    run_cli("init", "--data-dir", str(root), "--public-url", "https://chat.example.com",
-            "--skip-db-check", check=True)
+    run_cli(
+        "init",
+        "--data-dir",
+        str(root),
+        "--public-url",
+        "https://chat.example.com",
+        "--skip-db-check",
+        check=True,
+    )
     hs = load_yaml(root / "homeserver.yaml")
     assert hs["public_baseurl"] == "https://chat.example.com/"
     assert hs["listeners"][0]["x_forwarded"] is True
     assert hs["listeners"][0]["bind_addresses"] == ["127.0.0.1"]  # only the proxy is public
     r = run_cli("invite", "--data-dir", str(root), check=True)
-    assert "ac config --set server=https://chat.example.com --set registration_token=" \
-        in r.stdout
+    assert "ac config --set server=https://chat.example.com --set registration_token=" in r.stdout
     assert r.stderr == ""
     r = run_cli("invite", "--data-dir", str(root), "--url", "http://100.64.0.7:8009/", check=True)
     assert "server=http://100.64.0.7:8009 " in r.stdout

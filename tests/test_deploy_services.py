@@ -17,7 +17,6 @@ import pytest
 from agent_chat_server import control
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-
 from conftest import free_ports
 from deploy_helpers import REPO, kill_leftovers
 from helpers import processes_mentioning, register_at, wait_for
@@ -48,21 +47,43 @@ def test_pm2_runs_both_services_from_the_ecosystem_file(tmp_path: Path) -> None:
     if npm is None:
         pytest.skip("npm is not installed: cannot install PM2 for this test")
     prefix = tmp_path / "npm"
-    r = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
-                        "--loglevel=error", "pm2"], capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(prefix),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "pm2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if r.returncode != 0:
         pytest.skip(f"npm install pm2 failed (no registry?): {r.stderr.strip()[-300:]}")
     pm2 = str(prefix / "node_modules" / ".bin" / "pm2")
     dd = _init(tmp_path / "server")
-    env = {**os.environ, "PM2_HOME": str(tmp_path / "pm2-home"), "AGENT_CHAT_VENV": str(VENV),
-           "AGENT_CHAT_SERVER_DIR": str(dd.root)}
+    env = {
+        **os.environ,
+        "PM2_HOME": str(tmp_path / "pm2-home"),
+        "AGENT_CHAT_VENV": str(VENV),
+        "AGENT_CHAT_SERVER_DIR": str(dd.root),
+    }
     try:
-        r = subprocess.run([pm2, "start", str(REPO / "server" / "ecosystem.config.js")],
-                           env=env, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [pm2, "start", str(REPO / "server" / "ecosystem.config.js")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         control.wait_healthy(dd, control.load_config(dd), 60)
         r = subprocess.run([pm2, "jlist"], env=env, capture_output=True, text=True, timeout=30)
-        apps = {a["name"]: a for a in json.loads(r.stdout[r.stdout.index("["):])}
+        apps = {a["name"]: a for a in json.loads(r.stdout[r.stdout.index("[") :])}
         assert set(apps) == {"agent-chat-synapse", "agent-chat-appservice"}
         for app in apps.values():
             assert app["pm2_env"]["status"] == "online"
@@ -72,8 +93,11 @@ def test_pm2_runs_both_services_from_the_ecosystem_file(tmp_path: Path) -> None:
         # PM2 brings a killed appservice back; Synapse delivers what it queued meanwhile.
         pid = apps["agent-chat-appservice"]["pid"]
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: [p for p in processes_mentioning(str(dd.appservice_yaml)) if p != pid],
-                 timeout=30, what="PM2 restarting the appservice")
+        wait_for(
+            lambda: [p for p in processes_mentioning(str(dd.appservice_yaml)) if p != pid],
+            timeout=30,
+            what="PM2 restarting the appservice",
+        )
         control.wait_healthy(dd, control.load_config(dd), 60)
     finally:
         subprocess.run([pm2, "kill"], env=env, capture_output=True, timeout=60)
@@ -105,16 +129,23 @@ def test_systemd_unit_runs_the_supervisor_and_stops_on_sigterm(tmp_path: Path) -
     service = unit["Service"]
     assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
     dd = _init(tmp_path / "server")
-    exec_start = service["ExecStart"].replace("@VENV@", str(VENV)).replace(
-        "@DATA_DIR@", str(dd.root))
+    exec_start = (
+        service["ExecStart"].replace("@VENV@", str(VENV)).replace("@DATA_DIR@", str(dd.root))
+    )
     argv = shlex.split(exec_start)
     assert Path(argv[0]).is_file(), argv[0]
     env = dict(os.environ)
     key, _, value = service["Environment"].partition("=")
     env[key] = value
     # systemd would start it as is: do the same, then stop it the way systemd does.
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         control.wait_healthy(dd, control.load_config(dd), 60, proc)  # type: ignore[arg-type]
         _check_delivery(dd)

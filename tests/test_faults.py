@@ -7,9 +7,9 @@ Run alone with ``pytest -m fault``. Each test uses its own stack (they kill thin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 import os
 import secrets
@@ -61,7 +61,7 @@ def send_with_retries(agent: Agent, room: str, body: str, deadline: float = 60) 
     end = time.monotonic() + deadline
     while True:
         try:
-            status, data = agent.call("PUT", f"/send/{txn}", {"to": room, "body": body})
+            status, _data = agent.call("PUT", f"/send/{txn}", {"to": room, "body": body})
             if status == 200:
                 return
         except OSError:
@@ -87,9 +87,11 @@ def test_appservice_killed_mid_stream_and_restarted(fault_stack: Stack) -> None:
             tried.append(body)
             try:
                 status, _ = synapse(
-                    st, "PUT",
+                    st,
+                    "PUT",
                     f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/s{i}",
-                    {"msgtype": "m.text", "body": body}, as_user=a.user_id,
+                    {"msgtype": "m.text", "body": body},
+                    as_user=a.user_id,
                 )
             except OSError:
                 status = 0
@@ -173,9 +175,11 @@ def test_database_briefly_unavailable(fault_stack: Stack) -> None:
     try:
         for i in range(5):
             status, data = synapse(
-                st, "PUT",
+                st,
+                "PUT",
                 f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/db{i}",
-                {"msgtype": "m.text", "body": f"during outage {i}"}, as_user=a.user_id,
+                {"msgtype": "m.text", "body": f"during outage {i}"},
+                as_user=a.user_id,
             )
             assert status == 200, data
         time.sleep(6)  # longer than SQLite's busy timeout: transactions fail and are retried

@@ -3,7 +3,8 @@ real Synapse and appservice."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 import asyncio
 import hashlib
 import hmac
@@ -74,10 +75,15 @@ async def alice(stack: Stack) -> AsyncIterator[Human]:
     await human.client.close()
 
 
-def agent_chat_server(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def agent_chat_server(
+    stack: Stack, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "agent_chat_server", *args, "--data-dir", str(stack.data_dir)],
-        capture_output=True, text=True, input=stdin, timeout=60,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
     )
 
 
@@ -115,7 +121,9 @@ async def test_humans_message_counts_for_agents(stack: Stack, alice: Human) -> N
     assert newest["sender"] == alice.user_id and newest["sender_name"] == alice.display
 
 
-async def test_agent_dm_reaches_the_human_as_invite_and_message(stack: Stack, alice: Human) -> None:
+async def test_agent_dm_reaches_the_human_as_invite_and_message(
+    stack: Stack, alice: Human
+) -> None:
     agent = register(stack)
     sent = agent.send(alice.user_id, "hi Alice, can I take the auth module?")
 
@@ -124,7 +132,8 @@ async def test_agent_dm_reaches_the_human_as_invite_and_message(stack: Stack, al
 
     invite = await until(invited, what="the invite")
     member = next(
-        e for e in invite.invite_state
+        e
+        for e in invite.invite_state
         if isinstance(e, nio.InviteMemberEvent) and e.state_key == alice.user_id
     )
     # A real direct chat: the invite carries is_direct, from the agent.
@@ -136,7 +145,9 @@ async def test_agent_dm_reaches_the_human_as_invite_and_message(stack: Stack, al
     assert "hi Alice, can I take the auth module?" in bodies
 
 
-async def test_humans_dm_shows_under_their_name_in_agent_notify(stack: Stack, alice: Human) -> None:
+async def test_humans_dm_shows_under_their_name_in_agent_notify(
+    stack: Stack, alice: Human
+) -> None:
     agent = register(stack)
     resp = await alice.client.room_create(is_direct=True, invite=[agent.user_id])
     assert isinstance(resp, nio.RoomCreateResponse), resp
@@ -149,7 +160,9 @@ async def test_humans_dm_shows_under_their_name_in_agent_notify(stack: Stack, al
     await alice.send(resp.room_id, "quick question about the deploy")
     label = "@" + alice.display
     wait_for(lambda: agent.count(label) == 1, what=f"{label}(1) in notify")
-    assert agent.messages(room=label, unread="true")[0]["body"] == "quick question about the deploy"
+    assert (
+        agent.messages(room=label, unread="true")[0]["body"] == "quick question about the deploy"
+    )
     # ...and the agent can answer by the human's name.
     reply = agent.send(label, "on it")
     assert reply["room_id"] == resp.room_id
@@ -158,7 +171,9 @@ async def test_humans_dm_shows_under_their_name_in_agent_notify(stack: Stack, al
 async def test_agent_mention_carries_m_mentions_and_html(stack: Stack, alice: Human) -> None:
     room = await alice.join(f"#general:{stack.server_name}")
     agent = register(stack)
-    event_id = agent.send("#general", f"[BLOCKED] @{alice.display} can you **approve** the PR?")["event_id"]
+    event_id = agent.send("#general", f"[BLOCKED] @{alice.display} can you **approve** the PR?")[
+        "event_id"
+    ]
 
     async def received() -> Any:
         await alice.sync()
@@ -176,7 +191,9 @@ async def test_agent_mention_carries_m_mentions_and_html(stack: Stack, alice: Hu
     await until(lambda: _highlighted(alice, room), what="a highlight notification for the mention")
 
 
-async def test_m_mentions_is_sent_where_it_decides_who_is_pinged(stack: Stack, alice: Human) -> None:
+async def test_m_mentions_is_sent_where_it_decides_who_is_pinged(
+    stack: Stack, alice: Human
+) -> None:
     """Named without an @: no ping (m.mentions, empty, turns off the body-based rules). A
     message that names no person in the room goes without m.mentions (Synapse validates it
     slowly) and behaves the same."""
@@ -208,7 +225,8 @@ async def test_m_mentions_is_sent_where_it_decides_who_is_pinged(stack: Stack, a
 
 async def _highlighted(human: Human, room_id: str, event_id: str | None = None) -> bool:
     status, data = http_json(
-        "GET", f"{human.stack.synapse_url}/_matrix/client/v3/notifications?only=highlight",
+        "GET",
+        f"{human.stack.synapse_url}/_matrix/client/v3/notifications?only=highlight",
         token=human.client.access_token,
     )
     return status == 200 and any(
@@ -223,8 +241,9 @@ async def test_alerts_posts_notify_the_rooms_humans(stack: Stack, alice: Human) 
     event_id = agent.send("#alerts", "[ALERT] build failed on main")["event_id"]
 
     async def notified() -> bool:
-        status, data = http_json(
-            "GET", f"{stack.synapse_url}/_matrix/client/v3/notifications",
+        _status, data = http_json(
+            "GET",
+            f"{stack.synapse_url}/_matrix/client/v3/notifications",
             token=alice.client.access_token,
         )
         return any(n["event"]["event_id"] == event_id for n in data.get("notifications", []))
@@ -255,7 +274,11 @@ async def test_human_login_and_read_receipt_lowers_their_count(stack: Stack, ali
     # The human can also send through the API, as themself.
     sent = me.send("#general", "hello from my shell")
     newest = wait_for(
-        lambda: [m for m in agent.messages(room="#general", limit=5) if m["event_id"] == sent["event_id"]],
+        lambda: [
+            m
+            for m in agent.messages(room="#general", limit=5)
+            if m["event_id"] == sent["event_id"]
+        ],
         what="the human's API message",
     )[0]
     assert newest["sender"] == alice.user_id and newest["body"] == "hello from my shell"
@@ -283,7 +306,9 @@ def test_user_add_creates_a_human_who_can_log_in(stack: Stack) -> None:
     )
     assert status == 201, data
     again = agent_chat_server(stack, "user", "add", name, stdin="correct horse battery\n")
-    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "taken" in again.stderr.lower()
+    assert (
+        again.returncode == 1 and again.stderr.count("\n") == 1 and "taken" in again.stderr.lower()
+    )
 
 
 # --- CI bots and webhooks -------------------------------------------------------------------
@@ -393,7 +418,11 @@ def test_state_change_webhook_posts_once_per_change(stack: Stack, hooks_room) ->
     status, data = post(url, json.dumps({"text": "no key"}).encode())
     assert status == 400 and "'key'" in data["error"]
     wait_for(lambda: watcher.count(room) == 3, what="three state changes")
-    assert posted(watcher, room) == ["ci/main is failing", "ci/main is passing", "ci/main is failing"]
+    assert posted(watcher, room) == [
+        "ci/main is failing",
+        "ci/main is passing",
+        "ci/main is failing",
+    ]
 
 
 def test_admin_routes_need_the_admin_token(stack: Stack) -> None:
@@ -401,5 +430,7 @@ def test_admin_routes_need_the_admin_token(stack: Stack) -> None:
     status, data = http_json("POST", stack.api_base + "/admin/bots", {"nick": "evilbot"})
     assert status == 401, data
     for token in (agent.token, stack.registration_token, stack.hs_token):
-        status, data = http_json("POST", stack.api_base + "/admin/bots", {"nick": "evilbot"}, token)
+        status, data = http_json(
+            "POST", stack.api_base + "/admin/bots", {"nick": "evilbot"}, token
+        )
         assert status == 403, data

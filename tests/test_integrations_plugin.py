@@ -5,15 +5,14 @@ commands the way Claude Code would (``sh -c`` with CLAUDE_PLUGIN_ROOT set)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 import json
 import os
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
 from agent_chat.setup import HOOK_TIMEOUT_S, SKILLS, integrations_dir
-
 from conftest import free_port
 
 ROOT = Path(integrations_dir())
@@ -70,7 +69,7 @@ def test_skills_are_in_the_plugin() -> None:
     for name in names:
         text = (ROOT / "skills" / name / "SKILL.md").read_text(encoding="utf-8")
         front = text.split("---\n")[1]
-        assert re.search(r"^name: %s$" % re.escape(name), front, re.M)
+        assert re.search(rf"^name: {re.escape(name)}$", front, re.M)
         assert re.search(r"^description: \S", front, re.M)
 
 
@@ -78,13 +77,23 @@ def test_hook_commands_run_under_sh_with_the_plugin_root(tmp_path: Path) -> None
     """Claude Code runs the command through a shell with CLAUDE_PLUGIN_ROOT in the
     environment: the hook must start, and stay silent when the server is down."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-    env.update(CLAUDE_PLUGIN_ROOT=str(ROOT), AGENT_CHAT_HOME=str(tmp_path),
-               AGENT_CHAT_TOKEN="t", AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port())
+    env.update(
+        CLAUDE_PLUGIN_ROOT=str(ROOT),
+        AGENT_CHAT_HOME=str(tmp_path),
+        AGENT_CHAT_TOKEN="t",
+        AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port(),
+    )
     stdin = json.dumps({"session_id": "p", "hook_event_name": "UserPromptSubmit"})
     for groups in load(HOOKS)["hooks"].values():
         for handler in groups[0]["hooks"]:
-            p = subprocess.run(["sh", "-c", handler["command"]], input=stdin, text=True,
-                               capture_output=True, env=env, timeout=10)
+            p = subprocess.run(
+                ["sh", "-c", handler["command"]],
+                input=stdin,
+                text=True,
+                capture_output=True,
+                env=env,
+                timeout=10,
+            )
             assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
     assert (tmp_path / "hook" / "line.default").exists()  # it did ask (and failed)
 

@@ -6,12 +6,12 @@ changes nothing, ``--dry-run`` writes nothing, ``--uninstall`` restores the orig
 
 from __future__ import annotations
 
+from pathlib import Path
 import json
 import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -31,14 +31,33 @@ CLAUDE_ORIGINAL = {
 }
 
 
-def run_setup(home: Path, chat_home: Path, *args: str, server: str | None = None,
-              cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AGENT_CHAT_", "CLAUDE_", "CODEX_"))}
-    env.update(HOME=str(home), AGENT_CHAT_HOME=str(chat_home), LC_ALL="C.UTF-8",
-               AGENT_CHAT_SERVER=server or "http://127.0.0.1:%d" % free_port())
-    p = subprocess.run([AC, "setup", *args], capture_output=True, text=True, env=env,
-                       cwd=str(cwd or home), timeout=60)
+def run_setup(
+    home: Path,
+    chat_home: Path,
+    *args: str,
+    server: str | None = None,
+    cwd: Path | None = None,
+    ok: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AGENT_CHAT_", "CLAUDE_", "CODEX_"))
+    }
+    env.update(
+        HOME=str(home),
+        AGENT_CHAT_HOME=str(chat_home),
+        LC_ALL="C.UTF-8",
+        AGENT_CHAT_SERVER=server or "http://127.0.0.1:%d" % free_port(),
+    )
+    p = subprocess.run(
+        [AC, "setup", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(cwd or home),
+        timeout=60,
+    )
     if ok:
         assert p.returncode == 0, (args, p.stdout, p.stderr)
     return p
@@ -62,8 +81,13 @@ def home(tmp_path: Path) -> Path:
 
 
 def our_handlers(settings: dict) -> list[tuple[str, str | None, dict]]:
-    return [(event, group.get("matcher"), h) for event, groups in settings["hooks"].items()
-            for group in groups for h in group["hooks"] if "ac-hook.sh" in h["command"]]
+    return [
+        (event, group.get("matcher"), h)
+        for event, groups in settings["hooks"].items()
+        for group in groups
+        for h in group["hooks"]
+        if "ac-hook.sh" in h["command"]
+    ]
 
 
 def test_claude_merge_idempotent_uninstall(home: Path) -> None:
@@ -81,7 +105,7 @@ def test_claude_merge_idempotent_uninstall(home: Path) -> None:
     assert "would update" in dry.stdout and snapshot(home) == before
 
     first = run_setup(home, chat, "claude")
-    assert "updated %s (backup: " % settings_path in first.stdout
+    assert f"updated {settings_path} (backup: " in first.stdout
     backups = list(settings_path.parent.glob("settings.json.bak-agent-chat-*"))
     assert len(backups) == 1 and backups[0].read_text() == original_text
     merged = json.loads(settings_path.read_text())
@@ -92,15 +116,19 @@ def test_claude_merge_idempotent_uninstall(home: Path) -> None:
     assert merged["statusLine"] == CLAUDE_ORIGINAL["statusLine"]  # theirs: left alone
     assert "already has a statusLine; left alone" in first.stdout
     ours = our_handlers(merged)
-    assert [(e, m) for e, m, _ in ours] == [("PostToolUse", "*"), ("UserPromptSubmit", None)] \
-        or sorted((e, m or "") for e, m, _ in ours) == [("PostToolUse", "*"),
-                                                          ("UserPromptSubmit", "")]
+    assert [(e, m) for e, m, _ in ours] == [
+        ("PostToolUse", "*"),
+        ("UserPromptSubmit", None),
+    ] or sorted((e, m or "") for e, m, _ in ours) == [
+        ("PostToolUse", "*"),
+        ("UserPromptSubmit", ""),
+    ]
     for event, _, handler in ours:
         assert handler["type"] == "command" and handler["timeout"] == 5  # seconds
         assert ("--json PostToolUse" in handler["command"]) == (event == "PostToolUse")
     for name in ("chat", "chat-conventions"):
         text = (home / ".claude" / "skills" / name / "SKILL.md").read_text()
-        assert text.startswith("---\nname: %s\n" % name) and "installed by `ac setup`" in text
+        assert text.startswith(f"---\nname: {name}\n") and "installed by `ac setup`" in text
     assert user_skill.read_text() == "---\nname: listen\n---\nmy own listen skill\n"
     assert "was not installed by ac setup; left alone" in first.stdout
 
@@ -169,8 +197,11 @@ def test_gemini_settings_and_commands(home: Path) -> None:
     chat = home / "chat-home"
     settings_path = home / ".gemini" / "settings.json"
     settings_path.parent.mkdir()
-    original = {"theme": "GitHub", "mcpServers": {"x": {"command": "x"}},
-                "hooks": {"AfterTool": [{"matcher": "write_file", "hooks": [USER_HOOK]}]}}
+    original = {
+        "theme": "GitHub",
+        "mcpServers": {"x": {"command": "x"}},
+        "hooks": {"AfterTool": [{"matcher": "write_file", "hooks": [USER_HOOK]}]},
+    }
     settings_path.write_text(json.dumps(original, indent=4))
     before = snapshot(home)
     run_setup(home, chat, "gemini")
@@ -231,11 +262,20 @@ def test_tmux_config_is_valid_for_tmux(home: Path) -> None:
     sock = str(home / "tmux.sock")
     env = {**os.environ, "HOME": str(home)}
     try:
-        subprocess.run(["tmux", "-S", sock, "-f", str(home / ".tmux.conf"), "new-session",
-                        "-d"], check=True, env=env, timeout=10)
-        value = subprocess.run(["tmux", "-S", sock, "show", "-gv", "status-right"],
-                               capture_output=True, text=True, env=env, timeout=10).stdout
-        assert "#(sh \"" in value and "ac-tmux.sh\" --home \"%s\")" % chat in value
+        subprocess.run(
+            ["tmux", "-S", sock, "-f", str(home / ".tmux.conf"), "new-session", "-d"],
+            check=True,
+            env=env,
+            timeout=10,
+        )
+        value = subprocess.run(
+            ["tmux", "-S", sock, "show", "-gv", "status-right"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=10,
+        ).stdout
+        assert '#(sh "' in value and f'ac-tmux.sh" --home "{chat}")' in value
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], env=env, timeout=10)
 
@@ -251,10 +291,10 @@ def test_setup_hook_writes_private_credentials(home: Path, stack: Stack) -> None
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert stat.S_IMODE((chat / "hook").stat().st_mode) == 0o700
     text = creds.read_text()
-    assert 'url = "%s/_agent_chat/v1/notify"' % stack.api_url in text
+    assert f'url = "{stack.api_url}/_agent_chat/v1/notify"' in text
     token = json.loads((chat / "credentials.json").read_text())["servers"][stack.api_url]
     token = token["identities"][token["default"]]["token"]
-    assert 'header = "Authorization: Bearer %s"' % token in text
+    assert f'header = "Authorization: Bearer {token}"' in text
     assert token not in (home / ".claude" / "settings.json").read_text()
     assert (chat / "hook" / "ac-path").read_text().strip() == AC
     run_setup(home, chat, "hook", "--uninstall", server=stack.api_url)

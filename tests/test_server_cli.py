@@ -20,21 +20,30 @@ import pytest
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
-
-from helpers import processes_mentioning, wait_for
 from conftest import Stack, free_ports, http_json
+from helpers import processes_mentioning, wait_for
 
 EXIT_SYNAPSE = 3
 EXIT_APPSERVICE = 4
-SECRET_FILES = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml",
-                "appservice.yaml"]
+SECRET_FILES = [
+    "homeserver.yaml",
+    "homeserver.signing.key",
+    "registration.yaml",
+    "appservice.yaml",
+]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent_chat_server", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
 
@@ -57,12 +66,14 @@ class Server:
         return run_cli(command, "--data-dir", str(self.root), *args, env=env, **kw)
 
     def init(self) -> subprocess.CompletedProcess[str]:
-        return self.cli("init", "--synapse-port", str(self.synapse_port),
-                        "--api-port", str(self.api_port))
+        return self.cli(
+            "init", "--synapse-port", str(self.synapse_port), "--api-port", str(self.api_port)
+        )
 
     def start(self) -> subprocess.CompletedProcess[str]:
-        r = self.cli("start", "--synapse-port", str(self.synapse_port),
-                     "--api-port", str(self.api_port))
+        r = self.cli(
+            "start", "--synapse-port", str(self.synapse_port), "--api-port", str(self.api_port)
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         return r
 
@@ -97,7 +108,7 @@ def assert_one_line_error(r: subprocess.CompletedProcess[str]) -> None:
 def test_init_writes_everything_with_0600_secrets(server: Server) -> None:
     r = server.init()
     assert r.returncode == 0, r.stderr
-    for name in SECRET_FILES + ["homeserver.log.config"]:
+    for name in [*SECRET_FILES, "homeserver.log.config"]:
         assert (server.root / name).is_file(), name
         assert f"wrote {server.root / name}" in r.stdout
     for name in SECRET_FILES:
@@ -214,8 +225,9 @@ def test_start_twice_does_not_start_a_second_copy(server: Server) -> None:
     assert "left alone" in r.stdout  # client config exists already
 
 
-@pytest.mark.parametrize("victim, code", [("synapse", EXIT_SYNAPSE),
-                                           ("appservice", EXIT_APPSERVICE)])
+@pytest.mark.parametrize(
+    "victim, code", [("synapse", EXIT_SYNAPSE), ("appservice", EXIT_APPSERVICE)]
+)
 def test_status_fails_after_killing_a_service(server: Server, victim: str, code: int) -> None:
     server.start()
     pid = int((server.root / "run" / f"{victim}.pid").read_text())
@@ -234,9 +246,14 @@ def test_concurrent_starts_run_one_copy(server: Server) -> None:
     assert server.init().returncode == 0
     env = {**os.environ, "AGENT_CHAT_HOME": str(server.home)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "agent_chat_server", "start", "--data-dir",
-                          str(server.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "agent_chat_server", "start", "--data-dir", str(server.root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         for _ in range(3)
     ]
     results = [(p.wait(120), *p.communicate()) for p in procs]
@@ -262,7 +279,9 @@ def test_run_foreground_stops_cleanly_on_sigterm(server: Server) -> None:
     assert server.init().returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(server.root)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: server.cli("status").returncode == 0, 60, "run to be healthy")
@@ -279,7 +298,9 @@ def test_run_exit_status_says_appservice_died(server: Server) -> None:
     assert server.init().returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(server.root)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: server.cli("status").returncode == 0, 60, "run to be healthy")
@@ -329,12 +350,15 @@ def test_port_in_use(server: Server) -> None:
     assert server.pids() == []
 
 
-@pytest.mark.parametrize("name, garbage", [
-    ("appservice.yaml", "server_name: [unclosed\n"),
-    ("homeserver.yaml", "- just\n- a list\n"),
-    ("registration.yaml", "id: agent-chat\n"),
-    ("homeserver.signing.key", "nonsense\n"),
-])
+@pytest.mark.parametrize(
+    "name, garbage",
+    [
+        ("appservice.yaml", "server_name: [unclosed\n"),
+        ("homeserver.yaml", "- just\n- a list\n"),
+        ("registration.yaml", "id: agent-chat\n"),
+        ("homeserver.signing.key", "nonsense\n"),
+    ],
+)
 def test_corrupt_config(server: Server, name: str, garbage: str) -> None:
     assert server.init().returncode == 0
     (server.root / name).write_text(garbage)
@@ -353,8 +377,9 @@ def test_bad_options(tmp_path: Path) -> None:
     assert_one_line_error(r)
     r = run_cli("init", "--data-dir", str(tmp_path / "s"), "--server-name", "bad name!")
     assert_one_line_error(r)
-    r = run_cli("init", "--data-dir", str(tmp_path / "s"), "--synapse-port", "9", "--api-port",
-                "9")
+    r = run_cli(
+        "init", "--data-dir", str(tmp_path / "s"), "--synapse-port", "9", "--api-port", "9"
+    )
     assert_one_line_error(r)
     assert not (tmp_path / "s" / "homeserver.yaml").exists()
 
@@ -372,6 +397,9 @@ def test_stack_fixture_basics(stack: Stack) -> None:
     status, body = http_json("GET", f"{stack.api_base}/health")
     assert status == 200, body
     status, body = http_json(
-        "POST", f"{stack.synapse_url}/_matrix/client/v1/appservice/agent-chat/ping", {},
-        token=stack.as_token)
+        "POST",
+        f"{stack.synapse_url}/_matrix/client/v1/appservice/agent-chat/ping",
+        {},
+        token=stack.as_token,
+    )
     assert status == 200 and "duration_ms" in body

@@ -26,8 +26,11 @@ def test_pg_url_is_a_fresh_database(pg_url: str) -> None:
     async def tables() -> int:
         conn = await asyncpg.connect(pg_url)
         try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema='public'"))
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema='public'"
+                )
+            )
         finally:
             await conn.close()
 

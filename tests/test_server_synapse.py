@@ -9,9 +9,15 @@ from conftest import Stack, http_json
 
 
 def test_human_registration_is_closed(stack: Stack) -> None:
-    status, body = http_json("POST", f"{stack.synapse_url}/_matrix/client/v3/register",
-                             {"username": "mallory", "password": secrets.token_hex(8),
-                              "auth": {"type": "m.login.dummy"}})
+    status, body = http_json(
+        "POST",
+        f"{stack.synapse_url}/_matrix/client/v3/register",
+        {
+            "username": "mallory",
+            "password": secrets.token_hex(8),
+            "auth": {"type": "m.login.dummy"},
+        },
+    )
     assert status == 403, body
 
 
@@ -19,8 +25,9 @@ def test_admin_can_register_humans_with_the_shared_secret(stack: Stack) -> None:
     name = f"alice{secrets.token_hex(3)}"
     human = stack.create_human(name)
     assert human["user_id"] == f"@{name}:{stack.server_name}"
-    status, body = http_json("GET", f"{stack.synapse_url}/_matrix/client/v3/account/whoami",
-                             token=human["access_token"])
+    status, body = http_json(
+        "GET", f"{stack.synapse_url}/_matrix/client/v3/account/whoami", token=human["access_token"]
+    )
     assert status == 200 and body["user_id"] == human["user_id"]
 
 
@@ -37,9 +44,12 @@ def test_humans_cannot_take_agent_names(stack: Stack) -> None:
 
 def test_appservice_can_register_its_users(stack: Stack) -> None:
     localpart = f"_ac_probe{secrets.token_hex(3)}"
-    status, body = http_json("POST", f"{stack.synapse_url}/_matrix/client/v3/register",
-                             {"type": "m.login.application_service", "username": localpart},
-                             token=stack.as_token)
+    status, body = http_json(
+        "POST",
+        f"{stack.synapse_url}/_matrix/client/v3/register",
+        {"type": "m.login.application_service", "username": localpart},
+        token=stack.as_token,
+    )
     assert status == 200, body
     assert body["user_id"] == f"@{localpart}:{stack.server_name}"
 
@@ -55,8 +65,11 @@ def test_public_rooms_are_listed(stack: Stack) -> None:
     wanted = {f"#{r['alias']}:{stack.server_name}" for r in stack.config.rooms}
     deadline = time.monotonic() + 30
     while True:
-        status, body = http_json("GET", f"{stack.synapse_url}/_matrix/client/v3/publicRooms",
-                                 token=human["access_token"])
+        status, body = http_json(
+            "GET",
+            f"{stack.synapse_url}/_matrix/client/v3/publicRooms",
+            token=human["access_token"],
+        )
         assert status == 200, body
         aliases = {room.get("canonical_alias") for room in body["chunk"]}
         if wanted <= aliases or time.monotonic() > deadline:
@@ -69,14 +82,21 @@ def test_rate_limits_suit_agents(stack: Stack) -> None:
     """A human (rate-limited, unlike appservice users) can send a burst of 30 messages."""
     human = stack.create_human(f"carol{secrets.token_hex(3)}")
     token = human["access_token"]
-    status, body = http_json("POST", f"{stack.synapse_url}/_matrix/client/v3/createRoom",
-                             {"preset": "private_chat"}, token=token)
+    status, body = http_json(
+        "POST",
+        f"{stack.synapse_url}/_matrix/client/v3/createRoom",
+        {"preset": "private_chat"},
+        token=token,
+    )
     assert status == 200, body
     room = body["room_id"]
     for i in range(30):
         status, body = http_json(
-            "PUT", f"{stack.synapse_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}",
-            {"msgtype": "m.text", "body": f"burst {i}"}, token=token)
+            "PUT",
+            f"{stack.synapse_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}",
+            {"msgtype": "m.text", "body": f"burst {i}"},
+            token=token,
+        )
         assert status == 200, (i, body)
 
 

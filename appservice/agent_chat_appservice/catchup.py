@@ -11,7 +11,8 @@ stop at the first known event but covers the last ``DEPTH`` events of each room.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 import logging
 
 from mautrix.api import Method, Path

@@ -11,12 +11,12 @@ from typing import Any
 import hashlib
 import logging
 
-import aiohttp
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.appservice import AppServiceAPI
 from mautrix.client import ClientAPI
 from mautrix.errors import MUserInUse
 from mautrix.types import EventType, RoomCreatePreset, RoomDirectoryVisibility
+import aiohttp
 
 from .config import Config
 

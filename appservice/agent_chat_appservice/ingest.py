@@ -8,8 +8,9 @@ it fails the whole homeserver transaction, which Synapse then retries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 import logging
 import re
 

@@ -8,7 +8,7 @@ any failure answers 500, and Synapse retries the same transaction later.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 import hashlib
 import hmac
 import json

@@ -53,15 +53,15 @@ class Client:
             resp = http.request(method, url, data, headers, timeout or self.timeout)
         except http.ConnectionFailed as e:
             if self.verbose:
-                log("%s %s -> %s (%.0f ms)" % (method, url, e.kind,
-                                               (time.perf_counter() - start) * 1000))
+                log(f"{method} {url} -> {e.kind} ({(time.perf_counter() - start) * 1000:.0f} ms)")
             raise
         except ValueError as e:  # malformed server URL
-            raise ApiError("bad server URL %r: %s (see `ac config`)" % (self.server_url, e))
+            raise ApiError(f"bad server URL {self.server_url!r}: {e} (see `ac config`)")
         if self.verbose:
-            log("%s %s -> %d (%.0f ms, %d bytes)" % (method, url, resp.status,
-                                                     (time.perf_counter() - start) * 1000,
-                                                     len(resp.body)))
+            log(
+                "%s %s -> %d (%.0f ms, %d bytes)"
+                % (method, url, resp.status, (time.perf_counter() - start) * 1000, len(resp.body))
+            )
         return resp
 
     def call(self, method, path, query=None, body=None, auth=True, timeout=None):
@@ -73,9 +73,12 @@ class Client:
             try:
                 return resp.json()
             except ValueError:
-                raise ApiError("the server sent an answer that is not JSON (is %s the Agent "
-                               "Chat API?)" % self.server_url, resp.status,
-                               detail=resp.body[:200]) from None
+                raise ApiError(
+                    f"the server sent an answer that is not JSON (is {self.server_url} the Agent "
+                    "Chat API?)",
+                    resp.status,
+                    detail=resp.body[:200],
+                ) from None
         raise error_for(resp, self.server_url)
 
 
@@ -99,8 +102,9 @@ def error_for(resp, server_url=""):
     detail = "HTTP %d %s %s %s" % (resp.status, one_line(resp.reason)[:60], errcode, message)
     status = resp.status
     if status == 401:
-        return AuthError("authentication failed: %s" % (message or "token rejected"),
-                         detail=detail)
+        return AuthError(
+            "authentication failed: %s" % (message or "token rejected"), detail=detail
+        )
     if status == 429:
         retry = None
         if isinstance(retry_ms, (int, float)) and not isinstance(retry_ms, bool):
@@ -111,27 +115,32 @@ def error_for(resp, server_url=""):
                 retry = float(header.strip())
         text = "rate limited"
         if retry is not None:
-            text += ": retry after %s s" % _seconds(retry)
+            text += f": retry after {_seconds(retry)} s"
         return RateLimited(text, retry_after=retry, detail=detail)
     if status in (502, 503, 504):
-        return NetworkError("server unavailable (HTTP %d): %s" % (
-            status, message or "the homeserver is not answering"), detail=detail)
+        return NetworkError(
+            "server unavailable (HTTP %d): %s"
+            % (status, message or "the homeserver is not answering"),
+            detail=detail,
+        )
     if status == 404 and not errcode and not message:
-        return ApiError("not found: is %s the Agent Chat API?" % server_url, status, errcode,
-                        detail=detail)
+        return ApiError(
+            f"not found: is {server_url} the Agent Chat API?", status, errcode, detail=detail
+        )
     text = message or resp.reason or "HTTP %d" % status
-    return ApiError("%s (%s)" % (text, errcode or "HTTP %d" % status), status, errcode,
-                    detail=detail)
+    return ApiError(
+        "{} ({})".format(text, errcode or "HTTP %d" % status), status, errcode, detail=detail
+    )
 
 
 def _seconds(value):
-    return ("%.1f" % value).rstrip("0").rstrip(".") if value % 1 else "%d" % value
+    return (f"{value:.1f}").rstrip("0").rstrip(".") if value % 1 else "%d" % value
 
 
 def log(text):
     """A ``--verbose`` line on stderr."""
     try:
-        sys.stderr.write("ac: %s\n" % text)
+        sys.stderr.write(f"ac: {text}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

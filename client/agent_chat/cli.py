@@ -60,11 +60,17 @@ def run(argv):
             import traceback
 
             traceback.print_exc()
-        return _report("unexpected error: %s: %s" % (type(e).__name__, e), None, EXIT_ERROR)
+        return _report(f"unexpected error: {type(e).__name__}: {e}", None, EXIT_ERROR)
 
 
-LISTEN_FLAGS = {"--all": "all", "--unread": "unread", "--json": "json", "--follow": "follow",
-                "-f": "follow", "--peek": "peek"}
+LISTEN_FLAGS = {
+    "--all": "all",
+    "--unread": "unread",
+    "--json": "json",
+    "--follow": "follow",
+    "-f": "follow",
+    "--peek": "peek",
+}
 
 
 def _fast_path(rest, verbose):
@@ -87,8 +93,13 @@ def _fast_path(rest, verbose):
             arg = rest[i]
             if arg in LISTEN_FLAGS and not opts[LISTEN_FLAGS[arg]]:
                 opts[LISTEN_FLAGS[arg]] = True
-            elif arg == "--last" and i + 1 < len(rest) and rest[i + 1].isdigit() \
-                    and 1 <= int(rest[i + 1]) <= 1000 and rest[i + 1].isascii():
+            elif (
+                arg == "--last"
+                and i + 1 < len(rest)
+                and rest[i + 1].isdigit()
+                and 1 <= int(rest[i + 1]) <= 1000
+                and rest[i + 1].isascii()
+            ):
                 last = int(rest[i + 1])
                 i += 1
             elif not arg.startswith("-") and target is None and arg:
@@ -100,8 +111,15 @@ def _fast_path(rest, verbose):
             return None
         from . import commands
 
-        return commands.listen(commands.Context(verbose), target, last, opts["unread"],
-                               opts["json"], opts["follow"], opts["peek"])
+        return commands.listen(
+            commands.Context(verbose),
+            target,
+            last,
+            opts["unread"],
+            opts["json"],
+            opts["follow"],
+            opts["peek"],
+        )
     return None
 
 
@@ -116,9 +134,9 @@ def _report(message, detail, code):
         _silence_stdout()
     from .safe_text import one_line
 
-    sys.stderr.write("ac: error: %s\n" % one_line(message))
+    sys.stderr.write(f"ac: error: {one_line(message)}\n")
     if detail:
-        sys.stderr.write("ac: detail: %s\n" % one_line(str(detail)))
+        sys.stderr.write(f"ac: detail: {one_line(str(detail))}\n")
     return code
 
 
@@ -142,17 +160,22 @@ def _parser():
         """argparse that reports usage errors as one line and exit code 1 (2 means network)."""
 
         def error(self, message):
-            raise UsageError("%s (see '%s --help')" % (message, self.prog))
+            raise UsageError(f"{message} (see '{self.prog} --help')")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="show requests and error details on stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show requests and error details on stderr",
+    )
 
     def positive(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if not 1 <= value <= 1000:
             raise argparse.ArgumentTypeError("must be between 1 and 1000")
         return value
@@ -169,44 +192,75 @@ def _parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name, help_text, description=None):
-        return sub.add_parser(name, help=help_text, description=description or help_text,
-                              parents=[common], formatter_class=fmt)
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=description or help_text,
+            parents=[common],
+            formatter_class=fmt,
+        )
 
-    p = command("send", "send a message to a room or a person",
-                "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
-                "MESSAGE '-' reads the message from stdin.")
+    p = command(
+        "send",
+        "send a message to a room or a person",
+        "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
+        "MESSAGE '-' reads the message from stdin.",
+    )
     p.add_argument("target", metavar="TARGET", help="#room, @Nick or @user:server")
-    p.add_argument("message", metavar="MESSAGE", nargs="+",
-                   help="the text (several words are joined by spaces); '-' reads stdin")
-    p.add_argument("--notice", action="store_true",
-                   help="send as a notice (never pushed to phones)")
+    p.add_argument(
+        "message",
+        metavar="MESSAGE",
+        nargs="+",
+        help="the text (several words are joined by spaces); '-' reads stdin",
+    )
+    p.add_argument(
+        "--notice", action="store_true", help="send as a notice (never pushed to phones)"
+    )
     p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
 
-    p = command("listen", "show recent messages",
-                "Show recent messages, oldest first, one record per message (continuation\n"
-                "lines indented). Marks what it shows as read, unless --peek.")
-    p.add_argument("target", metavar="TARGET", nargs="?",
-                   help="#room, @Nick or @user:server (default: all rooms)")
+    p = command(
+        "listen",
+        "show recent messages",
+        "Show recent messages, oldest first, one record per message (continuation\n"
+        "lines indented). Marks what it shows as read, unless --peek.",
+    )
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        nargs="?",
+        help="#room, @Nick or @user:server (default: all rooms)",
+    )
     p.add_argument("--all", action="store_true", help="all rooms (the default without TARGET)")
-    p.add_argument("--last", metavar="N", type=positive, default=10,
-                   help="how many messages (1-1000, default 10)")
+    p.add_argument(
+        "--last",
+        metavar="N",
+        type=positive,
+        default=10,
+        help="how many messages (1-1000, default 10)",
+    )
     p.add_argument("--unread", action="store_true", help="only unread messages")
-    p.add_argument("--json", action="store_true",
-                   help="JSON lines with ids, timestamps and raw text")
-    p.add_argument("--follow", "-f", action="store_true",
-                   help="keep polling for new messages (Ctrl-C stops)")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines with ids, timestamps and raw text"
+    )
+    p.add_argument(
+        "--follow", "-f", action="store_true", help="keep polling for new messages (Ctrl-C stops)"
+    )
     p.add_argument("--peek", action="store_true", help="do not mark messages as read")
 
     p = command("who", "list the members of a room")
     p.add_argument("target", metavar="TARGET", help="#room")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command("notify", "unread counts per room (for hooks and status bars)",
-                "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
-                "exits 0 on any error (unless --verbose).")
+    p = command(
+        "notify",
+        "unread counts per room (for hooks and status bars)",
+        "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
+        "exits 0 on any error (unless --verbose).",
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--json", action="store_true",
-                       help='{"#general":{"count":2,"urgent":false},...}')
+    group.add_argument(
+        "--json", action="store_true", help='{"#general":{"count":2,"urgent":false},...}'
+    )
     group.add_argument("--oneline", action="store_true", help="#general(2) #alerts(1!)")
 
     p = command("status", "check the server and the identity")
@@ -215,15 +269,27 @@ def _parser():
     p = command("channels", "list the rooms you are in")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command("config", "show or change settings",
-                "Show the settings, or change them in config.toml with --set.")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="assign",
-                   help="server=URL, registration_token=TOKEN or nick=NAME (empty value unsets)")
+    p = command(
+        "config",
+        "show or change settings",
+        "Show the settings, or change them in config.toml with --set.",
+    )
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="assign",
+        help="server=URL, registration_token=TOKEN or nick=NAME (empty value unsets)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command("register", "register an agent identity",
-                "Register an agent identity with the server and store its token.\n"
-                "Without NAME the server picks a free name (or AGENT_CHAT_NICK is used).")
+    p = command(
+        "register",
+        "register an agent identity",
+        "Register an agent identity with the server and store its token.\n"
+        "Without NAME the server picks a free name (or AGENT_CHAT_NICK is used).",
+    )
     p.add_argument("name", metavar="NAME", nargs="?", help="the nick to register")
 
     p = command("login", "log in as a human (asks for the password)")
@@ -236,28 +302,47 @@ def _parser():
     p = command("join", "join a room")
     p.add_argument("target", metavar="'#room'", help="room alias or id")
 
-    p = command("setup", "install hooks, skills and commands for an agent CLI",
-                "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
-                "skills or commands, a status line. Merges into existing settings (with a\n"
-                "backup), shows what it changed; running it twice changes nothing.\n"
-                "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).")
-    p.add_argument("target", metavar="TARGET", choices=["claude", "codex", "gemini", "tmux",
-                                                        "hook"],
-                   help="claude, codex, gemini, tmux or hook")
+    p = command(
+        "setup",
+        "install hooks, skills and commands for an agent CLI",
+        "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
+        "skills or commands, a status line. Merges into existing settings (with a\n"
+        "backup), shows what it changed; running it twice changes nothing.\n"
+        "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).",
+    )
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        choices=["claude", "codex", "gemini", "tmux", "hook"],
+        help="claude, codex, gemini, tmux or hook",
+    )
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--user", dest="scope", action="store_const", const="user",
-                       help="your user settings, e.g. ~/.claude (the default)")
-    scope.add_argument("--project", dest="scope", action="store_const", const="project",
-                       help="this directory's settings, e.g. ./.claude")
+    scope.add_argument(
+        "--user",
+        dest="scope",
+        action="store_const",
+        const="user",
+        help="your user settings, e.g. ~/.claude (the default)",
+    )
+    scope.add_argument(
+        "--project",
+        dest="scope",
+        action="store_const",
+        const="project",
+        help="this directory's settings, e.g. ./.claude",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     p.add_argument("--uninstall", action="store_true", help="remove what setup added")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
-    command("mcp", "run the MCP server on stdio (send, read, who, notify tools)",
-            "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
-            "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
-            "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
-            "claude mcp add agent-chat -- ac mcp")
+    command(
+        "mcp",
+        "run the MCP server on stdio (send, read, who, notify tools)",
+        "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
+        "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
+        "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
+        "claude mcp add agent-chat -- ac mcp",
+    )
     return parser
 
 
@@ -284,8 +369,9 @@ def _dispatch(argv):
     if name == "listen":
         if args.target and args.all:
             raise UsageError("give either TARGET or --all (see 'ac listen --help')")
-        return commands.listen(ctx, args.target, args.last, args.unread, args.json,
-                               args.follow, args.peek)
+        return commands.listen(
+            ctx, args.target, args.last, args.unread, args.json, args.follow, args.peek
+        )
     if name == "who":
         return commands.who(ctx, args.target, args.json)
     if name == "status":
@@ -310,4 +396,4 @@ def _dispatch(argv):
         from . import mcp_server
 
         return mcp_server.main(ctx)
-    raise UsageError("unknown command %r" % name)
+    raise UsageError(f"unknown command {name!r}")

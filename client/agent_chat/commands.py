@@ -7,8 +7,15 @@ import time
 from . import identity as ident
 from . import render
 from .api import Client, log
-from .config import CONFIG_KEYS, Settings, normalize_server_url, save_config
-from .config import unread_line_path, valid_server_url, write_caches
+from .config import (
+    CONFIG_KEYS,
+    Settings,
+    normalize_server_url,
+    save_config,
+    unread_line_path,
+    valid_server_url,
+    write_caches,
+)
 from .errors import AcError, ApiError, AuthError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
@@ -36,9 +43,13 @@ class Context:
             if register:
                 self._identity = ident.resolve(self.settings, self.client())
                 if self.verbose:
-                    log("identity %s (%s) from %s" % (self._identity.label(),
-                                                      self._identity.user_id or "?",
-                                                      self._identity.source or "registration"))
+                    log(
+                        "identity {} ({}) from {}".format(
+                            self._identity.label(),
+                            self._identity.user_id or "?",
+                            self._identity.source or "registration",
+                        )
+                    )
             else:
                 self._identity = ident.current(self.settings)
         return self._identity
@@ -49,7 +60,7 @@ class Context:
 
     def cache_key(self):
         nick = self._identity.key if self._identity and self._identity.key else "default"
-        return "%s|%s" % (self.settings.server_url, nick)
+        return f"{self.settings.server_url}|{nick}"
 
 
 def out(text=""):
@@ -79,7 +90,7 @@ def normalize_target(target, kind="target"):
     """``general`` → ``#general``; ``#x``, ``@Nick``, ``@u:server``, ``!id`` unchanged."""
     target = _argv_text(target).strip()
     if not target or target in "#@!":
-        raise UsageError("empty %s: use #room, @Nick or @user:server" % kind)
+        raise UsageError(f"empty {kind}: use #room, @Nick or @user:server")
     if target[0] not in "#@!":
         target = "#" + target
     return target
@@ -134,7 +145,7 @@ def send(ctx, target, words, notice=False, as_json=False):
         try:
             data = sys.stdin.buffer.read()
         except (OSError, ValueError) as e:
-            raise AcError("cannot read the message from stdin: %s" % e) from None
+            raise AcError(f"cannot read the message from stdin: {e}") from None
         body = data.decode("utf-8", errors="replace")
         if body.endswith("\n"):
             body = body[:-2] if body.endswith("\r\n") else body[:-1]
@@ -154,20 +165,22 @@ def send(ctx, target, words, notice=False, as_json=False):
         if e.kind not in ("timeout", "reset", "protocol"):
             raise
         if ctx.verbose:
-            log("send: %s; retrying once with the same transaction id %s" % (e.kind, txn_id))
+            log(f"send: {e.kind}; retrying once with the same transaction id {txn_id}")
         answer = client.call("PUT", path, body=payload)  # same txn id: never posts twice
     except ApiError as e:
         if e.status == 404:
-            raise AcError("no such room or person: %s (%s)" % (one_line(target), e.message),
-                          detail=e.detail) from None
+            raise AcError(
+                f"no such room or person: {one_line(target)} ({e.message})", detail=e.detail
+            ) from None
         if e.status == 413:
-            raise AcError("message too long (%d characters): %s" % (len(body), e.message),
-                          detail=e.detail) from None
+            raise AcError(
+                "message too long (%d characters): %s" % (len(body), e.message), detail=e.detail
+            ) from None
         raise
     if as_json:
         out(render.dumps(answer))
     else:
-        out("sent to %s" % one_line(answer.get("room") or target))
+        out("sent to {}".format(one_line(answer.get("room") or target)))
     return 0
 
 
@@ -192,8 +205,9 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
             answer = client.call("GET", "/messages", query={"room": room, **query})
         except ApiError as e:
             if e.status == 404 and room:
-                raise AcError("no such room or person: %s (%s)" % (one_line(room), e.message),
-                              detail=e.detail) from None
+                raise AcError(
+                    f"no such room or person: {one_line(room)} ({e.message})", detail=e.detail
+                ) from None
             raise
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
@@ -218,7 +232,7 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
                 messages = fetch(limit=100, since=last_event, mark_read=mark_read)
             except NetworkError as e:
                 if not failing:
-                    sys.stderr.write("ac: %s; still trying\n" % e.message)
+                    sys.stderr.write(f"ac: {e.message}; still trying\n")
                 failing = True
                 time.sleep(2.0)
                 continue
@@ -241,19 +255,28 @@ def who(ctx, target, as_json):
         answer = ctx.authed().call("GET", "/who", query={"room": room})
     except ApiError as e:
         if e.status == 404:
-            raise AcError("no such room: %s (%s)" % (one_line(room), e.message),
-                          detail=e.detail) from None
+            raise AcError(
+                f"no such room: {one_line(room)} ({e.message})", detail=e.detail
+            ) from None
         raise
     if as_json:
         out(render.dumps(answer))
         return 0
     members = answer.get("members") if isinstance(answer, dict) else None
     members = [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
-    out("%s: %d member%s" % (one_line(answer.get("room") or room), len(members),
-                             "" if len(members) == 1 else "s"))
-    rows = [(one_line(m.get("display_name") or m.get("user_id") or "?"),
-             one_line(m.get("kind") or "?"), one_line(m.get("user_id") or ""),
-             render.ago(m.get("last_active"))) for m in members]
+    out(
+        "%s: %d member%s"
+        % (one_line(answer.get("room") or room), len(members), "" if len(members) == 1 else "s")
+    )
+    rows = [
+        (
+            one_line(m.get("display_name") or m.get("user_id") or "?"),
+            one_line(m.get("kind") or "?"),
+            one_line(m.get("user_id") or ""),
+            render.ago(m.get("last_active")),
+        )
+        for m in members
+    ]
     width = max([len(r[0]) for r in rows] + [4])
     for name, kind, user_id, active in rows:
         active = "never active" if active == "never" else "active " + active
@@ -273,16 +296,20 @@ def channels(ctx, as_json):
         return 0
     names = [one_line(r.get("room") or r.get("room_id") or "?") for r in rooms]
     width = max(len(n) for n in names)
-    for name, r in zip(names, rooms):
+    for name, r in zip(names, rooms, strict=False):
         members = render._count(r.get("members"))
         unread = render._count(r.get("unread"))
-        facts = ["direct" if r.get("direct") else "%d member%s" % (members,
-                                                                   "" if members == 1 else "s")]
+        facts = [
+            "direct" if r.get("direct") else "%d member%s" % (members, "" if members == 1 else "s")
+        ]
         if unread:
             facts.append("%d unread" % unread)
         topic = one_line(r.get("topic") or "")
-        out(("%-*s  (%s)%s" % (width, name, ", ".join(facts),
-                               "  " + topic if topic else "")).rstrip())
+        out(
+            (
+                "%-*s  (%s)%s" % (width, name, ", ".join(facts), "  " + topic if topic else "")
+            ).rstrip()
+        )
     return 0
 
 
@@ -297,7 +324,7 @@ def status(ctx, as_json):
         if as_json:
             out(render.dumps(report))
         else:
-            out("server:   %s (%s)" % (s.server_url, e.message))
+            out(f"server:   {s.server_url} ({e.message})")
         raise
     report["health"] = health
     homeserver = health.get("homeserver") if isinstance(health, dict) else None
@@ -308,15 +335,16 @@ def status(ctx, as_json):
         try:
             me = ctx.client(found.token, NOTIFY_TIMEOUT).call("GET", "/whoami")
             report["identity"] = me
-            who_line = "%s (%s, %s)" % (one_line(me.get("nick") or "?"),
-                                        one_line(me.get("user_id") or "?"),
-                                        one_line(me.get("kind") or "?"))
+            who_line = "{} ({}, {})".format(
+                one_line(me.get("nick") or "?"),
+                one_line(me.get("user_id") or "?"),
+                one_line(me.get("kind") or "?"),
+            )
             if found.source == "AGENT_CHAT_TOKEN":
                 who_line += " from AGENT_CHAT_TOKEN"
         except AuthError as e:
             report["identity"] = {"error": e.message}
-            who_line = "%s: token rejected by the server (register again: ac register NAME)" % (
-                one_line(found.label()))
+            who_line = f"{one_line(found.label())}: token rejected by the server (register again: ac register NAME)"
             code = 3
     else:
         report["identity"] = None
@@ -327,11 +355,11 @@ def status(ctx, as_json):
         if homeserver is not None:
             parts.append("homeserver %s" % ("ok" if homeserver else "DOWN"))
         if isinstance(health, dict) and health.get("server_name"):
-            parts.append("server name %s" % one_line(health["server_name"]))
+            parts.append("server name {}".format(one_line(health["server_name"])))
         if isinstance(health, dict) and health.get("version"):
-            parts.append("version %s" % one_line(health["version"]))
-        out("server:   %s (%s)" % (s.server_url, ", ".join(parts)))
-        out("identity: %s" % who_line)
+            parts.append("version {}".format(one_line(health["version"])))
+        out("server:   {} ({})".format(s.server_url, ", ".join(parts)))
+        out(f"identity: {who_line}")
     if code == 0 and homeserver is False:
         return 2
     return code
@@ -348,15 +376,17 @@ def config(ctx, assignments, as_json):
             key, eq, value = item.partition("=")
             key = key.strip().lower()
             if not eq or key not in CONFIG_KEYS:
-                raise UsageError("bad --set %r: use server=URL, registration_token=TOKEN or "
-                                 "nick=NAME" % item)
+                raise UsageError(
+                    f"bad --set {item!r}: use server=URL, registration_token=TOKEN or nick=NAME"
+                )
             table, name = CONFIG_KEYS[key]
             value = value.strip()
             if name == "url" and value:
                 value = normalize_server_url(value)
                 if not valid_server_url(value):
-                    raise UsageError("bad server URL %r: use http://host:port or https://..."
-                                     % value)
+                    raise UsageError(
+                        f"bad server URL {value!r}: use http://host:port or https://..."
+                    )
             section = dict(data.get(table) or {})
             if value:
                 section[name] = value
@@ -366,14 +396,14 @@ def config(ctx, assignments, as_json):
         save_config(s.home, data)
         ctx.settings = s = Settings()
         if not as_json:
-            out("saved %s" % s.path("config.toml"))
+            out("saved {}".format(s.path("config.toml")))
     found = None
     error = None
     try:
         found = ctx.identity(register=False)
     except Exception as e:  # a broken credentials file must not hide the config
         error = str(e)
-    nick_source = ("AGENT_CHAT_NICK" if s.env_nick else "config.toml" if s.config_nick else None)
+    nick_source = "AGENT_CHAT_NICK" if s.env_nick else "config.toml" if s.config_nick else None
     report = {
         "home": s.home,
         "server": s.server_url,
@@ -381,27 +411,37 @@ def config(ctx, assignments, as_json):
         "registration_token": bool(s.registration_token),
         "nick": s.nick,
         "nick_source": nick_source,
-        "identity": None if found is None else {
-            "nick": found.nick, "user_id": found.user_id, "source": found.source},
+        "identity": None
+        if found is None
+        else {"nick": found.nick, "user_id": found.user_id, "source": found.source},
         "unread_line": unread_line_path(s),
     }
     if as_json:
         out(render.dumps(report))
         return 0
-    out("home:               %s" % s.home)
-    out("server:             %s (%s)" % (s.server_url, s.server_source))
+    out(f"home:               {s.home}")
+    out(f"server:             {s.server_url} ({s.server_source})")
     out("registration_token: %s" % ("set (hidden)" if s.registration_token else "not set"))
-    out("nick:               %s" % ("%s (%s)" % (one_line(s.nick), nick_source) if s.nick else
-                                    "not set (the server picks a name)"))
+    out(
+        "nick:               %s"
+        % (
+            f"{one_line(s.nick)} ({nick_source})"
+            if s.nick
+            else "not set (the server picks a name)"
+        )
+    )
     if error:
-        out("identity:           unreadable credentials: %s" % one_line(error))
+        out(f"identity:           unreadable credentials: {one_line(error)}")
     elif found is None:
         out("identity:           not registered yet")
     elif found.source == "AGENT_CHAT_TOKEN":
         out("identity:           token from AGENT_CHAT_TOKEN")
     else:
-        out("identity:           %s (%s)" % (one_line(found.nick or "?"),
-                                             one_line(found.user_id or "?")))
+        out(
+            "identity:           {} ({})".format(
+                one_line(found.nick or "?"), one_line(found.user_id or "?")
+            )
+        )
     return 0
 
 
@@ -417,20 +457,25 @@ def register(ctx, name):
         if name:
             existing = ident.stored_identity(data, s.server_url, name)
             if existing is not None:
-                out("already registered: %s (%s)" % (one_line(existing.nick or name),
-                                                      one_line(existing.user_id or "?")))
+                out(
+                    "already registered: {} ({})".format(
+                        one_line(existing.nick or name), one_line(existing.user_id or "?")
+                    )
+                )
                 return 0
         answer = ident.register_request(ctx.client(), s, name, exact=bool(name))
         key = ident.nick_key(name or answer["nick"])
-        found = ident.store_identity(data, s.server_url, key, answer,
-                                     make_default=not s.env_nick)
+        found = ident.store_identity(data, s.server_url, key, answer, make_default=not s.env_nick)
         ident.save_credentials(s.home, data, s)
     rooms = answer.get("rooms")
     joined = ""
     if isinstance(rooms, list) and rooms:
-        joined = "; joined %s" % " ".join(one_line(str(r)) for r in rooms)
-    out("registered %s (%s)%s" % (one_line(found.nick or "?"), one_line(found.user_id or "?"),
-                                  joined))
+        joined = "; joined {}".format(" ".join(one_line(str(r)) for r in rooms))
+    out(
+        "registered {} ({}){}".format(
+            one_line(found.nick or "?"), one_line(found.user_id or "?"), joined
+        )
+    )
     return 0
 
 
@@ -441,20 +486,22 @@ def login(ctx, name):
     if sys.stdin.isatty():
         import getpass
 
-        password = getpass.getpass("Password for %s: " % name)
+        password = getpass.getpass(f"Password for {name}: ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise UsageError("empty password")
     try:
-        answer = ctx.client().call("POST", "/login", body={"user": name, "password": password},
-                                   auth=False)
+        answer = ctx.client().call(
+            "POST", "/login", body={"user": name, "password": password}, auth=False
+        )
     except ApiError as e:
         if e.status in (404, 405) or e.errcode == "M_UNRECOGNIZED":
-            raise AcError("%s does not support password login (POST /login)" % s.server_url,
-                          detail=e.detail) from None
+            raise AcError(
+                f"{s.server_url} does not support password login (POST /login)", detail=e.detail
+            ) from None
         if e.status == 403:
-            raise AuthError("login failed: %s" % e.message, detail=e.detail) from None
+            raise AuthError(f"login failed: {e.message}", detail=e.detail) from None
         raise
     if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
         raise AcError("the server's /login answer has no token")
@@ -462,10 +509,13 @@ def login(ctx, name):
     answer.setdefault("kind", "human")
     with ident.CredentialsLock(s.home):
         data = ident.load_credentials(s.home)
-        found = ident.store_identity(data, s.server_url, ident.nick_key(name), answer,
-                                     make_default=not s.env_nick)
+        found = ident.store_identity(
+            data, s.server_url, ident.nick_key(name), answer, make_default=not s.env_nick
+        )
         ident.save_credentials(s.home, data, s)
-    out("logged in as %s (%s)" % (one_line(found.nick or name), one_line(found.user_id or "?")))
+    out(
+        "logged in as {} ({})".format(one_line(found.nick or name), one_line(found.user_id or "?"))
+    )
     return 0
 
 
@@ -480,10 +530,13 @@ def create_room(ctx, name, topic):
         answer = ctx.authed().call("POST", "/rooms", body=body)
     except ApiError as e:
         if e.status == 409:
-            raise AcError("room %s already exists" % one_line(alias), detail=e.detail) from None
+            raise AcError(f"room {one_line(alias)} already exists", detail=e.detail) from None
         raise
-    out("created %s (%s)" % (one_line(answer.get("room") or alias),
-                             one_line(answer.get("room_id") or "?")))
+    out(
+        "created {} ({})".format(
+            one_line(answer.get("room") or alias), one_line(answer.get("room_id") or "?")
+        )
+    )
     return 0
 
 
@@ -493,8 +546,7 @@ def join(ctx, name):
         answer = ctx.authed().call("POST", "/join", body={"room": room})
     except ApiError as e:
         if e.status == 404:
-            raise AcError("no such room: %s" % one_line(room), detail=e.detail) from None
+            raise AcError(f"no such room: {one_line(room)}", detail=e.detail) from None
         raise
-    out("joined %s" % one_line(answer.get("room") or room))
+    out("joined {}".format(one_line(answer.get("room") or room)))
     return 0
-

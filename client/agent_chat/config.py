@@ -84,8 +84,9 @@ def atomic_write(path, data, mode=0o600, fsync=False):
     """Write bytes to ``path`` through a temporary file and a rename; the file gets ``mode``."""
     directory = os.path.dirname(path) or "."
     ensure_dir(directory)
-    tmp = os.path.join(directory, ".%s.%d.%s.tmp" % (os.path.basename(path), os.getpid(),
-                                                      os.urandom(4).hex()))
+    tmp = os.path.join(
+        directory, ".%s.%d.%s.tmp" % (os.path.basename(path), os.getpid(), os.urandom(4).hex())
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
@@ -107,7 +108,7 @@ def atomic_write(path, data, mode=0o600, fsync=False):
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_text(path):
@@ -132,14 +133,22 @@ def _unescape_basic(s):
             if i + 1 >= n:
                 raise ValueError("dangling backslash")
             e = s[i + 1]
-            simple = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "b": "\b",
-                      "f": "\f", "e": "\x1b"}
+            simple = {
+                "\\": "\\",
+                '"': '"',
+                "n": "\n",
+                "t": "\t",
+                "r": "\r",
+                "b": "\b",
+                "f": "\f",
+                "e": "\x1b",
+            }
             if e in simple:
                 out.append(simple[e])
                 i += 2
             elif e in "uU":
                 width = 4 if e == "u" else 8
-                out.append(chr(int(s[i + 2:i + 2 + width], 16)))
+                out.append(chr(int(s[i + 2 : i + 2 + width], 16)))
                 i += 2 + width
             else:
                 raise ValueError("unknown escape")
@@ -190,7 +199,7 @@ def parse_toml(text, path="config.toml"):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigFileError("%s is not valid TOML: %s" % (path, e)) from None
+        raise ConfigFileError(f"{path} is not valid TOML: {e}") from None
 
 
 def _toml_string(value):
@@ -205,7 +214,7 @@ def _toml_string(value):
         elif c == "\t":
             out.append("\\t")
         elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append("\\u%04x" % ord(c))
+            out.append(f"\\u{ord(c):04x}")
         else:
             out.append(c)
     out.append('"')
@@ -218,11 +227,11 @@ def dump_toml(data):
     for table, values in data.items():
         if not isinstance(values, dict):
             continue
-        lines = ["[%s]" % table]
+        lines = [f"[{table}]"]
         for key, value in values.items():
             if value is None:
                 continue
-            lines.append("%s = %s" % (key, _toml_string(str(value))))
+            lines.append(f"{key} = {_toml_string(str(value))}")
         chunks.append("\n".join(lines) + "\n")
     return "\n".join(chunks)
 
@@ -332,7 +341,7 @@ def _safe_file_part(nick):
 def unread_line_path(settings):
     """``unread.line``, or ``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity."""
     if settings.env_nick:
-        return settings.path("unread.%s.line" % _safe_file_part(settings.env_nick.lower()))
+        return settings.path(f"unread.{_safe_file_part(settings.env_nick.lower())}.line")
     return settings.path(UNREAD_LINE_FILE)
 
 

@@ -35,14 +35,18 @@ def hook_dir(home: str) -> str:
 
 
 def _curl_string(value: str) -> str:
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"{}"'.format(value.replace("\\", "\\\\").replace('"', '\\"'))
 
 
 def curl_config(server_url: str, token: str, label: str) -> str:
-    return ("# Agent Chat hook credentials for %s, written by `ac` (keep private)\n"
-            "url = %s\nheader = %s\n" % (
-                label.replace("\n", " "), _curl_string(server_url + API_PREFIX + "/notify"),
-                _curl_string("Authorization: Bearer " + token)))
+    return (
+        "# Agent Chat hook credentials for {}, written by `ac` (keep private)\n"
+        "url = {}\nheader = {}\n".format(
+            label.replace("\n", " "),
+            _curl_string(server_url + API_PREFIX + "/notify"),
+            _curl_string("Authorization: Bearer " + token),
+        )
+    )
 
 
 def ac_executable() -> str:

@@ -36,7 +36,7 @@ class ConnectionFailed(NetworkError):
 class Response:
     """Status, lower-cased headers and the raw body of an answer."""
 
-    __slots__ = ("status", "reason", "headers", "body")
+    __slots__ = ("body", "headers", "reason", "status")
 
     def __init__(self, status, reason, headers, body):
         self.status = status
@@ -55,7 +55,7 @@ def split_url(url):
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("http", "https"):
-        raise ValueError("not an http(s) URL: %r" % url)
+        raise ValueError(f"not an http(s) URL: {url!r}")
     hostport, slash, path = rest.partition("/")
     hostport = hostport.rpartition("@")[2]
     if hostport.startswith("["):
@@ -66,7 +66,7 @@ def split_url(url):
     else:
         host, port = hostport, ""
     if not host:
-        raise ValueError("no host in URL: %r" % url)
+        raise ValueError(f"no host in URL: {url!r}")
     port = int(port) if port else (443 if scheme == "https" else 80)
     base = ("/" + path).rstrip("/") if slash else ""
     return scheme, host, port, base
@@ -80,7 +80,7 @@ def quote(s, safe=""):
         if ("a" <= c <= "z") or ("A" <= c <= "Z") or ("0" <= c <= "9") or c in "-._~" or c in safe:
             out.append(c)
         else:
-            out.append("%%%02X" % b)
+            out.append(f"%{b:02X}")
     return "".join(out)
 
 
@@ -92,7 +92,7 @@ def urlencode(params):
             continue
         if value is True or value is False:
             value = "true" if value else "false"
-        parts.append("%s=%s" % (quote(str(key)), quote(str(value))))
+        parts.append(f"{quote(str(key))}={quote(str(value))}")
     return "&".join(parts)
 
 
@@ -101,22 +101,27 @@ def _fail(e, host, port, sent, stage):
     if isinstance(e, ConnectionFailed):
         return e
     if isinstance(e, ConnectionRefusedError):
-        return ConnectionFailed("server unreachable: connection refused by %s" % where,
-                                "refused", sent)
+        return ConnectionFailed(
+            f"server unreachable: connection refused by {where}", "refused", sent
+        )
     if isinstance(e, TimeoutError):
-        return ConnectionFailed("server unreachable: %s timed out (%s)" % (where, stage),
-                                "timeout", sent)
+        return ConnectionFailed(
+            f"server unreachable: {where} timed out ({stage})", "timeout", sent
+        )
     if isinstance(e, _socket.gaierror):
-        return ConnectionFailed("server unreachable: cannot resolve %s" % host, "dns", sent,
-                                detail=str(e))
+        return ConnectionFailed(
+            f"server unreachable: cannot resolve {host}", "dns", sent, detail=str(e)
+        )
     if type(e).__module__ == "ssl" or type(e).__name__.startswith("SSL"):
-        return ConnectionFailed("server unreachable: TLS error with %s: %s" % (where, e),
-                                "tls", sent)
+        return ConnectionFailed(f"server unreachable: TLS error with {where}: {e}", "tls", sent)
     if isinstance(e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-        return ConnectionFailed("server unreachable: connection to %s reset" % where,
-                                "reset", sent)
-    return ConnectionFailed("server unreachable: %s: %s" % (where, e.strerror or e),
-                            "refused" if not sent else "reset", sent, detail=repr(e))
+        return ConnectionFailed(f"server unreachable: connection to {where} reset", "reset", sent)
+    return ConnectionFailed(
+        f"server unreachable: {where}: {e.strerror or e}",
+        "refused" if not sent else "reset",
+        sent,
+        detail=repr(e),
+    )
 
 
 def _connect(scheme, host, port, timeout):
@@ -166,17 +171,22 @@ def request(method, url, body=None, headers=None, timeout=DEFAULT_TIMEOUT):
     scheme, host, port, path = split_url(url)
     if not path:
         path = "/"
-    host_header = host if ":" not in host else "[%s]" % host
+    host_header = host if ":" not in host else f"[{host}]"
     if port != (443 if scheme == "https" else 80):
         host_header = "%s:%d" % (host_header, port)
-    lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + host_header,
-             "User-Agent: " + USER_AGENT, "Accept: application/json", "Connection: close"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: " + host_header,
+        "User-Agent: " + USER_AGENT,
+        "Accept: application/json",
+        "Connection: close",
+    ]
     if body is not None:
         lines.append("Content-Type: application/json")
         lines.append("Content-Length: %d" % len(body))
     if headers:
         for key, value in headers.items():
-            lines.append("%s: %s" % (key, value))
+            lines.append(f"{key}: {value}")
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     if body:
         data += body
@@ -198,7 +208,7 @@ def request(method, url, body=None, headers=None, timeout=DEFAULT_TIMEOUT):
 
 
 class _Reader:
-    __slots__ = ("sock", "buf", "eof")
+    __slots__ = ("buf", "eof", "sock")
 
     def __init__(self, sock):
         self.sock = sock
@@ -251,7 +261,7 @@ def _read_response(sock, method):
         status_line, _, header_block = head.partition(b"\r\n")
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            raise ConnectionFailed("not an HTTP answer: %r" % status_line[:60], "protocol", True)
+            raise ConnectionFailed(f"not an HTTP answer: {status_line[:60]!r}", "protocol", True)
         status = int(parts[1])
         reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
         headers = {}

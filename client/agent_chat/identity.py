@@ -28,7 +28,7 @@ LOCK_FILE = "credentials.lock"
 class Identity:
     """A token and, when known, whose it is."""
 
-    __slots__ = ("token", "user_id", "nick", "kind", "key", "source")
+    __slots__ = ("key", "kind", "nick", "source", "token", "user_id")
 
     def __init__(self, token, user_id=None, nick=None, kind=None, key=None, source=""):
         self.token = token
@@ -58,9 +58,9 @@ def load_credentials(home):
     try:
         data = json.loads(text)
     except ValueError:
-        raise ConfigFileError("%s is not valid JSON; fix or remove it" % path) from None
+        raise ConfigFileError(f"{path} is not valid JSON; fix or remove it") from None
     if not isinstance(data, dict):
-        raise ConfigFileError("%s is not a JSON object; fix or remove it" % path)
+        raise ConfigFileError(f"{path} is not a JSON object; fix or remove it")
     if not isinstance(data.get("servers"), dict):
         data["servers"] = {}
     return data
@@ -101,8 +101,14 @@ def stored_identity(data, server_url, nick=None):
     record = entry["identities"].get(key)
     if not isinstance(record, dict) or not isinstance(record.get("token"), str):
         return None
-    return Identity(record["token"], record.get("user_id"), record.get("nick"),
-                    record.get("kind"), key, "credentials.json")
+    return Identity(
+        record["token"],
+        record.get("user_id"),
+        record.get("nick"),
+        record.get("kind"),
+        key,
+        "credentials.json",
+    )
 
 
 def store_identity(data, server_url, key, answer, make_default=False):
@@ -115,11 +121,20 @@ def store_identity(data, server_url, key, answer, make_default=False):
         "token": answer["token"],
         "created_at": int(time.time()),
     }
-    if make_default or not isinstance(entry.get("default"), str) or \
-            entry["default"] not in entry["identities"]:
+    if (
+        make_default
+        or not isinstance(entry.get("default"), str)
+        or entry["default"] not in entry["identities"]
+    ):
         entry["default"] = key
-    return Identity(answer["token"], answer.get("user_id"), answer.get("nick"),
-                    answer.get("kind"), key, "credentials.json")
+    return Identity(
+        answer["token"],
+        answer.get("user_id"),
+        answer.get("nick"),
+        answer.get("kind"),
+        key,
+        "credentials.json",
+    )
 
 
 class CredentialsLock:
@@ -180,16 +195,22 @@ def register_request(client, settings, nick, exact):
         answer = client.call("POST", "/register", body=body, auth=False)
     except ApiError as e:
         if e.status == 409:
-            raise AcError("the nick %r is already taken on %s; choose another name" % (
-                nick, settings.server_url), detail=e.detail) from None
+            raise AcError(
+                f"the nick {nick!r} is already taken on {settings.server_url}; choose another name",
+                detail=e.detail,
+            ) from None
         if e.status == 403:
-            hint = ("set the server's registration token: ac config --set registration_token=T"
-                    if not settings.registration_token else "check the registration token "
-                    "(ac config --set registration_token=T)")
-            raise AuthError("registration refused by %s: %s; %s" % (
-                settings.server_url, e.message, hint), detail=e.detail) from None
+            hint = (
+                "set the server's registration token: ac config --set registration_token=T"
+                if not settings.registration_token
+                else "check the registration token (ac config --set registration_token=T)"
+            )
+            raise AuthError(
+                f"registration refused by {settings.server_url}: {e.message}; {hint}",
+                detail=e.detail,
+            ) from None
         if e.status == 400:
-            raise UsageError("registration refused: %s" % e.message, detail=e.detail) from None
+            raise UsageError(f"registration refused: {e.message}", detail=e.detail) from None
         raise
     if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
         raise AcError("the server's /register answer has no token", detail=repr(answer)[:200])

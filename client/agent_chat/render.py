@@ -60,8 +60,10 @@ def notify_json(entries):
 
 def notify_oneline(entries):
     """``#general(2) #alerts(1!) @BlueLake(1)`` (empty when nothing is unread)."""
-    return " ".join("%s(%d%s)" % (one_line(room), count, "!" if urgent else "")
-                    for room, count, urgent in entries)
+    return " ".join(
+        "%s(%d%s)" % (one_line(room), count, "!" if urgent else "")
+        for room, count, urgent in entries
+    )
 
 
 def notify_lines(entries):
@@ -99,24 +101,32 @@ def message_line(msg, color=False):
     body = record(msg.get("body") or "")
     prefix = msg.get("prefix")
     if prefix in PREFIX_STYLE:
-        tag = "[%s]" % prefix
+        tag = f"[{prefix}]"
         stripped = body.lstrip()
-        if stripped[:len(tag)].upper() == tag:
-            body = stripped[len(tag):]
+        if stripped[: len(tag)].upper() == tag:
+            body = stripped[len(tag) :]
         elif body:
             body = " " + body
-        if color:
-            body = PREFIX_STYLE[prefix] + tag + RESET + body
-        else:
-            body = tag + body
+        body = PREFIX_STYLE[prefix] + tag + RESET + body if color else tag + body
     if color:
-        return "%s%s%s %s %s%s%s: %s" % (DIM, clock(msg.get("ts")), RESET, room, BOLD, name,
-                                         RESET, body)
-    return "%s %s %s: %s" % (clock(msg.get("ts")), room, name, body)
+        return "{}{}{} {} {}{}{}: {}".format(
+            DIM, clock(msg.get("ts")), RESET, room, BOLD, name, RESET, body
+        )
+    return "{} {} {}: {}".format(clock(msg.get("ts")), room, name, body)
 
 
-MESSAGE_FIELDS = ("event_id", "room_id", "room", "sender", "sender_name", "ts", "body",
-                  "msgtype", "prefix", "urgent")
+MESSAGE_FIELDS = (
+    "event_id",
+    "room_id",
+    "room",
+    "sender",
+    "sender_name",
+    "ts",
+    "body",
+    "msgtype",
+    "prefix",
+    "urgent",
+)
 
 
 def message_json(msg):

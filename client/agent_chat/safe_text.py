@@ -22,8 +22,9 @@ _ST_STRING = r"[^\x07\x18\x1a\x1b\x9c]*(?:\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b)|\
 
 _ESCAPES_PATTERN = (
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (an unfinished one is dropped too)
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])" + _ST_STRING +  # OSC, DCS, SOS, PM, APC
-    r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence, or a lone ESC
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])"
+    + _ST_STRING  # OSC, DCS, SOS, PM, APC
+    + r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence, or a lone ESC
 )
 
 _INVISIBLE_PATTERN = (

@@ -7,7 +7,8 @@ authorised by the admin token derived from the as_token in appservice.yaml.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 import argparse
 import getpass
 import hashlib
@@ -28,8 +29,10 @@ def add_parsers(add: AddParser) -> None:
     p = add("user", "manage human accounts (people using Element or `ac login`)")
     p.add_argument("action", choices=["add"])
     p.add_argument("name", help="the account's user name, e.g. alice")
-    p.add_argument("--password", help="the password (default: prompt; or read from stdin "
-                   "when stdin is not a terminal)")
+    p.add_argument(
+        "--password",
+        help="the password (default: prompt; or read from stdin when stdin is not a terminal)",
+    )
     p.add_argument("--admin", action="store_true", help="make a Synapse server admin")
 
     p = add("bot", "manage bot identities (CI jobs posting with AGENT_CHAT_TOKEN)")
@@ -40,10 +43,18 @@ def add_parsers(add: AddParser) -> None:
     p.add_argument("action", choices=["add"])
     p.add_argument("name", help="the webhook's name; it posts as a bot of that name")
     p.add_argument("--room", default="#alerts", help="where it posts (default: %(default)s)")
-    p.add_argument("--sign", action="store_true", help="require an X-Hub-Signature-256 "
-                   "HMAC signature (GitHub's scheme); a signing secret is generated")
-    p.add_argument("--state-change", action="store_true", help="post only when the payload's "
-                   "'state' for its 'key' changes (failing → passing and back)")
+    p.add_argument(
+        "--sign",
+        action="store_true",
+        help="require an X-Hub-Signature-256 "
+        "HMAC signature (GitHub's scheme); a signing secret is generated",
+    )
+    p.add_argument(
+        "--state-change",
+        action="store_true",
+        help="post only when the payload's "
+        "'state' for its 'key' changes (failing → passing and back)",
+    )
 
 
 def _post_json(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
@@ -98,15 +109,25 @@ def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
         mac.update(b"\x00".join([nonce.encode(), name.encode(), password.encode(), kind]))
         status, data = _post_json(
             url,
-            {"nonce": nonce, "username": name, "password": password, "admin": args.admin,
-             "mac": mac.hexdigest()},
+            {
+                "nonce": nonce,
+                "username": name,
+                "password": password,
+                "admin": args.admin,
+                "mac": mac.hexdigest(),
+            },
         )
     except ConnectionError as e:
-        raise ServerError(f"Synapse is not reachable at {config.homeserver_url} ({e}); "
-                          "start the server first", EXIT_SYNAPSE) from None
+        raise ServerError(
+            f"Synapse is not reachable at {config.homeserver_url} ({e}); start the server first",
+            EXIT_SYNAPSE,
+        ) from None
     except urllib.error.URLError as e:
-        raise ServerError(f"Synapse is not reachable at {config.homeserver_url} ({e.reason}); "
-                          "start the server first", EXIT_SYNAPSE) from None
+        raise ServerError(
+            f"Synapse is not reachable at {config.homeserver_url} ({e.reason}); "
+            "start the server first",
+            EXIT_SYNAPSE,
+        ) from None
     if status != 200:
         raise ServerError(f"could not create {name}: {_error_text(data) or f'HTTP {status}'}")
     print(f"created {data['user_id']}")
@@ -121,11 +142,14 @@ def _admin_call(dd: DataDir, path: str, body: dict[str, Any]) -> dict[str, Any]:
     try:
         status, data = _post_json(url, body, config.admin_token)
     except ConnectionError as e:
-        raise ServerError(f"the appservice is not reachable at {config.api_url} ({e}); "
-                          "start the server first", EXIT_APPSERVICE) from None
+        raise ServerError(
+            f"the appservice is not reachable at {config.api_url} ({e}); start the server first",
+            EXIT_APPSERVICE,
+        ) from None
     if status != 201:
-        raise ServerError(_error_text(data) or f"the appservice answered HTTP {status}",
-                          EXIT_ERROR)
+        raise ServerError(
+            _error_text(data) or f"the appservice answered HTTP {status}", EXIT_ERROR
+        )
     return dict(data)
 
 
@@ -135,8 +159,10 @@ def cmd_bot(dd: DataDir, args: argparse.Namespace) -> int:
     print(f"created bot {data['nick']} ({data['user_id']})")
     print("token (shown once; keep it in your CI's secrets):")
     print(data["token"])
-    print(f"use: AGENT_CHAT_SERVER={config.api_url} AGENT_CHAT_TOKEN=<token> "
-          "ac send '#alerts' '[ALERT] build failed: ...'")
+    print(
+        f"use: AGENT_CHAT_SERVER={config.api_url} AGENT_CHAT_TOKEN=<token> "
+        "ac send '#alerts' '[ALERT] build failed: ...'"
+    )
     return 0
 
 
@@ -144,8 +170,12 @@ def cmd_webhook(dd: DataDir, args: argparse.Namespace) -> int:
     data = _admin_call(
         dd,
         "/admin/webhooks",
-        {"name": args.name, "room": args.room, "sign": args.sign,
-         "state_change": args.state_change},
+        {
+            "name": args.name,
+            "room": args.room,
+            "sign": args.sign,
+            "state_change": args.state_change,
+        },
     )
     config = load_appservice_config(dd)
     print(f"created webhook {data['name']} posting to {data['room']}")
@@ -155,8 +185,10 @@ def cmd_webhook(dd: DataDir, args: argparse.Namespace) -> int:
         print("signing secret (X-Hub-Signature-256 = sha256=HMAC-SHA256(body, secret)):")
         print(data["signing_secret"])
     if data.get("state_change"):
-        print('payload: {"text": "...", "key": "ci/main", "state": "failing"}'
-              " (posts only when the state changes)")
+        print(
+            'payload: {"text": "...", "key": "ci/main", "state": "failing"}'
+            " (posts only when the state changes)"
+        )
     else:
         print('payload: {"text": "build failed on main", "urgent": true}')
     return 0

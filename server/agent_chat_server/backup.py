@@ -122,8 +122,11 @@ def _sqlite_copy(src: Path, dst: Path) -> None:
 
 
 def _pg_dump(url: str, dst: Path) -> None:
-    _run([_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", "--file",
-          str(dst)], _pg_env(url), f"pg_dump of {postgres.PgTarget.parse(url).dbname}")
+    _run(
+        [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", "--file", str(dst)],
+        _pg_env(url),
+        f"pg_dump of {postgres.PgTarget.parse(url).dbname}",
+    )
 
 
 def _snapshot(dbs: _Databases, work: Path) -> list[str]:
@@ -178,7 +181,7 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
         lines.append(f"media store {media}: {n_media} file(s)")
         manifest = {
             "format": FORMAT,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(),
             "data_dir": str(dd.root),
             "server_name": ex.appservice.server_name,
             "synapse_database": "sqlite" if dbs.synapse_sqlite else "postgres",
@@ -194,8 +197,9 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
         except BaseException:
             tmp_out.unlink(missing_ok=True)
             raise
-    lines.append(f"wrote {out} ({out.stat().st_size // 1024} KiB; it holds secrets: keep it "
-                 "private)")
+    lines.append(
+        f"wrote {out} ({out.stat().st_size // 1024} KiB; it holds secrets: keep it private)"
+    )
     return lines
 
 
@@ -205,7 +209,7 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
 def _rebase(value: Any, old: str, new: str) -> Any:
     """Paths under the old data dir moved under the new one."""
     if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-        return new + value[len(old):]
+        return new + value[len(old) :]
     return value
 
 
@@ -249,7 +253,10 @@ def load_yaml_text(text: str) -> Any:
 
 
 def restore(
-    dd: DataDir, archive: Path, force: bool = False, database: str | None = None,
+    dd: DataDir,
+    archive: Path,
+    force: bool = False,
+    database: str | None = None,
     synapse_database: str | None = None,
 ) -> list[str]:
     """Restore ``archive`` into ``dd`` (which must be empty or absent unless ``force``)."""
@@ -286,8 +293,10 @@ def restore(
         )
         log_conf = load_yaml_text(texts["homeserver.log.config"])
         handler = (log_conf.get("handlers") or {}).get("file") or {}
-        if "filename" in handler and _rebase(handler["filename"], old, str(dd.root)) != \
-                handler["filename"]:
+        if (
+            "filename" in handler
+            and _rebase(handler["filename"], old, str(dd.root)) != handler["filename"]
+        ):
             handler["filename"] = _rebase(handler["filename"], old, str(dd.root))
             texts["homeserver.log.config"] = dump_yaml(log_conf)
         config_tmp = Path(tmp) / "appservice.yaml"
@@ -314,8 +323,10 @@ def restore(
                     )
                 continue
             if url is None:
-                raise ServerError(f"the backup's {label} database is a PostgreSQL dump but the "
-                                  "config names SQLite")
+                raise ServerError(
+                    f"the backup's {label} database is a PostgreSQL dump but the "
+                    "config names SQLite"
+                )
             state = postgres.ensure_database(url, for_synapse)
             lines.append(state.message)
             if not postgres.is_empty(url) and not force:
@@ -324,12 +335,16 @@ def restore(
                     "to replace its contents"
                 )
             pg_jobs.append((label, dump, url))
-        for label, name, path in (("Synapse", "synapse.db", dbs.synapse_sqlite),
-                                  ("appservice", "appservice.db", dbs.appservice_sqlite)):
+        for label, name, path in (
+            ("Synapse", "synapse.db", dbs.synapse_sqlite),
+            ("appservice", "appservice.db", dbs.appservice_sqlite),
+        ):
             if path is not None and not (work / name).exists():
-                raise ServerError(f"the backup has no SQLite {label} database ({name}); pass "
-                                  f"--{'synapse-' if label == 'Synapse' else ''}database with "
-                                  "the PostgreSQL URL to restore its dump into")
+                raise ServerError(
+                    f"the backup has no SQLite {label} database ({name}); pass "
+                    f"--{'synapse-' if label == 'Synapse' else ''}database with "
+                    "the PostgreSQL URL to restore its dump into"
+                )
 
         # Write: databases first, configs last (a half-done restore has no config, so it
         # cannot start by accident).
@@ -339,13 +354,27 @@ def restore(
         for p in dd.config_files():
             p.unlink(missing_ok=True)
         for label, dump, url in pg_jobs:
-            _run([_tool("pg_restore"), "--no-owner", "--no-privileges", "--clean", "--if-exists",
-                  "--exit-on-error", "--single-transaction", "--dbname",
-                  postgres.PgTarget.parse(url).dbname, str(dump)],
-                 _pg_env(url), f"pg_restore of the {label} database")
+            _run(
+                [
+                    _tool("pg_restore"),
+                    "--no-owner",
+                    "--no-privileges",
+                    "--clean",
+                    "--if-exists",
+                    "--exit-on-error",
+                    "--single-transaction",
+                    "--dbname",
+                    postgres.PgTarget.parse(url).dbname,
+                    str(dump),
+                ],
+                _pg_env(url),
+                f"pg_restore of the {label} database",
+            )
             lines.append(f"restored the {label} database into {postgres.redact(url)}")
-        for name, path in (("synapse.db", dbs.synapse_sqlite),
-                           ("appservice.db", dbs.appservice_sqlite)):
+        for name, path in (
+            ("synapse.db", dbs.synapse_sqlite),
+            ("appservice.db", dbs.appservice_sqlite),
+        ):
             if path is not None:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -367,8 +396,10 @@ def restore(
                 f.write(texts[name])
             os.chmod(target, mode)
         config.save(dd.appservice_yaml)
-        lines.append(f"restored the config into {dd.root}; start it with "
-                     f"`agent-chat-server start --data-dir {dd.root}`")
+        lines.append(
+            f"restored the config into {dd.root}; start it with "
+            f"`agent-chat-server start --data-dir {dd.root}`"
+        )
     return lines
 
 

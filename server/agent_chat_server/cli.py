@@ -38,35 +38,67 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def _add_init_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("config options (used only when the config is generated)")
-    g.add_argument("--server-name", metavar="NAME", help="Matrix server name "
-                   "(default: agent-chat.local)")
-    g.add_argument("--synapse-port", type=_port, metavar="P", help="Synapse port "
-                   "(default: 8008)")
-    g.add_argument("--api-port", type=_port, metavar="P", help="appservice API port "
-                   "(default: 8009)")
-    g.add_argument("--database", metavar="URL", help="appservice database: sqlite:PATH or "
-                   "postgres://user:pass@host/db (default: sqlite:DIR/appservice.db)")
-    g.add_argument("--synapse-database", metavar="URL", help="Synapse database: sqlite:PATH "
-                   "or postgres://... (default: SQLite DIR/homeserver.db); a missing PostgreSQL "
-                   "database is created with collation C")
-    g.add_argument("--bind", "--host", dest="bind", metavar="ADDR", help="address Synapse and "
-                   "the API listen on (default: 127.0.0.1; e.g. 0.0.0.0 or a Tailscale "
-                   "100.x.y.z address for remote agents)")
-    g.add_argument("--public-url", metavar="URL", help="Synapse's public_baseurl, the "
-                   "homeserver URL humans give Element (default: http://BIND:SYNAPSE_PORT/)")
-    g.add_argument("--synapse-url", metavar="URL", help="how the appservice reaches Synapse "
-                   "(default: http://BIND:SYNAPSE_PORT; containers: http://synapse:8008)")
-    g.add_argument("--appservice-url", metavar="URL", help="how Synapse reaches the "
-                   "appservice (default: http://BIND:API_PORT)")
-    g.add_argument("--skip-db-check", action="store_true", help="do not connect to "
-                   "PostgreSQL to check or create the databases")
+    g.add_argument(
+        "--server-name", metavar="NAME", help="Matrix server name (default: agent-chat.local)"
+    )
+    g.add_argument("--synapse-port", type=_port, metavar="P", help="Synapse port (default: 8008)")
+    g.add_argument(
+        "--api-port", type=_port, metavar="P", help="appservice API port (default: 8009)"
+    )
+    g.add_argument(
+        "--database",
+        metavar="URL",
+        help="appservice database: sqlite:PATH or "
+        "postgres://user:pass@host/db (default: sqlite:DIR/appservice.db)",
+    )
+    g.add_argument(
+        "--synapse-database",
+        metavar="URL",
+        help="Synapse database: sqlite:PATH "
+        "or postgres://... (default: SQLite DIR/homeserver.db); a missing PostgreSQL "
+        "database is created with collation C",
+    )
+    g.add_argument(
+        "--bind",
+        "--host",
+        dest="bind",
+        metavar="ADDR",
+        help="address Synapse and "
+        "the API listen on (default: 127.0.0.1; e.g. 0.0.0.0 or a Tailscale "
+        "100.x.y.z address for remote agents)",
+    )
+    g.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="Synapse's public_baseurl, the "
+        "homeserver URL humans give Element (default: http://BIND:SYNAPSE_PORT/)",
+    )
+    g.add_argument(
+        "--synapse-url",
+        metavar="URL",
+        help="how the appservice reaches Synapse "
+        "(default: http://BIND:SYNAPSE_PORT; containers: http://synapse:8008)",
+    )
+    g.add_argument(
+        "--appservice-url",
+        metavar="URL",
+        help="how Synapse reaches the appservice (default: http://BIND:API_PORT)",
+    )
+    g.add_argument(
+        "--skip-db-check",
+        action="store_true",
+        help="do not connect to PostgreSQL to check or create the databases",
+    )
 
 
 def _add_log_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-format", choices=["text", "json"],
-                   default=os.environ.get("AGENT_CHAT_LOG_FORMAT") or "text",
-                   help="the supervisor's log lines: text, or one JSON object per line "
-                   "(default: $AGENT_CHAT_LOG_FORMAT or text)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("AGENT_CHAT_LOG_FORMAT") or "text",
+        help="the supervisor's log lines: text, or one JSON object per line "
+        "(default: $AGENT_CHAT_LOG_FORMAT or text)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,30 +112,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(
-            name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_data_dir(p)
         return p
 
-    p = add("init", "write the Synapse config, signing key, appservice registration and "
-            "appservice config into DIR (existing files and secrets are kept)")
+    p = add(
+        "init",
+        "write the Synapse config, signing key, appservice registration and "
+        "appservice config into DIR (existing files and secrets are kept)",
+    )
     _add_init_options(p)
 
-    p = add("run", "run Synapse and the appservice in the foreground until Ctrl-C or SIGTERM "
-            "(runs init first if needed)")
+    p = add(
+        "run",
+        "run Synapse and the appservice in the foreground until Ctrl-C or SIGTERM "
+        "(runs init first if needed)",
+    )
     _add_init_options(p)
-    p.add_argument("--log-to-files", action="store_true", help="send the services' output "
-                   "to DIR/logs/ instead of this terminal")
+    p.add_argument(
+        "--log-to-files",
+        action="store_true",
+        help="send the services' output to DIR/logs/ instead of this terminal",
+    )
     _add_log_format(p)
 
-    p = add("start", "start in the background; return once healthy (runs init first if "
-            "needed; does nothing if already running)")
+    p = add(
+        "start",
+        "start in the background; return once healthy (runs init first if "
+        "needed; does nothing if already running)",
+    )
     _add_init_options(p)
-    p.add_argument("--timeout", type=float, default=control.DEFAULT_START_TIMEOUT, metavar="S",
-                   help="give up after S seconds (default: %(default).0f)")
-    p.add_argument("--no-client-config", action="store_true", help="do not write the local "
-                   "`ac` client config")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=control.DEFAULT_START_TIMEOUT,
+        metavar="S",
+        help="give up after S seconds (default: %(default).0f)",
+    )
+    p.add_argument(
+        "--no-client-config", action="store_true", help="do not write the local `ac` client config"
+    )
     _add_log_format(p)
 
     add("stop", "stop the background server; no process is left behind")
@@ -150,8 +203,7 @@ def cmd_run(dd: DataDir, args: argparse.Namespace) -> int:
     if pid is not None:
         raise ServerError(f"already running for {dd.root} (pid {pid}); see `status`")
     control.check_ports_free(config)
-    return run_foreground(dd, config, log_to_files=args.log_to_files,
-                          log_format=args.log_format)
+    return run_foreground(dd, config, log_to_files=args.log_to_files, log_format=args.log_format)
 
 
 def cmd_start(dd: DataDir, args: argparse.Namespace) -> int:

@@ -130,7 +130,9 @@ def wait_healthy(
 
 
 def start_background(
-    dd: DataDir, timeout: float = DEFAULT_START_TIMEOUT, tie_to_caller: bool = False,
+    dd: DataDir,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    tie_to_caller: bool = False,
     log_format: str = "text",
 ) -> StartResult:
     """Start a detached supervisor (unless one runs) and wait until everything is healthy.
@@ -156,8 +158,17 @@ def start_background(
     dd.run.mkdir(exist_ok=True)
     with open(dd.supervisor_log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(dd.root),
-             "--log-to-files", "--log-format", log_format],
+            [
+                sys.executable,
+                "-m",
+                "agent_chat_server",
+                "run",
+                "--data-dir",
+                str(dd.root),
+                "--log-to-files",
+                "--log-format",
+                log_format,
+            ],
             cwd=dd.root,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -178,8 +189,9 @@ def start_background(
     except BaseException:
         _abandon(dd, proc)
         raise
-    return StartResult(proc.pid, config.api_url, config.homeserver_url,
-                       time.monotonic() - t0, False)
+    return StartResult(
+        proc.pid, config.api_url, config.homeserver_url, time.monotonic() - t0, False
+    )
 
 
 def _abandon(dd: DataDir, proc: subprocess.Popen[bytes]) -> None:
@@ -249,8 +261,9 @@ def status(dd: DataDir) -> Status:
             last = dd.last_exit_file.read_text().strip()
         except OSError:
             last = ""
-        lines.append(f"supervisor: not running (last exit: {last})" if last
-                     else "supervisor: not running")
+        lines.append(
+            f"supervisor: not running (last exit: {last})" if last else "supervisor: not running"
+        )
     syn = health.synapse_up(config.homeserver_url)
     asv = health.appservice_up(config.api_url)
     lines += [syn.detail, asv.detail]
@@ -307,7 +320,20 @@ def restart_service(dd: DataDir, name: str, timeout: float = DEFAULT_START_TIMEO
 
 
 __all__ = [
-    "APPSERVICE", "SYNAPSE", "EXIT_ERROR", "StartResult", "Status", "check_ports_free",
-    "ensure_initialised", "load_config", "pause_service", "restart_service", "resume_service",
-    "running_pid", "start_background", "status", "stop", "wait_healthy",
+    "APPSERVICE",
+    "EXIT_ERROR",
+    "SYNAPSE",
+    "StartResult",
+    "Status",
+    "check_ports_free",
+    "ensure_initialised",
+    "load_config",
+    "pause_service",
+    "restart_service",
+    "resume_service",
+    "running_pid",
+    "start_background",
+    "status",
+    "stop",
+    "wait_healthy",
 ]

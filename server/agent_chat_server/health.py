@@ -21,7 +21,10 @@ class Probe:
 
 
 def _request(
-    url: str, method: str = "GET", token: str | None = None, body: bytes | None = None,
+    url: str,
+    method: str = "GET",
+    token: str | None = None,
+    body: bytes | None = None,
     timeout: float = 3.0,
 ) -> tuple[int, bytes]:
     req = urllib.request.Request(url, method=method, data=body)

@@ -274,15 +274,24 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         "appservice.yaml",
         f"sqlite:{dd.appservice_db}",
     )
-    bind = _pick(report, "--bind", opts.bind, asc.host if asc else None, "appservice.yaml",
-                 "127.0.0.1")
+    bind = _pick(
+        report, "--bind", opts.bind, asc.host if asc else None, "appservice.yaml", "127.0.0.1"
+    )
     synapse_url = _pick(
-        report, "--synapse-url", opts.synapse_url, asc.homeserver_url if asc else None,
-        "appservice.yaml", f"http://{sc.url_host(bind)}:{synapse_port}",
+        report,
+        "--synapse-url",
+        opts.synapse_url,
+        asc.homeserver_url if asc else None,
+        "appservice.yaml",
+        f"http://{sc.url_host(bind)}:{synapse_port}",
     )
     api_url = _pick(
-        report, "--appservice-url", opts.appservice_url, reg["url"] if reg else None,
-        "registration.yaml", f"http://{sc.url_host(bind)}:{api_port}",
+        report,
+        "--appservice-url",
+        opts.appservice_url,
+        reg["url"] if reg else None,
+        "registration.yaml",
+        f"http://{sc.url_host(bind)}:{api_port}",
     )
     if hs is not None:
         same = {
@@ -291,23 +300,32 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
                 url.rstrip("/") == str(hs.get("public_baseurl")).rstrip("/")
             ),
         }
-        for flag, value in (("--synapse-database", opts.synapse_database),
-                            ("--public-url", opts.public_url)):
+        for flag, value in (
+            ("--synapse-database", opts.synapse_database),
+            ("--public-url", opts.public_url),
+        ):
             if value is not None and not same[flag](value):
-                report.ignored.append(f"ignored {flag}: homeserver.yaml exists and says "
-                                      "otherwise (edit it, or delete it and re-run init)")
+                report.ignored.append(
+                    f"ignored {flag}: homeserver.yaml exists and says "
+                    "otherwise (edit it, or delete it and re-run init)"
+                )
     _validate(server_name, synapse_port, api_port, database)
     _check_bind(bind)
-    for flag, url in (("--synapse-url", synapse_url), ("--appservice-url", api_url),
-                      ("--public-url", opts.public_url)):
+    for flag, url in (
+        ("--synapse-url", synapse_url),
+        ("--appservice-url", api_url),
+        ("--public-url", opts.public_url),
+    ):
         _check_url(flag, url)
     try:
         synapse_db = sc.synapse_database(opts.synapse_database, dd)
     except ValueError as e:
         raise ServerError(f"invalid --synapse-database: {e}") from None
     if (
-        hs is None and asc is None
-        and postgres.is_postgres_url(database) and synapse_db["name"] == "psycopg2"
+        hs is None
+        and asc is None
+        and postgres.is_postgres_url(database)
+        and synapse_db["name"] == "psycopg2"
         and postgres.PgTarget.parse(database).dbname == synapse_db["args"]["database"]
         and postgres.PgTarget.parse(database).where()
         == postgres.PgTarget.from_synapse(synapse_db["args"]).where()
@@ -325,8 +343,13 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     texts: dict[Path, tuple[str, int]] = {}
     if hs is None:
         hs_conf = sc.homeserver_config(
-            dd, server_name, synapse_port, synapse_db, sc.SynapseSecrets.generate(),
-            bind=bind, public_baseurl=opts.public_url,
+            dd,
+            server_name,
+            synapse_port,
+            synapse_db,
+            sc.SynapseSecrets.generate(),
+            bind=bind,
+            public_baseurl=opts.public_url,
         )
         texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
     if not dd.log_config.exists():

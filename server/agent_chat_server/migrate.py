@@ -54,28 +54,37 @@ def _order(tables: list[str], edges: list[tuple[str, str]]) -> list[str]:
 
 
 async def _copy(src: Path, url: str) -> dict[str, int]:
-    import asyncpg
     from mautrix.util.async_db import Database
+    import asyncpg
 
     from agent_chat_appservice.db import upgrade_table
 
     # Bring both to the current schema (the SQLite one may predate the latest migration).
     for db_url in (f"sqlite:{src}", url):
-        db = Database.create(db_url, upgrade_table=upgrade_table,
-                             db_args={"min_size": 1, "max_size": 1})
+        db = Database.create(
+            db_url, upgrade_table=upgrade_table, db_args={"min_size": 1, "max_size": 1}
+        )
         await db.start()
         await db.stop()
 
     conn = await asyncpg.connect(url)
     try:
-        tables = [r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")]
+        tables = [
+            r["table_name"]
+            for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+            )
+        ]
         tables = [t for t in tables if t != VERSION_TABLE]
-        edges = [(r["child"], r["parent"]) for r in await conn.fetch(
-            "SELECT conrelid::regclass::text AS child, confrelid::regclass::text AS parent "
-            "FROM pg_constraint WHERE contype = 'f' "
-            "AND connamespace = current_schema()::regnamespace")]
+        edges = [
+            (r["child"], r["parent"])
+            for r in await conn.fetch(
+                "SELECT conrelid::regclass::text AS child, confrelid::regclass::text AS parent "
+                "FROM pg_constraint WHERE contype = 'f' "
+                "AND connamespace = current_schema()::regnamespace"
+            )
+        ]
         for t in tables:
             if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{t}")'):
                 raise ServerError(
@@ -85,8 +94,9 @@ async def _copy(src: Path, url: str) -> dict[str, int]:
         lite = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
         counts: dict[str, int] = {}
         try:
-            have = {r[0] for r in lite.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            have = {
+                r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             async with conn.transaction():
                 for t in _order(tables, edges):
                     if t not in have:
@@ -96,12 +106,14 @@ async def _copy(src: Path, url: str) -> dict[str, int]:
                         "SELECT column_name, data_type, column_default "
                         "FROM information_schema.columns "
                         "WHERE table_schema = current_schema() AND table_name = $1 "
-                        "ORDER BY ordinal_position", t)
+                        "ORDER BY ordinal_position",
+                        t,
+                    )
                     names = [c["column_name"] for c in cols]
                     types = [c["data_type"] for c in cols]
                     select = ", ".join(f'"{n}"' for n in names)
                     rows = [
-                        tuple(_convert(v, ty) for v, ty in zip(row, types))
+                        tuple(_convert(v, ty) for v, ty in zip(row, types, strict=False))
                         for row in lite.execute(f'SELECT {select} FROM "{t}"')
                     ]
                     if rows:
@@ -112,7 +124,8 @@ async def _copy(src: Path, url: str) -> dict[str, int]:
                             n = c["column_name"]
                             await conn.execute(
                                 f"SELECT setval(pg_get_serial_sequence('\"{t}\"', '{n}'), "
-                                f'COALESCE(MAX("{n}"), 1), MAX("{n}") IS NOT NULL) FROM "{t}"')
+                                f'COALESCE(MAX("{n}"), 1), MAX("{n}") IS NOT NULL) FROM "{t}"'
+                            )
         finally:
             lite.close()
     finally:
@@ -140,6 +153,8 @@ def migrate_appservice_db(dd: DataDir, to: str, skip_db_check: bool = False) -> 
     lines.append("copied " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
     config.database = to
     config.save(dd.appservice_yaml)
-    lines.append(f"appservice.yaml now uses {postgres.redact(to)}; {src} is left as it was "
-                 "(delete it once you are happy)")
+    lines.append(
+        f"appservice.yaml now uses {postgres.redact(to)}; {src} is left as it was "
+        "(delete it once you are happy)"
+    )
     return lines

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 import argparse
 
 from .errors import EXIT_OK
@@ -13,33 +13,67 @@ AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 
 def add_parsers(add: AddParser) -> None:
-    p = add("backup", "write everything the server needs (configs, signing key, both "
-            "databases, media) to one tar.gz; safe while running")
+    p = add(
+        "backup",
+        "write everything the server needs (configs, signing key, both "
+        "databases, media) to one tar.gz; safe while running",
+    )
     p.add_argument("out", metavar="OUT.tar.gz", help="the archive to write (mode 0600)")
-    p.add_argument("--no-pause", action="store_true", help="do not pause the appservice "
-                   "during the database snapshot (see docs/deployment.md)")
+    p.add_argument(
+        "--no-pause",
+        action="store_true",
+        help="do not pause the appservice during the database snapshot (see docs/deployment.md)",
+    )
 
-    p = add("restore", "restore a backup into DIR (empty or absent; the server stopped); "
-            "PostgreSQL databases named in the configs are created if missing")
+    p = add(
+        "restore",
+        "restore a backup into DIR (empty or absent; the server stopped); "
+        "PostgreSQL databases named in the configs are created if missing",
+    )
     p.add_argument("archive", metavar="IN.tar.gz")
-    p.add_argument("--force", action="store_true", help="replace an existing config in DIR "
-                   "and the contents of non-empty PostgreSQL databases")
-    p.add_argument("--database", metavar="URL", help="restore the appservice database here "
-                   "instead (postgres://...; the backup must hold a PostgreSQL dump)")
-    p.add_argument("--synapse-database", metavar="URL", help="restore Synapse's database here "
-                   "instead (postgres://...)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing config in DIR "
+        "and the contents of non-empty PostgreSQL databases",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="restore the appservice database here "
+        "instead (postgres://...; the backup must hold a PostgreSQL dump)",
+    )
+    p.add_argument(
+        "--synapse-database",
+        metavar="URL",
+        help="restore Synapse's database here instead (postgres://...)",
+    )
 
-    p = add("migrate-db", "move the appservice's SQLite database to PostgreSQL (the server "
-            "stopped; Synapse's own tool is synapse_port_db, see docs/deployment.md)")
-    p.add_argument("--to", required=True, metavar="URL", help="postgres://user:pass@host/db "
-                   "(created if missing; must hold no appservice data)")
+    p = add(
+        "migrate-db",
+        "move the appservice's SQLite database to PostgreSQL (the server "
+        "stopped; Synapse's own tool is synapse_port_db, see docs/deployment.md)",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgres://user:pass@host/db (created if missing; must hold no appservice data)",
+    )
     p.add_argument("--skip-db-check", action="store_true", help="do not create the database")
 
-    p = add("invite", "print what a remote agent's machine runs to join this server (`ac "
-            "config --set server=... --set registration_token=...`), and Element's settings")
-    p.add_argument("--url", metavar="URL", help="the API URL remote agents use (default: from "
-                   "the bind address and public_baseurl; e.g. https://chat.example.com behind "
-                   "Caddy, http://100.x.y.z:8009 on Tailscale)")
+    p = add(
+        "invite",
+        "print what a remote agent's machine runs to join this server (`ac "
+        "config --set server=... --set registration_token=...`), and Element's settings",
+    )
+    p.add_argument(
+        "--url",
+        metavar="URL",
+        help="the API URL remote agents use (default: from "
+        "the bind address and public_baseurl; e.g. https://chat.example.com behind "
+        "Caddy, http://100.x.y.z:8009 on Tailscale)",
+    )
 
 
 def cmd_backup(dd: DataDir, args: argparse.Namespace) -> int:
@@ -53,8 +87,13 @@ def cmd_backup(dd: DataDir, args: argparse.Namespace) -> int:
 def cmd_restore(dd: DataDir, args: argparse.Namespace) -> int:
     from .backup import restore
 
-    for line in restore(dd, Path(args.archive).expanduser(), force=args.force,
-                        database=args.database, synapse_database=args.synapse_database):
+    for line in restore(
+        dd,
+        Path(args.archive).expanduser(),
+        force=args.force,
+        database=args.database,
+        synapse_database=args.synapse_database,
+    ):
         print(line)
     return EXIT_OK
 
@@ -72,16 +111,19 @@ def invite_url(dd: DataDir, url: str | None = None) -> tuple[str, list[str]]:
     if url is None:
         public = str(hs.get("public_baseurl") or "").rstrip("/")
         parts = urlsplit(public)
-        listener_ports = {lst.get("port") for lst in hs.get("listeners") or []
-                          if isinstance(lst, dict)}
+        listener_ports = {
+            lst.get("port") for lst in hs.get("listeners") or [] if isinstance(lst, dict)
+        }
         if public and parts.port not in listener_ports:
             url = public  # a reverse proxy serves /_matrix and /_agent_chat on one host name
         else:
             host = parts.hostname or config.host
             if config.host in ("0.0.0.0", "::") and _is_loopback(host):
                 host = socket.getfqdn()
-                warnings.append(f"using this machine's name {host!r}: pass --url with the "
-                                "address remote agents reach it at (LAN or Tailscale IP)")
+                warnings.append(
+                    f"using this machine's name {host!r}: pass --url with the "
+                    "address remote agents reach it at (LAN or Tailscale IP)"
+                )
             if ":" in host:
                 host = f"[{host}]"
             url = f"http://{host}:{config.port}"
@@ -117,12 +159,15 @@ def cmd_invite(dd: DataDir, args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print("# On the agent's machine (with `ac` installed):")
-    print(f"ac config --set server={shlex.quote(url)} "
-          f"--set registration_token={shlex.quote(config.registration_token)}")
+    print(
+        f"ac config --set server={shlex.quote(url)} "
+        f"--set registration_token={shlex.quote(config.registration_token)}"
+    )
     print("# then, in each agent session: AGENT_CHAT_NICK=BlueLake ac send '#general' 'hello'")
     print("#")
-    print(f"# Humans in Element: homeserver URL {public or url}, server name "
-          f"{config.server_name};")
+    print(
+        f"# Humans in Element: homeserver URL {public or url}, server name {config.server_name};"
+    )
     print(f"# accounts come from: agent-chat-server user add NAME --data-dir {dd.root}")
     return EXIT_OK
 

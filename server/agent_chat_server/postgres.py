@@ -230,8 +230,9 @@ def ensure_database(url: str, for_synapse: bool) -> DatabaseState:
             check_synapse_locale(target, collate, ctype)
     finally:
         conn.close()
-    return DatabaseState(False, version, f"database {target.dbname} at {target.where()} is ready "
-                         f"for {who}")
+    return DatabaseState(
+        False, version, f"database {target.dbname} at {target.where()} is ready for {who}"
+    )
 
 
 def _create(target: PgTarget, for_synapse: bool) -> DatabaseState:
@@ -261,9 +262,12 @@ def _create(target: PgTarget, for_synapse: bool) -> DatabaseState:
                     f"({_describe(e)}); ask an administrator to run: {fix_command(target, sql)}"
                 ) from None
             else:
-                return DatabaseState(True, version, f"created database {target.dbname} at "
-                                     f"{target.where()}" + (" (collation C)" if for_synapse
-                                                            else ""))
+                return DatabaseState(
+                    True,
+                    version,
+                    f"created database {target.dbname} at "
+                    f"{target.where()}" + (" (collation C)" if for_synapse else ""),
+                )
     finally:
         conn.close()
     return ensure_database(target.url(with_password=True), for_synapse)

@@ -24,8 +24,8 @@ from agent_chat_appservice.config import Config
 
 from . import health
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
-from .paths import DataDir
 from .files import write_atomic
+from .paths import DataDir
 from .process import die_with_parent, read_pid, terminate, write_pid
 
 SYNAPSE = "synapse"
@@ -75,8 +75,7 @@ class Supervisor:
     def say(self, text: str, level: str = "info") -> None:
         if self.log_format == "json":
             record = {
-                "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="milliseconds"),
+                "ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
                 "level": level,
                 "logger": "agent-chat-server",
                 "pid": os.getpid(),

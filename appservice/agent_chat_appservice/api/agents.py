@@ -6,7 +6,6 @@ from importlib import resources
 import hmac
 
 from aiohttp import web
-
 from mautrix.errors import MatrixRequestError
 
 from .. import __version__, metrics

@@ -19,10 +19,7 @@ async def who(request: web.Request) -> web.Response:
     room_id = await resolve_target(context, me.user_id, room, join=False)
     members = []
     for m in await Member.joined(room_id):
-        if m.user_id == context.config.bot_mxid:
-            kind = "bot"
-        else:
-            kind = m.kind or "human"
+        kind = "bot" if m.user_id == context.config.bot_mxid else m.kind or "human"
         members.append(
             {
                 "user_id": m.user_id,

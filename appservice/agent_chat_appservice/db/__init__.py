@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Database
 
-from .hs_transaction import HSTransaction
 from .client_send import ClientSend
+from .hs_transaction import HSTransaction
 from .identity import Identity
 from .ledger import Ledger
 from .member import Member

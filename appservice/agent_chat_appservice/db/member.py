@@ -8,7 +8,6 @@ import time
 
 from mautrix.util.async_db import Connection, Database
 
-
 #: Members outside the agent namespace (``@_ac_*``). Must match the partial index
 #: ``member_people_idx`` (upgrade v03) word for word, or the planners will not use it.
 NOT_AGENT = "user_id NOT LIKE '@\\_ac\\_%' ESCAPE '\\'"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
-
 import json
 
 from mautrix.util.async_db import Connection, Database

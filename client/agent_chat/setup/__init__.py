@@ -27,12 +27,19 @@ import json
 import os
 import shlex
 
-from ..errors import UsageError
 from .. import hook_files
 from ..config import read_text
-from .plan import Plan, SetupError, add_hook, dump_json_settings, load_json_settings
-from .plan import matching_backup
-from .plan import our_hooks, remove_hooks
+from ..errors import UsageError
+from .plan import (
+    Plan,
+    SetupError,
+    add_hook,
+    dump_json_settings,
+    load_json_settings,
+    matching_backup,
+    our_hooks,
+    remove_hooks,
+)
 
 TARGETS = ("claude", "codex", "gemini", "tmux", "hook")
 MARK = "installed by `ac setup`"
@@ -47,8 +54,9 @@ HOOK_TIMEOUT_MS = 5000
 
 
 def integrations_dir() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "integrations")
+    return os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integrations"
+    )
 
 
 def hook_script(name: str = "ac-hook.sh") -> str:
@@ -68,14 +76,15 @@ class Installer:
     # -- helpers ------------------------------------------------------------------------------
 
     def hook_command(self, *args: str) -> str:
-        words = ["sh", shlex.quote(hook_script())] + list(args)
+        words = ["sh", shlex.quote(hook_script()), *list(args)]
         home = self.ctx.settings.home
         if home != os.path.join(self.user_home, ".agent-chat"):
             words += ["--home", shlex.quote(home)]
         return " ".join(words)
 
-    def merge_hooks(self, path: str, wanted: list[tuple[str, str | None, dict]],
-                    extra=None) -> None:
+    def merge_hooks(
+        self, path: str, wanted: list[tuple[str, str | None, dict]], extra=None
+    ) -> None:
         """Our hook handlers in the JSON settings file ``path`` become exactly ``wanted``."""
         settings = load_json_settings(path)
         before = json.dumps(settings, sort_keys=True)
@@ -94,8 +103,9 @@ class Installer:
         if self.uninstall and not settings and existed:
             self.plan.remove(path)  # nothing but ours was in it
             return
-        text = self.uninstall and matching_backup(path, settings) or \
-            dump_json_settings(settings, read_text(path))
+        text = (self.uninstall and matching_backup(path, settings)) or dump_json_settings(
+            settings, read_text(path)
+        )
         self.plan.write(path, text, 0o644, backup=True, show_diff=True)
 
     def marked_file(self, src: str, dest: str) -> None:
@@ -108,11 +118,11 @@ class Installer:
         except FileNotFoundError:
             current = None
         except (OSError, UnicodeDecodeError) as e:
-            self.plan.note("cannot read %s (%s); left alone" % (dest, e))
+            self.plan.note(f"cannot read {dest} ({e}); left alone")
             return
         if current is not None and MARK not in current:
             if not self.uninstall:
-                self.plan.note("%s exists and was not installed by ac setup; left alone" % dest)
+                self.plan.note(f"{dest} exists and was not installed by ac setup; left alone")
             return
         if self.uninstall:
             if current is not None:
@@ -122,8 +132,10 @@ class Installer:
 
     def skills(self, directory: str) -> None:
         for name in SKILLS:
-            self.marked_file(os.path.join(integrations_dir(), "skills", name, "SKILL.md"),
-                             os.path.join(directory, name, "SKILL.md"))
+            self.marked_file(
+                os.path.join(integrations_dir(), "skills", name, "SKILL.md"),
+                os.path.join(directory, name, "SKILL.md"),
+            )
 
     def base(self, user_dir: str, project_dir: str) -> str:
         return user_dir if self.scope == "user" else os.path.join(self.cwd, project_dir)
@@ -131,18 +143,27 @@ class Installer:
     # -- targets ------------------------------------------------------------------------------
 
     def claude(self) -> None:
-        user_dir = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(self.user_home,
-                                                                       ".claude")
+        user_dir = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(self.user_home, ".claude")
         base = self.base(user_dir, ".claude")
-        settings = os.path.join(base, "settings.json" if self.scope == "user"
-                                else "settings.local.json")
+        settings = os.path.join(
+            base, "settings.json" if self.scope == "user" else "settings.local.json"
+        )
         timeout = HOOK_TIMEOUT_S
         wanted = [
-            ("UserPromptSubmit", None,
-             {"type": "command", "command": self.hook_command(), "timeout": timeout}),
-            ("PostToolUse", "*",
-             {"type": "command", "command": self.hook_command("--json", "PostToolUse"),
-              "timeout": timeout}),
+            (
+                "UserPromptSubmit",
+                None,
+                {"type": "command", "command": self.hook_command(), "timeout": timeout},
+            ),
+            (
+                "PostToolUse",
+                "*",
+                {
+                    "type": "command",
+                    "command": self.hook_command("--json", "PostToolUse"),
+                    "timeout": timeout,
+                },
+            ),
         ]
         status = {"type": "command", "command": self.hook_command("--status")}
 
@@ -155,8 +176,11 @@ class Installer:
             elif current is None or (ours and current != status):
                 data["statusLine"] = status
             elif not ours:
-                self.plan.note("%s already has a statusLine; left alone (ours would be: %s)"
-                               % (settings, status["command"]))
+                self.plan.note(
+                    "{} already has a statusLine; left alone (ours would be: {})".format(
+                        settings, status["command"]
+                    )
+                )
 
         self.merge_hooks(settings, wanted, status_line)
         self.skills(os.path.join(base, "skills"))
@@ -165,37 +189,61 @@ class Installer:
         user_dir = os.environ.get("CODEX_HOME") or os.path.join(self.user_home, ".codex")
         base = self.base(user_dir, ".codex")
         wanted = [
-            ("UserPromptSubmit", None,
-             {"type": "command", "command": self.hook_command(), "timeout": HOOK_TIMEOUT_S}),
-            ("PostToolUse", "*",
-             {"type": "command", "command": self.hook_command("--json", "PostToolUse"),
-              "timeout": HOOK_TIMEOUT_S}),
+            (
+                "UserPromptSubmit",
+                None,
+                {"type": "command", "command": self.hook_command(), "timeout": HOOK_TIMEOUT_S},
+            ),
+            (
+                "PostToolUse",
+                "*",
+                {
+                    "type": "command",
+                    "command": self.hook_command("--json", "PostToolUse"),
+                    "timeout": HOOK_TIMEOUT_S,
+                },
+            ),
         ]
         self.merge_hooks(os.path.join(base, "hooks.json"), wanted)
-        skills = os.path.join(self.user_home if self.scope == "user" else self.cwd, ".agents",
-                              "skills")
+        skills = os.path.join(
+            self.user_home if self.scope == "user" else self.cwd, ".agents", "skills"
+        )
         self.skills(skills)
         if not self.uninstall:
-            self.plan.note("Codex runs new hooks only after you trust them: open /hooks in "
-                           "Codex once")
+            self.plan.note(
+                "Codex runs new hooks only after you trust them: open /hooks in Codex once"
+            )
 
     def gemini(self) -> None:
         base = self.base(os.path.join(self.user_home, ".gemini"), ".gemini")
         wanted = [
-            ("BeforeAgent", None,
-             {"name": "agent-chat", "type": "command",
-              "command": self.hook_command("--json", "BeforeAgent"),
-              "timeout": HOOK_TIMEOUT_MS}),
-            ("AfterTool", "*",
-             {"name": "agent-chat-after-tool", "type": "command",
-              "command": self.hook_command("--json", "AfterTool"),
-              "timeout": HOOK_TIMEOUT_MS}),
+            (
+                "BeforeAgent",
+                None,
+                {
+                    "name": "agent-chat",
+                    "type": "command",
+                    "command": self.hook_command("--json", "BeforeAgent"),
+                    "timeout": HOOK_TIMEOUT_MS,
+                },
+            ),
+            (
+                "AfterTool",
+                "*",
+                {
+                    "name": "agent-chat-after-tool",
+                    "type": "command",
+                    "command": self.hook_command("--json", "AfterTool"),
+                    "timeout": HOOK_TIMEOUT_MS,
+                },
+            ),
         ]
         self.merge_hooks(os.path.join(base, "settings.json"), wanted)
         for name in GEMINI_COMMANDS:
             self.marked_file(
                 os.path.join(integrations_dir(), "gemini", "commands", "ac", name + ".toml"),
-                os.path.join(base, "commands", "ac", name + ".toml"))
+                os.path.join(base, "commands", "ac", name + ".toml"),
+            )
 
     def tmux(self) -> None:
         if self.scope == "project":
@@ -216,9 +264,9 @@ class Installer:
             if home != os.path.join(self.user_home, ".agent-chat"):
                 words += ["--home", home]
             if any(c in w for w in words for c in "'\"\\$`\n"):
-                raise SetupError("cannot quote %r for ~/.tmux.conf" % words)
-            command = "sh " + " ".join('"%s"' % w if w != "--home" else w for w in words)
-            block = "%s\nset -ag status-right ' #(%s)'\n%s\n" % (TMUX_BEGIN, command, TMUX_END)
+                raise SetupError(f"cannot quote {words!r} for ~/.tmux.conf")
+            command = "sh " + " ".join(f'"{w}"' if w != "--home" else w for w in words)
+            block = f"{TMUX_BEGIN}\nset -ag status-right ' #({command})'\n{TMUX_END}\n"
             new = stripped + ("\n" if stripped and not stripped.endswith("\n") else "") + block
         if text is None and not new:
             return
@@ -249,41 +297,46 @@ def _strip_block(text: str) -> str:
     return "".join(out)
 
 
-def run(ctx, target: str, scope: str | None, dry_run: bool, uninstall: bool,
-        quiet: bool = False) -> int:
+def run(
+    ctx, target: str, scope: str | None, dry_run: bool, uninstall: bool, quiet: bool = False
+) -> int:
     """``ac setup TARGET``: return the exit code."""
     from ..commands import out as print_line
 
     out = (lambda text: None) if quiet else print_line
     if target not in TARGETS:
-        raise UsageError("unknown setup target %r: use one of %s" % (target, ", ".join(TARGETS)))
+        raise UsageError(
+            "unknown setup target {!r}: use one of {}".format(target, ", ".join(TARGETS))
+        )
     installer = Installer(ctx, scope or "user", uninstall, out)
     if target != "hook":
         getattr(installer, target)()
     installer.plan.apply(dry_run, out)
     if target == "hook" and uninstall:
         if dry_run:
-            out("would remove %s" % hook_files.hook_dir(ctx.settings.home))
+            out(f"would remove {hook_files.hook_dir(ctx.settings.home)}")
         else:
             for path in hook_files.remove(ctx.settings.home):
-                out("removed %s" % path)
+                out(f"removed {path}")
         return 0
     if uninstall:
         return 0
     if dry_run:
-        out("would write the hook's credentials under %s" %
-            hook_files.hook_dir(ctx.settings.home))
+        out(f"would write the hook's credentials under {hook_files.hook_dir(ctx.settings.home)}")
         return 0
     try:
         written = hook_files.write(ctx)
     except Exception as e:  # server down: the hook creates them itself later
         if target == "hook":
             raise
-        out("note: hook credentials not written yet (%s); the hook writes them on first use"
-            % getattr(e, "message", e))
+        out(
+            "note: hook credentials not written yet ({}); the hook writes them on first use".format(
+                getattr(e, "message", e)
+            )
+        )
         return 0
     if written is None:
         out("hook: uses AGENT_CHAT_TOKEN and AGENT_CHAT_SERVER from the environment")
     else:
-        out("hook credentials for %s: %s" % (written[1], written[0]))
+        out(f"hook credentials for {written[1]}: {written[0]}")
     return 0

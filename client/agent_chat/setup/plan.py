@@ -22,8 +22,15 @@ class SetupError(AcError):
 class Change:
     """One file: its text before (None: absent) and after (None: remove it)."""
 
-    def __init__(self, path: str, before: str | None, after: str | None, mode: int,
-                 backup: bool, show_diff: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        before: str | None,
+        after: str | None,
+        mode: int,
+        backup: bool,
+        show_diff: bool,
+    ) -> None:
         self.path = path
         self.before = before
         self.after = after
@@ -39,8 +46,14 @@ class Plan:
         self.changes: list[Change] = []
         self.notes: list[str] = []
 
-    def write(self, path: str, text: str, mode: int = 0o644, backup: bool = False,
-              show_diff: bool = False) -> None:
+    def write(
+        self,
+        path: str,
+        text: str,
+        mode: int = 0o644,
+        backup: bool = False,
+        show_diff: bool = False,
+    ) -> None:
         """Make ``path`` hold ``text`` (no change if it already does)."""
         before = read_text(path)
         if before != text:
@@ -58,16 +71,21 @@ class Plan:
         """Write (unless ``dry_run``) and describe every change; return how many there were."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for change in self.changes:
-            verb = ("would create" if dry_run else "created") if change.before is None else \
-                ("would remove" if dry_run else "removed") if change.after is None else \
-                ("would update" if dry_run else "updated")
-            line = "%s %s" % (verb, change.path)
+            verb = (
+                ("would create" if dry_run else "created")
+                if change.before is None
+                else ("would remove" if dry_run else "removed")
+                if change.after is None
+                else ("would update" if dry_run else "updated")
+            )
+            line = f"{verb} {change.path}"
             if not dry_run:
                 if change.backup and change.before is not None:
                     backup = _backup_path(change.path, stamp)
-                    atomic_write(backup, change.before.encode("utf-8"),
-                                 _mode_of(change.path, 0o600))
-                    line += " (backup: %s)" % backup
+                    atomic_write(
+                        backup, change.before.encode("utf-8"), _mode_of(change.path, 0o600)
+                    )
+                    line += f" (backup: {backup})"
                 if change.after is None:
                     os.unlink(change.path)
                     _remove_empty_parents(os.path.dirname(change.path))
@@ -77,16 +95,22 @@ class Plan:
             out(line)
             if change.show_diff:
                 diff = difflib.unified_diff(
-                    (change.before or "").splitlines(), (change.after or "").splitlines(),
+                    (change.before or "").splitlines(),
+                    (change.after or "").splitlines(),
                     change.path if change.before is not None else "/dev/null",
-                    change.path if change.after is not None else "/dev/null", lineterm="", n=2)
+                    change.path if change.after is not None else "/dev/null",
+                    lineterm="",
+                    n=2,
+                )
                 for d in list(diff)[2:]:
                     out("    " + d)
         for note in self.notes:
             out("note: " + note)
         if not self.changes:
-            out("nothing to change: already %s" % ("removed" if self.notes == ["uninstall"]
-                                                   else "up to date"))
+            out(
+                "nothing to change: already %s"
+                % ("removed" if self.notes == ["uninstall"] else "up to date")
+            )
         return len(self.changes)
 
 
@@ -98,7 +122,7 @@ def _mode_of(path: str, default: int) -> int:
 
 
 def _backup_path(path: str, stamp: str) -> str:
-    candidate = "%s.bak-agent-chat-%s" % (path, stamp)
+    candidate = f"{path}.bak-agent-chat-{stamp}"
     n = 1
     while os.path.exists(candidate):
         n += 1
@@ -127,10 +151,11 @@ def load_json_settings(path: str) -> dict:
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise SetupError("%s is not valid JSON (%s); fix it first, nothing was changed"
-                         % (path, e)) from None
+        raise SetupError(
+            f"{path} is not valid JSON ({e}); fix it first, nothing was changed"
+        ) from None
     if not isinstance(data, dict):
-        raise SetupError("%s is not a JSON object; nothing was changed" % path)
+        raise SetupError(f"{path} is not a JSON object; nothing was changed")
     return data
 
 
@@ -150,8 +175,10 @@ def matching_backup(path: str, data: dict) -> str | None:
     """The text of the newest backup of ``path`` that parses to ``data`` (to restore bytes)."""
     directory, name = os.path.split(path)
     try:
-        names = sorted((n for n in os.listdir(directory or ".")
-                        if n.startswith(name + ".bak-agent-chat-")), reverse=True)
+        names = sorted(
+            (n for n in os.listdir(directory or ".") if n.startswith(name + ".bak-agent-chat-")),
+            reverse=True,
+        )
     except OSError:
         return None
     for backup in names:
@@ -165,8 +192,11 @@ def matching_backup(path: str, data: dict) -> str | None:
 
 
 def is_ours(handler: object, marker: str) -> bool:
-    return isinstance(handler, dict) and isinstance(handler.get("command"), str) and \
-        marker in handler["command"]
+    return (
+        isinstance(handler, dict)
+        and isinstance(handler.get("command"), str)
+        and marker in handler["command"]
+    )
 
 
 def our_hooks(settings: dict, marker: str) -> list[tuple[str, str | None, dict]]:
@@ -181,8 +211,7 @@ def our_hooks(settings: dict, marker: str) -> list[tuple[str, str | None, dict]]
         for group in groups:
             handlers = group.get("hooks") if isinstance(group, dict) else None
             if isinstance(handlers, list):
-                found += [(event, group.get("matcher"), h) for h in handlers
-                          if is_ours(h, marker)]
+                found += [(event, group.get("matcher"), h) for h in handlers if is_ours(h, marker)]
     return found
 
 
@@ -226,10 +255,14 @@ def add_hook(settings: dict, event: str, handler: dict, matcher: str | None) -> 
         raise SetupError('"hooks" in the settings is not an object; nothing was changed')
     groups = hooks.setdefault(event, [])
     if not isinstance(groups, list):
-        raise SetupError('"hooks.%s" in the settings is not a list; nothing was changed' % event)
+        raise SetupError(f'"hooks.{event}" in the settings is not a list; nothing was changed')
     for group in groups:
-        if isinstance(group, dict) and group.get("matcher") == matcher and \
-                isinstance(group.get("hooks"), list) and handler in group["hooks"]:
+        if (
+            isinstance(group, dict)
+            and group.get("matcher") == matcher
+            and isinstance(group.get("hooks"), list)
+            and handler in group["hooks"]
+        ):
             return
     group = {"matcher": matcher} if matcher is not None else {}
     group["hooks"] = [handler]
