@@ -242,6 +242,40 @@ def test_http_errors_print_nothing(fake_server, tmp_path: Path, status: int) -> 
     assert len(FakeNotify.paths) == asked
 
 
+@pytest.mark.parametrize("args", [(), ("--json", "UserPromptSubmit")], ids=["plain", "json"])
+def test_line_is_seen_only_once_printed(
+    fake_server: ThreadingHTTPServer, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """A line the CLI never got (stdout closed, hook killed) is spoken again on the next call."""
+    FakeNotify.body = b"@BlueLake(1)\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(
+        AGENT_CHAT_HOME=str(tmp_path),
+        AGENT_CHAT_HOOK_TTL="0",
+        AGENT_CHAT_TOKEN="t",
+        AGENT_CHAT_SERVER=f"http://127.0.0.1:{fake_server.server_address[1]}",
+    )
+    closed = subprocess.run(
+        ["sh", "-c", 'sh "$0" "$@" >&-', HOOK, *args],
+        input=session("s9"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=10,
+    )
+    assert closed.returncode == 0
+    assert not list((tmp_path / "hook").glob("seen.*"))
+    out = run_hook(*args, stdin=session("s9"), home=tmp_path, env=env)[0]
+    line = "[chat] @BlueLake(1) (read: ac listen --unread)"
+    if args:
+        assert json.loads(out) == {
+            "hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": line}
+        }
+    else:
+        assert out == line + "\n"
+    assert run_hook(*args, stdin=session("s9"), home=tmp_path, env=env)[0] == ""
+
+
 def test_curl_config_file_and_old_files_without_the_query(fake_server, tmp_path: Path) -> None:
     """The hook adds ?format=oneline itself, so curl configs written by older versions work."""
     FakeNotify.body = b"#alerts(1!)\n"

@@ -183,6 +183,9 @@ def test_codex_hooks_json_and_skills(home: Path) -> None:
     merged = json.loads(hooks_path.read_text())
     assert merged["hooks"]["UserPromptSubmit"][0] == {"hooks": [USER_HOOK]}
     assert sorted(e for e, _, _ in our_handlers(merged)) == ["PostToolUse", "UserPromptSubmit"]
+    for event, _, handler in our_handlers(merged):
+        # JSON on every event: Codex fails on plain stdout starting with "[".
+        assert handler["command"].split("--json ")[1].startswith(event)
     assert (home / ".agents" / "skills" / "chat" / "SKILL.md").exists()
     assert (home / ".codex" / "config.toml").read_text() == 'model = "gpt-5"\n'
     after = snapshot(home)

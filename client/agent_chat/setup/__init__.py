@@ -28,8 +28,8 @@ import os
 import shlex
 
 from .. import hook_files
-from ..config import read_text
 from ..errors import UsageError
+from ..files import read_text
 from .plan import (
     Plan,
     SetupError,
@@ -190,9 +190,14 @@ class Installer:
         base = self.base(user_dir, ".codex")
         wanted = [
             (
+                # JSON: Codex reads plain stdout starting with "[" as JSON, fails, and drops it.
                 "UserPromptSubmit",
                 None,
-                {"type": "command", "command": self.hook_command(), "timeout": HOOK_TIMEOUT_S},
+                {
+                    "type": "command",
+                    "command": self.hook_command("--json", "UserPromptSubmit"),
+                    "timeout": HOOK_TIMEOUT_S,
+                },
             ),
             (
                 "PostToolUse",

@@ -133,13 +133,18 @@ seen="$dir/seen.$nick.$sid"
 last=""
 [ -r "$seen" ] && IFS= read -r last < "$seen"
 [ "$line" = "$last" ] && exit 0
-printf '%s\n' "$line" > "$seen" 2>/dev/null || exit 0
-[ -z "$line" ] && exit 0
-line="$line (read: ac listen --unread)"
-if [ -n "$json_event" ]; then
-  printf '{"hookSpecificOutput":{"hookEventName":"%s","additionalContext":"%s"}}\n' \
-    "$json_event" "$line"
-else
-  printf '%s\n' "$line"
+# The line counts as seen only once it was printed: a failed write (the CLI closed the pipe,
+# or the hook was killed at its timeout) leaves it unseen, so the next hook call retries.
+if [ -n "$line" ]; then
+  out="$line (read: ac listen --unread)"
+  if [ -n "$json_event" ]; then
+    # JSON for Codex (its UserPromptSubmit parses stdout starting with "[" as JSON and fails),
+    # Gemini CLI (JSON only) and PostToolUse everywhere. The line has no quote or backslash.
+    printf '{"hookSpecificOutput":{"hookEventName":"%s","additionalContext":"%s"}}\n' \
+      "$json_event" "$out" || exit 0
+  else
+    printf '%s\n' "$out" || exit 0
+  fi
 fi
+printf '%s\n' "$line" > "$seen" 2>/dev/null
 exit 0
