@@ -160,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_format(p)
 
     add("stop", "stop the background server; no process is left behind")
+    p = add(
+        "restart",
+        "stop the background server and start it again, keeping its data "
+        "(starts it if it was not running)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=control.DEFAULT_START_TIMEOUT,
+        metavar="S",
+        help="give up starting after S seconds (default: %(default).0f)",
+    )
+    _add_log_format(p)
     add("status", "check Synapse, the appservice and Synapse's ping of it")
     accounts.add_parsers(add)
     ops.add_parsers(add)
@@ -233,6 +246,17 @@ def cmd_stop(dd: DataDir, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restart(dd: DataDir, args: argparse.Namespace) -> int:
+    control.load_config(dd)  # a missing or broken config is refused before anything stops
+    for line in control.stop(dd):
+        print(line)
+    result = control.start_background(dd, timeout=args.timeout, log_format=args.log_format)
+    print(f"started in {result.seconds:.1f} s (pid {result.pid}); logs in {dd.logs}")
+    print(f"Synapse: {result.synapse_url}")
+    print(f"API: {result.api_url}  (REST API under {result.api_url}/_agent_chat/v1)")
+    return EXIT_OK
+
+
 def cmd_status(dd: DataDir, args: argparse.Namespace) -> int:
     result = control.status(dd)
     for line in result.lines:
@@ -245,6 +269,7 @@ COMMANDS = {
     "run": cmd_run,
     "start": cmd_start,
     "stop": cmd_stop,
+    "restart": cmd_restart,
     "status": cmd_status,
     **accounts.COMMANDS,
     **ops.COMMANDS,
