@@ -9,7 +9,8 @@ import stat
 
 import pytest
 
-from agent_chat import config, identity
+from agent_chat import config, flat_toml, identity, state, urls
+from agent_chat.errors import ConfigFileError
 
 
 def test_flat_toml_roundtrip() -> None:
@@ -17,8 +18,8 @@ def test_flat_toml_roundtrip() -> None:
         "server": {"url": "http://h:1", "registration_token": 'a"b\\c\n\x01'},
         "identity": {"nick": "Blue Lake"},
     }
-    text = config.dump_toml(data)
-    assert config.parse_flat_toml(text) == data
+    text = flat_toml.dump_toml(data)
+    assert flat_toml.parse_flat_toml(text) == data
     import tomllib
 
     assert tomllib.loads(text) == data
@@ -26,12 +27,12 @@ def test_flat_toml_roundtrip() -> None:
 
 def test_toml_fallback_to_tomllib() -> None:
     text = '[server]\nurl = "http://h"  # comment\nport = 5\n[identity]\nnick = """x"""\n'
-    assert config.parse_toml(text) == {
+    assert flat_toml.parse_toml(text) == {
         "server": {"url": "http://h", "port": 5},
         "identity": {"nick": "x"},
     }
-    with pytest.raises(config.ConfigFileError):
-        config.parse_toml("[server\nurl=")
+    with pytest.raises(ConfigFileError):
+        flat_toml.parse_toml("[server\nurl=")
 
 
 def test_ensure_client_config(agent_home: Path) -> None:
@@ -66,7 +67,7 @@ def test_settings_precedence(agent_home: Path) -> None:
         False,
     )
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home / "none")})
-    assert (s.server_url, s.server_source, s.nick) == (config.DEFAULT_SERVER, "default", None)
+    assert (s.server_url, s.server_source, s.nick) == (urls.DEFAULT_SERVER, "default", None)
 
 
 def test_credentials_keyed_by_server_and_nick(agent_home: Path) -> None:
@@ -90,18 +91,38 @@ def test_credentials_keyed_by_server_and_nick(agent_home: Path) -> None:
 
 def test_broken_credentials_file(agent_home: Path) -> None:
     (agent_home / "credentials.json").write_text("{nope")
-    with pytest.raises(config.ConfigFileError):
+    with pytest.raises(ConfigFileError):
         identity.load_credentials(str(agent_home))
 
 
 def test_write_caches_and_token_mode(agent_home: Path) -> None:
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home)})
-    config.write_caches(s, "k", unread_line="#a(1)", unread={"#a": {"count": 1}})
+    state.write_caches(s, "k", unread_line="#a(1)", unread={"#a": {"count": 1}})
     assert (agent_home / "unread.line").read_text() == "#a(1)\n"
     assert json.loads((agent_home / "state.json").read_text())["identities"]["k"]["unread"]
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home), "AGENT_CHAT_NICK": "Bo b"})
-    assert config.unread_line_path(s).endswith("unread.bo_b.line")
+    assert state.unread_line_path(s).endswith("unread.bo_b.line")
     other = agent_home / "token-only"
     s = config.Settings({"AGENT_CHAT_HOME": str(other), "AGENT_CHAT_TOKEN": "t"})
-    config.write_caches(s, "k", unread_line="x")
+    state.write_caches(s, "k", unread_line="x")
     assert not other.exists()
+
+
+def test_write_caches_drops_only_the_expected_errors(
+    agent_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = config.Settings({"AGENT_CHAT_HOME": str(agent_home)})
+    (agent_home / "state.json").write_text("{nope")  # not JSON: started again
+    state.write_caches(s, "k", last_event="$e")
+    assert json.loads((agent_home / "state.json").read_text())["identities"]["k"]["last_event"]
+    (agent_home / "state.json").unlink()
+    (agent_home / "state.json").mkdir()  # unreadable and unwritable: OSError, dropped
+    state.write_caches(s, "k", unread_line="#a(1)")
+    (agent_home / "state.json").rmdir()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(state, "atomic_write", broken)
+    with pytest.raises(RuntimeError):  # a bug is not hidden
+        state.write_caches(s, "k", last_event="$e")

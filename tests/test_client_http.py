@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 import socket
 import threading
+import time
 
 import pytest
 
@@ -17,10 +18,18 @@ from agent_chat.api import error_for
 from agent_chat.errors import AuthError, NetworkError, RateLimited
 
 
-class CannedServer:
-    """Accepts connections, reads one request, answers canned bytes (or stalls/closes)."""
+class Trickle:
+    """An answer sent one byte at a time, ``interval`` seconds apart."""
 
-    def __init__(self, answers: list[bytes | None]) -> None:
+    def __init__(self, data: bytes, interval: float) -> None:
+        self.data = data
+        self.interval = interval
+
+
+class CannedServer:
+    """Accepts connections, reads one request, answers canned bytes (or stalls/trickles)."""
+
+    def __init__(self, answers: list[bytes | Trickle | None]) -> None:
         self.answers = list(answers)
         self.requests: list[bytes] = []
         self.sock = socket.socket()
@@ -54,6 +63,14 @@ class CannedServer:
                 if answer is None:  # stall until the client gives up
                     conn.recv(1)
                     continue
+                if isinstance(answer, Trickle):
+                    try:
+                        for i in range(len(answer.data)):
+                            conn.sendall(answer.data[i : i + 1])
+                            time.sleep(answer.interval)
+                    except OSError:  # the client gave up
+                        pass
+                    continue
                 conn.sendall(answer)
 
     def close(self) -> None:
@@ -64,7 +81,7 @@ class CannedServer:
 def canned() -> Iterator[type[CannedServer]]:
     servers: list[CannedServer] = []
 
-    def make(answers: list[bytes | None]) -> CannedServer:
+    def make(answers: list[bytes | Trickle | None]) -> CannedServer:
         s = CannedServer(answers)
         servers.append(s)
         return s
@@ -130,6 +147,57 @@ def test_timeout(canned) -> None:
     with pytest.raises(http.ConnectionFailed) as e:
         http.request("GET", srv.url, timeout=0.3)
     assert e.value.kind == "timeout" and e.value.sent
+
+
+def test_deadline_bounds_a_trickling_server(canned) -> None:
+    # Each byte comes well within the per-read timeout; only the total deadline stops it.
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b" " * 100
+    srv = canned([Trickle(answer, 0.05)])
+    start = time.monotonic()
+    with pytest.raises(http.ConnectionFailed) as e:
+        http.request("GET", srv.url, timeout=1.0, deadline=0.5)
+    elapsed = time.monotonic() - start
+    assert e.value.kind == "timeout" and e.value.sent and e.value.exit_code == 2
+    assert "within 0.5 s" in e.value.message
+    assert 0.45 <= elapsed < 3.0  # the trickle alone would take 7.5 s
+
+
+def test_deadline_defaults_to_twice_the_timeout(canned) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b" " * 100
+    srv = canned([Trickle(answer, 0.05)])
+    start = time.monotonic()
+    with pytest.raises(http.ConnectionFailed) as e:
+        http.request("GET", srv.url, timeout=0.3)
+    assert e.value.kind == "timeout" and "within 0.6 s" in e.value.message
+    assert time.monotonic() - start < 3.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer t\r\nX-Evil: 1"},
+        {"Authorization": "Bearer t\nX-Evil: 1"},
+        {"Authorization": "Bearer t\rX"},
+        {"Authorization": "Bearer t\x00"},
+        {"X-Evil: 1\r\nAuthorization": "t"},
+        {"Bad Name": "t"},
+        {"": "t"},
+    ],
+)
+def test_header_injection_is_refused(canned, headers: dict[str, str]) -> None:
+    srv = canned([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"])
+    with pytest.raises(http.InvalidHeader) as e:
+        http.request("GET", srv.url, headers=headers)
+    assert e.value.exit_code == 1
+    assert "Bearer" not in e.value.message  # the value (a token) is never shown
+    assert not srv.requests  # nothing was sent
+    assert http.request("GET", srv.url).status == 200
+
+
+def test_control_characters_in_the_url_are_refused() -> None:
+    for url in ("http://h/a b", "http://h/a\r\nX: 1", "http://h\x00/"):
+        with pytest.raises(ValueError):
+            http.request("GET", url)
 
 
 def test_dns_failure() -> None:

@@ -10,8 +10,8 @@ import sys
 import time
 
 from . import http
-from .config import API_PREFIX
 from .errors import ApiError, AuthError, NetworkError, RateLimited
+from .urls import API_PREFIX
 
 
 class Client:
@@ -77,7 +77,7 @@ class Client:
                     f"the server sent an answer that is not JSON (is {self.server_url} the Agent "
                     "Chat API?)",
                     resp.status,
-                    detail=resp.body[:200],
+                    detail=repr(resp.body[:200]),
                 ) from None
         raise error_for(resp, self.server_url)
 

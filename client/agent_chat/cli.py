@@ -52,7 +52,7 @@ def run(argv):
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # ConfigFileError, OSError on our own files, ...
-        from .config import ConfigFileError
+        from .errors import ConfigFileError
 
         if isinstance(e, (ConfigFileError, OSError)):
             return _report(str(e), None, EXIT_ERROR)

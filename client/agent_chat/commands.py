@@ -7,18 +7,12 @@ import time
 from . import identity as ident
 from . import render
 from .api import Client, log
-from .config import (
-    CONFIG_KEYS,
-    Settings,
-    normalize_server_url,
-    save_config,
-    unread_line_path,
-    valid_server_url,
-    write_caches,
-)
+from .config import CONFIG_KEYS, Settings, save_config
 from .errors import AcError, ApiError, AuthError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
+from .state import unread_line_path, write_caches
+from .urls import normalize_server_url, valid_server_url
 
 NOTIFY_TIMEOUT = 5.0
 

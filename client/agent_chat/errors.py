@@ -4,6 +4,8 @@ Exit codes: 0 success; 1 any other error (usage errors included); 2 server unrea
 3 authentication failed; 4 rate-limited.
 """
 
+from __future__ import annotations
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
@@ -11,12 +13,16 @@ EXIT_AUTH = 3
 EXIT_RATE_LIMITED = 4
 
 
+class ConfigFileError(Exception):
+    """config.toml or credentials.json cannot be read or parsed (exit code 1)."""
+
+
 class AcError(Exception):
     """An error shown as one concise line on stderr; ``detail`` is added with ``--verbose``."""
 
     exit_code = EXIT_ERROR
 
-    def __init__(self, message, detail=None):
+    def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
@@ -43,7 +49,9 @@ class RateLimited(AcError):
 
     exit_code = EXIT_RATE_LIMITED
 
-    def __init__(self, message, retry_after=None, detail=None):
+    def __init__(
+        self, message: str, retry_after: float | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message, detail)
         self.retry_after = retry_after
 
@@ -51,7 +59,9 @@ class RateLimited(AcError):
 class ApiError(AcError):
     """Any other error answer from the API (``errcode``/``error``/``status`` kept)."""
 
-    def __init__(self, message, status=0, errcode="", detail=None):
+    def __init__(
+        self, message: str, status: int = 0, errcode: str = "", detail: str | None = None
+    ) -> None:
         super().__init__(message, detail)
         self.status = status
         self.errcode = errcode

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .config import API_PREFIX, atomic_write, ensure_dir
+from .files import atomic_write, ensure_dir
+from .urls import API_PREFIX
 
 HOOK_DIR = "hook"
 SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")

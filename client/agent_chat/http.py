@@ -1,22 +1,52 @@
 """A small HTTP/1.1 client over a raw socket: one request per connection.
 
 Why not ``http.client``/``urllib``: their imports cost ~26 ms of a hook's budget, a raw socket
-~1-3 ms (see DESIGN.md). This speaks exactly what the appservice API needs: a request with a JSON
-body, a response with ``Content-Length``, ``Transfer-Encoding: chunked`` or read-to-close.
-``https://`` URLs load ``ssl`` lazily and verify certificates with the system's defaults.
+~1-3 ms (see DESIGN.md). It speaks exactly what the appservice API needs, and no more.
+
+Supported:
+
+- ``http://`` and ``https://`` URLs (``ssl`` loaded lazily; certificates verified against the
+  system's trust store with ``ssl.create_default_context()``), host names, IPv4 and ``[IPv6]``
+  literals, an explicit port, a base path;
+- one request per connection (``Connection: close``), with an optional body sent as
+  ``application/json`` with a ``Content-Length``;
+- answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` (trailers skipped) or the
+  end of the connection; interim ``1xx`` answers skipped; no body for ``HEAD``, 204 and 304;
+- a per-operation ``timeout`` (connecting, sending, each read) and a total ``deadline`` for the
+  whole exchange, so a server that trickles bytes cannot hold a command for ever;
+- limits: 64 KiB of status line and headers, 64 MiB of body (kept in memory).
+
+Not supported, by design: keep-alive and pipelining, redirects (a 3xx is returned as it is),
+proxies (``HTTP(S)_PROXY`` are ignored), compression (no ``Accept-Encoding`` is sent), user
+and password in the URL (dropped), cookies, ``Expect: 100-continue``, HTTP/2, client
+certificates, streaming. Host name resolution (``getaddrinfo``) blocks and is bounded by
+neither the timeout nor the deadline; non-ASCII host names go through Python's ``idna`` codec.
+
+Headers are checked before anything is sent: a CR, LF or NUL in a header name or value (or a
+space or control character in the URL) would let one header smuggle others into the request,
+so it is refused with :class:`InvalidHeader` (or ``ValueError`` for the URL).
 
 Connection failures (refused, timed out, reset, DNS, TLS, a truncated answer) raise
 :class:`ConnectionFailed`, a :class:`~agent_chat.errors.NetworkError` (exit code 2).
 """
 
-import _socket
+from __future__ import annotations
 
-from .errors import NetworkError
+import _socket
+import time
+
+from .errors import AcError, NetworkError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_TIMEOUT = 15.0
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 USER_AGENT = "ac/0.1"
+#: Characters that end a header line (or the C string behind it): never inside one.
+_LINE_BREAKS = ("\r", "\n", "\0")
 
 
 class ConnectionFailed(NetworkError):
@@ -27,10 +57,16 @@ class ConnectionFailed(NetworkError):
         sent: whether the whole request had been written before the failure.
     """
 
-    def __init__(self, message, kind, sent=False, detail=None):
+    def __init__(
+        self, message: str, kind: str, sent: bool = False, detail: str | None = None
+    ) -> None:
         super().__init__(message, detail)
         self.kind = kind
         self.sent = sent
+
+
+class InvalidHeader(AcError):
+    """A header name or value the client refuses to send (a line break or NUL in it)."""
 
 
 class Response:
@@ -38,20 +74,28 @@ class Response:
 
     __slots__ = ("body", "headers", "reason", "status")
 
-    def __init__(self, status, reason, headers, body):
+    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.body = body
 
-    def json(self):
+    def json(self) -> object:
+        """The body parsed as JSON (``ValueError`` if it is not)."""
         import json
 
-        return json.loads(self.body.decode("utf-8"))
+        result: object = json.loads(self.body.decode("utf-8"))
+        return result
 
 
-def split_url(url):
-    """``http://host:port/base`` → (scheme, host, port, base path without trailing slash)."""
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """``http://host:port/base`` → (scheme, host, port, base path without trailing slash).
+
+    Raises:
+        ValueError: not an http(s) URL, no host, a bad port, or a space or control character.
+    """
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError(f"space or control character in URL: {url!r}")
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("http", "https"):
@@ -59,20 +103,20 @@ def split_url(url):
     hostport, slash, path = rest.partition("/")
     hostport = hostport.rpartition("@")[2]
     if hostport.startswith("["):
-        host, _, port = hostport[1:].partition("]")
-        port = port[1:] if port.startswith(":") else ""
+        host, _, port_text = hostport[1:].partition("]")
+        port_text = port_text[1:] if port_text.startswith(":") else ""
     elif hostport.count(":") == 1:
-        host, _, port = hostport.partition(":")
+        host, _, port_text = hostport.partition(":")
     else:
-        host, port = hostport, ""
+        host, port_text = hostport, ""
     if not host:
         raise ValueError(f"no host in URL: {url!r}")
-    port = int(port) if port else (443 if scheme == "https" else 80)
+    port = int(port_text) if port_text else (443 if scheme == "https" else 80)
     base = ("/" + path).rstrip("/") if slash else ""
     return scheme, host, port, base
 
 
-def quote(s, safe=""):
+def quote(s: str, safe: str = "") -> str:
     """Percent-encode a string for a URL path segment or query value (RFC 3986 unreserved)."""
     out = []
     for b in s.encode("utf-8"):
@@ -84,7 +128,7 @@ def quote(s, safe=""):
     return "".join(out)
 
 
-def urlencode(params):
+def urlencode(params: Mapping[str, object]) -> str:
     """Query string from a dict, skipping None values; booleans as ``true``/``false``."""
     parts = []
     for key, value in params.items():
@@ -96,13 +140,62 @@ def urlencode(params):
     return "&".join(parts)
 
 
-def _fail(e, host, port, sent, stage):
-    where = "%s:%d" % (host, port)
+def header_line(name: str, value: str) -> str:
+    """``Name: value``, refusing what would end the line early or is not a header name.
+
+    Raises:
+        InvalidHeader: a CR, LF or NUL in the name or value (the value is not shown: it may
+            be a token), or a name with a colon, space or control character.
+    """
+    if not name or any(c <= " " or c in ":\x7f" for c in name):
+        raise InvalidHeader(f"refusing to send a header named {name!r}: not a header name")
+    if any(c in value for c in _LINE_BREAKS):
+        raise InvalidHeader(
+            f"refusing to send the {name} header: its value contains a line break (CR or LF)"
+            " or a NUL character"
+        )
+    return f"{name}: {value}"
+
+
+class _DeadlinePassed(TimeoutError):
+    """The request's total deadline passed (a TimeoutError: the same ``timeout`` kind)."""
+
+
+class _Clock:
+    """Per-operation timeouts, cut short by what is left of the request's total deadline."""
+
+    __slots__ = ("deadline", "end", "timeout")
+
+    def __init__(self, timeout: float, deadline: float) -> None:
+        self.timeout = timeout
+        self.deadline = deadline
+        self.end = time.monotonic() + deadline
+
+    def next(self) -> float:
+        """Seconds the next socket operation may take; raises once the deadline passed."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed
+        return min(self.timeout, left)
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+def _fail(e: OSError, host: str, port: int, sent: bool, stage: str, clock: _Clock) -> NetworkError:
+    where = f"{host}:{port}"
     if isinstance(e, ConnectionFailed):
         return e
     if isinstance(e, ConnectionRefusedError):
         return ConnectionFailed(
             f"server unreachable: connection refused by {where}", "refused", sent
+        )
+    if isinstance(e, TimeoutError) and (isinstance(e, _DeadlinePassed) or clock.passed()):
+        return ConnectionFailed(
+            f"server unreachable: no complete answer from {where} within {clock.deadline:g} s"
+            f" ({stage})",
+            "timeout",
+            sent,
         )
     if isinstance(e, TimeoutError):
         return ConnectionFailed(
@@ -124,56 +217,70 @@ def _fail(e, host, port, sent, stage):
     )
 
 
-def _connect(scheme, host, port, timeout):
+def _connect(scheme: str, host: str, port: int, clock: _Clock) -> _socket.socket:
+    """A connected socket (an ``ssl.SSLSocket`` for https), with the clock's timeout."""
     if scheme == "https":
         import socket
         import ssl
 
-        sock = socket.create_connection((host, port), timeout)
+        sock = socket.create_connection((host, port), clock.next())
         try:
+            sock.settimeout(clock.next())
             return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         except BaseException:
             sock.close()
             raise
-    last = None
+    last: OSError | None = None
     # An ASCII host given as bytes skips the idna codec's import.
     name = host.encode("ascii") if host.isascii() else host
     for family, type_, proto, _name, addr in _socket.getaddrinfo(
         name, port, 0, _socket.SOCK_STREAM
     ):
-        sock = _socket.socket(family, type_, proto)
+        raw = _socket.socket(family, type_, proto)
         try:
-            sock.settimeout(timeout)
-            sock.connect(addr)
-            return sock
+            raw.settimeout(clock.next())
+            raw.connect(addr)
+            return raw
         except OSError as e:
-            sock.close()
+            raw.close()
             last = e
     raise last if last else ConnectionRefusedError("no address")
 
 
-def request(method, url, body=None, headers=None, timeout=DEFAULT_TIMEOUT):
+def request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = None,
+) -> Response:
     """Send one request and read the whole answer.
 
     Args:
         method: ``GET``, ``POST``, ``PUT``...
         url: absolute URL (path and query already encoded).
         body: bytes or None.
-        headers: extra headers (dict).
-        timeout: seconds for connecting and for each read.
+        headers: extra headers.
+        timeout: seconds for connecting, for sending, and for each read.
+        deadline: seconds for the whole exchange, from connecting to the answer's last byte
+            (default: twice ``timeout``).
 
     Returns:
         :class:`Response`, whatever the status.
 
     Raises:
-        ConnectionFailed: the server was unreachable or the connection broke.
+        ConnectionFailed: the server was unreachable, the connection broke, or the timeout or
+            the deadline passed (kind ``timeout``).
+        InvalidHeader: a header with a line break or NUL in it; nothing was sent.
+        ValueError: a malformed URL; nothing was sent.
     """
     scheme, host, port, path = split_url(url)
     if not path:
         path = "/"
     host_header = host if ":" not in host else f"[{host}]"
     if port != (443 if scheme == "https" else 80):
-        host_header = "%s:%d" % (host_header, port)
+        host_header = f"{host_header}:{port}"
     lines = [
         f"{method} {path} HTTP/1.1",
         "Host: " + host_header,
@@ -183,39 +290,46 @@ def request(method, url, body=None, headers=None, timeout=DEFAULT_TIMEOUT):
     ]
     if body is not None:
         lines.append("Content-Type: application/json")
-        lines.append("Content-Length: %d" % len(body))
+        lines.append(f"Content-Length: {len(body)}")
     if headers:
         for key, value in headers.items():
-            lines.append(f"{key}: {value}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            lines.append(header_line(key, value))
+    try:
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidHeader("refusing to send a header with characters outside Latin-1") from None
     if body:
         data += body
+    clock = _Clock(timeout, 2 * timeout if deadline is None else deadline)
     sent = False
     sock = None
     stage = "connecting"
     try:
-        sock = _connect(scheme, host, port, timeout)
+        sock = _connect(scheme, host, port, clock)
         stage = "sending"
+        sock.settimeout(clock.next())
         sock.sendall(data)
         sent = True
         stage = "waiting for the answer"
-        return _read_response(sock, method)
+        return _read_response(_Reader(sock, clock), method)
     except OSError as e:
-        raise _fail(e, host, port, sent, stage) from None
+        raise _fail(e, host, port, sent, stage, clock) from None
     finally:
         if sock is not None:
             sock.close()
 
 
 class _Reader:
-    __slots__ = ("buf", "eof", "sock")
+    __slots__ = ("buf", "clock", "eof", "sock")
 
-    def __init__(self, sock):
+    def __init__(self, sock: _socket.socket, clock: _Clock) -> None:
         self.sock = sock
+        self.clock = clock
         self.buf = bytearray()
         self.eof = False
 
-    def fill(self):
+    def fill(self) -> bool:
+        self.sock.settimeout(self.clock.next())
         chunk = self.sock.recv(65536)
         if not chunk:
             self.eof = True
@@ -223,7 +337,7 @@ class _Reader:
         self.buf += chunk
         return True
 
-    def until(self, marker, limit):
+    def until(self, marker: bytes, limit: int) -> bytes:
         start = 0
         while True:
             i = self.buf.find(marker, start)
@@ -237,7 +351,7 @@ class _Reader:
             if not self.fill():
                 raise ConnectionFailed("server closed the connection mid-answer", "reset", True)
 
-    def exactly(self, n):
+    def exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
             if not self.fill():
                 raise ConnectionFailed("server closed the connection mid-answer", "reset", True)
@@ -245,7 +359,7 @@ class _Reader:
         del self.buf[:n]
         return out
 
-    def rest(self):
+    def rest(self) -> bytes:
         while self.fill():
             if len(self.buf) > MAX_BODY:
                 raise ConnectionFailed("answer too large", "protocol", True)
@@ -254,8 +368,8 @@ class _Reader:
         return out
 
 
-def _read_response(sock, method):
-    reader = _Reader(sock)
+def _read_head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
+    """Status, reason and lower-cased headers of the final (non-1xx) answer."""
     while True:
         head = reader.until(b"\r\n\r\n", MAX_HEAD)
         status_line, _, header_block = head.partition(b"\r\n")
@@ -263,37 +377,44 @@ def _read_response(sock, method):
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             raise ConnectionFailed(f"not an HTTP answer: {status_line[:60]!r}", "protocol", True)
         status = int(parts[1])
+        if 100 <= status < 200 and status != 101:
+            continue  # 100 Continue and friends: the real answer follows
         reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
         headers = {}
         for line in header_block.split(b"\r\n"):
             key, sep, value = line.partition(b":")
             if sep:
                 headers[key.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        if 100 <= status < 200 and status != 101:
-            continue  # 100 Continue and friends: the real answer follows
-        break
+        return status, reason, headers
+
+
+def _read_chunked(reader: _Reader) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        size_line = reader.until(b"\r\n", 4096)
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ConnectionFailed("bad chunked encoding", "protocol", True) from None
+        if size == 0:
+            # trailers, then the empty line
+            while reader.until(b"\r\n", MAX_HEAD):
+                pass
+            return b"".join(chunks)
+        total += size
+        if total > MAX_BODY:
+            raise ConnectionFailed("answer too large", "protocol", True)
+        chunks.append(reader.exactly(size))
+        reader.exactly(2)
+
+
+def _read_response(reader: _Reader, method: str) -> Response:
+    status, reason, headers = _read_head(reader)
     if method == "HEAD" or status in (204, 304):
         return Response(status, reason, headers, b"")
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks = []
-        total = 0
-        while True:
-            size_line = reader.until(b"\r\n", 4096)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise ConnectionFailed("bad chunked encoding", "protocol", True) from None
-            if size == 0:
-                # trailers, then the empty line
-                while reader.until(b"\r\n", MAX_HEAD):
-                    pass
-                break
-            total += size
-            if total > MAX_BODY:
-                raise ConnectionFailed("answer too large", "protocol", True)
-            chunks.append(reader.exactly(size))
-            reader.exactly(2)
-        body = b"".join(chunks)
+        body = _read_chunked(reader)
     elif "content-length" in headers:
         try:
             length = int(headers["content-length"])

@@ -19,10 +19,9 @@ import json
 import os
 import time
 
-from .config import CREDENTIALS_FILE, ConfigFileError, atomic_write, ensure_dir, read_text
-from .errors import AcError, ApiError, AuthError, UsageError
-
-LOCK_FILE = "credentials.lock"
+from .errors import AcError, ApiError, AuthError, ConfigFileError, UsageError
+from .files import atomic_write, ensure_dir, read_text
+from .paths import CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE
 
 
 class Identity:
@@ -148,7 +147,8 @@ class CredentialsLock:
         import fcntl
 
         ensure_dir(self.home)
-        self.fd = os.open(os.path.join(self.home, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        path = os.path.join(self.home, CREDENTIALS_LOCK_FILE)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

@@ -11,8 +11,8 @@ import json
 import os
 import time
 
-from ..config import atomic_write, read_text
 from ..errors import AcError
+from ..files import atomic_write, read_text
 
 
 class SetupError(AcError):

@@ -1,0 +1,34 @@
+"""The client's directory and the names of the files in it.
+
+``$AGENT_CHAT_HOME`` (default ``~/.agent-chat``, mode 0700) holds:
+
+- ``config.toml`` (mode 0600: it may hold the registration token): :mod:`agent_chat.config`;
+- ``credentials.json`` (mode 0600, written atomically under ``credentials.lock``): identities
+  keyed by server URL and nick, :mod:`agent_chat.identity`;
+- ``state.json`` and ``unread.line``: caches, deleting them loses nothing: :mod:`agent_chat.state`;
+- ``hook/``: the files the shell hook reads: :mod:`agent_chat.hook_files`.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+CONFIG_FILE = "config.toml"
+CREDENTIALS_FILE = "credentials.json"
+CREDENTIALS_LOCK_FILE = "credentials.lock"
+STATE_FILE = "state.json"
+UNREAD_LINE_FILE = "unread.line"
+HOOK_DIR = "hook"
+
+
+def home_dir(env: Mapping[str, str] | None = None) -> str:
+    """The client's directory: ``$AGENT_CHAT_HOME`` or ``~/.agent-chat``."""
+    env = os.environ if env is None else env
+    home = env.get("AGENT_CHAT_HOME")
+    if home:
+        return os.path.abspath(os.path.expanduser(home))
+    return os.path.join(os.path.expanduser("~"), ".agent-chat")

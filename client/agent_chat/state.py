@@ -1,0 +1,81 @@
+"""The client's caches: ``state.json`` and the unread line. Deleting them loses nothing.
+
+- ``state.json``: per identity (``<server URL>|<nick key>``) the last unread counts
+  (``unread``, ``notify_at``), the last event shown by ``ac listen`` (``last_event``) and
+  ``updated_at``.
+- ``unread.line`` (``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity): the last
+  ``ac notify --oneline`` line, for status bars that read a file.
+
+Writing them is best effort (:func:`write_caches`): the command's real work is done by then.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .files import atomic_write, read_text
+from .paths import STATE_FILE, UNREAD_LINE_FILE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+def _safe_file_part(nick: str) -> str:
+    return "".join(c if (c.isascii() and (c.isalnum() or c in "_-")) else "_" for c in nick)
+
+
+def unread_line_path(settings: Settings) -> str:
+    """``unread.line``, or ``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity."""
+    if settings.env_nick:
+        return settings.path(f"unread.{_safe_file_part(settings.env_nick.lower())}.line")
+    return settings.path(UNREAD_LINE_FILE)
+
+
+def write_caches(
+    settings: Settings,
+    identity_key: str,
+    unread_line: str | None = None,
+    unread: dict[str, object] | None = None,
+    last_event: str | None = None,
+) -> None:
+    """Update state.json and the unread line; never with ``AGENT_CHAT_TOKEN`` (no files).
+
+    Best effort: a read-only or full home directory, or a state.json that is not ours to parse,
+    must not fail a command whose request already succeeded; those errors (OSError, and
+    ValueError for bad JSON or text) are dropped. Anything else is a bug and propagates.
+    """
+    if not settings.writes_files:
+        return
+    try:
+        _update_state(settings.path(STATE_FILE), identity_key, unread, last_event)
+        if unread_line is not None:
+            atomic_write(unread_line_path(settings), (unread_line + "\n").encode("utf-8"), 0o600)
+    except (OSError, ValueError):
+        pass
+
+
+def _update_state(
+    path: str, identity_key: str, unread: dict[str, object] | None, last_event: str | None
+) -> None:
+    try:
+        loaded = json.loads(read_text(path) or "{}")
+    except ValueError:  # not JSON (or not UTF-8): start again, it is only a cache
+        loaded = None
+    state: dict[str, object] = loaded if isinstance(loaded, dict) else {}
+    identities = state.get("identities")
+    if not isinstance(identities, dict):
+        identities = state["identities"] = {}
+    entry = identities.get(identity_key)
+    if not isinstance(entry, dict):
+        entry = identities[identity_key] = {}
+    now = int(time.time())
+    if unread is not None:
+        entry["unread"] = unread
+        entry["notify_at"] = now
+    if last_event is not None:
+        entry["last_event"] = last_event
+    entry["updated_at"] = now
+    state["version"] = 1
+    atomic_write(path, json.dumps(state, indent=1, sort_keys=True).encode(), 0o600)
