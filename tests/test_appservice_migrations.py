@@ -102,7 +102,8 @@ def test_upgrading_keeps_every_unread_count_and_counts_on(database_url: str) -> 
             assert _entry(await tables.Ledger.unread(CAROL)) == (1, False, "Alice")
             assert _entry(await tables.Ledger.unread(ALICE)) == (1, False, "Carol")
             # Reading recounts from the marker: Bob read up to Carol's urgent message.
-            assert await tables.Ledger.mark_read(None, BOB, ROOM, 4, "$e3")
+            async with tables.transaction() as conn:
+                assert await tables.Ledger.mark_read(conn, BOB, ROOM, 4, "$e3")
             assert _entry(await tables.Ledger.unread(BOB)) == (2, False, "Alice")
         finally:
             await db.stop()

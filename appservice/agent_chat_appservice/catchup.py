@@ -16,9 +16,9 @@ from typing import Any
 import logging
 
 from mautrix.api import Method, Path
-from mautrix.util.async_db import Database
 
 from . import ingest
+from .db import Member, Message, transaction
 from .homeserver import Homeserver
 
 log = logging.getLogger("agent_chat.catchup")
@@ -27,37 +27,29 @@ PAGE = 100
 DEPTH = 300
 
 
-async def catch_up(
-    db: Database, hs: Homeserver, server_name: str, is_ours: Callable[[str], bool]
-) -> int:
-    """Apply missed events in every room we hold messages of; returns how many were new."""
-    q = (
-        "SELECT r.room_id, (SELECT m.event_id FROM message m WHERE m.room_id=r.room_id"
-        " ORDER BY m.seq DESC LIMIT 1) AS newest FROM room r"
-    )
+async def catch_up(hs: Homeserver, server_name: str, is_ours: Callable[[str], bool]) -> int:
+    """Apply missed events in every room we hold messages of; returns how many were new.
+
+    A room without stored messages has nothing to anchor on: history before us is not news.
+    """
     applied = 0
-    for row in await db.fetch(q):
-        if row["newest"] is None:
-            continue  # nothing to anchor on: history before us is not news
-        q = "SELECT user_id FROM member WHERE room_id=$1 AND membership='join' ORDER BY user_id"
-        ours = [r["user_id"] for r in await db.fetch(q, row["room_id"]) if is_ours(r["user_id"])]
+    for room_id in await Message.rooms_with_messages():
+        ours = [u for u in await Member.joined_user_ids(room_id) if is_ours(u)]
         if not ours:
             continue  # nobody of ours can read the room
         try:
-            missed = await _recent_events(hs, row["room_id"], ours[0])
+            missed = await _recent_events(hs, room_id, ours[0])
         except Exception as e:
-            log.warning("catch-up of %s failed: %s", row["room_id"], e)
+            log.warning("catch-up of %s failed: %s", room_id, e)
             continue
         records = [r for r in (ingest.parse_event(e, server_name) for e in missed) if r]
         if not records:
             continue
-        before = await db.fetchval("SELECT COUNT(*) FROM message WHERE room_id=$1", row["room_id"])
-        async with db.acquire() as conn, conn.transaction():
-            await ingest.apply(conn, records, is_ours)
-        after = await db.fetchval("SELECT COUNT(*) FROM message WHERE room_id=$1", row["room_id"])
-        if after > before:
-            log.info("caught up %d missed message(s) in %s", after - before, row["room_id"])
-            applied += after - before
+        async with transaction() as conn:
+            effects = await ingest.apply(conn, records, is_ours)
+        if effects.messages_counted:
+            log.info("caught up %d missed message(s) in %s", effects.messages_counted, room_id)
+            applied += effects.messages_counted
     return applied
 
 

@@ -9,8 +9,7 @@ import random
 import re
 
 from . import metrics
-from .db import Identity
-from .db.identity import now_ms
+from .db import Identity, now_ms
 from .errors import ApiError
 from .rooms import Rooms
 
@@ -80,7 +79,7 @@ class Identities:
         try:
             await self._provision(identity)
         except Exception:
-            await Identity.db.execute("DELETE FROM identity WHERE user_id=$1", identity.user_id)
+            await identity.delete()
             raise
         token = await identity.issue_token()
         metrics.REGISTRATIONS.inc(kind)

@@ -194,7 +194,7 @@ async def apply(
             else:
                 await Room.set_field(conn, record.room_id, record.field, record.value)
         elif isinstance(record, ReceiptRecord):
-            found = await Message.seq_of(record.event_id, conn)
+            found = await Message.seq_of(conn, record.event_id)
             if found and found[0] == record.room_id:
                 await Ledger.mark_read(
                     conn, record.user_id, record.room_id, found[1], record.event_id
@@ -203,13 +203,7 @@ async def apply(
 
 
 async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
-    row = await conn.fetchrow(
-        "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
-        " (SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2) AS name",
-        rec.room_id,
-        rec.sender,
-    )
-    alias, name = row["alias"], row["name"]
+    alias, name = await Room.alias_and_member_name(conn, rec.room_id, rec.sender)
     urgent = rec.room_mention or is_urgent(rec.body, alias)
     seq = await Message.insert(
         conn,

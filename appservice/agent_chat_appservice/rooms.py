@@ -12,7 +12,7 @@ import time
 
 from mautrix.errors import MatrixRequestError, MNotFound
 
-from .db import DirectChat, Identity, Ledger, Member, Room
+from .db import DirectChat, Identity, Ledger, Member, Room, transaction
 from .errors import ApiError, from_matrix
 from .homeserver import Homeserver
 
@@ -97,7 +97,7 @@ class Rooms:
         return room_id
 
     async def _remember_public(self, room_id: str, alias: str, topic: str | None) -> None:
-        async with Room.db.acquire() as conn, conn.transaction():
+        async with transaction() as conn:
             await Room.set_alias(conn, room_id, alias)
             if topic is not None:
                 existing = await Room.get(room_id)
@@ -136,7 +136,7 @@ class Rooms:
         identity = await Identity.get(user_id)
         if identity:
             name = identity.nick
-        async with Member.db.acquire() as conn, conn.transaction():
+        async with transaction() as conn:
             await Room.ensure(conn, room_id)
             await Member.set(conn, room_id, user_id, "join", name)
             await Ledger.on_join(conn, room_id, user_id)
@@ -210,7 +210,7 @@ class Rooms:
             )
         except MatrixRequestError as e:
             raise from_matrix(e, "creating the direct chat") from None
-        async with Member.db.acquire() as conn, conn.transaction():
+        async with transaction() as conn:
             await Room.set_direct(conn, room_id)
             await DirectChat.set(conn, caller, other, room_id)
             await Member.set(conn, room_id, caller, "join", None)
@@ -229,8 +229,7 @@ class Rooms:
             others = [m for m in await Member.joined(room_id) if m.user_id != viewer]
             other = others[0].user_id if others else None
             if other is None:
-                q = "SELECT user_id FROM member WHERE room_id=$1 AND user_id<>$2 LIMIT 1"
-                other = await Member.read_db.fetchval(q, room_id, viewer)
+                other = await Member.anyone_but(room_id, viewer)
             if other:
                 return "@" + await self.person_name(other)
         return room.name if room and room.name else room_id

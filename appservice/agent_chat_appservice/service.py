@@ -148,9 +148,7 @@ class AgentChatService:
 
     async def _catch_up(self) -> None:
         try:
-            missed = await catch_up(
-                self.db, self.hs, self.config.server_name, self.identities.is_ours
-            )
+            missed = await catch_up(self.hs, self.config.server_name, self.identities.is_ours)
             log.info("catch-up done: %d missed message(s) applied", missed)
         except Exception:
             log.exception("catch-up failed")

@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from ..db import ClientSend, DirectChat, Identity, Ledger, Member, Message
+from ..db import ClientSend, DirectChat, Identity, Ledger, Member, Message, transaction
 from ..errors import ApiError, from_matrix
 from ..formatting import to_html
 from ..text import could_ping_by_name, mxid_mentions, nick_mentions
@@ -146,11 +146,6 @@ async def send(request: web.Request) -> web.Response:
     return ok({"event_id": event_id, "room_id": room_id, "room": label})
 
 
-async def joined_rooms(user_id: str) -> list[str]:
-    q = "SELECT room_id FROM member WHERE user_id=$1 AND membership='join'"
-    return [r["room_id"] for r in await Member.read_db.fetch(q, user_id)]
-
-
 @routes.get("/messages")
 async def messages(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
@@ -163,7 +158,7 @@ async def messages(request: web.Request) -> web.Response:
     if room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
     else:
-        room_ids = await joined_rooms(me.user_id)
+        room_ids = await Member.joined_rooms(me.user_id)
     after: dict[str, int] = {}
     if unread:
         after = await Ledger.read_markers(me.user_id, room_ids)
@@ -171,7 +166,7 @@ async def messages(request: web.Request) -> web.Response:
     if since is not None and not since.startswith("$"):
         raise ApiError(400, "M_INVALID_PARAM", "'since' is the event id of a message ($...)")
     if since:
-        found = await Message.seq_of(since)
+        found = await Message.seq_of(Message.read_db, since)
         if found is None or found[0] not in room_ids:
             raise ApiError(404, "M_NOT_FOUND", "'since' is not a message in these rooms")
         after = {r: max(after.get(r, 0), found[1]) for r in room_ids}
@@ -206,7 +201,9 @@ async def messages(request: web.Request) -> web.Response:
         for m in found_messages:
             newest[m.room_id] = m
         for room_id, m in newest.items():
-            if await Ledger.mark_read(None, me.user_id, room_id, m.seq, m.event_id):
+            async with transaction() as conn:
+                moved = await Ledger.mark_read(conn, me.user_id, room_id, m.seq, m.event_id)
+            if moved:
                 _in_background(_send_receipt(context, me.user_id, room_id, m.event_id))
     return ok({"messages": result})
 

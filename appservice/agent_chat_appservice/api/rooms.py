@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..db import Member
+from ..db import Member, Room
 from ..errors import ApiError
 from .base import caller, ctx, json_body, ok, routes, string_field
 from .messages import resolve_target
@@ -34,24 +34,16 @@ async def who(request: web.Request) -> web.Response:
 @routes.get("/channels")
 async def channels(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
-    q = (
-        "SELECT r.room_id, r.topic, r.is_direct, COALESCE(r.counted - u.base, 0) AS unread,"
-        " (SELECT COUNT(*) FROM member x WHERE x.room_id=r.room_id AND x.membership='join')"
-        "   AS members"
-        " FROM member m JOIN room r ON r.room_id=m.room_id"
-        " LEFT JOIN unread u ON u.room_id=m.room_id AND u.user_id=m.user_id"
-        " WHERE m.user_id=$1 AND m.membership='join' ORDER BY r.is_direct, r.alias, r.room_id"
-    )
     result = []
-    for r in await Member.read_db.fetch(q, me.user_id):
+    for c in await Room.channels(me.user_id):
         result.append(
             {
-                "room_id": r["room_id"],
-                "room": await context.rooms.label(r["room_id"], me.user_id),
-                "topic": r["topic"],
-                "members": r["members"],
-                "unread": r["unread"],
-                "direct": bool(r["is_direct"]),
+                "room_id": c.room_id,
+                "room": await context.rooms.label(c.room_id, me.user_id),
+                "topic": c.topic,
+                "members": c.members,
+                "unread": c.unread,
+                "direct": c.is_direct,
             }
         )
     return ok({"channels": result})

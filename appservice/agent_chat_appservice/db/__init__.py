@@ -1,31 +1,25 @@
-"""Storage: one module per table (maubot style), migrations in ``upgrade/``."""
+"""Storage: one module per table (maubot style), migrations in ``upgrade/``.
+
+Every statement of the appservice lives in these modules (see ``base.py`` for the rules on
+connections), so a schema change touches only ``db/``.
+"""
 
 from __future__ import annotations
 
-from mautrix.util.async_db import Database
-
+from .base import bind as init
+from .base import now_ms, transaction
 from .client_send import ClientSend
 from .hs_transaction import HSTransaction
 from .identity import Identity
-from .ledger import Ledger
+from .ledger import Ledger, Unread
 from .member import Member
 from .message import Message
-from .room import DirectChat, Room
+from .room import Channel, DirectChat, Room
 from .upgrade import upgrade_table
 from .webhook import Webhook
 
-ALL = (HSTransaction, ClientSend, Identity, Ledger, Member, Message, Room, DirectChat, Webhook)
-
-
-def init(db: Database, read: Database | None = None) -> None:
-    """Bind every table class to the database: ``db`` for writes (and reads that must see a
-    write in progress), ``read`` for plain reads (defaults to ``db``)."""
-    for table in ALL:
-        table.db = db
-        table.read_db = read or db
-
-
 __all__ = [
+    "Channel",
     "ClientSend",
     "DirectChat",
     "HSTransaction",
@@ -34,7 +28,10 @@ __all__ = [
     "Member",
     "Message",
     "Room",
+    "Unread",
     "Webhook",
     "init",
+    "now_ms",
+    "transaction",
     "upgrade_table",
 ]

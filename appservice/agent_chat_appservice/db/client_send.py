@@ -10,20 +10,12 @@ for in the room's timeline by its txn marker before it is sent again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from mautrix.util.async_db import Database
-
-from .identity import now_ms
+from .base import Table, now_ms
 
 
 @dataclass
-class ClientSend:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class ClientSend(Table):
     user_id: str
     txn_id: str
     room_id: str

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from mautrix.util.async_db import Connection
 
-from mautrix.util.async_db import Connection, Database
-
-from .identity import now_ms
+from .base import Table, now_ms
 
 
-class HSTransaction:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class HSTransaction(Table):
     @classmethod
     async def claim(cls, conn: Connection, txn_id: str, digest: str) -> bool:
         """Record the transaction inside the caller's DB transaction.

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 import hashlib
 import secrets
-import time
 
-from mautrix.util.async_db import Connection, Database
+from .base import Table, now_ms
 
 TOKEN_PREFIX = "ac_"
 
@@ -22,12 +20,7 @@ def new_token() -> str:
 
 
 @dataclass
-class Identity:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Identity(Table):
     user_id: str
     nick: str
     kind: str  # agent | human | bot
@@ -74,12 +67,12 @@ class Identity:
         q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
         return {row["nick_key"] for row in await cls.read_db.fetch(q, *keys)}
 
-    async def insert(self, conn: Connection | None = None) -> None:
+    async def insert(self) -> None:
         q = (
             "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, last_active) "
             "VALUES ($1, $2, $3, $4, $5, $6)"
         )
-        await (conn or self.db).execute(
+        await self.db.execute(
             q,
             self.user_id,
             self.nick,
@@ -89,11 +82,11 @@ class Identity:
             self.last_active,
         )
 
-    async def issue_token(self, conn: Connection | None = None) -> str:
+    async def issue_token(self) -> str:
         """Create an API token for this identity. Only its hash is kept."""
         token = new_token()
         q = "INSERT INTO api_token (token_hash, user_id, created_at) VALUES ($1, $2, $3)"
-        await (conn or self.db).execute(q, hash_token(token), self.user_id, now_ms())
+        await self.db.execute(q, hash_token(token), self.user_id, now_ms())
         return token
 
     @classmethod
@@ -122,11 +115,11 @@ class Identity:
             await cls.db.execute(q, user_id, matrix_token)
         return existing
 
+    async def delete(self) -> None:
+        """Remove the identity (and, by cascade, its API tokens)."""
+        await self.db.execute("DELETE FROM identity WHERE user_id=$1", self.user_id)
+
     async def touch(self) -> None:
         self.last_active = now_ms()
         q = "UPDATE identity SET last_active=$2 WHERE user_id=$1"
         await self.db.execute(q, self.user_id, self.last_active)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

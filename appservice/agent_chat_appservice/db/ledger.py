@@ -14,9 +14,10 @@ touches the rows of the members it concerns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from mautrix.util.async_db import Connection, Database, Scheme
+from mautrix.util.async_db import Connection, Scheme
+
+from .base import Table, rows_changed
 
 
 @dataclass
@@ -31,12 +32,7 @@ class Unread:
     last_sender: str | None
 
 
-class Ledger:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Ledger(Table):
     @classmethod
     async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:
         """A new member starts with nothing unread: history before the join is not news."""
@@ -104,16 +100,13 @@ class Ledger:
 
     @classmethod
     async def mark_read(
-        cls, conn: Connection | None, user_id: str, room_id: str, seq: int, event_id: str
+        cls, conn: Connection, user_id: str, room_id: str, seq: int, event_id: str
     ) -> bool:
         """Move the read marker forward to ``seq``; what others wrote after it stays unread.
 
         Returns False when the marker was already at or past ``seq`` (receipts may echo back).
         """
-        if conn is None:
-            async with cls.db.acquire() as own, own.transaction():
-                return await cls.mark_read(own, user_id, room_id, seq, event_id)
-        if cls.db.scheme != Scheme.SQLITE:
+        if conn.scheme != Scheme.SQLITE:
             # Wait for a message being counted in this room to commit: recounting from an
             # older snapshot while it raises the reader's own base (their message) would undo
             # that raise. SQLite runs one writer at a time anyway.
@@ -130,7 +123,7 @@ class Ledger:
             "WHERE user_id=$1 AND room_id=$2 AND last_read_seq<$3"
         )
         result = await conn.execute(q, user_id, room_id, seq, event_id)
-        return _rows_changed(result) > 0
+        return rows_changed(result) > 0
 
     @classmethod
     async def read_markers(cls, user_id: str, room_ids: list[str]) -> dict[str, int]:
@@ -170,13 +163,3 @@ class Ledger:
                 )
             )
         return result
-
-
-def _rows_changed(result) -> int:
-    """Rows an UPDATE touched: asyncpg answers 'UPDATE n', aiosqlite a cursor."""
-    if isinstance(result, str):
-        try:
-            return int(result.rsplit(" ", 1)[-1])
-        except ValueError:
-            return 0
-    return getattr(result, "rowcount", 0) or 0

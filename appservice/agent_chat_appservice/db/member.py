@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 import time
 
-from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db import Connection
+
+from .base import Table
 
 #: Members outside the agent namespace (``@_ac_*``). Must match the partial index
 #: ``member_people_idx`` (upgrade v03) word for word, or the planners will not use it.
@@ -18,12 +20,7 @@ PEOPLE_CACHE_SECONDS = 2.0
 
 
 @dataclass
-class Member:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Member(Table):
     _people: ClassVar[dict[str, tuple[float, list[tuple[str, str | None]]]]] = {}
 
     room_id: str
@@ -53,6 +50,22 @@ class Member:
     async def is_joined(cls, room_id: str, user_id: str) -> bool:
         q = "SELECT 1 FROM member WHERE room_id=$1 AND user_id=$2 AND membership='join'"
         return bool(await cls.read_db.fetchval(q, room_id, user_id))
+
+    @classmethod
+    async def joined_rooms(cls, user_id: str) -> list[str]:
+        q = "SELECT room_id FROM member WHERE user_id=$1 AND membership='join'"
+        return [r["room_id"] for r in await cls.read_db.fetch(q, user_id)]
+
+    @classmethod
+    async def joined_user_ids(cls, room_id: str) -> list[str]:
+        q = "SELECT user_id FROM member WHERE room_id=$1 AND membership='join' ORDER BY user_id"
+        return [r["user_id"] for r in await cls.read_db.fetch(q, room_id)]
+
+    @classmethod
+    async def anyone_but(cls, room_id: str, user_id: str) -> str | None:
+        """Some member of the room other than ``user_id``, whatever their membership."""
+        q = "SELECT user_id FROM member WHERE room_id=$1 AND user_id<>$2 LIMIT 1"
+        return await cls.read_db.fetchval(q, room_id, user_id)
 
     @classmethod
     async def joined(cls, room_id: str) -> list[Member]:

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 import json
 
 from mautrix.util.async_db import Connection, Database
+
+from .base import Table
 
 # Bodies are stored JSON-encoded (ASCII escapes): PostgreSQL text cannot hold NUL or lone
 # surrogates, and a hostile body must neither wedge the ledger nor be altered.
 
 
 @dataclass
-class Message:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Message(Table):
     seq: int
     event_id: str
     room_id: str
@@ -55,10 +51,21 @@ class Message:
         )
 
     @classmethod
-    async def seq_of(cls, event_id: str, conn: Connection | None = None) -> tuple[str, int] | None:
+    async def seq_of(cls, conn: Connection | Database, event_id: str) -> tuple[str, int] | None:
+        """(room id, seq) of a stored message: on ``conn`` inside a transaction that may have
+        stored it, or on ``cls.read_db``."""
         q = "SELECT room_id, seq FROM message WHERE event_id=$1"
-        row = await (conn or cls.db).fetchrow(q, event_id)
+        row = await conn.fetchrow(q, event_id)
         return (row["room_id"], row["seq"]) if row else None
+
+    @classmethod
+    async def rooms_with_messages(cls) -> list[str]:
+        """Ids of the rooms holding at least one stored message."""
+        q = (
+            "SELECT r.room_id FROM room r"
+            " WHERE EXISTS (SELECT 1 FROM message m WHERE m.room_id=r.room_id)"
+        )
+        return [r["room_id"] for r in await cls.read_db.fetch(q)]
 
     @classmethod
     async def read(

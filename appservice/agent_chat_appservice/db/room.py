@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db import Connection
+
+from .base import Table
 
 
 @dataclass
-class Room:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Room(Table):
     room_id: str
     alias: str | None  # the alias' localpart ("general"), None for direct chats
     name: str | None = None
@@ -40,6 +36,35 @@ class Room:
         return cls._from_row(await cls.read_db.fetchrow(q, alias))
 
     @classmethod
+    async def alias_and_member_name(
+        cls, conn: Connection, room_id: str, user_id: str
+    ) -> tuple[str | None, str | None]:
+        """The room's alias and ``user_id``'s display name there, as ``conn`` sees them."""
+        row = await conn.fetchrow(
+            "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
+            " (SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2) AS name",
+            room_id,
+            user_id,
+        )
+        return (row["alias"], row["name"]) if row else (None, None)
+
+    @classmethod
+    async def channels(cls, user_id: str) -> list[Channel]:
+        """The rooms ``user_id`` has joined, shared ones first, with their unread counts."""
+        q = (
+            "SELECT r.room_id, r.topic, r.is_direct, COALESCE(r.counted - u.base, 0) AS unread,"
+            " (SELECT COUNT(*) FROM member x WHERE x.room_id=r.room_id AND x.membership='join')"
+            "   AS members"
+            " FROM member m JOIN room r ON r.room_id=m.room_id"
+            " LEFT JOIN unread u ON u.room_id=m.room_id AND u.user_id=m.user_id"
+            " WHERE m.user_id=$1 AND m.membership='join' ORDER BY r.is_direct, r.alias, r.room_id"
+        )
+        return [
+            Channel(r["room_id"], r["topic"], bool(r["is_direct"]), r["members"], r["unread"])
+            for r in await cls.read_db.fetch(q, user_id)
+        ]
+
+    @classmethod
     async def ensure(cls, conn: Connection, room_id: str, is_direct: bool = False) -> None:
         q = (
             "INSERT INTO room (room_id, is_direct) VALUES ($1, $2) "
@@ -56,8 +81,7 @@ class Room:
         await conn.execute(f"UPDATE room SET {field}=$2 WHERE room_id=$1", room_id, value)
 
     @classmethod
-    async def set_alias(cls, conn: Connection | None, room_id: str, alias: str | None) -> None:
-        conn = conn or cls.db
+    async def set_alias(cls, conn: Connection, room_id: str, alias: str | None) -> None:
         await cls.ensure(conn, room_id)
         if alias is not None:
             # An alias moved to another room: the old room loses it.
@@ -67,18 +91,23 @@ class Room:
         await conn.execute("UPDATE room SET alias=$2 WHERE room_id=$1", room_id, alias)
 
     @classmethod
-    async def set_direct(cls, conn: Connection | None, room_id: str) -> None:
-        conn = conn or cls.db
+    async def set_direct(cls, conn: Connection, room_id: str) -> None:
         await cls.ensure(conn, room_id, is_direct=True)
         await conn.execute("UPDATE room SET is_direct=true WHERE room_id=$1", room_id)
 
 
-class DirectChat:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
+@dataclass
+class Channel:
+    """A room as ``ac channels`` lists it for one member."""
 
+    room_id: str
+    topic: str | None
+    is_direct: bool
+    members: int
+    unread: int
+
+
+class DirectChat(Table):
     @staticmethod
     def _pair(a: str, b: str) -> tuple[str, str]:
         return (a, b) if a < b else (b, a)
@@ -90,10 +119,10 @@ class DirectChat:
         return await cls.read_db.fetchval(q, user_a, user_b)
 
     @classmethod
-    async def set(cls, conn: Connection | None, a: str, b: str, room_id: str) -> None:
+    async def set(cls, conn: Connection, a: str, b: str, room_id: str) -> None:
         user_a, user_b = cls._pair(a, b)
         q = (
             "INSERT INTO direct_chat (user_a, user_b, room_id) VALUES ($1, $2, $3) "
             "ON CONFLICT (user_a, user_b) DO UPDATE SET room_id=excluded.room_id"
         )
-        await (conn or cls.db).execute(q, user_a, user_b, room_id)
+        await conn.execute(q, user_a, user_b, room_id)

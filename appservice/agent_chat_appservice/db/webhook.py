@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from mautrix.util.async_db import Database
-
-from .identity import now_ms
-from .ledger import _rows_changed
+from .base import Table, now_ms, rows_changed
 
 
 @dataclass
-class Webhook:
-    db: ClassVar[Database]
-    read_db: ClassVar[
-        Database
-    ]  # reads: a separate pool on SQLite, so they never queue behind writes
-
+class Webhook(Table):
     hook_id: str
     name: str
     user_id: str
@@ -65,7 +56,7 @@ class Webhook:
             "INSERT INTO webhook_delivery (hook_id, delivery_id, created_at) VALUES ($1, $2, $3) "
             "ON CONFLICT (hook_id, delivery_id) DO NOTHING"
         )
-        return _rows_changed(await self.db.execute(q, self.hook_id, delivery_id, now_ms())) > 0
+        return rows_changed(await self.db.execute(q, self.hook_id, delivery_id, now_ms())) > 0
 
     async def delivery_event(self, delivery_id: str) -> str | None:
         q = "SELECT event_id FROM webhook_delivery WHERE hook_id=$1 AND delivery_id=$2"
