@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -187,7 +188,14 @@ def test_codex_hooks_json_and_skills(home: Path) -> None:
         # JSON on every event: Codex fails on plain stdout starting with "[".
         assert handler["command"].split("--json ")[1].startswith(event)
     assert (home / ".agents" / "skills" / "chat" / "SKILL.md").exists()
-    assert (home / ".codex" / "config.toml").read_text() == 'model = "gpt-5"\n'
+    config = (home / ".codex" / "config.toml").read_text()
+    assert config.startswith('model = "gpt-5"\n# >>> agent-chat')
+    assert tomllib.loads(config) == {
+        "model": "gpt-5",
+        "mcp_servers": {
+            "agent-chat": {"command": AC, "args": ["mcp"], "env": {"AGENT_CHAT_HOME": str(chat)}}
+        },
+    }
     after = snapshot(home)
     assert "nothing to change" in run_setup(home, chat, "codex").stdout
     assert snapshot(home) == after
@@ -209,7 +217,10 @@ def test_gemini_settings_and_commands(home: Path) -> None:
     before = snapshot(home)
     run_setup(home, chat, "gemini")
     merged = json.loads(settings_path.read_text())
-    assert merged["theme"] == "GitHub" and merged["mcpServers"] == original["mcpServers"]
+    assert merged["theme"] == "GitHub" and merged["mcpServers"] == {
+        **original["mcpServers"],
+        "agent-chat": {"command": AC, "args": ["mcp"], "env": {"AGENT_CHAT_HOME": str(chat)}},
+    }
     assert merged["hooks"]["AfterTool"][0] == original["hooks"]["AfterTool"][0]
     ours = our_handlers(merged)
     assert sorted(e for e, _, _ in ours) == ["AfterTool", "BeforeAgent"]
@@ -308,3 +319,65 @@ def test_server_down_setup_still_installs(home: Path) -> None:
     out = run_setup(home, home / "chat-home", "claude").stdout
     assert "hook credentials not written yet" in out
     assert (home / ".claude" / "settings.json").exists()
+
+
+def test_claude_mcp_entry_user_and_project_scope(home: Path, tmp_path: Path) -> None:
+    """User scope: ~/.claude.json "mcpServers"; project: that project's entry in the same file
+    (Claude's "local" scope), next to the state Claude Code keeps there."""
+    chat = home / "chat-home"
+    claude_json = home / ".claude.json"
+    state = {"numStartups": 3, "projects": {"/elsewhere": {"mcpServers": {}}}}
+    claude_json.write_text(json.dumps(state, indent=2) + "\n")
+    claude_json.chmod(0o600)
+    entry = {
+        "type": "stdio",
+        "command": AC,
+        "args": ["mcp"],
+        "env": {"AGENT_CHAT_HOME": str(chat)},
+    }
+    run_setup(home, chat, "claude")
+    data = json.loads(claude_json.read_text())
+    assert data == {**state, "mcpServers": {"agent-chat": entry}}
+    assert stat.S_IMODE(claude_json.stat().st_mode) == 0o600
+    project = tmp_path / "project"
+    project.mkdir()
+    run_setup(home, chat, "claude", "--project", cwd=project)
+    data = json.loads(claude_json.read_text())
+    assert data["projects"][str(project)] == {"mcpServers": {"agent-chat": entry}}
+    assert not (project / ".mcp.json").exists()
+    assert "nothing to change" in run_setup(home, chat, "claude", "--project", cwd=project).stdout
+    run_setup(home, chat, "claude", "--project", "--uninstall", cwd=project)
+    run_setup(home, chat, "claude", "--uninstall")
+    assert json.loads(claude_json.read_text()) == state
+
+
+def test_no_mcp_and_foreign_entries_are_left_alone(home: Path) -> None:
+    chat = home / "chat-home"
+    for target in ("claude", "codex", "gemini"):
+        run_setup(home, chat, target, "--no-mcp")
+    assert not (home / ".claude.json").exists()
+    assert not (home / ".codex" / "config.toml").exists()
+    assert "mcpServers" not in json.loads((home / ".gemini" / "settings.json").read_text())
+    # Someone else's "agent-chat" entry (not `ac mcp`) is never replaced or removed.
+    theirs = {"mcpServers": {"agent-chat": {"command": "npx", "args": ["other-agent-chat"]}}}
+    (home / ".claude.json").write_text(json.dumps(theirs))
+    codex = home / ".codex" / "config.toml"
+    codex.write_text('[mcp_servers.agent-chat]\ncommand = "npx"\n')
+    out = run_setup(home, chat, "claude").stdout + run_setup(home, chat, "codex").stdout
+    assert out.count("left alone") >= 2
+    assert json.loads((home / ".claude.json").read_text()) == theirs
+    assert codex.read_text() == '[mcp_servers.agent-chat]\ncommand = "npx"\n'
+    run_setup(home, chat, "claude", "--uninstall")
+    run_setup(home, chat, "codex", "--uninstall")
+    assert json.loads((home / ".claude.json").read_text()) == theirs
+    assert codex.read_text() == '[mcp_servers.agent-chat]\ncommand = "npx"\n'
+
+
+def test_codex_config_that_cannot_take_the_table_is_not_touched(home: Path) -> None:
+    codex = home / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    codex.write_text('mcp_servers = { x = { command = "x" } }\n')
+    p = run_setup(home, home / "chat-home", "codex", ok=False)
+    assert p.returncode == 1 and "--no-mcp" in p.stderr
+    assert codex.read_text() == 'mcp_servers = { x = { command = "x" } }\n'
+    assert not (home / ".codex" / "hooks.json").exists()

@@ -333,6 +333,11 @@ def _parser():
     )
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     p.add_argument("--uninstall", action="store_true", help="remove what setup added")
+    p.add_argument(
+        "--no-mcp",
+        action="store_true",
+        help="do not add (or remove) the 'ac mcp' MCP server entry",
+    )
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     command(
@@ -391,7 +396,15 @@ def _dispatch(argv):
     if name == "setup":
         from . import setup
 
-        return setup.run(ctx, args.target, args.scope, args.dry_run, args.uninstall, args.quiet)
+        return setup.run(
+            ctx,
+            args.target,
+            args.scope,
+            args.dry_run,
+            args.uninstall,
+            args.quiet,
+            mcp=not args.no_mcp,
+        )
     if name == "mcp":
         from . import mcp_server
 

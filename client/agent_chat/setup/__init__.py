@@ -23,9 +23,12 @@ Where things go (``--user``, the default / ``--project``, in the current directo
 
 from __future__ import annotations
 
+from typing import Any
+import importlib.util
 import json
 import os
 import shlex
+import tomllib
 
 from .. import hook_files
 from ..errors import UsageError
@@ -48,6 +51,11 @@ SKILLS = ("chat", "listen", "chat-conventions")
 GEMINI_COMMANDS = ("chat", "listen", "conventions")
 TMUX_BEGIN = "# >>> agent-chat: added by `ac setup tmux`; `ac setup tmux --uninstall` removes it"
 TMUX_END = "# <<< agent-chat"
+CODEX_MCP_BEGIN = (
+    "# >>> agent-chat: added by `ac setup codex`; `ac setup codex --uninstall` removes it"
+)
+#: The MCP server entry's name in every CLI's settings.
+MCP_NAME = "agent-chat"
 #: Seconds for Claude Code and Codex, milliseconds for Gemini CLI; the hook itself needs ~1 s.
 HOOK_TIMEOUT_S = 5
 HOOK_TIMEOUT_MS = 5000
@@ -64,11 +72,12 @@ def hook_script(name: str = "ac-hook.sh") -> str:
 
 
 class Installer:
-    def __init__(self, ctx, scope: str, uninstall: bool, out) -> None:
+    def __init__(self, ctx, scope: str, uninstall: bool, out, mcp: bool = True) -> None:
         self.ctx = ctx
         self.scope = scope
         self.uninstall = uninstall
         self.out = out
+        self.mcp = mcp
         self.plan = Plan()
         self.user_home = os.path.expanduser("~")
         self.cwd = os.getcwd()
@@ -107,6 +116,112 @@ class Installer:
             settings, read_text(path)
         )
         self.plan.write(path, text, 0o644, backup=True, show_diff=True)
+
+    def mcp_entry(self, claude: bool = False) -> dict[str, Any] | None:
+        """Our MCP server entry (``ac mcp``), or None when it cannot run here."""
+        if importlib.util.find_spec("mcp") is None:
+            self.plan.note(
+                "the MCP server entry was not installed: `ac mcp` needs the mcp extra "
+                "(pip install 'agent-chat[mcp]'), then run this again (or pass --no-mcp)"
+            )
+            return None
+        entry: dict[str, Any] = {"command": hook_files.ac_executable(), "args": ["mcp"]}
+        if claude:
+            entry = {"type": "stdio", **entry}
+        home = self.ctx.settings.home
+        if home != os.path.join(self.user_home, ".agent-chat"):
+            entry["env"] = {"AGENT_CHAT_HOME": home}
+        return entry
+
+    def merge_mcp_json(self, path: str, keys: tuple[str, ...], claude: bool = False) -> None:
+        """Our entry ``MCP_NAME`` in the JSON object at ``keys`` of ``path`` (or not)."""
+        if not self.mcp:
+            return
+        data = load_json_settings(path)
+        before = json.dumps(data, sort_keys=True)
+        self.set_mcp(data, path, keys, claude)
+        if json.dumps(data, sort_keys=True) == before:
+            return
+        if self.uninstall and not data:
+            self.plan.remove(path)
+            return
+        mode = 0o600 if os.path.basename(path) == ".claude.json" else 0o644
+        self.plan.write(path, dump_json_settings(data, read_text(path)), mode, backup=True)
+
+    def set_mcp(
+        self, data: dict[str, Any], path: str, keys: tuple[str, ...], claude: bool = False
+    ) -> None:
+        """Put (or, uninstalling, drop) our entry in ``data`` at ``keys`` (read from ``path``)."""
+        if not self.mcp:
+            return
+        parents = [data]
+        for key in keys:
+            child = parents[-1].get(key)
+            if child is None:
+                if self.uninstall:
+                    return
+                child = parents[-1][key] = {}
+            if not isinstance(child, dict):
+                raise SetupError(f'"{key}" in {path} is not an object; nothing was changed')
+            parents.append(child)
+        servers = parents[-1]
+        current = servers.get(MCP_NAME)
+        if current is not None and not _is_our_mcp(current):
+            if not self.uninstall:
+                self.plan.note(f"{path} already has an MCP server {MCP_NAME!r}; left alone")
+            return
+        if self.uninstall:
+            servers.pop(MCP_NAME, None)
+            for parent, key in reversed(list(zip(parents[:-1], keys, strict=True))):
+                if not parent[key]:
+                    del parent[key]
+        else:
+            entry = self.mcp_entry(claude)
+            if entry is not None:
+                servers[MCP_NAME] = entry
+            elif not servers:
+                for parent, key in reversed(list(zip(parents[:-1], keys, strict=True))):
+                    if not parent[key]:
+                        del parent[key]
+
+    def codex_mcp(self, path: str) -> None:
+        """A marked ``[mcp_servers.agent-chat]`` block at the end of Codex's config.toml."""
+        if not self.mcp:
+            return
+        text = read_text(path)
+        stripped = _strip_block(text or "", CODEX_MCP_BEGIN)
+        if self.uninstall:
+            new = stripped
+        else:
+            try:
+                theirs = tomllib.loads(stripped)
+            except tomllib.TOMLDecodeError as e:
+                raise SetupError(f"{path} is not valid TOML ({e}); nothing was changed") from None
+            if MCP_NAME in (theirs.get("mcp_servers") or {}):
+                self.plan.note(f"{path} already has [mcp_servers.{MCP_NAME}]; left alone")
+                new = text or ""
+            else:
+                entry = self.mcp_entry()
+                if entry is None:
+                    return
+                lines = [CODEX_MCP_BEGIN, f"[mcp_servers.{MCP_NAME}]"]
+                lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+                block = "\n".join([*lines, TMUX_END, ""])
+                sep = "\n" if stripped and not stripped.endswith("\n") else ""
+                new = stripped + sep + block
+                try:
+                    tomllib.loads(new)  # never write a file Codex cannot read
+                except tomllib.TOMLDecodeError as e:
+                    raise SetupError(
+                        f"cannot add [mcp_servers.{MCP_NAME}] to {path} ({e}); add it yourself "
+                        "or pass --no-mcp; nothing was changed"
+                    ) from None
+        if text is None and not new:
+            return
+        if self.uninstall and text is not None and not new.strip() and stripped != text:
+            self.plan.remove(path)
+        elif new != (text or ""):
+            self.plan.write(path, new, 0o644, backup=True, show_diff=True)
 
     def marked_file(self, src: str, dest: str) -> None:
         """Install (or remove) one of our files; files without our marker are left alone."""
@@ -184,6 +299,16 @@ class Installer:
 
         self.merge_hooks(settings, wanted, status_line)
         self.skills(os.path.join(base, "skills"))
+        # MCP servers: user scope in ~/.claude.json ("mcpServers"); project scope is Claude's
+        # "local" scope, the project's entry in ~/.claude.json (like settings.local.json: the
+        # command is an absolute path on this machine, and .mcp.json servers need approval).
+        claude_json = (
+            os.path.join(os.environ["CLAUDE_CONFIG_DIR"], ".claude.json")
+            if os.environ.get("CLAUDE_CONFIG_DIR")
+            else os.path.join(self.user_home, ".claude.json")
+        )
+        keys = ("mcpServers",) if self.scope == "user" else ("projects", self.cwd, "mcpServers")
+        self.merge_mcp_json(claude_json, keys, claude=True)
 
     def codex(self) -> None:
         user_dir = os.environ.get("CODEX_HOME") or os.path.join(self.user_home, ".codex")
@@ -214,6 +339,7 @@ class Installer:
             self.user_home if self.scope == "user" else self.cwd, ".agents", "skills"
         )
         self.skills(skills)
+        self.codex_mcp(os.path.join(base, "config.toml"))
         if not self.uninstall:
             self.plan.note(
                 "Codex runs new hooks only after you trust them: open /hooks in Codex once"
@@ -243,7 +369,8 @@ class Installer:
                 },
             ),
         ]
-        self.merge_hooks(os.path.join(base, "settings.json"), wanted)
+        path = os.path.join(base, "settings.json")
+        self.merge_hooks(path, wanted, lambda data: self.set_mcp(data, path, ("mcpServers",)))
         for name in GEMINI_COMMANDS:
             self.marked_file(
                 os.path.join(integrations_dir(), "gemini", "commands", "ac", name + ".toml"),
@@ -282,16 +409,33 @@ class Installer:
             self.plan.note("reload a running tmux: tmux source-file ~/.tmux.conf")
 
 
+def _is_our_mcp(entry: object) -> bool:
+    """An ``agent-chat`` MCP entry that runs ``ac mcp`` (ours to update or remove)."""
+    return (
+        isinstance(entry, dict)
+        and os.path.basename(str(entry.get("command"))) == "ac"
+        and entry.get("args") == ["mcp"]
+    )
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value for a string, a list of strings or a table of strings."""
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    return json.dumps(value)  # a JSON string / array of strings is valid TOML
+
+
 def _canon(entries) -> list[str]:
     return sorted(json.dumps(e, sort_keys=True) for e in entries)
 
 
-def _strip_block(text: str) -> str:
+def _strip_block(text: str, begin: str = TMUX_BEGIN) -> str:
     """``text`` without our marked block(s)."""
     out = []
     inside = False
     for line in text.splitlines(keepends=True):
-        if line.startswith(TMUX_BEGIN):
+        if line.startswith(begin):
             inside = True
             continue
         if inside:
@@ -303,7 +447,13 @@ def _strip_block(text: str) -> str:
 
 
 def run(
-    ctx, target: str, scope: str | None, dry_run: bool, uninstall: bool, quiet: bool = False
+    ctx,
+    target: str,
+    scope: str | None,
+    dry_run: bool,
+    uninstall: bool,
+    quiet: bool = False,
+    mcp: bool = True,
 ) -> int:
     """``ac setup TARGET``: return the exit code."""
     from ..commands import out as print_line
@@ -313,7 +463,7 @@ def run(
         raise UsageError(
             "unknown setup target {!r}: use one of {}".format(target, ", ".join(TARGETS))
         )
-    installer = Installer(ctx, scope or "user", uninstall, out)
+    installer = Installer(ctx, scope or "user", uninstall, out, mcp)
     if target != "hook":
         getattr(installer, target)()
     installer.plan.apply(dry_run, out)
