@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 import hmac
+import logging
 
 from aiohttp import web
 from mautrix.errors import MatrixRequestError
@@ -12,6 +13,8 @@ from .. import __version__, metrics
 from ..db import Identity
 from ..errors import ApiError, from_matrix
 from .base import caller, ctx, json_body, ok, public, routes, string_field
+
+log = logging.getLogger("agent_chat.api.agents")
 
 
 @routes.get("/health")
@@ -98,10 +101,31 @@ async def login(request: web.Request) -> web.Response:
         raise from_matrix(e, "logging in") from None
     except Exception as e:
         raise from_matrix(e, "logging in") from None
+    first_login = await Identity.get(user_id) is None
     identity = await Identity.upsert_human(user_id, localpart, matrix_token)
     context.hs.user_tokens[user_id] = matrix_token
     token = await identity.issue_token()
     metrics.REGISTRATIONS.inc("human")
+    # A human's first `ac login` joins the default rooms, as an agent's registration does;
+    # later logins leave their rooms alone (they may have left some on purpose).
+    rooms = []
+    if first_login:
+        for room_id, room in zip(
+            context.rooms.default_room_ids, context.config.rooms, strict=False
+        ):
+            try:
+                await context.rooms.join(user_id, room_id)
+            except ApiError as e:
+                log.warning("%s could not join #%s at login: %s", user_id, room["alias"], e)
+                continue
+            rooms.append("#" + room["alias"])
     return ok(
-        {"user_id": user_id, "nick": identity.nick, "kind": "human", "token": token}, status=201
+        {
+            "user_id": user_id,
+            "nick": identity.nick,
+            "kind": "human",
+            "token": token,
+            "rooms": rooms,
+        },
+        status=201,
     )

@@ -103,8 +103,8 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request)
+async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, Any]:
+    raw = await read_body(request, limit)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
 import asyncio
 import logging
 import re
 
 from aiohttp import web
 
-from ..db import ClientSend, DirectChat, Identity, Ledger, Member, Message, transaction
+from ..db import ClientSend, Identity, Ledger, Member, Message, transaction
 from ..errors import ApiError, from_matrix
 from ..formatting import to_html
 from ..text import could_ping_by_name, mxid_mentions, nick_mentions
@@ -16,7 +17,11 @@ from .base import Context, caller, ctx, json_body, ok, query_bool, query_int, ro
 
 log = logging.getLogger("agent_chat.api.messages")
 
+#: A message's body, in bytes of UTF-8 (Synapse refuses events over 64 KiB, and the HTML
+#: rendering rides along): 32,768 ASCII characters, fewer of others (CJK: 10,922).
 MAX_BODY = 32768
+#: A /send request: the body JSON-escaped (up to 12 bytes for a 4-byte character) and more.
+MAX_SEND_JSON = 3 * MAX_BODY + 4096
 TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _background: set[asyncio.Task] = set()
 
@@ -33,8 +38,8 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
         other = await context.rooms.resolve_user(target)
         if join:
             return await context.rooms.direct_chat(me, other)
-        room_id = await DirectChat.get(me, other)
-        if room_id is None or not await Member.is_joined(room_id, me):
+        room_id = await context.rooms.accept_direct(me, other)  # looking accepts an invite
+        if room_id is None:
             raise ApiError(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
         return room_id
     if target.startswith(("#", "!")):
@@ -97,9 +102,17 @@ async def send(request: web.Request) -> web.Response:
     txn_id = request.match_info["txn_id"]
     if not TXN_RE.match(txn_id):
         raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
-    data = await json_body(request)
+    data = await json_body(request, MAX_SEND_JSON)
     target = string_field(data, "to")
-    body = string_field(data, "body", max_len=MAX_BODY)
+    body = string_field(data, "body", max_len=MAX_BODY * 4)
+    size = len(body.encode("utf-8"))
+    if size > MAX_BODY:
+        raise ApiError(
+            413,
+            "M_TOO_LARGE",
+            f"the message is {size:,} bytes of UTF-8 ({len(body):,} characters); the limit is "
+            f"{MAX_BODY // 1024} KiB ({MAX_BODY:,} bytes) of UTF-8: send it in parts",
+        )
     if not body.strip():
         raise ApiError(400, "M_BAD_JSON", "'body' is only whitespace: there is nothing to send")
     notice = data.get("notice", False)
@@ -158,6 +171,7 @@ async def messages(request: web.Request) -> web.Response:
     if room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
     else:
+        await context.rooms.accept_direct_invites(me.user_id)  # reading everything accepts
         room_ids = await Member.joined_rooms(me.user_id)
     after: dict[str, int] = {}
     if unread:
@@ -196,16 +210,27 @@ async def messages(request: web.Request) -> web.Response:
                 "urgent": m.urgent,
             }
         )
+    marked_read = False
     if mark_read and found_messages:
+        # Per room, the marker moves over what was returned and never past a message that was
+        # not: with --last N, an older unread message (a mention) keeps the room unread.
+        oldest: dict[str, Message] = {}
         newest: dict[str, Message] = {}
         for m in found_messages:
+            oldest.setdefault(m.room_id, m)
             newest[m.room_id] = m
         for room_id, m in newest.items():
             async with transaction() as conn:
-                moved = await Ledger.mark_read(conn, me.user_id, room_id, m.seq, m.event_id)
+                moved = await Ledger.mark_read(
+                    conn, me.user_id, room_id, m.seq, m.event_id, oldest[room_id].seq
+                )
             if moved:
                 _in_background(_send_receipt(context, me.user_id, room_id, m.event_id))
-    return ok({"messages": result})
+        markers = await Ledger.read_markers(me.user_id, list(newest))
+        marked_read = all(markers.get(r, 0) >= m.seq for r, m in newest.items())
+    # What is still unread in the rooms read, so a reader of the last N knows what it missed.
+    remaining = await unread_entries(context, me.user_id, set(room_ids))
+    return ok({"messages": result, "marked_read": marked_read, "unread": remaining})
 
 
 async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: str) -> None:
@@ -229,20 +254,21 @@ def oneline(entries: list[dict]) -> str:
     return " ".join(parts)
 
 
-@routes.get("/notify")
-async def notify(request: web.Request) -> web.Response:
-    context, me = ctx(request), caller(request)
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "oneline"):
-        raise ApiError(400, "M_INVALID_PARAM", "'format' is json or oneline")
+async def unread_entries(
+    context: Context, user_id: str, room_ids: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """What ``notify`` answers: the caller's rooms with something unread (only ``room_ids``
+    when given), labelled as the caller knows them."""
     entries = []
-    for u in await Ledger.unread(me.user_id):
+    for u in await Ledger.unread(user_id):
+        if room_ids is not None and u.room_id not in room_ids:
+            continue
         if u.is_direct and u.other_user:
             label = "@" + await context.rooms.person_name(u.other_user)
         elif u.alias:
             label = "#" + u.alias
         else:
-            label = await context.rooms.label(u.room_id, me.user_id)
+            label = await context.rooms.label(u.room_id, user_id)
         entries.append(
             {
                 "room": label,
@@ -252,6 +278,16 @@ async def notify(request: web.Request) -> web.Response:
                 "senders": [u.last_sender] if u.last_sender else [],
             }
         )
+    return entries
+
+
+@routes.get("/notify")
+async def notify(request: web.Request) -> web.Response:
+    context, me = ctx(request), caller(request)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "oneline"):
+        raise ApiError(400, "M_INVALID_PARAM", "'format' is json or oneline")
+    entries = await unread_entries(context, me.user_id)
     if fmt == "oneline":
         line = oneline(entries)
         return web.Response(text=line + "\n" if line else "", content_type="text/plain")

@@ -100,11 +100,22 @@ class Ledger(Table):
 
     @classmethod
     async def mark_read(
-        cls, conn: Connection, user_id: str, room_id: str, seq: int, event_id: str
+        cls,
+        conn: Connection,
+        user_id: str,
+        room_id: str,
+        seq: int,
+        event_id: str,
+        shown_from: int | None = None,
     ) -> bool:
         """Move the read marker forward to ``seq``; what others wrote after it stays unread.
 
-        Returns False when the marker was already at or past ``seq`` (receipts may echo back).
+        ``shown_from``: the reader was shown this room's messages from that seq to ``seq``
+        only. The marker then moves only if nobody else wrote between it and ``shown_from``:
+        it never passes a message the reader has not seen (``ac listen --last N``).
+
+        Returns False when the marker did not move: already at or past ``seq`` (receipts may
+        echo back), or a message the reader was not shown lies before ``shown_from``.
         """
         if conn.scheme != Scheme.SQLITE:
             # Wait for a message being counted in this room to commit: recounting from an
@@ -122,7 +133,14 @@ class Ledger(Table):
             "                   AND x.user_id=$1)) "
             "WHERE user_id=$1 AND room_id=$2 AND last_read_seq<$3"
         )
-        result = await conn.execute(q, user_id, room_id, seq, event_id)
+        args: list[object] = [user_id, room_id, seq, event_id]
+        if shown_from is not None:
+            q += (
+                " AND NOT EXISTS (SELECT 1 FROM message m WHERE m.room_id=$2"
+                " AND m.seq>unread.last_read_seq AND m.seq<$5 AND m.sender<>$1)"
+            )
+            args.append(shown_from)
+        result = await conn.execute(q, *args)
         return rows_changed(result) > 0
 
     @classmethod
