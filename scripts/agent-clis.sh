@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install the real agent CLIs the tests drive (tests/test_agent_clis.py), at pinned versions,
+# from the npm registry into a cached prefix. Idempotent: quick when they are already there.
+#
+#   ./scripts/agent-clis.sh            # install (or check) the pinned versions
+#   . <(./scripts/agent-clis.sh --env) # print: export AGENT_CHAT_CLI_PREFIX=...
+#
+# Environment: AGENT_CHAT_CLI_PREFIX (default <repo>/.cache/agent-clis, git-ignored).
+# Exit 0 with a message when npm is not available (the tests then skip with a reason); exit 1
+# when npm is there but the install fails.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PREFIX="${AGENT_CHAT_CLI_PREFIX:-$REPO/.cache/agent-clis}"
+
+# Pinned: the versions the integration facts were verified with (bump deliberately, then run
+# tests/test_agent_clis.py).
+PACKAGES=(
+  "@anthropic-ai/claude-code@2.1.197"
+  "@openai/codex@0.171.0"
+  "@google/gemini-cli@0.61.0"
+)
+
+if [ "${1:-}" = "--env" ]; then
+  printf 'export AGENT_CHAT_CLI_PREFIX=%q\n' "$PREFIX"
+  exit 0
+fi
+
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  echo "agent-clis: npm/node not found; the real-CLI tests (tests/test_agent_clis.py) will skip"
+  exit 0
+fi
+
+installed_version() { # PACKAGE -> the version in the prefix, or nothing
+  local manifest="$PREFIX/lib/node_modules/$1/package.json"
+  [ -r "$manifest" ] || return 0
+  node -e 'process.stdout.write(require(process.argv[1]).version || "")' "$manifest" 2>/dev/null \
+    || true
+}
+
+missing=()
+for spec in "${PACKAGES[@]}"; do
+  name=${spec%@*}
+  want=${spec##*@}
+  [ "$(installed_version "$name")" = "$want" ] || missing+=("$spec")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "agent-clis: up to date in $PREFIX (${PACKAGES[*]})"
+  exit 0
+fi
+
+echo "agent-clis: installing ${missing[*]} into $PREFIX"
+mkdir -p "$PREFIX"
+# --global with a prefix: bin/ and lib/node_modules/ under it. No audit, no funding, no update
+# check; the registry is the only network access.
+NPM_CONFIG_UPDATE_NOTIFIER=false npm install --global --prefix "$PREFIX" \
+  --no-audit --no-fund --loglevel=error "${missing[@]}"
+
+for spec in "${PACKAGES[@]}"; do
+  name=${spec%@*}
+  want=${spec##*@}
+  got=$(installed_version "$name")
+  if [ "$got" != "$want" ]; then
+    echo "agent-clis: $name is ${got:-missing} after install, wanted $want" >&2
+    exit 1
+  fi
+done
+echo "agent-clis: installed in $PREFIX/bin: claude codex gemini"

@@ -1,0 +1,289 @@
+"""The real agent CLIs (Claude Code, Codex, Gemini CLI) with `ac setup`, against a fake model.
+
+Each CLI runs non-interactive turns (``claude -p``, ``codex exec``, ``gemini -p``) in a temp
+HOME where ``ac setup <cli>`` was run against the test stack; every base URL points at
+tests/fake_models.py, which records what the *model* received. Asserted: the hook line on turn
+1, nothing new on an unchanged turn 2 (same session), the new line on turn 3 after another agent
+sends, the tool-time line after a tool call, the ``ac mcp`` tools in the tool list, and the
+skills' whole descriptions.
+
+The CLIs come from scripts/agent-clis.sh (pinned versions, cached prefix; .ci/run calls it).
+Without them these tests skip, saying so. Telemetry, auto-update and vendor traffic are off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from agent_chat.config import save_config
+from agent_chat.setup import integrations_dir
+from conftest import Stack
+from fake_models import FakeModels, Request, _last_user_parts
+from helpers import Agent, register, unique, wait_for
+
+pytestmark = pytest.mark.agent_cli
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = Path(os.environ.get("AGENT_CHAT_CLI_PREFIX") or REPO / ".cache" / "agent-clis")
+BIN = PREFIX / "bin"
+AC = str(Path(sys.executable).with_name("ac"))
+TURN_TIMEOUT = 180.0
+CLIS = ("claude", "codex", "gemini")
+VENDOR = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
+
+#: No telemetry, error reports, update checks or other vendor traffic, in any of the three.
+QUIET_ENV = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
+    "GEMINI_TELEMETRY_ENABLED": "false",
+    "GEMINI_CLI_TRUST_WORKSPACE": "true",
+    "NO_UPDATE_NOTIFIER": "1",
+    "NO_BROWSER": "1",
+}
+
+
+def strings(value: Any) -> str:
+    """Every string inside a JSON value, one per line (so quotes are not escaped)."""
+    if isinstance(value, str):
+        return value + "\n"
+    if isinstance(value, dict):
+        return "".join(strings(v) for v in value.values())
+    if isinstance(value, list):
+        return "".join(strings(v) for v in value)
+    return ""
+
+
+def skill_descriptions() -> dict[str, str]:
+    out = {}
+    for path in Path(integrations_dir()).rglob("SKILL.md"):
+        front = yaml.safe_load(path.read_text(encoding="utf-8").split("---\n", 2)[1])
+        out[front["name"]] = front["description"]
+    return out
+
+
+@dataclass
+class Cli:
+    name: str
+    home: Path
+    project: Path
+    env: dict[str, str]
+    models: FakeModels
+    me: str
+
+    @property
+    def vendor(self) -> str:
+        return VENDOR[self.name]
+
+    def argv(self, prompt: str, resume: bool) -> list[str]:
+        exe = str(BIN / self.name)
+        if self.name == "claude":
+            return [
+                exe,
+                "-p",
+                prompt,
+                "--allowedTools",
+                "Bash",
+                *(["--continue"] if resume else []),
+            ]
+        if self.name == "codex":
+            flags = [
+                "--skip-git-repo-check",
+                "--dangerously-bypass-hook-trust",
+                "--sandbox",
+                "danger-full-access",
+            ]
+            if resume:
+                return [exe, "exec", *flags, "resume", "--last", prompt]
+            return [exe, "exec", *flags, prompt]
+        return [
+            exe,
+            "-p",
+            prompt,
+            "--approval-mode",
+            "yolo",
+            *(["--resume", "latest"] if resume else []),
+        ]
+
+    def turn(self, prompt: str, resume: bool = True) -> list[Request]:
+        """Run one turn; return the agent-loop requests the model received during it."""
+        since = len(self.models.requests)
+        p = subprocess.run(
+            self.argv(prompt, resume),
+            cwd=self.project,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TURN_TIMEOUT,
+        )
+        assert p.returncode == 0, (self.name, prompt, p.stdout[-3000:], p.stderr[-3000:])
+        turns = self.models.agent_turns(self.vendor, since)
+        assert turns, (self.name, "no model request", p.stdout[-2000:], p.stderr[-2000:])
+        return turns
+
+
+def write_cli_config(name: str, home: Path, url: str) -> None:
+    """Each CLI's own settings: the fake model, no telemetry or update checks."""
+    if name == "codex":
+        (home / ".codex").mkdir(parents=True, exist_ok=True)
+        (home / ".codex" / "config.toml").write_text(
+            'model = "fake-model"\n'
+            'model_provider = "fake"\n'
+            "check_for_update_on_startup = false\n"
+            "[model_providers.fake]\n"
+            'name = "fake"\n'
+            f'base_url = "{url}/v1"\n'
+            'wire_api = "responses"\n'
+            'env_key = "FAKE_MODEL_API_KEY"\n'
+            "[analytics]\n"
+            "enabled = false\n"
+            "[feedback]\n"
+            "enabled = false\n"
+        )
+    elif name == "gemini":
+        (home / ".gemini").mkdir(parents=True, exist_ok=True)
+        settings = {
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "privacy": {"usageStatisticsEnabled": False},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "telemetry": {"enabled": False},
+        }
+        (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+
+
+@pytest.fixture(params=CLIS)
+def cli(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Iterator[Cli]:
+    name = request.param
+    if not (BIN / name).exists():
+        pytest.skip(f"{BIN / name} not installed: run scripts/agent-clis.sh (needs npm)")
+    pytest.importorskip("mcp", reason="`ac mcp` needs the mcp extra")
+    home = tmp_path / "home"
+    project = home / "project"
+    project.mkdir(parents=True)
+    chat = home / ".agent-chat"
+    save_config(str(chat), {"server": {"registration_token": stack.registration_token}})
+    me = unique("Cli")
+    with FakeModels() as models:
+        write_cli_config(name, home, models.url)
+        env = {
+            "PATH": f"{BIN}:{Path(AC).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "TERM": "dumb",
+            "LANG": "C.UTF-8",
+            "TMPDIR": str(tmp_path),
+            "AGENT_CHAT_HOME": str(chat),
+            "AGENT_CHAT_SERVER": stack.api_url,
+            "AGENT_CHAT_NICK": me,
+            "AGENT_CHAT_HOOK_TTL": "0",
+            # Dummy keys; every base URL is the fake.
+            "ANTHROPIC_API_KEY": "sk-ant-fake",
+            "ANTHROPIC_BASE_URL": models.url,
+            "FAKE_MODEL_API_KEY": "sk-fake",
+            "OPENAI_API_KEY": "sk-fake",
+            "OPENAI_BASE_URL": models.url + "/v1",
+            "GEMINI_API_KEY": "fake",
+            "GOOGLE_GEMINI_BASE_URL": models.url,
+            **QUIET_ENV,
+        }
+        p = subprocess.run(
+            [AC, "setup", name], env=env, cwd=project, capture_output=True, text=True, timeout=60
+        )
+        assert p.returncode == 0, p.stderr
+        assert "hook credentials for" in p.stdout, p.stdout
+        yield Cli(name, home, project, env, models, me)
+
+
+def count_is(agent: Agent, room: str, n: int) -> None:
+    wait_for(lambda: agent.count(room) == n, what=f"{n} unread in {room}")
+
+
+def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack) -> None:
+    other = register(stack, unique("Peer"))
+    me = Agent(other.api_base, "", cli.me, "")  # only for the line's label
+    line = lambda n: f"[chat] @{other.nick}({n})"  # noqa: E731
+
+    # Turn 1: a DM is waiting; the model gets the line with the prompt.
+    other.send("@" + me.nick, "first")
+    reader = _reader(cli)
+    count_is(reader, "@" + other.nick, 1)
+    first = cli.turn("turn one", resume=False)
+    assert line(1) in strings(first[0].body), f"{cli.name}: turn 1 lacks {line(1)}"
+
+    # The MCP tools of `ac mcp` are offered, and the skills' descriptions arrive whole.
+    names = first[0].tool_names
+    assert any("agent-chat" in n or "agent_chat" in n for n in names), names
+    if cli.name != "gemini":  # Gemini CLI gets commands (TOML), not skills
+        text = strings(first[0].body)
+        for skill, description in skill_descriptions().items():
+            assert description in text, f"{cli.name}: skill {skill} description cut or absent"
+
+    # Turn 2, same session, nothing new: no new line.
+    seen = strings(first[-1].body).count(line(1))
+    second = cli.turn("turn two")
+    assert strings(second[0].body).count(line(1)) == seen, f"{cli.name}: line repeated"
+
+    # Turn 3: another message; the new line.
+    other.send("@" + me.nick, "second")
+    count_is(reader, "@" + other.nick, 2)
+    third = cli.turn("turn three")
+    assert line(2) in strings(third[0].body), f"{cli.name}: turn 3 lacks {line(2)}"
+
+    # Turn 4: a tool call during which another message arrives; the line after the tool.
+    script = cli.home / "send-during-tool.sh"
+    script.write_text(_send_script(stack, other, cli.me, reader, 3))
+    fourth = cli.turn(f"turn four RUN: sh {script}")
+    after_tool = [r for r in fourth if _last_user_parts(r.vendor, r.body)[1]]
+    assert after_tool, f"{cli.name}: the tool result never reached the model"
+    assert line(3) in strings(after_tool[0].body), f"{cli.name}: no tool-time line {line(3)}"
+
+
+def _reader(cli: Cli) -> Agent:
+    """Our own identity (written by `ac setup`), to watch our counts without reading them."""
+    curl = (cli.home / ".agent-chat" / "hook" / (cli.me + ".curl")).read_text()
+    token = curl.split("Bearer ", 1)[1].split('"', 1)[0]
+    return Agent(cli.env["AGENT_CHAT_SERVER"] + "/_agent_chat/v1", "", cli.me, token)
+
+
+def _send_script(stack: Stack, other: Agent, me: str, reader: Agent, n: int) -> str:
+    """A shell command (the tool) that sends a DM as ``other`` and waits until it is counted."""
+    base = stack.api_url + "/_agent_chat/v1"
+    body = json.dumps({"to": "@" + me, "body": "during the tool"})
+    return (
+        f"curl -sf -X PUT -H 'Authorization: Bearer {other.token}' "
+        f"-H 'Content-Type: application/json' -d '{body}' {base}/send/{unique('txn')}\n"
+        "i=0\n"
+        "while [ $i -lt 100 ]; do\n"
+        f"  curl -sf -H 'Authorization: Bearer {reader.token}' {base}/notify?format=oneline"
+        f" | grep -q '({n})' && break\n"
+        "  i=$((i + 1)); sleep 0.1\n"
+        "done\n"
+        "echo sent\n"
+    )
+
+
+def test_cli_install_script_is_idempotent() -> None:
+    if not shutil.which("npm") or not (BIN / "claude").exists():
+        pytest.skip("npm or the CLIs not installed")
+    p = subprocess.run(
+        [str(REPO / "scripts" / "agent-clis.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AGENT_CHAT_CLI_PREFIX": str(PREFIX)},
+    )
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stdout + p.stderr
