@@ -14,7 +14,7 @@ import logging
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.appservice import AppServiceAPI
 from mautrix.client import ClientAPI
-from mautrix.errors import MUserInUse
+from mautrix.errors import MNotFound, MUserInUse
 from mautrix.types import EventType, RoomCreatePreset, RoomDirectoryVisibility
 import aiohttp
 
@@ -185,6 +185,23 @@ class Homeserver:
                 if content.get(TXN_MARKER) == txn:
                     return event.get("event_id")
         return None
+
+    async def add_direct(self, user_id: str, other: str, room_id: str) -> None:
+        """Add ``room_id`` to ``user_id``'s ``m.direct`` account data under ``other``."""
+        api = self.client(user_id).api
+        path = Path.v3.user[user_id].account_data["m.direct"]
+        try:
+            direct = await api.request(Method.GET, path)
+        except MNotFound:
+            direct = {}
+        if not isinstance(direct, dict):
+            direct = {}
+        rooms = direct.get(other)
+        rooms = [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
+        if room_id in rooms:
+            return
+        direct[other] = [*rooms, room_id]
+        await api.request(Method.PUT, path, direct)
 
     async def read_receipt(self, user_id: str, room_id: str, event_id: str) -> None:
         await self.client(user_id).send_receipt(room_id, event_id)

@@ -233,7 +233,11 @@ async def _apply_member(
         await Ledger.on_join(conn, rec.room_id, rec.user_id)
     elif rec.membership in ("leave", "ban"):
         await Ledger.on_leave(conn, rec.room_id, rec.user_id)
-    elif rec.membership == "invite" and is_ours(rec.user_id) and rec.sender != rec.user_id:
+    elif rec.membership == "invite" and rec.sender != rec.user_id:
+        # Messages after an invitation count for the invitee, so a direct chat from an agent
+        # reaches a human who uses only `ac` (notify shows it; reading there accepts it).
+        await Ledger.on_join(conn, rec.room_id, rec.user_id)
+    if rec.membership == "invite" and is_ours(rec.user_id) and rec.sender != rec.user_id:
         if rec.is_direct:
             await Room.set_direct(conn, rec.room_id)
             await DirectChat.set(conn, rec.sender, rec.user_id, rec.room_id)

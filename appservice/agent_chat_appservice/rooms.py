@@ -193,9 +193,11 @@ class Rooms:
         """The caller's direct chat with ``other``, created on first use as a real Matrix DM."""
         if other == caller:
             raise ApiError(400, "M_INVALID_PARAM", "you cannot message yourself")
-        room_id = await DirectChat.get(caller, other)
-        if room_id and await Member.is_joined(room_id, caller):
-            return room_id
+        # One pair of people has one direct chat: the existing one is reused from either side
+        # (an invitation to it accepted), whoever created it.
+        existing = await self.accept_direct(caller, other)
+        if existing is not None:
+            return existing
         ours = other.startswith("@" + self.config.user_prefix) and other.endswith(
             ":" + self.config.server_name
         )
@@ -216,9 +218,48 @@ class Rooms:
             await Member.set(conn, room_id, caller, "join", None)
             await Ledger.on_join(conn, room_id, caller)
             await Member.set(conn, room_id, other, "invite", None)
+            await Ledger.on_join(conn, room_id, other)  # what is sent now counts for them
+        await self.remember_direct(caller, other, room_id)
         if ours:
             await self.join(other, room_id)
         return room_id
+
+    async def accept_direct(self, caller: str, other: str) -> str | None:
+        """The caller's direct chat with ``other`` if they are in it or invited to it (an
+        invitation is accepted here: the caller joins). None when there is none."""
+        room_id = await DirectChat.get(caller, other)
+        if room_id is None:
+            return None
+        membership = await Member.membership(room_id, caller)
+        if membership == "join":
+            return room_id
+        if membership != "invite":
+            return None
+        await self.join(caller, room_id)
+        await self.remember_direct(caller, other, room_id)
+        return room_id
+
+    async def accept_direct_invites(self, caller: str) -> None:
+        """Accept every direct chat the caller is invited to (reading every room does)."""
+        for room_id in await Member.invited_direct_rooms(caller):
+            try:
+                await self.join(caller, room_id)
+            except ApiError as e:
+                log.warning("%s could not accept the direct chat %s: %s", caller, room_id, e)
+                continue
+            other = await Member.anyone_but(room_id, caller)
+            if other is not None:
+                await self.remember_direct(caller, other, room_id)
+
+    async def remember_direct(self, user_id: str, other: str, room_id: str) -> None:
+        """List the room in a human's ``m.direct`` (for Element: their direct chat with
+        ``other``). Agents need no account data; a failure only costs Element's grouping."""
+        if user_id not in self.hs.user_tokens:
+            return
+        try:
+            await self.hs.add_direct(user_id, other, room_id)
+        except Exception as e:
+            log.warning("could not add %s to %s's m.direct: %s", room_id, user_id, e)
 
     async def label(self, room_id: str, viewer: str) -> str:
         """How a room is shown to ``viewer``: ``#alias``, or ``@Name`` for a direct chat."""

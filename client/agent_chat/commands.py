@@ -166,10 +166,9 @@ def send(ctx, target, words, notice=False, as_json=False):
             raise AcError(
                 f"no such room or person: {one_line(target)} ({e.message})", detail=e.detail
             ) from None
-        if e.status == 413:
-            raise AcError(
-                "message too long (%d characters): %s" % (len(body), e.message), detail=e.detail
-            ) from None
+        if e.status == 413:  # the server says its limit in bytes of UTF-8, with our size
+            size = "" if "UTF-8" in e.message else f"{len(body.encode()):,} bytes of UTF-8: "
+            raise AcError(f"message too long: {size}{e.message}", detail=e.detail) from None
         raise
     if as_json:
         out(render.dumps(answer))
@@ -194,6 +193,8 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
             out(render.message_json(msg) if as_json else render.message_line(msg, color))
         sys.stdout.flush()
 
+    unread_left = []
+
     def fetch(**query):
         try:
             answer = client.call("GET", "/messages", query={"room": room, **query})
@@ -203,11 +204,19 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
                     f"no such room or person: {one_line(room)} ({e.message})", detail=e.detail
                 ) from None
             raise
+        left = answer.get("unread") if isinstance(answer, dict) else None
+        unread_left[:] = render.unread_entries({"unread": left}) if isinstance(left, list) else []
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
     messages = fetch(limit=last, unread=True if unread else None, mark_read=mark_read)
     show(messages)
+    if unread_left:  # never clear what was not shown: say what is still waiting
+        note = render.still_unread(unread_left, room)
+        if as_json:
+            sys.stderr.write(note + "\n")
+        else:
+            out(note)
     last_event = messages[-1].get("event_id") if messages else None
     if messages:
         write_caches(ctx.settings, ctx.cache_key(), last_event=last_event)
@@ -297,7 +306,9 @@ def channels(ctx, as_json):
             "direct" if r.get("direct") else "%d member%s" % (members, "" if members == 1 else "s")
         ]
         if unread:
-            facts.append("%d unread" % unread)
+            facts.append(f"{unread} unread")
+        if r.get("invited") is True:
+            facts.append(f"invited: ac join {name}")
         topic = one_line(r.get("topic") or "")
         out(
             (
@@ -507,8 +518,14 @@ def login(ctx, name):
             data, s.server_url, ident.nick_key(name), answer, make_default=not s.env_nick
         )
         ident.save_credentials(s.home, data, s)
+    rooms = answer.get("rooms")
+    joined = ""
+    if isinstance(rooms, list) and rooms:
+        joined = "; joined {}".format(" ".join(one_line(str(r)) for r in rooms))
     out(
-        "logged in as {} ({})".format(one_line(found.nick or name), one_line(found.user_id or "?"))
+        "logged in as {} ({}){}".format(
+            one_line(found.nick or name), one_line(found.user_id or "?"), joined
+        )
     )
     return 0
 

@@ -131,17 +131,22 @@ class ChatTools:
         messages = (
             [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
         )
-        if not messages:
-            return "no unread messages" if unread else "no messages"
-        what = "%d %smessage%s" % (
-            len(messages),
-            "unread " if unread else "",
-            "" if len(messages) == 1 else "s",
+        left = answer.get("unread") if isinstance(answer, dict) else None
+        # What this read left unread: messages it did not return are never marked read.
+        note = (
+            "\n" + render.still_unread(render.unread_entries({"unread": left}), target)
+            if isinstance(left, list) and render.unread_entries({"unread": left})
+            else ""
         )
-        return "{}{}:\n{}".format(
+        if not messages:
+            return ("no unread messages" if unread else "no messages") + note
+        plural = "" if len(messages) == 1 else "s"
+        what = f"{len(messages)} {'unread ' if unread else ''}message{plural}"
+        return "{}{}:\n{}{}".format(
             what,
             " in " + one_line(target) if target else "",
             untrusted([render.message_line(m) for m in messages]),
+            note,
         )
 
     def who(self, room: str) -> str:

@@ -66,6 +66,17 @@ def notify_oneline(entries):
     )
 
 
+def still_unread(entries, room=None):
+    """``(4 unread in #status, urgent: ac listen '#status' --unread)``: what a read left
+    unread (``--last N`` never marks read what it did not show)."""
+    parts = [
+        f"{count} unread in {one_line(name)}{', urgent' if urgent else ''}"
+        for name, count, urgent in entries
+    ]
+    target = f" '{one_line(room)}'" if room else ""
+    return f"({'; '.join(parts)}: ac listen{target} --unread)"
+
+
 def notify_lines(entries):
     """``#general: 2 new messages``, ``#alerts: 1 new message (URGENT)``,
     ``@BlueLake: 1 direct message``."""

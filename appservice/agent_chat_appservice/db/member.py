@@ -52,6 +52,22 @@ class Member(Table):
         return bool(await cls.read_db.fetchval(q, room_id, user_id))
 
     @classmethod
+    async def membership(cls, room_id: str, user_id: str) -> str | None:
+        """join, invite, leave, ban or knock; None when the room never had this user."""
+        q = "SELECT membership FROM member WHERE room_id=$1 AND user_id=$2"
+        value = await cls.read_db.fetchval(q, room_id, user_id)
+        return str(value) if value is not None else None
+
+    @classmethod
+    async def invited_direct_rooms(cls, user_id: str) -> list[str]:
+        """Direct chats ``user_id`` is invited to and has not joined (nor refused)."""
+        q = (
+            "SELECT m.room_id FROM member m JOIN room r ON r.room_id=m.room_id "
+            "WHERE m.user_id=$1 AND m.membership='invite' AND r.is_direct"
+        )
+        return [r["room_id"] for r in await cls.read_db.fetch(q, user_id)]
+
+    @classmethod
     async def joined_rooms(cls, user_id: str) -> list[str]:
         q = "SELECT room_id FROM member WHERE user_id=$1 AND membership='join'"
         return [r["room_id"] for r in await cls.read_db.fetch(q, user_id)]

@@ -50,17 +50,27 @@ class Room(Table):
 
     @classmethod
     async def channels(cls, user_id: str) -> list[Channel]:
-        """The rooms ``user_id`` has joined, shared ones first, with their unread counts."""
+        """The rooms ``user_id`` has joined or is invited to, shared ones first, with their
+        unread counts."""
         q = (
             "SELECT r.room_id, r.topic, r.is_direct, COALESCE(r.counted - u.base, 0) AS unread,"
+            " m.membership,"
             " (SELECT COUNT(*) FROM member x WHERE x.room_id=r.room_id AND x.membership='join')"
             "   AS members"
             " FROM member m JOIN room r ON r.room_id=m.room_id"
             " LEFT JOIN unread u ON u.room_id=m.room_id AND u.user_id=m.user_id"
-            " WHERE m.user_id=$1 AND m.membership='join' ORDER BY r.is_direct, r.alias, r.room_id"
+            " WHERE m.user_id=$1 AND m.membership IN ('join', 'invite')"
+            " ORDER BY r.is_direct, r.alias, r.room_id"
         )
         return [
-            Channel(r["room_id"], r["topic"], bool(r["is_direct"]), r["members"], r["unread"])
+            Channel(
+                r["room_id"],
+                r["topic"],
+                bool(r["is_direct"]),
+                r["members"],
+                r["unread"],
+                r["membership"] == "invite",
+            )
             for r in await cls.read_db.fetch(q, user_id)
         ]
 
@@ -105,6 +115,7 @@ class Channel:
     is_direct: bool
     members: int
     unread: int
+    invited: bool = False  # invited, not joined yet: reading or sending there accepts
 
 
 class DirectChat(Table):
