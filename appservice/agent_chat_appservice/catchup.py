@@ -20,6 +20,7 @@ from mautrix.api import Method, Path
 from . import ingest
 from .db import Member, Message, transaction
 from .homeserver import Homeserver
+from .waiters import Waiters
 
 log = logging.getLogger("agent_chat.catchup")
 
@@ -27,7 +28,12 @@ PAGE = 100
 DEPTH = 300
 
 
-async def catch_up(hs: Homeserver, server_name: str, is_ours: Callable[[str], bool]) -> int:
+async def catch_up(
+    hs: Homeserver,
+    server_name: str,
+    is_ours: Callable[[str], bool],
+    waiters: Waiters | None = None,
+) -> int:
     """Apply missed events in every room we hold messages of; returns how many were new.
 
     A room without stored messages has nothing to anchor on: history before us is not news.
@@ -47,6 +53,8 @@ async def catch_up(hs: Homeserver, server_name: str, is_ours: Callable[[str], bo
             continue
         async with transaction() as conn:
             effects = await ingest.apply(conn, records, is_ours)
+        if waiters is not None:
+            await waiters.wake_changed(effects.rooms, effects.users)
         if effects.messages_counted:
             log.info("caught up %d missed message(s) in %s", effects.messages_counted, room_id)
             applied += effects.messages_counted

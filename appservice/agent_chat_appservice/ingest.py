@@ -76,6 +76,10 @@ class Effects:
 
     invites: list[MemberRecord] = field(default_factory=list)
     messages_counted: int = 0
+    #: Whose counts may have changed: every member of ``rooms``, and ``users`` (readers,
+    #: joiners, leavers). Long-poll waiters are woken with them once committed.
+    rooms: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
 
 
 def parse_event(
@@ -185,7 +189,10 @@ async def apply(
     effects = Effects()
     for record in records:
         if isinstance(record, MessageRecord):
-            effects.messages_counted += await _apply_message(conn, record)
+            counted = await _apply_message(conn, record)
+            effects.messages_counted += counted
+            if counted:
+                effects.rooms.add(record.room_id)
         elif isinstance(record, MemberRecord):
             await _apply_member(conn, record, is_ours, effects)
         elif isinstance(record, RoomStateRecord):
@@ -195,10 +202,14 @@ async def apply(
                 await Room.set_field(conn, record.room_id, record.field, record.value)
         elif isinstance(record, ReceiptRecord):
             found = await Message.seq_of(conn, record.event_id)
-            if found and found[0] == record.room_id:
-                await Ledger.mark_read(
+            if (
+                found
+                and found[0] == record.room_id
+                and await Ledger.mark_read(
                     conn, record.user_id, record.room_id, found[1], record.event_id
                 )
+            ):
+                effects.users.add(record.user_id)
     return effects
 
 
@@ -231,14 +242,18 @@ async def _apply_member(
     await Member.set(conn, rec.room_id, rec.user_id, rec.membership, rec.displayname)
     if rec.membership == "join":
         await Ledger.on_join(conn, rec.room_id, rec.user_id)
+        effects.users.add(rec.user_id)
     elif rec.membership in ("leave", "ban"):
         await Ledger.on_leave(conn, rec.room_id, rec.user_id)
+        effects.users.add(rec.user_id)
     elif rec.membership == "invite" and rec.sender != rec.user_id:
         # Messages after an invitation count for the invitee, so a direct chat from an agent
         # reaches a human who uses only `ac` (notify shows it; reading there accepts it).
         await Ledger.on_join(conn, rec.room_id, rec.user_id)
+        effects.users.add(rec.user_id)
     if rec.membership == "invite" and is_ours(rec.user_id) and rec.sender != rec.user_id:
         if rec.is_direct:
             await Room.set_direct(conn, rec.room_id)
             await DirectChat.set(conn, rec.sender, rec.user_id, rec.room_id)
+            effects.rooms.add(rec.room_id)  # its members' DM filter sees it now
         effects.invites.append(rec)

@@ -6,6 +6,7 @@ A few counters and summaries are all the appservice needs; this avoids a depende
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 
 class Counter:
@@ -45,6 +46,21 @@ class Summary:
         return lines
 
 
+class Gauge:
+    """A value read when rendered (``read`` is set by whoever owns it)."""
+
+    def __init__(self, name: str, help_text: str, kind: str = "gauge") -> None:
+        self.name, self.help, self.kind = name, help_text, kind
+        self.read: Callable[[], float] = lambda: 0.0
+
+    def render(self) -> list[str]:
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} {self.kind}",
+            f"{self.name} {self.read():g}",
+        ]
+
+
 TRANSACTIONS = Counter(
     "agent_chat_transactions_total", "Homeserver transactions by outcome", "outcome"
 )
@@ -56,6 +72,12 @@ MALFORMED = Counter("agent_chat_malformed_events_total", "Events skipped as malf
 REGISTRATIONS = Counter("agent_chat_registrations_total", "Identities registered", "kind")
 API_LATENCY = Summary("agent_chat_api_request_seconds", "REST API handling time", "route")
 API_ERRORS = Counter("agent_chat_api_errors_total", "REST API error answers", "status")
+NOTIFY_WAITERS = Gauge("agent_chat_notify_waiters", "Long-poll /notify requests waiting now")
+NOTIFY_WOKEN = Gauge(
+    "agent_chat_notify_woken_total",
+    "Long-poll /notify waiters woken by a change of counts",
+    "counter",
+)
 
 ALL = (
     TRANSACTIONS,
@@ -65,6 +87,8 @@ ALL = (
     REGISTRATIONS,
     API_LATENCY,
     API_ERRORS,
+    NOTIFY_WAITERS,
+    NOTIFY_WOKEN,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 import asyncio
 import ipaddress
 import logging
@@ -67,6 +68,7 @@ class AgentChatService:
             on_invite=self._accept_invite,
             is_ready=lambda: self.context.ready,
             on_failure=self._transaction_failed,
+            waiters=self.context.waiters,
         )
         self._kicking = False
         self.runner: web.AppRunner | None = None
@@ -102,6 +104,7 @@ class AgentChatService:
         # Serve before bootstrapping: room creation makes Synapse push transactions to us.
         self.runner = web.AppRunner(self.build_app(), access_log=None)
         await self.runner.setup()
+        self._watch_connections(self.runner)
         await web.TCPSite(self.runner, self.config.host, self.config.port).start()
         log.info("listening on %s:%d", self.config.host, self.config.port)
         await self._wait_for_homeserver()
@@ -148,7 +151,9 @@ class AgentChatService:
 
     async def _catch_up(self) -> None:
         try:
-            missed = await catch_up(self.hs, self.config.server_name, self.identities.is_ours)
+            missed = await catch_up(
+                self.hs, self.config.server_name, self.identities.is_ours, self.context.waiters
+            )
             log.info("catch-up done: %d missed message(s) applied", missed)
         except Exception:
             log.exception("catch-up failed")
@@ -164,6 +169,23 @@ class AgentChatService:
                 log.info("homeserver is back: catching up")
                 await self._catch_up()
             was_down = not up
+
+    def _watch_connections(self, runner: web.AppRunner) -> None:
+        """End a long-poll waiter as soon as its caller hangs up: aiohttp tells its server of
+        every lost connection (it does not cancel the handler, by default and on purpose)."""
+        server = runner.server
+        if server is None:
+            return
+        lost = server.connection_lost
+        waiters = self.context.waiters
+        metrics.NOTIFY_WAITERS.read = lambda: len(waiters)
+        metrics.NOTIFY_WOKEN.read = lambda: waiters.woken
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            lost(handler, exc)
+            waiters.connection_lost(handler)
+
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
 
     def _transaction_failed(self) -> None:
         if not self._kicking:

@@ -20,6 +20,7 @@ from mautrix.util.async_db import Database
 
 from . import ingest, metrics
 from .db import HSTransaction, Identity
+from .waiters import Waiters
 
 log = logging.getLogger("agent_chat.transactions")
 
@@ -38,6 +39,7 @@ class TransactionEndpoint:
         on_invite: Callable[[ingest.MemberRecord], None],
         is_ready: Callable[[], bool],
         on_failure: Callable[[], None] = lambda: None,
+        waiters: Waiters | None = None,
     ) -> None:
         self.db = db
         self.hs_token = hs_token.encode()
@@ -46,6 +48,7 @@ class TransactionEndpoint:
         self.on_invite = on_invite
         self.is_ready = is_ready
         self.on_failure = on_failure
+        self.waiters = waiters
         #: False after a transaction failed, until one is applied again.
         self.healthy = True
 
@@ -134,6 +137,11 @@ class TransactionEndpoint:
         metrics.TRANSACTION_APPLY.observe(time.perf_counter() - started)
         metrics.TRANSACTIONS.inc("applied")
         metrics.LEDGER_UPDATES.inc(amount=effects.messages_counted)
+        if self.waiters is not None:  # committed: long-poll waiters may read the change now
+            try:
+                await self.waiters.wake_changed(effects.rooms, effects.users)
+            except Exception:  # applied all the same; waiters still answer at their timeout
+                log.exception("transaction %s: waking long-poll waiters failed", txn_id)
         for invite in effects.invites:
             self.on_invite(invite)
         return web.json_response({})

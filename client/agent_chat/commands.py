@@ -227,11 +227,15 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
     if last_event is None:
         anchor = fetch(limit=1, mark_read=False)
         last_event = anchor[-1].get("event_id") if anchor else None
+    from . import wait  # not at the top: `ac notify` imports this module
+
     failing = False
+    cursor = None  # the first long-poll answers at once: catch up, then hold
     try:
         while True:
-            time.sleep(1.0)
             try:
+                # Held by the server until a message (or a read) changes our counts.
+                cursor = wait.next_change(client, cursor)
                 messages = fetch(limit=100, since=last_event, mark_read=mark_read)
             except NetworkError as e:
                 if not failing:

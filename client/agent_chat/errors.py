@@ -1,7 +1,7 @@
 """Errors the client reports, each carrying the exit code the spec gives it.
 
 Exit codes: 0 success; 1 any other error (usage errors included); 2 server unreachable;
-3 authentication failed; 4 rate-limited.
+3 authentication failed; 4 rate-limited; 5 ``ac wait`` timed out (nothing new).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
 EXIT_AUTH = 3
 EXIT_RATE_LIMITED = 4
+EXIT_TIMEOUT = 5
 
 
 class ConfigFileError(Exception):

@@ -9,11 +9,31 @@ import re
 
 from aiohttp import web
 
-from ..db import ClientSend, Identity, Ledger, Member, Message, transaction
+from .. import waiters
+from ..db import (
+    ClientSend,
+    Identity,
+    Ledger,
+    Member,
+    Message,
+    Unread,
+    transaction,
+)
 from ..errors import ApiError, from_matrix
 from ..formatting import to_html
 from ..text import could_ping_by_name, mxid_mentions, nick_mentions
-from .base import Context, caller, ctx, json_body, ok, query_bool, query_int, routes, string_field
+from .base import (
+    Context,
+    caller,
+    ctx,
+    json_body,
+    ok,
+    query_bool,
+    query_int,
+    query_seconds,
+    routes,
+    string_field,
+)
 
 log = logging.getLogger("agent_chat.api.messages")
 
@@ -225,6 +245,7 @@ async def messages(request: web.Request) -> web.Response:
                     conn, me.user_id, room_id, m.seq, m.event_id, oldest[room_id].seq
                 )
             if moved:
+                context.waiters.wake([me.user_id])  # committed: their counts changed
                 _in_background(_send_receipt(context, me.user_id, room_id, m.event_id))
         markers = await Ledger.read_markers(me.user_id, list(newest))
         marked_read = all(markers.get(r, 0) >= m.seq for r, m in newest.items())
@@ -255,12 +276,15 @@ def oneline(entries: list[dict]) -> str:
 
 
 async def unread_entries(
-    context: Context, user_id: str, room_ids: set[str] | None = None
+    context: Context,
+    user_id: str,
+    room_ids: set[str] | None = None,
+    found: list[Unread] | None = None,
 ) -> list[dict[str, Any]]:
     """What ``notify`` answers: the caller's rooms with something unread (only ``room_ids``
-    when given), labelled as the caller knows them."""
+    when given; ``found`` instead of reading the ledger), labelled as the caller knows them."""
     entries = []
-    for u in await Ledger.unread(user_id):
+    for u in found if found is not None else await Ledger.unread(user_id):
         if room_ids is not None and u.room_id not in room_ids:
             continue
         if u.is_direct and u.other_user:
@@ -287,8 +311,39 @@ async def notify(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "oneline"):
         raise ApiError(400, "M_INVALID_PARAM", "'format' is json or oneline")
-    entries = await unread_entries(context, me.user_id)
+    try:
+        wanted = waiters.parse_filter(request.query.get("filter"))
+    except ValueError as e:
+        raise ApiError(400, "M_INVALID_PARAM", str(e)) from None
+    wait = query_seconds(request, "wait", waiters.MAX_WAIT)
+    key = waiters.cursor_key(context.config.hs_token)
+    since = None
+    if "since" in request.query:
+        try:
+            since = waiters.Cursor.decode(request.query["since"], key, me.user_id)
+        except waiters.BadCursor as e:
+            raise ApiError(400, "M_INVALID_PARAM", str(e)) from None
+
+    async def read() -> list[Unread]:
+        return waiters.selected(await Ledger.unread(me.user_id), wanted)
+
+    answer = await context.waiters.until_changed(
+        me.user_id, request.protocol, read, since, wait or 0.0
+    )
+    if answer is None:  # the caller hung up while waiting: nobody reads this
+        return web.Response(status=204)
+    entries = await unread_entries(context, me.user_id, found=answer.entries)
+    cursor = answer.cursor.encode(key, me.user_id)
     if fmt == "oneline":
         line = oneline(entries)
-        return web.Response(text=line + "\n" if line else "", content_type="text/plain")
-    return ok({"unread": entries})
+        response = web.Response(text=line + "\n" if line else "", content_type="text/plain")
+        response.headers["Agent-Chat-Cursor"] = cursor
+        if answer.changed is not None:
+            response.headers["Agent-Chat-Changed"] = "true" if answer.changed else "false"
+            response.headers["Agent-Chat-New"] = "true" if answer.new else "false"
+        return response
+    data: dict[str, Any] = {"unread": entries, "cursor": cursor}
+    if answer.changed is not None:
+        data["changed"] = answer.changed
+        data["new"] = answer.new
+    return ok(data)

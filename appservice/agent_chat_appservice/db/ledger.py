@@ -30,6 +30,8 @@ class Unread:
     other_user: str | None  # the other party of a direct chat
     other_name: str | None
     last_sender: str | None
+    last_read_seq: int = 0  # the read marker: a read changes it, so a cursor sees it
+    latest: int = 0  # the newest seq counted here for the user: grows only with news
 
 
 class Ledger(Table):
@@ -161,7 +163,10 @@ class Ledger(Table):
             " CASE WHEN r.last_sender_id<>$1 THEN r.last_sender ELSE u.last_sender END"
             "   AS last_sender,"
             " (SELECT o.user_id FROM member o WHERE o.room_id=u.room_id AND o.user_id<>$1"
-            "   AND o.membership IN ('join', 'invite') ORDER BY o.user_id LIMIT 1) AS other_user"
+            "   AND o.membership IN ('join', 'invite') ORDER BY o.user_id LIMIT 1) AS other_user,"
+            " u.last_read_seq,"
+            " (SELECT m.seq FROM message m WHERE m.room_id=u.room_id AND m.seq>u.last_read_seq"
+            "   AND m.sender<>$1 ORDER BY m.seq DESC LIMIT 1) AS latest"
             " FROM unread u JOIN room r ON r.room_id=u.room_id"
             " WHERE u.user_id=$1 AND r.counted>u.base ORDER BY r.is_direct, r.alias, u.room_id"
         )
@@ -178,6 +183,17 @@ class Ledger(Table):
                     other_user=r["other_user"] if r["is_direct"] else None,
                     other_name=None,
                     last_sender=r["last_sender"],
+                    last_read_seq=r["last_read_seq"] or 0,
+                    latest=r["latest"] or 0,
                 )
             )
         return result
+
+    @classmethod
+    async def members(cls, room_ids: list[str]) -> set[str]:
+        """Who has a ledger row in these rooms: whose counts a change there may move."""
+        q = "SELECT user_id FROM unread WHERE room_id=$1"
+        found: set[str] = set()
+        for room_id in room_ids:
+            found.update(r["user_id"] for r in await cls.read_db.fetch(q, room_id))
+        return found

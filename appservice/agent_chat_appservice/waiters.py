@@ -1,0 +1,217 @@
+"""Long-poll waiters of ``GET /notify?wait=S&since=CURSOR``, and the cursors they wait on.
+
+A waiting request registers a future under its caller's user id and sleeps on it; whatever
+changes a caller's counts wakes them through :meth:`Waiters.wake` after its database
+transaction has committed (a homeserver transaction applied, a read through the API). Nothing
+polls: an idle appservice with a thousand waiters runs no code until something happens, and
+the only timer per waiter is its request's own timeout. A waiter whose connection drops is
+woken by :meth:`Waiters.connection_lost` and forgotten.
+
+``wake(user_ids)`` is the whole interface a change needs, so that a notifier across processes
+(several appservice replicas, PostgreSQL LISTEN/NOTIFY) can call it with the user ids it hears.
+
+Cursors: ``<latest>.<state>.<mac>``. ``state`` digests the caller's unread entries (room, count,
+urgent flag, read marker) as the request's filter selects them, so any change of counts, a read
+or a leave changes it; ``latest`` is the newest message counted for the caller among them (a
+global, growing sequence number), so "something new arrived" is ``latest`` growing, which a read
+never does; ``mac`` is an HMAC over both and the caller's user id with a key derived from the
+hs_token (shared by replicas), so a cursor from another caller, another server or garbage is
+refused rather than silently compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+import asyncio
+import hashlib
+import hmac
+import re
+
+from .db import Ledger, Unread
+
+K = TypeVar("K")
+FILTERS = ("urgent", "dm")
+MAX_WAIT = 300.0
+CURSOR_RE = re.compile(r"^([0-9a-f]{1,16})\.([0-9a-f]{16})\.([0-9a-f]{16})$")
+
+
+class BadCursor(ValueError):
+    """A ``since`` this server did not give to this caller."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    latest: int
+    state: str
+
+    def encode(self, key: bytes, user_id: str) -> str:
+        head = f"{self.latest:x}.{self.state}"
+        return f"{head}.{_mac(key, user_id, head)}"
+
+    @classmethod
+    def decode(cls, text: str, key: bytes, user_id: str) -> Cursor:
+        found = CURSOR_RE.match(text)
+        if found is None:
+            raise BadCursor("'since' is not a cursor: pass the 'cursor' of a /notify answer")
+        head = f"{found[1]}.{found[2]}"
+        if not hmac.compare_digest(found[3], _mac(key, user_id, head)):
+            raise BadCursor(
+                "'since' is a cursor of another identity or another server: "
+                "pass the 'cursor' of your own /notify answer"
+            )
+        return cls(int(found[1], 16), found[2])
+
+
+def _mac(key: bytes, user_id: str, head: str) -> str:
+    return hmac.new(key, f"{user_id}\n{head}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def cursor_key(hs_token: str) -> bytes:
+    """The cursors' HMAC key: derived from the hs_token, so every replica shares it."""
+    return hmac.new(hs_token.encode(), b"agent-chat notify cursor", hashlib.sha256).digest()
+
+
+def parse_filter(value: str | None) -> frozenset[str]:
+    """``urgent``, ``dm`` or ``urgent,dm`` (either order): the entries that count."""
+    if value is None:
+        return frozenset()
+    parts = value.split(",")
+    if not value or any(p not in FILTERS for p in parts):
+        raise ValueError("'filter' is urgent, dm or urgent,dm")
+    return frozenset(parts)
+
+
+def selected(entries: Sequence[Unread], wanted: frozenset[str]) -> list[Unread]:
+    """The entries a filter keeps: urgent ones, direct chats, or either (no filter: all)."""
+    if not wanted:
+        return list(entries)
+    return [
+        u for u in entries if ("urgent" in wanted and u.urgent) or ("dm" in wanted and u.is_direct)
+    ]
+
+
+def cursor_of(entries: Sequence[Unread]) -> Cursor:
+    """The cursor of a state: what a caller waits to see change."""
+    digest = hashlib.sha256()
+    for u in sorted(entries, key=lambda u: u.room_id):
+        digest.update(f"{u.room_id}\0{u.count}\0{int(u.urgent)}\0{u.last_read_seq}\n".encode())
+    return Cursor(max((u.latest for u in entries), default=0), digest.hexdigest()[:16])
+
+
+@dataclass
+class Answer:
+    entries: list[Unread]
+    cursor: Cursor
+    #: The state differs from ``since`` (None without ``since``).
+    changed: bool | None
+    #: A message arrived after ``since`` (None without ``since``).
+    new: bool | None
+
+
+def _drop(index: dict[K, set[asyncio.Future[bool]]], key: K, future: asyncio.Future[bool]) -> None:
+    found = index.get(key)
+    if found is not None:
+        found.discard(future)
+        if not found:
+            del index[key]
+
+
+class Waiters:
+    """Who is waiting for their counts to change: one future per waiting request.
+
+    A future's result is True when the caller's counts may have changed, False when the
+    caller's connection dropped.
+    """
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[asyncio.Future[bool]]] = {}
+        self._by_connection: dict[object, set[asyncio.Future[bool]]] = {}
+        #: Waiters answered because of a change (for /metrics and the benchmark).
+        self.woken = 0
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    @property
+    def users(self) -> int:
+        return len(self._by_user)
+
+    def add(self, user_id: str, connection: object) -> asyncio.Future[bool]:
+        """A future that is done when ``user_id``'s counts may have changed (or the caller's
+        connection dropped). Always :meth:`discard` it afterwards."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._by_user.setdefault(user_id, set()).add(future)
+        self._by_connection.setdefault(connection, set()).add(future)
+        return future
+
+    def discard(self, user_id: str, connection: object, future: asyncio.Future[bool]) -> None:
+        _drop(self._by_user, user_id, future)
+        _drop(self._by_connection, connection, future)
+
+    def wake(self, user_ids: Iterable[str]) -> int:
+        """Wake every request waiting for one of these users; how many were woken."""
+        count = 0
+        for user_id in user_ids:
+            for future in self._by_user.pop(user_id, ()):
+                if not future.done():
+                    future.set_result(True)
+                    count += 1
+        self.woken += count
+        return count
+
+    async def wake_changed(self, rooms: Iterable[str], users: Iterable[str]) -> int:
+        """After a commit: wake whoever waits among ``users`` and the members of ``rooms``.
+        Reads nothing when nobody waits."""
+        if not self._by_user:
+            return 0
+        targets = set(users)
+        room_ids = sorted(rooms)
+        if room_ids:
+            targets |= await Ledger.members(room_ids)
+        return self.wake(u for u in targets if u in self._by_user)
+
+    def connection_lost(self, connection: object) -> None:
+        """The caller hung up: its waiter ends now instead of at its timeout."""
+        for future in self._by_connection.pop(connection, ()):
+            if not future.done():
+                future.set_result(False)
+
+    async def until_changed(
+        self,
+        user_id: str,
+        connection: object,
+        read: Callable[[], Awaitable[list[Unread]]],
+        since: Cursor | None,
+        timeout: float,
+    ) -> Answer | None:
+        """The caller's entries (``read``) once their state differs from ``since``, or as they
+        are at the timeout; at once without ``since``. None when the caller hung up.
+
+        The future is registered before each read, so a change committed between the read and
+        the sleep is never missed: it finds the future already done.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            future = self.add(user_id, connection) if since is not None and timeout > 0 else None
+            try:
+                entries = await read()
+                cursor = cursor_of(entries)
+                if since is None:
+                    return Answer(entries, cursor, None, None)
+                changed = cursor.state != since.state
+                remaining = deadline - loop.time()
+                if changed or future is None or remaining <= 0:
+                    return Answer(entries, cursor, changed, cursor.latest > since.latest)
+                try:
+                    if not await asyncio.wait_for(future, remaining):
+                        return None  # the connection dropped
+                except TimeoutError:
+                    pass  # one more read answers with the state at the timeout
+            finally:
+                if future is not None:
+                    self.discard(user_id, connection, future)
+            if loop.time() >= deadline:
+                timeout = 0  # read once more, then answer whatever it says

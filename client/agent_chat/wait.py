@@ -1,0 +1,217 @@
+"""``ac wait`` and the long-poll under ``ac listen --follow``: block until something new arrives.
+
+Both sit on ``GET /notify?wait=S&since=CURSOR``: the server holds the request until the caller's
+counts change (or ``S`` seconds pass) and answers with a new cursor and ``new: true`` when a
+message arrived after the old one (a read changes the counts but is not news).
+
+``ac wait`` returns (exit 0, printing the unread line) when something new arrives after it
+started; what is already unread does not end it, unless ``--any``. On ``--timeout`` it exits
+:data:`~agent_chat.errors.EXIT_TIMEOUT` (5) and prints nothing.
+
+The loop guard, for hooks that wake an agent (``--session ID``): a small state file per
+identity, filter and session (``$AGENT_CHAT_HOME/wait/``) keeps the cursor of the last wake, so
+
+- a message that arrived between two runs wakes the next run at once, exactly once;
+- nothing new, no wake (reads and the agent's own messages are not news);
+- at most one wake per ``--min-interval`` seconds (default 10), unless something became urgent:
+  two agents that DM each other cannot wake each other in a storm; a wake held back by the
+  interval happens when it ends, if the news is still unread then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+from . import render
+from .errors import EXIT_OK, EXIT_TIMEOUT, ApiError, NetworkError, UsageError
+from .files import atomic_write, read_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .api import Client
+    from .commands import Context
+
+#: The longest single long-poll the server accepts.
+MAX_POLL = 300.0
+#: Extra seconds the HTTP client waits beyond the server's hold.
+SLACK = 30.0
+RETRY_SECONDS = 2.0
+WAIT_DIR = "wait"
+
+
+def poll(
+    client: Client, cursor: str | None, wait: float, filters: str | None = None
+) -> dict[str, Any]:
+    """One long-poll: the /notify answer once the counts differ from ``cursor`` (at once
+    without one), or after ``wait`` seconds. A cursor the server refuses (400) is dropped and
+    a fresh state returned, so callers simply carry on from it."""
+    query: dict[str, Any] = {"filter": filters}
+    if cursor is not None:
+        query.update(since=cursor, wait=_seconds(wait))
+    try:
+        answer = client.call("GET", "/notify", query=query, timeout=wait + SLACK)
+    except ApiError as e:
+        if e.status != 400 or cursor is None:
+            raise
+        # e.g. the server's key changed, or a session file from another server: start afresh
+        answer = client.call("GET", "/notify", query={"filter": filters})
+        answer["changed"], answer["new"] = True, False
+    return answer if isinstance(answer, dict) else {}
+
+
+def next_change(client: Client, cursor: str | None, wait: float = MAX_POLL) -> str | None:
+    """Block until the caller's counts change (at most ``wait`` s); the new cursor. Used by
+    ``ac listen --follow``: the first call (no cursor) answers at once."""
+    cursor_out = poll(client, cursor, wait).get("cursor")
+    return cursor_out if isinstance(cursor_out, str) else None
+
+
+def _seconds(value: float) -> str:
+    return f"{max(0.0, min(value, MAX_POLL)):.3f}".rstrip("0").rstrip(".")
+
+
+def _urgent_rooms(answer: dict[str, Any]) -> set[str]:
+    unread = answer.get("unread")
+    if not isinstance(unread, list):
+        return set()
+    return {
+        str(u.get("room_id"))
+        for u in unread
+        if isinstance(u, dict) and u.get("urgent") is True and u.get("room_id")
+    }
+
+
+class SessionState:
+    """The loop guard's memory for one session: last wake's cursor, time and urgent rooms."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.cursor: str | None = None
+        self.last_wake = 0.0
+        self.urgent: set[str] = set()
+        if path is None:
+            return
+        try:
+            data = json.loads(read_text(path) or "{}")
+        except (OSError, ValueError):
+            data = {}
+        if isinstance(data, dict):
+            cursor, last_wake, urgent = (
+                data.get("cursor"),
+                data.get("last_wake"),
+                data.get("urgent"),
+            )
+            self.cursor = cursor if isinstance(cursor, str) else None
+            if isinstance(last_wake, (int, float)) and not isinstance(last_wake, bool):
+                self.last_wake = float(last_wake)
+            if isinstance(urgent, list):
+                self.urgent = {u for u in urgent if isinstance(u, str)}
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {"cursor": self.cursor, "last_wake": self.last_wake, "urgent": sorted(self.urgent)}
+        try:
+            atomic_write(self.path, json.dumps(data).encode(), 0o600)
+        except OSError as e:
+            sys.stderr.write(f"ac: cannot keep the wait state in {self.path}: {e.strerror}\n")
+
+
+def _state_path(ctx: Context, token: str, filters: str | None, session: str) -> str:
+    key = "\n".join((ctx.cache_key(), hashlib.sha256(token.encode()).hexdigest(), str(filters)))
+    digest = hashlib.sha256(f"{key}\n{session}".encode()).hexdigest()[:24]
+    return str(ctx.settings.path(os.path.join(WAIT_DIR, digest + ".json")))
+
+
+def _show(answer: dict[str, Any], fmt: str) -> None:
+    entries = render.unread_entries(answer)
+    if fmt == "json":
+        text = render.notify_json(entries)
+    elif fmt == "oneline":
+        text = render.notify_oneline(entries)
+    else:
+        text = "\n".join(render.notify_lines(entries))
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def wait(
+    ctx: Context,
+    urgent: bool = False,
+    dm: bool = False,
+    timeout: float | None = None,
+    fmt: str = "words",
+    any_unread: bool = False,
+    session: str | None = None,
+    min_interval: float = 10.0,
+) -> int:
+    """``ac wait``: exit 0 with the unread line once something new arrives, 5 on timeout."""
+    if timeout is not None and not 0 <= timeout < 1e9:
+        raise UsageError("--timeout is a number of seconds, 0 or more")
+    if not 0 <= min_interval <= 86400:
+        raise UsageError("--min-interval is a number of seconds from 0 to 86400")
+    if session is not None and not session.strip():
+        raise UsageError("--session needs a non-empty ID")
+    filters = ",".join(name for name, on in (("urgent", urgent), ("dm", dm)) if on) or None
+    client = ctx.authed()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    token = client.token or ""
+    state = SessionState(_state_path(ctx, token, filters, session) if session else None)
+
+    def remaining() -> float:
+        return MAX_POLL if deadline is None else deadline - time.monotonic()
+
+    cursor = state.cursor
+    if cursor is None or any_unread:
+        first = poll(client, None, 0, filters)  # network errors here: exit 2, said once
+        if any_unread and render.unread_entries(first):
+            return _wake(state, first, fmt)
+        if cursor is None:
+            cursor = first.get("cursor") if isinstance(first.get("cursor"), str) else None
+            state.cursor, state.urgent = cursor, _urgent_rooms(first)
+            state.save()
+    failing = False
+    while remaining() > 0:
+        try:
+            answer = poll(client, cursor, min(remaining(), MAX_POLL), filters)
+        except NetworkError as e:
+            if not failing:
+                sys.stderr.write(f"ac: {e.message}; still waiting\n")
+            failing = True
+            time.sleep(max(0.0, min(RETRY_SECONDS, remaining())))
+            continue
+        failing = False
+        if answer.get("new") is True:
+            fresh_urgent = _urgent_rooms(answer) - state.urgent
+            hold = state.last_wake + min_interval - time.time()
+            if session and hold > 0 and not fresh_urgent:
+                # Too soon after the last wake: wait the interval out, then look again.
+                if hold >= remaining():
+                    time.sleep(max(0.0, remaining()))
+                    break  # the news stays new for the next run
+                time.sleep(hold)
+                continue  # same cursor: the next poll answers at once if it is still news
+            return _wake(state, answer, fmt)
+        new_cursor = answer.get("cursor")
+        if isinstance(new_cursor, str):
+            cursor = new_cursor
+        if answer.get("changed") is True:  # a read, a leave...: the new baseline
+            state.cursor, state.urgent = cursor, _urgent_rooms(answer)
+            state.save()
+    return EXIT_TIMEOUT
+
+
+def _wake(state: SessionState, answer: dict[str, Any], fmt: str) -> int:
+    cursor = answer.get("cursor")
+    state.cursor = cursor if isinstance(cursor, str) else state.cursor
+    state.last_wake = time.time()
+    state.urgent = _urgent_rooms(answer)
+    state.save()
+    _show(answer, fmt)
+    return EXIT_OK
