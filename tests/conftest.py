@@ -5,6 +5,7 @@ Fixtures:
     pg_stack    session: the appservice on PostgreSQL (needs AGENT_CHAT_TEST_POSTGRES).
     any_stack   parametrized over ["sqlite", "postgres"]: stack or pg_stack.
     pg_url      a fresh, empty PostgreSQL database URL (dropped afterwards).
+    database_url  parametrized: an empty SQLite file, then a fresh PostgreSQL database.
     agent_home  a temp dir set as AGENT_CHAT_HOME.
 """
 
@@ -289,6 +290,15 @@ def pg_url() -> Iterator[str]:
         yield db.url
     finally:
         db.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty appservice database: a SQLite file, then a PostgreSQL database (skipped
+    without AGENT_CHAT_TEST_POSTGRES)."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'appservice.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

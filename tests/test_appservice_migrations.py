@@ -6,22 +6,13 @@ AGENT_CHAT_TEST_POSTGRES).
 
 from __future__ import annotations
 
-from pathlib import Path
 import asyncio
 
 from mautrix.util.async_db import Database, UpgradeTable
-import pytest
 
 from agent_chat_appservice import db as tables
 
 ROOM, ALICE, BOB, CAROL = "!r:x", "@_ac_alice:x", "@_ac_bob:x", "@_ac_carol:x"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:{tmp_path / 'appservice.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def _upgrades_up_to(version: int) -> UpgradeTable:

@@ -15,7 +15,6 @@ from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
 from ..rooms import Rooms
-from ..waiters import Waiters
 
 routes = web.RouteTableDef()
 CONTEXT = web.AppKey("context", "Context")
@@ -52,8 +51,6 @@ class Context:
     identities: Identities
     send_limiter: RateLimiter
     ready: bool = False
-    #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
-    waiters: Waiters = field(default_factory=Waiters)
     _touched: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, tuple[Identity, float]] = field(default_factory=dict)
 
@@ -106,8 +103,8 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, Any]:
-    raw = await read_body(request, limit)
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await read_body(request)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -117,12 +114,25 @@ async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, An
     return data
 
 
-def string_field(data: dict, key: str, required: bool = True, max_len: int = 256) -> str | None:
+def string_field(data: dict[str, Any], key: str, max_len: int = 256) -> str:
+    """A required field: a non-empty string of at most ``max_len`` characters."""
     value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value):
+    if not isinstance(value, str) or not value:
         raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
+    return _checked_string(key, value, max_len)
+
+
+def optional_string_field(data: dict[str, Any], key: str, max_len: int = 256) -> str | None:
+    """An optional field: absent or null is None; otherwise a string (possibly empty)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a string")
+    return _checked_string(key, value, max_len)
+
+
+def _checked_string(key: str, value: str, max_len: int) -> str:
     if len(value) > max_len:
         raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
     try:
@@ -155,20 +165,6 @@ def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) ->
         raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number") from None
     if not lo <= number <= hi:
         raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between {lo} and {hi}")
-    return number
-
-
-def query_seconds(request: web.Request, key: str, hi: float) -> float | None:
-    """A number of seconds from 0 to ``hi`` (decimals allowed); None when absent."""
-    value = request.query.get(key)
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number of seconds") from None
-    if not 0 <= number <= hi:  # NaN fails this too
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between 0 and {hi:g} seconds")
     return number
 
 

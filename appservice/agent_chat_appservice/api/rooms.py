@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..db import Member, Room
 from ..errors import ApiError
-from .base import caller, ctx, json_body, ok, routes, string_field
+from .base import caller, ctx, json_body, ok, optional_string_field, routes, string_field
 from .messages import resolve_target
 
 
@@ -44,7 +44,6 @@ async def channels(request: web.Request) -> web.Response:
                 "members": c.members,
                 "unread": c.unread,
                 "direct": c.is_direct,
-                "invited": c.invited,
             }
         )
     return ok({"channels": result})
@@ -55,7 +54,7 @@ async def create_room(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     data = await json_body(request)
     alias = string_field(data, "alias", max_len=80)
-    topic = string_field(data, "topic", required=False, max_len=1000)
+    topic = optional_string_field(data, "topic", max_len=1000)
     room_id, label = await context.rooms.create_public_room(me.user_id, alias, topic)
     return ok({"room_id": room_id, "room": label}, status=201)
 
@@ -65,17 +64,7 @@ async def join(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     data = await json_body(request)
     room = string_field(data, "room")
-    if room.startswith("@"):  # accept a direct chat someone started
-        other = await context.rooms.resolve_user(room)
-        room_id = await context.rooms.accept_direct(me.user_id, other)
-        if room_id is None:
-            raise ApiError(
-                404,
-                "M_NOT_FOUND",
-                f"no direct chat with {room} to join; sending to {room} starts one",
-            )
-        return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})
     if not room.startswith(("#", "!")):
-        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room, !room_id or @person")
+        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or !room_id")
     room_id = await context.rooms.resolve_room(me.user_id, room, join=True)
     return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})

@@ -97,23 +97,33 @@ class Identity(Table):
 
     @classmethod
     async def upsert_human(cls, user_id: str, nick: str, matrix_token: str) -> Identity:
-        """Create or refresh a human who logged in with their Matrix account."""
-        existing = await cls.get(user_id)
-        if existing is None:
-            # A human's nick is their localpart unless an agent already answers to it.
-            key = nick.lower()
-            if await cls.db.fetchval("SELECT 1 FROM identity WHERE nick_key=$1", key):
-                key = user_id
+        """Create or refresh a human who logged in with their Matrix account.
+
+        A human answers to their localpart unless someone (an agent) already does; then only
+        to their user id, which no nick can equal. Two statements, each atomic on its own, so
+        concurrent logins (or a login racing an agent's registration of the same name) never
+        trip over a unique index: the first claims the localpart and does nothing when any
+        row is in the way; the second creates the human under their user id, or, when they
+        exist already, stores their new Matrix token.
+        """
+        q = (
+            "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
+            "VALUES ($1, $2, $3, 'human', $4, $5) ON CONFLICT DO NOTHING "
+            f"RETURNING {cls._columns}"
+        )
+        row = await cls.db.fetchrow(q, user_id, nick, nick.lower(), now_ms(), matrix_token)
+        if row is None:
             q = (
                 "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
-                "VALUES ($1, $2, $3, 'human', $4, $5)"
+                "VALUES ($1, $2, $1, 'human', $3, $4) "
+                "ON CONFLICT (user_id) DO UPDATE SET matrix_token=excluded.matrix_token "
+                f"RETURNING {cls._columns}"
             )
-            await cls.db.execute(q, user_id, nick, key, now_ms(), matrix_token)
-            existing = await cls.get(user_id)
-        else:
-            q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1"
-            await cls.db.execute(q, user_id, matrix_token)
-        return existing
+            row = await cls.db.fetchrow(q, user_id, nick, now_ms(), matrix_token)
+        identity = cls._from_row(row)
+        if identity is None:  # RETURNING answers a row for an insert and for an update
+            raise RuntimeError(f"storing the human {user_id} returned no row")
+        return identity
 
     async def delete(self) -> None:
         """Remove the identity (and, by cascade, its API tokens)."""
