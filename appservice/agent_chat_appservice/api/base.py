@@ -15,6 +15,7 @@ from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
 from ..rooms import Rooms
+from ..waiters import Waiters
 
 routes = web.RouteTableDef()
 CONTEXT = web.AppKey("context", "Context")
@@ -51,6 +52,8 @@ class Context:
     identities: Identities
     send_limiter: RateLimiter
     ready: bool = False
+    #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
+    waiters: Waiters = field(default_factory=Waiters)
     _touched: dict[str, float] = field(default_factory=dict)
     _tokens: dict[str, tuple[Identity, float]] = field(default_factory=dict)
 
@@ -103,8 +106,8 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request)
+async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, Any]:
+    raw = await read_body(request, limit)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -165,6 +168,20 @@ def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) ->
         raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number") from None
     if not lo <= number <= hi:
         raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between {lo} and {hi}")
+    return number
+
+
+def query_seconds(request: web.Request, key: str, hi: float) -> float | None:
+    """A number of seconds from 0 to ``hi`` (decimals allowed); None when absent."""
+    value = request.query.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number of seconds") from None
+    if not 0 <= number <= hi:  # NaN fails this too
+        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between 0 and {hi:g} seconds")
     return number
 
 

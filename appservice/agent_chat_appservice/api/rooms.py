@@ -44,6 +44,7 @@ async def channels(request: web.Request) -> web.Response:
                 "members": c.members,
                 "unread": c.unread,
                 "direct": c.is_direct,
+                "invited": c.invited,
             }
         )
     return ok({"channels": result})
@@ -64,7 +65,17 @@ async def join(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     data = await json_body(request)
     room = string_field(data, "room")
+    if room.startswith("@"):  # accept a direct chat someone started
+        other = await context.rooms.resolve_user(room)
+        room_id = await context.rooms.accept_direct(me.user_id, other)
+        if room_id is None:
+            raise ApiError(
+                404,
+                "M_NOT_FOUND",
+                f"no direct chat with {room} to join; sending to {room} starts one",
+            )
+        return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})
     if not room.startswith(("#", "!")):
-        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or !room_id")
+        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room, !room_id or @person")
     room_id = await context.rooms.resolve_room(me.user_id, room, join=True)
     return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})
