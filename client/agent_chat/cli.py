@@ -3,13 +3,31 @@
 Exit codes: 0 success; 1 any other error (usage errors included); 2 server unreachable;
 3 authentication failed; 4 rate-limited. Errors are one line on stderr; ``--verbose`` adds detail.
 
-``ac notify`` runs before every tool call of an agent, so it takes a fast path that does not
-even build the argparse parser; the rest of the commands share one parser built on demand.
+Every command and its arguments are declared once, in :func:`command_table`. argparse is built
+from that table (help, usage errors, the final word on syntax), and so is the fast path:
+``ac notify`` runs before every tool call of an agent and ``ac send``/``ac listen`` are what
+agents run most, so their plain shapes are parsed from the table without importing argparse
+(~8 ms of a cold start); anything the fast path does not understand goes to argparse.
+``ac notify`` does not even build the table. Each command's handler is attached with
+``set_defaults(func=...)``.
 """
 
+from __future__ import annotations
+
+import io
 import sys
 
 from .errors import EXIT_ERROR, AcError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+    import argparse
+
+    from .commands import Context
+
+    Handler = Callable[["Args"], int]
 
 NOTIFY_FLAGS = {"--json", "--oneline"}
 VERBOSE_FLAGS = {"--verbose", "-v"}
@@ -22,17 +40,15 @@ env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
 exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited"""
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: run and exit with the command's code."""
     sys.exit(run(sys.argv[1:] if argv is None else list(argv)))
 
 
-def run(argv):
+def run(argv: list[str]) -> int:
     """Run one ``ac`` command line; return its exit code."""
-    try:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # not when a test swapped it
         sys.stdout.reconfigure(errors="replace")
-    except (AttributeError, ValueError):
-        pass
     verbose = any(a in VERBOSE_FLAGS for a in argv)
     try:
         rest = [a for a in argv if a not in VERBOSE_FLAGS]
@@ -40,10 +56,9 @@ def run(argv):
             from .commands import notify_graceful
 
             return notify_graceful(rest[1:], verbose)
-        code = _fast_path(rest, verbose)
-        if code is not None:
-            return code
-        return _dispatch(argv)
+        args = _fast_parse(rest) or _parse(argv)
+        args.verbose = verbose
+        return args.func(args)
     except AcError as e:
         return _report(e.message, e.detail if verbose else None, e.exit_code)
     except BrokenPipeError:
@@ -63,71 +78,11 @@ def run(argv):
         return _report(f"unexpected error: {type(e).__name__}: {e}", None, EXIT_ERROR)
 
 
-LISTEN_FLAGS = {
-    "--all": "all",
-    "--unread": "unread",
-    "--json": "json",
-    "--follow": "follow",
-    "-f": "follow",
-    "--peek": "peek",
-}
+def _fast_notify_ok(flags: list[str]) -> bool:
+    return set(flags) <= NOTIFY_FLAGS and len(flags) <= 1
 
 
-def _fast_path(rest, verbose):
-    """``send`` and ``listen`` in their plain shapes without building the argparse parser
-    (~8 ms of a cold start); anything unusual (other options, errors, help) returns None and
-    goes through argparse, which has the final word on syntax and error messages."""
-    if len(rest) >= 3 and rest[0] == "send":
-        target, words = rest[1], rest[2:]
-        if target.startswith("-") or (words != ["-"] and any(w.startswith("-") for w in words)):
-            return None
-        from . import commands
-
-        return commands.send(commands.Context(verbose), target, words)
-    if rest and rest[0] == "listen":
-        target = None
-        opts = {"all": False, "unread": False, "json": False, "follow": False, "peek": False}
-        last = 10
-        i = 1
-        while i < len(rest):
-            arg = rest[i]
-            if arg in LISTEN_FLAGS and not opts[LISTEN_FLAGS[arg]]:
-                opts[LISTEN_FLAGS[arg]] = True
-            elif (
-                arg == "--last"
-                and i + 1 < len(rest)
-                and rest[i + 1].isdigit()
-                and 1 <= int(rest[i + 1]) <= 1000
-                and rest[i + 1].isascii()
-            ):
-                last = int(rest[i + 1])
-                i += 1
-            elif not arg.startswith("-") and target is None and arg:
-                target = arg
-            else:
-                return None
-            i += 1
-        if target and opts["all"]:
-            return None
-        from . import commands
-
-        return commands.listen(
-            commands.Context(verbose),
-            target,
-            last,
-            opts["unread"],
-            opts["json"],
-            opts["follow"],
-            opts["peek"],
-        )
-    return None
-
-
-def _fast_notify_ok(flags):
-    return set(flags) <= NOTIFY_FLAGS and len(set(flags)) < 2 and len(flags) <= 1
-
-
-def _report(message, detail, code):
+def _report(message: str, detail: str | None, code: int) -> int:
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
@@ -136,11 +91,11 @@ def _report(message, detail, code):
 
     sys.stderr.write(f"ac: error: {one_line(message)}\n")
     if detail:
-        sys.stderr.write(f"ac: detail: {one_line(str(detail))}\n")
+        sys.stderr.write(f"ac: detail: {one_line(detail)}\n")
     return code
 
 
-def _silence_stdout():
+def _silence_stdout() -> None:
     import os
 
     try:
@@ -150,16 +105,510 @@ def _silence_stdout():
         pass
 
 
-# --- argument parsing ------------------------------------------------------------------------
+# --- the command table -----------------------------------------------------------------------
 
 
-def _parser():
+class Args:
+    """A parsed command line: argparse fills one (``namespace=``), and so does the fast path.
+
+    Each command sets only its own attributes (plus ``func``, ``command`` and ``verbose``).
+    """
+
+    func: Handler
+    command: str | None
+    verbose: bool
+    json: bool
+    # send, who, join, setup
+    target: str
+    # send
+    message: list[str]
+    notice: bool
+    # listen
+    room: str | None
+    all: bool
+    last: int
+    unread: bool
+    follow: bool
+    peek: bool
+    # notify
+    oneline: bool
+    # config
+    assign: list[str]
+    # register (nick), login (user), create-room (alias, topic)
+    nick: str | None
+    user: str
+    alias: str
+    topic: str | None
+    # setup
+    scope: str | None
+    dry_run: bool
+    uninstall: bool
+    quiet: bool
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
+class Arg:
+    """One argument of a command: a positional (``name``) or an option (``--name``, ``-n``).
+
+    ``action`` is argparse's: ``store`` (a value, converted by ``type``; ``nargs`` for
+    positionals), ``store_true``, ``store_const`` or ``append``. The fast path understands
+    ``store`` and ``store_true``; a command line using anything else goes to argparse.
+    ``type`` raises ValueError with a message on a bad value.
+    """
+
+    __slots__ = (
+        "action",
+        "choices",
+        "const",
+        "default",
+        "dest",
+        "help",
+        "metavar",
+        "names",
+        "nargs",
+        "type",
+    )
+
+    def __init__(
+        self,
+        *names: str,
+        help: str | None = None,
+        dest: str | None = None,
+        metavar: str | None = None,
+        nargs: str | None = None,
+        type: Callable[[str], object] | None = None,
+        default: object = None,
+        action: str = "store",
+        const: object = None,
+        choices: Sequence[str] | None = None,
+    ) -> None:
+        self.names = names
+        self.help = help
+        long = [n for n in names if n.startswith("--")]
+        self.dest = dest or (long or names)[0].lstrip("-").replace("-", "_")
+        self.metavar = metavar
+        self.nargs = nargs
+        self.type = type
+        self.default = False if action == "store_true" and default is None else default
+        self.action = action
+        self.const = const
+        self.choices = choices
+
+    @property
+    def positional(self) -> bool:
+        return not self.names[0].startswith("-")
+
+
+def flag(*names: str, help: str | None) -> Arg:
+    """A ``store_true`` option."""
+    return Arg(*names, help=help, action="store_true")
+
+
+class Command:
+    """A subcommand: its help, its arguments (a tuple is a mutually exclusive group), and the
+    handler that runs it. ``fast`` commands are parsed without argparse when they can be."""
+
+    __slots__ = ("args", "description", "fast", "help", "name", "run")
+
+    def __init__(
+        self,
+        name: str,
+        run: Handler,
+        help: str,
+        description: str | None = None,
+        args: Sequence[Arg | tuple[Arg, ...]] = (),
+        fast: bool = False,
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.help = help
+        self.description = description or help
+        self.args = args
+        self.fast = fast
+
+    def flat_args(self) -> list[Arg]:
+        """Every argument, groups flattened."""
+        out: list[Arg] = []
+        for item in self.args:
+            out.extend(item if isinstance(item, tuple) else (item,))
+        return out
+
+
+def positive(text: str) -> int:
+    """``--last``: a whole number from 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 1000:
+        raise ValueError("must be between 1 and 1000")
+    return value
+
+
+def _json(help: str = "print JSON") -> Arg:
+    return flag("--json", help=help)
+
+
+def command_table() -> tuple[Command, ...]:
+    """Every ``ac`` command, in the order ``ac --help`` lists them."""
+    return (
+        Command(
+            "send",
+            _send,
+            "send a message to a room or a person",
+            "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
+            "MESSAGE '-' reads the message from stdin.",
+            fast=True,
+            args=(
+                Arg("target", metavar="TARGET", help="#room, @Nick or @user:server"),
+                Arg(
+                    "message",
+                    metavar="MESSAGE",
+                    nargs="+",
+                    help="the text (several words are joined by spaces); '-' reads stdin",
+                ),
+                flag("--notice", help="send as a notice (never pushed to phones)"),
+                _json("print the server's answer as JSON"),
+            ),
+        ),
+        Command(
+            "listen",
+            _listen,
+            "show recent messages",
+            "Show recent messages, oldest first, one record per message (continuation\n"
+            "lines indented). Marks what it shows as read, unless --peek.",
+            fast=True,
+            args=(
+                Arg(
+                    "room",
+                    metavar="TARGET",
+                    nargs="?",
+                    help="#room, @Nick or @user:server (default: all rooms)",
+                ),
+                flag("--all", help="all rooms (the default without TARGET)"),
+                Arg(
+                    "--last",
+                    metavar="N",
+                    type=positive,
+                    default=10,
+                    help="how many messages (1-1000, default 10)",
+                ),
+                flag("--unread", help="only unread messages"),
+                _json("JSON lines with ids, timestamps and raw text"),
+                flag(
+                    "--follow",
+                    "-f",
+                    help="keep showing new messages as they arrive (Ctrl-C stops)",
+                ),
+                flag("--peek", help="do not mark messages as read"),
+            ),
+        ),
+        Command("who", _who, "list the members of a room", args=(_target("#room"), _json())),
+        Command(
+            "notify",
+            _notify,
+            "unread counts per room (for hooks and status bars)",
+            "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
+            "exits 0 on any error (unless --verbose).",
+            args=(
+                (
+                    _json('{"#general":{"count":2,"urgent":false},...}'),
+                    flag("--oneline", help="#general(2) #alerts(1!)"),
+                ),
+            ),
+        ),
+        Command("status", _status, "check the server and the identity", args=(_json(),)),
+        Command("channels", _channels, "list the rooms you are in", args=(_json(),)),
+        Command(
+            "config",
+            _config,
+            "show or change settings",
+            "Show the settings, or change them in config.toml with --set.",
+            args=(
+                Arg(
+                    "--set",
+                    metavar="KEY=VALUE",
+                    action="append",
+                    default=[],
+                    dest="assign",
+                    help="server=URL, registration_token=TOKEN or nick=NAME (empty value unsets)",
+                ),
+                _json(),
+            ),
+        ),
+        Command(
+            "register",
+            _register,
+            "register an agent identity",
+            "Register an agent identity with the server and store its token.\n"
+            "Without NAME the server picks a free name (or AGENT_CHAT_NICK is used).",
+            args=(Arg("nick", metavar="NAME", nargs="?", help="the nick to register"),),
+        ),
+        Command(
+            "login",
+            _login,
+            "log in as a human (asks for the password)",
+            args=(Arg("user", metavar="NAME", help="your Matrix user name"),),
+        ),
+        Command(
+            "create-room",
+            _create_room,
+            "create a public room",
+            args=(
+                Arg("alias", metavar="'#name'", help="the room alias, e.g. '#builds'"),
+                Arg("--topic", metavar="TEXT", help="the room topic"),
+            ),
+        ),
+        Command("join", _join, "join a room", args=(_target("room alias or id", "'#room'"),)),
+        Command(
+            "setup",
+            _setup,
+            "install hooks, skills and commands for an agent CLI",
+            "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
+            "skills or commands, a status line. Merges into existing settings (with a\n"
+            "backup), shows what it changed; running it twice changes nothing.\n"
+            "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).",
+            args=(
+                Arg(
+                    "target",
+                    metavar="TARGET",
+                    choices=["claude", "codex", "gemini", "tmux", "hook"],
+                    help="claude, codex, gemini, tmux or hook",
+                ),
+                (
+                    Arg(
+                        "--user",
+                        dest="scope",
+                        action="store_const",
+                        const="user",
+                        help="your user settings, e.g. ~/.claude (the default)",
+                    ),
+                    Arg(
+                        "--project",
+                        dest="scope",
+                        action="store_const",
+                        const="project",
+                        help="this directory's settings, e.g. ./.claude",
+                    ),
+                ),
+                flag("--dry-run", help="show the changes, write nothing"),
+                flag("--uninstall", help="remove what setup added"),
+                flag("--quiet", help=None),  # for the hook's own bootstrap: not in --help
+            ),
+        ),
+        Command(
+            "mcp",
+            _mcp,
+            "run the MCP server on stdio (send, read, who, notify tools)",
+            "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
+            "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
+            "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
+            "claude mcp add agent-chat -- ac mcp",
+        ),
+    )
+
+
+def _target(help: str = "#room", metavar: str = "TARGET") -> Arg:
+    return Arg("target", metavar=metavar, help=help)
+
+
+# --- the handlers: Args -> the command's function ------------------------------------------
+
+
+def _context(args: Args) -> Context:
+    from .commands import Context
+
+    return Context(verbose=args.verbose)
+
+
+def _send(args: Args) -> int:
+    from . import commands
+
+    return commands.send(_context(args), args.target, args.message, args.notice, args.json)
+
+
+def _listen(args: Args) -> int:
+    from . import commands
+
+    if args.room and args.all:
+        raise UsageError("give either TARGET or --all (see 'ac listen --help')")
+    return commands.listen(
+        _context(args), args.room, args.last, args.unread, args.json, args.follow, args.peek
+    )
+
+
+def _notify(args: Args) -> int:
+    from . import commands
+
+    flags = ["--json"] if args.json else ["--oneline"] if args.oneline else []
+    return commands.notify_graceful(flags, args.verbose)
+
+
+def _who(args: Args) -> int:
+    from . import commands
+
+    return commands.who(_context(args), args.target, args.json)
+
+
+def _status(args: Args) -> int:
+    from . import commands
+
+    return commands.status(_context(args), args.json)
+
+
+def _channels(args: Args) -> int:
+    from . import commands
+
+    return commands.channels(_context(args), args.json)
+
+
+def _config(args: Args) -> int:
+    from . import commands
+
+    return commands.config(_context(args), args.assign, args.json)
+
+
+def _register(args: Args) -> int:
+    from . import commands
+
+    return commands.register(_context(args), args.nick)
+
+
+def _login(args: Args) -> int:
+    from . import commands
+
+    return commands.login(_context(args), args.user)
+
+
+def _create_room(args: Args) -> int:
+    from . import commands
+
+    return commands.create_room(_context(args), args.alias, args.topic)
+
+
+def _join(args: Args) -> int:
+    from . import commands
+
+    return commands.join(_context(args), args.target)
+
+
+def _setup(args: Args) -> int:
+    from . import setup
+
+    return setup.run(
+        _context(args), args.target, args.scope, args.dry_run, args.uninstall, args.quiet
+    )
+
+
+def _mcp(args: Args) -> int:
+    from . import mcp_server
+
+    return mcp_server.main(_context(args))
+
+
+def _no_command(args: Args) -> int:
+    raise UsageError("a command is required (see 'ac --help')")
+
+
+# --- the fast path ---------------------------------------------------------------------------
+
+
+def _fast_parse(argv: list[str]) -> Args | None:
+    """A ``fast`` command's plain command line parsed from the table, or None for argparse."""
+    if not argv:
+        return None
+    for command in command_table():
+        if command.name == argv[0]:
+            if not command.fast:
+                return None
+            values = fast_parse(command, argv[1:])
+            if values is None:
+                return None
+            return Args(command=command.name, func=command.run, **values)
+    return None
+
+
+def fast_parse(command: Command, argv: list[str]) -> dict[str, object] | None:
+    """``command``'s arguments from ``argv`` as argparse would parse them, or None when the
+    line is anything but plain: an unknown, repeated, abbreviated or ``--x=y`` option, a value
+    that starts with ``-``, a bad value, a missing argument, an option after a ``nargs="+"``
+    positional began, ``--help``... argparse then decides (and words its errors)."""
+    options: dict[str, Arg] = {}
+    positionals: list[Arg] = []
+    values: dict[str, object] = {}
+    for item in command.args:
+        if isinstance(item, tuple):
+            return None  # mutually exclusive groups: argparse's to check
+        if item.positional:
+            if item.nargs not in (None, "?", "+") or item.choices is not None:
+                return None
+            positionals.append(item)
+        elif item.action in ("store", "store_true"):
+            options.update(dict.fromkeys(item.names, item))
+        else:
+            return None
+        values[item.dest] = item.default
+    seen: set[str] = set()
+    index = 0
+    greedy: Arg | None = None  # the nargs="+" positional taking every further word
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        option = token.startswith("-") and token != "-"
+        if greedy is not None:
+            if option:
+                return None
+            words = values[greedy.dest]
+            assert isinstance(words, list)
+            words.append(token)
+        elif option:
+            arg = options.get(token)
+            if arg is None or arg.dest in seen:
+                return None
+            seen.add(arg.dest)
+            if arg.action == "store_true":
+                values[arg.dest] = True
+                continue
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            try:
+                values[arg.dest] = arg.type(argv[i]) if arg.type else argv[i]
+            except ValueError:
+                return None
+            i += 1
+        elif index < len(positionals):
+            arg = positionals[index]
+            index += 1
+            if arg.nargs == "+":
+                values[arg.dest] = [token]
+                greedy = arg
+            else:
+                values[arg.dest] = token
+        else:
+            return None
+    if any(arg.nargs != "?" for arg in positionals[index:]):
+        return None  # a required argument is missing: argparse says so
+    return values
+
+
+# --- argparse --------------------------------------------------------------------------------
+
+
+def _parse(argv: list[str]) -> Args:
+    return _parser().parse_args(argv, namespace=Args(command=None, func=_no_command))
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The ``ac`` parser, built from :func:`command_table`."""
     import argparse
 
     class Parser(argparse.ArgumentParser):
         """argparse that reports usage errors as one line and exit code 1 (2 means network)."""
 
-        def error(self, message):
+        def error(self, message: str) -> NoReturn:
             raise UsageError(f"{message} (see '{self.prog} --help')")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -170,16 +619,6 @@ def _parser():
         default=argparse.SUPPRESS,
         help="show requests and error details on stderr",
     )
-
-    def positive(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not 1 <= value <= 1000:
-            raise argparse.ArgumentTypeError("must be between 1 and 1000")
-        return value
-
     fmt = argparse.RawDescriptionHelpFormatter
     parser = Parser(
         prog="ac",
@@ -190,223 +629,60 @@ def _parser():
     )
     parser.add_argument("--version", action="version", version="ac " + _version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def command(name, help_text, description=None):
-        return sub.add_parser(
-            name,
-            help=help_text,
-            description=description or help_text,
+    for command in command_table():
+        p = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
             parents=[common],
             formatter_class=fmt,
         )
-
-    p = command(
-        "send",
-        "send a message to a room or a person",
-        "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
-        "MESSAGE '-' reads the message from stdin.",
-    )
-    p.add_argument("target", metavar="TARGET", help="#room, @Nick or @user:server")
-    p.add_argument(
-        "message",
-        metavar="MESSAGE",
-        nargs="+",
-        help="the text (several words are joined by spaces); '-' reads stdin",
-    )
-    p.add_argument(
-        "--notice", action="store_true", help="send as a notice (never pushed to phones)"
-    )
-    p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
-
-    p = command(
-        "listen",
-        "show recent messages",
-        "Show recent messages, oldest first, one record per message (continuation\n"
-        "lines indented). Marks what it shows as read, unless --peek.",
-    )
-    p.add_argument(
-        "target",
-        metavar="TARGET",
-        nargs="?",
-        help="#room, @Nick or @user:server (default: all rooms)",
-    )
-    p.add_argument("--all", action="store_true", help="all rooms (the default without TARGET)")
-    p.add_argument(
-        "--last",
-        metavar="N",
-        type=positive,
-        default=10,
-        help="how many messages (1-1000, default 10)",
-    )
-    p.add_argument("--unread", action="store_true", help="only unread messages")
-    p.add_argument(
-        "--json", action="store_true", help="JSON lines with ids, timestamps and raw text"
-    )
-    p.add_argument(
-        "--follow", "-f", action="store_true", help="keep polling for new messages (Ctrl-C stops)"
-    )
-    p.add_argument("--peek", action="store_true", help="do not mark messages as read")
-
-    p = command("who", "list the members of a room")
-    p.add_argument("target", metavar="TARGET", help="#room")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = command(
-        "notify",
-        "unread counts per room (for hooks and status bars)",
-        "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
-        "exits 0 on any error (unless --verbose).",
-    )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--json", action="store_true", help='{"#general":{"count":2,"urgent":false},...}'
-    )
-    group.add_argument("--oneline", action="store_true", help="#general(2) #alerts(1!)")
-
-    p = command("status", "check the server and the identity")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = command("channels", "list the rooms you are in")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = command(
-        "config",
-        "show or change settings",
-        "Show the settings, or change them in config.toml with --set.",
-    )
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="assign",
-        help="server=URL, registration_token=TOKEN or nick=NAME (empty value unsets)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = command(
-        "register",
-        "register an agent identity",
-        "Register an agent identity with the server and store its token.\n"
-        "Without NAME the server picks a free name (or AGENT_CHAT_NICK is used).",
-    )
-    p.add_argument("name", metavar="NAME", nargs="?", help="the nick to register")
-
-    p = command("login", "log in as a human (asks for the password)")
-    p.add_argument("name", metavar="NAME", help="your Matrix user name")
-
-    p = command("create-room", "create a public room")
-    p.add_argument("name", metavar="'#name'", help="the room alias, e.g. '#builds'")
-    p.add_argument("--topic", metavar="TEXT", help="the room topic")
-
-    p = command("join", "join a room")
-    p.add_argument("target", metavar="'#room'", help="room alias or id")
-
-    p = command(
-        "setup",
-        "install hooks, skills and commands for an agent CLI",
-        "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
-        "skills or commands, a status line. Merges into existing settings (with a\n"
-        "backup), shows what it changed; running it twice changes nothing.\n"
-        "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).",
-    )
-    p.add_argument(
-        "target",
-        metavar="TARGET",
-        choices=["claude", "codex", "gemini", "tmux", "hook"],
-        help="claude, codex, gemini, tmux or hook",
-    )
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--user",
-        dest="scope",
-        action="store_const",
-        const="user",
-        help="your user settings, e.g. ~/.claude (the default)",
-    )
-    scope.add_argument(
-        "--project",
-        dest="scope",
-        action="store_const",
-        const="project",
-        help="this directory's settings, e.g. ./.claude",
-    )
-    p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
-    p.add_argument("--uninstall", action="store_true", help="remove what setup added")
-    p.add_argument(
-        "--no-mcp",
-        action="store_true",
-        help="do not add (or remove) the 'ac mcp' MCP server entry",
-    )
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
-
-    command(
-        "mcp",
-        "run the MCP server on stdio (send, read, who, notify tools)",
-        "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
-        "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
-        "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
-        "claude mcp add agent-chat -- ac mcp",
-    )
+        for item in command.args:
+            if isinstance(item, tuple):
+                group = p.add_mutually_exclusive_group()
+                for arg in item:
+                    _add_argument(group, arg)
+            else:
+                _add_argument(p, item)
+        p.set_defaults(func=command.run)
     return parser
 
 
-def _version():
+def _add_argument(parser: argparse._ActionsContainer, arg: Arg) -> None:
+    import argparse
+
+    # argparse's keywords differ by action (store_true takes no type or metavar): only the
+    # ones set are passed, so their values are of several types.
+    kwargs: dict[str, Any] = {"action": arg.action}
+    kwargs["help"] = argparse.SUPPRESS if arg.help is None else arg.help
+    if not arg.positional:
+        kwargs["dest"] = arg.dest
+    for key in ("metavar", "nargs", "choices", "const"):
+        value = getattr(arg, key)
+        if value is not None:
+            kwargs[key] = value
+    if arg.type is not None:
+        kwargs["type"] = _argparse_type(arg.type)
+    if arg.action in ("store", "append") and arg.default is not None:
+        kwargs["default"] = arg.default
+    parser.add_argument(*arg.names, **kwargs)
+
+
+def _argparse_type(convert: Callable[[str], object]) -> Callable[[str], object]:
+    """``convert`` with its ValueError turned into argparse's error (its message is shown)."""
+    import argparse
+
+    def check(text: str) -> object:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    check.__name__ = convert.__name__
+    return check
+
+
+def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def _dispatch(argv):
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        raise UsageError("a command is required (see 'ac --help')")
-    from . import commands
-
-    ctx = commands.Context(verbose=getattr(args, "verbose", False))
-    name = args.command
-    if name == "notify":
-        flags = ["--json"] if args.json else ["--oneline"] if args.oneline else []
-        return commands.notify_graceful(flags, ctx.verbose)
-    if name == "send":
-        return commands.send(ctx, args.target, args.message, args.notice, args.json)
-    if name == "listen":
-        if args.target and args.all:
-            raise UsageError("give either TARGET or --all (see 'ac listen --help')")
-        return commands.listen(
-            ctx, args.target, args.last, args.unread, args.json, args.follow, args.peek
-        )
-    if name == "who":
-        return commands.who(ctx, args.target, args.json)
-    if name == "status":
-        return commands.status(ctx, args.json)
-    if name == "channels":
-        return commands.channels(ctx, args.json)
-    if name == "config":
-        return commands.config(ctx, args.assign, args.json)
-    if name == "register":
-        return commands.register(ctx, args.name)
-    if name == "login":
-        return commands.login(ctx, args.name)
-    if name == "create-room":
-        return commands.create_room(ctx, args.name, args.topic)
-    if name == "join":
-        return commands.join(ctx, args.target)
-    if name == "setup":
-        from . import setup
-
-        return setup.run(
-            ctx,
-            args.target,
-            args.scope,
-            args.dry_run,
-            args.uninstall,
-            args.quiet,
-            mcp=not args.no_mcp,
-        )
-    if name == "mcp":
-        from . import mcp_server
-
-        return mcp_server.main(ctx)
-    raise UsageError(f"unknown command {name!r}")

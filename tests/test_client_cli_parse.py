@@ -1,0 +1,139 @@
+"""agent_chat.cli: the fast path and argparse, both built from one command table, agree.
+
+The fast path parses ``ac send`` and ``ac listen`` without importing argparse; whenever it
+accepts a command line, argparse must read that line the same way (and whenever it declines,
+argparse decides). These run every short combination of each fast command's flags, values and
+words through both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent_chat import cli
+from agent_chat.errors import UsageError
+
+TABLE = {c.name: c for c in cli.command_table()}
+FAST = [c for c in cli.command_table() if c.fast]
+
+#: Words that are no flag of any command, odd shapes argparse has rules for.
+ODD = ["--bogus", "-x", "--", "-5", "", "-", "--json=1", "--la", "-fv", "-h"]
+
+
+def vocabulary(command: cli.Command) -> list[str]:
+    words = ["#room", "hello"]
+    for arg in command.flat_args():
+        if arg.positional:
+            continue
+        words.extend(arg.names)
+        if arg.action == "store":
+            words.extend(["5", "0", "1001", "x"])
+    return sorted(set(words + ODD))
+
+
+PARSER = cli._parser()
+
+
+def argparse_values(command: cli.Command, argv: list[str]) -> dict[str, object] | None:
+    """What argparse makes of ``ac COMMAND ARGV`` (None: a usage error or help)."""
+    try:
+        args = PARSER.parse_args([command.name, *argv], namespace=cli.Args())
+    except (UsageError, SystemExit):
+        return None
+    return {arg.dest: getattr(args, arg.dest) for arg in command.flat_args()}
+
+
+@pytest.mark.parametrize("command", FAST, ids=[c.name for c in FAST])
+def test_fast_path_agrees_with_argparse(
+    command: cli.Command, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = vocabulary(command)
+    accepted = 0
+    for n in range(4):
+        for argv in itertools.product(words, repeat=n):
+            fast = cli.fast_parse(command, list(argv))
+            if fast is None:
+                continue
+            accepted += 1
+            assert fast == argparse_values(command, list(argv)), argv
+    capsys.readouterr()  # argparse's --help output
+    assert accepted > 100  # the fast path does take the plain shapes
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["send", "#room", "hello", "world"],
+        ["send", "@Nick", "-"],
+        ["send", "--notice", "#room", "hi"],
+        ["listen"],
+        ["listen", "--last", "20"],
+        ["listen", "#room", "--unread", "--peek"],
+        ["listen", "--json", "-f"],
+    ],
+)
+def test_plain_shapes_take_the_fast_path(argv: list[str]) -> None:
+    args = cli._fast_parse(argv)
+    assert args is not None and args.func is TABLE[argv[0]].run
+
+
+def test_every_fast_command_uses_only_what_the_fast_path_reads() -> None:
+    for command in FAST:
+        for arg in command.args:
+            assert not isinstance(arg, tuple), command.name
+            assert arg.action in ("store", "store_true"), (command.name, arg.names)
+            assert arg.nargs in (None, "?", "+") and arg.choices is None
+
+
+def test_notify_fast_flags_are_the_tables() -> None:
+    names = {name for arg in TABLE["notify"].flat_args() for name in arg.names}
+    assert names == cli.NOTIFY_FLAGS
+    for n in range(3):
+        for flags in itertools.product([*sorted(names), "--bogus"], repeat=n):
+            if cli._fast_notify_ok(list(flags)):
+                assert argparse_values(TABLE["notify"], list(flags)) is not None, flags
+
+
+def test_every_command_dispatches_to_its_handler() -> None:
+    for command in cli.command_table():
+        argv = [command.name]
+        for arg in command.flat_args():
+            if arg.positional and arg.nargs in (None, "+"):
+                argv.append(arg.choices[0] if arg.choices else "x")
+        assert cli._parse(argv).func is command.run, command.name
+    with pytest.raises(UsageError, match="a command is required"):
+        args = cli._parse([])
+        args.func(args)
+
+
+def test_hot_paths_import_neither_argparse_nor_typing() -> None:
+    code = (
+        "import sys; from agent_chat import cli\n"
+        "for argv in (['notify'], ['notify', '--oneline'], ['send', '#r', 'x'],"
+        " ['listen', '--last', '20']):\n"
+        "    cli.run(argv)\n"
+        "print(sorted(m for m in ('argparse', 'typing', 'dataclasses') if m in sys.modules))"
+    )
+    with_port = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0));"
+            " print(s.getsockname()[1])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env["AGENT_CHAT_SERVER"] = f"http://127.0.0.1:{with_port.stdout.strip()}"
+    env["AGENT_CHAT_TOKEN"] = "t"  # no files, no registration
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "[]", (p.stdout, p.stderr)
