@@ -47,7 +47,10 @@ class Request:
             if self.vendor == "gemini":
                 names += [d.get("name", "") for d in tool.get("functionDeclarations") or []]
             else:
-                names.append(tool.get("name") or (tool.get("function") or {}).get("name", ""))
+                name = tool.get("name") or (tool.get("function") or {}).get("name", "")
+                names.append(name)
+                # OpenAI Responses "namespace" tools (Codex groups MCP servers' tools so).
+                names += [f"{name}.{t.get('name', '')}" for t in tool.get("tools") or []]
         return names
 
     @property
