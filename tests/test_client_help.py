@@ -24,6 +24,7 @@ COMMANDS = [
     "listen",
     "who",
     "notify",
+    "wait",
     "status",
     "channels",
     "config",

@@ -1,7 +1,8 @@
 """``ac``: the Agent Chat command line.
 
 Exit codes: 0 success; 1 any other error (usage errors included); 2 server unreachable;
-3 authentication failed; 4 rate-limited. Errors are one line on stderr; ``--verbose`` adds detail.
+3 authentication failed; 4 rate-limited; 5 ``ac wait`` timed out. Errors are one line on
+stderr; ``--verbose`` adds detail.
 
 Every command and its arguments are declared once, in :func:`command_table`. argparse is built
 from that table (help, usage errors, the final word on syntax), and so is the fast path:
@@ -37,7 +38,8 @@ targets: #room (or just room), @Nick, @user:server, !room_id
 files:   $AGENT_CHAT_HOME (default ~/.agent-chat): config.toml, credentials.json, state.json
 env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
          AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
-exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited"""
+exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
+         5 timed out (ac wait: nothing new)"""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -130,11 +132,19 @@ class Args:
     unread: bool
     follow: bool
     peek: bool
-    # notify
+    # notify, wait
     oneline: bool
+    # wait
+    urgent: bool
+    dm: bool
+    timeout: float | None
+    any: bool
+    session: str | None
+    min_interval: float
     # config
     assign: list[str]
     # register (nick), login (user), create-room (alias, topic)
+    default: bool
     nick: str | None
     user: str
     alias: str
@@ -143,6 +153,7 @@ class Args:
     scope: str | None
     dry_run: bool
     uninstall: bool
+    no_mcp: bool
     quiet: bool
 
     def __init__(self, **values: object) -> None:
@@ -247,6 +258,17 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """``ac wait``'s durations: seconds from 0 to a year."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 31536000:
+        raise ValueError("must be from 0 to 31536000 seconds")
+    return value
+
+
 def _json(help: str = "print JSON") -> Arg:
     return flag("--json", help=help)
 
@@ -319,6 +341,42 @@ def command_table() -> tuple[Command, ...]:
                 ),
             ),
         ),
+        Command(
+            "wait",
+            _wait,
+            "block until something new arrives (for hooks and scripts)",
+            "Block until a message arrives for you, then print the unread counts and exit 0.\n"
+            "What is already unread does not end it (unless --any); reading is not news.\n"
+            "Exits 5 at --timeout with nothing printed. The server holds one request\n"
+            "(up to 300 s at a time): no polling.\n"
+            "--session ID keeps a small state file per session, so a hook that runs\n"
+            "'ac wait' again and again wakes once per new message, catches what arrived\n"
+            "between runs, and wakes at most once per --min-interval (unless urgent).",
+            args=(
+                flag("--urgent", help="only urgent messages and mentions"),
+                flag("--dm", help="only direct messages (with --urgent: either)"),
+                Arg(
+                    "--timeout",
+                    metavar="S",
+                    type=seconds,
+                    help="give up after S seconds (default: never)",
+                ),
+                flag("--any", help="return at once if anything is unread"),
+                Arg("--session", metavar="ID", help="loop guard state for this session"),
+                Arg(
+                    "--min-interval",
+                    metavar="S",
+                    type=seconds,
+                    default=10.0,
+                    help="with --session: at most one wake per S seconds unless urgent "
+                    "(default 10)",
+                ),
+                (
+                    _json("print JSON like 'ac notify --json'"),
+                    flag("--oneline", help="#general(2) #alerts(1!)"),
+                ),
+            ),
+        ),
         Command("status", _status, "check the server and the identity", args=(_json(),)),
         Command("channels", _channels, "list the rooms you are in", args=(_json(),)),
         Command(
@@ -343,14 +401,33 @@ def command_table() -> tuple[Command, ...]:
             _register,
             "register an agent identity",
             "Register an agent identity with the server and store its token.\n"
-            "Without NAME the server picks a free name (or AGENT_CHAT_NICK is used).",
-            args=(Arg("nick", metavar="NAME", nargs="?", help="the nick to register"),),
+            "NAME asks for exactly that name: taken on the server is an error, already\n"
+            "stored in this home is not. Without NAME the server picks a free name (or\n"
+            "AGENT_CHAT_NICK is used). The first identity stored in a home is its\n"
+            "default (what commands use without AGENT_CHAT_NICK); a later one becomes\n"
+            "the default only with --default.",
+            args=(
+                Arg("nick", metavar="NAME", nargs="?", help="the nick to register"),
+                _default_flag(),
+            ),
         ),
         Command(
             "login",
             _login,
             "log in as a human (asks for the password)",
-            args=(Arg("user", metavar="NAME", help="your Matrix user name"),),
+            "Log in as a human (the password is read from the terminal, or a line of stdin)\n"
+            "and store the token. The first identity stored in a home is its default;\n"
+            "a later one becomes the default only with --default.",
+            args=(Arg("user", metavar="NAME", help="your Matrix user name"), _default_flag()),
+        ),
+        Command(
+            "whoami",
+            _whoami,
+            "which identity commands use here, and why",
+            "Which identity a plain command would use right now and why (AGENT_CHAT_TOKEN,\n"
+            "AGENT_CHAT_NICK, config.toml's identity.nick, or this home's default), the\n"
+            "server, and the other identities stored for it. Asks the server nothing.",
+            args=(_json(),),
         ),
         Command(
             "create-room",
@@ -395,6 +472,7 @@ def command_table() -> tuple[Command, ...]:
                 ),
                 flag("--dry-run", help="show the changes, write nothing"),
                 flag("--uninstall", help="remove what setup added"),
+                flag("--no-mcp", help="do not add (or remove) the 'ac mcp' MCP server entry"),
                 flag("--quiet", help=None),  # for the hook's own bootstrap: not in --help
             ),
         ),
@@ -407,6 +485,12 @@ def command_table() -> tuple[Command, ...]:
             "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
             "claude mcp add agent-chat -- ac mcp",
         ),
+    )
+
+
+def _default_flag() -> Arg:
+    return flag(
+        "--default", help="make it this home's default identity (used without AGENT_CHAT_NICK)"
     )
 
 
@@ -446,6 +530,21 @@ def _notify(args: Args) -> int:
     return commands.notify_graceful(flags, args.verbose)
 
 
+def _wait(args: Args) -> int:
+    from . import wait
+
+    return wait.wait(
+        _context(args),
+        urgent=args.urgent,
+        dm=args.dm,
+        timeout=args.timeout,
+        fmt="json" if args.json else "oneline" if args.oneline else "words",
+        any_unread=args.any,
+        session=args.session,
+        min_interval=args.min_interval,
+    )
+
+
 def _who(args: Args) -> int:
     from . import commands
 
@@ -473,13 +572,19 @@ def _config(args: Args) -> int:
 def _register(args: Args) -> int:
     from . import commands
 
-    return commands.register(_context(args), args.nick)
+    return commands.register(_context(args), args.nick, make_default=args.default)
 
 
 def _login(args: Args) -> int:
     from . import commands
 
-    return commands.login(_context(args), args.user)
+    return commands.login(_context(args), args.user, make_default=args.default)
+
+
+def _whoami(args: Args) -> int:
+    from . import whoami
+
+    return whoami.whoami(_context(args), args.json)
 
 
 def _create_room(args: Args) -> int:
@@ -498,7 +603,13 @@ def _setup(args: Args) -> int:
     from . import setup
 
     return setup.run(
-        _context(args), args.target, args.scope, args.dry_run, args.uninstall, args.quiet
+        _context(args),
+        args.target,
+        args.scope,
+        args.dry_run,
+        args.uninstall,
+        args.quiet,
+        mcp=not args.no_mcp,
     )
 
 
