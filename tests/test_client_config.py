@@ -6,6 +6,8 @@ from pathlib import Path
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -126,3 +128,19 @@ def test_write_caches_drops_only_the_expected_errors(
     monkeypatch.setattr(state, "atomic_write", broken)
     with pytest.raises(RuntimeError):  # a bug is not hidden
         state.write_caches(s, "k", last_event="$e")
+
+
+def test_identity_and_hook_files_are_independent(agent_home: Path) -> None:
+    # No import cycle: neither module loads the other.
+    code = "import sys; import agent_chat.{0}; print('agent_chat.{1}' in sys.modules)"
+    for a, b in (("identity", "hook_files"), ("hook_files", "identity")):
+        p = subprocess.run(
+            [sys.executable, "-c", code.format(a, b)], capture_output=True, text=True, check=True
+        )
+        assert p.stdout.strip() == "False", (a, b)
+    # No hidden side effect: storing credentials writes only credentials.json.
+    data = identity.load_credentials(str(agent_home))
+    answer = {"user_id": "@_ac_x:s", "nick": "X", "kind": "agent", "token": "tx"}
+    identity.store_identity(data, "http://s1", "x", answer)
+    identity.save_credentials(str(agent_home), data)
+    assert sorted(p.name for p in agent_home.iterdir()) == ["credentials.json"]

@@ -36,6 +36,8 @@ class Context:
         if self._identity is None:
             if register:
                 self._identity = ident.resolve(self.settings, self.client())
+                if self._identity.source == "registration":
+                    _point_hook_at(self.settings, self._identity)
                 if self.verbose:
                     log(
                         "identity {} ({}) from {}".format(
@@ -55,6 +57,16 @@ class Context:
     def cache_key(self):
         nick = self._identity.key if self._identity and self._identity.key else "default"
         return f"{self.settings.server_url}|{nick}"
+
+
+def _point_hook_at(settings, identity):
+    """After storing credentials: the shell hook's files follow ``identity``, the one the
+    settings now resolve to (``hook_files`` is imported only here: storing is rare)."""
+    if identity is None:
+        return
+    from . import hook_files
+
+    hook_files.refresh(settings, identity)
 
 
 def out(text=""):
@@ -475,7 +487,8 @@ def register(ctx, name):
         answer = ident.register_request(ctx.client(), s, name, exact=bool(name))
         key = ident.nick_key(name or answer["nick"])
         found = ident.store_identity(data, s.server_url, key, answer, make_default=not s.env_nick)
-        ident.save_credentials(s.home, data, s)
+        ident.save_credentials(s.home, data)
+        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
     rooms = answer.get("rooms")
     joined = ""
     if isinstance(rooms, list) and rooms:
@@ -521,7 +534,8 @@ def login(ctx, name):
         found = ident.store_identity(
             data, s.server_url, ident.nick_key(name), answer, make_default=not s.env_nick
         )
-        ident.save_credentials(s.home, data, s)
+        ident.save_credentials(s.home, data)
+        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
     rooms = answer.get("rooms")
     joined = ""
     if isinstance(rooms, list) and rooms:

@@ -8,8 +8,10 @@
   files, or an agent whose first ``ac`` command has not run yet).
 
 ``ac`` refreshes them whenever it stores credentials (registration, ``ac register``, ``ac
-login``: :func:`refresh`), and ``ac setup`` writes them (:func:`write`). Imported lazily: the
-``ac notify`` hot path never loads this module.
+login``: :func:`refresh`, called explicitly with the identity the settings now resolve to), and
+``ac setup`` writes them (:func:`write_files`). This module knows neither how identities are
+stored nor how they are resolved: its callers hand it one. Imported lazily: the ``ac notify``
+hot path never loads this module.
 """
 
 from __future__ import annotations
@@ -73,32 +75,14 @@ def write_files(settings, identity) -> str:
     return path
 
 
-def write(ctx) -> tuple[str, str] | None:
-    """``ac setup``: resolve (registering if needed) the identity and write its hook files.
-
-    Returns (path of the curl config, the identity's label), or None with AGENT_CHAT_TOKEN
-    (the hook then reads the token from the environment).
-    """
-    s = ctx.settings
-    if not s.writes_files:
-        return None
-    identity = ctx.identity()
-    return write_files(s, identity), identity.label()
-
-
-def refresh(settings, data) -> None:
-    """After credentials were stored: point the hook at the identity ``settings`` now resolve
-    to (if any). Never fails the command that stored them: without the files the hook stays
-    quiet and falls back to running ``ac setup hook`` itself."""
+def refresh(settings, identity) -> None:
+    """After credentials were stored: point the hook at ``identity``, the one ``settings`` now
+    resolve to. Never fails the command that stored them: without the files the hook stays
+    quiet and falls back to running ``ac setup hook`` itself. Nothing with AGENT_CHAT_TOKEN."""
     if not settings.writes_files:
         return
-    from .identity import stored_identity
-
-    found = stored_identity(data, settings.server_url, settings.nick)
-    if found is None:
-        return
     try:
-        write_files(settings, found)
+        write_files(settings, identity)
     except OSError:
         pass
 

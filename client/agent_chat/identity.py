@@ -65,16 +65,13 @@ def load_credentials(home):
     return data
 
 
-def save_credentials(home, data, settings=None):
-    """Write ``credentials.json``; with ``settings``, also refresh the shell hook's curl config
-    (``hook_files``, imported only here: registering is rare, ``ac notify`` never does)."""
+def save_credentials(home, data):
+    """Write ``credentials.json`` (atomically, flushed to disk). Only that: a caller that
+    changed which identity the settings resolve to also refreshes the shell hook's files
+    (:func:`agent_chat.hook_files.refresh`)."""
     data["version"] = 1
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(os.path.join(home, CREDENTIALS_FILE), text.encode("utf-8"), 0o600, fsync=True)
-    if settings is not None:
-        from . import hook_files
-
-        hook_files.refresh(settings, data)
 
 
 def _server_entry(data, server_url, create=False):
@@ -110,8 +107,9 @@ def stored_identity(data, server_url, nick=None):
     )
 
 
-def store_identity(data, server_url, key, answer, make_default=False):
-    """Put a /register or /login answer into the credentials structure."""
+def store_identity(data, server_url, key, answer, make_default=False, source="credentials.json"):
+    """Put a /register or /login answer into the credentials structure; return it as an
+    :class:`Identity` (with ``source``)."""
     entry = _server_entry(data, server_url, create=True)
     entry["identities"][key] = {
         "user_id": answer.get("user_id"),
@@ -132,7 +130,7 @@ def store_identity(data, server_url, key, answer, make_default=False):
         answer.get("nick"),
         answer.get("kind"),
         key,
-        "credentials.json",
+        source,
     )
 
 
@@ -168,7 +166,11 @@ def current(settings):
 
 
 def resolve(settings, client):
-    """The identity to use, registering one (and storing it) if there is none yet."""
+    """The identity to use, registering one (and storing it) if there is none yet.
+
+    A newly registered identity has ``source`` ``"registration"``: the caller points the
+    shell hook at it (:func:`agent_chat.hook_files.refresh`).
+    """
     found = current(settings)
     if found is not None:
         return found
@@ -179,8 +181,8 @@ def resolve(settings, client):
             return found
         answer = register_request(client, settings, settings.nick, exact=False)
         key = nick_key(settings.nick) if settings.nick else nick_key(answer["nick"])
-        identity = store_identity(data, settings.server_url, key, answer)
-        save_credentials(settings.home, data, settings)
+        identity = store_identity(data, settings.server_url, key, answer, source="registration")
+        save_credentials(settings.home, data)
     return identity
 
 

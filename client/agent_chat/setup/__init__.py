@@ -446,6 +446,18 @@ def _strip_block(text: str, begin: str = TMUX_BEGIN) -> str:
     return "".join(out)
 
 
+def _write_hook_files(ctx) -> tuple[str, str] | None:
+    """Resolve (registering if needed) the identity and write its hook files.
+
+    Returns (path of the curl config, the identity's label), or None with AGENT_CHAT_TOKEN
+    (the hook then reads the token from the environment).
+    """
+    if not ctx.settings.writes_files:
+        return None
+    identity = ctx.identity()
+    return hook_files.write_files(ctx.settings, identity), identity.label()
+
+
 def run(
     ctx,
     target: str,
@@ -480,7 +492,7 @@ def run(
         out(f"would write the hook's credentials under {hook_files.hook_dir(ctx.settings.home)}")
         return 0
     try:
-        written = hook_files.write(ctx)
+        written = _write_hook_files(ctx)
     except Exception as e:  # server down: the hook creates them itself later
         if target == "hook":
             raise
