@@ -113,20 +113,26 @@ def test_claude_merge_idempotent_uninstall(home: Path) -> None:
     # The user's settings are all still there, untouched.
     assert merged["model"] == "opus" and merged["permissions"] == CLAUDE_ORIGINAL["permissions"]
     assert merged["hooks"]["PostToolUse"][0] == {"matcher": "Write|Edit", "hooks": [USER_HOOK]}
-    assert merged["hooks"]["Stop"] == CLAUDE_ORIGINAL["hooks"]["Stop"]
+    # The user's Stop hook first, then our wake hook in a group of its own.
+    assert merged["hooks"]["Stop"][0] == CLAUDE_ORIGINAL["hooks"]["Stop"][0]
     assert merged["statusLine"] == CLAUDE_ORIGINAL["statusLine"]  # theirs: left alone
     assert "already has a statusLine; left alone" in first.stdout
     ours = our_handlers(merged)
-    assert [(e, m) for e, m, _ in ours] == [
+    assert sorted((e, m or "") for e, m, _ in ours) == [
         ("PostToolUse", "*"),
-        ("UserPromptSubmit", None),
-    ] or sorted((e, m or "") for e, m, _ in ours) == [
-        ("PostToolUse", "*"),
+        ("SessionStart", ""),
+        ("Stop", ""),
         ("UserPromptSubmit", ""),
     ]
     for event, _, handler in ours:
-        assert handler["type"] == "command" and handler["timeout"] == 5  # seconds
+        assert handler["type"] == "command"
         assert ("--json PostToolUse" in handler["command"]) == (event == "PostToolUse")
+        if event in ("SessionStart", "Stop"):
+            # Background, wakes the session on exit 2; Claude Code kills it at "timeout".
+            assert handler["asyncRewake"] is True and handler["timeout"] == 86400
+            assert handler["command"].split()[2:] == ["--wake", "--home", str(chat)]
+        else:
+            assert handler["timeout"] == 5 and "asyncRewake" not in handler  # seconds
     for name in ("chat", "chat-conventions"):
         text = (home / ".claude" / "skills" / name / "SKILL.md").read_text()
         assert text.startswith(f"---\nname: {name}\n") and "installed by `ac setup`" in text
@@ -163,7 +169,7 @@ def test_claude_project_scope(home: Path, tmp_path: Path) -> None:
     shared.write_text('{"hooks": {}}\n')
     run_setup(home, home / "chat-home", "claude", "--project", cwd=project)
     local = json.loads((project / ".claude" / "settings.local.json").read_text())
-    assert len(our_handlers(local)) == 2
+    assert len(our_handlers(local)) == 4  # prompt, tool, and the two wake hooks
     assert shared.read_text() == '{"hooks": {}}\n'  # the committed file is not touched
     assert (project / ".claude" / "skills" / "listen" / "SKILL.md").exists()
     assert not (home / ".claude").exists()
@@ -381,3 +387,93 @@ def test_codex_config_that_cannot_take_the_table_is_not_touched(home: Path) -> N
     assert p.returncode == 1 and "--no-mcp" in p.stderr
     assert codex.read_text() == 'mcp_servers = { x = { command = "x" } }\n'
     assert not (home / ".codex" / "hooks.json").exists()
+
+
+def test_claude_no_wake_opts_out_and_removes_the_wake_hooks(home: Path) -> None:
+    chat = home / "chat-home"
+    settings_path = home / ".claude" / "settings.json"
+
+    def events() -> list[str]:
+        return sorted(e for e, _, _ in our_handlers(json.loads(settings_path.read_text())))
+
+    run_setup(home, chat, "claude", "--no-wake")
+    assert events() == ["PostToolUse", "UserPromptSubmit"]
+    assert "nothing to change" in run_setup(home, chat, "claude", "--no-wake").stdout
+    # Without --no-wake they are added; with it again, removed (the user's hooks stay).
+    run_setup(home, chat, "claude")
+    assert events() == ["PostToolUse", "SessionStart", "Stop", "UserPromptSubmit"]
+    assert "nothing to change" in run_setup(home, chat, "claude").stdout
+    data = json.loads(settings_path.read_text())
+    data["hooks"]["Stop"].insert(0, {"hooks": [USER_HOOK]})
+    settings_path.write_text(json.dumps(data))
+    run_setup(home, chat, "claude", "--no-wake")
+    assert events() == ["PostToolUse", "UserPromptSubmit"]
+    assert json.loads(settings_path.read_text())["hooks"]["Stop"] == [{"hooks": [USER_HOOK]}]
+    run_setup(home, chat, "claude")
+    run_setup(home, chat, "claude", "--uninstall")
+    assert json.loads(settings_path.read_text()) == {"hooks": {"Stop": [{"hooks": [USER_HOOK]}]}}
+
+
+def test_plugin_hooks_json_has_the_wake_hooks() -> None:
+    from agent_chat.setup import integrations_dir
+
+    hooks = json.loads(Path(integrations_dir(), "hooks", "hooks.json").read_text())["hooks"]
+    for event in ("SessionStart", "Stop"):
+        (handler,) = [h for g in hooks[event] for h in g["hooks"]]
+        assert handler["asyncRewake"] is True and handler["command"].endswith(" --wake")
+
+
+def _fake_ac(tmp_path: Path, script: str) -> Path:
+    """A stand-in for `ac` (the hook finds it through hook/ac-path) that logs its arguments."""
+    chat = tmp_path / "chat"
+    (chat / "hook").mkdir(parents=True)
+    fake = tmp_path / "fake-ac"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n{script}\n')
+    fake.chmod(0o755)
+    (chat / "hook" / "ac-path").write_text(f"{fake}\n")
+    return chat
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "stderr"),
+    [
+        # Something arrived: exit 2 (wake), one line, labels and counts only.
+        (
+            "echo '@BlueLake(1) #alerts(2!)'",
+            2,
+            "[chat] @BlueLake(1) #alerts(2!): new direct or urgent message"
+            " (read: ac listen --unread)\n",
+        ),
+        # Control characters and anything outside the labels' set are stripped.
+        ("printf '@Blue\\033[31mLake(1)\\nsecond line'", 2, "[chat] @Blue31mLake(1): "),
+        ("exit 5", 0, ""),  # timeout: nothing new
+        ("echo '@X(1)'; exit 1", 0, ""),  # any error: never a wake
+        ("exit 2", 0, ""),
+        ("true", 0, ""),  # exit 0 but nothing printed
+    ],
+)
+def test_wake_hook_exit_codes(tmp_path: Path, script: str, code: int, stderr: str) -> None:
+    from agent_chat.setup import hook_script
+
+    chat = _fake_ac(tmp_path, script)
+    p = subprocess.run(
+        ["sh", hook_script(), "--wake", "--home", str(chat)],
+        input='{"session_id":"abc-123","hook_event_name":"Stop"}\n',
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AGENT_CHAT_WAKE_TIMEOUT": "7"},
+        timeout=30,
+    )
+    assert (p.returncode, p.stdout) == (code, "")
+    assert p.stderr.startswith(stderr) and p.stderr.count("\n") == (1 if code else 0)
+    args = (tmp_path / "args").read_text().split()
+    assert args == [
+        "wait",
+        "--urgent",
+        "--dm",
+        "--oneline",
+        "--session",
+        "abc-123",
+        "--timeout",
+        "7",
+    ]

@@ -154,6 +154,7 @@ class Args:
     dry_run: bool
     uninstall: bool
     no_mcp: bool
+    no_wake: bool
     quiet: bool
 
     def __init__(self, **values: object) -> None:
@@ -351,7 +352,9 @@ def command_table() -> tuple[Command, ...]:
             "(up to 300 s at a time): no polling.\n"
             "--session ID keeps a small state file per session, so a hook that runs\n"
             "'ac wait' again and again wakes once per new message, catches what arrived\n"
-            "between runs, and wakes at most once per --min-interval (unless urgent).",
+            "between runs, and wakes at most once per --min-interval (unless urgent).\n"
+            "One waiter per session: a newer 'ac wait --session ID' takes over and the\n"
+            "older one exits 5 without waking.",
             args=(
                 flag("--urgent", help="only urgent messages and mentions"),
                 flag("--dm", help="only direct messages (with --urgent: either)"),
@@ -473,6 +476,10 @@ def command_table() -> tuple[Command, ...]:
                 flag("--dry-run", help="show the changes, write nothing"),
                 flag("--uninstall", help="remove what setup added"),
                 flag("--no-mcp", help="do not add (or remove) the 'ac mcp' MCP server entry"),
+                flag(
+                    "--no-wake",
+                    help="claude: do not add (or remove) the hooks that wake an idle session",
+                ),
                 flag("--quiet", help=None),  # for the hook's own bootstrap: not in --help
             ),
         ),
@@ -610,6 +617,7 @@ def _setup(args: Args) -> int:
         args.uninstall,
         args.quiet,
         mcp=not args.no_mcp,
+        wake=not args.no_wake,
     )
 
 

@@ -15,7 +15,10 @@ identity, filter and session (``$AGENT_CHAT_HOME/wait/``) keeps the cursor of th
 - nothing new, no wake (reads and the agent's own messages are not news);
 - at most one wake per ``--min-interval`` seconds (default 10), unless something became urgent:
   two agents that DM each other cannot wake each other in a storm; a wake held back by the
-  interval happens when it ends, if the news is still unread then.
+  interval happens when it ends, if the news is still unread then;
+- one waiter per session: a newer ``ac wait --session ID`` takes over, and the older one exits
+  (5, no wake) when its long-poll next answers. Claude Code re-arms its wake hook after every
+  turn while the previous one may still be waiting; without this a DM would wake it twice.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 
@@ -95,6 +99,8 @@ class SessionState:
         self.cursor: str | None = None
         self.last_wake = 0.0
         self.urgent: set[str] = set()
+        #: The waiter that owns this session now (the newest ``ac wait --session``).
+        self.waiter: str | None = None
         if path is None:
             return
         try:
@@ -112,11 +118,24 @@ class SessionState:
                 self.last_wake = float(last_wake)
             if isinstance(urgent, list):
                 self.urgent = {u for u in urgent if isinstance(u, str)}
+            waiter = data.get("waiter")
+            self.waiter = waiter if isinstance(waiter, str) else None
+
+    def superseded(self) -> bool:
+        """True when a newer waiter took this session over (its token is in the file)."""
+        if self.path is None or self.waiter is None:
+            return False
+        return SessionState(self.path).waiter not in (self.waiter, None)
 
     def save(self) -> None:
         if self.path is None:
             return
-        data = {"cursor": self.cursor, "last_wake": self.last_wake, "urgent": sorted(self.urgent)}
+        data = {
+            "cursor": self.cursor,
+            "last_wake": self.last_wake,
+            "urgent": sorted(self.urgent),
+            "waiter": self.waiter,
+        }
         try:
             atomic_write(self.path, json.dumps(data).encode(), 0o600)
         except OSError as e:
@@ -163,6 +182,9 @@ def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     token = client.token or ""
     state = SessionState(_state_path(ctx, token, filters, session) if session else None)
+    if session:
+        state.waiter = f"{os.getpid()}-{secrets.token_hex(6)}"
+        state.save()
 
     def remaining() -> float:
         return MAX_POLL if deadline is None else deadline - time.monotonic()
@@ -187,6 +209,8 @@ def wait(
             time.sleep(max(0.0, min(RETRY_SECONDS, remaining())))
             continue
         failing = False
+        if state.superseded():
+            return EXIT_TIMEOUT  # a newer waiter for this session carries on
         if answer.get("new") is True:
             fresh_urgent = _urgent_rooms(answer) - state.urgent
             hold = state.last_wake + min_interval - time.time()
@@ -196,6 +220,8 @@ def wait(
                     time.sleep(max(0.0, remaining()))
                     break  # the news stays new for the next run
                 time.sleep(hold)
+                if state.superseded():
+                    return EXIT_TIMEOUT
                 continue  # same cursor: the next poll answers at once if it is still news
             return _wake(state, answer, fmt)
         new_cursor = answer.get("cursor")

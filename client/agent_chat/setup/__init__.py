@@ -9,7 +9,8 @@ marked block in ``~/.tmux.conf``.
 Where things go (``--user``, the default / ``--project``, in the current directory):
 
 - claude: ``~/.claude/settings.json`` / ``.claude/settings.local.json`` (hooks on
-  UserPromptSubmit and PostToolUse, a statusLine if none is set) and ``skills/`` beside it.
+  UserPromptSubmit and PostToolUse, the wake hooks on SessionStart and Stop unless
+  ``--no-wake``, a statusLine if none is set) and ``skills/`` beside it.
   The project scope uses ``settings.local.json`` because the hook command is an absolute path
   on this machine, not something to commit.
 - codex: ``~/.codex/hooks.json`` / ``.codex/hooks.json`` and ``~/.agents/skills`` /
@@ -59,6 +60,10 @@ MCP_NAME = "agent-chat"
 #: Seconds for Claude Code and Codex, milliseconds for Gemini CLI; the hook itself needs ~1 s.
 HOOK_TIMEOUT_S = 5
 HOOK_TIMEOUT_MS = 5000
+#: The wake hook (``ac-hook.sh --wake``, Claude Code ``asyncRewake``) waits in the background;
+#: Claude Code kills a hook at its ``timeout`` (default 600 s), so it gets a day, and the hook's
+#: own ``ac wait --timeout`` (86000 s) ends first, quietly.
+WAKE_TIMEOUT_S = 86400
 
 
 def integrations_dir() -> str:
@@ -72,12 +77,15 @@ def hook_script(name: str = "ac-hook.sh") -> str:
 
 
 class Installer:
-    def __init__(self, ctx, scope: str, uninstall: bool, out, mcp: bool = True) -> None:
+    def __init__(
+        self, ctx, scope: str, uninstall: bool, out, mcp: bool = True, wake: bool = True
+    ) -> None:
         self.ctx = ctx
         self.scope = scope
         self.uninstall = uninstall
         self.out = out
         self.mcp = mcp
+        self.wake = wake
         self.plan = Plan()
         self.user_home = os.path.expanduser("~")
         self.cwd = os.getcwd()
@@ -280,6 +288,16 @@ class Installer:
                 },
             ),
         ]
+        if self.wake:
+            # Background hooks that wake an idle session when a DM / urgent message arrives
+            # (exit 2 = wake, stderr the line); the Stop one re-arms after every turn.
+            wake = {
+                "type": "command",
+                "command": self.hook_command("--wake"),
+                "timeout": WAKE_TIMEOUT_S,
+                "asyncRewake": True,
+            }
+            wanted += [("SessionStart", None, wake), ("Stop", None, dict(wake))]
         status = {"type": "command", "command": self.hook_command("--status")}
 
         def status_line(data: dict) -> None:
@@ -466,6 +484,7 @@ def run(
     uninstall: bool,
     quiet: bool = False,
     mcp: bool = True,
+    wake: bool = True,
 ) -> int:
     """``ac setup TARGET``: return the exit code."""
     from ..commands import out as print_line
@@ -475,7 +494,7 @@ def run(
         raise UsageError(
             "unknown setup target {!r}: use one of {}".format(target, ", ".join(TARGETS))
         )
-    installer = Installer(ctx, scope or "user", uninstall, out, mcp)
+    installer = Installer(ctx, scope or "user", uninstall, out, mcp, wake)
     if target != "hook":
         getattr(installer, target)()
     installer.plan.apply(dry_run, out)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # ac-hook.sh: Agent Chat unread counts for agent hooks and status lines.
 #
-#   ac-hook.sh [--json EVENT] [--status] [--home DIR]
+#   ac-hook.sh [--json EVENT] [--status] [--wake] [--home DIR]
 #
 # Prints "[chat] #general(2) #alerts(1!) @BlueLake(1)": counts, urgency (!) and labels, never
 # message bodies. Agent modes (the default, and --json EVENT for Claude Code / Codex
@@ -11,23 +11,34 @@
 # the wait. The hot path starts one process (curl) and none while the cache is fresh: the
 # server formats the line (GET /notify?format=oneline), the rest is shell builtins.
 #
+# --wake (Claude Code "asyncRewake" hooks on SessionStart and Stop, run in the background):
+# blocks in `ac wait --urgent --dm --session SESSION` (the server's long-poll; no polling) and
+# exits 2 with one line on stderr ("[chat] @BlueLake(1) ...": labels and counts, never bodies)
+# when a DM, mention or urgent message arrives, which wakes the idle session. Exits 0 when
+# nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT seconds, default 86000) and on any
+# error: a broken server never wakes the agent, and the Stop hook re-arms only after a turn.
+# `ac wait`'s loop guard gives at most one wake per new event and one waiter per session.
+#
 # Files (under $AGENT_CHAT_HOME, default ~/.agent-chat, written by `ac` when it registers or
 # logs in an identity, and by `ac setup`):
 #   hook/<nick>.curl    curl config (0600): the notify URL and the Authorization header
 #   hook/line.<nick>    cache: the clock reading, then the line ("!" after a failure)
 #   hook/seen.<nick>.<session>   the last line spoken to that session
 #   hook/ac-path        the `ac` executable, to bootstrap a missing hook/<nick>.curl
-# <nick> is AGENT_CHAT_NICK with bytes outside [A-Za-z0-9_-] as "_" ("default" without it).
+# <nick> is AGENT_CHAT_NICK's bytes, each outside [A-Za-z0-9_-] as "_" ("default" when unset or
+# empty): the rule of agent_chat.paths.file_part, which a test pins this script to.
 # AGENT_CHAT_TOKEN with AGENT_CHAT_SERVER needs no files. AGENT_CHAT_HOOK_TTL: cache seconds
 # (default 3). Portable sh (dash, bash, macOS): no stat, no jq, no GNU-only options.
 
 json_event=""
 status=""
+wake=""
 home_arg=""
 while [ $# -gt 0 ]; do
   case $1 in
     --json) json_event=$2; shift 2 || exit 0 ;;
     --status) status=1; shift ;;
+    --wake) wake=1; shift ;;
     --home) home_arg=$2; shift 2 || exit 0 ;;
     *) shift ;;
   esac
@@ -37,7 +48,11 @@ case $json_event in *[!A-Za-z]*) exit 0 ;; esac
 home=${AGENT_CHAT_HOME:-${home_arg:-$HOME/.agent-chat}}
 dir=$home/hook
 nick=${AGENT_CHAT_NICK:-default}
-case $nick in *[!A-Za-z0-9_-]*) nick=$(printf '%s' "$nick" | LC_ALL=C tr -c 'A-Za-z0-9_-' '_') ;; esac
+# The letters spelled out: a range like A-Z can match more than ASCII in some locales.
+case $nick in
+  *[!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-]*)
+    nick=$(printf '%s' "$nick" | LC_ALL=C tr -c 'A-Za-z0-9_-' '_') ;;
+esac
 
 # Which session is asking: the hook's stdin JSON ("session_id"), else GEMINI_SESSION_ID.
 sid=${GEMINI_SESSION_ID:-}
@@ -52,6 +67,25 @@ if [ -z "$status" ] && [ ! -t 0 ]; then
 fi
 case $sid in *[!A-Za-z0-9_-]*) sid=$(printf '%s' "$sid" | LC_ALL=C tr -c 'A-Za-z0-9_-' '_') ;; esac
 sid=${sid:-default}
+
+if [ -n "$wake" ]; then
+  ac=""
+  [ -r "$dir/ac-path" ] && IFS= read -r ac < "$dir/ac-path"
+  if [ -z "$ac" ] || [ ! -x "$ac" ]; then ac=$(command -v ac) || exit 0; fi
+  timeout=${AGENT_CHAT_WAKE_TIMEOUT:-86000}
+  case $timeout in ''|*[!0-9]*) timeout=86000 ;; esac
+  line=$(AGENT_CHAT_HOME=$home "$ac" wait --urgent --dm --oneline --session "$sid" \
+    --timeout "$timeout" </dev/null 2>/dev/null) || exit 0
+  nl='
+'
+  line=${line%%"$nl"*}
+  case $line in
+    *[!A-Za-z0-9_.:#@!+\(\)\ -]*) line=$(printf '%s' "$line" | LC_ALL=C tr -cd 'A-Za-z0-9_.:#@!+() -') ;;
+  esac
+  [ -n "$line" ] || exit 0
+  printf '[chat] %s: new direct or urgent message (read: ac listen --unread)\n' "$line" >&2
+  exit 2
+fi
 
 # A clock in whole seconds without starting `date` where possible: Linux's /proc/uptime
 # (monotonic), bash's EPOCHSECONDS, else date. Only differences are used (cache age, bootstrap
