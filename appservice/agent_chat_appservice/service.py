@@ -72,7 +72,7 @@ class AgentChatService:
         )
         self._kicking = False
         self.runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self.background = self.context.background
 
     def build_app(self) -> web.Application:
         # Synapse may batch 100 events of up to 64 KiB each into one transaction.
@@ -110,16 +110,17 @@ class AgentChatService:
         await self._wait_for_homeserver()
         await self._bootstrap()
         self.context.ready = True
-        self._spawn(self._ping_homeserver())
-        self._spawn(self._catch_up())
-        self._spawn(self._watch_homeserver())
+        self.background.spawn(self._ping_homeserver(), loop=True)
+        self.background.spawn(self._catch_up(), loop=True)
+        self.background.spawn(self._watch_homeserver(), loop=True)
         log.info("ready: %s%s", self.config.api_url, API_PREFIX)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Stop serving, finish the background work (bounded), then close the connections."""
+        self.background.cancel_loops()
         if self.runner:
             await self.runner.cleanup()
+        await self.background.drain()
         await self.hs.stop()
         if self.read_db is not self.db:
             await self.read_db.stop()
@@ -138,16 +139,24 @@ class AgentChatService:
         await self.hs.set_displayname(self.config.bot_mxid, self.config.bot_displayname)
         await self.rooms.ensure_default_rooms()
 
-    async def _ping_homeserver(self) -> None:
+    async def _ping_homeserver(self, attempts: int = 20) -> None:
         """Synapse's ping flushes transactions it queued while we were down."""
-        for attempt in range(20):
+        error: Exception | None = None
+        for attempt in range(attempts):
             try:
                 ms = await self.hs.ping()
                 log.info("homeserver ping ok (%d ms)", ms)
                 return
             except Exception as e:
+                error = e
                 log.debug("homeserver ping failed (%s), retrying", e)
                 await asyncio.sleep(min(0.2 * 2**attempt, 5))
+        log.warning(
+            "homeserver ping failed %d times, giving up (last error: %s): what it queued "
+            "while we were down arrives only when it retries on its own",
+            attempts,
+            error,
+        )
 
     async def _catch_up(self) -> None:
         try:
@@ -190,7 +199,7 @@ class AgentChatService:
     def _transaction_failed(self) -> None:
         if not self._kicking:
             self._kicking = True
-            self._spawn(self._kick_homeserver())
+            self.background.spawn(self._kick_homeserver(), loop=True)
 
     async def _kick_homeserver(self, window: float = 300.0) -> None:
         """After a failed transaction Synapse backs off exponentially (up to 512 s). Its ping
@@ -209,7 +218,7 @@ class AgentChatService:
 
     def _accept_invite(self, invite: MemberRecord) -> None:
         """An agent invited (e.g. to a DM by a human) joins by itself."""
-        self._spawn(self._join_invited(invite))
+        self.background.spawn(self._join_invited(invite))
 
     async def _join_invited(self, invite: MemberRecord) -> None:
         if invite.user_id != self.config.bot_mxid and not await tables.Identity.get(
@@ -228,8 +237,3 @@ class AgentChatService:
             log.info("%s accepted an invite to %s", invite.user_id, invite.room_id)
         except Exception as e:
             log.warning("%s could not join %s: %s", invite.user_id, invite.room_id, e)
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 import json
@@ -9,11 +10,13 @@ import time
 
 from aiohttp import web
 
+from ..background import Background
 from ..config import Config
 from ..db import Identity
 from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
+from ..recent import RecentMap
 from ..rooms import Rooms
 from ..waiters import Waiters
 
@@ -22,25 +25,43 @@ CONTEXT = web.AppKey("context", "Context")
 IDENTITY = "agent_chat.identity"
 MAX_JSON = 64 * 1024
 TOKEN_CACHE_SECONDS = 30.0
+#: Activity (``last_active``) is written at most this often per caller.
+TOUCH_SECONDS = 60.0
+#: Callers remembered at most, per cache: beyond this the least recent are forgotten.
+CALLERS_CAP = 100_000
 
 
 class RateLimiter:
-    """A token bucket per caller."""
+    """A token bucket per caller.
 
-    def __init__(self, per_second: float, burst: int) -> None:
+    A bucket left alone long enough to refill is forgotten (a new one is the same), and at
+    most ``cap`` are kept: memory does not grow with every caller ever seen.
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        burst: int,
+        cap: int = CALLERS_CAP,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.per_second = per_second
         self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
+        refill = burst / per_second if per_second > 0 else float("inf")
+        self._buckets: RecentMap[str, float] = RecentMap(refill, cap, clock)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def check(self, key: str) -> int | None:
         """None when allowed, else milliseconds until the next request would be."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        now = self._buckets.clock()
+        tokens, last = self._buckets.get(key) or (float(self.burst), now)
         tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
         if tokens < 1:
-            self._buckets[key] = (tokens, now)
+            self._buckets.set(key, tokens)
             return int((1 - tokens) / self.per_second * 1000) + 1
-        self._buckets[key] = (tokens - 1, now)
+        self._buckets.set(key, tokens - 1)
         return None
 
 
@@ -54,27 +75,29 @@ class Context:
     ready: bool = False
     #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
     waiters: Waiters = field(default_factory=Waiters)
-    _touched: dict[str, float] = field(default_factory=dict)
-    _tokens: dict[str, tuple[Identity, float]] = field(default_factory=dict)
+    #: Work beside the requests (read receipts, ...): drained when the service stops.
+    background: Background = field(default_factory=Background)
+    _touched: RecentMap[str, None] = field(
+        default_factory=lambda: RecentMap(TOUCH_SECONDS, CALLERS_CAP)
+    )
+    _tokens: RecentMap[str, Identity] = field(
+        default_factory=lambda: RecentMap(TOKEN_CACHE_SECONDS, CALLERS_CAP)
+    )
 
     async def identity_for(self, token: str) -> Identity | None:
         """The identity behind an API token, cached briefly: every hook call authenticates."""
-        now = time.monotonic()
         cached = self._tokens.get(token)
-        if cached and now - cached[1] < TOKEN_CACHE_SECONDS:
+        if cached is not None:
             return cached[0]
         identity = await Identity.get_by_token(token)
         if identity is not None:
-            if len(self._tokens) > 10000:
-                self._tokens.clear()
-            self._tokens[token] = (identity, now)
+            self._tokens.set(token, identity)
         return identity
 
     async def touch(self, identity: Identity) -> None:
         """Record activity for `who`, at most once a minute per caller (notify is hot)."""
-        now = time.monotonic()
-        if now - self._touched.get(identity.user_id, -1e9) >= 60:
-            self._touched[identity.user_id] = now
+        if self._touched.get(identity.user_id) is None:
+            self._touched.set(identity.user_id, None)
             await identity.touch()
 
 

@@ -43,13 +43,6 @@ MAX_BODY = 32768
 #: A /send request: the body JSON-escaped (up to 12 bytes for a 4-byte character) and more.
 MAX_SEND_JSON = 3 * MAX_BODY + 4096
 TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-_background: set[asyncio.Task] = set()
-
-
-def _in_background(coro) -> None:
-    task = asyncio.create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 async def resolve_target(context: Context, me: str, target: str, join: bool) -> str:
@@ -171,7 +164,7 @@ async def send(request: web.Request) -> web.Response:
             return ok({"event_id": previous.event_id, "room_id": room_id, "room": label})
         event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
     # Recorded after answering: a retry before this lands finds the event in the timeline.
-    _in_background(attempt.complete(event_id))
+    context.background.spawn(attempt.complete(event_id))
     if target.startswith("#"):
         label = "#" + context.rooms.alias_localpart(target)
     else:
@@ -246,7 +239,7 @@ async def messages(request: web.Request) -> web.Response:
                 )
             if moved:
                 context.waiters.wake([me.user_id])  # committed: their counts changed
-                _in_background(_send_receipt(context, me.user_id, room_id, m.event_id))
+                context.background.spawn(_send_receipt(context, me.user_id, room_id, m.event_id))
         markers = await Ledger.read_markers(me.user_id, list(newest))
         marked_read = all(markers.get(r, 0) >= m.seq for r, m in newest.items())
     # What is still unread in the rooms read, so a reader of the last N knows what it missed.
