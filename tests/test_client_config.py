@@ -103,7 +103,7 @@ def test_write_caches_and_token_mode(agent_home: Path) -> None:
     assert (agent_home / "unread.line").read_text() == "#a(1)\n"
     assert json.loads((agent_home / "state.json").read_text())["identities"]["k"]["unread"]
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home), "AGENT_CHAT_NICK": "Bo b"})
-    assert state.unread_line_path(s).endswith("unread.bo_b.line")
+    assert state.unread_line_path(s).endswith("unread.Bo_b.line")
     other = agent_home / "token-only"
     s = config.Settings({"AGENT_CHAT_HOME": str(other), "AGENT_CHAT_TOKEN": "t"})
     state.write_caches(s, "k", unread_line="x")

@@ -22,7 +22,7 @@ import os
 
 from .files import atomic_write, ensure_dir, read_text
 from .flat_toml import dump_toml, parse_toml
-from .paths import CONFIG_FILE, home_dir
+from .paths import CONFIG_FILE, file_part, home_dir
 from .urls import DEFAULT_SERVER, normalize_server_url
 
 TYPE_CHECKING = False
@@ -110,6 +110,7 @@ class Settings:
             (``AGENT_CHAT_SERVER``, ``config.toml`` or ``default``).
         registration_token: config's ``server.registration_token``, or None.
         env_nick, config_nick: the nick from ``AGENT_CHAT_NICK`` and from config.toml.
+        file_part: ``AGENT_CHAT_NICK``'s name in file names (:func:`agent_chat.paths.file_part`).
         env_token: ``AGENT_CHAT_TOKEN``, or None.
     """
 
@@ -129,7 +130,9 @@ class Settings:
             self.server_url = DEFAULT_SERVER
             self.server_source = "default"
         self.registration_token = config_get(self.config, "server", "registration_token")
-        self.env_nick = (env.get("AGENT_CHAT_NICK") or "").strip() or None
+        raw_nick = env.get("AGENT_CHAT_NICK")
+        self.env_nick = (raw_nick or "").strip() or None
+        self.file_part = file_part(raw_nick)
         self.config_nick = config_get(self.config, "identity", "nick")
         self.env_token = (env.get("AGENT_CHAT_TOKEN") or "").strip() or None
 

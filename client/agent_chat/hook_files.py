@@ -1,8 +1,8 @@
 """The small files the shell hook reads instead of starting Python (``$AGENT_CHAT_HOME/hook/``).
 
 - ``<nick>.curl`` (0600): a curl config with the notify URL and the ``Authorization`` header,
-  so the token never appears on a command line (``ps``). ``<nick>`` is ``AGENT_CHAT_NICK``
-  with bytes outside ``[A-Za-z0-9_-]`` as ``_``, or ``default``.
+  so the token never appears on a command line (``ps``). ``<nick>`` is
+  :func:`agent_chat.paths.file_part` of ``AGENT_CHAT_NICK``, the rule ac-hook.sh follows too.
 - ``ac-path``: the ``ac`` executable, which the hook runs in the background (``ac setup hook
   --quiet``) when it finds no ``<nick>.curl`` (an identity stored before ``ac`` wrote these
   files, or an agent whose first ``ac`` command has not run yet).
@@ -20,17 +20,8 @@ import os
 import sys
 
 from .files import atomic_write, ensure_dir
+from .paths import HOOK_DIR
 from .urls import API_PREFIX
-
-HOOK_DIR = "hook"
-SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def file_part(nick: str | None) -> str:
-    """The hook's name for a nick (the same rule as ac-hook.sh)."""
-    if not nick:
-        return "default"
-    return "".join(chr(b) if b in SAFE else "_" for b in nick.encode("utf-8", "replace"))
 
 
 def hook_dir(home: str) -> str:
@@ -63,6 +54,11 @@ def ac_executable() -> str:
     return "ac"
 
 
+def curl_path(settings) -> str:
+    """The curl config the hook reads for the identity ``settings`` resolve to."""
+    return os.path.join(hook_dir(settings.home), settings.file_part + ".curl")
+
+
 def write_files(settings, identity) -> str:
     """Write the hook's files for ``identity``, the one ``settings`` resolve to; return the
     curl config's path. Files whose content is unchanged are not rewritten."""
@@ -70,7 +66,7 @@ def write_files(settings, identity) -> str:
     ensure_dir(directory)
     os.chmod(directory, 0o700)
     _write_if_changed(os.path.join(directory, "ac-path"), ac_executable() + "\n")
-    path = os.path.join(directory, file_part(settings.env_nick) + ".curl")
+    path = curl_path(settings)
     _write_if_changed(path, curl_config(settings.server_url, identity.token, identity.label()))
     return path
 

@@ -24,6 +24,25 @@ STATE_FILE = "state.json"
 UNREAD_LINE_FILE = "unread.line"
 HOOK_DIR = "hook"
 
+#: The bytes a nick keeps in a file name; every other byte becomes ``_``.
+FILE_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def file_part(nick: str | None) -> str:
+    """A nick's name in file names: ``hook/<part>.curl``, ``hook/line.<part>``,
+    ``unread.<part>.line``.
+
+    The one rule, which ``integrations/hooks/ac-hook.sh`` implements too (a test runs the
+    script against this function): ``AGENT_CHAT_NICK`` exactly as the shell sees it, its bytes
+    (nothing stripped, no case folding), each byte outside ``[A-Za-z0-9_-]`` as ``_``;
+    ``default`` when it is unset or empty. Give it the raw environment value, not a cleaned
+    nick, or the shell would look for another file.
+    """
+    if not nick:
+        return "default"
+    # os.fsencode undoes Python's decoding of the environment: the shell's very bytes.
+    return "".join(chr(b) if b in FILE_NAME_BYTES else "_" for b in os.fsencode(nick))
+
 
 def home_dir(env: Mapping[str, str] | None = None) -> str:
     """The client's directory: ``$AGENT_CHAT_HOME`` or ``~/.agent-chat``."""

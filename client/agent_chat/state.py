@@ -22,14 +22,11 @@ if TYPE_CHECKING:
     from .config import Settings
 
 
-def _safe_file_part(nick: str) -> str:
-    return "".join(c if (c.isascii() and (c.isalnum() or c in "_-")) else "_" for c in nick)
-
-
 def unread_line_path(settings: Settings) -> str:
-    """``unread.line``, or ``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity."""
+    """``unread.line``, or ``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity (``<nick>``:
+    :func:`agent_chat.paths.file_part`)."""
     if settings.env_nick:
-        return settings.path(f"unread.{_safe_file_part(settings.env_nick.lower())}.line")
+        return settings.path(f"unread.{settings.file_part}.line")
     return settings.path(UNREAD_LINE_FILE)
 
 
