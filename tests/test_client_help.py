@@ -30,6 +30,7 @@ COMMANDS = [
     "config",
     "register",
     "login",
+    "whoami",
     "create-room",
     "join",
     "setup",

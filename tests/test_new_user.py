@@ -316,3 +316,117 @@ def test_too_long_message_names_its_size_and_the_limit(stack: Stack, tmp_path: P
     # Just under the limit in bytes goes through, whatever the characters.
     ok = ac("send", "#general", "-", input="漢" * 10922, AGENT_CHAT_NICK=nick)
     assert ok.returncode == 0, ok.stderr
+
+
+# --- 4. the default identity never shifts silently ----------------------------------------------
+
+
+def _whoami(ac: Ac, **env: str) -> dict[str, Any]:
+    return json.loads(ac.ok("whoami", "--json", **env))
+
+
+def _server_says(ac: Ac, **env: str) -> str:
+    """Whose token a plain command sends, as the server sees it (``ac status --json``)."""
+    return json.loads(ac.ok("status", "--json", **env))["identity"]["nick"]
+
+
+def test_registering_or_logging_in_another_name_keeps_the_default(
+    stack: Stack, tmp_path: Path
+) -> None:
+    ac = Ac(tmp_path / "home", stack.api_url, stack.registration_token)
+    blue, purple = unique("BlueLake"), unique("PurpleOwl")
+    ac.ok("register", blue)  # the first identity in a home is its default
+    assert _whoami(ac)["identity"]["nick"] == blue
+    r = ac("register", purple)
+    assert r.returncode == 0 and r.stderr == "", r
+    assert f"default identity stays {blue}" in r.stdout and f"AGENT_CHAT_NICK={purple}" in r.stdout
+    assert _server_says(ac) == blue
+    # A human logging in on the agent's machine does not make the agent's shell post as her.
+    alice = unique("alice_")
+    account = stack.create_human(alice)
+    out = ac.ok("login", alice, input=account["password"] + "\n")
+    assert f"default identity stays {blue}" in out
+    assert _server_says(ac) == blue
+    me = _whoami(ac)
+    assert (me["identity"]["nick"], me["source"]) == (blue, "default")
+    assert {o["nick"] for o in me["others"]} == {purple, alice}
+    assert me["server"] == stack.api_url
+    # --default switches, and says so on stderr in one line.
+    r = ac("login", alice, "--default", input=account["password"] + "\n")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and alice in r.stderr and "default" in r.stderr
+    assert _server_says(ac) == alice
+    # whoami says why: the environment wins over the default, and says so.
+    text = ac.ok("whoami", AGENT_CHAT_NICK=purple)
+    assert purple in text.splitlines()[0] and "AGENT_CHAT_NICK" in text, text
+    assert f"{alice} (human, the default)" in text and stack.api_url in text, text
+    assert _whoami(ac, AGENT_CHAT_TOKEN="ac_whatever")["source"] == "AGENT_CHAT_TOKEN"
+
+
+# --- 5. ac register NAME asks for exactly NAME ---------------------------------------------------
+
+
+def test_register_asks_for_exactly_that_name(stack: Stack, tmp_path: Path) -> None:
+    other = Ac(tmp_path / "other", stack.api_url, stack.registration_token)
+    mine = Ac(tmp_path / "mine", stack.api_url, stack.registration_token)
+    blue = unique("BlueLake")
+    other.ok("register", blue)
+    mine.ok("send", "#general", "hello", AGENT_CHAT_NICK=blue)  # the server renames it
+    held = _whoami(mine, AGENT_CHAT_NICK=blue)["identity"]["nick"]
+    assert held != blue and held.startswith(blue)
+    # Asked for BlueLake while holding BlueLake2: BlueLake is taken, and that is what it says.
+    r = mine("register", blue)
+    assert r.returncode == 1 and r.stdout == "", r
+    [line] = r.stderr.splitlines()
+    assert repr(blue) in line and "taken" in line and "another name" in line and held not in line
+    # What this home holds exactly is already registered (exit 0), and is not a new identity.
+    assert mine.ok("register", held).startswith(f"already registered: {held}")
+    assert _whoami(mine, AGENT_CHAT_NICK=held)["identity"]["nick"] == held
+    assert mine("register", held, AGENT_CHAT_NICK=held).returncode == 0
+    # A free name is registered as asked.
+    fresh = unique("RedFox")
+    assert mine.ok("register", fresh).startswith(f"registered {fresh} ")
+
+
+# --- 6. config and token errors say what is true ---------------------------------------------
+
+
+def test_config_and_token_errors_say_what_is_true(stack: Stack, tmp_path: Path) -> None:
+    from test_humans_and_bots import agent_chat_server
+
+    ac = Ac(tmp_path / "home", stack.api_url, stack.registration_token)
+    blue = unique("BlueLake")
+    ac.ok("register", blue)
+    text = ac.ok("config")
+    assert "server picks" not in text, text
+    lines = text.splitlines()
+    [at] = [i for i, line in enumerate(lines) if line.startswith("identity:")]
+    assert blue in lines[at] and "default" in lines[at + 1], text  # what, then why
+    # The files named are the files written, for each way of naming the identity.
+    for env in ({}, {"AGENT_CHAT_NICK": blue}):
+        ac.ok("notify", "--oneline", **env)
+        conf = json.loads(ac.ok("config", "--json", **env))
+        assert conf["identity"]["nick"] == blue
+        assert conf["identity"]["source"] == ("AGENT_CHAT_NICK" if env else "default")
+        assert Path(conf["files"]["unread_line"]).is_file(), conf
+        hook = Path(conf["files"]["hook_credentials"])
+        assert hook.parent == ac.home / "hook" and (hook.is_file() or env), conf
+    # A token in the environment cannot be fixed by registering.
+    r = ac("send", "#general", "x", AGENT_CHAT_TOKEN="ac_not_a_real_token")
+    assert r.returncode == 3 and "AGENT_CHAT_TOKEN" in r.stderr, r.stderr
+    assert "register again" not in r.stderr and len(r.stderr.splitlines()) == 1
+    # A bot's token: bots cannot register.
+    added = agent_chat_server(stack, "bot", "add", unique("ci-bot-"))
+    assert added.returncode == 0, added.stderr
+    bot_token = added.stdout.splitlines()[2].strip()
+    assert ac.ok("send", "#general", "build ok", AGENT_CHAT_TOKEN=bot_token)
+    r = ac("register", unique("Bot"), AGENT_CHAT_TOKEN=bot_token)
+    assert r.returncode == 1 and "bots cannot register" in r.stderr, r.stderr
+    # A stored token the server rejects: register (or log in) again, by name.
+    path = ac.home / "credentials.json"
+    creds = json.loads(path.read_text())
+    creds["servers"][stack.api_url]["identities"][blue.lower()]["token"] = "ac_revoked"
+    path.write_text(json.dumps(creds))
+    r = ac("send", "#general", "x")
+    assert r.returncode == 3 and f"ac register {blue}" in r.stderr, r.stderr
+    assert "AGENT_CHAT_TOKEN" not in r.stderr

@@ -30,6 +30,8 @@ class Client:
         self.token = token
         self.verbose = verbose
         self.timeout = timeout
+        #: Rewrites a 401 into what the caller should do (set by ``Context.authed``).
+        self.on_rejected = None
 
     def url(self, path, query=None):
         url = self.base + path
@@ -79,7 +81,10 @@ class Client:
                     resp.status,
                     detail=repr(resp.body[:200]),
                 ) from None
-        raise error_for(resp, self.server_url)
+        error = error_for(resp, self.server_url)
+        if resp.status == 401 and self.on_rejected is not None:
+            error = self.on_rejected(error)
+        raise error
 
 
 def error_for(resp, server_url=""):

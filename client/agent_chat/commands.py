@@ -52,7 +52,16 @@ class Context:
 
     def authed(self, timeout=None):
         """An API client with our token (registering an identity if needed)."""
-        return self.client(self.identity().token, timeout)
+        client = self.client(self.identity().token, timeout)
+        client.on_rejected = self.rejected
+        return client
+
+    def rejected(self, error: AuthError) -> AuthError:
+        """The server's 401, reworded: what is true for where our token came from."""
+        from .whoami import rejected
+
+        message = rejected(self.settings, self._identity)
+        return AuthError(f"authentication failed: {message}", detail=error.detail)
 
     def cache_key(self):
         nick = self._identity.key if self._identity and self._identity.key else "default"
@@ -365,7 +374,9 @@ def status(ctx, as_json):
                 who_line += " from AGENT_CHAT_TOKEN"
         except AuthError as e:
             report["identity"] = {"error": e.message}
-            who_line = f"{one_line(found.label())}: token rejected by the server (register again: ac register NAME)"
+            from .whoami import rejected
+
+            who_line = rejected(s, found)
             code = 3
     else:
         report["identity"] = None
@@ -418,6 +429,8 @@ def config(ctx, assignments, as_json):
         ctx.settings = s = Settings()
         if not as_json:
             out("saved {}".format(s.path("config.toml")))
+    from . import whoami
+
     found = None
     error = None
     try:
@@ -425,6 +438,8 @@ def config(ctx, assignments, as_json):
     except Exception as e:  # a broken credentials file must not hide the config
         error = str(e)
     nick_source = "AGENT_CHAT_NICK" if s.env_nick else "config.toml" if s.config_nick else None
+    source = whoami.source(s)
+    files = _identity_files(s)
     report = {
         "home": s.home,
         "server": s.server_url,
@@ -434,8 +449,12 @@ def config(ctx, assignments, as_json):
         "nick_source": nick_source,
         "identity": None
         if found is None
-        else {"nick": found.nick, "user_id": found.user_id, "source": found.source},
-        "unread_line": unread_line_path(s),
+        else {"token": "AGENT_CHAT_TOKEN", "source": source}
+        if s.env_token
+        else {"nick": found.nick, "user_id": found.user_id, "kind": found.kind, "source": source},
+        "identity_source": source,
+        "files": files,
+        "unread_line": files["unread_line"],
     }
     if as_json:
         out(render.dumps(report))
@@ -443,50 +462,75 @@ def config(ctx, assignments, as_json):
     out(f"home:               {s.home}")
     out(f"server:             {s.server_url} ({s.server_source})")
     out("registration_token: %s" % ("set (hidden)" if s.registration_token else "not set"))
-    out(
-        "nick:               %s"
-        % (
-            f"{one_line(s.nick)} ({nick_source})"
-            if s.nick
-            else "not set (the server picks a name)"
-        )
-    )
     if error:
         out(f"identity:           unreadable credentials: {one_line(error)}")
-    elif found is None:
-        out("identity:           not registered yet")
-    elif found.source == "AGENT_CHAT_TOKEN":
-        out("identity:           token from AGENT_CHAT_TOKEN")
     else:
-        out(
-            "identity:           {} ({})".format(
-                one_line(found.nick or "?"), one_line(found.user_id or "?")
-            )
-        )
+        out(f"identity:           {whoami.identity_line(s, None if s.env_token else found)}")
+        out(f"  because:          {whoami.why(s)}")
+    if s.nick:
+        out(f"nick:               {one_line(s.nick)} ({nick_source})")
+    elif found is not None and not s.env_token:
+        out("nick:               not set (this home's default identity is used)")
+    elif not s.env_token:
+        out("nick:               not set (the first command registers a name the server picks)")
+    for label, key in (("unread line", "unread_line"), ("hook credentials", "hook_credentials")):
+        path = files[key]
+        if path is None:
+            path = "none (AGENT_CHAT_TOKEN: no files)"
+        elif not os.path.exists(path):
+            path += " (not written yet)"
+        out("{:<20}{}".format(label + ":", path))
     return 0
 
 
-def register(ctx, name):
+def _identity_files(s: Settings) -> dict[str, str | None]:
+    """The files ``ac`` writes for the identity in use, by the rules that write them."""
+    if s.env_token:
+        return {"unread_line": None, "hook_credentials": None}
+    from .hook_files import curl_path
+
+    return {
+        "unread_line": unread_line_path(s),
+        "hook_credentials": curl_path(s),
+    }
+
+
+def register(ctx: Context, name: str | None, make_default: bool = False) -> int:
+    """``ac register [NAME]``: NAME is exactly the name asked for. Held by this home already:
+    say so (exit 0); else the server registers exactly NAME or refuses (taken: exit 1)."""
     s = ctx.settings
     if s.env_token:
-        raise UsageError("AGENT_CHAT_TOKEN is set: it is the identity, nothing would be stored")
+        raise _env_token_refusal(ctx)
     name = (name or s.env_nick or "").strip() or None
     if name and name.startswith("@"):
         name = name[1:]
     with ident.CredentialsLock(s.home):
         data = ident.load_credentials(s.home)
+        before = ident.default_key(data, s.server_url)
+        key = None
         if name:
             existing = ident.stored_identity(data, s.server_url, name)
-            if existing is not None:
-                out(
-                    "already registered: {} ({})".format(
-                        one_line(existing.nick or name), one_line(existing.user_id or "?")
+            if existing is not None and ident.nick_key(existing.nick or "") == ident.nick_key(
+                name
+            ):
+                if _token_works(ctx, existing.token):
+                    if make_default:
+                        ident.set_default(data, s.server_url, existing.key)
+                        ident.save_credentials(s.home, data)
+                        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
+                    out(
+                        "already registered: {} ({})".format(
+                            one_line(existing.nick or name), one_line(existing.user_id or "?")
+                        )
                     )
-                )
-                return 0
+                    _say_default(s, data, before, existing)
+                    return 0
+                key = existing.key  # its token is rejected: register the name again
         answer = ident.register_request(ctx.client(), s, name, exact=bool(name))
-        key = ident.nick_key(name or answer["nick"])
-        found = ident.store_identity(data, s.server_url, key, answer, make_default=not s.env_nick)
+        if key is None:
+            key = ident.nick_key(name or answer["nick"])
+            ident.free_key(data, s.server_url, key)
+        found = ident.store_identity(data, s.server_url, key, answer, make_default=make_default)
         ident.save_credentials(s.home, data)
         _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
     rooms = answer.get("rooms")
@@ -498,13 +542,66 @@ def register(ctx, name):
             one_line(found.nick or "?"), one_line(found.user_id or "?"), joined
         )
     )
+    _say_default(s, data, before, found)
     return 0
 
 
-def login(ctx, name):
+_ENV_TOKEN_STORES_NOTHING = (
+    "AGENT_CHAT_TOKEN is set: its token is the identity (an agent's or a bot's), so nothing "
+    "would be stored; unset AGENT_CHAT_TOKEN to register or log in"
+)
+
+
+def _env_token_refusal(ctx: Context) -> UsageError:
+    """``ac register``/``ac login`` with AGENT_CHAT_TOKEN set: refused, saying whose it is."""
+    try:
+        me = ctx.client(ctx.settings.env_token, NOTIFY_TIMEOUT).call("GET", "/whoami")
+    except AcError:
+        me = None
+    if isinstance(me, dict) and me.get("kind") == "bot":
+        return UsageError(
+            "AGENT_CHAT_TOKEN is the bot {}'s token: bots cannot register or log in; unset "
+            "AGENT_CHAT_TOKEN to register an agent or log in".format(one_line(str(me.get("nick"))))
+        )
+    return UsageError(_ENV_TOKEN_STORES_NOTHING)
+
+
+def _token_works(ctx: Context, token: str) -> bool:
+    """Whether the server still accepts a stored token (not known offline: assume it does)."""
+    try:
+        ctx.client(token, NOTIFY_TIMEOUT).call("GET", "/whoami")
+    except AuthError:
+        return False
+    except AcError:
+        return True
+    return True
+
+
+def _say_default(
+    s: Settings, data: dict[str, object], before: str | None, stored: ident.Identity
+) -> None:
+    """After storing ``stored``: say whether it is this home's default identity now."""
+    after = ident.default_key(data, s.server_url)
+    name = one_line(stored.nick or stored.key or "?")
+    if after == stored.key and before not in (None, after):
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"ac: {name} is now this home's default identity: commands without "
+            "AGENT_CHAT_NICK use it\n"
+        )
+    elif after != stored.key and after is not None:
+        default = ident.stored_identity(data, s.server_url)
+        kept = one_line(default.nick if default and default.nick else after)
+        out(
+            f"the default identity stays {kept}; use {name} with AGENT_CHAT_NICK={name}, "
+            "or make it the default with --default"
+        )
+
+
+def login(ctx: Context, name: str, make_default: bool = False) -> int:
     s = ctx.settings
     if s.env_token:
-        raise UsageError("AGENT_CHAT_TOKEN is set: it is the identity, nothing would be stored")
+        raise _env_token_refusal(ctx)
     if sys.stdin.isatty():
         import getpass
 
@@ -531,8 +628,10 @@ def login(ctx, name):
     answer.setdefault("kind", "human")
     with ident.CredentialsLock(s.home):
         data = ident.load_credentials(s.home)
+        before = ident.default_key(data, s.server_url)
+        ident.free_key(data, s.server_url, ident.nick_key(name))
         found = ident.store_identity(
-            data, s.server_url, ident.nick_key(name), answer, make_default=not s.env_nick
+            data, s.server_url, ident.nick_key(name), answer, make_default=make_default
         )
         ident.save_credentials(s.home, data)
         _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
@@ -545,6 +644,7 @@ def login(ctx, name):
             one_line(found.nick or name), one_line(found.user_id or "?"), joined
         )
     )
+    _say_default(s, data, before, found)
     return 0
 
 

@@ -15,6 +15,8 @@ even when the server renamed X to X2 on a collision. Which identity a command us
 server's ``default`` (the first identity registered with it).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import time
@@ -22,6 +24,10 @@ import time
 from .errors import AcError, ApiError, AuthError, ConfigFileError, UsageError
 from .files import atomic_write, ensure_dir, read_text
 from .paths import CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Identity:
@@ -95,6 +101,15 @@ def stored_identity(data, server_url, nick=None):
     if not isinstance(key, str):
         return None
     record = entry["identities"].get(key)
+    if record is None and nick:  # stored under the name asked for, renamed by the server
+        key, record = next(
+            (
+                (k, r)
+                for k, r in entry["identities"].items()
+                if isinstance(r, dict) and nick_key(str(r.get("nick") or "")) == key
+            ),
+            (key, None),
+        )
     if not isinstance(record, dict) or not isinstance(record.get("token"), str):
         return None
     return Identity(
@@ -132,6 +147,58 @@ def store_identity(data, server_url, key, answer, make_default=False, source="cr
         key,
         source,
     )
+
+
+def stored_identities(data: dict[str, Any], server_url: str) -> list[Identity]:
+    """Every identity stored for this server, in the order they were stored."""
+    entry = _server_entry(data, server_url)
+    if entry is None:
+        return []
+    found: list[Identity] = []
+    for key, record in entry["identities"].items():
+        if isinstance(record, dict) and isinstance(record.get("token"), str):
+            found.append(
+                Identity(
+                    record["token"],
+                    record.get("user_id"),
+                    record.get("nick"),
+                    record.get("kind"),
+                    key,
+                    "credentials.json",
+                )
+            )
+    return found
+
+
+def default_key(data: dict[str, Any], server_url: str) -> str | None:
+    """The key of this server's default identity (the first one stored, or ``--default``)."""
+    entry = _server_entry(data, server_url)
+    key = entry.get("default") if entry is not None else None
+    return key if isinstance(key, str) else None
+
+
+def set_default(data: dict[str, Any], server_url: str, key: str | None) -> None:
+    """Make the identity stored under ``key`` this server's default (``--default``)."""
+    entry = _server_entry(data, server_url)
+    if entry is not None and key in entry["identities"]:
+        entry["default"] = key
+
+
+def free_key(data: dict[str, Any], server_url: str, key: str) -> None:
+    """Before storing a new identity under ``key``: move one already there whose server nick
+    differs (``AGENT_CHAT_NICK=X`` that became X2) to its own nick's key, so no token is lost."""
+    entry = _server_entry(data, server_url)
+    if entry is None:
+        return
+    record = entry["identities"].get(key)
+    if not isinstance(record, dict) or not isinstance(record.get("nick"), str):
+        return
+    other = nick_key(record["nick"])
+    if other == key or other in entry["identities"]:
+        return
+    entry["identities"][other] = entry["identities"].pop(key)
+    if entry.get("default") == key:
+        entry["default"] = other
 
 
 class CredentialsLock:
