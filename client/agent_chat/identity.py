@@ -12,7 +12,8 @@ Identities are keyed per server URL and by the nick that was *asked for* (lower 
 ``AGENT_CHAT_NICK=X`` and ``AGENT_CHAT_NICK=Y`` on one machine each agent gets its own identity,
 even when the server renamed X to X2 on a collision. Which identity a command uses:
 ``AGENT_CHAT_TOKEN`` (no files touched) > ``AGENT_CHAT_NICK`` > config ``identity.nick`` > the
-server's ``default`` (the first identity registered with it).
+server's ``default`` (the first identity stored for it; ``ac register``/``ac login`` change it
+only with ``--default``).
 """
 
 from __future__ import annotations
