@@ -196,14 +196,15 @@ class Bench:
             text = await r.text()
         return {
             k: float(v)
-            for k, v in (l.rsplit(" ", 1) for l in text.splitlines() if l and l[0] != "#")
+            for k, v in (x.rsplit(" ", 1) for x in text.splitlines() if x and x[0] != "#")
         }
 
-    # --- measurements -------------------------------------------------------------------------
+    # --- the bare probe: what Synapse pushes, and when -----------------------------------------
 
-    async def delivery(self, sender: dict, receiver: dict, rounds: int) -> None:
-        """API send → receiver's notify shows it, against Synapse send → probe receives it."""
-        probe_user = f"@_probe_user:{self.config.server_name}"
+    async def probe_joins(self, room: str) -> str:
+        """The probe's user (registered on first use) joins ``room`` (a room id, or an alias with
+        its ``#`` as ``%23``), so that Synapse pushes the room's events to the probe too.
+        Returns the room id."""
         headers = {"Authorization": f"Bearer {self.probe.as_token}"}
         async with self.http.post(
             f"{self.synapse}/_matrix/client/v3/register",
@@ -211,39 +212,51 @@ class Bench:
             headers=headers,
         ) as r:
             assert r.status in (200, 400), await r.text()
-        general = f"#general:{self.config.server_name}"
         async with self.http.post(
-            f"{self.synapse}/_matrix/client/v3/join/{general.replace('#', '%23')}",
-            params={"user_id": probe_user},
+            f"{self.synapse}/_matrix/client/v3/join/{room}",
+            params={"user_id": f"@_probe_user:{self.config.server_name}"},
             json={},
             headers=headers,
         ) as r:
             assert r.status == 200, await r.text()
-            room_id = (await r.json())["room_id"]
+            return (await r.json())["room_id"]
+
+    async def raw_send(self, room_id: str, user_id: str, body: str, txn: str) -> str:
+        """What the appservice does for a send, done directly: a masqueraded Synapse send as
+        ``user_id``. Returns the event id."""
+        async with self.http.put(
+            f"{self.synapse}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}",
+            params={"user_id": user_id},
+            json={"msgtype": "m.text", "body": body},
+            headers={"Authorization": f"Bearer {self.config.as_token}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+            return (await r.json())["event_id"]
+
+    async def probe_has(self, event_id: str, timeout: float = 10) -> None:
+        """Return once Synapse has pushed ``event_id`` to the probe."""
+        if event_id not in self.probe.arrived:
+            fut = asyncio.get_running_loop().create_future()
+            self.probe.waiters[event_id] = fut
+            if event_id not in self.probe.arrived:
+                await asyncio.wait_for(fut, timeout)
+
+    # --- measurements -------------------------------------------------------------------------
+
+    async def delivery(self, sender: dict, receiver: dict, rounds: int) -> None:
+        """API send → receiver's notify shows it, against Synapse send → probe receives it."""
+        room_id = await self.probe_joins(f"%23general:{self.config.server_name}")
         raw, ours, sent, ours_push, raw_sent = [], [], [], [], []
         base = await self.notify_count(receiver["token"], "#general")
 
-        as_headers = {"Authorization": f"Bearer {self.config.as_token}"}
-
         async def raw_round(i: int) -> tuple[float, float]:
-            """What the appservice does for a send, done directly: a masqueraded Synapse send as
-            the same agent into the same room, until the bare probe has the event."""
-            content = {"msgtype": "m.text", "body": f"raw {i}"}
+            """A raw send as the same agent into the same room, until the probe has it."""
             t0 = time.perf_counter()
-            async with self.http.put(
-                f"{self.synapse}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/"
-                f"raw{i}{secrets.token_hex(4)}",
-                params={"user_id": sender["user_id"]},
-                json=content,
-                headers=as_headers,
-            ) as r:
-                event_id = (await r.json())["event_id"]
+            event_id = await self.raw_send(
+                room_id, sender["user_id"], f"raw {i}", f"raw{i}{secrets.token_hex(4)}"
+            )
             send_ms = (time.perf_counter() - t0) * 1000
-            if event_id not in self.probe.arrived:
-                fut = asyncio.get_running_loop().create_future()
-                self.probe.waiters[event_id] = fut
-                if event_id not in self.probe.arrived:
-                    await asyncio.wait_for(fut, 10)
+            await self.probe_has(event_id)
             return send_ms, (self.probe.arrived[event_id] - t0) * 1000
 
         for i in range(rounds):
@@ -261,11 +274,7 @@ class Bench:
             # Poll only once Synapse has pushed the event (to the probe): polling earlier takes
             # CPU from Synapse on a small machine and would slow the very push being timed.
             # This can only make our figure later, never earlier.
-            if event_id not in self.probe.arrived:
-                fut = asyncio.get_running_loop().create_future()
-                self.probe.waiters[event_id] = fut
-                if event_id not in self.probe.arrived:
-                    await asyncio.wait_for(fut, 10)
+            await self.probe_has(event_id)
             while await self.notify_count(receiver["token"], "#general") < base:
                 await asyncio.sleep(0.0005)
             ours.append((time.perf_counter() - t0) * 1000)
@@ -624,23 +633,33 @@ def main() -> int:
     parser.add_argument(
         "--only", help="comma-separated parts to run: delivery,scale,throughput,big (default all)"
     )
-    args = parser.parse_args()
-    bench = Bench(args)
-    with tempfile.TemporaryDirectory(prefix="ac-bench-") as tmp:
-        bench.setup_stack(args.keep or Path(tmp) / "server")
-        control.start_background(bench.dd, timeout=120, tie_to_caller=True)
-        try:
-            asyncio.run(bench.run())
-        finally:
-            control.stop(bench.dd)
+    bench = Bench(parser.parse_args())
+    run_on_a_stack(bench, "ac-bench-")
     bench.results["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
     }
+    return report(bench)
+
+
+def run_on_a_stack(bench: Bench, prefix: str) -> None:
+    """Start Synapse + appservice (in ``--keep``'s directory, or a temp one), run the bench on
+    them, stop them."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        bench.setup_stack(bench.args.keep or Path(tmp) / "server")
+        control.start_background(bench.dd, timeout=120, tie_to_caller=True)
+        try:
+            asyncio.run(bench.run())
+        finally:
+            control.stop(bench.dd)
+
+
+def report(bench: Bench) -> int:
+    """Print the report, write the JSON results (``--json``); 1 when a target was missed."""
     print(bench.report())
-    if args.json:
-        args.json.write_text(json.dumps(bench.results, indent=2))
+    if bench.args.json:
+        bench.args.json.write_text(json.dumps(bench.results, indent=2))
     return 1 if bench.missed else 0
 
 

@@ -25,19 +25,15 @@ from pathlib import Path
 from statistics import median
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_appservice import Bench, p95
-
-from agent_chat_server import control
+from bench_appservice import Bench, p95, report, run_on_a_stack
 
 AC = str(Path(sys.executable).with_name("ac"))
 
@@ -115,42 +111,18 @@ class WaitBench(Bench):
 
     async def end_to_end(self, a: dict, b: dict, room: str, target_room: str, rounds: int) -> None:
         """API send → another agent's `ac wait` prints, vs raw masqueraded send → probe push."""
-        probe_user = f"@_probe_user:{self.config.server_name}"
-        probe_headers = {"Authorization": f"Bearer {self.probe.as_token}"}
-        async with self.http.post(
-            f"{self.synapse}/_matrix/client/v3/register",
-            json={"type": "m.login.application_service", "username": "_probe_user"},
-            headers=probe_headers,
-        ) as r:
-            assert r.status in (200, 400), await r.text()
         # The probe joins the same public room: both paths deliver into one room.
-        async with self.http.post(
-            f"{self.synapse}/_matrix/client/v3/join/{target_room}",
-            params={"user_id": probe_user},
-            json={},
-            headers=probe_headers,
-        ) as r:
-            assert r.status == 200, await r.text()
-        as_headers = {"Authorization": f"Bearer {self.config.as_token}"}
+        await self.probe_joins(target_room)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
         env.update(AGENT_CHAT_SERVER=self.config.api_url, AGENT_CHAT_TOKEN=b["token"])
         raw, ours = [], []
         for i in range(rounds):
             # raw: what the appservice does for a send, done directly, until the probe has it
             t0 = time.perf_counter()
-            async with self.http.put(
-                f"{self.synapse}/_matrix/client/v3/rooms/{target_room}/send/m.room.message/"
-                f"raw{i}{secrets.token_hex(4)}",
-                params={"user_id": a["user_id"]},
-                json={"msgtype": "m.text", "body": f"raw {i}"},
-                headers=as_headers,
-            ) as r:
-                event_id = (await r.json())["event_id"]
-            if event_id not in self.probe.arrived:
-                fut = asyncio.get_running_loop().create_future()
-                self.probe.waiters[event_id] = fut
-                if event_id not in self.probe.arrived:
-                    await asyncio.wait_for(fut, 10)
+            event_id = await self.raw_send(
+                target_room, a["user_id"], f"raw {i}", f"raw{i}{secrets.token_hex(4)}"
+            )
+            await self.probe_has(event_id)
             raw.append((self.probe.arrived[event_id] - t0) * 1000)
             await asyncio.sleep(0.2)  # the raw message reaches the ledger too: let it settle
             # ours: B's `ac wait` blocked on the long-poll; A sends through the API
@@ -307,17 +279,8 @@ def main() -> int:
     args = parser.parse_args()
     args.keep = None
     bench = WaitBench(args)
-    with tempfile.TemporaryDirectory(prefix="ac-bench-wait-") as tmp:
-        bench.setup_stack(Path(tmp) / "server")
-        control.start_background(bench.dd, timeout=120, tie_to_caller=True)
-        try:
-            asyncio.run(bench.run())
-        finally:
-            control.stop(bench.dd)
-    print(bench.report())
-    if args.json:
-        args.json.write_text(json.dumps(bench.results, indent=2))
-    return 1 if bench.missed else 0
+    run_on_a_stack(bench, "ac-bench-wait-")
+    return report(bench)
 
 
 if __name__ == "__main__":

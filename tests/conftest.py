@@ -7,6 +7,10 @@ Fixtures:
     pg_url      a fresh, empty PostgreSQL database URL (dropped afterwards).
     database_url  parametrized: an empty SQLite file, then a fresh PostgreSQL database.
     agent_home  a temp dir set as AGENT_CHAT_HOME.
+    make_ac     makes an ``Ac`` (the ``ac`` console script) with its own home, on ``stack``.
+    room        an owner ``Ac`` (a fresh identity) and a fresh room it created.
+
+Plain helpers (no fixtures) are in helpers.py.
 """
 
 from __future__ import annotations
@@ -20,12 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncio
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import socket
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -34,6 +35,7 @@ from agent_chat_server import control
 from agent_chat_server.files import load_yaml
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
+from helpers import Ac, http_json, unique
 
 POSTGRES_ENV = "AGENT_CHAT_TEST_POSTGRES"
 POSTGRES_SKIP = f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped"
@@ -53,27 +55,6 @@ def free_ports(n: int) -> list[int]:
     while len(ports) < n:
         ports.add(free_port())
     return sorted(ports)
-
-
-def http_json(
-    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
-) -> tuple[int, Any]:
-    """A JSON request with the stdlib; returns (status, parsed body or None)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
 
 
 def _log_tails(dd: DataDir, lines: int = 30) -> str:
@@ -308,3 +289,27 @@ def agent_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("AGENT_CHAT_HOME", str(home))
     return home
+
+
+# --- the ac console script -------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_ac(stack: Stack, tmp_path: Path) -> Callable[..., Ac]:
+    """``make_ac(name=None, registration_token="default")``: an ``Ac`` with its own home."""
+
+    def make(name: str | None = None, registration_token: str | None = "default") -> Ac:
+        token = stack.registration_token if registration_token == "default" else registration_token
+        return Ac(tmp_path / (name or unique("home")), stack.api_url, token)
+
+    return make
+
+
+@pytest.fixture
+def room(make_ac: Callable[..., Ac]) -> tuple[Ac, str]:
+    """An owner agent (registered under a fresh nick) and a fresh room it created."""
+    owner = make_ac("owner")
+    owner.ok("register", unique("Owner"))
+    name = "#" + unique("t-")
+    owner.ok("create-room", name, "--topic", "test room")
+    return owner, name

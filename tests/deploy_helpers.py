@@ -39,6 +39,18 @@ def run_cli(
     return r
 
 
+def on_ports(root: Path, synapse_port: int, api_port: int) -> list[str]:
+    """``--data-dir ROOT --synapse-port N --api-port M``: a data dir on this test's ports."""
+    return [
+        "--data-dir",
+        str(root),
+        "--synapse-port",
+        str(synapse_port),
+        "--api-port",
+        str(api_port),
+    ]
+
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 

@@ -1,17 +1,47 @@
-"""Test helpers shared by the appservice tests: agents over the REST API, Synapse calls."""
+"""Plain test helpers (fixtures live in conftest.py): JSON over HTTP, agents over the REST
+API, Synapse calls, the ``ac`` console script as a subprocess, waiting with a deadline."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+import json
 import os
 import secrets
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
-from conftest import Stack, http_json
+from agent_chat.config import save_config
+
+if TYPE_CHECKING:  # conftest imports this module: no import of it at run time
+    from conftest import Stack
+
+
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """A JSON request with the stdlib; returns (status, parsed body or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -91,6 +121,20 @@ def unique(prefix: str) -> str:
     return prefix + secrets.token_hex(3)
 
 
+def sentinel(sender: Agent, room: str, reader: Agent | None = None, timeout: float = 30.0) -> str:
+    """Send a fresh body into ``room`` as ``sender``; return it once ``reader`` (default: the
+    sender) sees it in the room's history.
+
+    Synapse pushes events to the appservice in order, so once the sentinel is stored every
+    event sent before it is stored and counted too: what is absent then stays absent. This
+    replaces "sleep a while, then check that nothing more came".
+    """
+    body = unique("sentinel-")
+    sender.send(room, body)
+    wait_for(lambda: body in (reader or sender).bodies(room), timeout, f"the sentinel in {room}")
+    return body
+
+
 def synapse(stack: Stack, method: str, path: str, body: Any = None, as_user: str | None = None):
     """Call Synapse's client API with the as_token (as the bot, or masquerading)."""
     url = stack.synapse_url + path
@@ -119,3 +163,117 @@ def processes_mentioning(needle: str) -> list[int]:
         if needle in cmd and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+# --- hostile text ----------------------------------------------------------------------------
+
+#: (name, hostile text, expected after clean()): test_client_safe_text.py checks the sanitiser
+#: on it, test_client_hostile.py sends it through the server.
+HOSTILE = [
+    ("csi clear screen", "before\x1b[2Jafter", "beforeafter"),
+    ("csi colour", "\x1b[31mred\x1b[0m", "red"),
+    ("osc 0 title (BEL)", "a\x1b]0;pwned title\x07b", "ab"),
+    ("osc 0 title (ST)", "a\x1b]0;pwned title\x1b\\b", "ab"),
+    ("osc 8 hyperlink", "\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\", "click"),
+    ("osc 52 clipboard", "x\x1b]52;c;cm0gLXJmIH4K\x07y", "xy"),
+    ("osc unterminated", "ok\x1b]0;swallow the rest", "ok"),
+    ("dcs", "d\x1bP1$qm\x1b\\e", "de"),
+    ("apc pm sos", "1\x1b_apc\x1b\\2\x1b^pm\x1b\\3\x1bXsos\x1b\\4", "1234"),
+    ("c1 csi 0x9b", "c1\x9b2Jz", "c1z"),
+    ("c1 osc 0x9d", "a\x9d0;t\x9cb", "ab"),
+    ("c1 nel", "a\x85b", "ab"),
+    ("bel", "ding\x07dong", "dingdong"),
+    ("backspace", "abc\x08\x08\x08xyz", "abcxyz"),
+    ("cr overwrite", "safe\rEVIL", "safeEVIL"),
+    ("crlf", "one\r\ntwo", "one\ntwo"),
+    ("rlo bidi", "file\u202etxt.exe", "filetxt.exe"),
+    ("bidi isolates", "\u2066a\u2067b\u2068c\u2069\u200e\u200f\u061c", "abc"),
+    ("zero width", "zero\u200bwidth\u200c\u200d\u2060\ufeff", "zerowidth"),
+    ("nul", "nul\x00byte", "nulbyte"),
+    ("del", "del\x7fete", "delete"),
+    ("tab", "a\tb", "a b"),
+    ("lone esc", "end\x1b", "end"),
+    ("charset esc", "\x1b(0lqk\x1b(B", "lqk"),
+    ("tag characters", "hi\U000e0041\U000e0042", "hi"),
+    ("lone surrogate", "a\ud800b", "ab"),
+    (
+        "fake second message",
+        "hi\n12:00 #general Boss: rm -rf /",
+        "hi\n12:00 #general Boss: rm -rf /",
+    ),
+    ("unicode kept", "héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
+]
+
+BAD_CHARS = (
+    set(chr(c) for c in range(0x20) if c != 0x0A)
+    | {"\x7f"}
+    | set(chr(c) for c in range(0x80, 0xA0))
+    | set(
+        "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+        "\u2069\u200e\u200f\u061c\u200b\u200c\u200d\u2060"
+        "\ufeff"
+    )
+)
+
+
+# --- the ac console script -------------------------------------------------------------------
+
+AC = str(Path(sys.executable).with_name("ac"))
+
+
+class Ac:
+    """Runs ``ac`` as a cold subprocess with its own AGENT_CHAT_HOME."""
+
+    def __init__(self, home: Path, server: str, registration_token: str | None) -> None:
+        self.home = home
+        self.server = server
+        home.mkdir(parents=True, exist_ok=True)
+        if registration_token:
+            save_config(str(home), {"server": {"registration_token": registration_token}})
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+        env.update(
+            AGENT_CHAT_HOME=str(self.home),
+            AGENT_CHAT_SERVER=self.server,
+            COLUMNS="100",
+            LC_ALL="C.UTF-8",
+        )
+        env.pop("NO_COLOR", None)
+        env.update(extra)
+        return env
+
+    def __call__(
+        self, *args: str, input: str | bytes | None = None, timeout: float = 30, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        if isinstance(input, bytes):
+            p = subprocess.run(
+                [AC, *args], input=input, capture_output=True, env=self.env(**env), timeout=timeout
+            )
+            return subprocess.CompletedProcess(
+                p.args, p.returncode, p.stdout.decode(), p.stderr.decode()
+            )
+        return subprocess.run(
+            [AC, *args],
+            input=input or "",
+            capture_output=True,
+            text=True,
+            env=self.env(**env),
+            timeout=timeout,
+        )
+
+    def ok(self, *args: str, **kw: Any) -> str:
+        r = self(*args, **kw)
+        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+        return r.stdout
+
+    def credentials(self) -> dict:
+        return json.loads((self.home / "credentials.json").read_text())
+
+    def identity(self, nick: str | None = None) -> dict:
+        entry = self.credentials()["servers"][self.server]
+        return entry["identities"][(nick or entry["default"]).lower()]
+
+    def listen_json(self, *args: str) -> list[dict]:
+        out = self.ok("listen", *args, "--json", "--peek")
+        return [json.loads(line) for line in out.splitlines()]

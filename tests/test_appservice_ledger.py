@@ -5,6 +5,7 @@ AGENT_CHAT_TEST_POSTGRES)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from mautrix.util.async_db import Database
 
@@ -26,6 +27,15 @@ async def _message(conn, event_id: str, sender: str, name: str) -> int:
 async def _mark_read(user_id: str, seq: int, event_id: str) -> bool:
     async with tables.transaction() as conn:
         return await tables.Ledger.mark_read(conn, user_id, ROOM, seq, event_id)
+
+
+async def _blocked_on_a_lock(db: Database) -> bool:
+    """Whether a session on this database waits for a lock (the other one holds it)."""
+    q = (
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return await db.fetchval(q) > 0
 
 
 def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url: str) -> None:
@@ -57,7 +67,12 @@ def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url:
             writer = asyncio.create_task(count_alices_reply())
             await counted.wait()
             reader = asyncio.create_task(_mark_read(ALICE, bobs, "$bob"))
-            await asyncio.sleep(0.3)
+            # Not "sleep, then see it is not done": wait until PostgreSQL shows the read
+            # blocked on a lock (or the read finished, which is the bug).
+            deadline = time.monotonic() + 10
+            while not reader.done() and not await _blocked_on_a_lock(db):
+                assert time.monotonic() < deadline, "the read neither finished nor blocked"
+                await asyncio.sleep(0.01)
             assert not reader.done(), "the read did not wait for the message being counted"
             commit.set()
             await writer

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import Stack, http_json
-from helpers import Agent, register, room_id_of, synapse, wait_for
+from helpers import Agent, register, room_id_of, sentinel, synapse, wait_for
 
 
 def put_transaction(
@@ -47,15 +47,10 @@ def general(stack: Stack) -> str:
 
 
 def settled_count(agent: Agent, room: str) -> int:
-    """The count once nothing more arrives for a moment (for asserting 'not more than')."""
-    last = agent.count(room)
-    for _ in range(10):
-        time.sleep(0.05)
-        now = agent.count(room)
-        if now == last:
-            return now
-        last = now
-    return last
+    """The count once everything sent before now has arrived (for asserting 'not more than'):
+    the agent's own sentinel, which its count leaves out, comes after all of it."""
+    sentinel(agent, room)
+    return agent.count(room)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 import json
-import os
 import queue
 import re
 import secrets
@@ -19,99 +17,12 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
-import time
 
-import pytest
-
-from agent_chat.config import save_config
 from conftest import Stack, free_port, http_json
-from helpers import wait_for
+from helpers import AC, Ac, unique, wait_for
 
-AC = str(Path(sys.executable).with_name("ac"))
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
-
-
-class Ac:
-    """Runs ``ac`` as a cold subprocess with its own AGENT_CHAT_HOME."""
-
-    def __init__(self, home: Path, server: str, registration_token: str | None) -> None:
-        self.home = home
-        self.server = server
-        home.mkdir(parents=True, exist_ok=True)
-        if registration_token:
-            save_config(str(home), {"server": {"registration_token": registration_token}})
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-        env.update(
-            AGENT_CHAT_HOME=str(self.home),
-            AGENT_CHAT_SERVER=self.server,
-            COLUMNS="100",
-            LC_ALL="C.UTF-8",
-        )
-        env.pop("NO_COLOR", None)
-        env.update(extra)
-        return env
-
-    def __call__(
-        self, *args: str, input: str | bytes | None = None, timeout: float = 30, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        if isinstance(input, bytes):
-            p = subprocess.run(
-                [AC, *args], input=input, capture_output=True, env=self.env(**env), timeout=timeout
-            )
-            return subprocess.CompletedProcess(
-                p.args, p.returncode, p.stdout.decode(), p.stderr.decode()
-            )
-        return subprocess.run(
-            [AC, *args],
-            input=input or "",
-            capture_output=True,
-            text=True,
-            env=self.env(**env),
-            timeout=timeout,
-        )
-
-    def ok(self, *args: str, **kw: Any) -> str:
-        r = self(*args, **kw)
-        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
-        return r.stdout
-
-    def credentials(self) -> dict:
-        return json.loads((self.home / "credentials.json").read_text())
-
-    def identity(self, nick: str | None = None) -> dict:
-        entry = self.credentials()["servers"][self.server]
-        return entry["identities"][(nick or entry["default"]).lower()]
-
-    def listen_json(self, *args: str) -> list[dict]:
-        out = self.ok("listen", *args, "--json", "--peek")
-        return [json.loads(line) for line in out.splitlines()]
-
-
-def unique(prefix: str) -> str:
-    return prefix + secrets.token_hex(3)
-
-
-@pytest.fixture
-def make_ac(stack: Stack, tmp_path: Path) -> Callable[..., Ac]:
-    def make(name: str | None = None, registration_token: str | None = "default") -> Ac:
-        token = stack.registration_token if registration_token == "default" else registration_token
-        return Ac(tmp_path / (name or unique("home")), stack.api_url, token)
-
-    return make
-
-
-@pytest.fixture
-def room(make_ac: Callable[..., Ac]) -> tuple[Ac, str]:
-    """An owner agent (registered) and a fresh room it created."""
-    owner = make_ac("owner")
-    owner.ok("register", unique("Owner"))
-    name = "#" + unique("t-")
-    owner.ok("create-room", name, "--topic", "test room")
-    return owner, name
 
 
 def down_url() -> str:
@@ -306,11 +217,15 @@ def test_send_retry_uses_same_txn_id(room: tuple[Ac, str]) -> None:
         assert len(paths) == 2 and paths[0] == paths[1] and paths[0].startswith(b"/_agent_chat")
     finally:
         proxy.close()
-    time.sleep(0.5)
-    msgs = wait_for(
-        lambda: [m for m in owner.listen_json(name, "--last", "50") if m["body"] == body]
-    )
-    assert len(msgs) == 1
+
+    def bodies() -> list[str]:
+        return [m["body"] for m in owner.listen_json(name, "--last", "50")]
+
+    # A second post, had the retry made one, comes before a sentinel sent after it.
+    mark = unique("sentinel-")
+    owner.ok("send", name, mark)
+    wait_for(lambda: mark in bodies(), what="the sentinel")
+    assert bodies()[-2:] == [body, mark] and bodies().count(body) == 1
 
 
 def test_listen_unread_and_mark_read(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None:
@@ -564,6 +479,8 @@ def test_exit_3_on_bad_registration_token(make_ac: Callable[..., Ac]) -> None:
 
 
 def test_exit_4_when_rate_limited(room: tuple[Ac, str], stack: Stack) -> None:
+    # The send limiter keys on the identity: the room's owner is a fresh one, so the drained
+    # bucket it leaves behind is nobody else's.
     owner, name = room
     token = owner.identity()["token"]
     stop = threading.Event()
@@ -596,7 +513,6 @@ def test_exit_4_when_rate_limited(room: tuple[Ac, str], stack: Stack) -> None:
     code, err = codes[-1]
     assert code == 4, codes
     assert re.fullmatch(r"ac: error: rate limited: retry after [\d.]+ s\n", err), err
-    time.sleep(1.5)  # let the bucket refill a little for whoever comes next
 
 
 def test_usage_errors_exit_1(make_ac: Callable[..., Ac]) -> None:

@@ -13,11 +13,10 @@ import re
 import secrets
 import urllib.parse
 
-from test_client_cli import Ac, make_ac, room, unique, wait_for  # noqa: F401 (fixtures)
-from test_client_safe_text import BAD_CHARS, HOSTILE
 import pytest
 
 from conftest import Stack, http_json
+from helpers import BAD_CHARS, HOSTILE, Ac, unique, wait_for
 
 RECORD_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d \S+ [^\n]+?: ")
 

@@ -14,7 +14,15 @@ import pytest
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from conftest import free_ports
-from deploy_helpers import kill_leftovers, pg_admin_url, pg_drop, pg_names, pg_url_for, run_cli
+from deploy_helpers import (
+    kill_leftovers,
+    on_ports,
+    pg_admin_url,
+    pg_drop,
+    pg_names,
+    pg_url_for,
+    run_cli,
+)
 from helpers import Agent, register_at, wait_for
 
 SECRETS = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml", "appservice.yaml"]
@@ -68,17 +76,7 @@ def test_sqlite_backup_wipe_restore_loses_nothing(tmp_path: Path) -> None:
     archive = tmp_path / "backup.tar.gz"
     synapse_port, api_port = free_ports(2)
     try:
-        run_cli(
-            "start",
-            "--data-dir",
-            str(root),
-            "--synapse-port",
-            str(synapse_port),
-            "--api-port",
-            str(api_port),
-            "--no-client-config",
-            check=True,
-        )
+        run_cli("start", *on_ports(root, synapse_port, api_port), "--no-client-config", check=True)
         config = Config.load(root / "appservice.yaml")
         a, b, mxc = _populate(config)
         secrets_before = {n: (root / n).read_bytes() for n in SECRETS}
@@ -128,12 +126,7 @@ def test_postgres_backup_restore_into_a_new_data_dir(tmp_path: Path) -> None:
         try:
             run_cli(
                 "start",
-                "--data-dir",
-                str(root),
-                "--synapse-port",
-                str(synapse_port),
-                "--api-port",
-                str(api_port),
+                *on_ports(root, synapse_port, api_port),
                 "--no-client-config",
                 "--database",
                 pg_url_for(admin, as_db),

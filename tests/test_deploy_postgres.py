@@ -4,6 +4,7 @@ refuses wrong ones with the command that fixes them), and the whole stack runs o
 from __future__ import annotations
 
 from pathlib import Path
+import re
 import shlex
 import subprocess
 import time
@@ -15,7 +16,15 @@ from agent_chat_server import postgres
 from agent_chat_server.errors import ServerError
 from agent_chat_server.files import load_yaml
 from conftest import free_ports
-from deploy_helpers import kill_leftovers, pg_admin_url, pg_names, pg_query, pg_url_for, run_cli
+from deploy_helpers import (
+    kill_leftovers,
+    on_ports,
+    pg_admin_url,
+    pg_names,
+    pg_query,
+    pg_url_for,
+    run_cli,
+)
 from helpers import register_at, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -31,12 +40,7 @@ def test_full_stack_on_postgres_survives_a_restart(tmp_path: Path) -> None:
             t0 = time.monotonic()
             r = run_cli(
                 "init",
-                "--data-dir",
-                str(root),
-                "--synapse-port",
-                str(synapse_port),
-                "--api-port",
-                str(api_port),
+                *on_ports(root, synapse_port, api_port),
                 "--database",
                 as_url,
                 "--synapse-database",
@@ -161,7 +165,8 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
 def test_too_old_server_is_refused() -> None:
     target = postgres.PgTarget.parse("postgres://u:secret@db.example:5433/synapse")
     with pytest.raises(
-        ServerError, match="PostgreSQL 13 at db.example:5433 is too old: Synapse needs 14 or newer"
+        ServerError,
+        match=re.escape("PostgreSQL 13 at db.example:5433 is too old: Synapse needs 14 or newer"),
     ):
         postgres.check_server_version(target, 130011, for_synapse=True)
     postgres.check_server_version(target, 130011, for_synapse=False)  # the appservice is fine
@@ -192,17 +197,8 @@ def test_migrate_appservice_db_from_sqlite_keeps_everything(tmp_path: Path) -> N
     with pg_names("ac_migrate_as") as (as_db,):
         as_url = pg_url_for(admin, as_db)
         try:
-            run_cli(
-                "start",
-                "--data-dir",
-                str(root),
-                "--synapse-port",
-                str(synapse_port),
-                "--api-port",
-                str(api_port),
-                "--no-client-config",
-                check=True,
-            )
+            ports = on_ports(root, synapse_port, api_port)
+            run_cli("start", *ports, "--no-client-config", check=True)
             config = Config.load(root / "appservice.yaml")
             a = register_at(config.api_url, config.registration_token)
             b = register_at(config.api_url, config.registration_token)

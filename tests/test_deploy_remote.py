@@ -14,7 +14,7 @@ import sys
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from conftest import free_ports
-from deploy_helpers import REPO, kill_leftovers, run_cli
+from deploy_helpers import REPO, kill_leftovers, on_ports, run_cli
 from helpers import register_at, wait_for
 
 BIND = (
@@ -34,19 +34,8 @@ def test_bind_address_and_invite_command_work_for_a_remote_agent(tmp_path: Path)
     root = tmp_path / "server"
     synapse_port, api_port = free_ports(2)
     try:
-        run_cli(
-            "start",
-            "--data-dir",
-            str(root),
-            "--bind",
-            BIND,
-            "--synapse-port",
-            str(synapse_port),
-            "--api-port",
-            str(api_port),
-            "--no-client-config",
-            check=True,
-        )
+        ports = on_ports(root, synapse_port, api_port)
+        run_cli("start", *ports, "--bind", BIND, "--no-client-config", check=True)
         hs = load_yaml(root / "homeserver.yaml")
         assert hs["listeners"][0]["bind_addresses"] == [BIND]
         assert hs["public_baseurl"] == f"http://{BIND}:{synapse_port}/"

@@ -22,7 +22,7 @@ import pytest
 
 from agent_chat_server import control
 from conftest import START_TIMEOUT, Stack, create_pg_database, start_stack
-from helpers import Agent, register, room_id_of, synapse, wait_for
+from helpers import Agent, register, room_id_of, sentinel, synapse, wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -43,16 +43,21 @@ def fault_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
             db.drop()
 
 
-def settle(agent: Agent, room: str, expected: int, timeout: float = 60) -> None:
-    """Wait for the count, then make sure it stays there (nothing doubled late)."""
+def settle(agent: Agent, room: str, expected: int, timeout: float = 60) -> list[str]:
+    """Wait for the count, then make sure it stays there (nothing doubled late): the agent's
+    own sentinel, which its count leaves out, arrives after anything sent before it.
+
+    Returns the room's bodies without the sentinel.
+    """
     try:
         wait_for(lambda: agent.count(room) == expected, timeout=timeout, what=f"count {expected}")
     except AssertionError:
         raise AssertionError(
             f"count {agent.count(room)} != {expected}; messages: {agent.bodies(room)}"
         ) from None
-    time.sleep(1.0)
+    mark = sentinel(agent, room, timeout=timeout)
     assert agent.count(room) == expected
+    return [body for body in agent.bodies(room) if body != mark]
 
 
 def send_with_retries(agent: Agent, room: str, body: str, deadline: float = 60) -> None:
@@ -114,8 +119,9 @@ def test_appservice_killed_mid_stream_and_restarted(fault_stack: Stack) -> None:
     control.stop(st.dd)
     control.start_background(st.dd, timeout=START_TIMEOUT, tie_to_caller=True)
     wait_for(lambda: b.count("#general") >= len(sent), timeout=60, what="the stream")
-    time.sleep(1.0)
-    got = b.bodies("#general")
+    # Requests cut off by the kill may still land: everything sent lands before the sentinel.
+    mark = sentinel(b, "#general", timeout=60)
+    got = [body for body in b.bodies("#general") if body != mark]
     assert len(got) == len(set(got)) == b.count("#general")  # none doubled, counted once
     assert set(sent) <= set(got) <= set(tried)  # none acknowledged was lost
     assert a.send("#general", "still serving")["event_id"]
@@ -136,8 +142,8 @@ def test_synapse_restarted_under_load(fault_stack: Stack) -> None:
         time.sleep(0.5)
         st.restart_synapse()
         future.result(timeout=120)
-    settle(b, "#status", len(bodies_sent))
-    assert sorted(b.bodies("#status"), key=lambda s: int(s.split()[1])) == bodies_sent
+    got = settle(b, "#status", len(bodies_sent))
+    assert sorted(got, key=lambda s: int(s.split()[1])) == bodies_sent
 
 
 def test_client_retrying_a_send_after_a_timeout(fault_stack: Stack) -> None:
@@ -162,8 +168,7 @@ def test_client_retrying_a_send_after_a_timeout(fault_stack: Stack) -> None:
         assert status == 200, data
         answers.append(data["event_id"])
     assert len(set(answers)) == 1
-    settle(b, "#general", 1)
-    assert b.bodies("#general").count(body) == 1
+    assert settle(b, "#general", 1).count(body) == 1
     assert a.send("#general", "still serving")["event_id"]
 
 
@@ -185,8 +190,7 @@ def test_database_briefly_unavailable(fault_stack: Stack) -> None:
         time.sleep(6)  # longer than SQLite's busy timeout: transactions fail and are retried
     finally:
         unblock()
-    settle(b, "#alerts", 5, timeout=90)
-    assert b.bodies("#alerts") == [f"during outage {i}" for i in range(5)]
+    assert settle(b, "#alerts", 5, timeout=90) == [f"during outage {i}" for i in range(5)]
     assert a.send("#alerts", "recovered")["event_id"]
 
 
@@ -233,10 +237,10 @@ def test_fifty_agents_sending_at_once(fault_stack: Stack) -> None:
 
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(burst, agents))
-    settle(reader, name, 200)
-    got = reader.bodies(name)
+    got = settle(reader, name, 200)
     assert len(got) == 200 and len(set(got)) == 200
-    # Everyone else's counts are exact too: 196 from the others, none of their own.
+    # Everyone else's counts are exact too: 196 from the others, none of their own, and the
+    # reader's sentinel.
     sample = agents[:5]
     for agent in sample:
-        assert agent.count(name) == 196
+        assert agent.count(name) == 197

@@ -15,11 +15,13 @@ import time
 import urllib.error
 import urllib.request
 
+from mautrix.util.async_db import Database
 import nio
 import pytest
 
+from agent_chat_appservice.db.sealed import Sealer
 from conftest import Stack, http_json
-from helpers import Agent, register, unique, wait_for
+from helpers import Agent, register, sentinel, unique, wait_for
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
@@ -236,19 +238,24 @@ async def _highlighted(human: Human, room_id: str, event_id: str | None = None) 
 
 
 async def test_alerts_posts_notify_the_rooms_humans(stack: Stack, alice: Human) -> None:
-    await alice.join(f"#alerts:{stack.server_name}")
+    room_id = await alice.join(f"#alerts:{stack.server_name}")
     agent = register(stack)
     event_id = agent.send("#alerts", "[ALERT] build failed on main")["event_id"]
 
-    async def notified() -> bool:
+    async def notification() -> dict[str, Any] | None:
         _status, data = http_json(
             "GET",
             f"{stack.synapse_url}/_matrix/client/v3/notifications",
             token=alice.client.access_token,
         )
-        return any(n["event"]["event_id"] == event_id for n in data.get("notifications", []))
+        found = (n for n in data.get("notifications", []) if n["event"]["event_id"] == event_id)
+        return next(found, None)
 
-    await until(notified, what="a push notification for the #alerts post")
+    note = await until(notification, what="a push notification for the #alerts post")
+    assert note["room_id"] == room_id and note["read"] is False
+    assert note["event"]["sender"] == agent.user_id
+    assert note["event"]["content"]["body"] == "[ALERT] build failed on main"
+    assert "notify" in note["actions"]
 
 
 # --- humans at a shell ----------------------------------------------------------------------
@@ -311,6 +318,56 @@ def test_user_add_creates_a_human_who_can_log_in(stack: Stack) -> None:
     )
 
 
+def _stored_matrix_token(stack: Stack, user_id: str) -> str:
+    """What the appservice's database holds as this human's Matrix token."""
+
+    async def read() -> str:
+        db = Database.create(stack.database, db_args={"min_size": 1, "max_size": 1})
+        await db.start()
+        try:
+            q = "SELECT matrix_token FROM identity WHERE user_id=$1"
+            return str(await db.fetchval(q, user_id))
+        finally:
+            await db.stop()
+
+    return asyncio.run(read())
+
+
+def test_a_humans_matrix_token_is_stored_sealed_and_works_after_a_restart(
+    any_stack: Stack,
+) -> None:
+    stack = any_stack
+    human = stack.create_human(unique("erin_"))
+    status, login = http_json(
+        "POST",
+        stack.api_base + "/login",
+        {"user": human["user_id"], "password": human["password"]},
+    )
+    assert status == 201, login
+    stored = _stored_matrix_token(stack, human["user_id"])
+    assert stored.startswith("ac1:") and "syt_" not in stored, stored
+    # Sealed is the human's working Matrix token: it opens with the key from appservice.yaml.
+    token = Sealer(stack.config.token_key).open(stored, human["user_id"])
+    status, whoami = http_json(
+        "GET", stack.synapse_url + "/_matrix/client/v3/account/whoami", token=token
+    )
+    assert status == 200 and whoami["user_id"] == human["user_id"], whoami
+    # After a restart the appservice reads it back and still acts for the human.
+    stack.stop_appservice()
+    stack.start_appservice()
+    me = Agent(stack.api_base, login["user_id"], login["nick"], login["token"])
+    me.call("POST", "/join", {"room": "#general"})
+    sent = me.send("#general", "still me after a restart")
+    reader = register(stack)
+    found = wait_for(
+        lambda: [
+            m for m in reader.messages(room="#general", limit=20) if m["event_id"] == sent["event_id"]
+        ],
+        what="the human's message after the restart",
+    )[0]
+    assert found["sender"] == human["user_id"]
+
+
 # --- CI bots and webhooks -------------------------------------------------------------------
 
 
@@ -344,10 +401,10 @@ def add_webhook(stack: Stack, room: str, *flags: str) -> tuple[str, str | None]:
     result = agent_chat_server(stack, "webhook", "add", unique("hook-"), "--room", room, *flags)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    url = lines[lines.index(next(l for l in lines if l.startswith("URL"))) + 1].strip()
+    url = lines[lines.index(next(x for x in lines if x.startswith("URL"))) + 1].strip()
     secret = None
     if "--sign" in flags:
-        secret = lines[lines.index(next(l for l in lines if l.startswith("signing secret"))) + 1]
+        secret = lines[lines.index(next(x for x in lines if x.startswith("signing secret"))) + 1]
     return url, secret
 
 
@@ -356,8 +413,10 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def posted(watcher: Agent, room: str) -> list[str]:
-    time.sleep(0.3)
-    return [m["body"] for m in watcher.messages(room=room, limit=50, mark_read="false")]
+    """What the webhooks posted into the room, once anything posted so far has arrived (the
+    watcher's own sentinel comes after it)."""
+    mark = sentinel(watcher, room)
+    return [body for body in watcher.bodies(room) if body != mark]
 
 
 def test_signed_webhook_posts_once_and_refuses_bad_signatures(stack: Stack, hooks_room) -> None:

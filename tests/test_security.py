@@ -7,7 +7,8 @@
 3. Namespace hijack: test_appservice_api.py::test_humans_keep_ordinary_usernames (humans cannot
    take agent names), test_humans_and_bots.py::test_wrong_password_is_refused (agents cannot
    log in as humans), and below (an agent cannot act as another).
-4. State confusion: test_appservice_transactions.py::test_non_state_events_never_change_room_config.
+4. State confusion:
+   test_appservice_transactions.py::test_non_state_events_never_change_room_config.
 5. Control characters: test_client_hostile.py and test_client_safe_text.py.
 6. Prompt injection: test_integrations_hook.py (hooks print counts and labels, never bodies),
    test_integrations_mcp.py (chat text marked untrusted), and below (notify carries no body).

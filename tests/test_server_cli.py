@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
 from conftest import Stack, free_ports, http_json
+from deploy_helpers import run_cli
 from helpers import processes_mentioning, wait_for
 
 EXIT_SYNAPSE = 3
@@ -31,21 +33,6 @@ SECRET_FILES = [
     "registration.yaml",
     "appservice.yaml",
 ]
-
-
-def run_cli(
-    *args: str,
-    env: dict[str, str] | None = None,
-    timeout: float = 120.0,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_chat_server", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @dataclass
@@ -275,7 +262,10 @@ def test_status_names_the_dead_appservice(server: Server) -> None:
     assert server.cli("status").returncode == 0
 
 
-def test_run_foreground_stops_cleanly_on_sigterm(server: Server) -> None:
+@contextmanager
+def running_in_foreground(server: Server) -> Iterator[subprocess.Popen[bytes]]:
+    """``agent-chat-server run`` on an initialised data dir, once it is healthy; killed after
+    the block if it is still running."""
     assert server.init().returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(server.root)],
@@ -285,32 +275,25 @@ def test_run_foreground_stops_cleanly_on_sigterm(server: Server) -> None:
     )
     try:
         wait_for(lambda: server.cli("status").returncode == 0, 60, "run to be healthy")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_run_foreground_stops_cleanly_on_sigterm(server: Server) -> None:
+    with running_in_foreground(server) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert server.pids() == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_run_exit_status_says_appservice_died(server: Server) -> None:
-    assert server.init().returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_chat_server", "run", "--data-dir", str(server.root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: server.cli("status").returncode == 0, 60, "run to be healthy")
+    with running_in_foreground(server) as proc:
         os.kill(int((server.root / "run" / "appservice.pid").read_text()), signal.SIGKILL)
         assert proc.wait(30) == EXIT_APPSERVICE
         assert server.pids() == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # --- bad input -------------------------------------------------------------------------------
