@@ -376,7 +376,7 @@ def status(ctx, as_json):
             report["identity"] = {"error": e.message}
             from .whoami import rejected
 
-            who_line = rejected(s, found)
+            who_line = f"token rejected: {rejected(s, found)}"
             code = 3
     else:
         report["identity"] = None
