@@ -26,6 +26,18 @@ if [ "${1:-}" = "--env" ]; then
   exit 0
 fi
 
+# tmux: the interactive Claude Code wake test runs the CLI under it. Best effort (root with
+# apt-get, e.g. CI containers); without it that one test skips, saying so.
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "agent-clis: installing tmux (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; } \
+      >/dev/null 2>&1 || echo "agent-clis: could not install tmux; the wake test will skip"
+  else
+    echo "agent-clis: tmux not found; the interactive wake test will skip"
+  fi
+fi
+
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   echo "agent-clis: npm/node not found; the real-CLI tests (tests/test_agent_clis.py) will skip"
   exit 0

@@ -19,6 +19,10 @@ identity, filter and session (``$AGENT_CHAT_HOME/wait/``) keeps the cursor of th
 - one waiter per session: a newer ``ac wait --session ID`` takes over, and the older one exits
   (5, no wake) when its long-poll next answers. Claude Code re-arms its wake hook after every
   turn while the previous one may still be waiting; without this a DM would wake it twice.
+
+``AGENT_CHAT_WAIT_WHILE_PID=PID`` (set by the wake hook to the agent CLI's process): renew the
+long-poll every :data:`WATCH_POLL` seconds and exit 5 once that process has ended, so a waiter
+never outlives its session (Claude Code leaves background hooks running when it is killed).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ MAX_POLL = 300.0
 #: Extra seconds the HTTP client waits beyond the server's hold.
 SLACK = 30.0
 RETRY_SECONDS = 2.0
+#: With AGENT_CHAT_WAIT_WHILE_PID: the longest poll between two looks at that process.
+WATCH_POLL = 30.0
 WAIT_DIR = "wait"
 
 
@@ -186,8 +192,12 @@ def wait(
         state.waiter = f"{os.getpid()}-{secrets.token_hex(6)}"
         state.save()
 
+    watch = _watched_pid()
+
     def remaining() -> float:
         return MAX_POLL if deadline is None else deadline - time.monotonic()
+
+    longest = MAX_POLL if watch is None else WATCH_POLL
 
     cursor = state.cursor
     if cursor is None or any_unread:
@@ -201,7 +211,7 @@ def wait(
     failing = False
     while remaining() > 0:
         try:
-            answer = poll(client, cursor, min(remaining(), MAX_POLL), filters)
+            answer = poll(client, cursor, min(remaining(), longest), filters)
         except NetworkError as e:
             if not failing:
                 sys.stderr.write(f"ac: {e.message}; still waiting\n")
@@ -211,6 +221,8 @@ def wait(
         failing = False
         if state.superseded():
             return EXIT_TIMEOUT  # a newer waiter for this session carries on
+        if watch is not None and not _alive(watch):
+            return EXIT_TIMEOUT  # the session it would wake is gone
         if answer.get("new") is True:
             fresh_urgent = _urgent_rooms(answer) - state.urgent
             hold = state.last_wake + min_interval - time.time()
@@ -231,6 +243,21 @@ def wait(
             state.cursor, state.urgent = cursor, _urgent_rooms(answer)
             state.save()
     return EXIT_TIMEOUT
+
+
+def _watched_pid() -> int | None:
+    value = os.environ.get("AGENT_CHAT_WAIT_WHILE_PID", "")
+    return int(value) if value.isdigit() and int(value) > 1 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: it exists
+    return True
 
 
 def _wake(state: SessionState, answer: dict[str, Any], fmt: str) -> int:

@@ -17,7 +17,9 @@
 # when a DM, mention or urgent message arrives, which wakes the idle session. Exits 0 when
 # nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT seconds, default 86000) and on any
 # error: a broken server never wakes the agent, and the Stop hook re-arms only after a turn.
-# `ac wait`'s loop guard gives at most one wake per new event and one waiter per session.
+# `ac wait`'s loop guard gives at most one wake per new event and one waiter per session, and
+# it ends with the agent CLI that started the hook (AGENT_CHAT_WAIT_WHILE_PID: our parent, or
+# its parent when that is the `sh -c` the CLI ran us through).
 #
 # Files (under $AGENT_CHAT_HOME, default ~/.agent-chat, written by `ac` when it registers or
 # logs in an identity, and by `ac setup`):
@@ -74,7 +76,13 @@ if [ -n "$wake" ]; then
   if [ -z "$ac" ] || [ ! -x "$ac" ]; then ac=$(command -v ac) || exit 0; fi
   timeout=${AGENT_CHAT_WAKE_TIMEOUT:-86000}
   case $timeout in ''|*[!0-9]*) timeout=86000 ;; esac
-  line=$(AGENT_CHAT_HOME=$home "$ac" wait --urgent --dm --oneline --session "$sid" \
+  watch=$PPID
+  case $(ps -o comm= -p "$watch" 2>/dev/null) in
+    sh|bash|dash|zsh|*/sh|*/bash) watch=$(ps -o ppid= -p "$watch" 2>/dev/null) ;;
+  esac
+  watch=${watch#"${watch%%[! ]*}"}
+  case $watch in ''|*[!0-9]*) watch="" ;; esac
+  line=$(AGENT_CHAT_HOME=$home AGENT_CHAT_WAIT_WHILE_PID=$watch "$ac" wait --urgent --dm --oneline --session "$sid" \
     --timeout "$timeout" </dev/null 2>/dev/null) || exit 0
   nl='
 '
