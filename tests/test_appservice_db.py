@@ -12,6 +12,7 @@ from mautrix.util.async_db import Database
 from agent_chat_appservice import db as tables
 
 ALICE = "@alice:example.org"
+KEY = bytes(range(32))
 
 
 @asynccontextmanager
@@ -23,6 +24,7 @@ async def _database(url: str) -> AsyncIterator[Database]:
         upgrade_table=tables.upgrade_table,
         db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 1},
     )
+    tables.use_key(KEY)
     await db.start()
     tables.init(db)
     try:
@@ -68,5 +70,22 @@ def test_a_human_whose_name_an_agent_holds_answers_to_their_user_id(database_url
             assert {i.nick for i in found} == {"alice"}
             assert await _identity_rows(db, ALICE) == [("alice", ALICE)]
             assert (await tables.Identity.get_by_nick("alice")) == agent
+
+    asyncio.run(scenario())
+
+
+def test_a_humans_matrix_token_is_stored_sealed_for_them_only(database_url: str) -> None:
+    async def scenario() -> None:
+        async with _database(database_url) as db:
+            await tables.Identity.upsert_human(ALICE, "alice", "syt_alice_secret")
+            stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", ALICE)
+            assert "syt_alice_secret" not in stored and stored.startswith("ac1:")
+            assert await tables.Identity.matrix_tokens() == {ALICE: "syt_alice_secret"}
+            # Copied onto another human's row, it does not open: the owner is sealed in.
+            bob = "@bob:example.org"
+            await tables.Identity.upsert_human(bob, "bob", "syt_bob_secret")
+            q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1"
+            await db.execute(q, bob, stored)
+            assert await tables.Identity.matrix_tokens() == {ALICE: "syt_alice_secret"}
 
     asyncio.run(scenario())

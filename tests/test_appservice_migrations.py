@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from mautrix.util.async_db import Database, UpgradeTable
+import pytest
 
 from agent_chat_appservice import db as tables
 
@@ -96,6 +97,65 @@ def test_upgrading_keeps_every_unread_count_and_counts_on(database_url: str) -> 
             async with tables.transaction() as conn:
                 assert await tables.Ledger.mark_read(conn, BOB, ROOM, 4, "$e3")
             assert _entry(await tables.Ledger.unread(BOB)) == (2, False, "Alice")
+        finally:
+            await db.stop()
+
+    asyncio.run(scenario())
+
+
+KEY = bytes(range(32))
+DANA, ERIN = "@dana:x", "@erin:x"
+
+
+async def _write_v4_humans(url: str) -> None:
+    """What versions 2-4 stored: a human's Matrix token in plain text."""
+    old = Database.create(url, upgrade_table=_upgrades_up_to(4))
+    await old.start()
+    try:
+        q = (
+            "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
+            "VALUES ($1, $2, $3, $4, 0, $5)"
+        )
+        await old.execute(q, DANA, "dana", "dana", "human", "syt_dana_secret")
+        await old.execute(q, ERIN, "erin", "erin", "human", None)
+        await old.execute(q, ALICE, "alice", "alice", "agent", None)
+    finally:
+        await old.stop()
+
+
+def test_upgrading_seals_humans_matrix_tokens(database_url: str) -> None:
+    async def scenario() -> None:
+        await _write_v4_humans(database_url)
+        tables.use_key(KEY)
+        db = Database.create(database_url, upgrade_table=tables.upgrade_table)
+        await db.start()
+        tables.init(db)
+        try:
+            stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", DANA)
+            assert "syt_dana_secret" not in stored and stored.startswith("ac1:")
+            assert await tables.Identity.matrix_tokens() == {DANA: "syt_dana_secret"}
+            # Under another key (the as_token changed) it does not open: Dana logs in again.
+            tables.use_key(bytes(32))
+            assert await tables.Identity.matrix_tokens() == {}
+        finally:
+            await db.stop()
+
+    asyncio.run(scenario())
+
+
+def test_tokens_to_seal_and_no_key_fail_the_upgrade_and_say_why(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        await _write_v4_humans(database_url)
+        monkeypatch.setattr(tables.base.Table, "sealer", None)
+        db = Database.create(database_url, upgrade_table=tables.upgrade_table)
+        try:
+            with pytest.raises(RuntimeError, match="use_key"):
+                await db.start()
+            # Nothing changed: the upgrade ran in a transaction.
+            stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", DANA)
+            assert stored == "syt_dana_secret"
         finally:
             await db.stop()
 

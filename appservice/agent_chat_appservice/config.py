@@ -67,6 +67,14 @@ class Config:
         return "acadm_" + digest.hexdigest()
 
     @property
+    def token_key(self) -> bytes:
+        """The key sealing humans' Matrix tokens in the database (``db/sealed.py``), derived
+        from the as_token like the admin token: it is kept in this 0600 file (and Synapse's
+        registration.yaml), never in the database."""
+        key = hmac.new(self.as_token.encode(), b"agent-chat matrix tokens at rest", hashlib.sha256)
+        return key.digest()
+
+    @property
     def api_url(self) -> str:
         host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
         if ":" in host:

@@ -95,6 +95,7 @@ class AgentChatService:
         return web.Response(text=metrics.render(), content_type="text/plain")
 
     async def start(self) -> None:
+        tables.use_key(self.config.token_key)  # before the migrations: one seals tokens
         await self.db.start()  # runs the migrations
         if self.read_db is not self.db:
             await self.read_db.start()

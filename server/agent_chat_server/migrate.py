@@ -53,13 +53,15 @@ def _order(tables: list[str], edges: list[tuple[str, str]]) -> list[str]:
     return done
 
 
-async def _copy(src: Path, url: str) -> dict[str, int]:
+async def _copy(src: Path, url: str, token_key: bytes) -> dict[str, int]:
     from mautrix.util.async_db import Database
     import asyncpg
 
-    from agent_chat_appservice.db import upgrade_table
+    from agent_chat_appservice.db import upgrade_table, use_key
 
-    # Bring both to the current schema (the SQLite one may predate the latest migration).
+    # Bring both to the current schema (the SQLite one may predate the latest migration, one
+    # of which seals humans' Matrix tokens with the key from appservice.yaml).
+    use_key(token_key)
     for db_url in (f"sqlite:{src}", url):
         db = Database.create(
             db_url, upgrade_table=upgrade_table, db_args={"min_size": 1, "max_size": 1}
@@ -149,7 +151,7 @@ def migrate_appservice_db(dd: DataDir, to: str, skip_db_check: bool = False) -> 
     if not skip_db_check:
         lines.append(postgres.ensure_database(to, for_synapse=False).message)
     with ThreadPoolExecutor(1) as pool:  # a private event loop, whoever calls us
-        counts = pool.submit(lambda: asyncio.run(_copy(src, to))).result()
+        counts = pool.submit(lambda: asyncio.run(_copy(src, to, config.token_key))).result()
     lines.append("copied " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
     config.database = to
     config.save(dd.appservice_yaml)

@@ -7,7 +7,7 @@ connections), so a schema change touches only ``db/``.
 from __future__ import annotations
 
 from .base import bind as init
-from .base import now_ms, transaction
+from .base import now_ms, transaction, use_key
 from .client_send import ClientSend
 from .hs_transaction import HSTransaction
 from .identity import Identity
@@ -34,4 +34,5 @@ __all__ = [
     "now_ms",
     "transaction",
     "upgrade_table",
+    "use_key",
 ]

@@ -18,6 +18,8 @@ import time
 
 from mautrix.util.async_db import Connection, Database
 
+from .sealed import Sealer
+
 
 class Table:
     """Base of every table class: the databases it runs on (bound once, by :func:`bind`)."""
@@ -26,12 +28,29 @@ class Table:
     db: ClassVar[Database]
     #: Plain reads: a separate pool on SQLite, so they never queue behind writes.
     read_db: ClassVar[Database]
+    #: Seals the secrets kept in the database (humans' Matrix tokens); see :func:`use_key`.
+    sealer: ClassVar[Sealer | None] = None
 
 
 def bind(db: Database, read: Database | None = None) -> None:
     """Bind every table to ``db`` for writes and ``read`` for plain reads (default ``db``)."""
     Table.db = db
     Table.read_db = read or db
+
+
+def use_key(key: bytes) -> None:
+    """The key sealing secrets in the database (``Config.token_key``). Set it before the
+    database starts: a migration seals what older versions stored in plain text."""
+    Table.sealer = Sealer(key)
+
+
+def sealer() -> Sealer:
+    if Table.sealer is None:
+        raise RuntimeError(
+            "no key to seal or open humans' Matrix tokens: call db.use_key(config.token_key) "
+            "before the database starts"
+        )
+    return Table.sealer
 
 
 @asynccontextmanager

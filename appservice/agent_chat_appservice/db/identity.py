@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import hashlib
+import logging
 import secrets
 
-from .base import Table, now_ms
+from .base import Table, now_ms, sealer
+
+log = logging.getLogger("agent_chat.db.identity")
 
 TOKEN_PREFIX = "ac_"
 
@@ -91,9 +94,21 @@ class Identity(Table):
 
     @classmethod
     async def matrix_tokens(cls) -> dict[str, str]:
-        """Humans' Matrix access tokens, by user id."""
+        """Humans' Matrix access tokens, by user id (stored sealed, see ``sealed.py``).
+
+        A token that does not open (the as_token changed since it was sealed) is left out
+        and logged: that human acts again after their next ``ac login``.
+        """
         q = "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
-        return {r["user_id"]: r["matrix_token"] for r in await cls.read_db.fetch(q)}
+        box, tokens = sealer(), {}
+        for r in await cls.read_db.fetch(q):
+            try:
+                tokens[r["user_id"]] = box.open(r["matrix_token"], r["user_id"])
+            except ValueError as e:
+                log.warning(
+                    "%s: Matrix token unusable (%s); they must log in again", r["user_id"], e
+                )
+        return tokens
 
     @classmethod
     async def upsert_human(cls, user_id: str, nick: str, matrix_token: str) -> Identity:
@@ -111,7 +126,8 @@ class Identity(Table):
             "VALUES ($1, $2, $3, 'human', $4, $5) ON CONFLICT DO NOTHING "
             f"RETURNING {cls._columns}"
         )
-        row = await cls.db.fetchrow(q, user_id, nick, nick.lower(), now_ms(), matrix_token)
+        sealed = sealer().seal(matrix_token, user_id)
+        row = await cls.db.fetchrow(q, user_id, nick, nick.lower(), now_ms(), sealed)
         if row is None:
             q = (
                 "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
@@ -119,7 +135,7 @@ class Identity(Table):
                 "ON CONFLICT (user_id) DO UPDATE SET matrix_token=excluded.matrix_token "
                 f"RETURNING {cls._columns}"
             )
-            row = await cls.db.fetchrow(q, user_id, nick, now_ms(), matrix_token)
+            row = await cls.db.fetchrow(q, user_id, nick, now_ms(), sealed)
         identity = cls._from_row(row)
         if identity is None:  # RETURNING answers a row for an insert and for an update
             raise RuntimeError(f"storing the human {user_id} returned no row")

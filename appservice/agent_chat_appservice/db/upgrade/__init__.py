@@ -1,12 +1,13 @@
-"""Schema migrations, one module per version (``vNN_description.py``)."""
-
-from mautrix.util.async_db import UpgradeTable
-
-upgrade_table = UpgradeTable()
+"""Schema migrations, one module per version (``vNN_description.py``), each registering
+itself on ``upgrade_table`` when imported."""
 
 from . import (
-    v01_initial,  # noqa: F401  (registers itself on upgrade_table)
+    v01_initial,  # noqa: F401
     v02_humans_and_webhooks,  # noqa: F401
     v03_unread_by_room,  # noqa: F401
     v04_room_counts,  # noqa: F401
+    v05_sealed_matrix_tokens,  # noqa: F401
 )
+from .table import upgrade_table
+
+__all__ = ["upgrade_table"]

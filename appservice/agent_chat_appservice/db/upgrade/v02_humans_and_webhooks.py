@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from .table import upgrade_table
 
 
 @upgrade_table.register(description="Humans' Matrix tokens; webhooks")

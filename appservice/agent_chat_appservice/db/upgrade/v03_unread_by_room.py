@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-from . import upgrade_table
+from .table import upgrade_table
 
 
 @upgrade_table.register(description="Unread rows by room; room members who are not agents")

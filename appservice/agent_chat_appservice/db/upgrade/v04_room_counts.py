@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-from . import upgrade_table
+from .table import upgrade_table
 
 
 @upgrade_table.register(description="Unread counts as the room's message count minus a base")
