@@ -361,7 +361,9 @@ def test_a_humans_matrix_token_is_stored_sealed_and_works_after_a_restart(
     reader = register(stack)
     found = wait_for(
         lambda: [
-            m for m in reader.messages(room="#general", limit=20) if m["event_id"] == sent["event_id"]
+            m
+            for m in reader.messages(room="#general", limit=20)
+            if m["event_id"] == sent["event_id"]
         ],
         what="the human's message after the restart",
     )[0]
