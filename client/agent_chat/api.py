@@ -5,13 +5,21 @@ Maps HTTP answers to the client's errors: 401 → :class:`AuthError` (exit 3), 4
 :class:`ApiError` (exit 1). Error texts from the server are made terminal-safe.
 """
 
+from __future__ import annotations
+
 import json
 import sys
 import time
 
 from . import http
-from .errors import ApiError, AuthError, NetworkError, RateLimited
+from .errors import AcError, ApiError, AuthError, NetworkError, RateLimited
 from .urls import API_PREFIX
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .shapes import JSONObject
 
 
 class Client:
@@ -24,16 +32,22 @@ class Client:
         timeout: seconds for connecting and for each read.
     """
 
-    def __init__(self, server_url, token=None, verbose=False, timeout=http.DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        server_url: str,
+        token: str | None = None,
+        verbose: bool = False,
+        timeout: float = http.DEFAULT_TIMEOUT,
+    ) -> None:
         self.server_url = server_url
         self.base = server_url + API_PREFIX
         self.token = token
         self.verbose = verbose
         self.timeout = timeout
         #: Rewrites a 401 into what the caller should do (set by ``Context.authed``).
-        self.on_rejected = None
+        self.on_rejected: Callable[[AuthError], AuthError] | None = None
 
-    def url(self, path, query=None):
+    def url(self, path: str, query: Mapping[str, object] | None = None) -> str:
         url = self.base + path
         if query:
             qs = http.urlencode(query)
@@ -41,7 +55,15 @@ class Client:
                 url += "?" + qs
         return url
 
-    def raw(self, method, path, query=None, body=None, auth=True, timeout=None):
+    def raw(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, object] | None = None,
+        body: Mapping[str, object] | None = None,
+        auth: bool = True,
+        timeout: float | None = None,
+    ) -> http.Response:
         """Send one request; return the :class:`~agent_chat.http.Response` whatever its status."""
         url = self.url(path, query)
         headers = {}
@@ -50,7 +72,7 @@ class Client:
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        start = time.perf_counter() if self.verbose else 0
+        start = time.perf_counter() if self.verbose else 0.0
         try:
             resp = http.request(method, url, data, headers, timeout or self.timeout)
         except http.ConnectionFailed as e:
@@ -58,42 +80,53 @@ class Client:
                 log(f"{method} {url} -> {e.kind} ({(time.perf_counter() - start) * 1000:.0f} ms)")
             raise
         except ValueError as e:  # malformed server URL
-            raise ApiError(f"bad server URL {self.server_url!r}: {e} (see `ac config`)")
+            raise ApiError(f"bad server URL {self.server_url!r}: {e} (see `ac config`)") from None
         if self.verbose:
-            log(
-                "%s %s -> %d (%.0f ms, %d bytes)"
-                % (method, url, resp.status, (time.perf_counter() - start) * 1000, len(resp.body))
-            )
+            ms = (time.perf_counter() - start) * 1000
+            log(f"{method} {url} -> {resp.status} ({ms:.0f} ms, {len(resp.body)} bytes)")
         return resp
 
-    def call(self, method, path, query=None, body=None, auth=True, timeout=None):
-        """Send one request and return the decoded JSON answer, or raise the mapped error."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, object] | None = None,
+        body: Mapping[str, object] | None = None,
+        auth: bool = True,
+        timeout: float | None = None,
+    ) -> JSONObject:
+        """Send one request and return the answer's JSON object (``{}`` for an empty body), or
+        raise the mapped error. Every API answer is an object; anything else is an ApiError.
+        Its fields are unchecked: callers check each one they use."""
         resp = self.raw(method, path, query, body, auth, timeout)
         if 200 <= resp.status < 300:
             if not resp.body:
                 return {}
             try:
-                return resp.json()
+                answer = resp.json()
             except ValueError:
-                raise ApiError(
-                    f"the server sent an answer that is not JSON (is {self.server_url} the Agent "
-                    "Chat API?)",
-                    resp.status,
-                    detail=repr(resp.body[:200]),
-                ) from None
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            raise ApiError(
+                f"the server sent an answer that is not a JSON object (is {self.server_url} the "
+                "Agent Chat API?)",
+                resp.status,
+                detail=repr(resp.body[:200]),
+            )
         error = error_for(resp, self.server_url)
-        if resp.status == 401 and self.on_rejected is not None:
+        if isinstance(error, AuthError) and self.on_rejected is not None:
             error = self.on_rejected(error)
         raise error
 
 
-def error_for(resp, server_url=""):
+def error_for(resp: http.Response, server_url: str = "") -> AcError:
     """The client error for a non-2xx answer."""
     from .safe_text import one_line
 
     errcode = ""
     message = ""
-    retry_ms = None
+    retry_ms: object = None
     try:
         data = resp.json()
         if isinstance(data, dict):
@@ -104,14 +137,12 @@ def error_for(resp, server_url=""):
         pass
     errcode = one_line(errcode)[:80]
     message = one_line(message)[:300]
-    detail = "HTTP %d %s %s %s" % (resp.status, one_line(resp.reason)[:60], errcode, message)
+    detail = f"HTTP {resp.status} {one_line(resp.reason)[:60]} {errcode} {message}"
     status = resp.status
     if status == 401:
-        return AuthError(
-            "authentication failed: %s" % (message or "token rejected"), detail=detail
-        )
+        return AuthError(f"authentication failed: {message or 'token rejected'}", detail=detail)
     if status == 429:
-        retry = None
+        retry: float | None = None
         if isinstance(retry_ms, (int, float)) and not isinstance(retry_ms, bool):
             retry = retry_ms / 1000.0
         else:
@@ -124,25 +155,23 @@ def error_for(resp, server_url=""):
         return RateLimited(text, retry_after=retry, detail=detail)
     if status in (502, 503, 504):
         return NetworkError(
-            "server unavailable (HTTP %d): %s"
-            % (status, message or "the homeserver is not answering"),
+            f"server unavailable (HTTP {status}): "
+            + (message or "the homeserver is not answering"),
             detail=detail,
         )
     if status == 404 and not errcode and not message:
         return ApiError(
             f"not found: is {server_url} the Agent Chat API?", status, errcode, detail=detail
         )
-    text = message or resp.reason or "HTTP %d" % status
-    return ApiError(
-        "{} ({})".format(text, errcode or "HTTP %d" % status), status, errcode, detail=detail
-    )
+    text = message or resp.reason or f"HTTP {status}"
+    return ApiError(f"{text} ({errcode or f'HTTP {status}'})", status, errcode, detail=detail)
 
 
-def _seconds(value):
-    return (f"{value:.1f}").rstrip("0").rstrip(".") if value % 1 else "%d" % value
+def _seconds(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".") if value % 1 else str(int(value))
 
 
-def log(text):
+def log(text: str) -> None:
     """A ``--verbose`` line on stderr."""
     try:
         sys.stderr.write(f"ac: {text}\n")

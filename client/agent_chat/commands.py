@@ -1,5 +1,7 @@
 """What each ``ac`` command does (argument parsing lives in :mod:`agent_chat.cli`)."""
 
+from __future__ import annotations
+
 import os
 import sys
 import time
@@ -8,11 +10,18 @@ from . import identity as ident
 from . import render
 from .api import Client, log
 from .config import CONFIG_KEYS, Settings, save_config
-from .errors import AcError, ApiError, AuthError, NetworkError, UsageError
+from .errors import AcError, ApiError, AuthError, ConfigFileError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
 from .state import unread_line_path, write_caches
 from .urls import normalize_server_url, valid_server_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from .identity import Identity
+    from .shapes import JSONObject, UnreadCount, UnreadEntry
 
 NOTIFY_TIMEOUT = 5.0
 
@@ -20,37 +29,35 @@ NOTIFY_TIMEOUT = 5.0
 class Context:
     """Settings, verbosity, and the API client and identity, made on first use."""
 
-    def __init__(self, verbose=False, settings=None):
+    def __init__(self, verbose: bool = False, settings: Settings | None = None) -> None:
         self.verbose = verbose
         self.settings = settings or Settings()
-        self._identity = None
+        self._identity: Identity | None = None
 
-    def client(self, token=None, timeout=None):
-        kwargs = {"verbose": self.verbose}
+    def client(self, token: str | None = None, timeout: float | None = None) -> Client:
+        """An API client for our server (with ``token``, if given)."""
         if timeout:
-            kwargs["timeout"] = timeout
-        return Client(self.settings.server_url, token, **kwargs)
+            return Client(self.settings.server_url, token, verbose=self.verbose, timeout=timeout)
+        return Client(self.settings.server_url, token, verbose=self.verbose)
 
-    def identity(self, register=True):
-        """Our identity; registers one on first use unless ``register`` is False."""
+    def identity(self) -> Identity:
+        """Our identity; registers one on first use."""
+        found = self._identity
+        if found is None:
+            found = self._identity = ident.resolve(self.settings, self.client())
+            if found.source == "registration":
+                _point_hook_at(self.settings, found)
+            if self.verbose:
+                log(f"identity {found.label()} ({found.user_id or '?'}) from {found.source}")
+        return found
+
+    def current_identity(self) -> Identity | None:
+        """Our identity if there is one already (never registers)."""
         if self._identity is None:
-            if register:
-                self._identity = ident.resolve(self.settings, self.client())
-                if self._identity.source == "registration":
-                    _point_hook_at(self.settings, self._identity)
-                if self.verbose:
-                    log(
-                        "identity {} ({}) from {}".format(
-                            self._identity.label(),
-                            self._identity.user_id or "?",
-                            self._identity.source or "registration",
-                        )
-                    )
-            else:
-                self._identity = ident.current(self.settings)
+            self._identity = ident.current(self.settings)
         return self._identity
 
-    def authed(self, timeout=None):
+    def authed(self, timeout: float | None = None) -> Client:
         """An API client with our token (registering an identity if needed)."""
         client = self.client(self.identity().token, timeout)
         client.on_rejected = self.rejected
@@ -63,12 +70,13 @@ class Context:
         message = rejected(self.settings, self._identity)
         return AuthError(f"authentication failed: {message}", detail=error.detail)
 
-    def cache_key(self):
+    def cache_key(self) -> str:
+        """The identity's key in the caches (``state.json``)."""
         nick = self._identity.key if self._identity and self._identity.key else "default"
         return f"{self.settings.server_url}|{nick}"
 
 
-def _point_hook_at(settings, identity):
+def _point_hook_at(settings: Settings, identity: Identity | None) -> None:
     """After storing credentials: the shell hook's files follow ``identity``, the one the
     settings now resolve to (``hook_files`` is imported only here: storing is rare)."""
     if identity is None:
@@ -78,11 +86,13 @@ def _point_hook_at(settings, identity):
     hook_files.refresh(settings, identity)
 
 
-def out(text=""):
+def out(text: str = "") -> None:
+    """A line on stdout."""
     sys.stdout.write(text + "\n")
 
 
-def use_color(stream=None):
+def use_color(stream: TextIO | None = None) -> bool:
+    """Colour on ``stream`` (stdout): a terminal, and neither NO_COLOR nor TERM=dumb."""
     stream = stream or sys.stdout
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
@@ -92,7 +102,7 @@ def use_color(stream=None):
         return False
 
 
-def _argv_text(text):
+def _argv_text(text: str) -> str:
     """Command-line text with undecodable bytes (surrogate escapes) replaced by U+FFFD."""
     try:
         text.encode("utf-8")
@@ -101,7 +111,7 @@ def _argv_text(text):
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def normalize_target(target, kind="target"):
+def normalize_target(target: str, kind: str = "target") -> str:
     """``general`` → ``#general``; ``#x``, ``@Nick``, ``@u:server``, ``!id`` unchanged."""
     target = _argv_text(target).strip()
     if not target or target in "#@!":
@@ -114,7 +124,7 @@ def normalize_target(target, kind="target"):
 # --- notify ----------------------------------------------------------------------------------
 
 
-def notify(ctx, fmt):
+def notify(ctx: Context, fmt: str) -> int:
     """Unread counts. ``fmt`` is ``json``, ``oneline`` or ``words``."""
     answer = ctx.authed(NOTIFY_TIMEOUT).call("GET", "/notify")
     entries = render.unread_entries(answer)
@@ -129,12 +139,14 @@ def notify(ctx, fmt):
         out(text)
     elif fmt == "oneline":
         out("")
-    unread = {room: {"count": count, "urgent": urgent} for room, count, urgent in entries}
+    unread: dict[str, UnreadCount] = {
+        room: {"count": count, "urgent": urgent} for room, count, urgent in entries
+    }
     write_caches(ctx.settings, ctx.cache_key(), unread_line=line, unread=unread)
     return 0
 
 
-def notify_graceful(argv_flags, verbose):
+def notify_graceful(argv_flags: list[str], verbose: bool) -> int:
     """``ac notify``: on any error print nothing and exit 0 (unless ``--verbose``)."""
     fmt = "words"
     if "--json" in argv_flags:
@@ -146,7 +158,7 @@ def notify_graceful(argv_flags, verbose):
             return notify(Context(False), fmt)
         except BrokenPipeError:
             raise
-        except Exception:
+        except Exception:  # the contract: a hook's `ac notify` never fails the agent
             return 0
     return notify(Context(True), fmt)
 
@@ -154,7 +166,10 @@ def notify_graceful(argv_flags, verbose):
 # --- send ------------------------------------------------------------------------------------
 
 
-def send(ctx, target, words, notice=False, as_json=False):
+def send(
+    ctx: Context, target: str, words: list[str], notice: bool = False, as_json: bool = False
+) -> int:
+    """``ac send TARGET MESSAGE...`` (``-``: the message from stdin)."""
     target = normalize_target(target)
     if words == ["-"]:
         try:
@@ -170,7 +185,7 @@ def send(ctx, target, words, notice=False, as_json=False):
         raise UsageError("empty message: nothing to send")
     client = ctx.authed()
     txn_id = os.urandom(16).hex()
-    payload = {"to": target, "body": body}
+    payload: dict[str, object] = {"to": target, "body": body}
     if notice:
         payload["notice"] = True
     path = "/send/" + txn_id
@@ -194,29 +209,36 @@ def send(ctx, target, words, notice=False, as_json=False):
     if as_json:
         out(render.dumps(answer))
     else:
-        out("sent to {}".format(one_line(answer.get("room") or target)))
+        out(f"sent to {one_line(answer.get('room') or target)}")
     return 0
 
 
 # --- listen ----------------------------------------------------------------------------------
 
 
-def listen(ctx, target, last, unread, as_json, follow, peek):
+def listen(
+    ctx: Context,
+    target: str | None,
+    last: int,
+    unread: bool,
+    as_json: bool,
+    follow: bool,
+    peek: bool,
+) -> int:
+    """``ac listen [TARGET]``: recent (or unread) messages, then new ones with ``--follow``."""
     room = normalize_target(target) if target else None
     client = ctx.authed()
     color = not as_json and use_color()
     mark_read = None if not peek else False
 
-    def show(messages):
+    def show(messages: list[JSONObject]) -> None:
         for msg in messages:
-            if not isinstance(msg, dict):
-                continue
             out(render.message_json(msg) if as_json else render.message_line(msg, color))
         sys.stdout.flush()
 
-    unread_left = []
+    unread_left: list[UnreadEntry] = []
 
-    def fetch(**query):
+    def fetch(**query: object) -> list[JSONObject]:
         try:
             answer = client.call("GET", "/messages", query={"room": room, **query})
         except ApiError as e:
@@ -225,10 +247,8 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
                     f"no such room or person: {one_line(room)} ({e.message})", detail=e.detail
                 ) from None
             raise
-        left = answer.get("unread") if isinstance(answer, dict) else None
-        unread_left[:] = render.unread_entries({"unread": left}) if isinstance(left, list) else []
-        messages = answer.get("messages") if isinstance(answer, dict) else None
-        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        unread_left[:] = render.unread_entries({"unread": answer.get("unread")})
+        return _objects(answer.get("messages"))
 
     messages = fetch(limit=last, unread=True if unread else None, mark_read=mark_read)
     show(messages)
@@ -238,20 +258,19 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
             sys.stderr.write(note + "\n")
         else:
             out(note)
-    last_event = messages[-1].get("event_id") if messages else None
-    if messages:
+    last_event = _event_id(messages)
+    if last_event is not None:
         write_caches(ctx.settings, ctx.cache_key(), last_event=last_event)
     if not follow:
         if not messages and not as_json:
             out("(no unread messages)" if unread else "(no messages)")
         return 0
     if last_event is None:
-        anchor = fetch(limit=1, mark_read=False)
-        last_event = anchor[-1].get("event_id") if anchor else None
+        last_event = _event_id(fetch(limit=1, mark_read=False))
     from . import wait  # not at the top: `ac notify` imports this module
 
     failing = False
-    cursor = None  # the first long-poll answers at once: catch up, then hold
+    cursor: str | None = None  # the first long-poll answers at once: catch up, then hold
     try:
         while True:
             try:
@@ -269,15 +288,31 @@ def listen(ctx, target, last, unread, as_json, follow, peek):
                 failing = False
             if messages:
                 show(messages)
-                last_event = messages[-1].get("event_id") or last_event
+                last_event = _event_id(messages) or last_event
     except KeyboardInterrupt:
         return 0
+
+
+def _objects(value: object) -> list[JSONObject]:
+    """The JSON objects in a list from the server (anything else dropped)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _event_id(messages: list[JSONObject]) -> str | None:
+    """The last message's event id, if it has one."""
+    event_id = messages[-1].get("event_id") if messages else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # --- who, channels, status -------------------------------------------------------------------
 
 
-def who(ctx, target, as_json):
+def who(ctx: Context, target: str, as_json: bool) -> int:
+    """``ac who ROOM``: the members, their kind and last activity."""
     room = normalize_target(target)
     try:
         answer = ctx.authed().call("GET", "/who", query={"room": room})
@@ -290,12 +325,8 @@ def who(ctx, target, as_json):
     if as_json:
         out(render.dumps(answer))
         return 0
-    members = answer.get("members") if isinstance(answer, dict) else None
-    members = [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
-    out(
-        "%s: %d member%s"
-        % (one_line(answer.get("room") or room), len(members), "" if len(members) == 1 else "s")
-    )
+    members = _objects(answer.get("members"))
+    out(f"{one_line(answer.get('room') or room)}: {_plural(len(members), 'member')}")
     rows = [
         (
             one_line(m.get("display_name") or m.get("user_id") or "?"),
@@ -306,46 +337,42 @@ def who(ctx, target, as_json):
         for m in members
     ]
     width = max([len(r[0]) for r in rows] + [4])
-    for name, kind, user_id, active in rows:
-        active = "never active" if active == "never" else "active " + active
-        out("  %-*s  %-5s  %s  (%s)" % (width, name, kind, user_id, active))
+    for name, kind, user_id, ago in rows:
+        active = "never active" if ago == "never" else "active " + ago
+        out(f"  {name:<{width}}  {kind:<5}  {user_id}  ({active})")
     return 0
 
 
-def channels(ctx, as_json):
+def channels(ctx: Context, as_json: bool) -> int:
+    """``ac channels``: the rooms we are in (and are invited to), with counts and topics."""
     answer = ctx.authed().call("GET", "/channels")
     if as_json:
         out(render.dumps(answer))
         return 0
-    rooms = answer.get("channels") if isinstance(answer, dict) else None
-    rooms = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
+    rooms = _objects(answer.get("channels"))
     if not rooms:
         out("(no rooms)")
         return 0
     names = [one_line(r.get("room") or r.get("room_id") or "?") for r in rooms]
     width = max(len(n) for n in names)
     for name, r in zip(names, rooms, strict=False):
-        members = render._count(r.get("members"))
-        unread = render._count(r.get("unread"))
-        facts = [
-            "direct" if r.get("direct") else "%d member%s" % (members, "" if members == 1 else "s")
-        ]
+        members = render.as_count(r.get("members"))
+        unread = render.as_count(r.get("unread"))
+        facts = ["direct" if r.get("direct") else _plural(members, "member")]
         if unread:
             facts.append(f"{unread} unread")
         if r.get("invited") is True:
             facts.append(f"invited: ac join {name}")
         topic = one_line(r.get("topic") or "")
-        out(
-            (
-                "%-*s  (%s)%s" % (width, name, ", ".join(facts), "  " + topic if topic else "")
-            ).rstrip()
-        )
+        out(f"{name:<{width}}  ({', '.join(facts)}){'  ' + topic if topic else ''}".rstrip())
     return 0
 
 
-def status(ctx, as_json):
+def status(ctx: Context, as_json: bool) -> int:
+    """``ac status``: the server's health and whose our token is (exit 2 when the homeserver
+    is down, 3 when the token is rejected)."""
     s = ctx.settings
-    report = {"server": s.server_url, "server_source": s.server_source}
+    report: dict[str, object] = {"server": s.server_url, "server_source": s.server_source}
     client = ctx.client(timeout=NOTIFY_TIMEOUT)
     try:
         health = client.call("GET", "/health", auth=False)
@@ -357,18 +384,17 @@ def status(ctx, as_json):
             out(f"server:   {s.server_url} ({e.message})")
         raise
     report["health"] = health
-    homeserver = health.get("homeserver") if isinstance(health, dict) else None
-    found = ctx.identity(register=False)
+    homeserver = health.get("homeserver")
+    found = ctx.current_identity()
     who_line = "not registered yet (the first command that needs one registers it)"
     code = 0
     if found is not None:
         try:
             me = ctx.client(found.token, NOTIFY_TIMEOUT).call("GET", "/whoami")
             report["identity"] = me
-            who_line = "{} ({}, {})".format(
-                one_line(me.get("nick") or "?"),
-                one_line(me.get("user_id") or "?"),
-                one_line(me.get("kind") or "?"),
+            who_line = (
+                f"{one_line(me.get('nick') or '?')} ({one_line(me.get('user_id') or '?')}, "
+                f"{one_line(me.get('kind') or '?')})"
             )
             if found.source == "AGENT_CHAT_TOKEN":
                 who_line += " from AGENT_CHAT_TOKEN"
@@ -383,14 +409,14 @@ def status(ctx, as_json):
     if as_json:
         out(render.dumps(report))
     else:
-        parts = [one_line(str(health.get("status", "ok")))] if isinstance(health, dict) else []
+        parts = [one_line(health.get("status", "ok"))]
         if homeserver is not None:
-            parts.append("homeserver %s" % ("ok" if homeserver else "DOWN"))
-        if isinstance(health, dict) and health.get("server_name"):
-            parts.append("server name {}".format(one_line(health["server_name"])))
-        if isinstance(health, dict) and health.get("version"):
-            parts.append("version {}".format(one_line(health["version"])))
-        out("server:   {} ({})".format(s.server_url, ", ".join(parts)))
+            parts.append(f"homeserver {'ok' if homeserver else 'DOWN'}")
+        if health.get("server_name"):
+            parts.append(f"server name {one_line(health['server_name'])}")
+        if health.get("version"):
+            parts.append(f"version {one_line(health['version'])}")
+        out(f"server:   {s.server_url} ({', '.join(parts)})")
         out(f"identity: {who_line}")
     if code == 0 and homeserver is False:
         return 2
@@ -400,7 +426,8 @@ def status(ctx, as_json):
 # --- config, register, login, create-room, join ----------------------------------------------
 
 
-def config(ctx, assignments, as_json):
+def config(ctx: Context, assignments: list[str], as_json: bool) -> int:
+    """``ac config [--set KEY=VALUE]...``: show the settings (after changing them)."""
     s = ctx.settings
     if assignments:
         data = dict(s.config)
@@ -419,7 +446,8 @@ def config(ctx, assignments, as_json):
                     raise UsageError(
                         f"bad server URL {value!r}: use http://host:port or https://..."
                     )
-            section = dict(data.get(table) or {})
+            current = data.get(table)
+            section = dict(current) if isinstance(current, dict) else {}
             if value:
                 section[name] = value
             else:
@@ -428,14 +456,14 @@ def config(ctx, assignments, as_json):
         save_config(s.home, data)
         ctx.settings = s = Settings()
         if not as_json:
-            out("saved {}".format(s.path("config.toml")))
+            out(f"saved {s.path('config.toml')}")
     from . import whoami
 
     found = None
     error = None
     try:
-        found = ctx.identity(register=False)
-    except Exception as e:  # a broken credentials file must not hide the config
+        found = ctx.current_identity()
+    except (ConfigFileError, OSError) as e:  # a broken credentials file must not hide the rest
         error = str(e)
     nick_source = "AGENT_CHAT_NICK" if s.env_nick else "config.toml" if s.config_nick else None
     source = whoami.source(s)
@@ -461,7 +489,7 @@ def config(ctx, assignments, as_json):
         return 0
     out(f"home:               {s.home}")
     out(f"server:             {s.server_url} ({s.server_source})")
-    out("registration_token: %s" % ("set (hidden)" if s.registration_token else "not set"))
+    out(f"registration_token: {'set (hidden)' if s.registration_token else 'not set'}")
     if error:
         out(f"identity:           unreadable credentials: {one_line(error)}")
     else:
@@ -479,7 +507,7 @@ def config(ctx, assignments, as_json):
             path = "none (AGENT_CHAT_TOKEN: no files)"
         elif not os.path.exists(path):
             path += " (not written yet)"
-        out("{:<20}{}".format(label + ":", path))
+        out(f"{label + ':':<20}{path}")
     return 0
 
 
@@ -528,22 +556,25 @@ def register(ctx: Context, name: str | None, make_default: bool = False) -> int:
                 key = existing.key  # its token is rejected: register the name again
         answer = ident.register_request(ctx.client(), s, name, exact=bool(name))
         if key is None:
-            key = ident.nick_key(name or answer["nick"])
+            key = ident.nick_key(name or str(answer["nick"]))
             ident.free_key(data, s.server_url, key)
         found = ident.store_identity(data, s.server_url, key, answer, make_default=make_default)
         ident.save_credentials(s.home, data)
         _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
-    rooms = answer.get("rooms")
-    joined = ""
-    if isinstance(rooms, list) and rooms:
-        joined = "; joined {}".format(" ".join(one_line(str(r)) for r in rooms))
     out(
-        "registered {} ({}){}".format(
-            one_line(found.nick or "?"), one_line(found.user_id or "?"), joined
-        )
+        f"registered {one_line(found.nick or '?')} ({one_line(found.user_id or '?')})"
+        + _joined(answer)
     )
     _say_default(s, data, before, found)
     return 0
+
+
+def _joined(answer: JSONObject) -> str:
+    """``; joined #a #b`` for the rooms a /register or /login answer says we joined."""
+    rooms = answer.get("rooms")
+    if isinstance(rooms, list) and rooms:
+        return "; joined " + " ".join(one_line(r) for r in rooms)
+    return ""
 
 
 _ENV_TOKEN_STORES_NOTHING = (
@@ -558,10 +589,10 @@ def _env_token_refusal(ctx: Context) -> UsageError:
         me = ctx.client(ctx.settings.env_token, NOTIFY_TIMEOUT).call("GET", "/whoami")
     except AcError:
         me = None
-    if isinstance(me, dict) and me.get("kind") == "bot":
+    if me is not None and me.get("kind") == "bot":
         return UsageError(
-            "AGENT_CHAT_TOKEN is the bot {}'s token: bots cannot register or log in; unset "
-            "AGENT_CHAT_TOKEN to register an agent or log in".format(one_line(str(me.get("nick"))))
+            f"AGENT_CHAT_TOKEN is the bot {one_line(me.get('nick'))}'s token: bots cannot register"
+            " or log in; unset AGENT_CHAT_TOKEN to register an agent or log in"
         )
     return UsageError(_ENV_TOKEN_STORES_NOTHING)
 
@@ -577,9 +608,7 @@ def _token_works(ctx: Context, token: str) -> bool:
     return True
 
 
-def _say_default(
-    s: Settings, data: dict[str, object], before: str | None, stored: ident.Identity
-) -> None:
+def _say_default(s: Settings, data: JSONObject, before: str | None, stored: Identity) -> None:
     """After storing ``stored``: say whether it is this home's default identity now."""
     after = ident.default_key(data, s.server_url)
     name = one_line(stored.nick or stored.key or "?")
@@ -622,7 +651,7 @@ def login(ctx: Context, name: str, make_default: bool = False) -> int:
         if e.status == 403:
             raise AuthError(f"login failed: {e.message}", detail=e.detail) from None
         raise
-    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+    if not isinstance(answer.get("token"), str):
         raise AcError("the server's /login answer has no token")
     answer.setdefault("nick", name)
     answer.setdefault("kind", "human")
@@ -635,24 +664,20 @@ def login(ctx: Context, name: str, make_default: bool = False) -> int:
         )
         ident.save_credentials(s.home, data)
         _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
-    rooms = answer.get("rooms")
-    joined = ""
-    if isinstance(rooms, list) and rooms:
-        joined = "; joined {}".format(" ".join(one_line(str(r)) for r in rooms))
     out(
-        "logged in as {} ({}){}".format(
-            one_line(found.nick or name), one_line(found.user_id or "?"), joined
-        )
+        f"logged in as {one_line(found.nick or name)} ({one_line(found.user_id or '?')})"
+        + _joined(answer)
     )
     _say_default(s, data, before, found)
     return 0
 
 
-def create_room(ctx, name, topic):
+def create_room(ctx: Context, name: str, topic: str | None) -> int:
+    """``ac create-room '#name' [--topic TEXT]``."""
     alias = normalize_target(name, "room name")
     if not alias.startswith("#"):
         raise UsageError("a room name starts with #, e.g. '#builds'")
-    body = {"alias": alias}
+    body: dict[str, object] = {"alias": alias}
     if topic:
         body["topic"] = topic
     try:
@@ -661,15 +686,13 @@ def create_room(ctx, name, topic):
         if e.status == 409:
             raise AcError(f"room {one_line(alias)} already exists", detail=e.detail) from None
         raise
-    out(
-        "created {} ({})".format(
-            one_line(answer.get("room") or alias), one_line(answer.get("room_id") or "?")
-        )
-    )
+    room_id = one_line(answer.get("room_id") or "?")
+    out(f"created {one_line(answer.get('room') or alias)} ({room_id})")
     return 0
 
 
-def join(ctx, name):
+def join(ctx: Context, name: str) -> int:
+    """``ac join '#room'``."""
     room = normalize_target(name, "room")
     try:
         answer = ctx.authed().call("POST", "/join", body={"room": room})
@@ -677,5 +700,5 @@ def join(ctx, name):
         if e.status == 404:
             raise AcError(f"no such room: {one_line(room)}", detail=e.detail) from None
         raise
-    out("joined {}".format(one_line(answer.get("room") or room)))
+    out(f"joined {one_line(answer.get('room') or room)}")
     return 0

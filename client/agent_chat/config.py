@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from .errors import ConfigFileError
 from .files import atomic_write, ensure_dir, read_text
 from .flat_toml import dump_toml, parse_toml
 from .paths import CONFIG_FILE, file_part, home_dir
@@ -45,10 +46,13 @@ def load_config(home: str) -> dict[str, object]:
     """config.toml as nested dicts (empty when the file does not exist).
 
     Raises:
-        ConfigFileError: the file is not valid TOML.
+        ConfigFileError: the file is not UTF-8 or not valid TOML.
     """
     path = os.path.join(home, CONFIG_FILE)
-    text = read_text(path)
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"{path} is not UTF-8 text; fix or remove it") from None
     if text is None:
         return {}
     return parse_toml(text, path)

@@ -28,7 +28,15 @@ from .paths import CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from types import TracebackType
+
+    from .api import Client
+    from .config import Settings
+    from .shapes import CredentialRecord, JSONObject
+
+#: ``credentials.json`` as read: ``servers`` is checked to be an object, the rest is not (a
+#: hand-edited file may hold anything), so every lookup below checks what it finds.
+Credentials = dict[str, object]
 
 
 class Identity:
@@ -36,7 +44,15 @@ class Identity:
 
     __slots__ = ("key", "kind", "nick", "source", "token", "user_id")
 
-    def __init__(self, token, user_id=None, nick=None, kind=None, key=None, source=""):
+    def __init__(
+        self,
+        token: str,
+        user_id: str | None = None,
+        nick: str | None = None,
+        kind: str | None = None,
+        key: str | None = None,
+        source: str = "",
+    ) -> None:
         self.token = token
         self.user_id = user_id
         self.nick = nick
@@ -44,21 +60,45 @@ class Identity:
         self.key = key
         self.source = source
 
-    def label(self):
+    def label(self) -> str:
+        """How to name it: the nick, else the user id."""
         return self.nick or self.user_id or "(token from AGENT_CHAT_TOKEN)"
 
 
-def nick_key(nick):
+def nick_key(nick: str) -> str:
+    """The key an identity is stored under: the nick asked for, stripped, lower case."""
     return nick.strip().lower()
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _identity(record: dict[str, object], key: str, source: str) -> Identity | None:
+    """A stored record as an Identity (None without a token)."""
+    token = record.get("token")
+    if not isinstance(token, str):
+        return None
+    return Identity(
+        token,
+        _str(record.get("user_id")),
+        _str(record.get("nick")),
+        _str(record.get("kind")),
+        key,
+        source,
+    )
 
 
 # --- credentials.json ------------------------------------------------------------------------
 
 
-def load_credentials(home):
+def load_credentials(home: str) -> Credentials:
     """The parsed credentials file (an empty structure when missing)."""
     path = os.path.join(home, CREDENTIALS_FILE)
-    text = read_text(path)
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"{path} is not UTF-8 text; fix or remove it") from None
     if not text:
         return {"version": 1, "servers": {}}
     try:
@@ -72,7 +112,7 @@ def load_credentials(home):
     return data
 
 
-def save_credentials(home, data):
+def save_credentials(home: str, data: Credentials) -> None:
     """Write ``credentials.json`` (atomically, flushed to disk). Only that: a caller that
     changed which identity the settings resolve to also refreshes the shell hook's files
     (:func:`agent_chat.hook_files.refresh`)."""
@@ -81,135 +121,146 @@ def save_credentials(home, data):
     atomic_write(os.path.join(home, CREDENTIALS_FILE), text.encode("utf-8"), 0o600, fsync=True)
 
 
-def _server_entry(data, server_url, create=False):
-    servers = data["servers"]
+class _Entry:
+    """One server's part of credentials.json: ``default`` and ``identities`` (checked)."""
+
+    __slots__ = ("identities", "raw")
+
+    def __init__(self, raw: dict[str, object]) -> None:
+        self.raw = raw
+        identities = raw.get("identities")
+        if not isinstance(identities, dict):
+            identities = raw["identities"] = {}
+        self.identities: dict[str, object] = identities
+
+    @property
+    def default(self) -> str | None:
+        return _str(self.raw.get("default"))
+
+    @default.setter
+    def default(self, key: str) -> None:
+        self.raw["default"] = key
+
+    def record(self, key: str) -> dict[str, object] | None:
+        record = self.identities.get(key)
+        return record if isinstance(record, dict) else None
+
+
+def _server_entry(data: Credentials, server_url: str, create: bool = False) -> _Entry | None:
+    servers = data.get("servers")
+    if not isinstance(servers, dict):
+        servers = data["servers"] = {}
     entry = servers.get(server_url)
     if not isinstance(entry, dict):
         if not create:
             return None
         entry = servers[server_url] = {}
-    if not isinstance(entry.get("identities"), dict):
-        entry["identities"] = {}
-    return entry
+    return _Entry(entry)
 
 
-def stored_identity(data, server_url, nick=None):
+def stored_identity(
+    data: Credentials, server_url: str, nick: str | None = None
+) -> Identity | None:
     """The stored identity for this server and wanted nick (or the default), or None."""
     entry = _server_entry(data, server_url)
     if entry is None:
         return None
-    key = nick_key(nick) if nick else entry.get("default")
-    if not isinstance(key, str):
+    key = nick_key(nick) if nick else entry.default
+    if key is None:
         return None
-    record = entry["identities"].get(key)
-    if record is None and nick:  # stored under the name asked for, renamed by the server
-        key, record = next(
-            (
-                (k, r)
-                for k, r in entry["identities"].items()
-                if isinstance(r, dict) and nick_key(str(r.get("nick") or "")) == key
-            ),
-            (key, None),
-        )
-    if not isinstance(record, dict) or not isinstance(record.get("token"), str):
-        return None
-    return Identity(
-        record["token"],
-        record.get("user_id"),
-        record.get("nick"),
-        record.get("kind"),
-        key,
-        "credentials.json",
-    )
+    record = entry.record(key)
+    if entry.identities.get(key) is None and nick:  # stored under the name asked for, renamed
+        for other in entry.identities:
+            candidate = entry.record(other)
+            if candidate is not None and nick_key(str(candidate.get("nick") or "")) == key:
+                key, record = other, candidate
+                break
+    return None if record is None else _identity(record, key, "credentials.json")
 
 
-def store_identity(data, server_url, key, answer, make_default=False, source="credentials.json"):
-    """Put a /register or /login answer into the credentials structure; return it as an
-    :class:`Identity` (with ``source``)."""
+def store_identity(
+    data: Credentials,
+    server_url: str,
+    key: str,
+    answer: JSONObject,
+    make_default: bool = False,
+    source: str = "credentials.json",
+) -> Identity:
+    """Put a /register or /login answer (its ``token`` checked to be a string) into the
+    credentials structure; return it as an :class:`Identity` (with ``source``)."""
+    token = answer.get("token")
+    if not isinstance(token, str):
+        raise AcError("the server's answer has no token", detail=repr(answer)[:200])
     entry = _server_entry(data, server_url, create=True)
-    entry["identities"][key] = {
+    assert entry is not None  # created
+    record: CredentialRecord = {
         "user_id": answer.get("user_id"),
         "nick": answer.get("nick"),
         "kind": answer.get("kind", "agent"),
-        "token": answer["token"],
+        "token": token,
         "created_at": int(time.time()),
     }
-    if (
-        make_default
-        or not isinstance(entry.get("default"), str)
-        or entry["default"] not in entry["identities"]
-    ):
-        entry["default"] = key
-    return Identity(
-        answer["token"],
-        answer.get("user_id"),
-        answer.get("nick"),
-        answer.get("kind"),
-        key,
-        source,
-    )
+    entry.identities[key] = record
+    if make_default or entry.default not in entry.identities:
+        entry.default = key
+    found = _identity(dict(record), key, source)
+    assert found is not None  # it has a token
+    return found
 
 
-def stored_identities(data: dict[str, Any], server_url: str) -> list[Identity]:
+def stored_identities(data: Credentials, server_url: str) -> list[Identity]:
     """Every identity stored for this server, in the order they were stored."""
     entry = _server_entry(data, server_url)
     if entry is None:
         return []
-    found: list[Identity] = []
-    for key, record in entry["identities"].items():
-        if isinstance(record, dict) and isinstance(record.get("token"), str):
-            found.append(
-                Identity(
-                    record["token"],
-                    record.get("user_id"),
-                    record.get("nick"),
-                    record.get("kind"),
-                    key,
-                    "credentials.json",
-                )
-            )
+    found = []
+    for key in entry.identities:
+        record = entry.record(key)
+        identity = None if record is None else _identity(record, key, "credentials.json")
+        if identity is not None:
+            found.append(identity)
     return found
 
 
-def default_key(data: dict[str, Any], server_url: str) -> str | None:
+def default_key(data: Credentials, server_url: str) -> str | None:
     """The key of this server's default identity (the first one stored, or ``--default``)."""
     entry = _server_entry(data, server_url)
-    key = entry.get("default") if entry is not None else None
-    return key if isinstance(key, str) else None
+    return entry.default if entry is not None else None
 
 
-def set_default(data: dict[str, Any], server_url: str, key: str | None) -> None:
+def set_default(data: Credentials, server_url: str, key: str | None) -> None:
     """Make the identity stored under ``key`` this server's default (``--default``)."""
     entry = _server_entry(data, server_url)
-    if entry is not None and key in entry["identities"]:
-        entry["default"] = key
+    if entry is not None and key is not None and key in entry.identities:
+        entry.default = key
 
 
-def free_key(data: dict[str, Any], server_url: str, key: str) -> None:
+def free_key(data: Credentials, server_url: str, key: str) -> None:
     """Before storing a new identity under ``key``: move one already there whose server nick
     differs (``AGENT_CHAT_NICK=X`` that became X2) to its own nick's key, so no token is lost."""
     entry = _server_entry(data, server_url)
     if entry is None:
         return
-    record = entry["identities"].get(key)
-    if not isinstance(record, dict) or not isinstance(record.get("nick"), str):
+    record = entry.record(key)
+    nick = _str(record.get("nick")) if record is not None else None
+    if nick is None:
         return
-    other = nick_key(record["nick"])
-    if other == key or other in entry["identities"]:
+    other = nick_key(nick)
+    if other == key or other in entry.identities:
         return
-    entry["identities"][other] = entry["identities"].pop(key)
-    if entry.get("default") == key:
-        entry["default"] = other
+    entry.identities[other] = entry.identities.pop(key)
+    if entry.default == key:
+        entry.default = other
 
 
 class CredentialsLock:
     """An exclusive ``flock`` on ``credentials.lock`` around read-modify-write of credentials."""
 
-    def __init__(self, home):
+    def __init__(self, home: str) -> None:
         self.home = home
-        self.fd = None
+        self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> CredentialsLock:
         import fcntl
 
         ensure_dir(self.home)
@@ -218,22 +269,28 @@ class CredentialsLock:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
-    def __exit__(self, *exc):
-        os.close(self.fd)  # closing releases the lock
-        self.fd = None
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
 
 
 # --- resolution ------------------------------------------------------------------------------
 
 
-def current(settings):
+def current(settings: Settings) -> Identity | None:
     """The identity to use without registering anything, or None."""
     if settings.env_token:
         return Identity(settings.env_token, source="AGENT_CHAT_TOKEN")
     return stored_identity(load_credentials(settings.home), settings.server_url, settings.nick)
 
 
-def resolve(settings, client):
+def resolve(settings: Settings, client: Client) -> Identity:
     """The identity to use, registering one (and storing it) if there is none yet.
 
     A newly registered identity has ``source`` ``"registration"``: the caller points the
@@ -248,15 +305,18 @@ def resolve(settings, client):
         if found is not None:
             return found
         answer = register_request(client, settings, settings.nick, exact=False)
-        key = nick_key(settings.nick) if settings.nick else nick_key(answer["nick"])
+        key = nick_key(settings.nick or str(answer["nick"]))
         identity = store_identity(data, settings.server_url, key, answer, source="registration")
         save_credentials(settings.home, data)
     return identity
 
 
-def register_request(client, settings, nick, exact):
-    """POST /register; return the answer (with ``token``) or raise a clear error."""
-    body = {"exact": bool(exact)}
+def register_request(
+    client: Client, settings: Settings, nick: str | None, exact: bool
+) -> JSONObject:
+    """POST /register; return the answer (its ``token`` and ``nick`` strings) or raise a clear
+    error."""
+    body: dict[str, object] = {"exact": bool(exact)}
     if nick:
         body["nick"] = nick
     if settings.registration_token:
@@ -266,7 +326,8 @@ def register_request(client, settings, nick, exact):
     except ApiError as e:
         if e.status == 409:
             raise AcError(
-                f"the nick {nick!r} is already taken on {settings.server_url}; choose another name",
+                f"the nick {nick!r} is already taken on {settings.server_url}; "
+                "choose another name",
                 detail=e.detail,
             ) from None
         if e.status == 403:
@@ -282,7 +343,7 @@ def register_request(client, settings, nick, exact):
         if e.status == 400:
             raise UsageError(f"registration refused: {e.message}", detail=e.detail) from None
         raise
-    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+    if not isinstance(answer.get("token"), str):
         raise AcError("the server's /register answer has no token", detail=repr(answer)[:200])
     if not isinstance(answer.get("nick"), str):
         answer["nick"] = nick or answer.get("user_id") or "agent"

@@ -5,10 +5,18 @@ JSON output keeps the raw text and escapes it (``ensure_ascii``: no raw control,
 character ever reaches a terminal, even from ``--json``).
 """
 
+from __future__ import annotations
+
 import json
 import time
 
 from .safe_text import one_line, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from .shapes import UnreadEntry
 
 PREFIXES = ("STATUS", "DONE", "BLOCKED", "ALERT")
 
@@ -24,21 +32,24 @@ DIM = "\x1b[2m"
 BOLD = "\x1b[1m"
 
 
-def dumps(value):
+def dumps(value: object) -> str:
     """Compact, ASCII-only JSON."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
 
-def _count(value):
+def as_count(value: object) -> int:
+    """A count from JSON: a number (or numeric string) of 0 or more, else 0."""
+    if not isinstance(value, (int, float, str)):
+        return 0
     try:
         return max(0, int(value))
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):  # "x", NaN, Infinity
         return 0
 
 
-def unread_entries(answer):
+def unread_entries(answer: object) -> list[UnreadEntry]:
     """The ``unread`` list of a /notify answer as (room, count, urgent) with count > 0."""
-    entries = []
+    entries: list[UnreadEntry] = []
     unread = answer.get("unread") if isinstance(answer, dict) else None
     if not isinstance(unread, list):
         return entries
@@ -46,27 +57,26 @@ def unread_entries(answer):
         if not isinstance(item, dict):
             continue
         room = item.get("room") or item.get("room_id")
-        count = _count(item.get("count"))
+        count = as_count(item.get("count"))
         if not isinstance(room, str) or count <= 0:
             continue
         entries.append((room, count, item.get("urgent") is True))
     return entries
 
 
-def notify_json(entries):
+def notify_json(entries: Iterable[UnreadEntry]) -> str:
     """``{"#general":{"count":2,"urgent":false},...}`` (``{}`` when nothing is unread)."""
     return dumps({room: {"count": count, "urgent": urgent} for room, count, urgent in entries})
 
 
-def notify_oneline(entries):
+def notify_oneline(entries: Iterable[UnreadEntry]) -> str:
     """``#general(2) #alerts(1!) @BlueLake(1)`` (empty when nothing is unread)."""
     return " ".join(
-        "%s(%d%s)" % (one_line(room), count, "!" if urgent else "")
-        for room, count, urgent in entries
+        f"{one_line(room)}({count}{'!' if urgent else ''})" for room, count, urgent in entries
     )
 
 
-def still_unread(entries, room=None):
+def still_unread(entries: Iterable[UnreadEntry], room: str | None = None) -> str:
     """``(4 unread in #status, urgent: ac listen '#status' --unread)``: what a read left
     unread (``--last N`` never marks read what it did not show)."""
     parts = [
@@ -77,7 +87,7 @@ def still_unread(entries, room=None):
     return f"({'; '.join(parts)}: ac listen{target} --unread)"
 
 
-def notify_lines(entries):
+def notify_lines(entries: Iterable[UnreadEntry]) -> list[str]:
     """``#general: 2 new messages``, ``#alerts: 1 new message (URGENT)``,
     ``@BlueLake: 1 direct message``."""
     lines = []
@@ -86,15 +96,18 @@ def notify_lines(entries):
             what = "direct message" if count == 1 else "direct messages"
         else:
             what = "new message" if count == 1 else "new messages"
-        lines.append("%s: %d %s%s" % (one_line(room), count, what, " (URGENT)" if urgent else ""))
+        lines.append(f"{one_line(room)}: {count} {what}{' (URGENT)' if urgent else ''}")
     return lines
 
 
-def clock(ts_ms, now=None):
-    """``14:32`` for today, ``2024-01-15 14:32`` otherwise (local time)."""
+def clock(ts_ms: object, now: float | None = None) -> str:
+    """``14:32`` for today, ``2024-01-15 14:32`` otherwise (local time); ``--:--`` when
+    ``ts_ms`` (milliseconds since the epoch) is not a usable time."""
+    if not isinstance(ts_ms, (int, float, str)):
+        return "--:--"
     try:
         t = time.localtime(int(ts_ms) / 1000.0)
-    except (TypeError, ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError, OSError):
         return "--:--"
     today = time.localtime(now)
     if (t.tm_year, t.tm_yday) == (today.tm_year, today.tm_yday):
@@ -102,7 +115,7 @@ def clock(ts_ms, now=None):
     return time.strftime("%Y-%m-%d %H:%M", t)
 
 
-def message_line(msg, color=False):
+def message_line(msg: Mapping[str, object], color: bool = False) -> str:
     """One record for a message: ``14:32 #general BlueLake: [STATUS] body``.
 
     Continuation lines of the body are indented by four spaces.
@@ -111,7 +124,7 @@ def message_line(msg, color=False):
     name = one_line(msg.get("sender_name") or msg.get("sender") or "?") or "?"
     body = record(msg.get("body") or "")
     prefix = msg.get("prefix")
-    if prefix in PREFIX_STYLE:
+    if isinstance(prefix, str) and prefix in PREFIX_STYLE:
         tag = f"[{prefix}]"
         stripped = body.lstrip()
         if stripped[: len(tag)].upper() == tag:
@@ -140,9 +153,9 @@ MESSAGE_FIELDS = (
 )
 
 
-def message_json(msg):
+def message_json(msg: Mapping[str, object]) -> str:
     """One JSON line: the server's fields, raw text, ``prefix`` always present."""
-    out = {key: msg.get(key) for key in MESSAGE_FIELDS}
+    out: dict[str, object] = {key: msg.get(key) for key in MESSAGE_FIELDS}
     if out["urgent"] is None:
         out["urgent"] = False
     for key, value in msg.items():
@@ -151,7 +164,7 @@ def message_json(msg):
     return dumps(out)
 
 
-def ago(ts_ms, now=None):
+def ago(ts_ms: object, now: float | None = None) -> str:
     """``just now``, ``5m ago``, ``3h ago``, ``2d ago`` (or ``never``)."""
     if not isinstance(ts_ms, (int, float)) or isinstance(ts_ms, bool):
         return "never"
@@ -159,7 +172,7 @@ def ago(ts_ms, now=None):
     if seconds < 60:
         return "just now"
     if seconds < 3600:
-        return "%dm ago" % (seconds // 60)
+        return f"{int(seconds // 60)}m ago"
     if seconds < 86400:
-        return "%dh ago" % (seconds // 3600)
-    return "%dd ago" % (seconds // 86400)
+        return f"{int(seconds // 3600)}h ago"
+    return f"{int(seconds // 86400)}d ago"

@@ -18,6 +18,12 @@ turns them into spaces (for names). ``--json`` output never goes through here: i
 text and relies on JSON escaping.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+
 _ST_STRING = r"[^\x07\x18\x1a\x1b\x9c]*(?:\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b)|\Z)"
 
 _ESCAPES_PATTERN = (
@@ -33,10 +39,10 @@ _INVISIBLE_PATTERN = (
     "\ud800-\udfff\U000e0000-\U000e007f]"
 )
 
-_compiled = None
+_compiled: tuple[re.Pattern[str], re.Pattern[str]] | None = None
 
 
-def _patterns():
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The two regexes, compiled on first need (plain ASCII text never needs them)."""
     global _compiled
     if _compiled is None:
@@ -50,8 +56,11 @@ _INDENT = "    "
 _INTRODUCERS = "\x1b\x9b\x90\x98\x9d\x9e\x9f"
 
 
-def clean(text):
-    """Strip escape sequences and invisible/control characters; keep newlines (``\\n``)."""
+def clean(text: object) -> str:
+    """Strip escape sequences and invisible/control characters; keep newlines (``\\n``).
+
+    Anything that is not a string is shown as ``str()`` shows it (None as nothing).
+    """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     if text.isascii() and text.isprintable():
@@ -63,7 +72,7 @@ def clean(text):
     return invisible.sub("", text)
 
 
-def one_line(text):
+def one_line(text: object) -> str:
     """:func:`clean`, with line breaks turned into spaces (names, room names, topics)."""
     text = clean(text)
     if "\n" in text:
@@ -71,7 +80,7 @@ def one_line(text):
     return text
 
 
-def record(text, indent=_INDENT):
+def record(text: object, indent: str = _INDENT) -> str:
     """:func:`clean`, with each further line indented: one message stays one record."""
     text = clean(text)
     if "\n" in text:

@@ -19,7 +19,10 @@ from .paths import STATE_FILE, UNREAD_LINE_FILE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import Settings
+    from .shapes import UnreadCount
 
 
 def unread_line_path(settings: Settings) -> str:
@@ -34,7 +37,7 @@ def write_caches(
     settings: Settings,
     identity_key: str,
     unread_line: str | None = None,
-    unread: dict[str, object] | None = None,
+    unread: Mapping[str, UnreadCount] | None = None,
     last_event: str | None = None,
 ) -> None:
     """Update state.json and the unread line; never with ``AGENT_CHAT_TOKEN`` (no files).
@@ -54,7 +57,7 @@ def write_caches(
 
 
 def _update_state(
-    path: str, identity_key: str, unread: dict[str, object] | None, last_event: str | None
+    path: str, identity_key: str, unread: Mapping[str, UnreadCount] | None, last_event: str | None
 ) -> None:
     try:
         loaded = json.loads(read_text(path) or "{}")

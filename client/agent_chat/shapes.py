@@ -1,0 +1,37 @@
+"""Types of the JSON the client reads and writes, for the type checker only.
+
+Never imported at run time (``typing`` alone costs milliseconds of a hook's budget): modules
+import it under ``if TYPE_CHECKING:`` and use the names in annotations, which
+``from __future__ import annotations`` leaves unevaluated.
+
+What comes from the server or from a file is :data:`JSONObject` (``dict[str, object]``) and is
+checked field by field where it is used (``isinstance``): a server of another version, a proxy
+or a hand-edited file may send anything. TypedDicts describe what the client itself builds.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+#: A JSON object as parsed, its values not yet checked.
+JSONObject = dict[str, object]
+
+#: One room's unread count as the renderers take it: (label, count, urgent).
+UnreadEntry = tuple[str, int, bool]
+
+
+class CredentialRecord(TypedDict):
+    """One identity in ``credentials.json`` (``servers.<url>.identities.<key>``)."""
+
+    user_id: object
+    nick: object
+    kind: object
+    token: str
+    created_at: int
+
+
+class UnreadCount(TypedDict):
+    """A room's entry in ``ac notify --json`` and in ``state.json``."""
+
+    count: int
+    urgent: bool
