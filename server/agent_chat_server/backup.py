@@ -260,6 +260,39 @@ def restore(
     synapse_database: str | None = None,
 ) -> list[str]:
     """Restore ``archive`` into ``dd`` (which must be empty or absent unless ``force``)."""
+    _check_restore_target(dd, archive, force)
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="agent-chat-restore-") as tmp:
+        work, old = _unpack(archive, Path(tmp))
+        # Configs, with paths moved to this data dir and databases as asked.
+        texts, hs = _restored_configs(work, old, dd, synapse_database)
+        config = _restored_appservice_config(texts["appservice.yaml"], Path(tmp), dd, database)
+        dbs = _databases(hs, config)
+        pg_jobs = _check_postgres_targets(work, dbs, force, lines)
+        _check_sqlite_copies(work, dbs)
+        # Write: databases first, configs last (a half-done restore has no config, so it
+        # cannot start by accident).
+        _empty_data_dir(dd)
+        for job in pg_jobs:
+            lines.append(_pg_restore(job))
+        lines += _restore_sqlite(work, dbs)
+        lines += _restore_media(work, hs, dd)
+        _write_configs(dd, texts, config)
+        lines.append(
+            f"restored the config into {dd.root}; start it with "
+            f"`agent-chat-server start --data-dir {dd.root}`"
+        )
+    return lines
+
+
+@dataclass
+class _PgJob:
+    label: str  # Synapse | appservice
+    dump: Path
+    url: str
+
+
+def _check_restore_target(dd: DataDir, archive: Path, force: bool) -> None:
     if control.running_pid(dd) is not None:
         raise ServerError(f"the server in {dd.root} is running: stop it first")
     present = [p.name for p in dd.config_files() if p.exists()]
@@ -270,137 +303,166 @@ def restore(
         )
     if not archive.is_file():
         raise ServerError(f"no backup at {archive}")
-    lines: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="agent-chat-restore-") as tmp:
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ServerError(f"{archive} is not a readable backup: {e}") from None
-        work = Path(tmp) / TOP
-        try:
-            manifest = json.loads((work / "manifest.json").read_text())
-        except (OSError, ValueError):
-            raise ServerError(f"{archive} is not an agent-chat-server backup") from None
-        if manifest.get("format") != FORMAT:
-            raise ServerError(f"{archive}: unknown backup format {manifest.get('format')!r}")
-        old = str(manifest["data_dir"])
 
-        # Configs, with paths moved to this data dir and databases as asked.
-        texts = {name: (work / "config" / name).read_text() for name in CONFIG_MODES}
-        texts["homeserver.yaml"], hs = _restored_homeserver(
-            texts["homeserver.yaml"], old, dd, synapse_database
-        )
-        log_conf = load_yaml_text(texts["homeserver.log.config"])
-        handler = (log_conf.get("handlers") or {}).get("file") or {}
-        if (
-            "filename" in handler
-            and _rebase(handler["filename"], old, str(dd.root)) != handler["filename"]
-        ):
-            handler["filename"] = _rebase(handler["filename"], old, str(dd.root))
-            texts["homeserver.log.config"] = dump_yaml(log_conf)
-        config_tmp = Path(tmp) / "appservice.yaml"
-        config_tmp.write_text(texts["appservice.yaml"])
-        config = Config.load(config_tmp)
-        if database is not None:
-            config.database = database
-        elif sqlite_path(config.database) is not None:
-            config.database = f"sqlite:{dd.appservice_db}"
-        dbs = _databases(hs, config)
 
-        # PostgreSQL targets: create if missing; refuse to overwrite data unless forced.
-        pg_jobs = []
-        for label, dump, url, for_synapse in (
-            ("Synapse", work / "synapse.pgdump", dbs.synapse_pg, True),
-            ("appservice", work / "appservice.pgdump", dbs.appservice_pg, False),
-        ):
-            if not dump.exists():
-                if url is not None:
-                    raise ServerError(
-                        f"the backup has a SQLite {label} database but the config names "
-                        f"PostgreSQL: migrate it (see docs/deployment.md) or restore without "
-                        "--database/--synapse-database"
-                    )
-                continue
-            if url is None:
-                raise ServerError(
-                    f"the backup's {label} database is a PostgreSQL dump but the "
-                    "config names SQLite"
-                )
-            state = postgres.ensure_database(url, for_synapse)
-            lines.append(state.message)
-            if not postgres.is_empty(url) and not force:
-                raise ServerError(
-                    f"database {postgres.PgTarget.parse(url).dbname} is not empty: pass --force "
-                    "to replace its contents"
-                )
-            pg_jobs.append((label, dump, url))
-        for label, name, path in (
-            ("Synapse", "synapse.db", dbs.synapse_sqlite),
-            ("appservice", "appservice.db", dbs.appservice_sqlite),
-        ):
-            if path is not None and not (work / name).exists():
-                raise ServerError(
-                    f"the backup has no SQLite {label} database ({name}); pass "
-                    f"--{'synapse-' if label == 'Synapse' else ''}database with "
-                    "the PostgreSQL URL to restore its dump into"
-                )
+def _unpack(archive: Path, tmp: Path) -> tuple[Path, str]:
+    """The unpacked backup's directory, and the data dir it was taken from."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ServerError(f"{archive} is not a readable backup: {e}") from None
+    work = tmp / TOP
+    try:
+        manifest = json.loads((work / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise ServerError(f"{archive} is not an agent-chat-server backup") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ServerError(f"{archive}: unknown backup format {found!r}")
+    return work, str(manifest["data_dir"])
 
-        # Write: databases first, configs last (a half-done restore has no config, so it
-        # cannot start by accident).
-        dd.root.mkdir(parents=True, exist_ok=True)
-        for sub in (dd.logs, dd.run):
-            sub.mkdir(exist_ok=True)
-        for p in dd.config_files():
-            p.unlink(missing_ok=True)
-        for label, dump, url in pg_jobs:
-            _run(
-                [
-                    _tool("pg_restore"),
-                    "--no-owner",
-                    "--no-privileges",
-                    "--clean",
-                    "--if-exists",
-                    "--exit-on-error",
-                    "--single-transaction",
-                    "--dbname",
-                    postgres.PgTarget.parse(url).dbname,
-                    str(dump),
-                ],
-                _pg_env(url),
-                f"pg_restore of the {label} database",
+
+def _restored_configs(
+    work: Path, old: str, dd: DataDir, synapse_database: str | None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The config files' texts for ``dd``, and Synapse's config as a mapping."""
+    texts = {name: (work / "config" / name).read_text() for name in CONFIG_MODES}
+    texts["homeserver.yaml"], hs = _restored_homeserver(
+        texts["homeserver.yaml"], old, dd, synapse_database
+    )
+    log_conf = load_yaml_text(texts["homeserver.log.config"])
+    handler = (log_conf.get("handlers") or {}).get("file") or {}
+    if (
+        "filename" in handler
+        and _rebase(handler["filename"], old, str(dd.root)) != handler["filename"]
+    ):
+        handler["filename"] = _rebase(handler["filename"], old, str(dd.root))
+        texts["homeserver.log.config"] = dump_yaml(log_conf)
+    return texts, hs
+
+
+def _restored_appservice_config(text: str, tmp: Path, dd: DataDir, database: str | None) -> Config:
+    """The backup's appservice config, its database moved as asked (or into ``dd``)."""
+    config_tmp = tmp / "appservice.yaml"
+    config_tmp.write_text(text)
+    config = Config.load(config_tmp)
+    if database is not None:
+        config.database = database
+    elif sqlite_path(config.database) is not None:
+        config.database = f"sqlite:{dd.appservice_db}"
+    return config
+
+
+def _check_postgres_targets(
+    work: Path, dbs: _Databases, force: bool, lines: list[str]
+) -> list[_PgJob]:
+    """PostgreSQL targets: create if missing; refuse to overwrite data unless forced."""
+    jobs = []
+    for label, dump, url, for_synapse in (
+        ("Synapse", work / "synapse.pgdump", dbs.synapse_pg, True),
+        ("appservice", work / "appservice.pgdump", dbs.appservice_pg, False),
+    ):
+        if not dump.exists():
+            if url is not None:
+                raise ServerError(
+                    f"the backup has a SQLite {label} database but the config names "
+                    f"PostgreSQL: migrate it (see docs/deployment.md) or restore without "
+                    "--database/--synapse-database"
+                )
+            continue
+        if url is None:
+            raise ServerError(
+                f"the backup's {label} database is a PostgreSQL dump but the config names SQLite"
             )
-            lines.append(f"restored the {label} database into {postgres.redact(url)}")
-        for name, path in (
-            ("synapse.db", dbs.synapse_sqlite),
-            ("appservice.db", dbs.appservice_sqlite),
-        ):
-            if path is not None:
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
-                shutil.copy2(work / name, path)
-                os.chmod(path, 0o600)
-                lines.append(f"restored {path}")
-        media = Path(str(hs.get("media_store_path") or dd.media_store))
-        if (work / "media_store").is_dir():
-            if media.exists():
-                shutil.rmtree(media)
-            shutil.copytree(work / "media_store", media, symlinks=True)
-            lines.append(f"restored {media}")
-        for name, mode in CONFIG_MODES.items():
-            if name == "appservice.yaml":
-                continue
-            target = dd.root / name
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "w") as f:
-                f.write(texts[name])
-            os.chmod(target, mode)
-        config.save(dd.appservice_yaml)
-        lines.append(
-            f"restored the config into {dd.root}; start it with "
-            f"`agent-chat-server start --data-dir {dd.root}`"
-        )
+        state = postgres.ensure_database(url, for_synapse)
+        lines.append(state.message)
+        if not postgres.is_empty(url) and not force:
+            raise ServerError(
+                f"database {postgres.PgTarget.parse(url).dbname} is not empty: pass --force "
+                "to replace its contents"
+            )
+        jobs.append(_PgJob(label, dump, url))
+    return jobs
+
+
+def _check_sqlite_copies(work: Path, dbs: _Databases) -> None:
+    for label, name, path in (
+        ("Synapse", "synapse.db", dbs.synapse_sqlite),
+        ("appservice", "appservice.db", dbs.appservice_sqlite),
+    ):
+        if path is not None and not (work / name).exists():
+            raise ServerError(
+                f"the backup has no SQLite {label} database ({name}); pass "
+                f"--{'synapse-' if label == 'Synapse' else ''}database with "
+                "the PostgreSQL URL to restore its dump into"
+            )
+
+
+def _empty_data_dir(dd: DataDir) -> None:
+    """The data dir and its subdirectories, without config files."""
+    dd.root.mkdir(parents=True, exist_ok=True)
+    for sub in (dd.logs, dd.run):
+        sub.mkdir(exist_ok=True)
+    for p in dd.config_files():
+        p.unlink(missing_ok=True)
+
+
+def _pg_restore(job: _PgJob) -> str:
+    _run(
+        [
+            _tool("pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--clean",
+            "--if-exists",
+            "--exit-on-error",
+            "--single-transaction",
+            "--dbname",
+            postgres.PgTarget.parse(job.url).dbname,
+            str(job.dump),
+        ],
+        _pg_env(job.url),
+        f"pg_restore of the {job.label} database",
+    )
+    return f"restored the {job.label} database into {postgres.redact(job.url)}"
+
+
+def _restore_sqlite(work: Path, dbs: _Databases) -> list[str]:
+    lines = []
+    for name, path in (
+        ("synapse.db", dbs.synapse_sqlite),
+        ("appservice.db", dbs.appservice_sqlite),
+    ):
+        if path is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            shutil.copy2(work / name, path)
+            os.chmod(path, 0o600)
+            lines.append(f"restored {path}")
     return lines
+
+
+def _restore_media(work: Path, hs: dict[str, Any], dd: DataDir) -> list[str]:
+    media = Path(str(hs.get("media_store_path") or dd.media_store))
+    if not (work / "media_store").is_dir():
+        return []
+    if media.exists():
+        shutil.rmtree(media)
+    shutil.copytree(work / "media_store", media, symlinks=True)
+    return [f"restored {media}"]
+
+
+def _write_configs(dd: DataDir, texts: dict[str, str], config: Config) -> None:
+    for name, mode in CONFIG_MODES.items():
+        if name == "appservice.yaml":
+            continue
+        target = dd.root / name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(texts[name])
+        os.chmod(target, mode)
+    config.save(dd.appservice_yaml)
 
 
 __all__ = ["backup", "restore", "sqlite_path"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def _check_url(flag: str, url: str | None) -> None:
         return
     parts = urlsplit(url)
     try:
-        parts.port
+        _ = parts.port  # parsing it raises for a port out of range or not a number
     except ValueError:
         raise ServerError(f"invalid {flag} {url!r}: bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -229,6 +230,26 @@ def _make_data_dir(dd: DataDir) -> None:
         raise ServerError(f"data dir {dd.root} is not writable")
 
 
+@dataclass
+class _Settings:
+    """Where everything listens and lives: the files' values, else the options, else defaults."""
+
+    server_name: str
+    synapse_port: int
+    api_port: int
+    database: str
+    bind: str
+    synapse_url: str
+    api_url: str
+
+
+@dataclass
+class _Secrets:
+    as_token: str
+    hs_token: str
+    registration_token: str
+
+
 def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport:
     """Write whatever config is missing in ``dd``; existing files (and their secrets) stay.
 
@@ -240,8 +261,22 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     if dd.root.exists() and not dd.root.is_dir():
         raise ServerError(f"data dir {dd.root} exists and is not a directory")
     ex = check_existing(dd) if dd.root.is_dir() else _Existing()
-    asc, reg, hs = ex.appservice, ex.registration, ex.homeserver
+    settings = _settings(dd, opts, ex, report)
+    if ex.homeserver is not None:
+        _note_ignored_synapse_options(dd, opts, ex.homeserver, report)
+    synapse_db = _check_settings(dd, opts, ex, settings)
+    texts, new_config = _render_missing(dd, opts, ex, settings, synapse_db, _secrets(ex))
+    if not opts.skip_db_check:  # before writing anything
+        _ensure_databases(ex, settings, synapse_db, report)
+    _make_data_dir(dd)
+    written = _write_all(dd, texts, new_config)
+    for path in dd.config_files():
+        (report.written if path in written else report.kept).append(path)
+    return report
 
+
+def _settings(dd: DataDir, opts: InitOptions, ex: _Existing, report: InitReport) -> _Settings:
+    asc, reg, hs = ex.appservice, ex.registration, ex.homeserver
     server_name = _pick(
         report,
         "--server-name",
@@ -293,27 +328,37 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         "registration.yaml",
         f"http://{sc.url_host(bind)}:{api_port}",
     )
-    if hs is not None:
-        same = {
-            "--synapse-database": lambda url: _same_synapse_db(url, hs, dd),
-            "--public-url": lambda url: (
-                url.rstrip("/") == str(hs.get("public_baseurl")).rstrip("/")
-            ),
-        }
-        for flag, value in (
-            ("--synapse-database", opts.synapse_database),
-            ("--public-url", opts.public_url),
-        ):
-            if value is not None and not same[flag](value):
-                report.ignored.append(
-                    f"ignored {flag}: homeserver.yaml exists and says "
-                    "otherwise (edit it, or delete it and re-run init)"
-                )
-    _validate(server_name, synapse_port, api_port, database)
-    _check_bind(bind)
+    return _Settings(server_name, synapse_port, api_port, database, bind, synapse_url, api_url)
+
+
+def _note_ignored_synapse_options(
+    dd: DataDir, opts: InitOptions, hs: dict[str, Any], report: InitReport
+) -> None:
+    """homeserver.yaml exists: Synapse options that disagree with it are ignored, and said so."""
+    same: dict[str, Callable[[str], bool]] = {
+        "--synapse-database": lambda url: _same_synapse_db(url, hs, dd),
+        "--public-url": lambda url: url.rstrip("/") == str(hs.get("public_baseurl")).rstrip("/"),
+    }
+    for flag, value in (
+        ("--synapse-database", opts.synapse_database),
+        ("--public-url", opts.public_url),
+    ):
+        if value is not None and not same[flag](value):
+            report.ignored.append(
+                f"ignored {flag}: homeserver.yaml exists and says "
+                "otherwise (edit it, or delete it and re-run init)"
+            )
+
+
+def _check_settings(
+    dd: DataDir, opts: InitOptions, ex: _Existing, settings: _Settings
+) -> dict[str, Any]:
+    """Refuse invalid settings before anything is written; Synapse's database config."""
+    _validate(settings.server_name, settings.synapse_port, settings.api_port, settings.database)
+    _check_bind(settings.bind)
     for flag, url in (
-        ("--synapse-url", synapse_url),
-        ("--appservice-url", api_url),
+        ("--synapse-url", settings.synapse_url),
+        ("--appservice-url", settings.api_url),
         ("--public-url", opts.public_url),
     ):
         _check_url(flag, url)
@@ -321,34 +366,55 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         synapse_db = sc.synapse_database(opts.synapse_database, dd)
     except ValueError as e:
         raise ServerError(f"invalid --synapse-database: {e}") from None
+    if ex.homeserver is None and ex.appservice is None:
+        _check_distinct_databases(settings.database, synapse_db)
+    return synapse_db
+
+
+def _check_distinct_databases(database: str, synapse_db: dict[str, Any]) -> None:
+    if not (postgres.is_postgres_url(database) and synapse_db["name"] == "psycopg2"):
+        return
+    ours, synapses = postgres.PgTarget.parse(database), synapse_db["args"]
     if (
-        hs is None
-        and asc is None
-        and postgres.is_postgres_url(database)
-        and synapse_db["name"] == "psycopg2"
-        and postgres.PgTarget.parse(database).dbname == synapse_db["args"]["database"]
-        and postgres.PgTarget.parse(database).where()
-        == postgres.PgTarget.from_synapse(synapse_db["args"]).where()
+        ours.dbname == synapses["database"]
+        and ours.where() == postgres.PgTarget.from_synapse(synapses).where()
     ):
         raise ServerError(
             "--database and --synapse-database name the same PostgreSQL database: "
             "give the appservice its own (e.g. .../agent_chat and .../synapse)"
         )
 
-    as_token = asc.as_token if asc else (reg["as_token"] if reg else sc.random_secret())
-    hs_token = asc.hs_token if asc else (reg["hs_token"] if reg else sc.random_secret())
-    registration_token = asc.registration_token if asc else sc.random_secret(32)
 
-    # Render every missing file.
+def _secrets(ex: _Existing) -> _Secrets:
+    """The tokens the files already hold, new random ones for what none holds."""
+    asc, reg = ex.appservice, ex.registration
+    if asc is not None:
+        return _Secrets(asc.as_token, asc.hs_token, asc.registration_token)
+    return _Secrets(
+        reg["as_token"] if reg else sc.random_secret(),
+        reg["hs_token"] if reg else sc.random_secret(),
+        sc.random_secret(32),
+    )
+
+
+def _render_missing(
+    dd: DataDir,
+    opts: InitOptions,
+    ex: _Existing,
+    settings: _Settings,
+    synapse_db: dict[str, Any],
+    secrets: _Secrets,
+) -> tuple[dict[Path, tuple[str, int]], Config | None]:
+    """The text and mode of every missing file; the appservice config when it is missing."""
     texts: dict[Path, tuple[str, int]] = {}
-    if hs is None:
+    if ex.homeserver is None:
         hs_conf = sc.homeserver_config(
             dd,
-            server_name,
-            synapse_port,
+            settings.server_name,
+            settings.synapse_port,
             synapse_db,
             sc.SynapseSecrets.generate(),
-            bind=bind,
+            bind=settings.bind,
             public_baseurl=opts.public_url,
         )
         texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
@@ -356,35 +422,44 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         texts[dd.log_config] = (dump_yaml(sc.log_config(dd)), 0o644)
     if not dd.signing_key.exists():
         texts[dd.signing_key] = (sc.signing_key_text(), 0o600)
-    if reg is None:
-        reg_conf = sc.registration(server_name, api_url, as_token, hs_token)
-        texts[dd.registration_yaml] = (dump_yaml(reg_conf), 0o600)
-    new_config: Config | None = None
-    if asc is None:
-        new_config = Config(
-            server_name=server_name,
-            homeserver_url=synapse_url,
-            as_token=as_token,
-            hs_token=hs_token,
-            registration_token=registration_token,
-            database=database,
-            host=bind,
-            port=api_port,
-            appservice_id=sc.APPSERVICE_ID,
-            bot_localpart=sc.BOT_LOCALPART,
+    if ex.registration is None:
+        reg_conf = sc.registration(
+            settings.server_name, settings.api_url, secrets.as_token, secrets.hs_token
         )
+        texts[dd.registration_yaml] = (dump_yaml(reg_conf), 0o600)
+    if ex.appservice is not None:
+        return texts, None
+    return texts, Config(
+        server_name=settings.server_name,
+        homeserver_url=settings.synapse_url,
+        as_token=secrets.as_token,
+        hs_token=secrets.hs_token,
+        registration_token=secrets.registration_token,
+        database=settings.database,
+        host=settings.bind,
+        port=settings.api_port,
+        appservice_id=sc.APPSERVICE_ID,
+        bot_localpart=sc.BOT_LOCALPART,
+    )
 
-    # PostgreSQL: check (and create) the databases before writing anything.
-    if not opts.skip_db_check:
-        if hs is None and synapse_db["name"] == "psycopg2":
-            target = postgres.PgTarget.from_synapse(synapse_db["args"])
-            state = postgres.ensure_database(target.url(with_password=True), for_synapse=True)
-            report.notes.append(state.message)
-        if asc is None and postgres.is_postgres_url(database):
-            state = postgres.ensure_database(database, for_synapse=False)
-            report.notes.append(state.message)
 
-    _make_data_dir(dd)
+def _ensure_databases(
+    ex: _Existing, settings: _Settings, synapse_db: dict[str, Any], report: InitReport
+) -> None:
+    """PostgreSQL: check (and create) the databases of the configs about to be written."""
+    if ex.homeserver is None and synapse_db["name"] == "psycopg2":
+        target = postgres.PgTarget.from_synapse(synapse_db["args"])
+        state = postgres.ensure_database(target.url(with_password=True), for_synapse=True)
+        report.notes.append(state.message)
+    if ex.appservice is None and postgres.is_postgres_url(settings.database):
+        state = postgres.ensure_database(settings.database, for_synapse=False)
+        report.notes.append(state.message)
+
+
+def _write_all(
+    dd: DataDir, texts: dict[Path, tuple[str, int]], new_config: Config | None
+) -> set[Path]:
+    """Write every file to a temp file first, then rename them all: no half-written config."""
     temps: list[tuple[Path, Path]] = []
     try:
         for path, (text, mode) in texts.items():
@@ -399,7 +474,4 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
         raise ServerError(f"cannot write in data dir {dd.root}: {e.strerror}") from None
     for tmp, path in temps:
         os.replace(tmp, path)
-    written = {path for _, path in temps}
-    for path in dd.config_files():
-        (report.written if path in written else report.kept).append(path)
-    return report
+    return {path for _, path in temps}
