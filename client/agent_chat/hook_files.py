@@ -23,6 +23,11 @@ from .files import atomic_write, ensure_dir
 from .paths import HOOK_DIR
 from .urls import API_PREFIX
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Settings
+    from .identity import Identity
+
 
 def hook_dir(home: str) -> str:
     return os.path.join(home, HOOK_DIR)
@@ -54,12 +59,12 @@ def ac_executable() -> str:
     return "ac"
 
 
-def curl_path(settings) -> str:
+def curl_path(settings: Settings) -> str:
     """The curl config the hook reads for the identity ``settings`` resolve to."""
     return os.path.join(hook_dir(settings.home), settings.file_part + ".curl")
 
 
-def write_files(settings, identity) -> str:
+def write_files(settings: Settings, identity: Identity) -> str:
     """Write the hook's files for ``identity``, the one ``settings`` resolve to; return the
     curl config's path. Files whose content is unchanged are not rewritten."""
     directory = hook_dir(settings.home)
@@ -71,7 +76,7 @@ def write_files(settings, identity) -> str:
     return path
 
 
-def refresh(settings, identity) -> None:
+def refresh(settings: Settings, identity: Identity) -> None:
     """After credentials were stored: point the hook at ``identity``, the one ``settings`` now
     resolve to. Never fails the command that stored them: without the files the hook stays
     quiet and falls back to running ``ac setup hook`` itself. Nothing with AGENT_CHAT_TOKEN."""
@@ -96,7 +101,7 @@ def _write_if_changed(path: str, text: str) -> None:
 def remove(home: str) -> list[str]:
     """Remove the hook directory's files (credentials, caches); return what was removed."""
     directory = hook_dir(home)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:

@@ -24,7 +24,6 @@ Where things go (``--user``, the default / ``--project``, in the current directo
 
 from __future__ import annotations
 
-from typing import Any
 import importlib.util
 import json
 import os
@@ -32,7 +31,7 @@ import shlex
 import tomllib
 
 from .. import hook_files
-from ..errors import UsageError
+from ..errors import AcError, ConfigFileError, UsageError
 from ..files import read_text
 from .plan import (
     Plan,
@@ -44,6 +43,16 @@ from .plan import (
     our_hooks,
     remove_hooks,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from ..commands import Context
+    from ..shapes import JSONObject
+
+    #: A hook handler to install: (event, matcher, handler).
+    Hook = tuple[str, str | None, JSONObject]
 
 TARGETS = ("claude", "codex", "gemini", "tmux", "hook")
 MARK = "installed by `ac setup`"
@@ -78,7 +87,13 @@ def hook_script(name: str = "ac-hook.sh") -> str:
 
 class Installer:
     def __init__(
-        self, ctx, scope: str, uninstall: bool, out, mcp: bool = True, wake: bool = True
+        self,
+        ctx: Context,
+        scope: str,
+        uninstall: bool,
+        out: Callable[[str], None],
+        mcp: bool = True,
+        wake: bool = True,
     ) -> None:
         self.ctx = ctx
         self.scope = scope
@@ -100,7 +115,10 @@ class Installer:
         return " ".join(words)
 
     def merge_hooks(
-        self, path: str, wanted: list[tuple[str, str | None, dict]], extra=None
+        self,
+        path: str,
+        wanted: list[Hook],
+        extra: Callable[[JSONObject], None] | None = None,
     ) -> None:
         """Our hook handlers in the JSON settings file ``path`` become exactly ``wanted``."""
         settings = load_json_settings(path)
@@ -125,7 +143,7 @@ class Installer:
         )
         self.plan.write(path, text, 0o644, backup=True, show_diff=True)
 
-    def mcp_entry(self, claude: bool = False) -> dict[str, Any] | None:
+    def mcp_entry(self, claude: bool = False) -> JSONObject | None:
         """Our MCP server entry (``ac mcp``), or None when it cannot run here."""
         if importlib.util.find_spec("mcp") is None:
             self.plan.note(
@@ -133,7 +151,7 @@ class Installer:
                 "(pip install 'agent-chat[mcp]'), then run this again (or pass --no-mcp)"
             )
             return None
-        entry: dict[str, Any] = {"command": hook_files.ac_executable(), "args": ["mcp"]}
+        entry: JSONObject = {"command": hook_files.ac_executable(), "args": ["mcp"]}
         if claude:
             entry = {"type": "stdio", **entry}
         home = self.ctx.settings.home
@@ -157,7 +175,7 @@ class Installer:
         self.plan.write(path, dump_json_settings(data, read_text(path)), mode, backup=True)
 
     def set_mcp(
-        self, data: dict[str, Any], path: str, keys: tuple[str, ...], claude: bool = False
+        self, data: JSONObject, path: str, keys: tuple[str, ...], claude: bool = False
     ) -> None:
         """Put (or, uninstalling, drop) our entry in ``data`` at ``keys`` (read from ``path``)."""
         if not self.mcp:
@@ -300,7 +318,7 @@ class Installer:
             wanted += [("SessionStart", None, wake), ("Stop", None, dict(wake))]
         status = {"type": "command", "command": self.hook_command("--status")}
 
-        def status_line(data: dict) -> None:
+        def status_line(data: JSONObject) -> None:
             current = data.get("statusLine")
             ours = isinstance(current, dict) and HOOK_MARKER in str(current.get("command"))
             if self.uninstall:
@@ -444,7 +462,7 @@ def _toml_value(value: object) -> str:
     return json.dumps(value)  # a JSON string / array of strings is valid TOML
 
 
-def _canon(entries) -> list[str]:
+def _canon(entries: Iterable[tuple[str, object, JSONObject]]) -> list[str]:
     return sorted(json.dumps(e, sort_keys=True) for e in entries)
 
 
@@ -464,7 +482,7 @@ def _strip_block(text: str, begin: str = TMUX_BEGIN) -> str:
     return "".join(out)
 
 
-def _write_hook_files(ctx) -> tuple[str, str] | None:
+def _write_hook_files(ctx: Context) -> tuple[str, str] | None:
     """Resolve (registering if needed) the identity and write its hook files.
 
     Returns (path of the curl config, the identity's label), or None with AGENT_CHAT_TOKEN
@@ -477,7 +495,7 @@ def _write_hook_files(ctx) -> tuple[str, str] | None:
 
 
 def run(
-    ctx,
+    ctx: Context,
     target: str,
     scope: str | None,
     dry_run: bool,
@@ -489,7 +507,7 @@ def run(
     """``ac setup TARGET``: return the exit code."""
     from ..commands import out as print_line
 
-    out = (lambda text: None) if quiet else print_line
+    out: Callable[[str], None] = (lambda text: None) if quiet else print_line
     if target not in TARGETS:
         raise UsageError(
             "unknown setup target {!r}: use one of {}".format(target, ", ".join(TARGETS))
@@ -512,14 +530,11 @@ def run(
         return 0
     try:
         written = _write_hook_files(ctx)
-    except Exception as e:  # server down: the hook creates them itself later
+    except (AcError, ConfigFileError, OSError) as e:  # server down...: the hook makes them later
         if target == "hook":
             raise
-        out(
-            "note: hook credentials not written yet ({}); the hook writes them on first use".format(
-                getattr(e, "message", e)
-            )
-        )
+        why = e.message if isinstance(e, AcError) else e
+        out(f"note: hook credentials not written yet ({why}); the hook writes them on first use")
         return 0
     if written is None:
         out("hook: uses AGENT_CHAT_TOKEN and AGENT_CHAT_SERVER from the environment")

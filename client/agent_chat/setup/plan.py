@@ -14,6 +14,12 @@ import time
 from ..errors import AcError
 from ..files import atomic_write, read_text
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..shapes import JSONObject
+
 
 class SetupError(AcError):
     """A settings file cannot be read or merged; nothing was written."""
@@ -67,7 +73,7 @@ class Plan:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def apply(self, dry_run: bool, out) -> int:
+    def apply(self, dry_run: bool, out: Callable[[str], None]) -> int:
         """Write (unless ``dry_run``) and describe every change; return how many there were."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for change in self.changes:
@@ -126,7 +132,7 @@ def _backup_path(path: str, stamp: str) -> str:
     n = 1
     while os.path.exists(candidate):
         n += 1
-        candidate = "%s.bak-agent-chat-%s-%d" % (path, stamp, n)
+        candidate = f"{path}.bak-agent-chat-{stamp}-{n}"
     return candidate
 
 
@@ -143,7 +149,7 @@ def _remove_empty_parents(directory: str) -> None:
 # --- JSON settings ---------------------------------------------------------------------------
 
 
-def load_json_settings(path: str) -> dict:
+def load_json_settings(path: str) -> JSONObject:
     """A settings file as a dict ({} when missing); SetupError when it is not a JSON object."""
     text = read_text(path)
     if text is None or not text.strip():
@@ -159,7 +165,7 @@ def load_json_settings(path: str) -> dict:
     return data
 
 
-def dump_json_settings(data: dict, like: str | None = None) -> str:
+def dump_json_settings(data: JSONObject, like: str | None = None) -> str:
     """JSON text, indented like the file's current text ``like`` (else 2 spaces)."""
     indent: int | str = 2
     for line in (like or "").splitlines()[1:]:
@@ -171,7 +177,7 @@ def dump_json_settings(data: dict, like: str | None = None) -> str:
     return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
 
 
-def matching_backup(path: str, data: dict) -> str | None:
+def matching_backup(path: str, data: JSONObject) -> str | None:
     """The text of the newest backup of ``path`` that parses to ``data`` (to restore bytes)."""
     directory, name = os.path.split(path)
     try:
@@ -199,9 +205,9 @@ def is_ours(handler: object, marker: str) -> bool:
     )
 
 
-def our_hooks(settings: dict, marker: str) -> list[tuple[str, str | None, dict]]:
+def our_hooks(settings: JSONObject, marker: str) -> list[tuple[str, object, JSONObject]]:
     """Our hook handlers (command contains ``marker``) as (event, matcher, handler)."""
-    found = []
+    found: list[tuple[str, object, JSONObject]] = []
     hooks = settings.get("hooks")
     if not isinstance(hooks, dict):
         return found
@@ -211,11 +217,15 @@ def our_hooks(settings: dict, marker: str) -> list[tuple[str, str | None, dict]]
         for group in groups:
             handlers = group.get("hooks") if isinstance(group, dict) else None
             if isinstance(handlers, list):
-                found += [(event, group.get("matcher"), h) for h in handlers if is_ours(h, marker)]
+                found += [
+                    (event, group.get("matcher"), h)
+                    for h in handlers
+                    if isinstance(h, dict) and is_ours(h, marker)
+                ]
     return found
 
 
-def remove_hooks(settings: dict, marker: str) -> bool:
+def remove_hooks(settings: JSONObject, marker: str) -> bool:
     """Drop our hook handlers (command contains ``marker``).
 
     Matcher groups, events and the ``hooks`` object that become empty because of this are
@@ -248,7 +258,7 @@ def remove_hooks(settings: dict, marker: str) -> bool:
     return removed
 
 
-def add_hook(settings: dict, event: str, handler: dict, matcher: str | None) -> None:
+def add_hook(settings: JSONObject, event: str, handler: JSONObject, matcher: str | None) -> None:
     """Append one matcher group with ``handler`` unless an identical one is there."""
     hooks = settings.setdefault("hooks", {})
     if not isinstance(hooks, dict):
@@ -264,6 +274,6 @@ def add_hook(settings: dict, event: str, handler: dict, matcher: str | None) -> 
             and handler in group["hooks"]
         ):
             return
-    group = {"matcher": matcher} if matcher is not None else {}
-    group["hooks"] = [handler]
-    groups.append(group)
+    new: JSONObject = {"matcher": matcher} if matcher is not None else {}
+    new["hooks"] = [handler]
+    groups.append(new)
