@@ -140,7 +140,7 @@ def main() -> int:
                 http_json(
                     "PUT",
                     api_url + "/_agent_chat/v1/send/" + secrets.token_hex(8),
-                    {"to": target, "body": "bench %d" % i},
+                    {"to": target, "body": f"bench {i}"},
                     peer["token"],
                 )
         time.sleep(0.5)
@@ -165,7 +165,7 @@ def main() -> int:
         down_env.update(
             AGENT_CHAT_TOKEN="x",
             AGENT_CHAT_HOOK_TTL="0",
-            AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port(),
+            AGENT_CHAT_SERVER=f"http://127.0.0.1:{free_port()}",
         )
         subprocess.run(["sh", HOOK, "--status"], env=cached, capture_output=True)  # fill cache
         cases = {
@@ -192,21 +192,16 @@ def main() -> int:
                 "target_ms": TARGETS[name],
             }
         ok = True
-        print("%-44s %5s %9s %8s %8s %8s" % ("case", "n", "median", "p95", "target", ""))
+        print(f"{'case':<44} {'n':>5} {'median':>9} {'p95':>8} {'target':>8} {'':>8}")
         for name, r in results.items():
             target = r["target_ms"]
             good = target is None or r["median_ms"] <= target
             ok = ok and good
+            limit = f"<={target:g}ms" if target else "-"
+            verdict = ("ok" if good else "MISSED") if target else ""
             print(
-                "%-44s %5d %7.2fms %6.2fms %8s %8s"
-                % (
-                    name,
-                    r["n"],
-                    r["median_ms"],
-                    r["p95_ms"],
-                    f"<={target:g}ms" if target else "-",
-                    ("ok" if good else "MISSED") if target else "",
-                )
+                f"{name:<44} {r['n']:>5} {r['median_ms']:>7.2f}ms {r['p95_ms']:>6.2f}ms "
+                f"{limit:>8} {verdict:>8}"
             )
         out = (
             Path(args.out)

@@ -26,7 +26,7 @@ LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
 
 
 def down_url() -> str:
-    return "http://127.0.0.1:%d" % free_port()
+    return f"http://127.0.0.1:{free_port()}"
 
 
 # --- identities and files --------------------------------------------------------------------
@@ -551,7 +551,7 @@ class DropFirstAnswerProxy:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests: list[bytes] = []
         threading.Thread(target=self._serve, daemon=True).start()
 

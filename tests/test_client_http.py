@@ -35,7 +35,7 @@ class CannedServer:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -136,7 +136,7 @@ def test_refused() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(http.ConnectionFailed) as e:
-        http.request("GET", "http://127.0.0.1:%d/" % port)
+        http.request("GET", f"http://127.0.0.1:{port}/")
     assert e.value.kind == "refused" and not e.value.sent
     assert isinstance(e.value, NetworkError) and e.value.exit_code == 2
     assert "connection refused" in e.value.message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ def session(sid: str) -> str:
 
 
 def test_server_down_prints_nothing_fast(tmp_path: Path) -> None:
-    down = "http://127.0.0.1:%d" % free_port()
+    down = f"http://127.0.0.1:{free_port()}"
     for args in ((), ("--json", "PostToolUse"), ("--status",)):
         out, err, elapsed = run_hook(
             *args,
@@ -70,7 +71,7 @@ def test_server_hanging_is_cut_at_about_a_second(tmp_path: Path) -> None:
     with socket.socket() as s:  # accepts connections, never answers
         s.bind(("127.0.0.1", 0))
         s.listen(5)
-        url = "http://127.0.0.1:%d" % s.getsockname()[1]
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
         out, err, elapsed = run_hook(
             stdin=session("s1"),
             home=tmp_path,
@@ -154,8 +155,8 @@ class FakeNotify(BaseHTTPRequestHandler):
     body = b""
     status = 200
     content_type = "text/plain; charset=utf-8"
-    paths: list[str] = []
-    auth: list[str | None] = []
+    paths: ClassVar[list[str]] = []
+    auth: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
         FakeNotify.paths.append(self.path)
@@ -208,7 +209,7 @@ def test_oneline_answers(fake_server, tmp_path: Path, body: bytes, line: str | N
     FakeNotify.body = body
     env = {
         "AGENT_CHAT_TOKEN": "t0k",
-        "AGENT_CHAT_SERVER": "http://127.0.0.1:%d/" % fake_server.server_address[1],
+        "AGENT_CHAT_SERVER": f"http://127.0.0.1:{fake_server.server_address[1]}/",
     }
     out = run_hook("--status", home=tmp_path, env=env)[0]
     assert out == ("" if not line else line + "\n")
@@ -229,7 +230,7 @@ def test_http_errors_print_nothing(fake_server, tmp_path: Path, status: int) -> 
     FakeNotify.body, FakeNotify.status = b"#general(2)\n", status
     env = {
         "AGENT_CHAT_TOKEN": "t",
-        "AGENT_CHAT_SERVER": "http://127.0.0.1:%d" % fake_server.server_address[1],
+        "AGENT_CHAT_SERVER": f"http://127.0.0.1:{fake_server.server_address[1]}",
     }
     assert run_hook("--status", home=tmp_path, env=env)[:2] == ("", "")
     assert run_hook(stdin=session("e"), home=tmp_path, env=env)[:2] == ("", "")
@@ -282,8 +283,8 @@ def test_curl_config_file_and_old_files_without_the_query(fake_server, tmp_path:
     (tmp_path / "hook").mkdir(mode=0o700)
     conf = tmp_path / "hook" / "Old_Nick.curl"
     conf.write_text(
-        'url = "http://127.0.0.1:%d/_agent_chat/v1/notify"\n'
-        'header = "Authorization: Bearer f1le"\n' % fake_server.server_address[1]
+        f'url = "http://127.0.0.1:{fake_server.server_address[1]}/_agent_chat/v1/notify"\n'
+        'header = "Authorization: Bearer f1le"\n'
     )
     conf.chmod(0o600)
     out = run_hook("--status", home=tmp_path, env={"AGENT_CHAT_NICK": "Old Nick"})[0]
@@ -302,7 +303,7 @@ def test_hot_path_starts_only_curl(fake_server, tmp_path: Path) -> None:
     env = {
         "AGENT_CHAT_TOKEN": "t",
         "PATH": str(bin_dir),
-        "AGENT_CHAT_SERVER": "http://127.0.0.1:%d" % fake_server.server_address[1],
+        "AGENT_CHAT_SERVER": f"http://127.0.0.1:{fake_server.server_address[1]}",
     }
     home = tmp_path / "home"
     home.mkdir()
@@ -419,7 +420,7 @@ def test_notify_hot_path_imports_nothing_of_the_integrations() -> None:
         "or 'hook' in m))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-    env["AGENT_CHAT_SERVER"] = "http://127.0.0.1:%d" % free_port()
+    env["AGENT_CHAT_SERVER"] = f"http://127.0.0.1:{free_port()}"
     p = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
     )

@@ -81,7 +81,7 @@ def test_hook_commands_run_under_sh_with_the_plugin_root(tmp_path: Path) -> None
         CLAUDE_PLUGIN_ROOT=str(ROOT),
         AGENT_CHAT_HOME=str(tmp_path),
         AGENT_CHAT_TOKEN="t",
-        AGENT_CHAT_SERVER="http://127.0.0.1:%d" % free_port(),
+        AGENT_CHAT_SERVER=f"http://127.0.0.1:{free_port()}",
     )
     stdin = json.dumps({"session_id": "p", "hook_event_name": "UserPromptSubmit"})
     for groups in load(HOOKS)["hooks"].values():

@@ -49,7 +49,7 @@ def run_setup(
         HOME=str(home),
         AGENT_CHAT_HOME=str(chat_home),
         LC_ALL="C.UTF-8",
-        AGENT_CHAT_SERVER=server or "http://127.0.0.1:%d" % free_port(),
+        AGENT_CHAT_SERVER=server or f"http://127.0.0.1:{free_port()}",
     )
     p = subprocess.run(
         [AC, "setup", *args],
