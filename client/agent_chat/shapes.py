@@ -35,3 +35,31 @@ class UnreadCount(TypedDict):
 
     count: int
     urgent: bool
+
+
+class IdentityRecord(TypedDict):
+    """An identity as ``ac whoami --json`` shows it."""
+
+    nick: str | None
+    user_id: str | None
+    kind: str | None
+
+
+class OtherIdentity(IdentityRecord):
+    """Another identity stored for the server, and whether it is the default."""
+
+    default: bool
+
+
+class WhoamiReport(TypedDict):
+    """``ac whoami --json``."""
+
+    #: The identity in use; ``{"token": "AGENT_CHAT_TOKEN"}`` for an environment token.
+    identity: IdentityRecord | dict[str, str] | None
+    source: str
+    registered: bool
+    wanted_nick: str | None
+    server: str
+    server_source: str
+    default: IdentityRecord | None
+    others: list[OtherIdentity]

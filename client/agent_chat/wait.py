@@ -40,10 +40,9 @@ from .files import atomic_write, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from .api import Client
     from .commands import Context
+    from .shapes import JSONObject
 
 #: The longest single long-poll the server accepts.
 MAX_POLL = 300.0
@@ -57,11 +56,11 @@ WAIT_DIR = "wait"
 
 def poll(
     client: Client, cursor: str | None, wait: float, filters: str | None = None
-) -> dict[str, Any]:
+) -> JSONObject:
     """One long-poll: the /notify answer once the counts differ from ``cursor`` (at once
     without one), or after ``wait`` seconds. A cursor the server refuses (400) is dropped and
     a fresh state returned, so callers simply carry on from it."""
-    query: dict[str, Any] = {"filter": filters}
+    query: dict[str, object] = {"filter": filters}
     if cursor is not None:
         query.update(since=cursor, wait=_seconds(wait))
     try:
@@ -72,7 +71,7 @@ def poll(
         # e.g. the server's key changed, or a session file from another server: start afresh
         answer = client.call("GET", "/notify", query={"filter": filters})
         answer["changed"], answer["new"] = True, False
-    return answer if isinstance(answer, dict) else {}
+    return answer
 
 
 def next_change(client: Client, cursor: str | None, wait: float = MAX_POLL) -> str | None:
@@ -86,7 +85,7 @@ def _seconds(value: float) -> str:
     return f"{max(0.0, min(value, MAX_POLL)):.3f}".rstrip("0").rstrip(".")
 
 
-def _urgent_rooms(answer: dict[str, Any]) -> set[str]:
+def _urgent_rooms(answer: JSONObject) -> set[str]:
     unread = answer.get("unread")
     if not isinstance(unread, list):
         return set()
@@ -154,7 +153,7 @@ def _state_path(ctx: Context, token: str, filters: str | None, session: str) -> 
     return str(ctx.settings.path(os.path.join(WAIT_DIR, digest + ".json")))
 
 
-def _show(answer: dict[str, Any], fmt: str) -> None:
+def _show(answer: JSONObject, fmt: str) -> None:
     entries = render.unread_entries(answer)
     if fmt == "json":
         text = render.notify_json(entries)
@@ -205,7 +204,8 @@ def wait(
         if any_unread and render.unread_entries(first):
             return _wake(state, first, fmt)
         if cursor is None:
-            cursor = first.get("cursor") if isinstance(first.get("cursor"), str) else None
+            first_cursor = first.get("cursor")
+            cursor = first_cursor if isinstance(first_cursor, str) else None
             state.cursor, state.urgent = cursor, _urgent_rooms(first)
             state.save()
     failing = False
@@ -260,7 +260,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wake(state: SessionState, answer: dict[str, Any], fmt: str) -> int:
+def _wake(state: SessionState, answer: JSONObject, fmt: str) -> int:
     cursor = answer.get("cursor")
     state.cursor = cursor if isinstance(cursor, str) else state.cursor
     state.last_wake = time.time()

@@ -18,11 +18,10 @@ from .safe_text import one_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from .commands import Context
     from .config import Settings
     from .identity import Identity
+    from .shapes import IdentityRecord, WhoamiReport
 
 #: Why a plain command uses the identity it does (``source`` in JSON).
 SOURCES = ("AGENT_CHAT_TOKEN", "AGENT_CHAT_NICK", "config.toml", "default")
@@ -51,7 +50,7 @@ def why(settings: Settings) -> str:
     return "this home's default identity (neither AGENT_CHAT_NICK nor identity.nick is set)"
 
 
-def _record(found: Identity) -> dict[str, Any]:
+def _record(found: Identity) -> IdentityRecord:
     return {"nick": found.nick, "user_id": found.user_id, "kind": found.kind}
 
 
@@ -63,7 +62,7 @@ def _label(found: Identity) -> str:
     )
 
 
-def report(settings: Settings) -> tuple[dict[str, Any], Identity | None]:
+def report(settings: Settings) -> tuple[WhoamiReport, Identity | None]:
     """The facts (JSON): the identity in use, its ``source``, the default, the others; and
     the stored identity in use, if any."""
     data = ident.load_credentials(settings.home)
@@ -73,7 +72,7 @@ def report(settings: Settings) -> tuple[dict[str, Any], Identity | None]:
     everyone = ident.stored_identities(data, url)
     by_key = {i.key: i for i in everyone}
     default_identity = by_key.get(default) if default is not None else None
-    in_use: dict[str, Any] | None
+    in_use: IdentityRecord | dict[str, str] | None
     if settings.env_token:
         in_use = {"token": "AGENT_CHAT_TOKEN"}
     elif found is not None:
