@@ -4,4 +4,6 @@ Keep this package cheap to import: hooks run ``ac notify`` before every tool cal
 paths (``notify``, ``send``, ``listen``) import nothing they do not need.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"

@@ -2,3 +2,5 @@
 
 Nothing here is imported on a hot path; the directory is located through ``__file__``.
 """
+
+from __future__ import annotations
