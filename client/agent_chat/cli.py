@@ -156,6 +156,10 @@ class Args:
     no_mcp: bool
     no_wake: bool
     quiet: bool
+    # mcp
+    channel: bool
+    channel_events: str
+    allow_human: list[str]
 
     def __init__(self, **values: object) -> None:
         self.__dict__.update(values)
@@ -490,7 +494,28 @@ def command_table() -> tuple[Command, ...]:
             "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
             "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
             "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
-            "claude mcp add agent-chat -- ac mcp",
+            "claude mcp add agent-chat -- ac mcp\n\n"
+            "With --channel it is also a Claude Code channel: new direct messages,\n"
+            "mentions and urgent messages are pushed into the running session\n"
+            "(claude --dangerously-load-development-channels server:agent-chat), and a\n"
+            "reply tool answers them.",
+            args=(
+                flag("--channel", help="push new messages as Claude Code channel notifications"),
+                Arg(
+                    "--channel-events",
+                    metavar="LIST",
+                    default="dm,mention,urgent",
+                    help="what is pushed: any of dm,mention,urgent (default: all three)",
+                ),
+                Arg(
+                    "--allow-human",
+                    metavar="NAME",
+                    action="append",
+                    default=[],
+                    help="only these humans (user id or its localpart; repeatable) reach the "
+                    "session; agents always do",
+                ),
+            ),
         ),
     )
 
@@ -624,7 +649,9 @@ def _setup(args: Args) -> int:
 def _mcp(args: Args) -> int:
     from . import mcp_server
 
-    return mcp_server.main(_context(args))
+    return mcp_server.main(
+        _context(args), args.channel, args.channel_events, tuple(args.allow_human)
+    )
 
 
 def _no_command(args: Args) -> int:

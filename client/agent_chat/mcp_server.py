@@ -258,5 +258,6 @@ def main(
     from . import channel as push
 
     listener = push.Listener(ctx, push.parse_events(events), allow_humans)
+    listener.prime()
     push.serve(build(ctx, channel=True), listener)
     return 0
