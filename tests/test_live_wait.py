@@ -262,6 +262,63 @@ def test_ac_wait_session_guard(stack: Stack, tmp_path: Path) -> None:
     assert ac("wait", *session, "--timeout", "1", **env).returncode == 5
 
 
+def _state_waiter(home: Path) -> str | None:
+    """The waiter token in the (only) session state file under ``home``/wait."""
+    files = list((home / "wait").glob("*.json"))
+    return json.loads(files[0].read_text()).get("waiter") if len(files) == 1 else None
+
+
+def test_ac_wait_session_takeover(stack: Stack, tmp_path: Path) -> None:
+    """A newer waiter for the same session takes over: the older exits 5 without printing
+    when its long-poll next answers, and only the newer wakes."""
+    a, b, room = _pair(stack)
+    ac, env = _ac(stack, tmp_path, b)
+    session = ["wait", "--session", "s-takeover", "--min-interval", "0", "--oneline"]
+    older = _start(ac, env, *session, "--timeout", "60")
+    first = wait_for(lambda: _state_waiter(ac.home), what="the older waiter's state")
+    assert first.startswith(f"{older.pid}-")
+    newer = _start(ac, env, *session, "--timeout", "60")
+    wait_for(lambda: _state_waiter(ac.home) not in (None, first), what="the newer's state")
+    time.sleep(0.5)  # both are in their long-poll
+    assert older.poll() is None and newer.poll() is None
+    a.send(room, "one wake, not two")
+    out, err = older.communicate(timeout=30)
+    assert (older.returncode, out) == (5, ""), err
+    out, err = newer.communicate(timeout=30)
+    assert (newer.returncode, out.strip()) == (0, f"{room}(1)"), err
+
+
+def test_ac_wait_ends_with_the_watched_process(stack: Stack, tmp_path: Path) -> None:
+    """AGENT_CHAT_WAIT_WHILE_PID: once that process is gone, the wait ends (5, nothing printed)
+    at its next answer, even for news; while it lives, a change that is not news goes on."""
+    a, b, room = _pair(stack)
+    ac, env = _ac(stack, tmp_path, b)
+    a.send(room, "unread before")
+    wait_for(lambda: room in b.notify(), what="message counted")
+    session_cli = subprocess.Popen(["sleep", "300"])
+    try:
+        waiting = _start(
+            ac,
+            {**env, "AGENT_CHAT_WAIT_WHILE_PID": str(session_cli.pid)},
+            "wait",
+            "--timeout",
+            "120",
+            "--oneline",
+        )
+        time.sleep(1.5)
+        b.messages(room=room)  # a read: the poll answers, the process lives, it waits on
+        time.sleep(1.0)
+        assert waiting.poll() is None, waiting.communicate()
+    finally:
+        session_cli.kill()
+        session_cli.wait()
+    started = time.monotonic()
+    a.send(room, "news for a session that is gone")
+    out, err = waiting.communicate(timeout=30)
+    assert (waiting.returncode, out) == (5, ""), err
+    assert time.monotonic() - started < 10
+
+
 def test_listen_follow_prints_a_message_sent_after_it_started(
     any_stack: Stack, tmp_path: Path
 ) -> None:
