@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 import json
 
 from aiohttp import web
@@ -18,7 +19,7 @@ class ApiError(Exception):
         self.retry_after_ms = retry_after_ms
 
     def response(self) -> web.Response:
-        body: dict = {"errcode": self.errcode, "error": self.message}
+        body: dict[str, Any] = {"errcode": self.errcode, "error": self.message}
         headers = {}
         if self.retry_after_ms is not None:
             body["retry_after_ms"] = self.retry_after_ms

@@ -14,8 +14,16 @@ import logging
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.appservice import AppServiceAPI
 from mautrix.client import ClientAPI
-from mautrix.errors import MNotFound, MUserInUse
-from mautrix.types import EventType, RoomCreatePreset, RoomDirectoryVisibility
+from mautrix.errors import MatrixResponseError, MNotFound, MUserInUse
+from mautrix.types import (
+    EventID,
+    EventType,
+    RoomAlias,
+    RoomCreatePreset,
+    RoomDirectoryVisibility,
+    RoomID,
+    UserID,
+)
 import aiohttp
 
 from .config import Config
@@ -24,6 +32,14 @@ log = logging.getLogger("agent_chat.homeserver")
 
 #: Content key carrying a send's Matrix txn id (a hash: it reveals nothing of the client's).
 TXN_MARKER = "chat.agent.txn"
+
+
+def _text(resp: Any, key: str) -> str:
+    """A string field of a homeserver's JSON answer, or MatrixResponseError."""
+    value = resp.get(key) if isinstance(resp, dict) else None
+    if not isinstance(value, str):
+        raise MatrixResponseError(f"the homeserver's answer has no {key!r}")
+    return value
 
 
 class Homeserver:
@@ -41,12 +57,29 @@ class Homeserver:
         )
         self.api = AppServiceAPI(
             base_url=self.config.homeserver_url,
-            bot_mxid=self.config.bot_mxid,
+            bot_mxid=UserID(self.config.bot_mxid),
             token=self.config.as_token,
-            log=logging.getLogger("agent_chat.matrix"),
-            state_store=None,
+            # mautrix annotates a TraceLogger but calls only Logger methods on it; this one
+            # may exist (levels set in __main__) before mautrix installs its logger class.
+            log=logging.getLogger("agent_chat.matrix"),  # type: ignore[arg-type]
+            # No IntentAPI, so no state store: mautrix defaults it to None but annotates the
+            # parameter without Optional.
+            state_store=None,  # type: ignore[arg-type]
             client_session=self.session,
         )
+
+    @property
+    def as_api(self) -> AppServiceAPI:
+        """The appservice's API client (after ``start``)."""
+        if self.api is None:
+            raise RuntimeError("the homeserver client is not started")
+        return self.api
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError("the homeserver client is not started")
+        return self.session
 
     async def stop(self) -> None:
         if self.session:
@@ -55,16 +88,17 @@ class Homeserver:
     def client(self, user_id: str | None = None) -> ClientAPI:
         """A ClientAPI acting as ``user_id`` (the bot when None)."""
         if user_id is None or user_id == self.config.bot_mxid:
-            return ClientAPI(self.config.bot_mxid, api=self.api)
+            return ClientAPI(UserID(self.config.bot_mxid), api=self.as_api)
+        mxid = UserID(user_id)
         token = self.user_tokens.get(user_id)
         if token is not None:
-            return ClientAPI(user_id, api=self.api.real_user(user_id, token))
-        return ClientAPI(user_id, api=self.api.user(user_id))
+            return ClientAPI(mxid, api=self.as_api.real_user(mxid, token))
+        return ClientAPI(mxid, api=self.as_api.user(mxid))
 
     async def password_login(self, user: str, password: str) -> tuple[str, str]:
         """A Matrix password login; returns (user_id, access_token)."""
         # A plain client without the as_token: this is the human's own login.
-        anonymous = HTTPAPI(base_url=self.config.homeserver_url, client_session=self.session)
+        anonymous = HTTPAPI(base_url=self.config.homeserver_url, client_session=self.http)
         resp = await anonymous.request(
             Method.POST,
             Path.v3.login,
@@ -76,24 +110,24 @@ class Homeserver:
             },
             sensitive=True,
         )
-        return resp["user_id"], resp["access_token"]
+        return _text(resp, "user_id"), _text(resp, "access_token")
 
     async def whoami(self, token: str) -> str:
         """The user a Matrix access token belongs to (raises if it is not valid)."""
-        api = self.api.real_user("@unknown:" + self.config.server_name, token)
+        api = self.as_api.real_user(UserID("@unknown:" + self.config.server_name), token)
         resp = await api.request(Method.GET, Path.v3.account.whoami)
-        return resp["user_id"]
+        return _text(resp, "user_id")
 
     async def versions_ok(self) -> bool:
         try:
-            await self.api.request(Method.GET, Path.versions)
+            await self.as_api.request(Method.GET, Path.versions)
             return True
         except Exception:
             return False
 
     async def ping(self) -> int:
         """Ask Synapse to ping us: proves both directions work and flushes a queued backlog."""
-        resp = await self.api.request(
+        resp = await self.as_api.request(
             Method.POST, Path.v1.appservice[self.config.appservice_id].ping, content={}
         )
         return int(resp.get("duration_ms", -1))
@@ -101,7 +135,7 @@ class Homeserver:
     async def register(self, localpart: str) -> bool:
         """Register a user in our namespace. False if it existed already."""
         try:
-            await self.api.request(
+            await self.as_api.request(
                 Method.POST,
                 Path.v3.register,
                 {
@@ -118,10 +152,10 @@ class Homeserver:
         await self.client(user_id).set_displayname(name, check_current=False)
 
     async def join(self, user_id: str, room: str) -> str:
-        return await self.client(user_id).join_room(room, max_retries=0)
+        return await self.client(user_id).join_room(RoomID(room), max_retries=0)
 
     async def invite(self, inviter: str | None, room_id: str, user_id: str) -> None:
-        await self.client(inviter).invite_user(room_id, user_id)
+        await self.client(inviter).invite_user(RoomID(room_id), UserID(user_id))
 
     async def create_room(
         self,
@@ -142,16 +176,16 @@ class Homeserver:
             preset=RoomCreatePreset.PUBLIC if public else RoomCreatePreset.TRUSTED_PRIVATE,
             name=name,
             topic=topic,
-            invitees=invitees or [],
+            invitees=[UserID(u) for u in invitees or []],
             is_direct=is_direct,
         )
 
     async def resolve_alias(self, alias: str) -> str:
-        info = await self.client().resolve_room_alias(alias)
+        info = await self.client().resolve_room_alias(RoomAlias(alias))
         return info.room_id
 
     async def joined_members(self, user_id: str, room_id: str) -> dict[str, str | None]:
-        members = await self.client(user_id).get_joined_members(room_id)
+        members = await self.client(user_id).get_joined_members(RoomID(room_id))
         return {mxid: m.displayname for mxid, m in members.items()}
 
     @staticmethod
@@ -166,9 +200,11 @@ class Homeserver:
         the same id is written into the content, so a send can be found again later."""
         txn = self.matrix_txn(user_id, client_txn)
         content = {**content, TXN_MARKER: txn}
-        return await self.client(user_id).send_message_event(
-            room_id, EventType.ROOM_MESSAGE, content, txn_id=txn
-        )
+        # What ClientAPI.send_message_event does, minus its typing: it wants mautrix's event
+        # content classes, and this content is plain JSON.
+        path = Path.v3.rooms[room_id].send[EventType.ROOM_MESSAGE.t][txn]
+        resp = await self.client(user_id).api.request(Method.PUT, path, content)
+        return _text(resp, "event_id")
 
     async def find_sent(self, user_id: str, room_id: str, client_txn: str) -> str | None:
         """The event a send with this client txn id produced, if the room's recent timeline
@@ -180,10 +216,11 @@ class Homeserver:
             query_params={"dir": "b", "limit": "100"},
         )
         for event in resp.get("chunk") or []:
-            content = event.get("content") if isinstance(event, dict) else None
-            if event.get("sender") == user_id and isinstance(content, dict):
-                if content.get(TXN_MARKER) == txn:
-                    return event.get("event_id")
+            if not isinstance(event, dict) or event.get("sender") != user_id:
+                continue
+            content, event_id = event.get("content"), event.get("event_id")
+            if isinstance(content, dict) and content.get(TXN_MARKER) == txn:
+                return event_id if isinstance(event_id, str) else None
         return None
 
     async def add_direct(self, user_id: str, other: str, room_id: str) -> None:
@@ -191,11 +228,10 @@ class Homeserver:
         api = self.client(user_id).api
         path = Path.v3.user[user_id].account_data["m.direct"]
         try:
-            direct = await api.request(Method.GET, path)
+            found = await api.request(Method.GET, path)
         except MNotFound:
-            direct = {}
-        if not isinstance(direct, dict):
-            direct = {}
+            found = None
+        direct: dict[str, Any] = found if isinstance(found, dict) else {}
         rooms = direct.get(other)
         rooms = [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
         if room_id in rooms:
@@ -204,4 +240,4 @@ class Homeserver:
         await api.request(Method.PUT, path, direct)
 
     async def read_receipt(self, user_id: str, room_id: str, event_id: str) -> None:
-        await self.client(user_id).send_receipt(room_id, event_id)
+        await self.client(user_id).send_receipt(RoomID(room_id), EventID(event_id))

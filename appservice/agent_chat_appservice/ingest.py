@@ -8,9 +8,9 @@ it fails the whole homeserver transaction, which Synapse then retries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import logging
 import re
 
@@ -18,6 +18,9 @@ from mautrix.util.async_db import Connection
 
 from .db import DirectChat, Ledger, Member, Message, Room
 from .text import db_text, detect_prefix, is_urgent
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extensions
+    from typing_extensions import TypeIs
 
 log = logging.getLogger("agent_chat.ingest")
 
@@ -30,7 +33,7 @@ MEMBERSHIPS = frozenset({"join", "leave", "ban", "invite", "knock"})
 MAX_BODY = 65536
 
 
-def _valid_id(kind: str, value: Any) -> bool:
+def _valid_id(value: object, kind: str) -> TypeIs[str]:
     return isinstance(value, str) and bool(_ID_RE[kind].match(value))
 
 
@@ -70,6 +73,10 @@ class ReceiptRecord:
     user_id: str
 
 
+#: What ``parse_*`` makes of an event and ``apply`` writes.
+Record = MessageRecord | MemberRecord | RoomStateRecord | ReceiptRecord
+
+
 @dataclass
 class Effects:
     """What a transaction asks of the appservice after it is committed."""
@@ -90,7 +97,7 @@ def parse_event(
         return None
     room_id, sender, etype = raw.get("room_id"), raw.get("sender"), raw.get("type")
     content = raw.get("content")
-    if not (_valid_id("room", room_id) and _valid_id("user", sender)):
+    if not (_valid_id(room_id, "room") and _valid_id(sender, "user")):
         return None
     if not isinstance(etype, str) or not isinstance(content, dict):
         return None
@@ -104,7 +111,7 @@ def parse_event(
         return None
     if etype == "m.room.member":
         membership = content.get("membership")
-        if membership not in MEMBERSHIPS or not _valid_id("user", state_key):
+        if membership not in MEMBERSHIPS or not _valid_id(state_key, "user"):
             return None
         name = content.get("displayname")
         return MemberRecord(
@@ -130,10 +137,12 @@ def parse_event(
     return None
 
 
-def _parse_message(raw: dict, room_id: str, sender: str, content: dict) -> MessageRecord | None:
+def _parse_message(
+    raw: dict[str, Any], room_id: str, sender: str, content: dict[str, Any]
+) -> MessageRecord | None:
     event_id, ts = raw.get("event_id"), raw.get("origin_server_ts")
     body, msgtype = content.get("body"), content.get("msgtype")
-    if not _valid_id("event", event_id) or not isinstance(ts, int) or isinstance(ts, bool):
+    if not _valid_id(event_id, "event") or not isinstance(ts, int) or isinstance(ts, bool):
         return None
     if not isinstance(body, str) or not isinstance(msgtype, str):
         return None
@@ -146,7 +155,7 @@ def _parse_message(raw: dict, room_id: str, sender: str, content: dict) -> Messa
     if isinstance(mentions, dict):
         user_ids = mentions.get("user_ids")
         if isinstance(user_ids, list):
-            mentioned = [u for u in user_ids[:50] if _valid_id("user", u) and u != sender]
+            mentioned = [u for u in user_ids[:50] if _valid_id(u, "user") and u != sender]
         room_mention = mentions.get("room") is True
     return MessageRecord(
         event_id=event_id,
@@ -165,24 +174,24 @@ def parse_receipts(raw: Any) -> list[ReceiptRecord]:
     if not isinstance(raw, dict) or raw.get("type") != "m.receipt":
         return []
     room_id, content = raw.get("room_id"), raw.get("content")
-    if not _valid_id("room", room_id) or not isinstance(content, dict):
+    if not _valid_id(room_id, "room") or not isinstance(content, dict):
         return []
     records = []
     for event_id, by_type in content.items():
-        if not _valid_id("event", event_id) or not isinstance(by_type, dict):
+        if not _valid_id(event_id, "event") or not isinstance(by_type, dict):
             continue
         readers = by_type.get("m.read")
         if not isinstance(readers, dict):
             continue
         for user_id in readers:
-            if _valid_id("user", user_id):
+            if _valid_id(user_id, "user"):
                 records.append(ReceiptRecord(room_id, event_id, user_id))
     return records
 
 
 async def apply(
     conn: Connection,
-    records: list[MessageRecord | MemberRecord | RoomStateRecord | ReceiptRecord],
+    records: Sequence[Record],
     is_ours: Callable[[str], bool],
 ) -> Effects:
     """Write parsed records in order, inside the caller's transaction."""

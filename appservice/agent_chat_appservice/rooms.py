@@ -151,14 +151,7 @@ class Rooms:
                 raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
         else:
             alias = self.alias_localpart(name)
-            room_id = await self._room_id_by_alias(alias)
-            if room_id is None:
-                try:
-                    room_id = await self.hs.resolve_alias(self.full_alias(alias))
-                except MNotFound:
-                    raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
-                except MatrixRequestError as e:
-                    raise from_matrix(e, "looking up the room") from None
+            room_id = await self._resolve_alias(alias)
             if await self._is_joined(room_id, caller):
                 return room_id
             if not join:
@@ -173,6 +166,18 @@ class Rooms:
             raise
         return room_id
 
+    async def _resolve_alias(self, alias: str) -> str:
+        """The room id of ``#alias``: known here, else asked of the homeserver."""
+        known = await self._room_id_by_alias(alias)
+        if known is not None:
+            return known
+        try:
+            return await self.hs.resolve_alias(self.full_alias(alias))
+        except MNotFound:
+            raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
+        except MatrixRequestError as e:
+            raise from_matrix(e, "looking up the room") from None
+
     async def resolve_user(self, name: str) -> str:
         """``@Nick`` (an agent's nick or a member's display name) or ``@user:server``."""
         target = name[1:] if name.startswith("@") else name
@@ -184,9 +189,9 @@ class Rooms:
         identity = await Identity.get_by_nick(target)
         if identity:
             return identity.user_id
-        user_id = await Member.find_user_by_name(target)
-        if user_id:
-            return user_id
+        by_name = await Member.find_user_by_name(target)
+        if by_name:
+            return by_name
         raise ApiError(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
 
     async def direct_chat(self, caller: str, other: str) -> str:

@@ -230,7 +230,7 @@ class AgentChatService:
             await self.rooms.join(invite.user_id, invite.room_id)
             # Joining shows the room's members: record who is already there (the DM's human).
             members = await self.hs.joined_members(invite.user_id, invite.room_id)
-            async with self.db.acquire() as conn, conn.transaction():
+            async with tables.transaction() as conn:
                 for user_id, name in members.items():
                     if user_id != invite.user_id:
                         await tables.Member.set(conn, invite.room_id, user_id, "join", name)

@@ -19,7 +19,7 @@ from aiohttp import web
 from mautrix.util.async_db import Database
 
 from . import ingest, metrics
-from .db import HSTransaction, Identity
+from .db import HSTransaction, Identity, transaction
 from .waiters import Waiters
 
 log = logging.getLogger("agent_chat.transactions")
@@ -100,7 +100,7 @@ class TransactionEndpoint:
         if not isinstance(events, list):
             return _error(400, "M_BAD_JSON", "the transaction has no 'events' list")
         ephemeral = data.get("ephemeral", data.get("de.sorunome.msc2409.ephemeral", []))
-        records: list = []
+        records: list[ingest.Record] = []
         skipped = 0
         for raw in events:
             record = ingest.parse_event(raw, self.server_name)
@@ -122,7 +122,7 @@ class TransactionEndpoint:
         digest = hashlib.sha256(contents.encode()).hexdigest()
         started = time.perf_counter()
         try:
-            async with self.db.acquire() as conn, conn.transaction():
+            async with transaction(self.db) as conn:
                 if not await HSTransaction.claim(conn, txn_id, digest):
                     metrics.TRANSACTIONS.inc("duplicate")
                     return web.json_response({})  # delivered again: applied already

@@ -14,7 +14,8 @@ def dump_yaml(data: Any) -> str:
     """YAML text for plain data (dicts, lists, str, int, bool), ending with a newline."""
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
+    # ruamel initialises this flag to None ("default: sort"), so its inferred type is None.
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     out = StringIO()
     yaml.dump(data, out)
     return out.getvalue()

@@ -8,6 +8,7 @@ answers signals: SIGTERM/SIGINT stop everything (exit 0); SIGUSR1 re-reads the h
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -53,7 +54,6 @@ class _Service:
     name: str
     exit_code: int
     proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
     held: bool = False
 
 
@@ -69,7 +69,7 @@ class Supervisor:
     _services: dict[str, _Service] = field(default_factory=dict)
     _stop_signal: int | None = None
     _reconcile: bool = False
-    _lock: IO[str] | None = None
+    _lock: int | None = None  # the lock file's descriptor, held while we run
     _exit_reason: str | None = None
 
     def say(self, text: str, level: str = "info") -> None:
@@ -92,11 +92,11 @@ class Supervisor:
     def acquire_lock(self) -> None:
         """Take ``run/supervisor.lock`` or fail: another supervisor owns this data dir."""
         self.dd.run.mkdir(parents=True, exist_ok=True)
-        lock = open(self.dd.lock_file, "a+")
+        lock = os.open(self.dd.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.close()
+            os.close(lock)
             pid = read_pid(self.dd.pid_file("supervisor"))
             raise ServerError(f"already running for {self.dd.root} (pid {pid})") from None
         self._lock = lock
@@ -127,7 +127,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             self.dd.pid_file("supervisor").unlink(missing_ok=True)
             if self._lock is not None:
-                self._lock.close()
+                os.close(self._lock)
 
     def _write_last_exit(self, reason: str) -> None:
         """Leave ``run/last-exit`` for ``status``: when and why the supervisor ended."""
@@ -202,27 +202,30 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         svc = self._services[name]
-        out: IO[bytes] | None = None
         if self.log_to_files:
             self.dd.logs.mkdir(parents=True, exist_ok=True)
-            out = open(service_log(self.dd, name), "ab")
         try:
-            svc.proc = subprocess.Popen(
-                service_command(self.dd, name),
-                cwd=self.dd.root,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT if out else None,
-                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them
-                preexec_fn=die_with_parent,
-            )
+            # The child writes its own copy of the log file's descriptor: ours closes at once.
+            with self._output(name) as out:
+                svc.proc = subprocess.Popen(
+                    service_command(self.dd, name),
+                    cwd=self.dd.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT if out else None,
+                    start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them
+                    preexec_fn=die_with_parent,
+                )
         except OSError as e:
-            if out:
-                out.close()
             raise ServerError(f"cannot start {name}: {e}") from None
-        svc.log = out
         write_pid(self.dd.pid_file(name), svc.proc.pid)
         self.say(f"started {name} (pid {svc.proc.pid})")
+
+    def _output(self, name: str) -> AbstractContextManager[IO[bytes] | None]:
+        """Where a service's output goes: its log file, or (None) the supervisor's own."""
+        if self.log_to_files:
+            return open(service_log(self.dd, name), "ab")
+        return nullcontext()
 
     def _stop(self, name: str) -> None:
         svc = self._services[name]
@@ -232,9 +235,6 @@ class Supervisor:
                 svc.proc.wait()
                 self.say(f"stopped {name}")
             svc.proc = None
-        if svc.log is not None:
-            svc.log.close()
-            svc.log = None
         self.dd.pid_file(name).unlink(missing_ok=True)
 
     def _stop_all(self) -> None:

@@ -6,17 +6,18 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .. import metrics
 from ..errors import ApiError
 from . import admin, agents, messages, rooms, webhooks  # noqa: F401  (routes on base.routes)
-from .base import CONTEXT, IDENTITY, Context, routes
+from .base import CONTEXT, IDENTITY, Context, is_public, routes
 
 log = logging.getLogger("agent_chat.api")
 
 
 @web.middleware
-async def timing_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Per-route latency for /metrics, and a Server-Timing header for clients and benchmarks."""
     started = time.perf_counter()
     response = await handler(request)
@@ -30,7 +31,7 @@ async def timing_middleware(request: web.Request, handler) -> web.StreamResponse
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
@@ -56,14 +57,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if "access_token" in request.query:
         raise ApiError(
             400, "M_INVALID_PARAM", "tokens in the query string are refused; use the header"
         )
     if request.match_info.http_exception is not None:
         return await handler(request)  # no such route: answer 404/405, not 401
-    if getattr(request.match_info.handler, "public", False):
+    if is_public(request.match_info.handler):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():

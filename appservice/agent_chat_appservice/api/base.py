@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 import json
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..background import Background
 from ..config import Config
@@ -21,7 +22,6 @@ from ..rooms import Rooms
 from ..waiters import Waiters
 
 routes = web.RouteTableDef()
-CONTEXT = web.AppKey("context", "Context")
 IDENTITY = "agent_chat.identity"
 MAX_JSON = 64 * 1024
 TOKEN_CACHE_SECONDS = 30.0
@@ -101,10 +101,19 @@ class Context:
             await identity.touch()
 
 
-def public(handler):
+CONTEXT = web.AppKey("context", Context)
+_PUBLIC: set[Handler] = set()
+RouteHandler = TypeVar("RouteHandler", bound=Handler)
+
+
+def public(handler: RouteHandler) -> RouteHandler:
     """Mark a route that needs no token (health, register, the OpenAPI document)."""
-    handler.public = True
+    _PUBLIC.add(handler)
     return handler
+
+
+def is_public(handler: object) -> bool:
+    return handler in _PUBLIC
 
 
 def ctx(request: web.Request) -> Context:
@@ -112,7 +121,11 @@ def ctx(request: web.Request) -> Context:
 
 
 def caller(request: web.Request) -> Identity:
-    return request[IDENTITY]
+    """Who called: set by the auth middleware on every route that is not public."""
+    identity = request.get(IDENTITY)
+    if not isinstance(identity, Identity):
+        raise RuntimeError(f"{request.path} is public: there is no caller to ask for")
+    return identity
 
 
 async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:

@@ -71,10 +71,10 @@ async def mentions_in(body: str, me: str) -> dict[str, str]:
     return {text: user_id for text, user_id in found.items() if user_id != me}
 
 
-async def message_content(body: str, me: str, room_id: str, notice: bool) -> dict:
+async def message_content(body: str, me: str, room_id: str, notice: bool) -> dict[str, Any]:
     """The event content: plain body, HTML for Element, and explicit mentions."""
     mentions = await mentions_in(body, me)
-    content: dict = {"msgtype": "m.notice" if notice else "m.text", "body": body}
+    content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
     # m.mentions makes push rules use it instead of guessing from the body: a mentioned human's
     # phone buzzes, and one merely named does not. Synapse spends ~2 ms validating it on every
     # event (jsonschema re-checks the schema itself each time), so it is left out when nobody
@@ -258,7 +258,7 @@ async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:#@!+-]")
 
 
-def oneline(entries: list[dict]) -> str:
+def oneline(entries: list[dict[str, Any]]) -> str:
     """``#general(2) #alerts(1!) @BlueLake(1)``: for shell hooks that should not parse JSON.
     Labels are reduced to a safe character set and 48 characters: they reach terminals."""
     parts = []

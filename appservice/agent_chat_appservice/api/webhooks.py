@@ -63,8 +63,8 @@ async def hook_post(request: web.Request) -> web.Response:
     if delivery is not None and (not delivery or len(delivery) > 128):
         raise ApiError(400, "M_INVALID_PARAM", "the delivery id must be 1-128 characters")
 
+    change: tuple[str, str] | None = None  # (key, state) of a state-change webhook
     previous_state: str | None = None
-    key = state = None
     if hook.state_change:
         key, state = payload.get("key"), payload.get("state")
         if not isinstance(key, str) or not key or not isinstance(state, str) or not state:
@@ -74,23 +74,24 @@ async def hook_post(request: web.Request) -> web.Response:
                 "this webhook posts on state changes: send 'key' (e.g. the workflow) and "
                 "'state' (e.g. failing or passing) with the text",
             )
+        change = (key, state)
         previous_state = await hook.state(key)
 
     if delivery is not None and not await hook.claim_delivery(delivery):
         event_id = await hook.delivery_event(delivery)
         return ok({"posted": False, "reason": "duplicate delivery", "event_id": event_id})
-    if hook.state_change and not await hook.swap_state(key, state):
+    if change is not None and not await hook.swap_state(*change):
         if delivery is not None:
             await hook.finish_delivery(delivery, None)
-        return ok({"posted": False, "reason": f"state of {key!r} is still {state!r}"})
+        return ok({"posted": False, "reason": f"state of {change[0]!r} is still {change[1]!r}"})
     txn = "hook-" + (delivery or secrets.token_hex(12))
     try:
         event_id = await post_message(context, hook.user_id, hook.room_id, text, txn, html=html)
     except Exception:
         if delivery is not None:
             await hook.finish_delivery(delivery, None)
-        if hook.state_change:
-            await hook.restore_state(key, previous_state)
+        if change is not None:
+            await hook.restore_state(change[0], previous_state)
         raise
     if delivery is not None:
         await hook.finish_delivery(delivery, event_id)

@@ -12,13 +12,19 @@ Two rules keep the SQL of the appservice in ``db/``, one module per table:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, ClassVar, Protocol, cast
 import time
 
 from mautrix.util.async_db import Connection, Database
 
 from .sealed import Sealer
+
+
+class Row(Protocol):
+    """A result row: asyncpg's Record or sqlite3's Row, both indexed by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 class Table:
@@ -53,11 +59,41 @@ def sealer() -> Sealer:
     return Table.sealer
 
 
+# mautrix mis-annotates two context managers: Database.acquire as returning the connection
+# itself, Connection.transaction (in its stub) as a coroutine returning the manager. Both are
+# asynccontextmanagers; these two give them their real types.
+
+
+def acquire(db: Database) -> AbstractAsyncContextManager[Connection]:
+    return cast("AbstractAsyncContextManager[Connection]", db.acquire())
+
+
+def in_transaction(conn: Connection) -> AbstractAsyncContextManager[None]:
+    return cast("AbstractAsyncContextManager[None]", conn.transaction())
+
+
 @asynccontextmanager
-async def transaction() -> AsyncIterator[Connection]:
-    """A connection of the write database, inside a transaction committed on exit."""
-    async with Table.db.acquire() as conn, conn.transaction():
+async def transaction(db: Database | None = None) -> AsyncIterator[Connection]:
+    """A connection of ``db`` (default: the tables' write database), inside a transaction
+    committed on exit."""
+    async with acquire(db or Table.db) as conn, in_transaction(conn):
         yield conn
+
+
+async def text_value(conn: Connection | Database, query: str, *args: Any) -> str | None:
+    """The first column of the first row, a text: None for no row or NULL."""
+    value = await conn.fetchval(query, *args)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{query!r} answered {type(value).__name__}, not text")
+
+
+async def int_value(conn: Connection | Database, query: str, *args: Any) -> int | None:
+    """The first column of the first row, an integer: None for no row or NULL."""
+    value = await conn.fetchval(query, *args)
+    if value is None or isinstance(value, int):
+        return value
+    raise TypeError(f"{query!r} answered {type(value).__name__}, not an integer")
 
 
 def now_ms() -> int:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import secrets
 
-from .base import Table, now_ms, sealer
+from .base import Row, Table, now_ms, sealer
 
 log = logging.getLogger("agent_chat.db.identity")
 
@@ -33,7 +33,7 @@ class Identity(Table):
     _columns = "user_id, nick, kind, created_at, last_active"
 
     @classmethod
-    def _from_row(cls, row) -> Identity | None:
+    def _from_row(cls, row: Row | None) -> Identity | None:
         if row is None:
             return None
         return cls(

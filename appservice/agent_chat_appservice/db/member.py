@@ -8,7 +8,7 @@ import time
 
 from mautrix.util.async_db import Connection
 
-from .base import Table
+from .base import Table, text_value
 
 #: Members outside the agent namespace (``@_ac_*``). Must match the partial index
 #: ``member_people_idx`` (upgrade v03) word for word, or the planners will not use it.
@@ -81,7 +81,7 @@ class Member(Table):
     async def anyone_but(cls, room_id: str, user_id: str) -> str | None:
         """Some member of the room other than ``user_id``, whatever their membership."""
         q = "SELECT user_id FROM member WHERE room_id=$1 AND user_id<>$2 LIMIT 1"
-        return await cls.read_db.fetchval(q, room_id, user_id)
+        return await text_value(cls.read_db, q, room_id, user_id)
 
     @classmethod
     async def joined(cls, room_id: str) -> list[Member]:
@@ -125,4 +125,4 @@ class Member(Table):
     @classmethod
     async def name_of(cls, user_id: str) -> str | None:
         q = "SELECT displayname FROM member WHERE user_id=$1 AND displayname IS NOT NULL LIMIT 1"
-        return await cls.read_db.fetchval(q, user_id)
+        return await text_value(cls.read_db, q, user_id)

@@ -7,7 +7,7 @@ import json
 
 from mautrix.util.async_db import Connection, Database
 
-from .base import Table
+from .base import Table, int_value
 
 # Bodies are stored JSON-encoded (ASCII escapes): PostgreSQL text cannot hold NUL or lone
 # surrogates, and a hostile body must neither wedge the ledger nor be altered.
@@ -46,8 +46,8 @@ class Message(Table):
             "RETURNING seq"
         )
         body_json = json.dumps(body)
-        return await conn.fetchval(
-            q, event_id, room_id, sender, ts, msgtype, body_json, prefix, urgent
+        return await int_value(
+            conn, q, event_id, room_id, sender, ts, msgtype, body_json, prefix, urgent
         )
 
     @classmethod

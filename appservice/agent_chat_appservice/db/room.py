@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mautrix.util.async_db import Connection
 
-from .base import Table
+from .base import Row, Table, text_value
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Room(Table):
     _columns = "room_id, alias, name, topic, is_direct"
 
     @classmethod
-    def _from_row(cls, row) -> Room | None:
+    def _from_row(cls, row: Row | None) -> Room | None:
         if row is None:
             return None
         return cls(row["room_id"], row["alias"], row["name"], row["topic"], bool(row["is_direct"]))
@@ -127,7 +127,7 @@ class DirectChat(Table):
     async def get(cls, a: str, b: str) -> str | None:
         user_a, user_b = cls._pair(a, b)
         q = "SELECT room_id FROM direct_chat WHERE user_a=$1 AND user_b=$2"
-        return await cls.read_db.fetchval(q, user_a, user_b)
+        return await text_value(cls.read_db, q, user_a, user_b)
 
     @classmethod
     async def set(cls, conn: Connection, a: str, b: str, room_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Table, now_ms, rows_changed
+from .base import Table, now_ms, rows_changed, text_value
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Webhook(Table):
 
     async def delivery_event(self, delivery_id: str) -> str | None:
         q = "SELECT event_id FROM webhook_delivery WHERE hook_id=$1 AND delivery_id=$2"
-        return await self.read_db.fetchval(q, self.hook_id, delivery_id)
+        return await text_value(self.read_db, q, self.hook_id, delivery_id)
 
     async def finish_delivery(self, delivery_id: str, event_id: str | None) -> None:
         if event_id is None:  # the post failed: let the sender retry this delivery
@@ -94,4 +94,4 @@ class Webhook(Table):
 
     async def state(self, key: str) -> str | None:
         q = "SELECT state FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
-        return await self.read_db.fetchval(q, self.hook_id, key)
+        return await text_value(self.read_db, q, self.hook_id, key)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-from .table import upgrade_table
+from .table import register
 
 
-@upgrade_table.register(description="Initial schema")
+@register("Initial schema")
 async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
     seq = "BIGSERIAL PRIMARY KEY" if scheme == Scheme.POSTGRES else "INTEGER PRIMARY KEY"
     await conn.execute(

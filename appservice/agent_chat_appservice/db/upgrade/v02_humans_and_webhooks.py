@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection
 
-from .table import upgrade_table
+from .table import register
 
 
-@upgrade_table.register(description="Humans' Matrix tokens; webhooks")
+@register("Humans' Matrix tokens; webhooks")
 async def upgrade_v2(conn: Connection) -> None:
     # A human's own Matrix access token (from `ac login`): the appservice cannot masquerade as
     # users outside its namespace, so it acts for a human with their token.

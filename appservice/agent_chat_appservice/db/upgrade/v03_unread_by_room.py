@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-from .table import upgrade_table
+from .table import register
 
 
-@upgrade_table.register(description="Unread rows by room; room members who are not agents")
+@register("Unread rows by room; room members who are not agents")
 async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("CREATE INDEX unread_room_idx ON unread(room_id)")
     if scheme == Scheme.POSTGRES:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-from .table import upgrade_table
+from .table import register
 
 
-@upgrade_table.register(description="Unread counts as the room's message count minus a base")
+@register("Unread counts as the room's message count minus a base")
 async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("ALTER TABLE room ADD COLUMN counted BIGINT NOT NULL DEFAULT 0")
     # Who wrote the room's newest message (display name, user id): the "from" of a notify.

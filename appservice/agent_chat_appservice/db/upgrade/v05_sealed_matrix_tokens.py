@@ -11,10 +11,10 @@ from mautrix.util.async_db import Connection
 
 from ..base import sealer
 from ..sealed import is_sealed
-from .table import upgrade_table
+from .table import register
 
 
-@upgrade_table.register(description="Humans' Matrix tokens sealed at rest")
+@register("Humans' Matrix tokens sealed at rest")
 async def upgrade_v5(conn: Connection) -> None:
     rows = await conn.fetch(
         "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
