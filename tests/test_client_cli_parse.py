@@ -82,6 +82,12 @@ def test_plain_shapes_take_the_fast_path(argv: list[str]) -> None:
     assert args is not None and args.func is TABLE[argv[0]].run
 
 
+def test_fast_commands_are_the_tables_fast_ones() -> None:
+    assert [c.name for c in cli.fast_commands()] == [c.name for c in FAST]
+    assert all(c.fast for c in cli.fast_commands())
+    assert cli._fast_parse(["who", "#room"]) is None  # not fast: argparse
+
+
 def test_every_fast_command_uses_only_what_the_fast_path_reads() -> None:
     for command in FAST:
         for arg in command.args:

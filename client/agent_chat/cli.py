@@ -280,6 +280,12 @@ def _json(help: str = "print JSON") -> Arg:
 
 def command_table() -> tuple[Command, ...]:
     """Every ``ac`` command, in the order ``ac --help`` lists them."""
+    return (*fast_commands(), *_other_commands())
+
+
+def fast_commands() -> tuple[Command, ...]:
+    """The commands the fast path parses (``fast``): built alone, so that ``ac send`` does not
+    pay for the whole table (~0.2 ms)."""
     return (
         Command(
             "send",
@@ -332,6 +338,11 @@ def command_table() -> tuple[Command, ...]:
                 flag("--peek", help="do not mark messages as read"),
             ),
         ),
+    )
+
+
+def _other_commands() -> tuple[Command, ...]:
+    return (
         Command("who", _who, "list the members of a room", args=(_target("#room"), _json())),
         Command(
             "notify",
@@ -665,10 +676,8 @@ def _fast_parse(argv: list[str]) -> Args | None:
     """A ``fast`` command's plain command line parsed from the table, or None for argparse."""
     if not argv:
         return None
-    for command in command_table():
+    for command in fast_commands():
         if command.name == argv[0]:
-            if not command.fast:
-                return None
             values = fast_parse(command, argv[1:])
             if values is None:
                 return None
