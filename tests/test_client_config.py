@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from agent_chat import config, flat_toml, identity, state, urls
+from agent_chat import config, flat_toml, identity, state
 from agent_chat.errors import ConfigFileError
 
 
@@ -69,7 +69,7 @@ def test_settings_precedence(agent_home: Path) -> None:
         False,
     )
     s = config.Settings({"AGENT_CHAT_HOME": str(agent_home / "none")})
-    assert (s.server_url, s.server_source, s.nick) == (urls.DEFAULT_SERVER, "default", None)
+    assert (s.server_url, s.server_source, s.nick) == (config.DEFAULT_SERVER, "default", None)
 
 
 def test_credentials_keyed_by_server_and_nick(agent_home: Path) -> None:

@@ -1,4 +1,4 @@
-"""One rule names an agent's files: agent_chat.paths.file_part, and ac-hook.sh follows it.
+"""One rule names an agent's files: agent_chat.files.file_part, and ac-hook.sh follows it.
 
 The hook (a shell script) and ``ac`` (Python) must name the same agent the same way, or the
 hook reads a curl config ``ac`` never wrote. This runs the real script, under every shell at
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from agent_chat import config, hook_files, state
-from agent_chat.paths import file_part
+from agent_chat.files import file_part
 from agent_chat.setup import hook_script
 
 #: Environment values as the shell gets them (bytes: some are not UTF-8).

@@ -12,8 +12,8 @@ import sys
 import time
 
 from . import http
+from .config import API_PREFIX
 from .errors import AcError, ApiError, AuthError, NetworkError, RateLimited
-from .urls import API_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,12 +9,17 @@ import time
 from . import identity as ident
 from . import render
 from .api import Client, log
-from .config import CONFIG_KEYS, Settings, save_config
+from .config import (
+    CONFIG_KEYS,
+    Settings,
+    normalize_server_url,
+    save_config,
+    valid_server_url,
+)
 from .errors import AcError, ApiError, AuthError, ConfigFileError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
 from .state import unread_line_path, write_caches
-from .urls import normalize_server_url, valid_server_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

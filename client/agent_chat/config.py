@@ -9,7 +9,7 @@
     [identity]
     nick = "BlueLake"
 
-Environment: ``AGENT_CHAT_HOME`` (:mod:`agent_chat.paths`), ``AGENT_CHAT_SERVER`` (the API URL),
+Environment: ``AGENT_CHAT_HOME`` (:mod:`agent_chat.files`), ``AGENT_CHAT_SERVER`` (the API URL),
 ``AGENT_CHAT_NICK`` (one identity per nick), ``AGENT_CHAT_TOKEN`` (a token and no files at all,
 for CI). :class:`Settings` resolves them; the environment wins over the file.
 
@@ -21,14 +21,15 @@ from __future__ import annotations
 import os
 
 from .errors import ConfigFileError
-from .files import atomic_write, ensure_dir, read_text
+from .files import CONFIG_FILE, atomic_write, ensure_dir, file_part, home_dir, read_text
 from .flat_toml import dump_toml, parse_toml
-from .paths import CONFIG_FILE, file_part, home_dir
-from .urls import DEFAULT_SERVER, normalize_server_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+DEFAULT_SERVER = "http://127.0.0.1:8009"
+API_PREFIX = "/_agent_chat/v1"
 
 #: ``ac config --set`` keys and where they live in config.toml.
 CONFIG_KEYS = {
@@ -40,6 +41,28 @@ CONFIG_KEYS = {
     "nick": ("identity", "nick"),
     "identity.nick": ("identity", "nick"),
 }
+
+
+# --- the server's URL --------------------------------------------------------------------
+
+
+def normalize_server_url(url: str) -> str:
+    """Strip whitespace, trailing slashes and a pasted ``/_agent_chat/v1`` suffix."""
+    url = url.strip().rstrip("/")
+    if url.endswith(API_PREFIX):
+        url = url[: -len(API_PREFIX)].rstrip("/")
+    return url
+
+
+def valid_server_url(url: str) -> bool:
+    """True for ``http://host[:port][/path]`` and ``https://...`` URLs."""
+    for scheme in ("http://", "https://"):
+        if url.startswith(scheme) and len(url) > len(scheme) and url[len(scheme)] not in "/:":
+            return True
+    return False
+
+
+# --- config.toml ---------------------------------------------------------------------------
 
 
 def load_config(home: str) -> dict[str, object]:
@@ -104,6 +127,9 @@ def ensure_client_config(server_url: str, registration_token: str) -> bool:
     return True
 
 
+# --- settings ----------------------------------------------------------------------------
+
+
 class Settings:
     """Everything a command needs to know before talking to the server.
 
@@ -114,7 +140,7 @@ class Settings:
             (``AGENT_CHAT_SERVER``, ``config.toml`` or ``default``).
         registration_token: config's ``server.registration_token``, or None.
         env_nick, config_nick: the nick from ``AGENT_CHAT_NICK`` and from config.toml.
-        file_part: ``AGENT_CHAT_NICK``'s name in file names (:func:`agent_chat.paths.file_part`).
+        file_part: ``AGENT_CHAT_NICK``'s name in file names (:func:`agent_chat.files.file_part`).
         env_token: ``AGENT_CHAT_TOKEN``, or None.
     """
 

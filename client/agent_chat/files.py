@@ -1,8 +1,63 @@
-"""Reading and writing the client's own files: atomic replacement, private modes."""
+"""The client's files: where they are, what they are called, how they are read and written.
+
+``$AGENT_CHAT_HOME`` (default ``~/.agent-chat``, mode 0700) holds:
+
+- ``config.toml`` (mode 0600: it may hold the registration token): :mod:`agent_chat.config`;
+- ``credentials.json`` (mode 0600, written atomically under ``credentials.lock``): identities
+  keyed by server URL and nick, :mod:`agent_chat.identity`;
+- ``state.json`` and ``unread.line``: caches, deleting them loses nothing: :mod:`agent_chat.state`;
+- ``hook/``: the files the shell hook reads: :mod:`agent_chat.hook_files`.
+
+Files are replaced atomically (a temporary file and a rename) with private modes. One module
+rather than two (paths, writing): every ``ac`` process needs both, and each module imported
+costs a cold start ~0.1 ms.
+"""
 
 from __future__ import annotations
 
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+CONFIG_FILE = "config.toml"
+CREDENTIALS_FILE = "credentials.json"
+CREDENTIALS_LOCK_FILE = "credentials.lock"
+STATE_FILE = "state.json"
+UNREAD_LINE_FILE = "unread.line"
+HOOK_DIR = "hook"
+
+#: The bytes a nick keeps in a file name; every other byte becomes ``_``.
+FILE_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def file_part(nick: str | None) -> str:
+    """A nick's name in file names: ``hook/<part>.curl``, ``hook/line.<part>``,
+    ``unread.<part>.line``.
+
+    The one rule, which ``integrations/hooks/ac-hook.sh`` implements too (a test runs the
+    script against this function): ``AGENT_CHAT_NICK`` exactly as the shell sees it, its bytes
+    (nothing stripped, no case folding), each byte outside ``[A-Za-z0-9_-]`` as ``_``;
+    ``default`` when it is unset or empty. Give it the raw environment value, not a cleaned
+    nick, or the shell would look for another file.
+    """
+    if not nick:
+        return "default"
+    # os.fsencode undoes Python's decoding of the environment: the shell's very bytes.
+    return "".join(chr(b) if b in FILE_NAME_BYTES else "_" for b in os.fsencode(nick))
+
+
+def home_dir(env: Mapping[str, str] | None = None) -> str:
+    """The client's directory: ``$AGENT_CHAT_HOME`` or ``~/.agent-chat``."""
+    env = os.environ if env is None else env
+    home = env.get("AGENT_CHAT_HOME")
+    if home:
+        return os.path.abspath(os.path.expanduser(home))
+    return os.path.join(os.path.expanduser("~"), ".agent-chat")
+
+
+# --- reading and writing ------------------------------------------------------------------
 
 
 def ensure_dir(path: str) -> None:

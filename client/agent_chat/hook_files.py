@@ -2,7 +2,7 @@
 
 - ``<nick>.curl`` (0600): a curl config with the notify URL and the ``Authorization`` header,
   so the token never appears on a command line (``ps``). ``<nick>`` is
-  :func:`agent_chat.paths.file_part` of ``AGENT_CHAT_NICK``, the rule ac-hook.sh follows too.
+  :func:`agent_chat.files.file_part` of ``AGENT_CHAT_NICK``, the rule ac-hook.sh follows too.
 - ``ac-path``: the ``ac`` executable, which the hook runs in the background (``ac setup hook
   --quiet``) when it finds no ``<nick>.curl`` (an identity stored before ``ac`` wrote these
   files, or an agent whose first ``ac`` command has not run yet).
@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .files import atomic_write, ensure_dir
-from .paths import HOOK_DIR
-from .urls import API_PREFIX
+from .config import API_PREFIX
+from .files import HOOK_DIR, atomic_write, ensure_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

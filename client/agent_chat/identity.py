@@ -23,8 +23,13 @@ import os
 import time
 
 from .errors import AcError, ApiError, AuthError, ConfigFileError, UsageError
-from .files import atomic_write, ensure_dir, read_text
-from .paths import CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE
+from .files import (
+    CREDENTIALS_FILE,
+    CREDENTIALS_LOCK_FILE,
+    atomic_write,
+    ensure_dir,
+    read_text,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

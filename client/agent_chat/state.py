@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import time
 
-from .files import atomic_write, read_text
-from .paths import STATE_FILE, UNREAD_LINE_FILE
+from .files import STATE_FILE, UNREAD_LINE_FILE, atomic_write, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 def unread_line_path(settings: Settings) -> str:
     """``unread.line``, or ``unread.<nick>.line`` for an ``AGENT_CHAT_NICK`` identity (``<nick>``:
-    :func:`agent_chat.paths.file_part`)."""
+    :func:`agent_chat.files.file_part`)."""
     if settings.env_nick:
         return settings.path(f"unread.{settings.file_part}.line")
     return settings.path(UNREAD_LINE_FILE)

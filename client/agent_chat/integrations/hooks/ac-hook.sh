@@ -28,7 +28,7 @@
 #   hook/seen.<nick>.<session>   the last line spoken to that session
 #   hook/ac-path        the `ac` executable, to bootstrap a missing hook/<nick>.curl
 # <nick> is AGENT_CHAT_NICK's bytes, each outside [A-Za-z0-9_-] as "_" ("default" when unset or
-# empty): the rule of agent_chat.paths.file_part, which a test pins this script to.
+# empty): the rule of agent_chat.files.file_part, which a test pins this script to.
 # AGENT_CHAT_TOKEN with AGENT_CHAT_SERVER needs no files. AGENT_CHAT_HOOK_TTL: cache seconds
 # (default 3). Portable sh (dash, bash, macOS): no stat, no jq, no GNU-only options.
 
