@@ -235,7 +235,9 @@ def test_listen_unread_and_mark_read(make_ac: Callable[..., Ac], room: tuple[Ac,
     owner.ok("send", name, "one")
     owner.ok("send", name, "two")
     wait_for(lambda: "two" in reader.ok("listen", name, "--unread", "--peek"))
-    assert len(reader.ok("listen", name, "--unread", "--peek").splitlines()) == 2
+    # --peek shows both and leaves them unread, and says so.
+    peeked = reader.ok("listen", name, "--unread", "--peek").splitlines()
+    assert len(peeked) == 3 and peeked[2].startswith(f"(2 unread in {name}")
     out = reader.ok("listen", name, "--unread")
     assert [LINE_RE.match(x).group(4) for x in out.splitlines()] == ["one", "two"]
     assert reader.ok("listen", name, "--unread") == "(no unread messages)\n"
