@@ -30,12 +30,17 @@ def assert_inert(text: str) -> None:
     assert "\x1b" not in text and "\r" not in text
 
 
+UNREAD_NOTE_RE = re.compile(r"^\(\d+ unread in [#@!][A-Za-z0-9_.:#@!-]+(, urgent)?: ac listen ")
+
+
 def records(out: str) -> list[str]:
     """Split human listen output into records; every line is a record start or indented."""
     recs: list[str] = []
     for line in out.split("\n")[:-1]:
         if line.startswith("    ") and recs:
             recs[-1] += "\n" + line
+        elif UNREAD_NOTE_RE.match(line):
+            continue  # `ac`'s own note on what stays unread (not someone else's words)
         else:
             assert RECORD_RE.match(line), f"line is neither a record nor a continuation: {line!r}"
             recs.append(line)

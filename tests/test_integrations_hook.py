@@ -380,10 +380,13 @@ def test_registering_writes_the_hooks_credentials(stack: Stack, tmp_path: Path) 
         f"[chat] @{other.nick}(1) (read: ac listen --unread)\n"
     )
     assert not (chat / "hook" / ("boot." + nick)).exists()
-    # Without AGENT_CHAT_NICK, `ac register NAME` makes NAME the default: default.curl is it.
+    # Without AGENT_CHAT_NICK, `ac register NAME --default` makes NAME the default: default.curl
+    # is it (without --default the home's first identity stays the default).
     name = unique("Named")
     env.pop("AGENT_CHAT_NICK")
-    p = subprocess.run([AC, "register", name], capture_output=True, text=True, env=env, timeout=30)
+    p = subprocess.run(
+        [AC, "register", name, "--default"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert p.returncode == 0, p.stderr
     other.send("@" + name, "one")
     other.send("@" + name, "two")

@@ -47,7 +47,15 @@ def test_marketplace_lists_this_directory() -> None:
 
 def test_hooks_json_shape() -> None:
     hooks = load(HOOKS)["hooks"]
-    assert set(hooks) == {"UserPromptSubmit", "PostToolUse"}  # never Stop (it would continue)
+    assert set(hooks) == {"UserPromptSubmit", "PostToolUse", "SessionStart", "Stop"}
+    # SessionStart and Stop carry only the background wake hook (asyncRewake: it wakes the
+    # model by exiting 2 and exits 0 when nothing is new); nothing there injects context.
+    for event in ("SessionStart", "Stop"):
+        [group] = hooks[event]
+        [wake] = group["hooks"]
+        assert wake["asyncRewake"] is True and wake["type"] == "command"
+        words = shlex.split(wake["command"])
+        assert words == ["sh", "${CLAUDE_PLUGIN_ROOT}/hooks/ac-hook.sh", "--wake"]
     [prompt] = hooks["UserPromptSubmit"]
     assert "matcher" not in prompt  # UserPromptSubmit has no matcher (it would be ignored)
     [post] = hooks["PostToolUse"]

@@ -71,6 +71,9 @@ case $sid in *[!A-Za-z0-9_-]*) sid=$(printf '%s' "$sid" | LC_ALL=C tr -c 'A-Za-z
 sid=${sid:-default}
 
 if [ -n "$wake" ]; then
+  # `claude -p` (entrypoint sdk-cli) cannot be woken, and it waits for background hooks before
+  # it exits: a waiting wake hook would only hold it open.
+  case ${CLAUDE_CODE_ENTRYPOINT:-} in sdk-*) exit 0 ;; esac
   ac=""
   [ -r "$dir/ac-path" ] && IFS= read -r ac < "$dir/ac-path"
   if [ -z "$ac" ] || [ ! -x "$ac" ]; then ac=$(command -v ac) || exit 0; fi
