@@ -19,7 +19,6 @@ from .config import (
 from .errors import AcError, ApiError, AuthError, ConfigFileError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
-from .state import unread_line_path, write_caches
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,6 +146,8 @@ def notify(ctx: Context, fmt: str) -> int:
     unread: dict[str, UnreadCount] = {
         room: {"count": count, "urgent": urgent} for room, count, urgent in entries
     }
+    from .state import write_caches  # here: `ac send` never needs it
+
     write_caches(ctx.settings, ctx.cache_key(), unread_line=line, unread=unread)
     return 0
 
@@ -265,6 +266,8 @@ def listen(
             out(note)
     last_event = _event_id(messages)
     if last_event is not None:
+        from .state import write_caches
+
         write_caches(ctx.settings, ctx.cache_key(), last_event=last_event)
     if not follow:
         if not messages and not as_json:
@@ -521,6 +524,7 @@ def _identity_files(s: Settings) -> dict[str, str | None]:
     if s.env_token:
         return {"unread_line": None, "hook_credentials": None}
     from .hook_files import curl_path
+    from .state import unread_line_path
 
     return {
         "unread_line": unread_line_path(s),

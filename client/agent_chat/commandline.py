@@ -1,0 +1,765 @@
+"""The ``ac`` command line, declared once: every command, its arguments and its handler.
+
+argparse is built from :func:`command_table` (help, usage errors, the final word on syntax), and
+so is the fast path: ``ac send`` and ``ac listen`` are what agents run most, so their plain shapes
+are parsed from the table (:func:`fast_parse`) without importing argparse (~8 ms of a cold
+start); anything the fast path does not understand goes to argparse. Each command's handler is
+attached with ``set_defaults(func=...)``. ``ac notify`` never loads this module
+(:mod:`agent_chat.cli`).
+"""
+
+from __future__ import annotations
+
+from .errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+    import argparse
+
+    from .commands import Context
+
+    Handler = Callable[["Args"], int]
+
+EPILOG = """\
+targets: #room (or just room), @Nick, @user:server, !room_id
+files:   $AGENT_CHAT_HOME (default ~/.agent-chat): config.toml, credentials.json, state.json
+env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
+         AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
+exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
+         5 timed out (ac wait: nothing new)"""
+
+
+class Args:
+    """A parsed command line: argparse fills one (``namespace=``), and so does the fast path.
+
+    Each command sets only its own attributes (plus ``func``, ``command`` and ``verbose``).
+    """
+
+    func: Handler
+    command: str | None
+    verbose: bool
+    json: bool
+    # send, who, join, setup
+    target: str
+    # send
+    message: list[str]
+    notice: bool
+    # listen
+    room: str | None
+    all: bool
+    last: int
+    unread: bool
+    follow: bool
+    peek: bool
+    # notify, wait
+    oneline: bool
+    # wait
+    urgent: bool
+    dm: bool
+    timeout: float | None
+    any: bool
+    session: str | None
+    min_interval: float
+    # config
+    assign: list[str]
+    # register (nick), login (user), create-room (alias, topic)
+    default: bool
+    nick: str | None
+    user: str
+    alias: str
+    topic: str | None
+    # setup
+    scope: str | None
+    dry_run: bool
+    uninstall: bool
+    no_mcp: bool
+    no_wake: bool
+    quiet: bool
+    # mcp
+    channel: bool
+    channel_events: str
+    allow_human: list[str]
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
+class Arg:
+    """One argument of a command: a positional (``name``) or an option (``--name``, ``-n``).
+
+    ``action`` is argparse's: ``store`` (a value, converted by ``type``; ``nargs`` for
+    positionals), ``store_true``, ``store_const`` or ``append``. The fast path understands
+    ``store`` and ``store_true``; a command line using anything else goes to argparse.
+    ``type`` raises ValueError with a message on a bad value.
+    """
+
+    __slots__ = (
+        "action",
+        "choices",
+        "const",
+        "default",
+        "dest",
+        "help",
+        "metavar",
+        "names",
+        "nargs",
+        "type",
+    )
+
+    def __init__(
+        self,
+        *names: str,
+        help: str | None = None,
+        dest: str | None = None,
+        metavar: str | None = None,
+        nargs: str | None = None,
+        type: Callable[[str], object] | None = None,
+        default: object = None,
+        action: str = "store",
+        const: object = None,
+        choices: Sequence[str] | None = None,
+    ) -> None:
+        self.names = names
+        self.help = help
+        long = [n for n in names if n.startswith("--")]
+        self.dest = dest or (long or names)[0].lstrip("-").replace("-", "_")
+        self.metavar = metavar
+        self.nargs = nargs
+        self.type = type
+        self.default = False if action == "store_true" and default is None else default
+        self.action = action
+        self.const = const
+        self.choices = choices
+
+    @property
+    def positional(self) -> bool:
+        return not self.names[0].startswith("-")
+
+
+def flag(*names: str, help: str | None) -> Arg:
+    """A ``store_true`` option."""
+    return Arg(*names, help=help, action="store_true")
+
+
+class Command:
+    """A subcommand: its help, its arguments (a tuple is a mutually exclusive group), and the
+    handler that runs it. ``fast`` commands are parsed without argparse when they can be."""
+
+    __slots__ = ("args", "description", "fast", "help", "name", "run")
+
+    def __init__(
+        self,
+        name: str,
+        run: Handler,
+        help: str,
+        description: str | None = None,
+        args: Sequence[Arg | tuple[Arg, ...]] = (),
+        fast: bool = False,
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.help = help
+        self.description = description or help
+        self.args = args
+        self.fast = fast
+
+    def flat_args(self) -> list[Arg]:
+        """Every argument, groups flattened."""
+        out: list[Arg] = []
+        for item in self.args:
+            out.extend(item if isinstance(item, tuple) else (item,))
+        return out
+
+
+def positive(text: str) -> int:
+    """``--last``: a whole number from 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 1000:
+        raise ValueError("must be between 1 and 1000")
+    return value
+
+
+def seconds(text: str) -> float:
+    """``ac wait``'s durations: seconds from 0 to a year."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 31536000:
+        raise ValueError("must be from 0 to 31536000 seconds")
+    return value
+
+
+def _json(help: str = "print JSON") -> Arg:
+    return flag("--json", help=help)
+
+
+def command_table() -> tuple[Command, ...]:
+    """Every ``ac`` command, in the order ``ac --help`` lists them."""
+    return (*fast_commands(), *_other_commands())
+
+
+def fast_commands() -> tuple[Command, ...]:
+    """The commands the fast path parses (``fast``): built alone, so that ``ac send`` does not
+    pay for the whole table (~0.2 ms)."""
+    return (
+        Command(
+            "send",
+            _send,
+            "send a message to a room or a person",
+            "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
+            "MESSAGE '-' reads the message from stdin.",
+            fast=True,
+            args=(
+                Arg("target", metavar="TARGET", help="#room, @Nick or @user:server"),
+                Arg(
+                    "message",
+                    metavar="MESSAGE",
+                    nargs="+",
+                    help="the text (several words are joined by spaces); '-' reads stdin",
+                ),
+                flag("--notice", help="send as a notice (never pushed to phones)"),
+                _json("print the server's answer as JSON"),
+            ),
+        ),
+        Command(
+            "listen",
+            _listen,
+            "show recent messages",
+            "Show recent messages, oldest first, one record per message (continuation\n"
+            "lines indented). Marks what it shows as read, unless --peek.",
+            fast=True,
+            args=(
+                Arg(
+                    "room",
+                    metavar="TARGET",
+                    nargs="?",
+                    help="#room, @Nick or @user:server (default: all rooms)",
+                ),
+                flag("--all", help="all rooms (the default without TARGET)"),
+                Arg(
+                    "--last",
+                    metavar="N",
+                    type=positive,
+                    default=10,
+                    help="how many messages (1-1000, default 10)",
+                ),
+                flag("--unread", help="only unread messages"),
+                _json("JSON lines with ids, timestamps and raw text"),
+                flag(
+                    "--follow",
+                    "-f",
+                    help="keep showing new messages as they arrive (Ctrl-C stops)",
+                ),
+                flag("--peek", help="do not mark messages as read"),
+            ),
+        ),
+    )
+
+
+def _other_commands() -> tuple[Command, ...]:
+    return (
+        Command("who", _who, "list the members of a room", args=(_target("#room"), _json())),
+        Command(
+            "notify",
+            _notify,
+            "unread counts per room (for hooks and status bars)",
+            "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
+            "exits 0 on any error (unless --verbose).",
+            args=(
+                (
+                    _json('{"#general":{"count":2,"urgent":false},...}'),
+                    flag("--oneline", help="#general(2) #alerts(1!)"),
+                ),
+            ),
+        ),
+        Command(
+            "wait",
+            _wait,
+            "block until something new arrives (for hooks and scripts)",
+            "Block until a message arrives for you, then print the unread counts and exit 0.\n"
+            "What is already unread does not end it (unless --any); reading is not news.\n"
+            "Exits 5 at --timeout with nothing printed. The server holds one request\n"
+            "(up to 300 s at a time): no polling.\n"
+            "--session ID keeps a small state file per session, so a hook that runs\n"
+            "'ac wait' again and again wakes once per new message, catches what arrived\n"
+            "between runs, and wakes at most once per --min-interval (unless urgent).\n"
+            "One waiter per session: a newer 'ac wait --session ID' takes over and the\n"
+            "older one exits 5 without waking.",
+            args=(
+                flag("--urgent", help="only urgent messages and mentions"),
+                flag("--dm", help="only direct messages (with --urgent: either)"),
+                Arg(
+                    "--timeout",
+                    metavar="S",
+                    type=seconds,
+                    help="give up after S seconds (default: never)",
+                ),
+                flag("--any", help="return at once if anything is unread"),
+                Arg("--session", metavar="ID", help="loop guard state for this session"),
+                Arg(
+                    "--min-interval",
+                    metavar="S",
+                    type=seconds,
+                    default=10.0,
+                    help="with --session: at most one wake per S seconds unless urgent "
+                    "(default 10)",
+                ),
+                (
+                    _json("print JSON like 'ac notify --json'"),
+                    flag("--oneline", help="#general(2) #alerts(1!)"),
+                ),
+            ),
+        ),
+        Command("status", _status, "check the server and the identity", args=(_json(),)),
+        Command("channels", _channels, "list the rooms you are in", args=(_json(),)),
+        Command(
+            "config",
+            _config,
+            "show or change settings",
+            "Show the settings, or change them in config.toml with --set.",
+            args=(
+                Arg(
+                    "--set",
+                    metavar="KEY=VALUE",
+                    action="append",
+                    default=[],
+                    dest="assign",
+                    help="server=URL, registration_token=TOKEN or nick=NAME (empty value unsets)",
+                ),
+                _json(),
+            ),
+        ),
+        Command(
+            "register",
+            _register,
+            "register an agent identity",
+            "Register an agent identity with the server and store its token.\n"
+            "NAME asks for exactly that name: taken on the server is an error, already\n"
+            "stored in this home is not. Without NAME the server picks a free name (or\n"
+            "AGENT_CHAT_NICK is used). The first identity stored in a home is its\n"
+            "default (what commands use without AGENT_CHAT_NICK); a later one becomes\n"
+            "the default only with --default.",
+            args=(
+                Arg("nick", metavar="NAME", nargs="?", help="the nick to register"),
+                _default_flag(),
+            ),
+        ),
+        Command(
+            "login",
+            _login,
+            "log in as a human (asks for the password)",
+            "Log in as a human (the password is read from the terminal, or a line of stdin)\n"
+            "and store the token. The first identity stored in a home is its default;\n"
+            "a later one becomes the default only with --default.",
+            args=(Arg("user", metavar="NAME", help="your Matrix user name"), _default_flag()),
+        ),
+        Command(
+            "whoami",
+            _whoami,
+            "which identity commands use here, and why",
+            "Which identity a plain command would use right now and why (AGENT_CHAT_TOKEN,\n"
+            "AGENT_CHAT_NICK, config.toml's identity.nick, or this home's default), the\n"
+            "server, and the other identities stored for it. Asks the server nothing.",
+            args=(_json(),),
+        ),
+        Command(
+            "create-room",
+            _create_room,
+            "create a public room",
+            args=(
+                Arg("alias", metavar="'#name'", help="the room alias, e.g. '#builds'"),
+                Arg("--topic", metavar="TEXT", help="the room topic"),
+            ),
+        ),
+        Command("join", _join, "join a room", args=(_target("room alias or id", "'#room'"),)),
+        Command(
+            "setup",
+            _setup,
+            "install hooks, skills and commands for an agent CLI",
+            "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
+            "skills or commands, a status line. Merges into existing settings (with a\n"
+            "backup), shows what it changed; running it twice changes nothing.\n"
+            "'hook' only writes the hook's credentials ($AGENT_CHAT_HOME/hook/).",
+            args=(
+                Arg(
+                    "target",
+                    metavar="TARGET",
+                    choices=["claude", "codex", "gemini", "tmux", "hook"],
+                    help="claude, codex, gemini, tmux or hook",
+                ),
+                (
+                    Arg(
+                        "--user",
+                        dest="scope",
+                        action="store_const",
+                        const="user",
+                        help="your user settings, e.g. ~/.claude (the default)",
+                    ),
+                    Arg(
+                        "--project",
+                        dest="scope",
+                        action="store_const",
+                        const="project",
+                        help="this directory's settings, e.g. ./.claude",
+                    ),
+                ),
+                flag("--dry-run", help="show the changes, write nothing"),
+                flag("--uninstall", help="remove what setup added"),
+                flag("--no-mcp", help="do not add (or remove) the 'ac mcp' MCP server entry"),
+                flag(
+                    "--no-wake",
+                    help="claude: do not add (or remove) the hooks that wake an idle session",
+                ),
+                flag("--quiet", help=None),  # for the hook's own bootstrap: not in --help
+            ),
+        ),
+        Command(
+            "mcp",
+            _mcp,
+            "run the MCP server on stdio (send, read, who, notify tools)",
+            "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
+            "read, who and notify, as this identity. Needs the 'mcp' extra:\n"
+            "pip install 'agent-chat[mcp]'. Register it with e.g.\n"
+            "claude mcp add agent-chat -- ac mcp\n\n"
+            "With --channel it is also a Claude Code channel: new direct messages,\n"
+            "mentions and urgent messages are pushed into the running session\n"
+            "(claude --dangerously-load-development-channels server:agent-chat), and a\n"
+            "reply tool answers them.",
+            args=(
+                flag("--channel", help="push new messages as Claude Code channel notifications"),
+                Arg(
+                    "--channel-events",
+                    metavar="LIST",
+                    default="dm,mention,urgent",
+                    help="what is pushed: any of dm,mention,urgent (default: all three)",
+                ),
+                Arg(
+                    "--allow-human",
+                    metavar="NAME",
+                    action="append",
+                    default=[],
+                    help="only these humans (user id or its localpart; repeatable) reach the "
+                    "session; agents always do",
+                ),
+            ),
+        ),
+    )
+
+
+def _default_flag() -> Arg:
+    return flag(
+        "--default", help="make it this home's default identity (used without AGENT_CHAT_NICK)"
+    )
+
+
+def _target(help: str = "#room", metavar: str = "TARGET") -> Arg:
+    return Arg("target", metavar=metavar, help=help)
+
+
+# --- the handlers: Args -> the command's function ------------------------------------------
+
+
+def _context(args: Args) -> Context:
+    from .commands import Context
+
+    return Context(verbose=args.verbose)
+
+
+def _send(args: Args) -> int:
+    from . import commands
+
+    return commands.send(_context(args), args.target, args.message, args.notice, args.json)
+
+
+def _listen(args: Args) -> int:
+    from . import commands
+
+    if args.room and args.all:
+        raise UsageError("give either TARGET or --all (see 'ac listen --help')")
+    return commands.listen(
+        _context(args), args.room, args.last, args.unread, args.json, args.follow, args.peek
+    )
+
+
+def _notify(args: Args) -> int:
+    from . import commands
+
+    flags = ["--json"] if args.json else ["--oneline"] if args.oneline else []
+    return commands.notify_graceful(flags, args.verbose)
+
+
+def _wait(args: Args) -> int:
+    from . import wait
+
+    return wait.wait(
+        _context(args),
+        urgent=args.urgent,
+        dm=args.dm,
+        timeout=args.timeout,
+        fmt="json" if args.json else "oneline" if args.oneline else "words",
+        any_unread=args.any,
+        session=args.session,
+        min_interval=args.min_interval,
+    )
+
+
+def _who(args: Args) -> int:
+    from . import commands
+
+    return commands.who(_context(args), args.target, args.json)
+
+
+def _status(args: Args) -> int:
+    from . import commands
+
+    return commands.status(_context(args), args.json)
+
+
+def _channels(args: Args) -> int:
+    from . import commands
+
+    return commands.channels(_context(args), args.json)
+
+
+def _config(args: Args) -> int:
+    from . import commands
+
+    return commands.config(_context(args), args.assign, args.json)
+
+
+def _register(args: Args) -> int:
+    from . import commands
+
+    return commands.register(_context(args), args.nick, make_default=args.default)
+
+
+def _login(args: Args) -> int:
+    from . import commands
+
+    return commands.login(_context(args), args.user, make_default=args.default)
+
+
+def _whoami(args: Args) -> int:
+    from . import whoami
+
+    return whoami.whoami(_context(args), args.json)
+
+
+def _create_room(args: Args) -> int:
+    from . import commands
+
+    return commands.create_room(_context(args), args.alias, args.topic)
+
+
+def _join(args: Args) -> int:
+    from . import commands
+
+    return commands.join(_context(args), args.target)
+
+
+def _setup(args: Args) -> int:
+    from . import setup
+
+    return setup.run(
+        _context(args),
+        args.target,
+        args.scope,
+        args.dry_run,
+        args.uninstall,
+        args.quiet,
+        mcp=not args.no_mcp,
+        wake=not args.no_wake,
+    )
+
+
+def _mcp(args: Args) -> int:
+    from . import mcp_server
+
+    return mcp_server.main(
+        _context(args), args.channel, args.channel_events, tuple(args.allow_human)
+    )
+
+
+def _no_command(args: Args) -> int:
+    raise UsageError("a command is required (see 'ac --help')")
+
+
+# --- the fast path ---------------------------------------------------------------------------
+
+
+def parse_fast_path(argv: list[str]) -> Args | None:
+    """A ``fast`` command's plain command line parsed from the table, or None for argparse."""
+    if not argv:
+        return None
+    for command in fast_commands():
+        if command.name == argv[0]:
+            values = fast_parse(command, argv[1:])
+            if values is None:
+                return None
+            return Args(command=command.name, func=command.run, **values)
+    return None
+
+
+def fast_parse(command: Command, argv: list[str]) -> dict[str, object] | None:
+    """``command``'s arguments from ``argv`` as argparse would parse them, or None when the
+    line is anything but plain: an unknown, repeated, abbreviated or ``--x=y`` option, a value
+    that starts with ``-``, a bad value, a missing argument, an option after a ``nargs="+"``
+    positional began, ``--help``... argparse then decides (and words its errors)."""
+    options: dict[str, Arg] = {}
+    positionals: list[Arg] = []
+    values: dict[str, object] = {}
+    for item in command.args:
+        if isinstance(item, tuple):
+            return None  # mutually exclusive groups: argparse's to check
+        if item.positional:
+            if item.nargs not in (None, "?", "+") or item.choices is not None:
+                return None
+            positionals.append(item)
+        elif item.action in ("store", "store_true"):
+            options.update(dict.fromkeys(item.names, item))
+        else:
+            return None
+        values[item.dest] = item.default
+    seen: set[str] = set()
+    index = 0
+    greedy: Arg | None = None  # the nargs="+" positional taking every further word
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        option = token.startswith("-") and token != "-"
+        if greedy is not None:
+            if option:
+                return None
+            words = values[greedy.dest]
+            assert isinstance(words, list)
+            words.append(token)
+        elif option:
+            arg = options.get(token)
+            if arg is None or arg.dest in seen:
+                return None
+            seen.add(arg.dest)
+            if arg.action == "store_true":
+                values[arg.dest] = True
+                continue
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            try:
+                values[arg.dest] = arg.type(argv[i]) if arg.type else argv[i]
+            except ValueError:
+                return None
+            i += 1
+        elif index < len(positionals):
+            arg = positionals[index]
+            index += 1
+            if arg.nargs == "+":
+                values[arg.dest] = [token]
+                greedy = arg
+            else:
+                values[arg.dest] = token
+        else:
+            return None
+    if any(arg.nargs != "?" for arg in positionals[index:]):
+        return None  # a required argument is missing: argparse says so
+    return values
+
+
+# --- argparse --------------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> Args:
+    """``argv`` parsed by argparse (usage errors raise UsageError, ``--help`` exits)."""
+    return _parser().parse_args(argv, namespace=Args(command=None, func=_no_command))
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The ``ac`` parser, built from :func:`command_table`."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse that reports usage errors as one line and exit code 1 (2 means network)."""
+
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    common = Parser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show requests and error details on stderr",
+    )
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="ac",
+        description="Agent Chat: real-time chat for coding agents and the humans who watch them.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version="ac " + _version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for command in command_table():
+        p = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
+            parents=[common],
+            formatter_class=fmt,
+        )
+        for item in command.args:
+            if isinstance(item, tuple):
+                group = p.add_mutually_exclusive_group()
+                for arg in item:
+                    _add_argument(group, arg)
+            else:
+                _add_argument(p, item)
+        p.set_defaults(func=command.run)
+    return parser
+
+
+def _add_argument(parser: argparse._ActionsContainer, arg: Arg) -> None:
+    import argparse
+
+    # argparse's keywords differ by action (store_true takes no type or metavar): only the
+    # ones set are passed, so their values are of several types.
+    kwargs: dict[str, Any] = {"action": arg.action}
+    kwargs["help"] = argparse.SUPPRESS if arg.help is None else arg.help
+    if not arg.positional:
+        kwargs["dest"] = arg.dest
+    for key in ("metavar", "nargs", "choices", "const"):
+        value = getattr(arg, key)
+        if value is not None:
+            kwargs[key] = value
+    if arg.type is not None:
+        kwargs["type"] = _argparse_type(arg.type)
+    if arg.action in ("store", "append") and arg.default is not None:
+        kwargs["default"] = arg.default
+    parser.add_argument(*arg.names, **kwargs)
+
+
+def _argparse_type(convert: Callable[[str], object]) -> Callable[[str], object]:
+    """``convert`` with its ValueError turned into argparse's error (its message is shown)."""
+    import argparse
+
+    def check(text: str) -> object:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    check.__name__ = convert.__name__
+    return check
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
