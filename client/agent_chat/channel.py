@@ -28,8 +28,6 @@ returns them). The ``reply`` tool posts to a notification's ``chat_id``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
 import re
 import sys
 import threading
@@ -42,8 +40,25 @@ from .wait import MAX_POLL, RETRY_SECONDS, poll
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Protocol
+
     from .api import Client
     from .commands import Context
+    from .mcp_server import ToolServer
+    from .shapes import JSONObject
+
+    class LowLevelServer(Protocol):
+        """What this module uses of the SDK's low-level ``Server``."""
+
+        def create_initialization_options(
+            self, *, experimental_capabilities: dict[str, dict[str, object]]
+        ) -> object: ...
+
+        async def run(
+            self, read_stream: object, write_stream: object, options: object
+        ) -> None: ...
+
 
 #: What can be pushed: direct messages, mentions of this agent, urgent messages.
 EVENTS = ("dm", "mention", "urgent")
@@ -92,7 +107,7 @@ def _short(text: object) -> str:
     return _TAG_RE.sub("<" + TAG.upper().replace("-", "_"), line)
 
 
-def notification(msg: dict[str, Any], why: Iterable[str]) -> dict[str, Any]:
+def notification(msg: JSONObject, why: Iterable[str]) -> JSONObject:
     """The JSON-RPC notification for one message: one line of content, string meta."""
     user = one_line(msg.get("sender_name") or msg.get("sender") or "?")[:64] or "?"
     room = one_line(msg.get("room") or msg.get("room_id") or "?")[:128]
@@ -156,7 +171,7 @@ class Listener:
         localpart = sender[1:].split(":", 1)[0].lower()
         return sender.lstrip("@").lower() in self.allow or localpart in self.allow
 
-    def reasons(self, msg: dict[str, Any], direct: bool) -> list[str]:
+    def reasons(self, msg: JSONObject, direct: bool) -> list[str]:
         """Why ``msg`` is pushed (empty: it is not)."""
         body = msg.get("body") if isinstance(msg.get("body"), str) else ""
         found = []
@@ -171,8 +186,8 @@ class Listener:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _messages(self, client: Client, room_id: str) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {
+    def _messages(self, client: Client, room_id: str) -> list[JSONObject]:
+        query: dict[str, object] = {
             "room": room_id,
             "unread": True,
             "mark_read": False,
@@ -200,7 +215,7 @@ class Listener:
                 self.last[room_id] = event_id
 
     @staticmethod
-    def _rooms(answer: dict[str, Any]) -> list[tuple[str, bool]]:
+    def _rooms(answer: JSONObject) -> list[tuple[str, bool]]:
         unread = answer.get("unread")
         rooms = []
         for u in unread if isinstance(unread, list) else []:
@@ -222,7 +237,7 @@ class Listener:
         cursor = answer.get("cursor")
         return cursor if isinstance(cursor, str) else None
 
-    def collect(self, client: Client, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    def collect(self, client: Client, answer: JSONObject) -> list[JSONObject]:
         """The notifications for what is new in ``answer``'s rooms."""
         out = []
         for room_id, direct in self._rooms(answer):
@@ -254,7 +269,7 @@ class Listener:
         except (AcError, ConnectionFailed):
             pass
 
-    def run(self, deliver: Callable[[dict[str, Any]], None]) -> None:
+    def run(self, deliver: Callable[[JSONObject], None]) -> None:
         """Wait, collect, deliver, until :meth:`stop` (or a rejected token)."""
         cursor = self.cursor
         failing = False
@@ -294,32 +309,32 @@ class Listener:
 class _RawMessage:
     """A JSON-RPC message the SDK's stdio writer can serialise (it calls model_dump_json)."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: JSONObject) -> None:
         self.data = data
 
-    def model_dump_json(self, **_: Any) -> str:
+    def model_dump_json(self, **_: object) -> str:
         import json
 
         return json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
 
 
-def lowlevel(server: Any) -> Any:
+def lowlevel(server: ToolServer) -> LowLevelServer:
     """The SDK's low-level Server under the high-level one (v2 MCPServer, v1 FastMCP)."""
     for name in ("_lowlevel_server", "_mcp_server"):
-        found = getattr(server, name, None)
+        found: LowLevelServer | None = getattr(server, name, None)  # private: per SDK version
         if found is not None:
             return found
     raise AcError("this MCP SDK has no low-level server to declare the channel with")
 
 
-def serve(server: Any, listener: Listener) -> None:
+def serve(server: ToolServer, listener: Listener) -> None:
     """Serve ``server`` on stdio with the channel capability; push while it runs."""
     import anyio
 
     anyio.run(_serve, server, listener)
 
 
-async def _serve(server: Any, listener: Listener) -> None:
+async def _serve(server: ToolServer, listener: Listener) -> None:
     import asyncio
 
     from mcp.server.stdio import stdio_server
@@ -329,7 +344,9 @@ async def _serve(server: Any, listener: Listener) -> None:
     loop = asyncio.get_running_loop()
     async with stdio_server() as (read_stream, write_stream):
 
-        def deliver(note: dict[str, Any]) -> None:
+        def deliver(note: JSONObject) -> None:
+            # SessionMessage wants the SDK's JSONRPCMessage; the stdio writer only calls
+            # model_dump_json, which _RawMessage has (the SDK has no model for this method).
             message = SessionMessage(_RawMessage(note))  # type: ignore[arg-type]
             future = asyncio.run_coroutine_threadsafe(write_stream.send(message), loop)
             future.result(timeout=60)
