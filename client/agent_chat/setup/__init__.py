@@ -242,12 +242,22 @@ class Installer:
                         f"cannot add [mcp_servers.{MCP_NAME}] to {path} ({e}); add it yourself "
                         "or pass --no-mcp; nothing was changed"
                     ) from None
+        self.apply_block_edit(path, text, stripped, new)
+
+    def apply_block_edit(self, path: str, text: str | None, stripped: str, new: str) -> bool:
+        """Plan the edit of a file where we own one marked block: ``text`` is the file as it is
+        (None if missing), ``stripped`` it without our block, ``new`` it with our block as it
+        should be. On uninstall a file that held nothing but our block is removed. True if a
+        write was planned."""
         if text is None and not new:
-            return
+            return False
         if self.uninstall and text is not None and not new.strip() and stripped != text:
             self.plan.remove(path)
-        elif new != (text or ""):
+            return False
+        if new != (text or ""):
             self.plan.write(path, new, 0o644, backup=True, show_diff=True)
+            return True
+        return False
 
     def marked_file(self, src: str, dest: str) -> None:
         """Install (or remove) one of our files; files without our marker are left alone."""
@@ -436,12 +446,7 @@ class Installer:
             command = "sh " + " ".join(f'"{w}"' if w != "--home" else w for w in words)
             block = f"{TMUX_BEGIN}\nset -ag status-right ' #({command})'\n{TMUX_END}\n"
             new = stripped + ("\n" if stripped and not stripped.endswith("\n") else "") + block
-        if text is None and not new:
-            return
-        if self.uninstall and text is not None and not new.strip() and stripped != text:
-            self.plan.remove(path)
-        elif new != (text or ""):
-            self.plan.write(path, new, 0o644, backup=True, show_diff=True)
+        if self.apply_block_edit(path, text, stripped, new):
             self.plan.note("reload a running tmux: tmux source-file ~/.tmux.conf")
 
 
