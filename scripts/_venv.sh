@@ -81,3 +81,10 @@ plain_editable_paths() {
         printf '%s\n' "$REPO/client" "$REPO/appservice" "$REPO/server" >"$pth"
     done
 }
+
+# The venv the tests and the checks run in (server and test extras), and cd to the checkout.
+dev_venv() {
+    ensure_venv
+    install_checkout server,test
+    cd "$REPO"
+}

@@ -9,10 +9,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/_venv.sh
 . "$REPO/scripts/_venv.sh"
 
-ensure_venv
-install_checkout server,test
-
-cd "$REPO"
+dev_venv
 status=0
 echo "== ruff check"
 "$VENV/bin/ruff" check . || status=1

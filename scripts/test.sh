@@ -11,8 +11,5 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/_venv.sh
 . "$REPO/scripts/_venv.sh"
 
-ensure_venv
-install_checkout server,test
-
-cd "$REPO"
+dev_venv
 exec "$VPY" -m pytest "$@"
