@@ -18,8 +18,9 @@ from .errors import AcError, ApiError, AuthError, NetworkError, RateLimited
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Unpack
 
-    from .shapes import JSONObject
+    from .shapes import JSONObject, RequestOptions
 
 
 class Client:
@@ -86,19 +87,12 @@ class Client:
             log(f"{method} {url} -> {resp.status} ({ms:.0f} ms, {len(resp.body)} bytes)")
         return resp
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, object] | None = None,
-        body: Mapping[str, object] | None = None,
-        auth: bool = True,
-        timeout: float | None = None,
-    ) -> JSONObject:
-        """Send one request and return the answer's JSON object (``{}`` for an empty body), or
-        raise the mapped error. Every API answer is an object; anything else is an ApiError.
-        Its fields are unchecked: callers check each one they use."""
-        resp = self.raw(method, path, query, body, auth, timeout)
+    def call(self, method: str, path: str, **options: Unpack[RequestOptions]) -> JSONObject:
+        """Send one request (``options`` as for :meth:`raw`) and return the answer's JSON
+        object (``{}`` for an empty body), or raise the mapped error. Every API answer is an
+        object; anything else is an ApiError. Its fields are unchecked: callers check each one
+        they use."""
+        resp = self.raw(method, path, **options)
         if 200 <= resp.status < 300:
             if not resp.body:
                 return {}

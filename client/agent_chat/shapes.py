@@ -11,10 +11,21 @@ or a hand-edited file may send anything. TypedDicts describe what the client its
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypedDict
 
 #: A JSON object as parsed, its values not yet checked.
 JSONObject = dict[str, object]
+
+
+class RequestOptions(TypedDict, total=False):
+    """The optional arguments of ``api.Client.raw``, which ``Client.call`` passes on."""
+
+    query: Mapping[str, object] | None
+    body: Mapping[str, object] | None
+    auth: bool
+    timeout: float | None
+
 
 #: One room's unread count as the renderers take it: (label, count, urgent).
 UnreadEntry = tuple[str, int, bool]
