@@ -107,6 +107,9 @@ class Cli:
                 "--dangerously-bypass-hook-trust",
                 "--sandbox",
                 "danger-full-access",
+                # No curated-plugin sync (api.github.com, chatgpt.com) at start-up.
+                "-c",
+                "features.plugins=false",
             ]
             if resume:
                 return [exe, "exec", *flags, "resume", "--last", prompt]
@@ -252,11 +255,8 @@ def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack)
     # The MCP tools of `ac mcp` were offered (Codex may start MCP servers after turn 1 began).
     names = {n for r in first + second + third + fourth for n in r.tool_names}
     ours = {n for n in names if "agent-chat" in n or "agent_chat" in n}
-    if cli.name == "codex" and not ours:
-        # codex-cli 0.171.0 `exec` with a custom provider connects the server (the MCP resource
-        # tools appear) but offers the model none of its tools; not explained yet.
-        assert "list_mcp_resources" in names, (cli.name, sorted(names))
-        return
+    # Codex: only because `ac setup codex` turned off tool_search_always_defer_mcp_tools (with
+    # it on, a custom provider's model is offered none of the server's tools).
     assert any(n.endswith("send") for n in ours), (cli.name, sorted(names))
     assert any(n.endswith("notify") for n in ours), (cli.name, sorted(names))
 

@@ -199,8 +199,20 @@ def test_codex_hooks_json_and_skills(home: Path) -> None:
     assert tomllib.loads(config) == {
         "model": "gpt-5",
         "mcp_servers": {
-            "agent-chat": {"command": AC, "args": ["mcp"], "env": {"AGENT_CHAT_HOME": str(chat)}}
+            "agent-chat": {
+                "command": AC,
+                "args": ["mcp"],
+                "env": {"AGENT_CHAT_HOME": str(chat)},
+                "env_vars": [
+                    "AGENT_CHAT_HOME",
+                    "AGENT_CHAT_SERVER",
+                    "AGENT_CHAT_NICK",
+                    "AGENT_CHAT_TOKEN",
+                ],
+            }
         },
+        # Codex offers MCP tools to a custom provider's model only without this deferral.
+        "features": {"tool_search_always_defer_mcp_tools": False},
     }
     after = snapshot(home)
     assert "nothing to change" in run_setup(home, chat, "codex").stdout
@@ -377,6 +389,25 @@ def test_no_mcp_and_foreign_entries_are_left_alone(home: Path) -> None:
     run_setup(home, chat, "codex", "--uninstall")
     assert json.loads((home / ".claude.json").read_text()) == theirs
     assert codex.read_text() == '[mcp_servers.agent-chat]\ncommand = "npx"\n'
+
+
+def test_codex_features_of_their_own_are_kept(home: Path) -> None:
+    """A config.toml with its own [features] keeps it (TOML allows one such table): their
+    deferral setting stands; without one, a note says what to add."""
+    codex = home / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    for theirs, noted in (
+        ("[features]\nplugins = false\n", True),
+        ("[features]\ntool_search_always_defer_mcp_tools = true\n", False),
+    ):
+        codex.write_text(theirs)
+        out = run_setup(home, home / "chat-home", "codex").stdout
+        assert ("add `tool_search_always_defer_mcp_tools = false` there" in out) is noted, out
+        config = tomllib.loads(codex.read_text())
+        assert config["features"] == tomllib.loads(theirs)["features"]
+        assert config["mcp_servers"]["agent-chat"]["args"] == ["mcp"]
+        run_setup(home, home / "chat-home", "codex", "--uninstall")
+        assert codex.read_text() == theirs
 
 
 def test_codex_config_that_cannot_take_the_table_is_not_touched(home: Path) -> None:

@@ -66,6 +66,14 @@ CODEX_MCP_BEGIN = (
 )
 #: The MCP server entry's name in every CLI's settings.
 MCP_NAME = "agent-chat"
+#: Codex starts MCP servers with a bare environment: these names are passed through from the
+#: environment Codex runs in (``env_vars``), so ``ac mcp`` is the same identity as ``ac``.
+CODEX_ENV_VARS = ("AGENT_CHAT_HOME", "AGENT_CHAT_SERVER", "AGENT_CHAT_NICK", "AGENT_CHAT_TOKEN")
+#: codex-cli 0.171.0 defers every MCP server's tools behind its ``tool_search`` tool, which it
+#: offers only for models whose metadata says they support it (OpenAI's own); with a custom
+#: provider or an unknown model the tools are listed but never offered to the model (seen in
+#: tests/test_agent_clis.py; openai/codex#19871, #27580). This feature switch offers them.
+CODEX_NO_DEFER = "tool_search_always_defer_mcp_tools"
 #: Seconds for Claude Code and Codex, milliseconds for Gemini CLI; the hook itself needs ~1 s.
 HOOK_TIMEOUT_S = 5
 HOOK_TIMEOUT_MS = 5000
@@ -232,6 +240,8 @@ class Installer:
                     return
                 lines = [CODEX_MCP_BEGIN, f"[mcp_servers.{MCP_NAME}]"]
                 lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+                lines.append(f"env_vars = {_toml_value(list(CODEX_ENV_VARS))}")
+                lines += self.codex_features(path, theirs)
                 block = "\n".join([*lines, TMUX_END, ""])
                 sep = "\n" if stripped and not stripped.endswith("\n") else ""
                 new = stripped + sep + block
@@ -243,6 +253,20 @@ class Installer:
                         "or pass --no-mcp; nothing was changed"
                     ) from None
         self.apply_block_edit(path, text, stripped, new)
+
+    def codex_features(self, path: str, theirs: dict[str, object]) -> list[str]:
+        """Our block's ``[features]`` table (MCP tools offered, not deferred), unless the file
+        has its own ``features``: then their choice stands, or a note says what to add."""
+        features = theirs.get("features")
+        if features is None:
+            return ["[features]", f"{CODEX_NO_DEFER} = false"]
+        if not isinstance(features, dict) or CODEX_NO_DEFER not in features:
+            self.plan.note(
+                f"{path} has its own [features]: add `{CODEX_NO_DEFER} = false` there, or "
+                "Codex offers the agent-chat tools only to models with its tool_search "
+                "(not with a custom model provider)"
+            )
+        return []
 
     def apply_block_edit(self, path: str, text: str | None, stripped: str, new: str) -> bool:
         """Plan the edit of a file where we own one marked block: ``text`` is the file as it is
