@@ -13,6 +13,11 @@ Wall time is measured around each process (spawn to exit, through /usr/bin/time,
 reports the peak RSS); the server is given a moment to settle between processes.
 Prints a table and writes JSON (default bench/results/bench_client-<time>.json).
 
+With ``--against REV`` the client of that git revision (exported to a temp dir) runs too, in
+the same interleaved loop against the same server and home, started the same way as this
+tree's (``python -c`` importing ``agent_chat.cli`` from the given client dir), and each command
+gets a ratio this tree / REV: a code change's cold-start cost, measured in one run.
+
     .venv/bin/python bench/bench_client.py            # start a temp server, N=20
     .venv/bin/python bench/bench_client.py -n 50 --data-dir ~/.agent-chat-server
     .venv/bin/python bench/bench_client.py --api-url http://127.0.0.1:8009 \\
@@ -256,6 +261,17 @@ def main():
     parser.add_argument("--registration-token", help="with --api-url: the registration token")
     parser.add_argument("--matrix-token", help="with --api-url: a Matrix user's access token")
     parser.add_argument("--json-out", help="where to write the JSON results")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run the client of this git revision; report this tree / REV per command",
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=1.05,
+        help="with --against: the largest this tree / REV median ratio that meets the target",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ac-bench-"))
@@ -292,6 +308,32 @@ def main():
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0 if results["all_targets_met"] else 1
+
+
+LAUNCH = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent_chat.cli import main; main()"
+
+
+def export_client(rev, dest):
+    """The ``client/`` tree of git revision ``rev`` under ``dest``, compiled as installed."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "client"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--against {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    compileall.compile_dir(str(dest / "client" / "agent_chat"), quiet=1)
+    return str(dest / "client")
+
+
+def against_rows(stats, rev, max_ratio):
+    """Per command: this tree's median / REV's median, and whether it is within max_ratio."""
+    rows = {}
+    for name in TARGETS:
+        mine, theirs = stats[f"{name} (this tree)"], stats[f"{name} @{rev}"]
+        ratio = mine["median_ms"] / theirs["median_ms"]
+        rows[name] = {"ratio": ratio, "max": max_ratio, "met": ratio <= max_ratio}
+    return rows
 
 
 def bench(server, tmp, args):
@@ -358,6 +400,23 @@ def bench(server, tmp, args):
         "ac listen --last 20": (lambda: [AC, "listen", "--last", "20"], env),
         "seed listen": (lambda: [*seed, "listen", room, "--last", "20"], seed_env),
     }
+    if args.against:
+        # Both trees started the same way, so the ratio is the code's and not the launcher's.
+        trees = {
+            "this tree": str(ROOT / "client"),
+            f"@{args.against}": export_client(args.against, tmp / "against"),
+        }
+        for name, argv in (
+            ("ac notify --oneline", lambda: ["notify", "--oneline"]),
+            ("ac send", lambda: ["send", room, f"ac bench {next(counter)}"]),
+            ("ac listen --last 20", lambda: ["listen", "--last", "20"]),
+        ):
+            for label, client_dir in trees.items():
+                key = f"{name} (this tree)" if label == "this tree" else f"{name} {label}"
+                commands[key] = (
+                    lambda d=client_dir, a=argv: [PY, "-c", LAUNCH, d, *a()],
+                    env,
+                )
     if curl:  # the floor: one HTTP request from the cheapest client there is
         commands["curl notify (floor)"] = (
             lambda: [
@@ -438,6 +497,16 @@ def bench(server, tmp, args):
             f"{st['min_ms']:>6.1f}ms {st['peak_rss_mib_max']:>6.1f}MiB "
             f"{(f'{ratio:.1f}x' if ratio else ''):>8}  {target} {verdict}"
         )
+    against = None
+    if args.against:
+        against = against_rows(stats, args.against, args.max_ratio)
+        print(
+            f"\nthis tree / {args.against}, medians in the same run (target <= {args.max_ratio})"
+        )
+        for name, row in against.items():
+            verdict = "ok" if row["met"] else "MISSED"
+            print(f"{name:<22} {row['ratio']:>6.3f}x  {verdict}")
+            stats_ok = stats_ok and row["met"]
     base_py = [run_cold([PY, "-c", "pass"], seed_env, errfile) for _ in range(args.runs)]
     py_median = statistics.median(w for w, _, _ in base_py)
     print(f"{'(python -c pass)':<22} {py_median:>6.1f}ms")
@@ -451,6 +520,7 @@ def bench(server, tmp, args):
         "api_url": server.api_url,
         "synapse_url": server.synapse_url,
         "commands": stats,
+        "against": {"rev": args.against, "ratios": against} if against else None,
         "all_targets_met": stats_ok,
     }
 
