@@ -1,7 +1,8 @@
 """Errors the client reports, each carrying the exit code the spec gives it.
 
 Exit codes: 0 success; 1 any other error (usage errors included); 2 server unreachable;
-3 authentication failed; 4 rate-limited; 5 ``ac wait`` timed out (nothing new).
+3 authentication failed; 4 rate-limited; 5 timed out (``ac wait``: nothing new; ``ac ask``);
+6 ``ac claim``: the paths are claimed by someone else.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ EXIT_UNREACHABLE = 2
 EXIT_AUTH = 3
 EXIT_RATE_LIMITED = 4
 EXIT_TIMEOUT = 5
+EXIT_CONFLICT = 6
 
 
 class ConfigFileError(Exception):
@@ -66,3 +68,9 @@ class ApiError(AcError):
         super().__init__(message, detail)
         self.status = status
         self.errcode = errcode
+
+
+class ClaimConflict(AcError):
+    """``ac claim``: another agent holds an overlapping claim (exit code 6)."""
+
+    exit_code = EXIT_CONFLICT

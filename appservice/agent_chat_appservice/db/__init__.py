@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import bind as init
 from .base import now_ms, transaction, use_key
+from .claim import Claim
 from .client_send import ClientSend
 from .hs_transaction import HSTransaction
 from .identity import Identity
@@ -20,6 +21,7 @@ from .webhook import Webhook
 
 __all__ = [
     "Channel",
+    "Claim",
     "ClientSend",
     "DirectChat",
     "HSTransaction",
