@@ -154,8 +154,18 @@ class Homeserver:
     async def join(self, user_id: str, room: str) -> str:
         return await self.client(user_id).join_room(RoomID(room), max_retries=0)
 
+    async def leave(self, user_id: str, room_id: str) -> None:
+        await self.client(user_id).leave_room(RoomID(room_id))
+
     async def invite(self, inviter: str | None, room_id: str, user_id: str) -> None:
         await self.client(inviter).invite_user(RoomID(room_id), UserID(user_id))
+
+    async def search(self, user_id: str, body: dict[str, Any], next_batch: str | None) -> Any:
+        """Synapse's server-side search (``POST /search``) as ``user_id``: Synapse itself
+        answers only from rooms that user may see."""
+        query = {"next_batch": next_batch} if next_batch else None
+        api = self.client(user_id).api
+        return await api.request(Method.POST, Path.v3.search, body, query_params=query)
 
     async def create_room(
         self,

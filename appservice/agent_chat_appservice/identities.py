@@ -9,7 +9,7 @@ import random
 import re
 
 from . import metrics
-from .db import Identity, now_ms
+from .db import Identity, Member, now_ms
 from .errors import ApiError
 from .rooms import Rooms
 
@@ -17,6 +17,8 @@ log = logging.getLogger("agent_chat.identities")
 
 NICK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{1,31}$")
 RESERVED = frozenset({"bot", "admin", "room", "here", "all", "everyone"})
+#: A retired name can be registered again this many times less two (``@_ac_name.99``).
+RETIRED_SUFFIXES = 100
 
 
 def _words(name: str) -> list[str]:
@@ -92,10 +94,13 @@ class Identities:
         for candidate in candidates:
             if candidate.lower() in taken or candidate.lower() in RESERVED:
                 continue
-            identity = Identity(self.user_id(candidate), candidate, kind, now_ms())
+            user_id = await self._free_user_id(candidate)
+            if user_id is None:
+                continue
+            identity = Identity(user_id, candidate, kind, now_ms())
             # A Matrix account that exists without an identity row is someone's lost
             # identity: never hand it to a new caller.
-            if not await self.hs.register(self.config.user_prefix + candidate.lower()):
+            if not await self.hs.register(user_id[1:].split(":", 1)[0]):
                 continue
             await identity.insert()
             return identity
@@ -106,6 +111,33 @@ class Identities:
                 f"the name {nick} is taken; use its stored credentials or pick another name",
             )
         raise ApiError(409, "M_USER_IN_USE", "no free name found; pick a name")
+
+    async def _free_user_id(self, nick: str) -> str | None:
+        """The Matrix user id for a new identity called ``nick``: ``@_ac_bluelake``, or, when
+        a retired identity keeps that one (Matrix user ids are forever, and its messages keep
+        their sender), ``@_ac_bluelake.2``, ``.3``, ... ('.' is in no name, so these never
+        collide with another name's id). None when all are used."""
+        ids = [self.user_id(nick)] + [
+            self.user_id(f"{nick}.{n}") for n in range(2, RETIRED_SUFFIXES)
+        ]
+        taken = await Identity.user_ids_taken(ids)
+        return next((i for i in ids if i not in taken), None)
+
+    async def retire(self, identity: Identity) -> list[str]:
+        """Retire an agent or bot: it leaves every room, its tokens stop working and its name
+        is free for a new registration. Returns the room ids it left."""
+        left, kind = [], identity.kind
+        for room_id in await Member.joined_rooms(identity.user_id):
+            try:
+                await self.rooms.leave(identity.user_id, room_id)
+            except ApiError as e:
+                log.warning("%s could not leave %s: %s", identity.user_id, room_id, e)
+                continue
+            left.append(room_id)
+        await identity.retire()
+        metrics.RETIREMENTS.inc(kind)
+        log.info("retired %s (left %d rooms)", identity.user_id, len(left))
+        return left
 
     async def _provision(self, identity: Identity) -> None:
         await self.hs.set_displayname(identity.user_id, identity.nick)

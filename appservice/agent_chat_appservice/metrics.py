@@ -70,6 +70,8 @@ TRANSACTION_APPLY = Summary(
 LEDGER_UPDATES = Counter("agent_chat_ledger_messages_total", "Messages counted into the ledger")
 MALFORMED = Counter("agent_chat_malformed_events_total", "Events skipped as malformed")
 REGISTRATIONS = Counter("agent_chat_registrations_total", "Identities registered", "kind")
+RETIREMENTS = Counter("agent_chat_retirements_total", "Identities retired", "kind")
+SEARCHES = Counter("agent_chat_searches_total", "Searches through the homeserver")
 API_LATENCY = Summary("agent_chat_api_request_seconds", "REST API handling time", "route")
 API_ERRORS = Counter("agent_chat_api_errors_total", "REST API error answers", "status")
 NOTIFY_WAITERS = Gauge("agent_chat_notify_waiters", "Long-poll /notify requests waiting now")
@@ -85,6 +87,8 @@ ALL = (
     LEDGER_UPDATES,
     MALFORMED,
     REGISTRATIONS,
+    RETIREMENTS,
+    SEARCHES,
     API_LATENCY,
     API_ERRORS,
     NOTIFY_WAITERS,

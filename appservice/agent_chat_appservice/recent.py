@@ -43,6 +43,11 @@ class RecentMap(Generic[K, V]):
         self._entries[key] = (value, now)
         self._forget(now)
 
+    def drop_where(self, unwanted: Callable[[K, V], bool]) -> None:
+        """Forget every entry for which ``unwanted(key, value)`` holds (O(n): rare calls)."""
+        for key in [k for k, (v, _) in self._entries.items() if unwanted(k, v)]:
+            del self._entries[key]
+
     def _forget(self, now: float) -> None:
         entries = self._entries
         while entries:

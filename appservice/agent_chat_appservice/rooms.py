@@ -141,6 +141,17 @@ class Rooms:
             await Member.set(conn, room_id, user_id, "join", name)
             await Ledger.on_join(conn, room_id, user_id)
 
+    async def leave(self, user_id: str, room_id: str) -> None:
+        """Leave as ``user_id`` and record it at once, as ``join`` does."""
+        try:
+            await self.hs.leave(user_id, room_id)
+        except MatrixRequestError as e:
+            raise from_matrix(e, "leaving the room") from None
+        name = await Member.name_of(user_id)
+        async with transaction() as conn:
+            await Member.set(conn, room_id, user_id, "leave", name)
+            await Ledger.on_leave(conn, room_id, user_id)
+
     async def resolve_room(self, caller: str, name: str, join: bool = False) -> str:
         """The room id of a room the caller is in (joining a public one when ``join``)."""
         if name.startswith("!"):

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from . import accounts, control, ops
+from . import accounts, agents, control, ops
 from .client_config import client_home, ensure_client_config
 from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, ServerError
 from .init import InitOptions, init_data_dir
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_format(p)
     add("status", "check Synapse, the appservice and Synapse's ping of it")
     accounts.add_parsers(add)
+    agents.add_parsers(add)
     ops.add_parsers(add)
     return parser
 
@@ -272,6 +273,7 @@ COMMANDS = {
     "restart": cmd_restart,
     "status": cmd_status,
     **accounts.COMMANDS,
+    **agents.COMMANDS,
     **ops.COMMANDS,
 }
 

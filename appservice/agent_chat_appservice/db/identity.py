@@ -7,11 +7,13 @@ import hashlib
 import logging
 import secrets
 
-from .base import Row, Table, now_ms, sealer
+from .base import Row, Table, now_ms, sealer, transaction
 
 log = logging.getLogger("agent_chat.db.identity")
 
 TOKEN_PREFIX = "ac_"
+#: The kind of an identity that was retired (``agent-chat-server agents retire``).
+RETIRED = "retired"
 
 
 def hash_token(token: str) -> str:
@@ -26,7 +28,7 @@ def new_token() -> str:
 class Identity(Table):
     user_id: str
     nick: str
-    kind: str  # agent | human | bot
+    kind: str  # agent | human | bot | retired
     created_at: int
     last_active: int | None = None
 
@@ -140,6 +142,40 @@ class Identity(Table):
         if identity is None:  # RETURNING answers a row for an insert and for an update
             raise RuntimeError(f"storing the human {user_id} returned no row")
         return identity
+
+    @classmethod
+    async def active(cls) -> list[Identity]:
+        """Every identity not retired, agents first, then by name."""
+        q = f"SELECT {cls._columns} FROM identity WHERE kind<>'{RETIRED}' ORDER BY kind, nick_key"
+        return [i for r in await cls.read_db.fetch(q) if (i := cls._from_row(r)) is not None]
+
+    @classmethod
+    async def idle_agents(cls, before_ms: int) -> list[Identity]:
+        """Agents last active (or, never active, created) before ``before_ms``."""
+        q = (
+            f"SELECT {cls._columns} FROM identity WHERE kind='agent' "
+            "AND COALESCE(last_active, created_at) < $1 ORDER BY nick_key"
+        )
+        rows = await cls.read_db.fetch(q, before_ms)
+        return [i for r in rows if (i := cls._from_row(r)) is not None]
+
+    @classmethod
+    async def user_ids_taken(cls, user_ids: list[str]) -> set[str]:
+        """Which of these Matrix user ids have an identity (active or retired)."""
+        if not user_ids:
+            return set()
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
+        q = f"SELECT user_id FROM identity WHERE user_id IN ({placeholders})"
+        return {row["user_id"] for row in await cls.read_db.fetch(q, *user_ids)}
+
+    async def retire(self) -> None:
+        """Revoke every API token and free the name: the row stays (its messages keep their
+        sender's name) as kind ``retired`` under its user id, which no name can equal."""
+        async with transaction(self.db) as conn:
+            await conn.execute("DELETE FROM api_token WHERE user_id=$1", self.user_id)
+            q = f"UPDATE identity SET kind='{RETIRED}', nick_key=user_id WHERE user_id=$1"
+            await conn.execute(q, self.user_id)
+        self.kind = RETIRED
 
     async def delete(self) -> None:
         """Remove the identity (and, by cascade, its API tokens)."""
