@@ -29,33 +29,17 @@ import yaml
 
 from agent_chat.config import save_config
 from agent_chat.setup import integrations_dir
+from agent_cli_helpers import BIN, PREFIX, QUIET_ENV, REPO, Tmux, processes_with, trust_claude
 from conftest import Stack
 from fake_models import FakeModels, Request, _last_user_parts
 from helpers import Agent, register, unique, wait_for
 
 pytestmark = pytest.mark.agent_cli
 
-REPO = Path(__file__).resolve().parent.parent
-PREFIX = Path(os.environ.get("AGENT_CHAT_CLI_PREFIX") or REPO / ".cache" / "agent-clis")
-BIN = PREFIX / "bin"
 AC = str(Path(sys.executable).with_name("ac"))
 TURN_TIMEOUT = 180.0
 CLIS = ("claude", "codex", "gemini")
 VENDOR = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
-
-#: No telemetry, error reports, update checks or other vendor traffic, in any of the three.
-QUIET_ENV = {
-    "DISABLE_TELEMETRY": "1",
-    "DISABLE_AUTOUPDATER": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "DISABLE_BUG_COMMAND": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
-    "GEMINI_TELEMETRY_ENABLED": "false",
-    "GEMINI_CLI_TRUST_WORKSPACE": "true",
-    "NO_UPDATE_NOTIFIER": "1",
-    "NO_BROWSER": "1",
-}
 
 
 def strings(value: Any) -> str:
@@ -306,70 +290,13 @@ WAKE_DEADLINE = 30.0
 QUIET_WINDOW = 6.0
 
 
-class Tmux:
-    """An interactive CLI in a detached tmux session on a private socket (killed at the end)."""
-
-    def __init__(self, socket: str, env: dict[str, str]) -> None:
-        self.socket = socket
-        self.env = env
-
-    def run(self, *args: str) -> str:
-        p = subprocess.run(
-            ["tmux", "-L", self.socket, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert p.returncode == 0, (args, p.stderr)
-        return p.stdout
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "main")
-
-    def kill(self) -> None:
-        subprocess.run(
-            ["tmux", "-L", self.socket, "kill-server"], env=self.env, capture_output=True
-        )
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Our processes (their environment holds ``marker``): the wake hooks' `ac wait`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _trust_claude(cli: Cli) -> None:
-    """~/.claude.json (which `ac setup` wrote the MCP entry into): onboarding done, this
-    folder trusted, the dummy API key approved, so no dialog stops the interactive session."""
-    path = cli.home / ".claude.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update(
-        hasCompletedOnboarding=True,
-        theme="dark",
-        customApiKeyResponses={"approved": [cli.env["ANTHROPIC_API_KEY"][-20:]], "rejected": []},
-    )
-    project = data.setdefault("projects", {}).setdefault(str(cli.project), {})
-    project.update(hasTrustDialogAccepted=True, hasCompletedProjectOnboarding=True)
-    path.write_text(json.dumps(data))
-
-
 @pytest.mark.parametrize("cli", ["claude"], indirect=True)
 def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> None:
     if not shutil.which("tmux"):
         pytest.skip("tmux not installed (scripts/agent-clis.sh installs it where it can)")
     settings = json.loads((cli.home / ".claude" / "settings.json").read_text())
     assert {"SessionStart", "Stop"} <= set(settings["hooks"]), settings
-    _trust_claude(cli)
+    trust_claude(cli.home, cli.project, cli.env["ANTHROPIC_API_KEY"])
     other = register(stack, unique("Peer"))
     marker = f"AGENT_CHAT_WAKE_TEST={unique('w')}"
     env = {
@@ -427,9 +354,9 @@ def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> Non
         # The wake hook's `ac wait` ends with the session (it watches the CLI's process and
         # renews its long-poll every 30 s); kill what is left after that, and say so.
         deadline = time.monotonic() + 45
-        while _processes_with(marker) and time.monotonic() < deadline:
+        while processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
-        leftover = _processes_with(marker)
+        leftover = processes_with(marker)
         for pid in leftover:
             try:
                 os.kill(pid, 15)
