@@ -118,7 +118,14 @@ def test_message_json_keeps_raw_text() -> None:
     assert data["body"] == "a\x1b[2J\u202eb\nc"
     assert data["prefix"] == "STATUS"
     assert data["extra"] == "kept"
-    assert list(data)[:10] == list(render.MESSAGE_FIELDS)
+    assert list(data)[: len(render.MESSAGE_FIELDS)] == list(render.MESSAGE_FIELDS)
+    assert data["thread_id"] is None and data["in_reply_to"] is None
+
+
+def test_message_line_marks_thread_replies() -> None:
+    assert "↳" not in render.message_line(_msg(body="root"))
+    reply = render.message_line(_msg(body="answer", thread_id="$root", in_reply_to="$root"))
+    assert " ↳ " in reply and reply.endswith(": answer")
 
 
 def test_ago() -> None:

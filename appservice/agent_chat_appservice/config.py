@@ -48,6 +48,9 @@ class Config:
     #: Per-caller send limit (token bucket): a runaway agent loop gets 429, not the whole room.
     send_rate_per_second: float = 5.0
     send_rate_burst: int = 30
+    #: The loop guard: agents answering each other in one direct chat or thread get 429 after
+    #: this many answers within a minute (0 turns it off). Humans are never limited by it.
+    loop_guard_answers_per_minute: int = 6
     rooms: list[dict[str, str]] = field(default_factory=lambda: [dict(r) for r in DEFAULT_ROOMS])
     log_level: str = "INFO"
     #: "text", or "json" for one JSON object per line (for log shippers).
@@ -108,6 +111,11 @@ class Config:
                 raise ConfigError(f"config file {path}: {key} must be a non-empty string")
         if config.log_format not in ("text", "json"):
             raise ConfigError(f"config file {path}: log_format must be text or json")
+        guard = config.loop_guard_answers_per_minute
+        if not isinstance(guard, int) or isinstance(guard, bool) or not 0 <= guard <= 10000:
+            raise ConfigError(
+                f"config file {path}: loop_guard_answers_per_minute must be a number 0-10000"
+            )
         if not isinstance(config.port, int) or not 0 < config.port < 65536:
             raise ConfigError(f"config file {path}: port must be a number 1-65535")
         return config

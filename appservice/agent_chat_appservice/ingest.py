@@ -47,6 +47,9 @@ class MessageRecord:
     body: str
     mentioned: list[str]
     room_mention: bool
+    #: The ``m.thread`` root it belongs to, and the event its ``m.in_reply_to`` names.
+    thread_id: str | None = None
+    in_reply_to: str | None = None
 
 
 @dataclass
@@ -149,6 +152,7 @@ def _parse_message(
     relates = content.get("m.relates_to")
     if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
         return None  # an edit is not a new message
+    thread_id, in_reply_to = _relations(relates)
     mentions = content.get("m.mentions")
     mentioned: list[str] = []
     room_mention = False
@@ -166,6 +170,22 @@ def _parse_message(
         body=body[:MAX_BODY],
         mentioned=list(dict.fromkeys(mentioned)),
         room_mention=room_mention,
+        thread_id=thread_id,
+        in_reply_to=in_reply_to,
+    )
+
+
+def _relations(relates: object) -> tuple[str | None, str | None]:
+    """(thread root, replied-to event) of ``m.relates_to``; None for what is absent or not an
+    event id (a malformed relation only loses its thread, never the message)."""
+    if not isinstance(relates, dict):
+        return None, None
+    thread_id = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+    reply = relates.get("m.in_reply_to")
+    in_reply_to = reply.get("event_id") if isinstance(reply, dict) else None
+    return (
+        thread_id if _valid_id(thread_id, "event") else None,
+        in_reply_to if _valid_id(in_reply_to, "event") else None,
     )
 
 
@@ -235,6 +255,8 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
         rec.body,
         detect_prefix(rec.body),
         urgent,
+        rec.thread_id,
+        rec.in_reply_to,
     )
     if seq is None:
         return 0  # delivered before: counted before

@@ -19,6 +19,7 @@ from .config import Config
 from .homeserver import Homeserver
 from .identities import Identities
 from .ingest import MemberRecord
+from .loop_guard import LoopGuard
 from .rooms import Rooms
 from .transactions import TransactionEndpoint
 
@@ -59,6 +60,7 @@ class AgentChatService:
             rooms=self.rooms,
             identities=self.identities,
             send_limiter=RateLimiter(config.send_rate_per_second, config.send_rate_burst),
+            loop_guard=LoopGuard(config.loop_guard_answers_per_minute),
         )
         self.transactions = TransactionEndpoint(
             self.db,

@@ -144,7 +144,9 @@ def error_for(resp: http.Response, server_url: str = "") -> AcError:
             if header.strip().isdigit():
                 retry = float(header.strip())
         text = "rate limited"
-        if retry is not None:
+        if errcode == "AC_LOOP_GUARD" and message:  # says why, and when it may go on
+            text = message
+        elif retry is not None:
             text += f": retry after {_seconds(retry)} s"
         return RateLimited(text, retry_after=retry, detail=detail)
     if status in (502, 503, 504):

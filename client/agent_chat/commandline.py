@@ -28,7 +28,7 @@ files:   $AGENT_CHAT_HOME (default ~/.agent-chat): config.toml, credentials.json
 env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
          AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
 exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
-         5 timed out (ac wait: nothing new)"""
+         5 timed out (ac wait: nothing new; ac ask: no reply)"""
 
 
 class Args:
@@ -53,6 +53,10 @@ class Args:
     unread: bool
     follow: bool
     peek: bool
+    thread: str | None
+    # reply, ask
+    words: list[str]
+    latest: bool
     # notify, wait
     oneline: bool
     # wait
@@ -62,6 +66,11 @@ class Args:
     any: bool
     session: str | None
     min_interval: float
+    # search (and listen's room)
+    query: list[str]
+    sender: str | None
+    since: int | None
+    limit: int
     # config
     assign: list[str]
     # register (nick), login (user), create-room (alias, topic)
@@ -77,6 +86,18 @@ class Args:
     no_mcp: bool
     no_wake: bool
     quiet: bool
+    # claim, claims, release
+    patterns: list[str]
+    paths: list[str]
+    ttl: int
+    reason: str | None
+    shared: bool
+    exclusive: bool
+    force: bool
+    project: str | None
+    mine: bool
+    check_staged: bool
+    strict: bool
     # mcp
     channel: bool
     channel_events: str
@@ -195,6 +216,22 @@ def seconds(text: str) -> float:
     return value
 
 
+def since_time(text: str) -> int:
+    """``--since``: ``30m``/``12h``/``2d``/``1w`` ago or a date (``YYYY-MM-DD``, local time),
+    as milliseconds since 1970."""
+    from .search import parse_since
+
+    return parse_since(text)
+
+
+def search_limit(text: str) -> int:
+    """``ac search --limit``: a whole number from 1 to 100."""
+    value = positive(text)
+    if value > 100:
+        raise ValueError("must be between 1 and 100")
+    return value
+
+
 def _json(help: str = "print JSON") -> Arg:
     return flag("--json", help=help)
 
@@ -257,6 +294,11 @@ def fast_commands() -> tuple[Command, ...]:
                     help="keep showing new messages as they arrive (Ctrl-C stops)",
                 ),
                 flag("--peek", help="do not mark messages as read"),
+                Arg(
+                    "--thread",
+                    metavar="EVENT_ID",
+                    help="show that message's thread: its root and replies (marks nothing read)",
+                ),
             ),
         ),
     )
@@ -264,6 +306,79 @@ def fast_commands() -> tuple[Command, ...]:
 
 def _other_commands() -> tuple[Command, ...]:
     return (
+        Command(
+            "reply",
+            _reply,
+            "reply to a message in its thread",
+            "Reply to a message in a thread (Element shows it as one; a reply to a message\n"
+            "in a thread goes into that thread). EVENT_ID comes from 'ac listen --json'.\n"
+            "--last replies to the newest message from someone else in TARGET, or in the\n"
+            "room of the message 'ac listen' showed last. A first word starting with #, @\n"
+            "or ! before the message is the TARGET.",
+            args=(
+                Arg(
+                    "words",
+                    metavar="WORD",
+                    nargs="+",
+                    help="EVENT_ID (unless --last), then [TARGET] MESSAGE",
+                ),
+                Arg(
+                    "--last",
+                    dest="latest",
+                    action="store_true",
+                    help="reply to the newest message from someone else",
+                ),
+                _json("print the server's answer as JSON"),
+            ),
+        ),
+        Command(
+            "ask",
+            _ask,
+            "ask and wait for the answer",
+            "Send MESSAGE to TARGET, then wait for the first reply in its thread (in a\n"
+            "direct chat: the next message from that person) and print it under a header\n"
+            "saying whose words they are. Waits on the server (no polling); marks nothing\n"
+            "read. Exits 5 with one line when --timeout passes without a reply.",
+            args=(
+                Arg("target", metavar="TARGET", help="#room, @Nick or @user:server"),
+                Arg("words", metavar="MESSAGE", nargs="+", help="the question"),
+                Arg(
+                    "--timeout",
+                    metavar="S",
+                    type=seconds,
+                    default=300.0,
+                    help="give up after S seconds (default 300)",
+                ),
+                _json("print the reply as a JSON line (like 'ac listen --json')"),
+            ),
+        ),
+        Command(
+            "search",
+            _search,
+            "search the messages of your rooms",
+            "Search the messages of the rooms you are in (the homeserver's full-text search),\n"
+            "newest first, one record per message. Words match whole words; several words\n"
+            "must all occur.",
+            args=(
+                Arg("query", metavar="QUERY", nargs="+", help="the words to look for"),
+                Arg("--room", metavar="TARGET", help="only this room: #room, @Nick or !room_id"),
+                Arg("--from", dest="sender", metavar="NICK", help="only messages from NICK"),
+                Arg(
+                    "--since",
+                    metavar="WHEN",
+                    type=since_time,
+                    help="only messages after WHEN: 30m, 12h, 2d, 1w ago, or a date YYYY-MM-DD",
+                ),
+                Arg(
+                    "--limit",
+                    metavar="N",
+                    type=search_limit,
+                    default=20,
+                    help="at most N results (1-100, default 20)",
+                ),
+                _json("JSON lines with ids, timestamps and raw text"),
+            ),
+        ),
         Command("who", _who, "list the members of a room", args=(_target("#room"), _json())),
         Command(
             "notify",
@@ -379,6 +494,62 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command("join", _join, "join a room", args=(_target("room alias or id", "'#room'"),)),
         Command(
+            "claim",
+            _claim,
+            "claim files of this repository (exit 6: someone else holds them)",
+            "Claim paths of this repository so others' tools warn before they collide.\n"
+            "PATTERN is a git-style glob relative to the repository root (*, ?, [a-z],\n"
+            "** for any number of folders). Exclusive claims conflict with any overlapping\n"
+            "claim of another agent, shared ones only with exclusive ones. A conflict is\n"
+            "one line naming the holder, the reason and the expiry, and exit code 6.",
+            args=(
+                Arg("patterns", metavar="PATTERN", nargs="+", help="e.g. 'src/api/**'"),
+                Arg(
+                    "--ttl",
+                    metavar="DURATION",
+                    type=_ttl,
+                    default=7200,
+                    help="how long it holds: 30m, 2h (default), 1d; at most 7d",
+                ),
+                Arg("--reason", metavar="TEXT", help="what you are doing (shown to others)"),
+                (
+                    flag("--exclusive", help="nobody else may claim these (the default)"),
+                    flag("--shared", help="others may claim them shared too"),
+                ),
+                flag("--force", help="take over others' claims (they get a direct message)"),
+                _project_arg(),
+                _json(),
+            ),
+        ),
+        Command(
+            "claims",
+            _claims,
+            "list the active claims of this repository",
+            "List the active claims of this repository's project, or those covering PATHs.\n"
+            "--check-staged is the pre-commit hook's check (see 'ac setup git').",
+            args=(
+                Arg("paths", metavar="PATH", nargs="*", help="only claims covering these paths"),
+                flag("--mine", help="only your own claims"),
+                _json(),
+                _project_arg(),
+                flag(
+                    "--check-staged",
+                    help="warn about staged files others have claimed (the git hook)",
+                ),
+                flag("--strict", help="with --check-staged: exit 1 on a conflict"),
+            ),
+        ),
+        Command(
+            "release",
+            _release,
+            "release your claims",
+            args=(
+                Arg("patterns", metavar="PATTERN", nargs="*", help="the claimed patterns"),
+                flag("--all", help="every claim you hold in this project"),
+                _project_arg(),
+            ),
+        ),
+        Command(
             "setup",
             _setup,
             "install hooks, skills and commands for an agent CLI",
@@ -390,8 +561,8 @@ def _other_commands() -> tuple[Command, ...]:
                 Arg(
                     "target",
                     metavar="TARGET",
-                    choices=["claude", "codex", "gemini", "tmux", "hook"],
-                    help="claude, codex, gemini, tmux or hook",
+                    choices=["claude", "codex", "gemini", "tmux", "hook", "git"],
+                    help="claude, codex, gemini, tmux, hook or git (a pre-commit claims check)",
                 ),
                 (
                     Arg(
@@ -416,6 +587,7 @@ def _other_commands() -> tuple[Command, ...]:
                     "--no-wake",
                     help="claude: do not add (or remove) the hooks that wake an idle session",
                 ),
+                flag("--strict", help="git: refuse commits touching others' claims"),
                 flag("--quiet", help=None),  # for the hook's own bootstrap: not in --help
             ),
         ),
@@ -452,6 +624,20 @@ def _other_commands() -> tuple[Command, ...]:
     )
 
 
+def _project_arg() -> Arg:
+    return Arg(
+        "--project",
+        metavar="P",
+        help="the project (default: the repository's origin URL, else its folder name)",
+    )
+
+
+def _ttl(text: str) -> int:
+    from .claims import ttl_seconds
+
+    return ttl_seconds(text)
+
+
 def _default_flag() -> Arg:
     return flag(
         "--default", help="make it this home's default identity (used without AGENT_CHAT_NICK)"
@@ -482,9 +668,31 @@ def _listen(args: Args) -> int:
 
     if args.room and args.all:
         raise UsageError("give either TARGET or --all (see 'ac listen --help')")
+    if args.thread is not None and (args.room or args.all or args.unread or args.follow):
+        raise UsageError("--thread shows one thread: no TARGET, --all, --unread or --follow")
     return commands.listen(
-        _context(args), args.room, args.last, args.unread, args.json, args.follow, args.peek
+        _context(args),
+        args.room,
+        args.last,
+        args.unread,
+        args.json,
+        args.follow,
+        args.peek,
+        thread=args.thread,
     )
+
+
+def _reply(args: Args) -> int:
+    from . import ask
+
+    return ask.reply(_context(args), args.words, args.latest, args.json)
+
+
+def _ask(args: Args) -> int:
+    from . import ask
+
+    timeout = ask.ASK_TIMEOUT if args.timeout is None else args.timeout
+    return ask.ask(_context(args), args.target, args.words, timeout, args.json)
 
 
 def _notify(args: Args) -> int:
@@ -506,6 +714,20 @@ def _wait(args: Args) -> int:
         any_unread=args.any,
         session=args.session,
         min_interval=args.min_interval,
+    )
+
+
+def _search(args: Args) -> int:
+    from . import search
+
+    return search.search(
+        _context(args),
+        " ".join(args.query),
+        args.room,
+        args.sender,
+        args.since,
+        args.limit,
+        args.json,
     )
 
 
@@ -566,6 +788,11 @@ def _join(args: Args) -> int:
 def _setup(args: Args) -> int:
     from . import setup
 
+    if args.target == "git":
+        from . import claims
+
+        return claims.setup_git(args.uninstall, args.dry_run, args.strict)
+
     return setup.run(
         _context(args),
         args.target,
@@ -576,6 +803,35 @@ def _setup(args: Args) -> int:
         mcp=not args.no_mcp,
         wake=not args.no_wake,
     )
+
+
+def _claim(args: Args) -> int:
+    from . import claims
+
+    return claims.claim(
+        _context(args),
+        args.patterns,
+        args.ttl,
+        args.reason,
+        args.shared,
+        args.force,
+        args.project,
+        args.json,
+    )
+
+
+def _claims(args: Args) -> int:
+    from . import claims
+
+    if args.check_staged:
+        return claims.check_staged(_context(args), args.strict, args.project)
+    return claims.claims(_context(args), args.paths, args.mine, args.json, args.project)
+
+
+def _release(args: Args) -> int:
+    from . import claims
+
+    return claims.release(_context(args), args.patterns, args.all, args.project)
 
 
 def _mcp(args: Args) -> int:

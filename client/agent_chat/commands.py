@@ -230,9 +230,13 @@ def listen(
     as_json: bool,
     follow: bool,
     peek: bool,
+    thread: str | None = None,
 ) -> int:
-    """``ac listen [TARGET]``: recent (or unread) messages, then new ones with ``--follow``."""
+    """``ac listen [TARGET]``: recent (or unread) messages, then new ones with ``--follow``;
+    ``thread``: one thread, its root and replies."""
     room = normalize_target(target) if target else None
+    if thread is not None and not thread.startswith("$"):
+        raise UsageError("--thread takes a message's event id ($..., from 'ac listen --json')")
     client = ctx.authed()
     color = not as_json and use_color()
     mark_read = None if not peek else False
@@ -246,8 +250,14 @@ def listen(
 
     def fetch(**query: object) -> list[JSONObject]:
         try:
-            answer = client.call("GET", "/messages", query={"room": room, **query})
+            answer = client.call(
+                "GET", "/messages", query={"room": room, "thread": thread, **query}
+            )
         except ApiError as e:
+            if e.status == 404 and thread:
+                raise AcError(
+                    f"no such thread: {one_line(thread)} ({e.message})", detail=e.detail
+                ) from None
             if e.status == 404 and room:
                 raise AcError(
                     f"no such room or person: {one_line(room)} ({e.message})", detail=e.detail

@@ -132,6 +132,8 @@ def message_line(msg: Mapping[str, object], color: bool = False) -> str:
         elif body:
             body = " " + body
         body = PREFIX_STYLE[prefix] + tag + RESET + body if color else tag + body
+    if msg.get("thread_id"):  # a reply in a thread (the root itself has no thread_id)
+        room += " ↳"
     if color:
         return "{}{}{} {} {}{}{}: {}".format(
             DIM, clock(msg.get("ts")), RESET, room, BOLD, name, RESET, body
@@ -150,6 +152,8 @@ MESSAGE_FIELDS = (
     "msgtype",
     "prefix",
     "urgent",
+    "thread_id",
+    "in_reply_to",
 )
 
 

@@ -78,3 +78,15 @@ def _update_state(
     entry["updated_at"] = now
     state["version"] = 1
     atomic_write(path, json.dumps(state, indent=1, sort_keys=True).encode(), 0o600)
+
+
+def read_last_event(settings: Settings, identity_key: str) -> str | None:
+    """The last event ``ac listen`` showed this identity (``ac reply --last``), if known."""
+    try:
+        state = json.loads(read_text(settings.path(STATE_FILE)) or "{}")
+    except (OSError, ValueError):
+        return None
+    identities = state.get("identities") if isinstance(state, dict) else None
+    entry = identities.get(identity_key) if isinstance(identities, dict) else None
+    event = entry.get("last_event") if isinstance(entry, dict) else None
+    return event if isinstance(event, str) else None

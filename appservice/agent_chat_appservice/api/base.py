@@ -17,6 +17,7 @@ from ..db import Identity
 from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
+from ..loop_guard import LoopGuard
 from ..recent import RecentMap
 from ..rooms import Rooms
 from ..waiters import Waiters
@@ -72,6 +73,8 @@ class Context:
     rooms: Rooms
     identities: Identities
     send_limiter: RateLimiter
+    #: Two agents answering each other too fast in a direct chat or thread: 429.
+    loop_guard: LoopGuard = field(default_factory=lambda: LoopGuard(6))
     ready: bool = False
     #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
     waiters: Waiters = field(default_factory=Waiters)

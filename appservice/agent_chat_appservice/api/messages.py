@@ -16,6 +16,7 @@ from ..db import (
     Ledger,
     Member,
     Message,
+    Room,
     Unread,
     transaction,
 )
@@ -28,6 +29,7 @@ from .base import (
     ctx,
     json_body,
     ok,
+    optional_string_field,
     query_bool,
     query_int,
     query_seconds,
@@ -43,6 +45,9 @@ MAX_BODY = 32768
 #: A /send request: the body JSON-escaped (up to 12 bytes for a 4-byte character) and more.
 MAX_SEND_JSON = 3 * MAX_BODY + 4096
 TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+EVENT_RE = re.compile(r"^\$[\x21-\x7e]{1,254}$")
+#: The one answer for an event that does not exist and one in a room the caller is not in.
+NO_SUCH_MESSAGE = "no such message in your rooms"
 
 
 async def resolve_target(context: Context, me: str, target: str, join: bool) -> str:
@@ -97,9 +102,12 @@ async def post_message(
     txn_id: str,
     notice: bool = False,
     html: str | None = None,
+    reply: Reply | None = None,
 ) -> str:
     """Send as ``sender``; the event id. Homeserver failures become API errors."""
     content = await message_content(body, sender, room_id, notice)
+    if reply is not None:
+        content["m.relates_to"] = reply.relates_to()
     if html is not None:
         content["format"] = "org.matrix.custom.html"
         content["formatted_body"] = html
@@ -109,6 +117,59 @@ async def post_message(
         raise from_matrix(e, "sending the message") from None
 
 
+class Reply:
+    """A thread reply: to ``parent``, in the thread rooted at ``root`` in ``room_id``."""
+
+    def __init__(self, room_id: str, parent: str, root: str) -> None:
+        self.room_id = room_id
+        self.parent = parent
+        self.root = root
+
+    def relates_to(self) -> dict[str, Any]:
+        """``m.relates_to``: an ``m.thread`` relation (Element shows a thread) with the
+        ``m.in_reply_to`` fallback for clients without threads."""
+        return {
+            "rel_type": "m.thread",
+            "event_id": self.root,
+            "is_falling_back": True,
+            "m.in_reply_to": {"event_id": self.parent},
+        }
+
+
+async def find_reply(user_id: str, event_id: str) -> Reply:
+    """The thread a reply to ``event_id`` goes into. An event that does not exist and one in
+    a room the caller has not joined get the same 404: neither reveals anything."""
+    found = await Message.thread_of(event_id) if EVENT_RE.match(event_id) else None
+    if found is None or not await Member.is_joined(found[0], user_id):
+        raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
+    room_id, _, thread = found
+    return Reply(room_id, event_id, thread or event_id)
+
+
+async def loop_guarded(context: Context, me: Identity, room_id: str, thread: str | None) -> bool:
+    """Whether the loop guard watches this caller's message there: an agent's (or bot's)
+    message in a thread or a direct chat. Humans are never limited by it."""
+    if me.kind == "human":
+        return False
+    if thread is not None:
+        return True
+    room = await Room.get(room_id)
+    return room is not None and room.is_direct
+
+
+def loop_guard_error(wait_ms: int, thread: str | None, limit: int) -> ApiError:
+    """The 429 of the loop guard: why, and when this conversation may go on."""
+    where = "this thread" if thread else "this direct chat"
+    return ApiError(
+        429,
+        "AC_LOOP_GUARD",
+        f"loop guard: agents answered each other {limit} times within a minute in {where}, "
+        f"which looks like a loop; you may answer again in {-(-wait_ms // 1000)} s "
+        "(a human there is never limited)",
+        wait_ms,
+    )
+
+
 @routes.put("/send/{txn_id}")
 async def send(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
@@ -116,7 +177,10 @@ async def send(request: web.Request) -> web.Response:
     if not TXN_RE.match(txn_id):
         raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
     data = await json_body(request, MAX_SEND_JSON)
-    target = string_field(data, "to")
+    reply_to = optional_string_field(data, "reply_to")
+    if reply_to is not None and not EVENT_RE.match(reply_to):
+        raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
+    target = string_field(data, "to") if reply_to is None or "to" in data else ""
     body = string_field(data, "body", max_len=MAX_BODY * 4)
     size = len(body.encode("utf-8"))
     if size > MAX_BODY:
@@ -131,12 +195,25 @@ async def send(request: web.Request) -> web.Response:
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
+    reply = await find_reply(me.user_id, reply_to) if reply_to is not None else None
     previous = await ClientSend.get(me.user_id, txn_id)  # a read: never queues behind writes
+    guarded = False
     if previous is None:  # a new send
         wait_ms = context.send_limiter.check(me.user_id)
         if wait_ms is not None:
             raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
-        room_id = await resolve_target(context, me.user_id, target, join=True)
+        if reply is None:
+            room_id = await resolve_target(context, me.user_id, target, join=True)
+        else:
+            room_id = reply.room_id
+            if target and await resolve_target(context, me.user_id, target, join=False) != room_id:
+                raise ApiError(404, "M_NOT_FOUND", f"that message is not in {target}")
+        thread = reply.root if reply else None
+        guarded = await loop_guarded(context, me, room_id, thread)
+        if guarded:
+            wait_ms = context.loop_guard.check(room_id, thread, me.user_id)
+            if wait_ms is not None:
+                raise loop_guard_error(wait_ms, thread, context.loop_guard.limit)
         attempt = ClientSend(me.user_id, txn_id, room_id, None)
         # The reservation is written while Synapse is asked, not before: the write may queue
         # behind a homeserver transaction, and a concurrent duplicate of this request is
@@ -144,10 +221,12 @@ async def send(request: web.Request) -> web.Response:
         reserving = asyncio.create_task(attempt.reserve())
         try:
             event_id = await post_message(
-                context, me.user_id, room_id, body, txn_id, notice=notice
+                context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
             )
         finally:
             await reserving
+        if guarded:
+            context.loop_guard.record(room_id, reply.root if reply else None, me.user_id)
     else:  # a retry
         attempt, room_id = previous, previous.room_id
         if previous.event_id is None:
@@ -161,15 +240,25 @@ async def send(request: web.Request) -> web.Response:
                 await previous.complete(found)
         if previous.event_id is not None:  # answer what the first attempt did
             label = await context.rooms.label(room_id, me.user_id)
-            return ok({"event_id": previous.event_id, "room_id": room_id, "room": label})
-        event_id = await post_message(context, me.user_id, room_id, body, txn_id, notice=notice)
+            return ok(_sent(previous.event_id, room_id, label, reply.root if reply else None))
+        event_id = await post_message(
+            context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
+        )
     # Recorded after answering: a retry before this lands finds the event in the timeline.
     context.background.spawn(attempt.complete(event_id))
     if target.startswith("#"):
         label = "#" + context.rooms.alias_localpart(target)
     else:
         label = await context.rooms.label(room_id, me.user_id)
-    return ok({"event_id": event_id, "room_id": room_id, "room": label})
+    return ok(_sent(event_id, room_id, label, reply.root if reply else None))
+
+
+def _sent(event_id: str, room_id: str, label: str, thread: str | None) -> dict[str, Any]:
+    """A send's answer (``thread_id`` only for a thread reply)."""
+    answer: dict[str, Any] = {"event_id": event_id, "room_id": room_id, "room": label}
+    if thread is not None:
+        answer["thread_id"] = thread
+    return answer
 
 
 @routes.get("/messages")
@@ -181,7 +270,18 @@ async def messages(request: web.Request) -> web.Response:
     room = request.query.get("room")
     if room is not None and not room:
         raise ApiError(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
-    if room:
+    thread = request.query.get("thread")
+    if thread is not None:
+        if not EVENT_RE.match(thread):
+            raise ApiError(400, "M_INVALID_PARAM", "'thread' is the event id of a message ($...)")
+        # A thread is read whole (its root and replies), and reading it marks nothing read:
+        # the room's other messages in between were not shown.
+        root = await find_reply(me.user_id, thread)
+        thread, mark_read = root.root, False
+        room_ids = [root.room_id]
+        if room and await resolve_target(context, me.user_id, room, join=False) != root.room_id:
+            raise ApiError(404, "M_NOT_FOUND", f"that message is not in {room}")
+    elif room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
     else:
         await context.rooms.accept_direct_invites(me.user_id)  # reading everything accepts
@@ -203,6 +303,7 @@ async def messages(request: web.Request) -> web.Response:
         limit,
         oldest_first=unread or bool(since),
         exclude_sender=me.user_id if unread else None,
+        thread=thread,
     )
     labels: dict[str, str] = {}
     result = []
@@ -221,6 +322,8 @@ async def messages(request: web.Request) -> web.Response:
                 "msgtype": m.msgtype,
                 "prefix": m.prefix,
                 "urgent": m.urgent,
+                "thread_id": m.thread_id,
+                "in_reply_to": m.in_reply_to,
             }
         )
     marked_read = False

@@ -25,6 +25,9 @@ class Message(Table):
     body: str
     prefix: str | None
     urgent: bool
+    #: The root of the ``m.thread`` this message is in, and the message it answers.
+    thread_id: str | None = None
+    in_reply_to: str | None = None
 
     @classmethod
     async def insert(
@@ -38,17 +41,37 @@ class Message(Table):
         body: str,
         prefix: str | None,
         urgent: bool,
+        thread_id: str | None = None,
+        in_reply_to: str | None = None,
     ) -> int | None:
         """Store a message; its seq, or None when this event was stored before."""
         q = (
-            "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, prefix, urgent) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING "
-            "RETURNING seq"
+            "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, prefix, urgent,"
+            " thread_id, in_reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING seq"
         )
         body_json = json.dumps(body)
         return await int_value(
-            conn, q, event_id, room_id, sender, ts, msgtype, body_json, prefix, urgent
+            conn,
+            q,
+            event_id,
+            room_id,
+            sender,
+            ts,
+            msgtype,
+            body_json,
+            prefix,
+            urgent,
+            thread_id,
+            in_reply_to,
         )
+
+    @classmethod
+    async def thread_of(cls, event_id: str) -> tuple[str, str, str | None] | None:
+        """(room id, sender, thread root or None) of a stored message."""
+        q = "SELECT room_id, sender, thread_id FROM message WHERE event_id=$1"
+        row = await cls.read_db.fetchrow(q, event_id)
+        return (row["room_id"], row["sender"], row["thread_id"]) if row else None
 
     @classmethod
     async def seq_of(cls, conn: Connection | Database, event_id: str) -> tuple[str, int] | None:
@@ -75,11 +98,12 @@ class Message(Table):
         limit: int,
         oldest_first: bool = False,
         exclude_sender: str | None = None,
+        thread: str | None = None,
     ) -> list[Message]:
         """Up to ``limit`` messages of these rooms after each room's seq, returned oldest first.
 
         ``oldest_first`` picks the oldest ones (reading unread messages in order), otherwise
-        the newest ones (``--last N``).
+        the newest ones (``--last N``). ``thread``: only that thread (its root and replies).
         """
         if not room_ids:
             return []
@@ -91,11 +115,15 @@ class Message(Table):
         if exclude_sender:
             args.append(exclude_sender)
             where += f" AND msg.sender<>${len(args)}"
+        if thread:
+            args.append(thread)
+            where += f" AND (msg.thread_id=${len(args)} OR msg.event_id=${len(args)})"
         args.append(limit)
         order = "ASC" if oldest_first else "DESC"
         q = (
             "SELECT msg.seq, msg.event_id, msg.room_id, msg.sender, msg.ts, msg.msgtype, msg.body,"
-            " msg.prefix, msg.urgent, mem.displayname FROM message msg"
+            " msg.prefix, msg.urgent, msg.thread_id, msg.in_reply_to, mem.displayname"
+            " FROM message msg"
             " LEFT JOIN member mem ON mem.room_id=msg.room_id AND mem.user_id=msg.sender"
             f" WHERE {where} ORDER BY msg.seq {order} LIMIT ${len(args)}"
         )
@@ -114,6 +142,8 @@ class Message(Table):
                 _decode_body(r["body"]),
                 r["prefix"],
                 bool(r["urgent"]),
+                r["thread_id"],
+                r["in_reply_to"],
             )
             for r in rows
         ]

@@ -7,6 +7,8 @@ from . import (
     v03_unread_by_room,  # noqa: F401
     v04_room_counts,  # noqa: F401
     v05_sealed_matrix_tokens,  # noqa: F401
+    v06_threads,  # noqa: F401
+    v07_claims,  # noqa: F401
 )
 from .table import upgrade_table
 
