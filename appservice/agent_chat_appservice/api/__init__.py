@@ -10,7 +10,15 @@ from aiohttp.typedefs import Handler
 
 from .. import metrics
 from ..errors import ApiError
-from . import admin, agents, messages, rooms, webhooks  # noqa: F401  (routes on base.routes)
+from . import (  # noqa: F401  (routes on base.routes)
+    admin,
+    admin_agents,
+    agents,
+    messages,
+    rooms,
+    search,
+    webhooks,
+)
 from .base import CONTEXT, IDENTITY, Context, is_public, routes
 
 log = logging.getLogger("agent_chat.api")
