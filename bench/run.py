@@ -13,6 +13,11 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
 - bench_hook.py        the agent hook and tmux status script, cached and uncached
 - bench_appservice.py  notify at scale, send → notify vs raw push, throughput vs raw sends,
                        the ledger update for a big room, the appservice's memory
+- bench_wait.py        the /notify long-poll: server-side wake, send → `ac wait` vs raw push,
+                       1,000 waiters (parts wait, wait-postgres)
+- bench_wake.py        a DM → an idle Claude Code session's model request, under tmux against
+                       the fake model, with send → `ac wait` as the baseline (part wake; says
+                       so and skips that row without .cache/agent-clis)
 JSON results go to bench/results/.
 """
 
@@ -36,7 +41,12 @@ SECTIONS = {
     "hook": "Hooks",
     "sqlite": "Appservice on SQLite",
     "postgres": "Appservice on PostgreSQL",
+    "wait": "Long-poll wait on SQLite",
+    "wait-postgres": "Long-poll wait on PostgreSQL",
+    "wake": "Waking an idle Claude Code session",
 }
+# Parts that need --postgres (skipped without it, an error with --only).
+NEEDS_POSTGRES = ("postgres", "wait-postgres")
 INTRO = """# Benchmarks
 
 Produced by `bench/run.py`; every ratio compares against a baseline measured in the same run on
@@ -181,10 +191,11 @@ def main() -> int:
             f"--only: unknown part(s) {', '.join(sorted(unknown))}; "
             f"pick from {', '.join(SECTIONS)}"
         )
-    if "postgres" in wanted and not args.postgres:
-        if args.only:
-            parser.error("--only postgres needs --postgres URL")
-        wanted.discard("postgres")
+    for part in NEEDS_POSTGRES:
+        if part in wanted and not args.postgres:
+            if args.only:
+                parser.error(f"--only {part} needs --postgres URL")
+            wanted.discard(part)
     stamp = (
         f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} at commit {_commit()} on "
         f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -218,6 +229,28 @@ def main() -> int:
             )
         finally:
             drop()
+    wait_scale = (
+        ["--rounds", "30", "--ac-rounds", "10", "--waiters", "200", "--idle", "3"]
+        if args.quick
+        else []
+    )
+    if "wait" in wanted:
+        out = str(RESULTS / "wait-sqlite.json")
+        fresh["wait"] = run("wait, SQLite", script("bench_wait.py", *wait_scale, "--json", out))
+    if "wait-postgres" in wanted:
+        url, drop = postgres_database(args.postgres)
+        out = str(RESULTS / "wait-postgres.json")
+        try:
+            fresh["wait-postgres"] = run(
+                "wait, PostgreSQL",
+                script("bench_wait.py", *wait_scale, "--database", url, "--json", out),
+            )
+        finally:
+            drop()
+    if "wake" in wanted:
+        out = str(RESULTS / "wake.json")
+        wakes = ["-n", "3", "--ac-rounds", "5"] if args.quick else []
+        fresh["wake"] = run("wake", script("bench_wake.py", *wakes, "--json", out))
     if not args.no_doc:
         write_doc({key: f"{stamp}\n\n```\n{table}\n```" for key, table in fresh.items()})
         print(f"\nwrote {DOC.relative_to(ROOT)}")
