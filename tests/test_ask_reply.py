@@ -95,7 +95,7 @@ def test_reply_threads_listen_shows_them_and_json_carries_ids(
     owner.ok("create-room", room)
     other.ok("join", room)
     owner.ok("send", room, "which port does the API use?")
-    question = find(other.listen_json(room), "which port does the API use?")
+    question = _question(other, room, "which port does the API use?")
     out = other.ok("reply", question["event_id"], "8009, see config.py")
     assert out.startswith(f"replied in {room} (thread {question['event_id']})"), out
     owner.ok("send", room, "unrelated chatter")
@@ -171,7 +171,7 @@ def test_reply_to_a_room_the_caller_is_not_in_reveals_nothing(
 ) -> None:
     owner, name = room
     owner.ok("send", name, "secret plans")
-    secret = find(owner.listen_json(name), "secret plans")["event_id"]
+    secret = _question(owner, name, "secret plans")["event_id"]
     outsider = make_ac()
     outsider.ok("register", unique("Outsider"))
     missing = "$" + secrets.token_urlsafe(32)
