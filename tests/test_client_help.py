@@ -36,6 +36,9 @@ COMMANDS = [
     "whoami",
     "create-room",
     "join",
+    "claim",
+    "claims",
+    "release",
     "setup",
     "mcp",
 ]

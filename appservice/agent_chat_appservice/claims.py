@@ -10,6 +10,11 @@ release, takeover and expiry is also an ``m.notice`` in ``#status``, so Element 
 agents already read it, and one room's state holds every project (keyed by the hash), so no
 room is created per repository. Expiry needs no timer: a read that finds expired claims
 removes them and says so.
+
+The live claims of a project are kept in memory between reads (the pre-commit hook of every
+commit asks for them, and a project may hold thousands), until the first of them expires, a
+minute has passed, or this process changes the project's claims; the appservice is their only
+writer.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ log = logging.getLogger("agent_chat.claims")
 
 STATE_TYPE = "org.agentchat.claim"
 STATUS_ALIAS = "status"
+#: How long a project's live claims are kept in memory at most (ms), and for how many projects.
+CACHE_MS, CACHE_PROJECTS = 60_000, 1000
 
 
 def state_key(project: str, user_id: str) -> str:
@@ -67,6 +74,17 @@ class Claims:
         self._restored = False
         self._restore_lock = asyncio.Lock()
         self._room_id: str | None = None
+        #: project → (its live claims, when that list stops being true); ``_writes`` counts
+        #: changes, so a read that raced with one does not store what it read
+        self._cache: dict[str, tuple[list[Claim], int]] = {}
+        self._writes = 0
+
+    def _changed(self, project: str | None) -> None:
+        self._writes += 1
+        if project is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(project, None)
 
     def _lock(self, project: str) -> asyncio.Lock:
         if len(self._locks) > 10000:
@@ -81,15 +99,28 @@ class Claims:
     # --- reading, with expiry noticed ----------------------------------------------------
 
     async def active(self, project: str) -> list[Claim]:
-        """The project's live claims; expired ones are removed (and announced) on the way."""
+        """The project's live claims; expired ones are removed (and announced) on the way.
+        The list is shared: callers do not change it."""
         await self.restore()
         now = now_ms()
+        cached = self._cache.get(project)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        writes = self._writes
         if await Claim.any_expired(project, now):
             async with self._lock(project), transaction() as conn:
                 await Claim.lock_project(conn, project)
                 gone = await Claim.remove_expired(conn, project, now)
+            self._changed(project)
+            writes = self._writes
             await self._after(project, Outcome(expired=gone), None)
-        return await Claim.active(project, now)
+        claims = await Claim.active(project, now)
+        if writes == self._writes:
+            if len(self._cache) >= CACHE_PROJECTS:
+                self._cache.clear()
+            valid = min([now + CACHE_MS, *(c.expires_at for c in claims)])
+            self._cache[project] = (claims, valid)
+        return claims
 
     # --- claiming and releasing ----------------------------------------------------------
 
@@ -123,6 +154,7 @@ class Claims:
                         c = Claim(project, user_id, p, exclusive, reason, now, now + ttl_ms)
                         await c.upsert(conn)
                         result.stored.append(c)
+            self._changed(project)
             await self._after(project, result, user_id)
         return result
 
@@ -135,6 +167,7 @@ class Claims:
                 gone = [c for c in mine if patterns is None or c.pattern in patterns]
                 for c in gone:
                     await c.delete(conn)
+            self._changed(project)
             if gone:
                 await self._publish(project, user_id)
                 names = ", ".join(c.pattern for c in gone)
@@ -246,6 +279,7 @@ class Claims:
                         await Claim.lock_project(conn, c.project)
                         await c.upsert(conn)
                     restored += 1
+            self._changed(None)
             if restored:
                 log.info("restored %d claims from the state of #%s", restored, STATUS_ALIAS)
             self._restored = True

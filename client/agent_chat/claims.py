@@ -5,6 +5,11 @@ A claim belongs to a project: the repository's ``origin`` URL, normalised
 else the name of its root folder; ``--project`` overrides. Patterns and paths are relative to
 the repository root wherever ``ac`` runs. The repository is found by reading ``.git`` files,
 without running git (the hook is a cold process on every commit).
+
+The hook's command, ``ac claims --check-staged``, comes here straight from :mod:`agent_chat.cli`
+without argparse (see :func:`check_staged_argv`), and lists the staged files by spawning git
+with :func:`os.posix_spawnp` rather than through :mod:`subprocess`, whose imports (threading,
+signal, selectors, ...) cost more than git itself.
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ import re
 import sys
 import time
 
-from . import globs
 from .commands import Context, out
-from .errors import EXIT_ERROR, EXIT_OK, ApiError, ClaimConflict, UsageError
+from .errors import EXIT_ERROR, EXIT_OK, AcError, ApiError, ClaimConflict, UsageError
 from .safe_text import one_line
 
 TYPE_CHECKING = False
@@ -147,6 +151,8 @@ def ttl_seconds(text: str) -> int:
 
 
 def _checked(patterns: list[str]) -> list[str]:
+    from . import globs
+
     try:
         return globs.check_all(patterns)
     except globs.BadPattern as e:
@@ -250,34 +256,96 @@ def release(ctx: Context, patterns: list[str], everything: bool, project: str | 
     return EXIT_OK
 
 
-def check_staged(ctx: Context, strict: bool, project: str | None) -> int:
-    """The pre-commit hook: staged paths under others' claims, one line each on stderr."""
-    import subprocess
+def check_staged_argv(argv: list[str]) -> tuple[bool, str | None] | None:
+    """``claims --check-staged [--strict] [--project P]`` as (strict, project); None for any
+    other command line (argparse then handles it, errors and --help included)."""
+    if not argv or argv[0] != "claims" or "--check-staged" not in argv:
+        return None
+    strict, project, seen = False, None, set[str]()
+    rest = iter(argv[1:])
+    for a in rest:
+        key = a.split("=", 1)[0]
+        if key in seen:
+            return None
+        seen.add(key)
+        if a == "--strict":
+            strict = True
+        elif a == "--project":
+            project = next(rest, None)
+            if project is None or project.startswith("-"):
+                return None
+        elif a.startswith("--project="):
+            project = a.split("=", 1)[1]
+        elif a != "--check-staged":
+            return None
+    return strict, project or None
 
-    root, proj = _where(project)
+
+def staged_paths(root: str | None) -> list[str]:
+    """``git diff --cached --name-only -z`` in ``root``: the paths staged for the commit."""
+    if root is None:
+        raise UsageError("not in a git repository: there are no staged files to check")
+    argv = ["git", "-C", root, "diff", "--cached", "--name-only", "-z"]
+    if not hasattr(os, "posix_spawnp"):  # Windows
+        import subprocess
+
+        quiet = subprocess.DEVNULL
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=quiet, check=False)
+        data, code = proc.stdout, proc.returncode
+    else:
+        read_fd, write_fd = os.pipe()
+        try:
+            actions = [
+                (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                (os.POSIX_SPAWN_CLOSE, read_fd),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ]
+            pid = os.posix_spawnp("git", argv, os.environ, file_actions=actions)
+        except OSError as e:
+            os.close(read_fd)
+            raise UsageError(f"could not run git to list the staged files: {e}") from None
+        finally:
+            os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            data = f.read()
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code != 0:
+        raise UsageError(f"'git diff --cached' failed in {root} (exit code {code})")
+    return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p]
+
+
+def check_staged(ctx: Context, strict: bool, project: str | None) -> int:
+    """The pre-commit hook: staged paths under others' claims, one line each on stderr.
+
+    Warning (the default), a check that cannot be made (no server, no identity) lets the
+    commit through with a line saying so; ``--strict`` refuses it."""
     try:
-        staged = subprocess.run(
-            ["git", "diff", "--cached", "--name-only", "-z"],
-            capture_output=True,
-            check=True,
-            cwd=root,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise UsageError(f"could not list the staged files: {e}") from None
-    paths = [p.decode("utf-8", "surrogateescape") for p in staged.split(b"\0") if p]
-    if not paths:
+        found = _staged_conflicts(ctx, project)
+    except AcError as e:
+        if strict:
+            sys.stderr.write("ac: commit refused (strict); git commit --no-verify bypasses\n")
+            raise
+        sys.stderr.write(f"ac: warning: the claims were not checked: {one_line(e.message)}\n")
         return EXIT_OK
-    found: list[JSONObject] = []
-    client = ctx.authed()
-    for i in range(0, len(paths), PATH_CHUNK):
-        body = {"project": proj, "paths": paths[i : i + PATH_CHUNK]}
-        found += _entries(client.call("POST", "/claims/check", body=body).get("conflicts"))
     for c in found:
         sys.stderr.write(f"ac: claimed by someone else: {describe(c)}\n")
     if found and strict:
         sys.stderr.write("ac: commit refused (strict); git commit --no-verify bypasses\n")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _staged_conflicts(ctx: Context, project: str | None) -> list[JSONObject]:
+    root, proj = _where(project)
+    paths = staged_paths(root)
+    found: list[JSONObject] = []
+    if not paths:
+        return found
+    client = ctx.authed()
+    for i in range(0, len(paths), PATH_CHUNK):
+        body = {"project": proj, "paths": paths[i : i + PATH_CHUNK]}
+        found += _entries(client.call("POST", "/claims/check", body=body).get("conflicts"))
+    return found
 
 
 # --- ac setup git ------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """``ac``: the Agent Chat command line.
 
 Exit codes: 0 success; 1 any other error (usage errors included); 2 server unreachable;
-3 authentication failed; 4 rate-limited; 5 ``ac wait`` timed out. Errors are one line on
-stderr; ``--verbose`` adds detail.
+3 authentication failed; 4 rate-limited; 5 timed out (``ac wait``, ``ac ask``); 6 ``ac claim``:
+claimed by someone else. Errors are one line on stderr; ``--verbose`` adds detail.
 
 This module is the entry point and ``ac notify``'s fast path: a hook runs ``ac notify`` before
 every tool call of an agent, so it loads neither argparse nor the command table. Every other
 command line goes to :mod:`agent_chat.commandline`, where each command and its arguments are
 declared once and both the fast path of ``ac send``/``ac listen`` and argparse are built.
+``ac claims --check-staged``, the pre-commit hook of ``ac setup git``, skips argparse too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def run(argv: list[str]) -> int:
             from .commands import notify_graceful
 
             return notify_graceful(rest[1:], verbose)
+        if rest and rest[0] == "claims" and "--check-staged" in rest:
+            from . import claims
+
+            hook = claims.check_staged_argv(rest)
+            if hook is not None:
+                from .commands import Context
+
+                return claims.check_staged(Context(verbose), *hook)
         from . import commandline
 
         args = commandline.parse_fast_path(rest) or commandline.parse(argv)

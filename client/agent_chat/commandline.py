@@ -536,7 +536,10 @@ def _other_commands() -> tuple[Command, ...]:
                     "--check-staged",
                     help="warn about staged files others have claimed (the git hook)",
                 ),
-                flag("--strict", help="with --check-staged: exit 1 on a conflict"),
+                flag(
+                    "--strict",
+                    help="with --check-staged: fail on a conflict, or when it cannot check",
+                ),
             ),
         ),
         Command(

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (routes on base.routes)
     admin,
     admin_agents,
     agents,
+    claims,
     messages,
     rooms,
     search,

@@ -1,0 +1,394 @@
+"""Claims on files (issue 14): exact glob overlap, ac claim/claims/release against the real
+stack (both databases), takeover, expiry, restart survival, a race, the notices a human sees,
+and the pre-commit hook in a real git repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import json
+import re
+import subprocess
+import threading
+import urllib.parse
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import pytest
+
+from agent_chat.globs import BadPattern, check, check_all, matches, overlap
+from conftest import Stack
+from helpers import Ac, http_json, unique, wait_for
+
+# --- overlap: an exact table, and a property test against pathspec -------------------------
+
+OVERLAPS = [
+    ("src/api/**", "src/api/routes.py"),
+    ("src/api/**", "src/**/*.py"),
+    ("**", "docs/a/b.md"),
+    ("**/*.py", "src/a.py"),
+    ("a/**/b", "a/b"),
+    ("a/**/b", "a/x/y/b"),
+    ("*.py", "setup.py"),
+    ("src/*/x.py", "src/**"),
+    ("src/[ab]*.py", "src/b?.py"),
+    ("src/[!a]x", "src/bx"),
+    ("docs/*", "docs/**"),
+    ("a*b", "*c*"),
+    ("**/tests/**", "src/**/test_*.py"),
+]
+DISJOINT = [
+    ("docs/*", "docs/a/b.md"),
+    ("src/api/**", "src/web/**"),
+    ("*.py", "src/a.py"),
+    ("src/**", "src"),
+    ("a/**/b", "a/c"),
+    ("src/[ab].py", "src/c.py"),
+    ("src/[!a].py", "src/a.py"),
+    ("*.py", "*.md"),
+    ("a?", "abc"),
+    ("docs/*/x", "docs/y"),
+    ("a/*", "b/*"),
+]
+
+
+@pytest.mark.parametrize(("p", "q"), OVERLAPS)
+def test_overlap_table(p: str, q: str) -> None:
+    assert overlap(check(p), check(q)) and overlap(check(q), check(p))
+
+
+@pytest.mark.parametrize(("p", "q"), DISJOINT)
+def test_disjoint_table(p: str, q: str) -> None:
+    assert not overlap(check(p), check(q)) and not overlap(check(q), check(p))
+
+
+def _reference(pattern: str) -> re.Pattern[str]:
+    """pathspec's git wildmatch, anchored at the root, without its directory matching."""
+    import warnings
+
+    from pathspec.patterns.gitwildmatch import GitWildMatchPattern
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        regex, _ = GitWildMatchPattern.pattern_to_regex("/" + pattern)
+    assert regex is not None
+    regex = regex.replace("[^", "[^/")  # git: no set matches '/' (pathspec's [!a] does)
+    tail = "(?:(?P<ps_d>/)|$)"
+    regex = regex[: -len(tail)] + "$" if regex.endswith(tail) else regex + ".*$"
+    return re.compile(regex)
+
+
+_segment = (
+    st.lists(st.sampled_from(["a", "b", ".", "*", "?", "[ab]", "[!a]"]), min_size=1, max_size=3)
+    .map("".join)
+    .filter(lambda s: "**" not in s)
+)
+# (at most one ``**``: pathspec mistranslates some with two, e.g. ``**/*/**`` to ``^/.*$``)
+_pattern = (
+    st.lists(st.one_of(_segment, st.just("**")), min_size=1, max_size=4)
+    .filter(lambda segs: segs.count("**") <= 1)
+    .map("/".join)
+)
+_path = st.lists(
+    st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", "..")),
+    min_size=1,
+    max_size=5,
+).map("/".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_pattern, _pattern, st.lists(_path, min_size=1, max_size=30))
+def test_overlap_is_never_missed(p: str, q: str, paths: list[str]) -> None:
+    """A path both match (by the reference) means overlap(); our matcher agrees with it."""
+    try:
+        p, q = check(p), check(q)
+    except BadPattern:
+        return
+    rp, rq = _reference(p), _reference(q)
+    for path in paths:
+        assert matches(p, path) == bool(rp.match(path)), (p, path)
+        if rp.match(path) and rq.match(path):
+            assert overlap(p, q), (p, q, path)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "  ", "../x", "a/../b", "/etc/passwd", "a//b", "a\nb", "a\x1b[31mb", "x" * 2000, "C:x"],
+)
+def test_bad_patterns_are_refused(bad: str) -> None:
+    with pytest.raises(BadPattern):
+        check(bad)
+    with pytest.raises(BadPattern):
+        check_all(["ok/*"] * 10_000)
+
+
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["claims", "--check-staged"], (False, None)),
+        (["claims", "--strict", "--check-staged"], (True, None)),
+        (["claims", "--check-staged", "--project", "p"], (False, "p")),
+        (["claims", "--check-staged", "--project=p", "--strict"], (True, "p")),
+        # anything else goes to argparse (its errors and --help)
+        (["claims"], None),
+        (["claims", "--check-staged", "--help"], None),
+        (["claims", "--check-staged", "src/a.py"], None),
+        (["claims", "--check-staged", "--project"], None),
+        (["claims", "--check-staged", "--project", "a", "--project", "b"], None),
+        (["claims", "--check-staged", "--strict=yes"], None),
+        (["release", "--check-staged"], None),
+    ],
+)
+def test_hook_fast_path_arguments(argv: list[str], parsed: tuple[bool, str | None] | None) -> None:
+    """``ac claims --check-staged`` skips argparse (a cold process on every commit)."""
+    from agent_chat.claims import check_staged_argv
+
+    assert check_staged_argv(argv) == parsed
+
+
+# --- against the real stack ----------------------------------------------------------------
+
+
+def _agent(stack: Stack, tmp_path: Path, name: str) -> Ac:
+    ac = Ac(tmp_path / unique(name), stack.api_url, stack.registration_token)
+    ac.ok("register", unique(name))
+    return ac
+
+
+def _status_bodies(stack: Stack, token: str) -> list[str]:
+    alias = urllib.parse.quote(f"#status:{stack.server_name}")
+    _, found = http_json("GET", f"{stack.synapse_url}/_matrix/client/v3/directory/room/{alias}")
+    room_id = urllib.parse.quote(found["room_id"])
+    http_json("POST", f"{stack.synapse_url}/_matrix/client/v3/join/{room_id}", {}, token)
+    url = f"{stack.synapse_url}/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100"
+    status, data = http_json("GET", url, None, token)
+    assert status == 200, data
+    return [e["content"].get("body", "") for e in data["chunk"] if e["type"] == "m.room.message"]
+
+
+def test_claim_conflict_release_and_takeover(any_stack: Stack, tmp_path: Path) -> None:
+    project = unique("proj")
+    a, b = _agent(any_stack, tmp_path, "Holder"), _agent(any_stack, tmp_path, "Taker")
+    P = ("--project", project)
+    out = a.ok("claim", "src/api/**", "--reason", "refactoring auth", "--ttl", "2h", *P)
+    assert "claimed src/api/** in" in out and "exclusive" in out
+    # an overlapping exclusive claim: one line naming holder, reason and expiry; exit 6
+    r = b("claim", "src/**/*.py", *P)
+    assert r.returncode == 6, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "refactoring auth" in lines[0] and "until" in lines[0] and "Holder" in lines[0]
+    # a disjoint one is fine; a shared one next to an exclusive one is not
+    b.ok("claim", "docs/*", "--shared", *P)
+    assert b("claim", "src/api/x.py", "--shared", *P).returncode == 6
+    listed = json.loads(b.ok("claims", "--json", *P))["claims"]
+    assert {c["pattern"] for c in listed} == {"src/api/**", "docs/*"}
+    assert [
+        c["pattern"] for c in json.loads(b.ok("claims", "--mine", "--json", *P))["claims"]
+    ] == ["docs/*"]
+    assert "src/api/**" in b.ok("claims", "src/api/routes.py", *P)
+    # --force takes over; the holder is told in a direct message
+    assert "took over" in b.ok("claim", "src/api/x.py", "--force", "--reason", "hotfix", *P)
+    wait_for(
+        lambda: "took over your claim on src/api/**" in a.ok("listen", "--peek", "--last", "20"),
+        what="the takeover DM",
+    )
+    assert [c["holder_name"] for c in json.loads(a.ok("claims", "--json", *P))["claims"]]
+    assert json.loads(a.ok("claims", "--mine", "--json", *P))["claims"] == []
+    # release
+    assert "released docs/*" in b.ok("release", "docs/*", *P)
+    b.ok("release", "--all", *P)
+    assert json.loads(a.ok("claims", "--json", *P))["claims"] == []
+    # a human in Element sees the notices in #status
+    human = any_stack.create_human(unique("watcher"))
+    bodies = wait_for(
+        lambda: [
+            x
+            for x in _status_bodies(any_stack, human["access_token"])
+            if project in x and "released" in x
+        ],
+        what="the release notice",
+    )
+    assert bodies
+    all_bodies = " | ".join(_status_bodies(any_stack, human["access_token"]))
+    assert "claimed src/api/** in " + project in all_bodies
+    assert "took over" in all_bodies
+
+
+def test_expiry_is_noticed_on_read(any_stack: Stack, tmp_path: Path) -> None:
+    project = unique("proj")
+    a, b = _agent(any_stack, tmp_path, "Brief"), _agent(any_stack, tmp_path, "Later")
+    a.ok("claim", "lib/**", "--ttl", "1s", "--project", project)
+    wait_for(
+        lambda: b("claim", "lib/x.py", "--project", project).returncode == 0,
+        what="the claim to expire",
+    )
+    human = any_stack.create_human(unique("watcher"))
+    wait_for(
+        lambda: any(
+            "expired" in x and project in x
+            for x in _status_bodies(any_stack, human["access_token"])
+        ),
+        what="the expiry notice",
+    )
+
+
+def test_claims_survive_restart_and_lost_database(stack: Stack, tmp_path: Path) -> None:
+    project = unique("proj")
+    a, b = _agent(stack, tmp_path, "Keeper"), _agent(stack, tmp_path, "Other")
+    a.ok("claim", "core/**", "--reason", "kept", "--project", project)
+    stack.stop_appservice()
+    stack.start_appservice()
+    assert b("claim", "core/a.py", "--project", project).returncode == 6
+    # the database loses the claims: they come back from #status's state
+    import sqlite3
+
+    stack.stop_appservice()
+    path = stack.database.removeprefix("sqlite:")
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM claim")
+        db.execute("DELETE FROM claim_project")
+    stack.start_appservice()
+    r = b("claim", "core/a.py", "--project", project)
+    assert r.returncode == 6 and "kept" in r.stderr, r
+
+
+def test_racing_for_one_exclusive_pattern(any_stack: Stack, tmp_path: Path) -> None:
+    project = unique("proj")
+    agents = [_agent(any_stack, tmp_path, f"Racer{i}") for i in range(4)]
+    codes: list[int] = []
+
+    def go(ac: Ac) -> None:
+        codes.append(ac("claim", "race/**", "--project", project).returncode)
+
+    threads = [threading.Thread(target=go, args=(ac,)) for ac in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [0, 6, 6, 6], codes
+
+
+def test_bad_input_stores_nothing(stack: Stack, tmp_path: Path) -> None:
+    project = unique("proj")
+    a = _agent(stack, tmp_path, "Careless")
+    for bad in ("../x", "/abs/path", "", "a\x07b"):
+        r = a("claim", bad, "--project", project)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    many = [f"f{i}" for i in range(10_000)]
+    r = a("claim", *many, "--project", project)
+    assert r.returncode == 1 and "10,000 patterns" in r.stderr
+    token = a.identity()["token"]
+    status, body = http_json(
+        "POST",
+        stack.api_base + "/claims",
+        {"project": project, "patterns": ["ok", "../up"]},
+        token,
+    )
+    assert status == 400 and ".." in body["error"]
+    status, body = http_json(
+        "POST", stack.api_base + "/claims", {"project": project, "patterns": many}, token
+    )
+    assert status == 400
+    assert json.loads(a.ok("claims", "--json", "--project", project))["claims"] == []
+
+
+# --- the pre-commit hook ---------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_pre_commit_hook(stack: Stack, tmp_path: Path) -> None:
+    repo = tmp_path / unique("repo")
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "remote", "add", "origin", f"git@example.org:team/{repo.name}.git")
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho previous hook ran\n")
+    hook.chmod(0o755)
+    a, b = _agent(stack, tmp_path, "Owner"), _agent(stack, tmp_path, "Committer")
+    (repo / "src").mkdir()
+    claim = subprocess.run(
+        [_ac(), "claim", "src/**", "--reason", "mine"],
+        cwd=repo / "src",  # from a subdirectory: still relative to the root
+        env=a.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert claim.returncode == 0, claim
+    assert f"example.org/team/{repo.name}" in claim.stdout
+    setup = subprocess.run(
+        [_ac(), "setup", "git"], cwd=repo, env=b.env(), capture_output=True, text=True
+    )
+    assert setup.returncode == 0, setup
+    (repo / "src" / "x.py").write_text("x = 1\n")
+    (repo / "README").write_text("hi\n")
+    _git(repo, "add", ".")
+    env = b.env()
+    warn = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert warn.returncode == 0, warn
+    assert "src/x.py: src/** claimed by" in warn.stderr and "mine" in warn.stderr
+    assert "README" not in warn.stderr
+    assert "previous hook ran" in warn.stderr  # git shows hooks' output on stderr
+    # warning only: a check that cannot be made (server down) lets the commit through
+    (repo / "README").write_text("hi again\n")
+    _git(repo, "add", ".")
+    down = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "down"],
+        cwd=repo,
+        env=b.env(AGENT_CHAT_SERVER=f"http://127.0.0.1:{_closed_port()}"),
+        capture_output=True,
+        text=True,
+    )
+    assert down.returncode == 0 and "claims were not checked" in down.stderr, down
+    # strict refuses; --no-verify bypasses
+    subprocess.run([_ac(), "setup", "git", "--strict"], cwd=repo, env=env, check=True)
+    assert hook.read_text().count("ac setup git") == 1
+    (repo / "src" / "x.py").write_text("x = 2\n")
+    _git(repo, "add", ".")
+    strict = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert strict.returncode != 0 and "--no-verify" in strict.stderr, strict
+    strict_down = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two"],
+        cwd=repo,
+        env=b.env(AGENT_CHAT_SERVER=f"http://127.0.0.1:{_closed_port()}"),
+        capture_output=True,
+        text=True,
+    )
+    assert strict_down.returncode != 0 and "--no-verify" in strict_down.stderr, strict_down
+    bypass = _git(repo, "commit", "--no-verify", "-qm", "two")
+    assert bypass.returncode == 0, bypass
+    subprocess.run([_ac(), "setup", "git", "--uninstall"], cwd=repo, env=env, check=True)
+    assert hook.read_text() == "#!/bin/sh\necho previous hook ran\n"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ac() -> str:
+    from helpers import AC
+
+    return AC
