@@ -159,7 +159,7 @@ def _checked(patterns: list[str]) -> list[str]:
         raise UsageError(str(e)) from None
 
 
-def claim(
+def request_claim(
     ctx: Context,
     patterns: list[str],
     ttl: int,
@@ -167,8 +167,8 @@ def claim(
     shared: bool,
     force: bool,
     project: str | None,
-    as_json: bool = False,
-) -> int:
+) -> tuple[str, JSONObject]:
+    """Claim the patterns: (the project, the server's answer); ClaimConflict on a conflict."""
     checked = _checked(patterns)
     if reason is not None and (len(reason) > 500 or any(ord(c) < 32 for c in reason)):
         raise UsageError("--reason is one line of at most 500 characters")
@@ -183,33 +183,54 @@ def claim(
     if reason:
         body["reason"] = reason
     try:
-        answer = ctx.authed().call("POST", "/claims", body=body)
+        return proj, ctx.authed().call("POST", "/claims", body=body)
     except ApiError as e:
         if e.status == 409 and e.errcode == "AC_CLAIM_CONFLICT":
             raise ClaimConflict(e.message.rsplit(" (AC_CLAIM_CONFLICT)", 1)[0]) from None
         raise
+
+
+def claimed_line(project: str, answer: JSONObject, shared: bool) -> str:
+    stored = _entries(answer.get("claims"))
+    names = ", ".join(str(c.get("pattern")) for c in stored)
+    until = _when(stored[0].get("expires_ts")) if stored else "?"
+    mode = "shared" if shared else "exclusive"
+    return one_line(f"claimed {names} in {project} ({mode}) until {until}")
+
+
+def taken_lines(answer: JSONObject) -> list[str]:
+    """The claims ``--force`` took over (their reasons are others' words)."""
+    return [
+        f"took over: {describe(c)} (they have been told)" for c in _entries(answer.get("taken"))
+    ]
+
+
+def claim(
+    ctx: Context,
+    patterns: list[str],
+    ttl: int,
+    reason: str | None,
+    shared: bool,
+    force: bool,
+    project: str | None,
+    as_json: bool = False,
+) -> int:
+    proj, answer = request_claim(ctx, patterns, ttl, reason, shared, force, project)
     if as_json:
         import json
 
         out(json.dumps(answer))
         return EXIT_OK
-    stored = _entries(answer.get("claims"))
-    for c in _entries(answer.get("taken")):
-        out(f"took over: {describe(c)} (they have been told)")
-    names = ", ".join(str(c.get("pattern")) for c in stored)
-    until = _when(stored[0].get("expires_ts")) if stored else "?"
-    mode = "shared" if shared else "exclusive"
-    out(one_line(f"claimed {names} in {proj} ({mode}) until {until}"))
+    for line in taken_lines(answer):
+        out(line)
+    out(claimed_line(proj, answer, shared))
     return EXIT_OK
 
 
-def claims(
-    ctx: Context,
-    paths: list[str],
-    mine: bool,
-    as_json: bool,
-    project: str | None,
-) -> int:
+def find_claims(
+    ctx: Context, paths: list[str], mine: bool, project: str | None
+) -> tuple[str, list[JSONObject]]:
+    """(the project, its live claims): all, those covering ``paths``, or only the caller's."""
     _, proj = _where(project)
     client = ctx.authed()
     if paths:
@@ -226,6 +247,17 @@ def claims(
     if mine:
         me = ctx.identity().user_id
         found = [c for c in found if c.get("holder") == me]
+    return proj, found
+
+
+def claims(
+    ctx: Context,
+    paths: list[str],
+    mine: bool,
+    as_json: bool,
+    project: str | None,
+) -> int:
+    proj, found = find_claims(ctx, paths, mine, project)
     if as_json:
         import json
 
@@ -238,7 +270,10 @@ def claims(
     return EXIT_OK
 
 
-def release(ctx: Context, patterns: list[str], everything: bool, project: str | None) -> int:
+def request_release(
+    ctx: Context, patterns: list[str], everything: bool, project: str | None
+) -> tuple[str, list[JSONObject]]:
+    """Release the caller's claims on ``patterns`` (or all): (the project, what was released)."""
     if everything == bool(patterns):
         raise UsageError("name the patterns to release, or --all")
     _, proj = _where(project)
@@ -248,11 +283,18 @@ def release(ctx: Context, patterns: list[str], everything: bool, project: str | 
     else:
         body["patterns"] = _checked(patterns)
     answer = ctx.authed().call("POST", "/claims/release", body=body)
-    gone = _entries(answer.get("released"))
+    return proj, _entries(answer.get("released"))
+
+
+def released_line(project: str, gone: list[JSONObject]) -> str:
     if not gone:
-        out(f"you held no such claim in {proj}")
-        return EXIT_OK
-    out(one_line(f"released {', '.join(str(c.get('pattern')) for c in gone)} in {proj}"))
+        return one_line(f"you held no such claim in {project}")
+    return one_line(f"released {', '.join(str(c.get('pattern')) for c in gone)} in {project}")
+
+
+def release(ctx: Context, patterns: list[str], everything: bool, project: str | None) -> int:
+    proj, gone = request_release(ctx, patterns, everything, project)
+    out(released_line(proj, gone))
     return EXIT_OK
 
 
