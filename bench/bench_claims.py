@@ -27,7 +27,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from bench_client import (
@@ -38,7 +37,9 @@ from bench_client import (
     check,
     child_env,
     http_json,
+    run_and_save,
     run_cold,
+    run_stamp,
     summarize,
 )
 
@@ -181,11 +182,7 @@ def bench(server: Server, tmp: Path, args: argparse.Namespace) -> dict:
         )
     print(f"ratio check-staged / notify (medians, same run): {ratio:.2f}x")
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
-        "runs": args.runs,
-        "warmup": args.warmup,
+        **run_stamp(args),
         "active_claims": active,
         "agents": args.agents,
         "staged_files": len(staged),
@@ -210,33 +207,19 @@ def main() -> int:
     if args.claims < 1 or args.agents < 1 or args.staged < 1:
         parser.error("--claims, --agents and --staged are at least 1")
 
-    tmp = Path(tempfile.mkdtemp(prefix="ac-bench-claims-"))
-    server = None
-    try:
+    if args.api_url and not args.registration_token:
+        parser.error("--api-url needs --registration-token")
+
+    def connect(tmp: Path) -> Server:
         if args.api_url:
-            if not args.registration_token:
-                parser.error("--api-url needs --registration-token")
             api = args.api_url.rstrip("/")
             status, health = http_json("GET", api + "/_agent_chat/v1/health")
             assert status == 200, health
-            server = Server(api, "", args.registration_token, health["server_name"])
-        else:
-            print("starting a temporary Synapse + appservice ...", flush=True)
-            server = Server.start_temp(tmp / "server")
-        results = bench(server, tmp, args)
-    finally:
-        if server is not None and server.stop:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    out = (
-        Path(args.json_out)
-        if args.json_out
-        else ROOT / "bench" / "results" / time.strftime("bench_claims-%Y%m%d-%H%M%S.json")
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return 0 if results["all_targets_met"] else 1
+            return Server(api, "", args.registration_token, health["server_name"])
+        print("starting a temporary Synapse + appservice ...", flush=True)
+        return Server.start_temp(tmp / "server")
+
+    return run_and_save("bench_claims", connect, bench, args)
 
 
 if __name__ == "__main__":

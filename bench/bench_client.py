@@ -274,27 +274,48 @@ def main():
     )
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="ac-bench-"))
-    server = None
-    try:
+    if args.api_url and not (args.synapse_url and args.registration_token):
+        parser.error("--api-url needs --synapse-url and --registration-token")
+
+    def connect(tmp):
         if args.api_url:
-            if not (args.synapse_url and args.registration_token):
-                parser.error("--api-url needs --synapse-url and --registration-token")
             status, health = http_json("GET", args.api_url.rstrip("/") + "/_agent_chat/v1/health")
             assert status == 200, health
-            server = Server(
+            return Server(
                 args.api_url.rstrip("/"),
                 args.synapse_url.rstrip("/"),
                 args.registration_token,
                 health["server_name"],
                 matrix_token=args.matrix_token,
             )
-        elif args.data_dir:
-            server = Server.from_data_dir(args.data_dir)
-        else:
-            print("starting a temporary Synapse + appservice ...", flush=True)
-            server = Server.start_temp(tmp / "server")
-        results = bench(server, tmp, args)
+        if args.data_dir:
+            return Server.from_data_dir(args.data_dir)
+        print("starting a temporary Synapse + appservice ...", flush=True)
+        return Server.start_temp(tmp / "server")
+
+    return run_and_save("bench_client", connect, bench, args)
+
+
+def run_stamp(args):
+    """When, where and how many runs: the head of every results file."""
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "runs": args.runs,
+        "warmup": args.warmup,
+    }
+
+
+def run_and_save(name, connect, bench_fn, args):
+    """``bench_fn(server, tmp, args)`` on the server ``connect(tmp)`` gives (stopped after, if
+    it was started), its results written as JSON (``args.json_out`` or bench/results/NAME-time);
+    the exit status: 0 when every target was met."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"ac-{name}-"))
+    server = None
+    try:
+        server = connect(tmp)
+        results = bench_fn(server, tmp, args)
     finally:
         if server is not None and server.stop:
             server.stop()
@@ -302,7 +323,7 @@ def main():
     out = (
         Path(args.json_out)
         if args.json_out
-        else (ROOT / "bench" / "results" / time.strftime("bench_client-%Y%m%d-%H%M%S.json"))
+        else (ROOT / "bench" / "results" / time.strftime(f"{name}-%Y%m%d-%H%M%S.json"))
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -511,11 +532,7 @@ def bench(server, tmp, args):
     py_median = statistics.median(w for w, _, _ in base_py)
     print(f"{'(python -c pass)':<22} {py_median:>6.1f}ms")
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
-        "runs": args.runs,
-        "warmup": args.warmup,
+        **run_stamp(args),
         "python_startup_median_ms": py_median,
         "api_url": server.api_url,
         "synapse_url": server.synapse_url,

@@ -57,9 +57,16 @@ def add_parsers(add: AddParser) -> None:
     )
 
 
-def _post_json(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
+def request_json(
+    url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, Any]:
+    """POST ``body`` as JSON (GET without one); (status, parsed answer or None). A server that
+    cannot be reached raises ConnectionError."""
+    if body is None:
+        req = urllib.request.Request(url)
+    else:
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+        req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -107,7 +114,7 @@ def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
         mac = hmac.new(hs["registration_shared_secret"].encode(), digestmod=hashlib.sha1)
         kind = b"admin" if args.admin else b"notadmin"
         mac.update(b"\x00".join([nonce.encode(), name.encode(), password.encode(), kind]))
-        status, data = _post_json(
+        status, data = request_json(
             url,
             {
                 "nonce": nonce,
@@ -140,7 +147,7 @@ def _admin_call(dd: DataDir, path: str, body: dict[str, Any]) -> dict[str, Any]:
     config = load_appservice_config(dd)
     url = f"{config.api_url}/_agent_chat/v1{path}"
     try:
-        status, data = _post_json(url, body, config.admin_token)
+        status, data = request_json(url, body, config.admin_token)
     except ConnectionError as e:
         raise ServerError(
             f"the appservice is not reachable at {config.api_url} ({e}); start the server first",

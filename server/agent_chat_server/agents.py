@@ -8,10 +8,8 @@ import argparse
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 
-from .accounts import AddParser, _error_text, _post_json
+from .accounts import AddParser, _error_text, request_json
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, ServerError
 from .init import load_appservice_config
 from .paths import DataDir
@@ -49,9 +47,9 @@ def _call(dd: DataDir, method: str, path: str, body: dict[str, Any] | None = Non
     url = f"{config.api_url}/_agent_chat/v1{path}"
     try:
         if method == "POST":
-            status, data = _post_json(url, body or {}, config.admin_token)
+            status, data = request_json(url, body or {}, config.admin_token)
         else:
-            status, data = _get_json(url, config.admin_token)
+            status, data = request_json(url, None, config.admin_token)
     except ConnectionError as e:
         raise ServerError(
             f"the appservice is not reachable at {config.api_url} ({e}); start the server first",
@@ -62,21 +60,6 @@ def _call(dd: DataDir, method: str, path: str, body: dict[str, Any] | None = Non
             _error_text(data) or f"the appservice answered HTTP {status}", EXIT_ERROR
         )
     return data
-
-
-def _get_json(url: str, token: str) -> tuple[int, Any]:
-    req = urllib.request.Request(url)
-    req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"null")
-        except ValueError:
-            return e.code, None
-    except (urllib.error.URLError, OSError) as e:
-        raise ConnectionError(str(getattr(e, "reason", e))) from None
 
 
 def _ago(ts_ms: object, now: float) -> str:
