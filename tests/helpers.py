@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 import json
 import os
+import queue
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -277,3 +279,85 @@ class Ac:
     def listen_json(self, *args: str) -> list[dict]:
         out = self.ok("listen", *args, "--json", "--peek")
         return [json.loads(line) for line in out.splitlines()]
+
+
+def agent_chat_server(
+    stack: Stack, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """``agent-chat-server ARGS --data-dir`` of the stack, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent_chat_server", *args, "--data-dir", str(stack.data_dir)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
+
+
+class McpProcess:
+    """`ac mcp` as a subprocess, spoken to in JSON-RPC over stdio as an MCP client would."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [AC, "mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.next_id = 0
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def notify(self, method: str, params: dict | None = None) -> None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict | None = None) -> dict:
+        self.next_id += 1
+        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            answer = json.loads(self.lines.get(timeout=30))
+            if answer.get("id") == self.next_id:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    def initialize(self) -> dict:
+        """The MCP handshake; the server's ``initialize`` result."""
+        init = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "pytest", "version": "1"},
+            },
+        )
+        self.notify("notifications/initialized")
+        return init
+
+    def call(self, tool: str, **arguments: Any) -> tuple[str, bool]:
+        result = self.request("tools/call", {"name": tool, "arguments": arguments})
+        text = "\n".join(c["text"] for c in result["content"] if c["type"] == "text")
+        return text, bool(result.get("isError"))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

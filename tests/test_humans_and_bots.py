@@ -9,8 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +19,7 @@ import pytest
 
 from agent_chat_appservice.db.sealed import Sealer
 from conftest import Stack, http_json
-from helpers import Agent, register, sentinel, unique, wait_for
+from helpers import Agent, agent_chat_server, register, sentinel, unique, wait_for
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
@@ -75,18 +73,6 @@ async def alice(stack: Stack) -> AsyncIterator[Human]:
     await human.start()
     yield human
     await human.client.close()
-
-
-def agent_chat_server(
-    stack: Stack, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_chat_server", *args, "--data-dir", str(stack.data_dir)],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -7,11 +7,8 @@ depend on the SDK's client API (which differs between mcp v1 and v2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 import json
 import os
-import queue
-import subprocess
 import sys
 import threading
 
@@ -19,64 +16,10 @@ import pytest
 
 from agent_chat.config import save_config
 from conftest import Stack
-from helpers import register, unique, wait_for
+from helpers import McpProcess, register, unique, wait_for
 
 pytest.importorskip("mcp")
 AC = str(Path(sys.executable).with_name("ac"))
-
-
-class McpProcess:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [AC, "mcp"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.next_id = 0
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def notify(self, method: str, params: dict | None = None) -> None:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            msg["params"] = params
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-
-    def request(self, method: str, params: dict | None = None) -> dict:
-        self.next_id += 1
-        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        while True:
-            answer = json.loads(self.lines.get(timeout=30))
-            if answer.get("id") == self.next_id:
-                assert "error" not in answer, answer
-                return answer["result"]
-
-    def call(self, tool: str, **arguments: Any) -> tuple[str, bool]:
-        result = self.request("tools/call", {"name": tool, "arguments": arguments})
-        text = "\n".join(c["text"] for c in result["content"] if c["type"] == "text")
-        return text, bool(result.get("isError"))
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def test_mcp_stdio_round_trip(stack: Stack, tmp_path: Path) -> None:
@@ -88,17 +31,9 @@ def test_mcp_stdio_round_trip(stack: Stack, tmp_path: Path) -> None:
     peer = register(stack, unique("Peer"))
     server = McpProcess(env)
     try:
-        init = server.request(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "pytest", "version": "1"},
-            },
-        )
+        init = server.initialize()
         assert init["serverInfo"]["name"] == "agent-chat" and "tools" in init["capabilities"]
         assert "untrusted" in init.get("instructions", "")
-        server.notify("notifications/initialized")
         tools = {t["name"]: t for t in server.request("tools/list")["tools"]}
         assert set(tools) == {
             "send",
@@ -179,15 +114,7 @@ def test_mcp_claims(stack: Stack, tmp_path: Path) -> None:
     assert status == 200, data
     server = McpProcess(env)
     try:
-        server.request(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "pytest", "version": "1"},
-            },
-        )
-        server.notify("notifications/initialized")
+        server.initialize()
         tools = {t["name"]: t for t in server.request("tools/list")["tools"]}
         assert tools["claim"]["inputSchema"]["required"] == ["patterns"]
 

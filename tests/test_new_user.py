@@ -17,7 +17,7 @@ import nio
 import pytest
 
 from conftest import Stack, free_ports, http_json
-from helpers import processes_mentioning, wait_for
+from helpers import McpProcess, agent_chat_server, processes_mentioning, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 
@@ -136,7 +136,6 @@ def test_api_marks_read_only_over_what_it_returned(any_stack: Stack, home: Ac) -
 
 def test_mcp_read_of_the_last_n_keeps_the_mention_unread(home: Ac) -> None:
     pytest.importorskip("mcp")
-    from test_integrations_mcp import McpProcess
 
     red, green = unique("RedFox"), unique("GreenCastle")
     room = _room_with_urgent_mention(home, red, green)
@@ -146,15 +145,7 @@ def test_mcp_read_of_the_last_n_keeps_the_mention_unread(home: Ac) -> None:
     )
     server = McpProcess(env)
     try:
-        server.request(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "pytest", "version": "1"},
-            },
-        )
-        server.notify("notifications/initialized")
+        server.initialize()
         text, error = server.call("read", room=room, unread=False, last=2)
         assert not error and "filler 2" in text and "urgent q" not in text
         assert f"4 unread in {room}, urgent" in text, text
@@ -392,7 +383,6 @@ def test_register_asks_for_exactly_that_name(stack: Stack, tmp_path: Path) -> No
 
 
 def test_config_and_token_errors_say_what_is_true(stack: Stack, tmp_path: Path) -> None:
-    from test_humans_and_bots import agent_chat_server
 
     ac = Ac(tmp_path / "home", stack.api_url, stack.registration_token)
     blue = unique("BlueLake")
