@@ -172,6 +172,39 @@ def test_a_dropped_waiter_leaves_nothing_behind(any_stack: Stack) -> None:
     )
 
 
+def test_a_caller_who_hangs_up_between_a_wake_and_the_next_round_is_not_waited_for() -> None:
+    """The race behind a CI failure: a change wakes the waiter, the caller hangs up before the
+    request runs again (so connection_lost finds only the spent future), and nothing changed
+    for the caller, so the request goes round once more; it must end there, not register a
+    waiter nobody will ever wake."""
+    import asyncio
+
+    from agent_chat_appservice.waiters import Waiters, cursor_of
+
+    async def scenario() -> tuple[object, int]:
+        waiters, connection, lost = Waiters(), object(), []
+
+        async def read() -> list[Any]:
+            return []  # nothing unread, before and after the wake
+
+        task = asyncio.create_task(
+            waiters.until_changed(
+                "@a:x", connection, read, cursor_of([]), 300.0, hung_up=lambda: bool(lost)
+            )
+        )
+        while len(waiters) == 0:
+            await asyncio.sleep(0)
+        waiters.wake(["@a:x"])  # the future is done; the task has not run yet
+        lost.append(True)
+        waiters.connection_lost(connection)
+        answer = await asyncio.wait_for(task, 5)
+        return answer, len(waiters)
+
+    answer, left = asyncio.run(scenario())
+    assert answer is None
+    assert left == 0
+
+
 # --- ac wait ---------------------------------------------------------------------------------
 
 

@@ -185,16 +185,22 @@ class Waiters:
         read: Callable[[], Awaitable[list[Unread]]],
         since: Cursor | None,
         timeout: float,
+        hung_up: Callable[[], bool] = lambda: False,
     ) -> Answer | None:
         """The caller's entries (``read``) once their state differs from ``since``, or as they
         are at the timeout; at once without ``since``. None when the caller hung up.
 
         The future is registered before each read, so a change committed between the read and
-        the sleep is never missed: it finds the future already done.
+        the sleep is never missed: it finds the future already done. ``hung_up`` is asked
+        before each registration: a caller who hung up while the previous round was being
+        answered (woken, then nothing to report) has had its :meth:`connection_lost` already,
+        and a future added after it would wait out the whole timeout.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            if since is not None and hung_up():
+                return None
             future = self.add(user_id, connection) if since is not None and timeout > 0 else None
             try:
                 entries = await read()

@@ -424,7 +424,12 @@ async def notify(request: web.Request) -> web.Response:
         return waiters.selected(await Ledger.unread(me.user_id), wanted)
 
     answer = await context.waiters.until_changed(
-        me.user_id, request.protocol, read, since, wait or 0.0
+        me.user_id,
+        request.protocol,
+        read,
+        since,
+        wait or 0.0,
+        hung_up=lambda: request.transport is None,  # aiohttp drops it on connection_lost
     )
     if answer is None:  # the caller hung up while waiting: nobody reads this
         return web.Response(status=204)
