@@ -30,12 +30,26 @@ class JsonFormatter(logging.Formatter):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent_chat_appservice")
     parser.add_argument("-c", "--config", required=True, help="path to appservice.yaml")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="serve the REST API on this port instead of the config's (an API replica)",
+    )
     args = parser.parse_args(argv)
     try:
         config = Config.load(args.config)
     except ConfigError as e:
         print(f"agent_chat_appservice: {e}", file=sys.stderr)
         return 1
+    if args.port is not None:
+        if not 0 < args.port < 65536 or args.port == config.transactions_port:
+            print(
+                f"agent_chat_appservice: --port {args.port} is not a free API port "
+                "(1-65535, not transactions_port)",
+                file=sys.stderr,
+            )
+            return 1
+        config.port = args.port
     handler = logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -75,9 +89,13 @@ async def _serve(config: Config) -> int:
         logging.getLogger("agent_chat").exception("cannot start: %s", e)
         await service.stop()
         return 1
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    failing = asyncio.create_task(service.failed.wait())
+    await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopping, failing):
+        task.cancel()
     await service.stop()
-    return 0
+    return 1 if service.failed.is_set() else 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ DEFAULT_ROOMS: list[dict[str, str]] = [
 USER_PREFIX = "_ac_"
 
 
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
 class ConfigError(Exception):
     """The config file is missing, unreadable or malformed."""
 
@@ -57,6 +61,15 @@ class Config:
     log_format: str = "text"
     #: /metrics answers only loopback callers unless this is true (e.g. behind a firewall).
     metrics_public: bool = False
+    #: Several appservice processes on one PostgreSQL ledger (docs/scaling.md): the port where
+    #: the one elected to write the ledger serves the homeserver's transactions (Synapse's
+    #: registration url points here); every process serves the REST API on its own ``port``.
+    #: None: one process serves both on ``port``.
+    transactions_port: int | None = None
+    #: Synapse generic workers' client URLs: each agent's sends go to one of them, chosen by
+    #: its user id, so Synapse's per-process txnId deduplication always applies. Receipts,
+    #: read markers and typing stay on ``homeserver_url`` (the main process writes them).
+    homeserver_worker_urls: list[str] = field(default_factory=list)
 
     @property
     def bot_mxid(self) -> str:
@@ -116,9 +129,32 @@ class Config:
             raise ConfigError(
                 f"config file {path}: loop_guard_answers_per_minute must be a number 0-10000"
             )
-        if not isinstance(config.port, int) or not 0 < config.port < 65536:
+        if not _is_port(config.port):
             raise ConfigError(f"config file {path}: port must be a number 1-65535")
+        if config.transactions_port is not None:
+            if not _is_port(config.transactions_port) or config.transactions_port == config.port:
+                raise ConfigError(
+                    f"config file {path}: transactions_port must be a number 1-65535 other "
+                    "than port"
+                )
+            if not config.database.startswith(("postgres:", "postgresql:")):
+                raise ConfigError(
+                    f"config file {path}: transactions_port (several appservice processes) "
+                    "needs a PostgreSQL database; SQLite serves one process"
+                )
+        urls = config.homeserver_worker_urls
+        if not isinstance(urls, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
+        ):
+            raise ConfigError(
+                f"config file {path}: homeserver_worker_urls must be a list of http(s) URLs"
+            )
         return config
+
+    @property
+    def clustered(self) -> bool:
+        """Whether several appservice processes share the ledger (``transactions_port``)."""
+        return self.transactions_port is not None
 
     def save(self, path: str | Path) -> None:
         """Write atomically with mode 0600: the file holds tokens."""

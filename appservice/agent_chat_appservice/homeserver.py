@@ -49,14 +49,20 @@ class Homeserver:
         self.api: AppServiceAPI | None = None
         #: Humans' own Matrix tokens (from `ac login`): we act for them with these.
         self.user_tokens: dict[str, str] = {}
+        #: Clients of Synapse's generic workers (``homeserver_worker_urls``), for sends.
+        self.worker_apis: list[AppServiceAPI] = []
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=200),
             timeout=aiohttp.ClientTimeout(total=30),
         )
-        self.api = AppServiceAPI(
-            base_url=self.config.homeserver_url,
+        self.api = self._api(self.config.homeserver_url)
+        self.worker_apis = [self._api(url) for url in self.config.homeserver_worker_urls]
+
+    def _api(self, base_url: str) -> AppServiceAPI:
+        return AppServiceAPI(
+            base_url=base_url,
             bot_mxid=UserID(self.config.bot_mxid),
             token=self.config.as_token,
             # mautrix annotates a TraceLogger but calls only Logger methods on it; this one
@@ -65,7 +71,7 @@ class Homeserver:
             # No IntentAPI, so no state store: mautrix defaults it to None but annotates the
             # parameter without Optional.
             state_store=None,  # type: ignore[arg-type]
-            client_session=self.session,
+            client_session=self.http,
         )
 
     @property
@@ -85,15 +91,26 @@ class Homeserver:
         if self.session:
             await self.session.close()
 
-    def client(self, user_id: str | None = None) -> ClientAPI:
-        """A ClientAPI acting as ``user_id`` (the bot when None)."""
+    def client(self, user_id: str | None = None, sending: bool = False) -> ClientAPI:
+        """A ClientAPI acting as ``user_id`` (the bot when None); ``sending``: through the
+        user's own Synapse worker, when there are workers."""
+        base = self.worker_api(user_id or self.config.bot_mxid) if sending else self.as_api
         if user_id is None or user_id == self.config.bot_mxid:
-            return ClientAPI(UserID(self.config.bot_mxid), api=self.as_api)
+            return ClientAPI(UserID(self.config.bot_mxid), api=base)
         mxid = UserID(user_id)
         token = self.user_tokens.get(user_id)
         if token is not None:
-            return ClientAPI(mxid, api=self.as_api.real_user(mxid, token))
-        return ClientAPI(mxid, api=self.as_api.user(mxid))
+            return ClientAPI(mxid, api=base.real_user(mxid, token))
+        return ClientAPI(mxid, api=base.user(mxid))
+
+    def worker_api(self, user_id: str) -> AppServiceAPI:
+        """The Synapse process ``user_id``'s sends go to: always the same one (a hash every
+        replica computes alike), since Synapse deduplicates a txnId inside one process only.
+        Main when there are no workers."""
+        if not self.worker_apis:
+            return self.as_api
+        digest = hashlib.sha256(user_id.encode()).digest()
+        return self.worker_apis[int.from_bytes(digest[:8], "big") % len(self.worker_apis)]
 
     async def password_login(self, user: str, password: str) -> tuple[str, str]:
         """A Matrix password login; returns (user_id, access_token)."""
@@ -213,7 +230,7 @@ class Homeserver:
         # What ClientAPI.send_message_event does, minus its typing: it wants mautrix's event
         # content classes, and this content is plain JSON.
         path = Path.v3.rooms[room_id].send[EventType.ROOM_MESSAGE.t][txn]
-        resp = await self.client(user_id).api.request(Method.PUT, path, content)
+        resp = await self.client(user_id, sending=True).api.request(Method.PUT, path, content)
         return _text(resp, "event_id")
 
     async def find_sent(self, user_id: str, room_id: str, client_txn: str) -> str | None:

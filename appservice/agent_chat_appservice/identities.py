@@ -46,7 +46,6 @@ class Identities:
         self.rooms = rooms
         self.hs = rooms.hs
         self.config = rooms.hs.config
-        self._lock = asyncio.Lock()
 
     def user_id(self, nick: str) -> str:
         return f"@{self.config.user_prefix}{nick.lower()}:{self.config.server_name}"
@@ -76,8 +75,7 @@ class Identities:
         """
         if nick is not None:
             check_nick(nick)
-        async with self._lock:  # one claim at a time keeps "bluelake2" from being given twice
-            identity = await self._claim(nick, exact, kind)
+        identity = await self._claim(nick, exact, kind)
         try:
             await self._provision(identity)
         except Exception:
@@ -99,11 +97,13 @@ class Identities:
                 continue
             identity = Identity(user_id, candidate, kind, now_ms())
             # A Matrix account that exists without an identity row is someone's lost
-            # identity: never hand it to a new caller.
+            # identity: never hand it to a new caller. Two registrations of one name (in
+            # this process or another replica's) are told apart here, by Synapse, or by the
+            # identity table's unique indexes: the loser tries its next candidate.
             if not await self.hs.register(user_id[1:].split(":", 1)[0]):
                 continue
-            await identity.insert()
-            return identity
+            if await identity.insert():
+                return identity
         if exact:
             raise ApiError(
                 409,

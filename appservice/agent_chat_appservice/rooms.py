@@ -7,6 +7,7 @@ Callers name rooms as ``#general``, ``#general:server`` or ``!id:server``, and p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -83,6 +84,21 @@ class Rooms:
         for room in self.config.rooms:
             room_id = await self.ensure_public_room(room["alias"], room.get("topic"))
             self.default_room_ids.append(room_id)
+
+    async def await_default_rooms(self, interval: float = 0.5) -> list[str]:
+        """A replica's default rooms: the ledger writer creates them; this waits until their
+        aliases resolve (a new deployment's replicas start together)."""
+        room_ids: list[str] = []
+        for room in self.config.rooms:
+            alias = self.full_alias(room["alias"])
+            while True:
+                try:
+                    room_ids.append(await self.hs.resolve_alias(alias))
+                    break
+                except MNotFound:
+                    log.info("waiting for the ledger writer to create %s", alias)
+                    await asyncio.sleep(interval)
+        return room_ids
 
     async def ensure_public_room(self, alias: str, topic: str | None) -> str:
         try:

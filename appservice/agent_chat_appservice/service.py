@@ -13,8 +13,9 @@ from mautrix.util.async_db import Database
 from . import db as tables
 from . import metrics
 from .api import make_app
-from .api.base import Context, RateLimiter
+from .api.base import Context, RateLimiter, SharedRateLimiter
 from .catchup import catch_up
+from .cluster import Leadership, WakeBus, migration_lock
 from .config import Config
 from .homeserver import Homeserver
 from .identities import Identities
@@ -59,7 +60,9 @@ class AgentChatService:
             hs=self.hs,
             rooms=self.rooms,
             identities=self.identities,
-            send_limiter=RateLimiter(config.send_rate_per_second, config.send_rate_burst),
+            send_limiter=(SharedRateLimiter if config.clustered else RateLimiter)(
+                config.send_rate_per_second, config.send_rate_burst
+            ),
             loop_guard=LoopGuard(config.loop_guard_answers_per_minute),
         )
         self.transactions = TransactionEndpoint(
@@ -74,14 +77,22 @@ class AgentChatService:
         )
         self._kicking = False
         self.runner: web.AppRunner | None = None
+        #: Clustered: the ledger writer's homeserver-facing server on ``transactions_port``.
+        self.writer_runner: web.AppRunner | None = None
         self.background = self.context.background
+        self.leadership = Leadership(config.database) if config.clustered else None
+        self.bus = WakeBus(config.database, self.context.waiters.wake_here)
+        #: Set when this process must end (it lost the ledger-writer lock): exit non-zero.
+        self.failed = asyncio.Event()
 
-    def build_app(self) -> web.Application:
+    def build_app(self, transactions: bool = True, api: bool = True) -> web.Application:
         # Synapse may batch 100 events of up to 64 KiB each into one transaction.
         app = web.Application(client_max_size=128 * 1024 * 1024)
-        self.transactions.add_routes(app)
+        if transactions:
+            self.transactions.add_routes(app)
         app.router.add_get("/metrics", self._metrics)
-        app.add_subapp(API_PREFIX, make_app(self.context))
+        if api:
+            app.add_subapp(API_PREFIX, make_app(self.context))
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -98,32 +109,86 @@ class AgentChatService:
 
     async def start(self) -> None:
         tables.use_key(self.config.token_key)  # before the migrations: one seals tokens
-        await self.db.start()  # runs the migrations
+        if self.config.clustered:
+            async with migration_lock(self.config.database):  # replicas migrate once
+                await self.db.start()
+        else:
+            await self.db.start()  # runs the migrations
         if self.read_db is not self.db:
             await self.read_db.start()
         tables.init(self.db, self.read_db)
         await self.hs.start()
         self.hs.user_tokens = await tables.Identity.matrix_tokens()
         # Serve before bootstrapping: room creation makes Synapse push transactions to us.
-        self.runner = web.AppRunner(self.build_app(), access_log=None)
+        clustered = self.config.clustered
+        self.runner = web.AppRunner(self.build_app(transactions=not clustered), access_log=None)
         await self.runner.setup()
         self._watch_connections(self.runner)
         await web.TCPSite(self.runner, self.config.host, self.config.port).start()
         log.info("listening on %s:%d", self.config.host, self.config.port)
         await self._wait_for_homeserver()
-        await self._bootstrap()
+        if self.leadership is None:
+            await self._bootstrap()
+            self._start_writing()
+        else:
+            await self._start_replica(self.leadership)
         self.context.ready = True
+        log.info("ready: %s%s", self.config.api_url, API_PREFIX)
+
+    def _start_writing(self) -> None:
+        """What only the ledger writer runs: the ping that flushes Synapse's queue, catch-up,
+        and the watch that catches up again after Synapse restarts."""
         self.background.spawn(self._ping_homeserver(), loop=True)
         self.background.spawn(self._catch_up(), loop=True)
         self.background.spawn(self._watch_homeserver(), loop=True)
-        log.info("ready: %s%s", self.config.api_url, API_PREFIX)
+
+    async def _start_replica(self, leadership: Leadership) -> None:
+        """Clustered: join the wake-up bus, then write the ledger now if no other process
+        does, else serve the API and wait (in the background) to take over."""
+        await self.bus.start()
+        self.context.waiters.publish = self.bus.publish
+        self.context.is_writer = lambda: leadership.is_leader
+        if await leadership.acquire(block=False):
+            await self._become_writer()
+            return
+        log.info("another process writes the ledger: serving the API as a replica")
+        self.rooms.default_room_ids = await self.rooms.await_default_rooms()
+        self.background.spawn(self._take_over(leadership), loop=True)
+
+    async def _take_over(self, leadership: Leadership) -> None:
+        await leadership.acquire(block=True)
+        log.info("took over as the ledger writer")
+        try:
+            await self._become_writer()
+        except Exception:
+            log.exception("could not start writing the ledger: stopping")
+            self.failed.set()
+
+    async def _become_writer(self) -> None:
+        assert self.leadership is not None and self.config.transactions_port is not None
+        self.background.spawn(self._watch_leadership(self.leadership), loop=True)
+        self.writer_runner = web.AppRunner(self.build_app(api=False), access_log=None)
+        await self.writer_runner.setup()
+        port = self.config.transactions_port
+        await web.TCPSite(self.writer_runner, self.config.host, port).start()
+        log.info("writing the ledger; homeserver transactions on %s:%d", self.config.host, port)
+        await self._bootstrap()
+        self._start_writing()
+
+    async def _watch_leadership(self, leadership: Leadership) -> None:
+        await leadership.lost.wait()
+        self.failed.set()  # another replica may be writing by now: this one must stop
 
     async def stop(self) -> None:
         """Stop serving, finish the background work (bounded), then close the connections."""
         self.background.cancel_loops()
-        if self.runner:
-            await self.runner.cleanup()
+        for runner in (self.runner, self.writer_runner):
+            if runner:
+                await runner.cleanup()
         await self.background.drain()
+        await self.bus.stop()
+        if self.leadership is not None:
+            await self.leadership.release()
         await self.hs.stop()
         if self.read_db is not self.db:
             await self.read_db.stop()

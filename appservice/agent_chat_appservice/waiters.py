@@ -130,6 +130,8 @@ class Waiters:
         self._by_connection: dict[object, set[asyncio.Future[bool]]] = {}
         #: Waiters answered because of a change (for /metrics and the benchmark).
         self.woken = 0
+        #: Tells the other appservice replicas of a change (``cluster.WakeBus.publish``).
+        self.publish: Callable[[list[str], list[str]], Awaitable[None]] | None = None
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_user.values())
@@ -162,8 +164,17 @@ class Waiters:
         return count
 
     async def wake_changed(self, rooms: Iterable[str], users: Iterable[str]) -> int:
-        """After a commit: wake whoever waits among ``users`` and the members of ``rooms``.
-        Reads nothing when nobody waits."""
+        """After a commit: wake whoever waits among ``users`` and the members of ``rooms``,
+        here and (through :attr:`publish`) on the other replicas; how many here."""
+        room_ids, user_ids = sorted(rooms), sorted(users)
+        count = await self.wake_here(room_ids, user_ids)
+        if self.publish is not None:
+            await self.publish(room_ids, user_ids)
+        return count
+
+    async def wake_here(self, rooms: Iterable[str], users: Iterable[str]) -> int:
+        """Wake this process's waiters among ``users`` and the members of ``rooms``. Reads
+        nothing when nobody waits."""
         if not self._by_user:
             return 0
         targets = set(users)

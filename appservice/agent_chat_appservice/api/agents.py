@@ -31,6 +31,7 @@ async def health(request: web.Request) -> web.Response:
             "server_name": context.config.server_name,
             "homeserver": homeserver,
             "version": __version__,
+            "ledger_writer": context.is_writer(),
         }
     )
 

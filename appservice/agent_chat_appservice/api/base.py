@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 
 from ..background import Background
 from ..config import Config
-from ..db import Identity
+from ..db import Identity, SendRate
 from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
@@ -65,6 +65,25 @@ class RateLimiter:
         self._buckets.set(key, tokens - 1)
         return None
 
+    async def take(self, key: str) -> int | None:
+        """:meth:`check`, as the shared limiter answers it."""
+        return self.check(key)
+
+
+class SharedRateLimiter:
+    """The same buckets in the database, for appservice replicas: a caller whose requests
+    are spread over several processes gets one limit, not one per process."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.per_second = per_second
+        self.burst = burst
+
+    async def take(self, key: str) -> int | None:
+        """None when allowed, else milliseconds until the next request would be."""
+        if self.per_second <= 0:
+            return None
+        return await SendRate.take(key, self.burst, self.per_second)
+
 
 @dataclass
 class Context:
@@ -72,10 +91,13 @@ class Context:
     hs: Homeserver
     rooms: Rooms
     identities: Identities
-    send_limiter: RateLimiter
+    send_limiter: RateLimiter | SharedRateLimiter
     #: Two agents answering each other too fast in a direct chat or thread: 429.
     loop_guard: LoopGuard = field(default_factory=lambda: LoopGuard(6))
     ready: bool = False
+    #: Whether this process applies the homeserver's transactions (one of several replicas
+    #: may not; see ``cluster.py``).
+    is_writer: Callable[[], bool] = lambda: True
     #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
     waiters: Waiters = field(default_factory=Waiters)
     #: Work beside the requests (read receipts, ...): drained when the service stops.
@@ -95,6 +117,10 @@ class Context:
         identity = await Identity.get_by_token(token)
         if identity is not None:
             self._tokens.set(token, identity)
+            if identity.kind == "human":
+                # The human may have logged in through another replica since this one read
+                # the tokens: the database has their current Matrix token.
+                self.hs.user_tokens.update(await Identity.matrix_tokens(identity.user_id))
         return identity
 
     async def touch(self, identity: Identity) -> None:

@@ -46,6 +46,8 @@ MAX_BODY = 32768
 MAX_SEND_JSON = 3 * MAX_BODY + 4096
 TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 EVENT_RE = re.compile(r"^\$[\x21-\x7e]{1,254}$")
+#: How long a send waits for the same send in flight on another replica (clustered).
+IN_FLIGHT_WAIT = 10.0
 #: The one answer for an event that does not exist and one in a room the caller is not in.
 NO_SUCH_MESSAGE = "no such message in your rooms"
 
@@ -199,7 +201,7 @@ async def send(request: web.Request) -> web.Response:
     previous = await ClientSend.get(me.user_id, txn_id)  # a read: never queues behind writes
     guarded = False
     if previous is None:  # a new send
-        wait_ms = context.send_limiter.check(me.user_id)
+        wait_ms = await context.send_limiter.take(me.user_id)
         if wait_ms is not None:
             raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
         if reply is None:
@@ -215,16 +217,27 @@ async def send(request: web.Request) -> web.Response:
             if wait_ms is not None:
                 raise loop_guard_error(wait_ms, thread, context.loop_guard.limit)
         attempt = ClientSend(me.user_id, txn_id, room_id, None)
-        # The reservation is written while Synapse is asked, not before: the write may queue
-        # behind a homeserver transaction, and a concurrent duplicate of this request is
-        # answered by Synapse's own deduplication of the derived txnId anyway.
-        reserving = asyncio.create_task(attempt.reserve())
-        try:
+        if context.config.clustered:
+            # A concurrent duplicate may be on another replica, and Synapse deduplicates
+            # txnIds per process only: reserve first; the one that loses answers what the
+            # winner sent.
+            earlier = await attempt.reserve()
+            if earlier is not None:
+                return await _answer_in_flight(context, me.user_id, earlier, reply)
             event_id = await post_message(
                 context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
             )
-        finally:
-            await reserving
+        else:
+            # The reservation is written while Synapse is asked, not before: the write may
+            # queue behind a homeserver transaction, and a concurrent duplicate of this request
+            # is answered by Synapse's own deduplication of the derived txnId anyway.
+            reserving = asyncio.create_task(attempt.reserve())
+            try:
+                event_id = await post_message(
+                    context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
+                )
+            finally:
+                await reserving
         if guarded:
             context.loop_guard.record(room_id, reply.root if reply else None, me.user_id)
     else:  # a retry
@@ -251,6 +264,28 @@ async def send(request: web.Request) -> web.Response:
     else:
         label = await context.rooms.label(room_id, me.user_id)
     return ok(_sent(event_id, room_id, label, reply.root if reply else None))
+
+
+async def _answer_in_flight(
+    context: Context, user_id: str, earlier: ClientSend, reply: Reply | None
+) -> web.Response:
+    """The same send is in flight on another replica: answer with its event once it is
+    recorded; if it takes too long, ask the client to retry (it will find the event then)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + IN_FLIGHT_WAIT
+    found: ClientSend | None = earlier
+    while found is not None and found.event_id is None and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        found = await ClientSend.get(user_id, earlier.txn_id)
+    if found is None or found.event_id is None:
+        raise ApiError(
+            503,
+            "AC_SEND_IN_FLIGHT",
+            "a send with this txn id is still in flight; retry it with the same txn id",
+            1000,
+        )
+    label = await context.rooms.label(found.room_id, user_id)
+    return ok(_sent(found.event_id, found.room_id, label, reply.root if reply else None))
 
 
 def _sent(event_id: str, room_id: str, label: str, thread: str | None) -> dict[str, Any]:
@@ -341,7 +376,7 @@ async def messages(request: web.Request) -> web.Response:
                     conn, me.user_id, room_id, m.seq, m.event_id, oldest[room_id].seq
                 )
             if moved:
-                context.waiters.wake([me.user_id])  # committed: their counts changed
+                await context.waiters.wake_changed([], [me.user_id])  # committed
                 context.background.spawn(_send_receipt(context, me.user_id, room_id, m.event_id))
         markers = await Ledger.read_markers(me.user_id, list(newest))
         marked_read = all(markers.get(r, 0) >= m.seq for r, m in newest.items())

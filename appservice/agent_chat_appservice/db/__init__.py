@@ -16,6 +16,7 @@ from .ledger import Ledger, Unread
 from .member import Member
 from .message import Message
 from .room import Channel, DirectChat, Room
+from .send_rate import SendRate
 from .upgrade import upgrade_table
 from .webhook import Webhook
 
@@ -30,6 +31,7 @@ __all__ = [
     "Member",
     "Message",
     "Room",
+    "SendRate",
     "Unread",
     "Webhook",
     "init",

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import secrets
 
-from .base import Row, Table, now_ms, sealer, transaction
+from .base import Row, Table, now_ms, rows_changed, sealer, transaction
 
 log = logging.getLogger("agent_chat.db.identity")
 
@@ -72,12 +72,14 @@ class Identity(Table):
         q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
         return {row["nick_key"] for row in await cls.read_db.fetch(q, *keys)}
 
-    async def insert(self) -> None:
+    async def insert(self) -> bool:
+        """Add the identity; False when its user id or name is taken already (the unique
+        indexes decide, so two processes registering at once never both get a name)."""
         q = (
             "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, last_active) "
-            "VALUES ($1, $2, $3, $4, $5, $6)"
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
         )
-        await self.db.execute(
+        result = await self.db.execute(
             q,
             self.user_id,
             self.nick,
@@ -86,6 +88,7 @@ class Identity(Table):
             self.created_at,
             self.last_active,
         )
+        return rows_changed(result) > 0
 
     async def issue_token(self) -> str:
         """Create an API token for this identity. Only its hash is kept."""
@@ -95,15 +98,19 @@ class Identity(Table):
         return token
 
     @classmethod
-    async def matrix_tokens(cls) -> dict[str, str]:
-        """Humans' Matrix access tokens, by user id (stored sealed, see ``sealed.py``).
+    async def matrix_tokens(cls, user_id: str | None = None) -> dict[str, str]:
+        """Humans' Matrix access tokens, by user id (stored sealed, see ``sealed.py``): all
+        of them, or ``user_id``'s.
 
         A token that does not open (the as_token changed since it was sealed) is left out
         and logged: that human acts again after their next ``ac login``.
         """
         q = "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
+        args: tuple[str, ...] = ()
+        if user_id is not None:
+            q, args = q + " AND user_id=$1", (user_id,)
         box, tokens = sealer(), {}
-        for r in await cls.read_db.fetch(q):
+        for r in await cls.read_db.fetch(q, *args):
             try:
                 tokens[r["user_id"]] = box.open(r["matrix_token"], r["user_id"])
             except ValueError as e:

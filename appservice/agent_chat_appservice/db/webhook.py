@@ -71,17 +71,16 @@ class Webhook(Table):
             await self.db.execute(q, self.hook_id, delivery_id, event_id)
 
     async def swap_state(self, key: str, state: str) -> bool:
-        """Store the new state for key; True if it differs from the last one (or is the first)."""
-        q = "SELECT state FROM webhook_state WHERE hook_id=$1 AND state_key=$2"
-        previous = await self.db.fetchval(q, self.hook_id, key)
-        if previous == state:
-            return False
+        """Store the new state for key; True if it differs from the last one (or is the first).
+
+        One statement: two deliveries of the same change at once (to two replicas, say)
+        cannot both see the old state and both post."""
         q = (
             "INSERT INTO webhook_state (hook_id, state_key, state) VALUES ($1, $2, $3) "
-            "ON CONFLICT (hook_id, state_key) DO UPDATE SET state=excluded.state"
+            "ON CONFLICT (hook_id, state_key) DO UPDATE SET state=excluded.state "
+            "WHERE webhook_state.state <> excluded.state RETURNING state"
         )
-        await self.db.execute(q, self.hook_id, key, state)
-        return True
+        return await self.db.fetchval(q, self.hook_id, key, state) is not None
 
     async def restore_state(self, key: str, state: str | None) -> None:
         """Put back the previous state after a failed post, so the change is posted on retry."""

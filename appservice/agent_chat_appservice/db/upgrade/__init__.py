@@ -9,6 +9,7 @@ from . import (
     v05_sealed_matrix_tokens,  # noqa: F401
     v06_threads,  # noqa: F401
     v07_claims,  # noqa: F401
+    v08_send_rate,  # noqa: F401
 )
 from .table import upgrade_table
 
