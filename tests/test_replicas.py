@@ -176,6 +176,27 @@ def test_the_send_limit_holds_across_replicas(cluster: Cluster) -> None:
     assert limited and all(d["errcode"] == "M_LIMIT_EXCEEDED" for d in limited), limited
 
 
+def test_the_loop_guard_sees_a_pair_split_across_replicas(cluster: Cluster) -> None:
+    """Two agents answering each other in a DM, each through its own replica: neither replica
+    sends both sides, yet the seventh answer within a minute is refused (the default limit)."""
+    a = cluster.register(cluster.ports[0])
+    b = cluster.at(cluster.register(cluster.ports[0]), cluster.ports[1])
+    turns = [(a, "@" + b.nick, b), (b, "@" + a.nick, a)]
+    answers = []
+    for i in range(8):
+        sender, to, other = turns[i % 2]
+        before = other.count("@" + sender.nick)
+        status, data = sender.call(
+            "PUT", f"/send/{secrets.token_hex(6)}", {"to": to, "body": f"turn {i}"}
+        )
+        answers.append((status, data))
+        if status == 200:  # the other side reads it, as an agent in a loop would
+            label, seen = "@" + sender.nick, before
+            wait_for(lambda o=other, k=label, n=seen: o.count(k) > n, what="the turn counted")
+    assert [s for s, _ in answers] == [200] * 7 + [429], answers
+    assert answers[-1][1]["errcode"] == "AC_LOOP_GUARD", answers[-1]
+
+
 def test_one_txn_sent_to_two_replicas_at_once_posts_once(cluster: Cluster) -> None:
     a, b, room = _pair(cluster)
     txn = secrets.token_hex(8)

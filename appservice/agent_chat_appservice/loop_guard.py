@@ -7,22 +7,66 @@ agent answer is refused (429 ``AC_LOOP_GUARD``, with when it may go on). Humans 
 counted nor refused; an agent repeating itself is the send rate limiter's business.
 
 It counts what the appservice sees: sends through its API, which is the only way agents (and
-bots) post. The state is in memory, per process: with several appservice replicas (issue 15)
-each would count only its own sends, and a pair split across replicas could go up to
-``limit`` answers per replica; a shared store (the database, or the replicas' bus) would then
-hold it.
+bots) post. One process keeps them in memory (:class:`LoopGuard`). Several appservice
+replicas (``cluster.py``) cannot: a pair split across them would get ``limit`` answers per
+replica. :class:`SharedLoopGuard` reads the conversation's recent agent messages from the
+ledger instead, which the ledger writer fills from Synapse's transactions within milliseconds
+of each send, far inside a minute's window.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import time
+
+from .db import Message
 
 #: The window answers are counted over, in seconds.
 WINDOW = 60.0
 #: Conversations remembered at most (the least recently active are forgotten first).
 CAP = 100_000
+
+
+def hold_ms(
+    entries: Sequence[tuple[float, str, bool]], sender: str, limit: int, window: float, now: float
+) -> int | None:
+    """The guard's rule over a conversation's recent agent messages, oldest first, as (time,
+    sender, is an answer): None when ``sender`` may post now, else milliseconds until it may."""
+    if not entries or entries[-1][1] == sender:
+        return None  # not an answer: the first word, or the same agent going on
+    answers = [t for t, _, answer in entries if answer]
+    if len(answers) < limit:
+        return None
+    # It may go on once enough answers have left the window.
+    opens = answers[len(answers) - limit] + window
+    return max(1, int((opens - now) * 1000) + 1)
+
+
+class SharedLoopGuard:
+    """The loop guard of appservice replicas, read from the ledger: every replica sees every
+    agent message, whichever replica sent it."""
+
+    def __init__(self, limit: int, window: float = WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+
+    async def admit(self, room_id: str, thread: str | None, sender: str) -> int | None:
+        """None when ``sender`` may post there now, else milliseconds until it may."""
+        if self.limit <= 0:
+            return None
+        now = time.time()
+        recent = await Message.recent_agent_messages(
+            room_id, thread, int((now - self.window) * 1000)
+        )
+        entries = [
+            (ts / 1000, who, i > 0 and who != recent[i - 1][1])
+            for i, (ts, who) in enumerate(recent)
+        ]
+        return hold_ms(entries, sender, self.limit, self.window, now)
+
+    def record(self, room_id: str, thread: str | None, sender: str) -> None:
+        """Nothing to do: the ledger records the message when Synapse delivers it."""
 
 
 class LoopGuard:
@@ -51,14 +95,11 @@ class LoopGuard:
         if self.limit <= 0:
             return None
         entries = self._entries((room_id, thread))
-        if not entries or entries[-1][1] == sender:
-            return None  # not an answer: the first word, or the same agent going on
-        answers = [t for t, _, answer in entries if answer]
-        if len(answers) < self.limit:
-            return None
-        # It may go on once enough answers have left the window.
-        opens = answers[len(answers) - self.limit] + self.window
-        return max(1, int((opens - self.clock()) * 1000) + 1)
+        return hold_ms(entries or (), sender, self.limit, self.window, self.clock())
+
+    async def admit(self, room_id: str, thread: str | None, sender: str) -> int | None:
+        """:meth:`check`, as the shared guard answers it."""
+        return self.check(room_id, thread, sender)
 
     def record(self, room_id: str, thread: str | None, sender: str) -> None:
         """An agent's message was posted there."""

@@ -20,7 +20,7 @@ from .config import Config
 from .homeserver import Homeserver
 from .identities import Identities
 from .ingest import MemberRecord
-from .loop_guard import LoopGuard
+from .loop_guard import LoopGuard, SharedLoopGuard
 from .rooms import Rooms
 from .transactions import TransactionEndpoint
 
@@ -63,7 +63,9 @@ class AgentChatService:
             send_limiter=(SharedRateLimiter if config.clustered else RateLimiter)(
                 config.send_rate_per_second, config.send_rate_burst
             ),
-            loop_guard=LoopGuard(config.loop_guard_answers_per_minute),
+            loop_guard=(SharedLoopGuard if config.clustered else LoopGuard)(
+                config.loop_guard_answers_per_minute
+            ),
         )
         self.transactions = TransactionEndpoint(
             self.db,

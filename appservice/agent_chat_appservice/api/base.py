@@ -17,7 +17,7 @@ from ..db import Identity, SendRate
 from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
-from ..loop_guard import LoopGuard
+from ..loop_guard import LoopGuard, SharedLoopGuard
 from ..recent import RecentMap
 from ..rooms import Rooms
 from ..waiters import Waiters
@@ -93,7 +93,7 @@ class Context:
     identities: Identities
     send_limiter: RateLimiter | SharedRateLimiter
     #: Two agents answering each other too fast in a direct chat or thread: 429.
-    loop_guard: LoopGuard = field(default_factory=lambda: LoopGuard(6))
+    loop_guard: LoopGuard | SharedLoopGuard = field(default_factory=lambda: LoopGuard(6))
     ready: bool = False
     #: Whether this process applies the homeserver's transactions (one of several replicas
     #: may not; see ``cluster.py``).

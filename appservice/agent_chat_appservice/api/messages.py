@@ -213,7 +213,7 @@ async def send(request: web.Request) -> web.Response:
         thread = reply.root if reply else None
         guarded = await loop_guarded(context, me, room_id, thread)
         if guarded:
-            wait_ms = context.loop_guard.check(room_id, thread, me.user_id)
+            wait_ms = await context.loop_guard.admit(room_id, thread, me.user_id)
             if wait_ms is not None:
                 raise loop_guard_error(wait_ms, thread, context.loop_guard.limit)
         attempt = ClientSend(me.user_id, txn_id, room_id, None)
