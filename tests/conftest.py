@@ -2,6 +2,8 @@
 
 Fixtures:
     stack       session: the appservice on SQLite.
+    worker_stack  module: Synapse workers + 2 appservice processes on PostgreSQL and Redis
+                (needs AGENT_CHAT_TEST_POSTGRES and AGENT_CHAT_TEST_REDIS).
     pg_stack    session: the appservice on PostgreSQL (needs AGENT_CHAT_TEST_POSTGRES).
     any_stack   parametrized over ["sqlite", "postgres"]: stack or pg_stack.
     pg_url      a fresh, empty PostgreSQL database URL (dropped afterwards).
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stdout
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -313,3 +317,91 @@ def room(make_ac: Callable[..., Ac]) -> tuple[Ac, str]:
     name = "#" + unique("t-")
     owner.ok("create-room", name, "--topic", "test room")
     return owner, name
+
+
+# --- Synapse worker mode (tests/test_workers.py) ---------------------------------------------
+
+REDIS_ENV = "AGENT_CHAT_TEST_REDIS"
+REDIS_SKIP = f"{REDIS_ENV} is not set (e.g. redis://127.0.0.1:6379): Synapse worker tests skipped"
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive ports free on 127.0.0.1 right now."""
+    for _ in range(200):
+        base = secrets.randbelow(20000) + 30000
+        if all(_port_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class WorkerStack(Stack):
+    """A worker-mode stack: main, persister1, generic1..N, the appservice process(es)."""
+
+    workers: int = 2
+    api_replicas: int = 1
+    init_output: str = ""
+
+
+@pytest.fixture(scope="module")
+def worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
+    """``init --workers 2 --api-replicas 2`` (through the CLI) on fresh PostgreSQL databases
+    (init creates them) and a Redis database of its own (AGENT_CHAT_TEST_REDIS; a unique server
+    name keeps Synapse's Redis channel apart from other stacks'), started as ``start`` does;
+    stopped and the databases dropped at the end."""
+    from agent_chat_server.cli import main as server_cli
+
+    redis = os.environ.get(REDIS_ENV)
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not redis:
+        pytest.skip(REDIS_SKIP)
+    if not admin_url:
+        pytest.skip(POSTGRES_SKIP)
+    tag = secrets.token_hex(4)
+    synapse_db = _PgDatabase(admin_url, f"agent_chat_test_syn_{tag}")
+    appservice_db = _PgDatabase(admin_url, f"agent_chat_test_as_{tag}")
+    root = tmp_path_factory.mktemp("worker-stack") / "server"
+    dd = DataDir.at(root)
+    workers, replicas = 2, 2
+    synapse_port = free_port()
+    api_port = free_port_block(replicas)
+    base = free_port_block(3 + workers)
+    args = [
+        *("init", "--data-dir", str(root), "--server-name", f"w{tag}.test"),
+        *("--synapse-port", str(synapse_port), "--api-port", str(api_port)),
+        *("--synapse-database", synapse_db.url, "--database", appservice_db.url),
+        *("--workers", str(workers), "--api-replicas", str(replicas)),
+        *("--redis", f"{redis.rstrip('/')}/{secrets.randbelow(15) + 1}"),
+        *("--worker-port-base", str(base)),
+    ]
+    out = StringIO()
+    try:
+        with redirect_stdout(out):
+            assert server_cli(args) == 0, out.getvalue()
+        try:
+            control.start_background(dd, timeout=START_TIMEOUT, tie_to_caller=True)
+        except Exception as e:
+            pytest.fail(f"could not start the worker stack: {e}\n{_log_tails(dd)}", pytrace=False)
+        hs = load_yaml(dd.homeserver_yaml)
+        yield WorkerStack(
+            dd,
+            control.load_config(dd),
+            hs["registration_shared_secret"],
+            workers=workers,
+            api_replicas=replicas,
+            init_output=out.getvalue(),
+        )
+    finally:
+        if dd.root.is_dir():
+            control.stop(dd)
+        synapse_db.drop()
+        appservice_db.drop()

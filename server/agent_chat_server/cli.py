@@ -87,7 +87,49 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--skip-db-check",
         action="store_true",
-        help="do not connect to PostgreSQL to check or create the databases",
+        help="do not connect to PostgreSQL (or Redis) to check or create the databases",
+    )
+    w = p.add_argument_group(
+        "Synapse workers (scaling out; PostgreSQL and Redis required, see README)"
+    )
+    w.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run Synapse as a main process, an event persister and N generic workers",
+    )
+    w.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the workers' Redis: redis://[:password@]HOST:PORT/DB (one database and one "
+        "server name per deployment)",
+    )
+    w.add_argument(
+        "--api-replicas",
+        type=int,
+        metavar="M",
+        help="appservice processes serving the REST API on ports API_PORT..API_PORT+M-1 "
+        "(default 1; above 1 needs --database postgres://...)",
+    )
+    w.add_argument(
+        "--worker-port-base",
+        type=_port,
+        metavar="P",
+        help="first port of the workers' listeners (default: SYNAPSE_PORT+100): P main's "
+        "replication, P+1 the persister, P+1+i generic worker i",
+    )
+    w.add_argument(
+        "--transactions-port",
+        type=_port,
+        metavar="P",
+        help="with --api-replicas > 1: where the ledger writer takes Synapse's transactions "
+        "(default: P+2+N)",
+    )
+    w.add_argument(
+        "--compose-hosts",
+        action="store_true",
+        help="processes reach each other by Docker Compose service names "
+        "(server/docker-compose.workers.yml)",
     )
 
 
@@ -192,6 +234,12 @@ def _init_options(args: argparse.Namespace) -> InitOptions:
         appservice_url=args.appservice_url,
         public_url=args.public_url,
         skip_db_check=args.skip_db_check,
+        workers=args.workers,
+        redis=args.redis,
+        api_replicas=args.api_replicas,
+        worker_port_base=args.worker_port_base,
+        transactions_port=args.transactions_port,
+        compose_hosts=args.compose_hosts,
     )
 
 
@@ -216,7 +264,7 @@ def cmd_run(dd: DataDir, args: argparse.Namespace) -> int:
     pid = control.running_pid(dd)
     if pid is not None:
         raise ServerError(f"already running for {dd.root} (pid {pid}); see `status`")
-    control.check_ports_free(config)
+    control.check_ports_free(config, dd)
     return run_foreground(dd, config, log_to_files=args.log_to_files, log_format=args.log_format)
 
 

@@ -14,7 +14,7 @@ import time
 
 from agent_chat_appservice.config import Config
 
-from . import health
+from . import health, workers
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
 from .init import (
     InitOptions,
@@ -32,7 +32,7 @@ from .process import (
     terminate,
     wait_dead,
 )
-from .supervise import APPSERVICE, SERVICES, SYNAPSE
+from .supervise import API, APPSERVICE, MAIN, SERVICES, SYNAPSE, ServiceSpec, service_specs
 
 DEFAULT_START_TIMEOUT = 60.0
 
@@ -55,6 +55,7 @@ def load_config(dd: DataDir) -> Config:
         )
     config = check_existing(dd).appservice
     assert config is not None
+    workers.load_topology(dd)  # worker mode: every worker's file is there
     return config
 
 
@@ -75,14 +76,16 @@ def _synapse_port(config: Config) -> int:
     return urlsplit(config.homeserver_url).port or 80
 
 
-def check_ports_free(config: Config) -> None:
-    """Fail with one line if Synapse's or the appservice's port is taken."""
-    for label, host, port in (
-        ("Synapse", config.host, _synapse_port(config)),
-        ("the appservice API", config.host, config.port),
-    ):
-        if port_in_use(host, port):
-            raise ServerError(f"port {port} ({label}) is already in use on {host}")
+def check_ports_free(config: Config, dd: DataDir | None = None) -> None:
+    """Fail with one line if Synapse's or the appservice's port (or, in worker mode, any
+    worker's) is taken."""
+    ports = [("Synapse", _synapse_port(config)), ("the appservice API", config.port)]
+    topo = workers.load_topology(dd) if dd is not None else None
+    if topo is not None:
+        ports = topo.ports
+    for label, port in ports:
+        if port_in_use(config.host, port):
+            raise ServerError(f"port {port} ({label}) is already in use on {config.host}")
 
 
 @dataclass
@@ -112,14 +115,11 @@ def wait_healthy(
 ) -> None:
     """Return when Synapse answers, the appservice answers and Synapse's ping succeeds."""
     deadline = time.monotonic() + timeout
+    specs = service_specs(dd, config)
     while True:
         if proc is not None and (code := proc.poll()) is not None:
             raise ServerError(_supervisor_exit_message(dd, code))
-        probe = health.synapse_up(config.homeserver_url)
-        log = f"{dd.synapse_log}"
-        if probe.ok:
-            probe = health.appservice_up(config.api_url)
-            log = f"{dd.appservice_log}"
+        probe, log = _first_unhealthy(dd, specs)
         if probe.ok:
             probe = health.ping_appservice(config.homeserver_url, config.as_token)
         if probe.ok:
@@ -127,6 +127,26 @@ def wait_healthy(
         if time.monotonic() > deadline:
             raise ServerError(f"not healthy after {timeout:.0f} s: {probe.detail}; see {log}")
         time.sleep(0.05)
+
+
+def _spec_log(dd: DataDir, spec: ServiceSpec) -> str:
+    if spec.kind == MAIN:
+        return str(dd.synapse_log)
+    if spec.name == APPSERVICE:
+        return str(dd.appservice_log)
+    if spec.kind == API:
+        return str(dd.console_log(spec.name))
+    return f"{dd.worker_log(spec.name)} and {dd.console_log(spec.name)}"
+
+
+def _first_unhealthy(dd: DataDir, specs: list[ServiceSpec]) -> tuple[health.Probe, str]:
+    """The first failing probe in start order (and the log to read), else an ok probe."""
+    probe = health.Probe(True, "")
+    for spec in specs:
+        probe = spec.probe()
+        if not probe.ok:
+            return probe, _spec_log(dd, spec)
+    return probe, ""
 
 
 def start_background(
@@ -147,7 +167,7 @@ def start_background(
         wait_healthy(dd, config, timeout)
         return StartResult(pid, config.api_url, config.homeserver_url, 0.0, True)
     try:
-        check_ports_free(config)
+        check_ports_free(config, dd)
     except ServerError:
         pid = running_pid(dd)  # a concurrent `start` may have just taken the ports
         if pid is None:
@@ -202,16 +222,30 @@ def _abandon(dd: DataDir, proc: subprocess.Popen[bytes]) -> None:
     _kill_leftovers(dd)
 
 
+def _pid_file_names(dd: DataDir) -> list[str]:
+    """The services with a pid file (any mode), plus the single-process ones."""
+    names = list(SERVICES)
+    if dd.run.is_dir():
+        names += sorted(
+            p.stem
+            for p in dd.run.glob("*.pid")
+            if p.stem != "supervisor" and p.stem not in SERVICES
+        )
+    return names
+
+
 def _kill_leftovers(dd: DataDir) -> list[str]:
     """Kill services whose pid files outlived their supervisor; remove stale run files."""
     killed = []
-    for name in SERVICES:
+    for name in _pid_file_names(dd):
         pid = read_pid(dd.pid_file(name))
         if pid and pid_alive(pid) and cmdline_mentions(pid, str(dd.root)):
             terminate(pid, 10.0)
             killed.append(f"killed leftover {name} (pid {pid})")
         dd.pid_file(name).unlink(missing_ok=True)
-        dd.hold_file(name).unlink(missing_ok=True)
+    if dd.run.is_dir():
+        for hold in dd.run.glob("hold-*"):
+            hold.unlink(missing_ok=True)
     if running_pid(dd) is None:
         dd.pid_file("supervisor").unlink(missing_ok=True)
     return killed
@@ -264,6 +298,9 @@ def status(dd: DataDir) -> Status:
         lines.append(
             f"supervisor: not running (last exit: {last})" if last else "supervisor: not running"
         )
+    specs = service_specs(dd, config)
+    if len(specs) > 2:
+        return _worker_status(dd, config, specs, lines)
     syn = health.synapse_up(config.homeserver_url)
     asv = health.appservice_up(config.api_url)
     lines += [syn.detail, asv.detail]
@@ -282,6 +319,42 @@ def status(dd: DataDir) -> Status:
     return Status(code, lines)
 
 
+def _worker_status(
+    dd: DataDir, config: Config, specs: list[ServiceSpec], lines: list[str]
+) -> Status:
+    """Worker mode: one line per process (name, pid, health), then Synapse's ping."""
+    synapse_ok = api_ok = True
+    for spec in specs:
+        pid = read_pid(dd.pid_file(spec.name))
+        running = f"pid {pid}" if pid and pid_alive(pid) else "no process"
+        probe = spec.probe()
+        lines.append(f"{spec.name}: {running}, {probe.detail}")
+        if not probe.ok:
+            if spec.kind == API:
+                api_ok = False
+            else:
+                synapse_ok = False
+    main_ok = specs[0].probe().ok
+    ping_ok = False
+    if main_ok:
+        ping = health.ping_appservice(config.homeserver_url, config.as_token)
+        lines.append(ping.detail)
+        ping_ok = ping.ok
+    if not synapse_ok:
+        code = EXIT_SYNAPSE
+    elif not (api_ok and ping_ok):
+        code = EXIT_APPSERVICE
+    else:
+        code = EXIT_OK
+        lines.append(f"API: {config.api_url}{health.API_PREFIX}")
+    return Status(code, lines)
+
+
+def service_names(dd: DataDir) -> list[str]:
+    """Every service of this data dir: synapse and appservice, plus workers and replicas."""
+    return [spec.name for spec in service_specs(dd, load_config(dd))]
+
+
 def _signal_supervisor(dd: DataDir) -> None:
     pid = running_pid(dd)
     if not pid or pid < 0:
@@ -290,8 +363,9 @@ def _signal_supervisor(dd: DataDir) -> None:
 
 
 def pause_service(dd: DataDir, name: str, timeout: float = 30.0) -> None:
-    """Make the supervisor stop ``name`` (synapse or appservice) and keep it stopped."""
-    if name not in SERVICES:
+    """Make the supervisor stop ``name`` (synapse, appservice, a worker...) and keep it
+    stopped."""
+    if name not in service_names(dd):
         raise ValueError(name)
     pid = read_pid(dd.pid_file(name))
     dd.hold_file(name).touch()
@@ -305,7 +379,7 @@ def pause_service(dd: DataDir, name: str, timeout: float = 30.0) -> None:
 
 def resume_service(dd: DataDir, name: str, timeout: float = DEFAULT_START_TIMEOUT) -> None:
     """Let the supervisor start ``name`` again; return when everything is healthy."""
-    if name not in SERVICES:
+    if name not in service_names(dd):
         raise ValueError(name)
     config = load_config(dd)
     dd.hold_file(name).unlink(missing_ok=True)

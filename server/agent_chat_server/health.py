@@ -57,6 +57,17 @@ def synapse_up(synapse_url: str) -> Probe:
     return Probe(True, f"Synapse is up at {synapse_url}")
 
 
+def worker_up(name: str, health_url: str) -> Probe:
+    """A Synapse worker answers ``/health`` (served on every Synapse HTTP listener)."""
+    try:
+        status, _ = _request(health_url)
+    except OSError as e:
+        return Probe(False, f"{name} is down at {health_url} ({_describe(e)})")
+    if status != 200:
+        return Probe(False, f"{name} at {health_url} answers HTTP {status}")
+    return Probe(True, f"{name} is up at {health_url}")
+
+
 def appservice_up(api_url: str) -> Probe:
     """The appservice answers ``GET /_agent_chat/v1/health``."""
     try:

@@ -17,6 +17,7 @@ from agent_chat_appservice.config import Config, ConfigError
 
 from . import postgres
 from . import synapse_config as sc
+from . import workers as wk
 from .errors import ServerError
 from .files import dump_yaml, load_yaml, temp_path, write_temp
 from .paths import DataDir
@@ -46,8 +47,20 @@ class InitOptions:
     appservice_url: str | None = None
     #: Synapse's public_baseurl: the URL humans give Element.
     public_url: str | None = None
-    #: Do not connect to PostgreSQL to check/create the databases.
+    #: Do not connect to PostgreSQL (or Redis) to check/create the databases.
     skip_db_check: bool = False
+    #: Synapse worker mode: this many generic workers plus one event persister.
+    workers: int | None = None
+    #: Worker mode's Redis (redis://HOST:PORT/DB): one database per deployment.
+    redis: str | None = None
+    #: Appservice processes (API replicas on one PostgreSQL ledger); worker mode only.
+    api_replicas: int | None = None
+    #: First port of the workers' listeners (default: Synapse's port + 100).
+    worker_port_base: int | None = None
+    #: The appservice's transactions port with --api-replicas > 1 (default: after the workers').
+    transactions_port: int | None = None
+    #: Processes reach each other by their Docker Compose service names.
+    compose_hosts: bool = False
 
 
 @dataclass
@@ -265,14 +278,101 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     if ex.homeserver is not None:
         _note_ignored_synapse_options(dd, opts, ex.homeserver, report)
     synapse_db = _check_settings(dd, opts, ex, settings)
-    texts, new_config = _render_missing(dd, opts, ex, settings, synapse_db, _secrets(ex))
+    layout, redis = _worker_layout(opts, ex, settings, synapse_db, report)
+    texts, new_config = _render_missing(
+        dd, opts, ex, settings, synapse_db, _secrets(ex), layout, redis
+    )
     if not opts.skip_db_check:  # before writing anything
+        if redis is not None:
+            wk.check_redis(redis)
         _ensure_databases(ex, settings, synapse_db, report)
     _make_data_dir(dd)
+    if layout is not None:
+        _make_dir(dd.workers_dir, dd)
     written = _write_all(dd, texts, new_config)
     for path in dd.config_files():
         (report.written if path in written else report.kept).append(path)
+    report.written += [p for p in texts if p not in dd.config_files()]
+    if layout is not None:
+        report.notes.append(
+            f"Synapse worker mode: main, {wk.PERSISTER}, "
+            f"{', '.join(layout.names[1:])}; appservice processes on ports "
+            f"{', '.join(map(str, layout.api_ports))}; router config {dd.router_config}"
+        )
     return report
+
+
+def _make_dir(path: Path, dd: DataDir) -> None:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as e:
+        raise ServerError(f"cannot create {path} in data dir {dd.root}: {e.strerror}") from None
+
+
+def _worker_layout(
+    opts: InitOptions,
+    ex: _Existing,
+    settings: _Settings,
+    synapse_db: dict[str, Any],
+    report: InitReport,
+) -> tuple[wk.WorkerLayout | None, dict[str, Any] | None]:
+    """Worker mode's layout and Redis section, checked; (None, None) without --workers."""
+    if opts.workers is None:
+        for flag, value in (
+            ("--redis", opts.redis),
+            ("--api-replicas", opts.api_replicas),
+            ("--worker-port-base", opts.worker_port_base),
+            ("--transactions-port", opts.transactions_port),
+            ("--compose-hosts", opts.compose_hosts or None),
+        ):
+            if value is not None:
+                raise ServerError(f"{flag} needs --workers N (Synapse worker mode)")
+        return None, None
+    if not 1 <= opts.workers <= wk.MAX_WORKERS:
+        raise ServerError(f"invalid --workers {opts.workers}: want 1-{wk.MAX_WORKERS}")
+    if opts.api_replicas is not None and not 1 <= opts.api_replicas <= wk.MAX_API_REPLICAS:
+        raise ServerError(
+            f"invalid --api-replicas {opts.api_replicas}: want 1-{wk.MAX_API_REPLICAS}"
+        )
+    if opts.redis is not None:
+        wk.parse_redis_url(opts.redis)
+    if ex.homeserver is not None or ex.appservice is not None or ex.registration is not None:
+        report.ignored.append(
+            "ignored --workers: the data dir already has a config (worker mode is set up "
+            "by a fresh init; see README, Scaling out)"
+        )
+        return None, None
+    if synapse_db["name"] != "psycopg2":
+        raise ServerError(
+            "--workers needs Synapse on PostgreSQL (--synapse-database postgres://...): "
+            "Synapse's worker processes cannot share an SQLite database"
+        )
+    if not opts.redis:
+        raise ServerError(
+            "--workers needs --redis redis://HOST:PORT/DB (one Redis database per deployment)"
+        )
+    redis = wk.parse_redis_url(opts.redis)
+    replicas = 1 if opts.api_replicas is None else opts.api_replicas
+    if replicas > 1 and not postgres.is_postgres_url(settings.database):
+        raise ServerError(
+            "--api-replicas above 1 needs the appservice on PostgreSQL (--database "
+            "postgres://...): the replicas share its ledger"
+        )
+    if replicas <= 1 and opts.transactions_port is not None:
+        raise ServerError("--transactions-port needs --api-replicas 2 or more")
+    layout = wk.WorkerLayout(
+        workers=opts.workers,
+        api_replicas=replicas,
+        port_base=(
+            settings.synapse_port + 100 if opts.worker_port_base is None else opts.worker_port_base
+        ),
+        api_port=settings.api_port,
+        bind=settings.bind,
+        compose_hosts=opts.compose_hosts,
+        transactions_port_option=opts.transactions_port,
+    )
+    layout.check(settings.synapse_port)
+    return layout, redis
 
 
 def _settings(dd: DataDir, opts: InitOptions, ex: _Existing, report: InitReport) -> _Settings:
@@ -404,9 +504,16 @@ def _render_missing(
     settings: _Settings,
     synapse_db: dict[str, Any],
     secrets: _Secrets,
+    layout: wk.WorkerLayout | None = None,
+    redis: dict[str, Any] | None = None,
 ) -> tuple[dict[Path, tuple[str, int]], Config | None]:
     """The text and mode of every missing file; the appservice config when it is missing."""
     texts: dict[Path, tuple[str, int]] = {}
+    api_url = settings.api_url
+    if layout is not None and layout.transactions_port is not None:
+        # Synapse's transactions go to whichever appservice process holds the ledger lock.
+        host = wk.COMPOSE_ROUTER_HOST if layout.compose_hosts else sc.url_host(settings.bind)
+        api_url = opts.appservice_url or f"http://{host}:{layout.transactions_port}"
     if ex.homeserver is None:
         hs_conf = sc.homeserver_config(
             dd,
@@ -417,6 +524,20 @@ def _render_missing(
             bind=settings.bind,
             public_baseurl=opts.public_url,
         )
+        if layout is not None and redis is not None:
+            hs_conf["listeners"].append(wk.replication_listener(layout))
+            hs_conf.update(wk.homeserver_settings(layout, redis, sc.random_secret()))
+            x_forwarded = bool(hs_conf["listeners"][0]["x_forwarded"])
+            texts.update(
+                wk.render(
+                    dd,
+                    layout,
+                    settings.synapse_port,
+                    x_forwarded,
+                    settings.synapse_url,
+                    opts.public_url,
+                )
+            )
         texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
     if not dd.log_config.exists():
         texts[dd.log_config] = (dump_yaml(sc.log_config(dd)), 0o644)
@@ -424,11 +545,16 @@ def _render_missing(
         texts[dd.signing_key] = (sc.signing_key_text(), 0o600)
     if ex.registration is None:
         reg_conf = sc.registration(
-            settings.server_name, settings.api_url, secrets.as_token, secrets.hs_token
+            settings.server_name, api_url, secrets.as_token, secrets.hs_token
         )
         texts[dd.registration_yaml] = (dump_yaml(reg_conf), 0o600)
     if ex.appservice is not None:
         return texts, None
+    extra: dict[str, Any] = {}
+    if layout is not None:
+        extra["homeserver_worker_urls"] = layout.generic_urls()
+        if layout.transactions_port is not None:
+            extra["transactions_port"] = layout.transactions_port
     return texts, Config(
         server_name=settings.server_name,
         homeserver_url=settings.synapse_url,
@@ -440,6 +566,7 @@ def _render_missing(
         port=settings.api_port,
         appservice_id=sc.APPSERVICE_ID,
         bot_localpart=sc.BOT_LOCALPART,
+        **extra,
     )
 
 

@@ -62,6 +62,35 @@ class DataDir:
     def appservice_db(self) -> Path:
         return self.root / "appservice.db"
 
+    # Synapse workers (init --workers N)
+    @property
+    def workers_dir(self) -> Path:
+        return self.root / "workers"
+
+    def worker_yaml(self, name: str) -> Path:
+        return self.workers_dir / f"{name}.yaml"
+
+    def worker_log_config(self, name: str) -> Path:
+        return self.workers_dir / f"{name}.log.config"
+
+    @property
+    def topology_yaml(self) -> Path:
+        """The processes the supervisor runs in worker mode (absent: one Synapse process)."""
+        return self.workers_dir / "topology.yaml"
+
+    @property
+    def router_config(self) -> Path:
+        """The Caddy config routing clients to main and the workers."""
+        return self.root / "Caddyfile.workers"
+
+    def worker_log(self, name: str) -> Path:
+        """A Synapse worker's own log (its log config)."""
+        return self.logs / f"{name}.log"
+
+    def console_log(self, name: str) -> Path:
+        """A process's stdout/stderr in the background (workers, appservice replicas)."""
+        return self.logs / f"{name}.console.log"
+
     # Runtime
     @property
     def logs(self) -> Path:
@@ -100,7 +129,7 @@ class DataDir:
         return self.run / "last-exit"
 
     def pid_file(self, name: str) -> Path:
-        """``run/<name>.pid`` for ``supervisor``, ``synapse`` or ``appservice``."""
+        """``run/<name>.pid`` for ``supervisor``, ``synapse``, ``appservice`` or a worker."""
         return self.run / f"{name}.pid"
 
     def hold_file(self, name: str) -> Path:
