@@ -209,3 +209,143 @@ def test_rerunning_init_keeps_everything(compose: dict[str, Any], generated: Pat
     r = run_cli("init", *args, check=True)  # no --skip-db-check: existing files need no DB
     assert "wrote" not in r.stdout and "ignored" not in r.stdout, r.stdout
     assert {p.name: p.read_bytes() for p in generated.iterdir() if p.is_file()} == before
+
+
+# --- server/docker-compose.workers.yml: Synapse workers, API replicas, the router ---------------
+
+COMPOSE_WORKERS = REPO / "server" / "docker-compose.workers.yml"
+
+
+@pytest.fixture(scope="module")
+def wcompose() -> dict[str, Any]:
+    return interpolate(load_yaml(COMPOSE_WORKERS), ENV)
+
+
+@pytest.fixture(scope="module")
+def wgenerated(wcompose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workers file's init command, run here with /data moved to a temp dir."""
+    command = list(wcompose["services"]["init"]["command"])
+    assert command[:2] == ["agent-chat-server", "init"]
+    args = command[2:]
+    args[args.index("--data-dir") + 1] = str(
+        root := tmp_path_factory.mktemp("compose-workers") / "data"
+    )
+    run_cli("init", *args, "--skip-db-check", check=True)  # no PostgreSQL or Redis here
+    return root
+
+
+def _worker_names(root: Path) -> list[str]:
+    return [w["name"] for w in load_yaml(root / "workers" / "topology.yaml")["synapse_workers"]]
+
+
+def test_workers_compose_has_a_service_per_process(
+    wcompose: dict[str, Any], wgenerated: Path
+) -> None:
+    services = wcompose["services"]
+    workers = _worker_names(wgenerated)
+    assert workers == ["persister1", "generic1", "generic2"]
+    assert set(services) == {
+        *("postgres", "redis", "init", "synapse", "appservice", "appservice-api", "router"),
+        *workers,
+    }
+    for name in ("init", "synapse", "appservice", "appservice-api", *workers):
+        assert _mount(services[name], "/data") == "data", name
+    assert services["appservice-api"]["deploy"]["replicas"] == "2"
+    assert services["appservice-api"]["image"] == services["appservice"]["image"]
+
+
+def test_workers_compose_start_order(wcompose: dict[str, Any]) -> None:
+    s = wcompose["services"]
+
+    def healthy(name: str, dep: str) -> bool:
+        return bool(s[name]["depends_on"][dep]["condition"] == "service_healthy")
+
+    assert s["init"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert s["synapse"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert healthy("synapse", "redis") and healthy("persister1", "synapse")
+    assert healthy("generic1", "persister1") and healthy("generic2", "persister1")
+    assert healthy("appservice", "generic1") and healthy("appservice", "generic2")
+    assert healthy("appservice-api", "appservice") and healthy("router", "appservice")
+    for name, svc in s.items():
+        if name != "init":
+            assert svc["restart"] == "unless-stopped", name
+        if name not in ("router", "init"):
+            assert svc["healthcheck"]["test"], name
+
+
+def test_workers_compose_matches_the_worker_configs(
+    wcompose: dict[str, Any], wgenerated: Path
+) -> None:
+    services = wcompose["services"]
+    hs = load_yaml(wgenerated / "homeserver.yaml")
+    assert hs["redis"]["host"] == "redis" and hs["redis"]["host"] in services
+    assert hs["stream_writers"] == {"events": "persister1"}
+    assert hs["notify_appservices_from_worker"] == "generic1"
+    replication = [li for li in hs["listeners"] if li["resources"][0]["names"] == ["replication"]]
+    assert [li["bind_addresses"] for li in replication] == [["0.0.0.0"]]
+    assert hs["instance_map"]["main"] == {"host": "synapse", "port": replication[0]["port"]}
+    for name in _worker_names(wgenerated):
+        svc = services[name]
+        worker = load_yaml(wgenerated / "workers" / f"{name}.yaml")
+        assert worker["worker_name"] == name
+        [listener] = worker["worker_listeners"]
+        assert listener["bind_addresses"] == ["0.0.0.0"]
+        assert svc["entrypoint"][:2] == ["/start.py", "run"]
+        assert svc["entrypoint"][2:] == [
+            "--config-path=/data/homeserver.yaml",
+            f"--config-path=/data/workers/{name}.yaml",
+        ]
+        assert svc["environment"]["SYNAPSE_WORKER"] == worker["worker_app"]
+        assert svc["image"] == services["synapse"]["image"]
+        health = " ".join(svc["healthcheck"]["test"])
+        assert f"localhost:{listener['port']}/health" in health, name
+        assert _in_container(worker["worker_log_config"], wgenerated).startswith("/data/")
+        if name in hs["instance_map"]:
+            assert hs["instance_map"][name] == {"host": name, "port": listener["port"]}
+    config = Config.load(wgenerated / "appservice.yaml")
+    for i, url in enumerate(config.homeserver_worker_urls, 1):
+        worker = load_yaml(wgenerated / "workers" / f"generic{i}.yaml")
+        assert url == f"http://generic{i}:{worker['worker_listeners'][0]['port']}"
+    assert urlsplit(config.homeserver_url).hostname == "synapse"
+
+
+def test_workers_compose_router_and_transactions(
+    wcompose: dict[str, Any], wgenerated: Path
+) -> None:
+    router = wcompose["services"]["router"]
+    config = Config.load(wgenerated / "appservice.yaml")
+    reg = load_yaml(wgenerated / "registration.yaml")
+    caddyfile = (wgenerated / "Caddyfile.workers").read_text()
+    # Synapse -> the router's transactions port -> whichever appservice process holds the lock.
+    tp = config.transactions_port
+    assert tp is not None and tp != config.port
+    assert reg["url"] == f"http://router:{tp}"
+    block = caddyfile.split(f":{tp} {{", 1)[1].split("\n}\n", 1)[0]
+    assert f"a appservice {tp}" in block and f"a appservice-api {tp}" in block
+    # Clients -> the router's published port, the site Caddy serves.
+    assert [p[2] for p in _published(router)] == [8080]
+    assert {p[0] for p in _published(router)} == {"127.0.0.1"}
+    assert "\n:8080 {" in caddyfile
+    mount = _mount(router, "/agent-chat")
+    assert mount == "data" and "/agent-chat/Caddyfile.workers" in router["command"]
+    assert _mount(router, "/data") != "data"  # Caddy's own storage stays its own
+    assert f"a appservice {config.port}" in caddyfile
+    assert f"a appservice-api {config.port}" in caddyfile
+    for i in (1, 2):
+        port = load_yaml(wgenerated / "workers" / f"generic{i}.yaml")["worker_listeners"][0]
+        assert f"generic{i}:{port['port']}" in caddyfile
+    assert "reverse_proxy synapse:8008" in caddyfile
+    hs = load_yaml(wgenerated / "homeserver.yaml")
+    assert hs["public_baseurl"] == "http://localhost:8080/"
+
+
+def test_rerunning_the_workers_init_keeps_everything(
+    wcompose: dict[str, Any], wgenerated: Path
+) -> None:
+    files = [p for p in wgenerated.rglob("*") if p.is_file()]
+    before = {p: p.read_bytes() for p in files}
+    args = list(wcompose["services"]["init"]["command"][2:])
+    args[args.index("--data-dir") + 1] = str(wgenerated)
+    r = run_cli("init", *args, check=True)
+    assert "wrote" not in r.stdout, r.stdout
+    assert {p: p.read_bytes() for p in wgenerated.rglob("*") if p.is_file()} == before

@@ -346,8 +346,7 @@ def caddyfile(
 
     main = urlsplit(main_url).netloc
     generics = " ".join(urlsplit(u).netloc for u in layout.generic_urls())
-    host = "appservice" if layout.compose_hosts else url_host(layout.bind)
-    apis = " ".join(f"{host}:{p}" for p in layout.api_ports)
+    apis = " ".join(f"{url_host(layout.bind)}:{p}" for p in layout.api_ports)
     site = router_site(public_url)
     base = (public_url or f"http://localhost{site}").rstrip("/")
     lines = [
@@ -404,10 +403,7 @@ def caddyfile(
         "",
         "\t@agent_chat path /_agent_chat/*",
         "\thandle @agent_chat {",
-        f"\t\treverse_proxy {apis} {{",
-        "\t\t\tlb_policy least_conn",
-        "\t\t\tlb_try_duration 5s",
-        "\t\t}",
+        *_api_proxy(layout, apis),
         "\t}",
         "",
         f"\t@main_streams path_regexp {_MAIN_ONLY}",
@@ -451,6 +447,28 @@ def caddyfile(
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _api_proxy(layout: WorkerLayout, apis: str) -> list[str]:
+    """The /_agent_chat upstreams: the API ports here, or in Compose every container of the
+    ``appservice`` and ``appservice-api`` services (deploy.replicas) on the API port."""
+    if not layout.compose_hosts:
+        return [
+            f"\t\treverse_proxy {apis} {{",
+            "\t\t\tlb_policy least_conn",
+            "\t\t\tlb_try_duration 5s",
+            "\t\t}",
+        ]
+    return [
+        "\t\treverse_proxy {",
+        "\t\t\tdynamic multi {",
+        f"\t\t\t\ta appservice {layout.api_port}",
+        f"\t\t\t\ta appservice-api {layout.api_port}",
+        "\t\t\t}",
+        "\t\t\tlb_policy least_conn",
+        "\t\t\tlb_try_duration 5s",
+        "\t\t}",
+    ]
 
 
 # --- reading it back -----------------------------------------------------------------------
