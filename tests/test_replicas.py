@@ -341,3 +341,35 @@ def test_killing_the_writer_mid_burst_hands_over_and_counts_each_message_once(
     cluster.start(writer)  # back, as a replica this time
     (now,) = cluster.writers()
     assert now != writer
+
+
+def test_a_replica_that_stops_hearing_the_others_ends_and_starts_afresh(cluster: Cluster) -> None:
+    """PostgreSQL drops the connections the replicas listen on (a restart, a network cut): a
+    replica deaf to the others' changes would leave its long-polls hanging, so each ends with
+    status 1 for its supervisor to start again, and the started ones serve as before."""
+    import asyncpg
+
+    from conftest import _run_async
+
+    async def drop_listeners() -> int:
+        conn = await asyncpg.connect(cluster.config.database)
+        try:
+            return len(
+                await conn.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname=current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        finally:
+            await conn.close()
+
+    assert _run_async(drop_listeners) == len(cluster.procs)
+    for proc in cluster.procs.values():
+        assert proc.wait(15) == 1
+    for port in list(cluster.procs):
+        cluster.procs.pop(port)
+        cluster.start(port)
+    assert len(cluster.writers()) == 1
+    a, b, room = _pair(cluster)
+    a.send(room, "after the restart")
+    wait_for(lambda: b.count(room) == 1, what="the message counted")

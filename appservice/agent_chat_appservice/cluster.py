@@ -138,6 +138,9 @@ class WakeBus:
     ) -> None:
         self.database = database
         self.wake_local = wake_local
+        #: Set when the listening connection breaks: this process hears no other replica's
+        #: changes any more, so the service ends and its supervisor starts it afresh.
+        self.deaf = asyncio.Event()
         #: This process's mark on its own messages (it hears them too, and skips them).
         self.origin = secrets.token_hex(8)
         self._listener: asyncpg.Connection | None = None
@@ -148,13 +151,19 @@ class WakeBus:
     async def start(self) -> None:
         self._listener = await _connect(self.database)
         await self._listener.add_listener(WAKE_CHANNEL, self._heard)
+        self._listener.add_termination_listener(self._listener_lost)
         self._sender = await _connect(self.database)
 
+    def _listener_lost(self, conn: asyncpg.Connection) -> None:
+        if conn is self._listener:
+            log.error("lost the connection that hears other replicas' changes")
+            self.deaf.set()
+
     async def stop(self) -> None:
-        for conn in (self._listener, self._sender):
+        listener, sender, self._listener, self._sender = self._listener, self._sender, None, None
+        for conn in (listener, sender):
             if conn is not None and not conn.is_closed():
                 await conn.close()
-        self._listener = self._sender = None
 
     async def publish(self, rooms: Iterable[str], users: Iterable[str]) -> None:
         """After a commit: tell the other replicas (this one wakes its own waiters itself)."""
@@ -163,7 +172,16 @@ class WakeBus:
             return
         async with self._send_lock:  # one connection: one statement at a time
             for payload in _payloads(self.origin, room_list, user_list):
-                await self._sender.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, payload)
+                try:
+                    await self._notify(payload)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    # PostgreSQL restarted, say: one new connection, one more try
+                    self._sender = await _connect(self.database)
+                    await self._notify(payload)
+
+    async def _notify(self, payload: str) -> None:
+        assert self._sender is not None
+        await self._sender.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, payload)
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

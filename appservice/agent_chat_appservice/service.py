@@ -148,6 +148,7 @@ class AgentChatService:
         """Clustered: join the wake-up bus, then write the ledger now if no other process
         does, else serve the API and wait (in the background) to take over."""
         await self.bus.start()
+        self.background.spawn(self._fail_when(self.bus.deaf), loop=True)
         self.context.waiters.publish = self.bus.publish
         self.context.is_writer = lambda: leadership.is_leader
         if await leadership.acquire(block=False):
@@ -166,20 +167,30 @@ class AgentChatService:
             log.exception("could not start writing the ledger: stopping")
             self.failed.set()
 
-    async def _become_writer(self) -> None:
+    async def _become_writer(self, bind_for: float = 10.0) -> None:
         assert self.leadership is not None and self.config.transactions_port is not None
-        self.background.spawn(self._watch_leadership(self.leadership), loop=True)
+        # Another replica may be writing by now if the lock is lost: this one must stop.
+        self.background.spawn(self._fail_when(self.leadership.lost), loop=True)
         self.writer_runner = web.AppRunner(self.build_app(api=False), access_log=None)
         await self.writer_runner.setup()
         port = self.config.transactions_port
-        await web.TCPSite(self.writer_runner, self.config.host, port).start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bind_for
+        while True:  # a writer that lost its lock may hold the port for a moment yet
+            try:
+                await web.TCPSite(self.writer_runner, self.config.host, port).start()
+                break
+            except OSError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         log.info("writing the ledger; homeserver transactions on %s:%d", self.config.host, port)
         await self._bootstrap()
         self._start_writing()
 
-    async def _watch_leadership(self, leadership: Leadership) -> None:
-        await leadership.lost.wait()
-        self.failed.set()  # another replica may be writing by now: this one must stop
+    async def _fail_when(self, event: asyncio.Event) -> None:
+        await event.wait()
+        self.failed.set()
 
     async def stop(self) -> None:
         """Stop serving, finish the background work (bounded), then close the connections."""
