@@ -395,3 +395,11 @@ def test_rerunning_init_keeps_the_worker_files(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     config = Config.load(root / "appservice.yaml")
     assert len(config.homeserver_worker_urls) == 1 and config.transactions_port is None
+
+
+def test_backup_refuses_worker_mode_rather_than_lose_the_workers(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    assert _init(root, "--workers", "1", *REDIS, *SYN_PG).returncode == 0
+    r = run_cli("backup", "--data-dir", str(root), str(tmp_path / "b.tar.gz"))
+    assert r.returncode == 1 and "does not cover worker mode" in r.stderr, r.stderr
+    assert not (tmp_path / "b.tar.gz").exists()

@@ -154,6 +154,12 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
     ex = check_existing(dd) if dd.root.is_dir() else None
     if ex is None or ex.appservice is None or ex.homeserver is None:
         raise ServerError(f"no server config in {dd.root}: nothing to back up")
+    if dd.topology_yaml.exists():
+        # The archive holds the single-process files only: a restore would lack the workers.
+        raise ServerError(
+            f"{dd.root} runs Synapse workers: backup does not cover worker mode yet "
+            "(pg_dump both databases and copy the data dir, workers/ included)"
+        )
     dbs = _databases(ex.homeserver, ex.appservice)
     media = Path(str(ex.homeserver.get("media_store_path") or dd.media_store))
     lines = []
