@@ -372,9 +372,10 @@ def worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSta
     root = tmp_path_factory.mktemp("worker-stack") / "server"
     dd = DataDir.at(root)
     workers, replicas = 2, 2
-    synapse_port = free_port()
-    api_port = free_port_block(replicas)
-    base = free_port_block(3 + workers)
+    # One block: Synapse, the API processes, then the workers' ports (main's replication,
+    # the persister, the generic workers, the transactions port).
+    synapse_port = free_port_block(1 + replicas + 3 + workers)
+    api_port, base = synapse_port + 1, synapse_port + 1 + replicas
     args = [
         *("init", "--data-dir", str(root), "--server-name", f"w{tag}.test"),
         *("--synapse-port", str(synapse_port), "--api-port", str(api_port)),
