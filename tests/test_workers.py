@@ -270,7 +270,11 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
             new_pid = read_pid(st.dd.pid_file("generic1"))
             if not (new_pid and new_pid != pid and pid_alive(new_pid)):
                 return False
-            return len(served_after) == len(senders) and http_json("GET", health)[0] == 200
+            try:
+                up = http_json("GET", health)[0] == 200
+            except OSError:
+                return False
+            return up and len(served_after) == len(senders)
 
         wait_for(back, 10.0, "generic1 restarted and every agent served again")
     finally:
@@ -295,6 +299,38 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
     log = st.dd.supervisor_log.read_text()
     assert "generic1 exited unexpectedly (status -9); starting it again" in log
     assert "stopping everything" not in log.split("generic1 exited unexpectedly")[-1]
+    r = run_cli("status", "--data-dir", str(st.data_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_killed_appservice_process_is_restarted_while_the_other_serves(
+    worker_stack: WorkerStack,
+) -> None:
+    st = worker_stack
+    pid = read_pid(st.dd.pid_file("appservice"))
+    assert pid and pid_alive(pid)
+    os.kill(pid, signal.SIGKILL)
+    a = agent(st, 1)  # the other process serves meanwhile
+    room = "#" + unique("r-")
+    assert a.call("POST", "/rooms", {"alias": room})[0] == 201
+
+    def back() -> bool:
+        new = read_pid(st.dd.pid_file("appservice"))
+        if not (new and new != pid and pid_alive(new)):
+            return False
+        try:
+            return http_json("GET", api_urls(st)[0] + "/_agent_chat/v1/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(back, 30.0, "the appservice process started again")
+    b = agent(st, 0)
+    assert b.call("POST", "/join", {"room": room})[0] == 200
+    a.send(room, "after the restart")
+    wait_for(lambda: b.count(room) == 1, what="the message counted through the new writer")
+    assert "appservice exited unexpectedly (status -9); starting it again" in (
+        st.dd.supervisor_log.read_text()
+    )
     r = run_cli("status", "--data-dir", str(st.data_dir))
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -8,17 +8,19 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Command-line usage error (argparse's own code).
 EXIT_USAGE = 2
-#: Synapse died (``run``), or is down (``status``).
+#: Synapse died (``run``), or is down (``status``; in worker mode any Synapse process).
 EXIT_SYNAPSE = 3
-#: The appservice died (``run``), or is down or not answering Synapse's ping (``status``).
+#: The appservice died (``run``), or is down or not answering Synapse's ping (``status``; in
+#: worker mode any appservice process).
 EXIT_APPSERVICE = 4
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  ok (status: Synapse and the appservice are healthy)
   {EXIT_ERROR}  error: bad input, port in use, corrupt config, start timed out, ...
   {EXIT_USAGE}  usage error
-  {EXIT_SYNAPSE}  Synapse died (run) or is down (status)
-  {EXIT_APPSERVICE}  the appservice died (run), or is down or fails Synapse's ping (status)"""
+  {EXIT_SYNAPSE}  Synapse died (run) or is down (status; worker mode: any Synapse process)
+  {EXIT_APPSERVICE}  the appservice died (run), or is down or fails Synapse's ping (status;
+     worker mode: any appservice process)"""
 
 
 class ServerError(Exception):
