@@ -8,6 +8,7 @@ go stale, and the ledger already knows membership from the events Synapse pushes
 from __future__ import annotations
 
 from typing import Any
+import asyncio
 import hashlib
 import logging
 
@@ -141,6 +142,18 @@ class Homeserver:
             return True
         except Exception:
             return False
+
+    async def all_up(self) -> bool:
+        """Synapse's main process and every worker of ``homeserver_worker_urls`` answer.
+
+        A worker that restarted loses what it held in memory, among it (for the one that
+        sends the appservice's transactions) events not pushed yet: whoever watches this
+        catches up when it is true again."""
+        apis = [self.as_api, *self.worker_apis]
+        answers = await asyncio.gather(
+            *(api.request(Method.GET, Path.versions) for api in apis), return_exceptions=True
+        )
+        return not any(isinstance(a, BaseException) for a in answers)
 
     async def ping(self) -> int:
         """Ask Synapse to ping us: proves both directions work and flushes a queued backlog."""

@@ -249,12 +249,13 @@ class AgentChatService:
             log.exception("catch-up failed")
 
     async def _watch_homeserver(self, interval: float = 0.5) -> None:
-        """Catch up whenever Synapse comes back after being unreachable (e.g. restarted):
-        what was in its in-memory queue when it stopped is never pushed."""
+        """Catch up whenever Synapse (or one of its workers) comes back after being
+        unreachable (e.g. restarted): what was in its in-memory queue when it stopped is never
+        pushed."""
         was_down = False
         while True:
             await asyncio.sleep(interval)
-            up = await self.hs.versions_ok()
+            up = await self.hs.all_up()
             if up and was_down:
                 log.info("homeserver is back: catching up")
                 await self._catch_up()
