@@ -122,6 +122,7 @@ def wait_healthy(
         probe, log = _first_unhealthy(dd, specs)
         if probe.ok:
             probe = health.ping_appservice(config.homeserver_url, config.as_token)
+            log = str(dd.appservice_log)
         if probe.ok:
             return
         if time.monotonic() > deadline:
@@ -323,7 +324,7 @@ def _worker_status(
     dd: DataDir, config: Config, specs: list[ServiceSpec], lines: list[str]
 ) -> Status:
     """Worker mode: one line per process (name, pid, health), then Synapse's ping."""
-    synapse_ok = api_ok = True
+    synapse_ok = api_ok = main_ok = True
     for spec in specs:
         pid = read_pid(dd.pid_file(spec.name))
         running = f"pid {pid}" if pid and pid_alive(pid) else "no process"
@@ -334,7 +335,7 @@ def _worker_status(
                 api_ok = False
             else:
                 synapse_ok = False
-    main_ok = specs[0].probe().ok
+                main_ok = main_ok and spec.kind != MAIN
     ping_ok = False
     if main_ok:
         ping = health.ping_appservice(config.homeserver_url, config.as_token)
