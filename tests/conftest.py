@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import random
 import secrets
 import socket
 
@@ -260,11 +261,27 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         db.drop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+STACKS = {"sqlite": "stack", "postgres": "pg_stack", "workers": "shared_worker_stack"}
+
+
+@pytest.fixture
 def any_stack(request: pytest.FixtureRequest) -> Stack:
-    """The SQLite stack, then the PostgreSQL one (skipped without AGENT_CHAT_TEST_POSTGRES)."""
-    name = "stack" if request.param == "sqlite" else "pg_stack"
-    return request.getfixturevalue(name)
+    """The SQLite stack, then the PostgreSQL one (skipped without AGENT_CHAT_TEST_POSTGRES);
+    for tests marked ``workers``, then the worker-mode one (Synapse workers, two appservice
+    processes; skipped without AGENT_CHAT_TEST_REDIS)."""
+    return request.getfixturevalue(STACKS[request.param])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``any_stack``: SQLite, then PostgreSQL, and for a test marked ``workers`` the
+    worker-mode stack too."""
+    if "any_stack" in metafunc.fixturenames:
+        kinds = (
+            list(STACKS)
+            if metafunc.definition.get_closest_marker("workers")
+            else ["sqlite", "postgres"]
+        )
+        metafunc.parametrize("any_stack", kinds, indirect=True)
 
 
 @pytest.fixture
@@ -352,8 +369,28 @@ class WorkerStack(Stack):
     init_output: str = ""
 
 
+#: Redis databases for worker stacks, one each (Synapse's cache keys are not per server name).
+_REDIS_DBS = list(range(1, 16))
+random.shuffle(_REDIS_DBS)
+
+
 @pytest.fixture(scope="module")
 def worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
+    """A worker-mode stack for one module (test_workers.py kills its processes)."""
+    with _worker_stack(tmp_path_factory) as st:
+        yield st
+
+
+@pytest.fixture(scope="session")
+def shared_worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
+    """A worker-mode stack for the session: ``any_stack``'s "workers" (tests marked
+    ``workers``)."""
+    with _worker_stack(tmp_path_factory) as st:
+        yield st
+
+
+@contextmanager
+def _worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
     """``init --workers 2 --api-replicas 2`` (through the CLI) on fresh PostgreSQL databases
     (init creates them) and a Redis database of its own (AGENT_CHAT_TEST_REDIS; a unique server
     name keeps Synapse's Redis channel apart from other stacks'), started as ``start`` does;
@@ -384,7 +421,9 @@ def worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSta
         *("--redis", "redis://"),
         *("--worker-port-base", str(base)),
     ]
-    redis_url = f"{redis.rstrip('/')}/{secrets.randbelow(15) + 1}"
+    if not _REDIS_DBS:
+        pytest.skip("no Redis database left for another worker stack")
+    redis_url = f"{redis.rstrip('/')}/{_REDIS_DBS.pop()}"
     args[args.index("--redis") + 1] = redis_url
     out = StringIO()
     try:

@@ -11,6 +11,9 @@ import pytest
 from conftest import Stack, http_json
 from helpers import register, room_id_of, sentinel, synapse, unique, wait_for
 
+# The API as a user sees it, on one process and on Synapse workers with appservice replicas.
+pytestmark = pytest.mark.workers
+
 # --- rooms and identities -------------------------------------------------------------------
 
 

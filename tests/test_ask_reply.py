@@ -16,6 +16,9 @@ import pytest
 from conftest import Stack
 from helpers import AC, Ac, Agent, http_json, register, sentinel, unique, wait_for
 
+# The API as a user sees it, on one process and on Synapse workers with appservice replicas.
+pytestmark = pytest.mark.workers
+
 
 class Human:
     """A person in Element, played by matrix-nio."""

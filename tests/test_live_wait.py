@@ -18,6 +18,9 @@ import pytest
 from conftest import Stack
 from helpers import AC, Ac, Agent, register, unique, wait_for
 
+# The API as a user sees it, on one process and on Synapse workers with appservice replicas.
+pytestmark = pytest.mark.workers
+
 
 def _notify(agent: Agent, query: str = "", timeout: float = 10.0) -> tuple[int, Any]:
     return agent.call("GET", "/notify" + (f"?{query}" if query else ""), timeout=timeout)

@@ -26,6 +26,8 @@ from .db import Message
 WINDOW = 60.0
 #: Conversations remembered at most (the least recently active are forgotten first).
 CAP = 100_000
+#: How long the shared guard keeps its own sends in memory: the ledger has them by then.
+LEDGER_LAG = 5.0
 
 
 def hold_ms(
@@ -45,11 +47,15 @@ def hold_ms(
 
 class SharedLoopGuard:
     """The loop guard of appservice replicas, read from the ledger: every replica sees every
-    agent message, whichever replica sent it."""
+    agent message, whichever replica sent it. The ledger has a message a few milliseconds (on
+    Synapse workers, tens) after its send was answered, so this process's own sends of the
+    last :data:`LEDGER_LAG` seconds are added from memory until the ledger has them."""
 
     def __init__(self, limit: int, window: float = WINDOW) -> None:
         self.limit = limit
         self.window = window
+        #: conversation → (time, sender, event id) of this process's latest agent sends.
+        self._sent: dict[tuple[str, str | None], deque[tuple[float, str, str]]] = {}
 
     async def admit(self, room_id: str, thread: str | None, sender: str) -> int | None:
         """None when ``sender`` may post there now, else milliseconds until it may."""
@@ -59,14 +65,40 @@ class SharedLoopGuard:
         recent = await Message.recent_agent_messages(
             room_id, thread, int((now - self.window) * 1000)
         )
+        known = {event_id for _, _, event_id in recent}
+        messages = sorted(
+            [(ts / 1000, who) for ts, who, _ in recent]
+            + [
+                (t, who)
+                for t, who, e in self._recent_sends((room_id, thread), now)
+                if e not in known
+            ]
+        )
         entries = [
-            (ts / 1000, who, i > 0 and who != recent[i - 1][1])
-            for i, (ts, who) in enumerate(recent)
+            (t, who, i > 0 and who != messages[i - 1][1]) for i, (t, who) in enumerate(messages)
         ]
         return hold_ms(entries, sender, self.limit, self.window, now)
 
-    def record(self, room_id: str, thread: str | None, sender: str) -> None:
-        """Nothing to do: the ledger records the message when Synapse delivers it."""
+    def _recent_sends(
+        self, key: tuple[str, str | None], now: float
+    ) -> deque[tuple[float, str, str]]:
+        sent = self._sent.get(key, deque())
+        while sent and sent[0][0] < now - LEDGER_LAG:
+            sent.popleft()
+        if not sent:
+            self._sent.pop(key, None)
+        return sent
+
+    def record(self, room_id: str, thread: str | None, sender: str, event_id: str = "") -> None:
+        """An agent's message was posted there (through this process)."""
+        if self.limit <= 0:
+            return
+        key = (room_id, thread)
+        if key not in self._sent and len(self._sent) >= CAP:
+            self._sent.clear()  # only the last seconds matter: forgetting them is cheap
+        self._sent.setdefault(key, deque(maxlen=max(64, 4 * self.limit))).append(
+            (time.time(), sender, event_id)
+        )
 
 
 class LoopGuard:
@@ -101,7 +133,7 @@ class LoopGuard:
         """:meth:`check`, as the shared guard answers it."""
         return self.check(room_id, thread, sender)
 
-    def record(self, room_id: str, thread: str | None, sender: str) -> None:
+    def record(self, room_id: str, thread: str | None, sender: str, event_id: str = "") -> None:
         """An agent's message was posted there."""
         if self.limit <= 0:
             return

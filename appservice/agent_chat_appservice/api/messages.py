@@ -239,7 +239,7 @@ async def send(request: web.Request) -> web.Response:
             finally:
                 await reserving
         if guarded:
-            context.loop_guard.record(room_id, reply.root if reply else None, me.user_id)
+            context.loop_guard.record(room_id, reply.root if reply else None, me.user_id, event_id)
     else:  # a retry
         attempt, room_id = previous, previous.room_id
         if previous.event_id is None:

@@ -32,17 +32,20 @@ class Message(Table):
     @classmethod
     async def recent_agent_messages(
         cls, room_id: str, thread: str | None, since_ms: int
-    ) -> list[tuple[int, str]]:
-        """(time in ms, sender) of the agents' and bots' messages in a conversation (a room's
-        main timeline, or one thread) since ``since_ms``, oldest first (the loop guard's)."""
+    ) -> list[tuple[int, str, str]]:
+        """(time in ms, sender, event id) of the agents' and bots' messages in a conversation
+        (a room's main timeline, or one thread) since ``since_ms``, oldest first (the loop
+        guard's)."""
         where_thread = "m.thread_id IS NULL" if thread is None else "m.thread_id=$3"
         q = (
-            "SELECT m.ts, m.sender FROM message m JOIN identity i ON i.user_id=m.sender "
+            "SELECT m.ts, m.sender, m.event_id FROM message m "
+            "JOIN identity i ON i.user_id=m.sender "
             f"WHERE m.room_id=$1 AND m.ts>=$2 AND {where_thread} "
             "AND i.kind IN ('agent', 'bot') ORDER BY m.seq LIMIT 1000"
         )
         args: tuple[object, ...] = (room_id, since_ms) + (() if thread is None else (thread,))
-        return [(int(r["ts"]), str(r["sender"])) for r in await cls.read_db.fetch(q, *args)]
+        rows = await cls.read_db.fetch(q, *args)
+        return [(int(r["ts"]), str(r["sender"]), str(r["event_id"])) for r in rows]
 
     @classmethod
     async def insert(
