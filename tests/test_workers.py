@@ -17,9 +17,11 @@ from urllib.parse import quote
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
 
@@ -31,7 +33,7 @@ from agent_chat_server.paths import DataDir
 from agent_chat_server.process import pid_alive, read_pid
 from conftest import WorkerStack, free_port_block
 from deploy_helpers import run_cli
-from helpers import Agent, http_json, register_at, unique, wait_for
+from helpers import Agent, http_json, register_at, try_send, unique, wait_for
 
 
 def api_urls(st: WorkerStack) -> list[str]:
@@ -113,14 +115,94 @@ def test_the_router_config_routes_what_workers_cannot_serve_to_main(
     for path in ("receipt/m.read/$e", "read_markers", "typing/@a:b"):
         assert re.search(matchers["@main_streams"], f"/_matrix/client/v3/rooms/!r:s/{path}")
     assert f"reverse_proxy {generics}" in blocks["@sends"]
-    assert "lb_policy query user_id" in blocks["@sends"]
-    assert "fallback header Authorization" in blocks["@sends"]
+    assert "lb_policy header Authorization" in blocks["@sends"]
     assert re.search(matchers["@sends"], "/_matrix/client/v3/rooms/!r:s/send/m.room.message/1")
     assert f"reverse_proxy {generics}" in blocks["@sync"]
     assert re.search(matchers["@sync"], "/_matrix/client/v3/sync")
     assert f"reverse_proxy {main}" in blocks["@synapse"]
     for port in load_yaml(worker_stack.dd.topology_yaml)["api_ports"]:
         assert f"127.0.0.1:{port}" in blocks["@agent_chat"]
+
+
+def test_the_router_serves_a_human_through_caddy(
+    worker_stack: WorkerStack, tmp_path: Path
+) -> None:
+    """The router as init wrote it, run by a real Caddy: a human logs in (main), creates a
+    room and sends (a generic worker), sends a read receipt, a read marker and typing (main:
+    a generic worker answers those 500), syncs (a worker), and the Agent Chat API answers."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed (scripts/caddy.sh installs it): router not run")
+    port = free_port_block(1)
+    site = worker_stack.dd.router_config.read_text()
+    assert re.search(r"^:8080 \{$", site, re.M), "init without --public-url serves :8080"
+    # The same routes on a free port; no admin endpoint, so that several may run at once.
+    config = tmp_path / "Caddyfile"
+    config.write_text(
+        "{\n\tadmin off\n}\n" + re.sub(r"^:8080 \{$", f":{port} {{", site, flags=re.M)
+    )
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    log = (tmp_path / "caddy.log").open("wb")
+    proc = subprocess.Popen(
+        [caddy, "run", "--config", str(config), "--adapter", "caddyfile"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    router = f"http://127.0.0.1:{port}"
+    client = router + "/_matrix/client/v3"
+    try:
+
+        def up() -> bool:
+            try:
+                return http_json("GET", router + "/_matrix/client/versions")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, 20, "Caddy routing")
+        localpart, password = unique("routed"), secrets.token_urlsafe(12)
+        worker_stack.create_human(localpart, password)
+        login = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+        }
+        status, data = http_json("POST", client + "/login", login)
+        assert status == 200, data
+        token, user_id = data["access_token"], data["user_id"]
+        status, data = http_json("POST", client + "/createRoom", {"name": "routed"}, token)
+        assert status == 200, data
+        room = quote(data["room_id"])
+        txn = secrets.token_hex(6)
+        body = {"msgtype": "m.text", "body": "through the router"}
+        status, data = http_json(
+            "PUT", f"{client}/rooms/{room}/send/m.room.message/{txn}", body, token
+        )
+        assert status == 200, data
+        event = quote(data["event_id"])
+        assert (
+            http_json("POST", f"{client}/rooms/{room}/receipt/m.read/{event}", {}, token)[0] == 200
+        )
+        marker = {"m.fully_read": data["event_id"], "m.read": data["event_id"]}
+        assert http_json("POST", f"{client}/rooms/{room}/read_markers", marker, token)[0] == 200
+        typing = {"typing": True, "timeout": 1000}
+        status, _ = http_json(
+            "PUT", f"{client}/rooms/{room}/typing/{quote(user_id)}", typing, token
+        )
+        assert status == 200
+        status, data = http_json("GET", client + "/sync?timeout=0", None, token)
+        assert status == 200 and data["rooms"]["join"], data
+        status, data = http_json("GET", router + "/_agent_chat/v1/health")
+        assert status == 200 and data["status"] == "ok", data
+        # The send was served by a generic worker, not by main.
+        sent = f"/send/m.room.message/{txn}"
+        workers = [worker_stack.dd.worker_log(f"generic{i}") for i in (1, 2)]
+        assert any(sent in p.read_text(errors="replace") for p in workers if p.exists())
+        assert sent not in worker_stack.dd.synapse_log.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 # --- the running stack --------------------------------------------------------------------
@@ -220,11 +302,11 @@ def test_a_human_logs_in_with_a_password_and_sends_a_receipt(worker_stack: Worke
 def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
     worker_stack: WorkerStack,
 ) -> None:
-    """SIGKILL generic1 (which also sends every appservice transaction) while four agents
-    send: the supervisor starts it again, every agent is served again within 10 s, and every
+    """SIGKILL generic1 (which also sends every appservice transaction) during a 20-agent
+    burst: the supervisor starts it again, every agent is served again within 10 s, and every
     acknowledged message is counted exactly once."""
     st = worker_stack
-    senders = [agent(st, i) for i in range(4)]
+    senders = [agent(st, i) for i in range(20)]
     reader = agent(st, 1)
     room = "#" + unique("k-")
     status, created = senders[0].call("POST", "/rooms", {"alias": room})
@@ -242,11 +324,7 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
             body, txn = f"{who.nick} {n}", secrets.token_hex(8)
             started = time.monotonic()
             while not stop.is_set():  # the same txn until acknowledged, as `ac` retries
-                try:
-                    status, _ = who.call("PUT", f"/send/{txn}", {"to": room, "body": body})
-                except OSError:
-                    status = 0
-                if status == 200:
+                if try_send(who, room, body, txn) == 200:
                     acked.append(body)
                     if killed_at and started > killed_at[0]:
                         served_after.setdefault(who.nick, time.monotonic())
