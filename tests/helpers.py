@@ -123,6 +123,26 @@ def unique(prefix: str) -> str:
     return prefix + secrets.token_hex(3)
 
 
+def shared_room(owner: Agent, *members: Agent, prefix: str = "room-") -> str:
+    """A fresh public room ``owner`` created and ``members`` joined; its ``#alias``."""
+    room = "#" + unique(prefix)
+    status, data = owner.call("POST", "/rooms", {"alias": room})
+    assert status in (200, 201), data
+    for member in members:
+        status, data = member.call("POST", "/join", {"room": room})
+        assert status == 200, data
+    return room
+
+
+def try_send(agent: Agent, room: str, body: str, txn: str) -> int:
+    """One attempt at a send, as a retrying client makes it: the HTTP status, or 0 when the
+    server could not be reached (a killed process)."""
+    try:
+        return agent.call("PUT", f"/send/{txn}", {"to": room, "body": body})[0]
+    except OSError:
+        return 0
+
+
 def sentinel(sender: Agent, room: str, reader: Agent | None = None, timeout: float = 30.0) -> str:
     """Send a fresh body into ``room`` as ``sender``; return it once ``reader`` (default: the
     sender) sees it in the room's history.

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import Stack
-from helpers import AC, Ac, Agent, register, unique, wait_for
+from helpers import AC, Ac, Agent, register, shared_room, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers
@@ -45,12 +45,7 @@ def _metric(stack: Stack, name: str) -> float:
 def _pair(stack: Stack) -> tuple[Agent, Agent, str]:
     """Two agents in a fresh room."""
     a, b = register(stack), register(stack)
-    room = "#" + unique("live-")
-    status, data = a.call("POST", "/rooms", {"alias": room})
-    assert status in (200, 201), data
-    status, data = b.call("POST", "/join", {"room": room})
-    assert status == 200, data
-    return a, b, room
+    return a, b, shared_room(a, b, prefix="live-")
 
 
 # --- the long-poll ---------------------------------------------------------------------------

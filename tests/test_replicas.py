@@ -26,7 +26,7 @@ from agent_chat_server.files import dump_yaml, load_yaml, write_atomic
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
 from conftest import create_pg_database, free_ports
-from helpers import Agent, http_json, register_at, unique, wait_for
+from helpers import Agent, http_json, register_at, shared_room, try_send, unique, wait_for
 
 START = 90.0
 #: A small send limit, so the shared-limit test needs few messages.
@@ -59,7 +59,7 @@ class Cluster:
 
     def health(self, port: int) -> dict | None:
         try:
-            status, data = http_json("GET", self.url(port) + "/_agent_chat/v1/health", timeout=2)
+            status, data = http_json("GET", self.url(port) + "/_agent_chat/v1/health", timeout=5)
         except OSError:
             return None
         return data if status == 200 else None
@@ -124,12 +124,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def _pair(cluster: Cluster) -> tuple[Agent, Agent, str]:
     """Two agents (registered through different replicas) in a fresh room."""
     a, b = cluster.register(cluster.ports[0]), cluster.register(cluster.ports[1])
-    room = "#" + unique("rep-")
-    status, data = a.call("POST", "/rooms", {"alias": room})
-    assert status in (200, 201), data
-    status, data = b.call("POST", "/join", {"room": room})
-    assert status == 200, data
-    return a, b, room
+    return a, b, shared_room(a, b, prefix="rep-")
 
 
 def test_exactly_one_replica_writes_the_ledger(cluster: Cluster) -> None:
@@ -296,13 +291,8 @@ def test_killing_the_writer_mid_burst_hands_over_and_counts_each_message_once(
     ports = list(cluster.ports)
     survivor = next(p for p in ports if p != writer)
     reader = cluster.register(survivor)
-    room = "#" + unique("burst-")
-    status, data = reader.call("POST", "/rooms", {"alias": room})
-    assert status in (200, 201), data
     senders = [cluster.register(survivor) for _ in range(20)]
-    for s in senders:
-        status, data = s.call("POST", "/join", {"room": room})
-        assert status == 200, data
+    room = shared_room(reader, *senders, prefix="burst-")
     acknowledged: list[str] = []
 
     def burst(i: int) -> None:
@@ -310,12 +300,7 @@ def test_killing_the_writer_mid_burst_hands_over_and_counts_each_message_once(
         for n in range(3):
             txn, body = secrets.token_hex(6), f"{i}-{n}"
             for _ in range(40):  # as `ac` does: retry with the same txn id, elsewhere if down
-                agent = cluster.at(senders[i], ports[at])
-                try:
-                    status, _ = agent.call("PUT", f"/send/{txn}", {"to": room, "body": body})
-                except OSError:
-                    status = 0
-                if status == 200:
+                if try_send(cluster.at(senders[i], ports[at]), room, body, txn) == 200:
                     acknowledged.append(body)
                     break
                 at = (at + 1) % len(ports)
