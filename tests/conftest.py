@@ -381,10 +381,11 @@ def worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSta
         yield st
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shared_worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
-    """A worker-mode stack for the session: ``any_stack``'s "workers" (tests marked
-    ``workers``)."""
+    """A worker-mode stack for a module of tests marked ``workers`` (``any_stack``'s
+    "workers"). Per module, so that its eight processes are gone before test_workers.py
+    kills processes of its own on this 2-core machine."""
     with _worker_stack(tmp_path_factory) as st:
         yield st
 

@@ -331,7 +331,7 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
                     break
                 time.sleep(0.2)
             n += 1
-            time.sleep(0.05)
+            time.sleep(0.25)  # twenty agents at a working pace, not a CPU-bound flood
 
     threads = [threading.Thread(target=send_loop, args=(s,)) for s in senders]
     for t in threads:

@@ -156,8 +156,13 @@ class Homeserver:
         return not any(isinstance(a, BaseException) for a in answers)
 
     async def ping(self) -> int:
-        """Ask Synapse to ping us: proves both directions work and flushes a queued backlog."""
-        resp = await self.as_api.request(
+        """Ask Synapse to ping us: proves both directions work and flushes a queued backlog.
+
+        With workers, asked of the first of ``homeserver_worker_urls`` (generic1, which sends
+        the transactions): its scheduler holds the retry backoff that the ping cuts short;
+        main's has nothing to retry."""
+        api = self.worker_apis[0] if self.worker_apis else self.as_api
+        resp = await api.request(
             Method.POST, Path.v1.appservice[self.config.appservice_id].ping, content={}
         )
         return int(resp.get("duration_ms", -1))
