@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 import asyncio
+import secrets
 
 from mautrix.util.async_db import Database
 
@@ -77,15 +78,16 @@ def test_a_human_whose_name_an_agent_holds_answers_to_their_user_id(database_url
 def test_a_humans_matrix_token_is_stored_sealed_for_them_only(database_url: str) -> None:
     async def scenario() -> None:
         async with _database(database_url) as db:
-            await tables.Identity.upsert_human(ALICE, "alice", "syt_alice_secret")
+            alice_token, bob_token = (f"syt_{secrets.token_urlsafe(16)}" for _ in range(2))
+            await tables.Identity.upsert_human(ALICE, "alice", alice_token)
             stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", ALICE)
-            assert "syt_alice_secret" not in stored and stored.startswith("ac1:")
-            assert await tables.Identity.matrix_tokens() == {ALICE: "syt_alice_secret"}
+            assert alice_token not in stored and stored.startswith("ac1:")
+            assert await tables.Identity.matrix_tokens() == {ALICE: alice_token}
             # Copied onto another human's row, it does not open: the owner is sealed in.
             bob = "@bob:example.org"
-            await tables.Identity.upsert_human(bob, "bob", "syt_bob_secret")
+            await tables.Identity.upsert_human(bob, "bob", bob_token)
             q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1"
             await db.execute(q, bob, stored)
-            assert await tables.Identity.matrix_tokens() == {ALICE: "syt_alice_secret"}
+            assert await tables.Identity.matrix_tokens() == {ALICE: alice_token}
 
     asyncio.run(scenario())

@@ -7,6 +7,7 @@ AGENT_CHAT_TEST_POSTGRES).
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 from mautrix.util.async_db import Database, UpgradeTable
 import pytest
@@ -105,6 +106,8 @@ def test_upgrading_keeps_every_unread_count_and_counts_on(database_url: str) -> 
 
 KEY = bytes(range(32))
 DANA, ERIN = "@dana:x", "@erin:x"
+#: Dana's Matrix token as a version-4 database kept it (plain text), made fresh per run.
+DANA_TOKEN = f"syt_{secrets.token_urlsafe(16)}"
 
 
 async def _write_v4_humans(url: str) -> None:
@@ -116,7 +119,7 @@ async def _write_v4_humans(url: str) -> None:
             "INSERT INTO identity (user_id, nick, nick_key, kind, created_at, matrix_token) "
             "VALUES ($1, $2, $3, $4, 0, $5)"
         )
-        await old.execute(q, DANA, "dana", "dana", "human", "syt_dana_secret")
+        await old.execute(q, DANA, "dana", "dana", "human", DANA_TOKEN)
         await old.execute(q, ERIN, "erin", "erin", "human", None)
         await old.execute(q, ALICE, "alice", "alice", "agent", None)
     finally:
@@ -132,8 +135,8 @@ def test_upgrading_seals_humans_matrix_tokens(database_url: str) -> None:
         tables.init(db)
         try:
             stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", DANA)
-            assert "syt_dana_secret" not in stored and stored.startswith("ac1:")
-            assert await tables.Identity.matrix_tokens() == {DANA: "syt_dana_secret"}
+            assert DANA_TOKEN not in stored and stored.startswith("ac1:")
+            assert await tables.Identity.matrix_tokens() == {DANA: DANA_TOKEN}
             # Under another key (the as_token changed) it does not open: Dana logs in again.
             tables.use_key(bytes(32))
             assert await tables.Identity.matrix_tokens() == {}
@@ -155,7 +158,7 @@ def test_tokens_to_seal_and_no_key_fail_the_upgrade_and_say_why(
                 await db.start()
             # Nothing changed: the upgrade ran in a transaction.
             stored = await db.fetchval("SELECT matrix_token FROM identity WHERE user_id=$1", DANA)
-            assert stored == "syt_dana_secret"
+            assert stored == DANA_TOKEN
         finally:
             await db.stop()
 
