@@ -621,9 +621,7 @@ def main() -> int:
     parser.add_argument("--big-rounds", type=int, default=10)
     parser.add_argument("--concurrent", type=int, default=50, help="agents sending at once")
     parser.add_argument("--per-agent", type=int, default=8, help="messages each, per run")
-    parser.add_argument("--database", help="appservice database URL (default: SQLite)")
-    parser.add_argument("--synapse-database", help="Synapse's database URL (default: SQLite)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_stack_arguments(parser)
     parser.add_argument(
         "--keep",
         type=Path,
@@ -641,6 +639,13 @@ def main() -> int:
         "python": sys.version.split()[0],
     }
     return report(bench)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every benchmark that starts its own stack: its databases, its output."""
+    parser.add_argument("--database", help="appservice database URL (default: SQLite)")
+    parser.add_argument("--synapse-database", help="Synapse's database URL (default: SQLite)")
+    parser.add_argument("--json", type=Path, help="write the results here")
 
 
 def run_on_a_stack(bench: Bench, prefix: str) -> None:

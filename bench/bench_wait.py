@@ -34,7 +34,7 @@ import time
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_appservice import Bench, p95, report, run_on_a_stack
+from bench_appservice import Bench, add_stack_arguments, p95, report, run_on_a_stack
 
 AC = str(Path(sys.executable).with_name("ac"))
 #: Seconds between the last waiter counted and the idle CPU measurement with them waiting.
@@ -289,9 +289,7 @@ def main() -> int:
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--waiters-per-agent", type=int, default=5)
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds measured")
-    parser.add_argument("--database", help="appservice database URL (default: SQLite)")
-    parser.add_argument("--synapse-database", help="Synapse's database URL (default: SQLite)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_stack_arguments(parser)
     args = parser.parse_args()
     args.keep = None
     bench = WaitBench(args)

@@ -35,7 +35,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bench_appservice import report, run_on_a_stack
+from bench_appservice import add_stack_arguments, report, run_on_a_stack
 from bench_wait import AC, WaitBench
 
 from agent_chat.config import save_config
@@ -199,9 +199,7 @@ def main() -> int:
         "--spacing", type=float, default=12.0, help="idle seconds before each DM (guard: 10)"
     )
     parser.add_argument("--ac-rounds", type=int, default=10, help="baseline `ac wait` rounds")
-    parser.add_argument("--database", help="appservice database URL (default: SQLite)")
-    parser.add_argument("--synapse-database", help="Synapse's database URL (default: SQLite)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_stack_arguments(parser)
     args = parser.parse_args()
     args.keep = None
     bench = WakeBench(args)

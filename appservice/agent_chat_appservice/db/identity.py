@@ -66,11 +66,18 @@ class Identity(Table):
 
     @classmethod
     async def nick_keys_taken(cls, keys: list[str]) -> set[str]:
-        if not keys:
+        """Which of these names (lower-cased) an identity answers to."""
+        return await cls._taken("nick_key", keys)
+
+    @classmethod
+    async def _taken(cls, column: str, values: list[str]) -> set[str]:
+        """Which of ``values`` stand in ``column`` (a column name of this module's, never
+        input) of some identity."""
+        if not values:
             return set()
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(keys)))
-        q = f"SELECT nick_key FROM identity WHERE nick_key IN ({placeholders})"
-        return {row["nick_key"] for row in await cls.read_db.fetch(q, *keys)}
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(values)))
+        q = f"SELECT {column} FROM identity WHERE {column} IN ({placeholders})"
+        return {row[column] for row in await cls.read_db.fetch(q, *values)}
 
     async def insert(self) -> bool:
         """Add the identity; False when its user id or name is taken already (the unique
@@ -169,11 +176,7 @@ class Identity(Table):
     @classmethod
     async def user_ids_taken(cls, user_ids: list[str]) -> set[str]:
         """Which of these Matrix user ids have an identity (active or retired)."""
-        if not user_ids:
-            return set()
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
-        q = f"SELECT user_id FROM identity WHERE user_id IN ({placeholders})"
-        return {row["user_id"] for row in await cls.read_db.fetch(q, *user_ids)}
+        return await cls._taken("user_id", user_ids)
 
     async def retire(self) -> None:
         """Revoke every API token and free the name: the row stays (its messages keep their
