@@ -510,3 +510,25 @@ def test_backup_refuses_worker_mode_rather_than_lose_the_workers(tmp_path: Path)
     r = run_cli("backup", "--data-dir", str(root), str(tmp_path / "b.tar.gz"))
     assert r.returncode == 1 and "does not cover worker mode" in r.stderr, r.stderr
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_a_probe_that_gets_no_http_answer_says_down_instead_of_crashing() -> None:
+    """Seen in CI: while a worker starts, probing its port can connect the socket to itself
+    and read back its own request. The supervisor's probe must call that "down" and wait on,
+    not die with a traceback (which stopped the whole stack)."""
+    from agent_chat_server import health
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def echo() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        threading.Thread(target=echo, daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/health"
+        probe = health.worker_up("generic1", url)
+    assert not probe.ok
+    assert "not an HTTP answer" in probe.detail

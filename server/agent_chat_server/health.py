@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -37,6 +38,11 @@ def _request(
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except http.client.HTTPException as e:
+        # Not an HTTP answer: "down", like a refused connection. Seen in CI while a worker was
+        # starting: probing a local port nobody listens on yet can connect the socket to itself
+        # (the kernel picked that port as the source port) and read back its own request.
+        raise ConnectionError(f"not an HTTP answer ({type(e).__name__})") from e
 
 
 def _describe(exc: BaseException) -> str:
