@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 import asyncio
 import secrets
 
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Connection, Database
+import pytest
 
 from agent_chat_appservice import db as tables
 
@@ -89,5 +91,65 @@ def test_a_humans_matrix_token_is_stored_sealed_for_them_only(database_url: str)
             q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1"
             await db.execute(q, bob, stored)
             assert await tables.Identity.matrix_tokens() == {ALICE: alice_token}
+
+    asyncio.run(scenario())
+
+
+async def _claimed(db: Database) -> list[str]:
+    return [r["txn_id"] for r in await db.fetch("SELECT txn_id FROM hs_transaction ORDER BY 1")]
+
+
+def test_run_transaction_commits_whole_or_nothing(database_url: str) -> None:
+    """The homeserver transactions' path (on SQLite in one trip to the connection's thread):
+    what the work wrote is committed with its result; work that raises leaves nothing, and
+    the connection is fit for the next transaction."""
+
+    async def scenario() -> None:
+        async with _database(database_url) as db:
+
+            async def claim_two(conn: Connection) -> int:
+                await tables.HSTransaction.claim(conn, "t1", "d1")
+                await tables.HSTransaction.claim(conn, "t2", "d2")
+                return len(await conn.fetch("SELECT txn_id FROM hs_transaction"))
+
+            assert await tables.run_transaction(claim_two) == 2
+
+            async def claim_then_fail(conn: Connection) -> None:
+                await tables.HSTransaction.claim(conn, "t3", "d3")
+                raise ValueError("the apply failed half-way")
+
+            with pytest.raises(ValueError, match="half-way"):
+                await tables.run_transaction(claim_then_fail)
+            assert await _claimed(db) == ["t1", "t2"]
+            # An exact repeat claims nothing; the connection commits again.
+            assert not await tables.run_transaction(
+                lambda conn: tables.HSTransaction.claim(conn, "t1", "d1")
+            )
+            assert await tables.run_transaction(
+                lambda conn: tables.HSTransaction.claim(conn, "t4", "d4")
+            )
+            assert await _claimed(db) == ["t1", "t2", "t4"]
+
+    asyncio.run(scenario())
+
+
+def test_a_transaction_in_the_sqlite_thread_may_not_await_anything_else(tmp_path: Path) -> None:
+    """On SQLite the work runs in the connection's thread, where no event loop turns: work that
+    awaits anything but the connection is refused and rolled back, not left hanging."""
+
+    async def scenario() -> None:
+        async with _database(f"sqlite:{tmp_path / 'appservice.db'}") as db:
+
+            async def claim_then_sleep(conn: Connection) -> None:
+                await tables.HSTransaction.claim(conn, "t1", "d1")
+                await asyncio.sleep(0)
+
+            with pytest.raises(RuntimeError, match="awaited something else"):
+                await tables.run_transaction(claim_then_sleep)
+            assert await _claimed(db) == []
+            assert await tables.run_transaction(
+                lambda conn: tables.HSTransaction.claim(conn, "t2", "d2")
+            )
+            assert await _claimed(db) == ["t2"]
 
     asyncio.run(scenario())

@@ -16,10 +16,10 @@ import logging
 import time
 
 from aiohttp import web
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Connection, Database
 
 from . import ingest, metrics
-from .db import HSTransaction, Identity, transaction
+from .db import HSTransaction, Identity, run_transaction
 from .waiters import Waiters
 
 log = logging.getLogger("agent_chat.transactions")
@@ -120,13 +120,18 @@ class TransactionEndpoint:
         ids = [e.get("event_id") if isinstance(e, dict) else None for e in events]
         contents = json.dumps([ids, ephemeral], sort_keys=True, default=str)
         digest = hashlib.sha256(contents.encode()).hexdigest()
+
+        async def claim_and_apply(conn: Connection) -> ingest.Effects | None:
+            if not await HSTransaction.claim(conn, txn_id, digest):
+                return None
+            return await ingest.apply(conn, records, self.is_ours)
+
         started = time.perf_counter()
         try:
-            async with transaction(self.db) as conn:
-                if not await HSTransaction.claim(conn, txn_id, digest):
-                    metrics.TRANSACTIONS.inc("duplicate")
-                    return web.json_response({})  # delivered again: applied already
-                effects = await ingest.apply(conn, records, self.is_ours)
+            effects = await run_transaction(claim_and_apply, self.db)
+            if effects is None:
+                metrics.TRANSACTIONS.inc("duplicate")
+                return web.json_response({})  # delivered again: applied already
         except Exception:
             metrics.TRANSACTIONS.inc("failed")
             log.exception("transaction %s not applied; the homeserver will retry it", txn_id)

@@ -11,14 +11,17 @@ Two rules keep the SQL of the appservice in ``db/``, one module per table:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 import time
 
 from mautrix.util.async_db import Connection, Database
 
 from .sealed import Sealer
+from .sqlite import OneTripConnection
+
+T = TypeVar("T")
 
 
 class Row(Protocol):
@@ -78,6 +81,23 @@ async def transaction(db: Database | None = None) -> AsyncIterator[Connection]:
     committed on exit."""
     async with acquire(db or Table.db) as conn, in_transaction(conn):
         yield conn
+
+
+async def run_transaction(
+    work: Callable[[Connection], Coroutine[Any, Any, T]], db: Database | None = None
+) -> T:
+    """``work(conn)`` inside one transaction of ``db`` (default: the tables' write database),
+    committed when it returns. On SQLite all of it runs in one trip to the connection's thread
+    (see ``sqlite.py``), so ``work`` may await only ``conn``'s methods: the tables' methods
+    that take ``conn``, nothing else."""
+    async with acquire(db or Table.db) as conn:
+        wrapped = getattr(conn, "wrapped", None)
+        if isinstance(wrapped, OneTripConnection):
+            return await wrapped.run_transaction(
+                cast("Callable[[Any], Coroutine[Any, Any, T]]", work)
+            )
+        async with in_transaction(conn):
+            return await work(conn)
 
 
 async def text_value(conn: Connection | Database, query: str, *args: Any) -> str | None:
