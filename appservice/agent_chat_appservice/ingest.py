@@ -243,7 +243,7 @@ async def apply(
 
 
 async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
-    alias, name = await Room.alias_and_member_name(conn, rec.room_id, rec.sender)
+    alias, name, previous = await Room.message_context(conn, rec.room_id, rec.sender)
     urgent = rec.room_mention or is_urgent(rec.body, alias)
     seq = await Message.insert(
         conn,
@@ -261,7 +261,7 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
     if seq is None:
         return 0  # delivered before: counted before
     await Ledger.on_message(
-        conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned
+        conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned, previous
     )
     return 1
 

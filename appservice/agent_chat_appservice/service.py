@@ -37,6 +37,14 @@ def _is_loopback(address: str | None) -> bool:
 API_PREFIX = "/_agent_chat/v1"
 
 
+async def _keep_session(conn: object) -> None:
+    """asyncpg's pool resets each connection it takes back (UNLISTEN, RESET ALL, advisory locks
+    …): a query, so one more round trip at the end of every read and every transaction. No
+    code here leaves session state on a pooled connection (the cluster's locks and LISTEN
+    have connections of their own), and an open transaction is still rolled back by asyncpg
+    itself."""
+
+
 class AgentChatService:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -47,7 +55,11 @@ class AgentChatService:
         self.db = Database.create(
             config.database,
             upgrade_table=tables.upgrade_table,
-            db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 1},
+            db_args=(
+                {"min_size": 1, "max_size": 10, "reset": _keep_session}
+                if postgres
+                else {"min_size": 1}
+            ),
         )
         self.read_db = (
             self.db if postgres else Database.create(config.database, db_args={"min_size": 3})

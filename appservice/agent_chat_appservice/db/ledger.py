@@ -60,14 +60,13 @@ class Ledger(Table):
         sender_name: str,
         urgent: bool,
         mentioned: list[str],
+        previous: str | None,
     ) -> None:
         """Count one message for every member but its sender: two one-row writes, whatever
-        the room's size (see the module's docstring)."""
+        the room's size (see the module's docstring). ``previous``: who wrote last before the
+        sender, as ``Room.message_context`` read it in this transaction."""
         # The room's row first: mark_read takes the same lock before it recounts, so a read
         # never interleaves with the counting of a message (see there).
-        previous = await conn.fetchval(
-            "SELECT last_sender FROM room WHERE room_id=$1 AND last_sender_id<>$2", room_id, sender
-        )
         q = (
             "INSERT INTO room (room_id, counted, last_sender, last_sender_id) "
             "VALUES ($1, 1, $3, $2) ON CONFLICT (room_id) DO UPDATE SET "
