@@ -285,7 +285,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=100, help="server-side wake rounds")
-    parser.add_argument("--ac-rounds", type=int, default=20, help="`ac wait` rounds")
+    parser.add_argument("--ac-rounds", type=int, default=60, help="`ac wait` rounds")
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--waiters-per-agent", type=int, default=5)
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds measured")
