@@ -47,11 +47,37 @@ def _as_dict(message: Any) -> dict[str, Any]:
     return dump(by_alias=True, exclude_none=True) if callable(dump) else {}
 
 
+PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
+PERMISSION_VERDICT = "notifications/claude/channel/permission"
+
+
 @dataclass
 class Channel:
     session: ClientSession
     init: Any
+    write: Any
     notes: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    verdicts: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        """Send a notification the SDK has no model for, as Claude Code does."""
+        from mcp.shared.message import SessionMessage
+
+        await self.write.send(
+            SessionMessage(_Raw({"jsonrpc": "2.0", "method": method, "params": params}))
+        )  # type: ignore[arg-type]
+
+
+class _Raw:
+    """A JSON-RPC message the stdio writer can serialise (it calls model_dump_json)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def model_dump_json(self, **_: object) -> str:
+        import json
+
+        return json.dumps(self.data)
 
 
 @asynccontextmanager
@@ -59,6 +85,7 @@ async def channel_client(params: StdioServerParameters) -> AsyncIterator[Channel
     async with stdio_client(params) as (read, write):
         send, receive = anyio.create_memory_object_stream[Any](100)
         notes: queue.Queue[dict[str, Any]] = queue.Queue()
+        verdicts: queue.Queue[dict[str, Any]] = queue.Queue()
 
         async def tee() -> None:
             async with send:
@@ -66,13 +93,15 @@ async def channel_client(params: StdioServerParameters) -> AsyncIterator[Channel
                     data = _as_dict(item)
                     if data.get("method") == "notifications/claude/channel":
                         notes.put(data.get("params") or {})
+                    elif data.get("method") == PERMISSION_VERDICT:
+                        verdicts.put(data.get("params") or {})
                     await send.send(item)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(tee)
             async with ClientSession(receive, write) as session:
                 init = await session.initialize()
-                yield Channel(session, init, notes)
+                yield Channel(session, init, write, notes, verdicts)
             tg.cancel_scope.cancel()
 
 
@@ -81,11 +110,13 @@ def serving(portal: Any, params: StdioServerParameters) -> Any:
 
 
 def _matrix_send(
-    stack: Stack, human: dict[str, Any], room_id: str, body: str, mention: str
+    stack: Stack, human: dict[str, Any], room_id: str, body: str, mention: str | None = None
 ) -> None:
-    """As Element sends a message with a mention pill: ``m.mentions`` names the user."""
+    """As Element sends a message (with a mention pill: ``m.mentions`` names the user)."""
     cs = stack.synapse_url + "/_matrix/client/v3"
-    content = {"msgtype": "m.text", "body": body, "m.mentions": {"user_ids": [mention]}}
+    content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+    if mention is not None:
+        content["m.mentions"] = {"user_ids": [mention]}
     status, data = http_json(
         "PUT",
         f"{cs}/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/{secrets.token_hex(8)}",
@@ -96,8 +127,10 @@ def _matrix_send(
 
 
 def _matrix_join(stack: Stack, human: dict[str, Any], alias: str) -> str:
+    """Join ``#alias`` (or ``!room_id``, as an invitee accepts a direct chat)."""
     cs = stack.synapse_url + "/_matrix/client/v3"
-    target = urllib.parse.quote(f"{alias}:{stack.server_name}")
+    where = alias if alias.startswith("!") else f"{alias}:{stack.server_name}"
+    target = urllib.parse.quote(where)
     status, data = http_json("POST", f"{cs}/join/{target}", {}, token=human["access_token"])
     assert status == 200, data
     return str(data["room_id"])
@@ -229,7 +262,97 @@ def test_channel_events_option(stack: Stack, tmp_path: Path) -> None:
         timeout=30,
     )
     assert done.returncode != 0 and "--channel-events" in done.stderr, done
+    for bad in (["--permission-relay", "alice"], ["--channel", "--permission-relay", " "]):
+        done = subprocess.run(
+            [AC, "mcp", *bad],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+        )
+        assert done.returncode == 1 and "--permission-relay" in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def _unread(agent: Agent) -> dict[str, dict[str, Any]]:
     return agent.notify()
+
+
+def _bodies(agent: Agent, who: str) -> list[str]:
+    """The direct chat's bodies; none before it exists."""
+    status, data = agent.call("GET", f"/messages?room={urllib.parse.quote(who)}&mark_read=false")
+    return [m["body"] for m in data["messages"]] if status == 200 else []
+
+
+def _next_verdict(channel: Channel, timeout: float = 20.0) -> dict[str, Any]:
+    try:
+        return channel.verdicts.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError("no permission verdict arrived") from None
+
+
+def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """--permission-relay HUMAN: Claude Code's permission request becomes a direct message to
+    the human (no control characters), whose ``yes ID`` / ``no ID`` from a Matrix client comes
+    back as the verdict. Someone else's ``yes ID``, an answer to no pending prompt and the
+    answers themselves push nothing."""
+    me, peer = register(stack, unique("Chan")), register(stack, unique("Peer"))
+    alice = stack.create_human(unique("alice"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(
+        AGENT_CHAT_HOME=str(tmp_path / "home"),
+        AGENT_CHAT_SERVER=stack.api_url,
+        AGENT_CHAT_TOKEN=me.token,
+    )
+    args = ["mcp", "--channel", "--permission-relay", alice["user_id"]]
+    params = StdioServerParameters(command=AC, args=args, env=env)
+    with start_blocking_portal() as portal, serving(portal, params) as channel:
+        experimental = channel.init.capabilities.experimental or {}
+        assert experimental.get("claude/channel/permission") == {}, experimental
+
+        def ask(request_id: str, tool: str) -> str:
+            """Claude Code's prompt → the direct message's body, once alice can read it."""
+            request = {
+                "request_id": request_id,
+                "tool_name": tool,
+                "description": "Run \x1b[31mls\x1b[0m\x07 in the repo\nsecond line",
+                "input_preview": '{"command": "ls -la"}',
+            }
+            portal.call(channel.notify, PERMISSION_REQUEST, request)
+            return wait_for(
+                lambda: next((b for b in _bodies(me, alice["user_id"]) if request_id in b), None),
+                what=f"the prompt {request_id} reaches alice",
+            )
+
+        body = ask("abcde", "Bash")
+        assert body.startswith("Permission request abcde: may I use Bash? Run ls in the repo")
+        assert '"yes abcde"' in body and '"no abcde"' in body and "ls -la" in body
+        assert all(_no_controls(line) for line in body.split("\n")), repr(body)
+        room_id = me.messages(room=alice["user_id"], limit=1, mark_read="false")[0]["room_id"]
+        _matrix_join(stack, alice, room_id)  # she accepts the direct chat from Element
+
+        # Not pending: consumed, nothing sent. Then her answer: allow.
+        _matrix_send(stack, alice, room_id, "yes zzzzz")
+        _matrix_send(stack, alice, room_id, "YES abcde")
+        assert _next_verdict(channel) == {"request_id": "abcde", "behavior": "allow"}
+
+        # Another agent's "yes" to a pending prompt is just a direct message, pushed as one;
+        # alice's "no" decides.
+        ask("fghij", "Write")
+        sent = peer.send("@" + me.nick, "yes fghij")
+        assert _next_note(channel)["meta"]["message_id"] == sent["event_id"]
+        _matrix_send(stack, alice, room_id, "no fghij.")
+        assert _next_verdict(channel) == {"request_id": "fghij", "behavior": "deny"}
+        # Answered once: a second answer changes nothing.
+        _matrix_send(stack, alice, room_id, "yes fghij")
+        sentinel = peer.send("@" + me.nick, "after the answers")
+        assert _next_note(channel)["meta"]["message_id"] == sentinel["event_id"]
+        assert channel.verdicts.empty() and channel.notes.empty()
+
+        # A request Claude Code could not have made (bad id) is not relayed.
+        portal.call(channel.notify, PERMISSION_REQUEST, {"request_id": "l0l", "tool_name": "x"})
+        ask("kmnop", "Read")  # the next good one still is
+        assert not any("l0l" in b for b in _bodies(me, alice["user_id"]))

@@ -24,10 +24,20 @@ Agents are not restricted.
 
 Only what arrives after the server started is pushed; the messages stay unread (``read``
 returns them). The ``reply`` tool posts to a notification's ``chat_id``.
+
+Permission relay (``--permission-relay HUMAN``): the server also declares
+``experimental["claude/channel/permission"]``. Claude Code then sends each tool-permission
+prompt as ``notifications/claude/channel/permission_request`` (``request_id``, five letters;
+``tool_name``, ``description``, ``input_preview``); :class:`PermissionRelay` posts it to HUMAN as
+a direct message, and HUMAN's ``yes ID`` or ``no ID`` there (Element, phone included) goes back
+as ``notifications/claude/channel/permission`` ``{request_id, behavior: allow|deny}``. Only
+HUMAN's answers, in the direct chat the prompt went to, for a prompt still pending, count; an
+answer is consumed, never pushed as a channel message.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -41,7 +51,7 @@ from .wait import MAX_POLL, RETRY_SECONDS, poll
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from .api import Client
     from .commands import Context
@@ -60,6 +70,17 @@ if TYPE_CHECKING:
         ) -> None: ...
 
 
+#: The permission relay's capability and its two notifications (Claude Code 2.1.197).
+PERMISSION_CAPABILITY = "claude/channel/permission"
+PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
+PERMISSION_VERDICT = "notifications/claude/channel/permission"
+#: Claude Code's request ids: five of a-z without l (compared lower-case).
+REQUEST_ID_RE = re.compile(r"[a-km-z]{5}\Z")
+#: A human's answer: ``yes ID`` / ``no ID`` (also y/n, allow/deny), nothing else in the message.
+ANSWER_RE = re.compile(r"(yes|y|allow|no|n|deny)\s+([a-km-z]{5})[.!]?", re.IGNORECASE)
+#: Prompts kept waiting for an answer: at most this many, for at most this long.
+PENDING_LIMIT = 100
+PENDING_SECONDS = 3600.0
 #: What can be pushed: direct messages, mentions of this agent, urgent messages.
 EVENTS = ("dm", "mention", "urgent")
 METHOD = "notifications/claude/channel"
@@ -130,6 +151,82 @@ def notification(msg: JSONObject, why: Iterable[str]) -> JSONObject:
     return {"jsonrpc": "2.0", "method": METHOD, "params": {"content": content, "meta": meta}}
 
 
+def _is(sender: str, name: str) -> bool:
+    """Whether ``sender`` (a user id) is who ``name`` names: the user id or its localpart."""
+    name = name.strip().lstrip("@").lower()
+    return sender.lstrip("@").lower() == name or sender[1:].split(":", 1)[0].lower() == name
+
+
+class PermissionRelay:
+    """Claude Code's permission prompts as direct messages to one human, and that human's
+    ``yes ID`` / ``no ID`` back as verdicts (see the module's docstring)."""
+
+    def __init__(self, human: str) -> None:
+        name = human.strip()
+        if not name.lstrip("@") or any(c.isspace() or not c.isprintable() for c in name):
+            raise AcError(
+                "--permission-relay takes one human: a user id (@alice:server) or its localpart"
+            )
+        self.human = name
+        #: request id -> (when it was asked, the direct chat it went to).
+        self.pending: dict[str, tuple[float, str]] = {}
+        self.lock = threading.Lock()
+
+    def _expire(self) -> None:
+        too_old = time.monotonic() - PENDING_SECONDS
+        for request_id in [r for r, (at, _) in self.pending.items() if at < too_old]:
+            del self.pending[request_id]
+        while len(self.pending) > PENDING_LIMIT:
+            del self.pending[next(iter(self.pending))]
+
+    def ask(self, client: Client, params: object) -> None:
+        """Post one prompt to the human. A prompt without a valid request id is dropped."""
+        fields = params if isinstance(params, dict) else {}
+        request_id = fields.get("request_id")
+        if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id.lower()):
+            raise AcError("a permission request without a valid request_id: not relayed")
+        request_id = request_id.lower()
+        tool = one_line(fields.get("tool_name") or "a tool")[:64]
+        description = " ".join(one_line(fields.get("description")).split())[:SHORT]
+        preview = " ".join(one_line(fields.get("input_preview")).split())[:SHORT]
+        body = (
+            f"Permission request {request_id}: may I use {tool}?"
+            + (f" {description}" if description else "")
+            + (f"\nInput: {preview}" if preview else "")
+            + f'\nAnswer "yes {request_id}" or "no {request_id}".'
+        )
+        target = self.human if self.human.startswith("@") else "@" + self.human
+        answer = client.call(
+            "PUT", "/send/" + os.urandom(16).hex(), body={"to": target, "body": body}
+        )
+        room_id = answer.get("room_id") if isinstance(answer, dict) else None
+        if isinstance(room_id, str):
+            with self.lock:
+                self.pending[request_id] = (time.monotonic(), room_id)
+                self._expire()
+
+    def answer(self, room_id: str, msg: JSONObject) -> list[JSONObject] | None:
+        """None when ``msg`` is not the human's answer; else the verdict to send (none when
+        no such prompt is pending in that chat: answered at the terminal, expired, unknown).
+        An answer is consumed either way: it is never pushed as a message."""
+        sender, body = msg.get("sender"), msg.get("body")
+        if not isinstance(sender, str) or not isinstance(body, str) or not _is(sender, self.human):
+            return None
+        found = ANSWER_RE.fullmatch(body.strip())
+        if found is None:
+            return None
+        request_id = found[2].lower()
+        with self.lock:
+            self._expire()
+            asked = self.pending.get(request_id)
+            if asked is None or asked[1] != room_id:
+                return []
+            del self.pending[request_id]
+        behavior = "allow" if found[1].lower() in ("yes", "y", "allow") else "deny"
+        params = {"request_id": request_id, "behavior": behavior}
+        return [{"jsonrpc": "2.0", "method": PERMISSION_VERDICT, "params": params}]
+
+
 class Listener:
     """The long-poll loop: turns new messages into notifications for :attr:`deliver`."""
 
@@ -138,9 +235,11 @@ class Listener:
         ctx: Context,
         events: frozenset[str] = frozenset(EVENTS),
         allow_humans: Iterable[str] = (),
+        relay: PermissionRelay | None = None,
     ) -> None:
         self.ctx = ctx
         self.events = events
+        self.relay = relay
         self.allow = {a.strip().lstrip("@").lower() for a in allow_humans if a.strip()}
         identity = ctx.identity()  # registers on first use, before the thread starts
         self.user_id = identity.user_id or ""
@@ -150,7 +249,7 @@ class Listener:
         )
         self.nick = (identity.nick or fallback).lower()
         wanted = []
-        if "dm" in events:
+        if "dm" in events or relay is not None:  # the relay's answers come as direct messages
             wanted.append("dm")
         if events & {"mention", "urgent"}:
             wanted.append("urgent")
@@ -168,8 +267,7 @@ class Listener:
         """Agents always; humans only if ``--allow-human`` names them (or none is named)."""
         if sender.startswith(AGENT_PREFIX) or not self.allow:
             return True
-        localpart = sender[1:].split(":", 1)[0].lower()
-        return sender.lstrip("@").lower() in self.allow or localpart in self.allow
+        return any(_is(sender, name) for name in self.allow)
 
     def reasons(self, msg: JSONObject, direct: bool) -> list[str]:
         """Why ``msg`` is pushed (empty: it is not)."""
@@ -254,6 +352,10 @@ class Listener:
                 sender = msg.get("sender")
                 if not isinstance(sender, str) or sender == self.user_id:
                     continue
+                verdict = self.relay.answer(room_id, msg) if self.relay and direct else None
+                if verdict is not None:
+                    out.extend(verdict)
+                    continue
                 if not self.allowed(sender):
                     continue  # gated out: nothing of it reaches the session
                 why = self.reasons(msg, direct)
@@ -305,6 +407,17 @@ class Listener:
     def stop(self) -> None:
         self.stopped.set()
 
+    def relay_request(self, params: object) -> None:
+        """Claude Code asks a permission: post it to the relay's human (errors: one line on
+        stderr; Claude Code's own prompt stays open at the terminal either way)."""
+        if self.relay is None:
+            return
+        try:
+            self.relay.ask(self.ctx.authed(), params)
+        except (AcError, ConnectionFailed) as e:
+            what = e.message if isinstance(e, AcError) else str(e)
+            sys.stderr.write(f"ac mcp --channel: permission request: {one_line(what)}\n")
+
 
 class _RawMessage:
     """A JSON-RPC message the SDK's stdio writer can serialise (it calls model_dump_json)."""
@@ -339,6 +452,7 @@ async def _serve(server: ToolServer, listener: Listener) -> None:
 
     from mcp.server.stdio import stdio_server
     from mcp.shared.message import SessionMessage
+    import anyio
 
     low = lowlevel(server)
     loop = asyncio.get_running_loop()
@@ -354,9 +468,39 @@ async def _serve(server: ToolServer, listener: Listener) -> None:
         thread = threading.Thread(
             target=listener.run, args=(deliver,), name="ac-channel", daemon=True
         )
-        options = low.create_initialization_options(experimental_capabilities={CAPABILITY: {}})
-        thread.start()
-        try:
-            await low.run(read_stream, write_stream, options)
-        finally:
-            listener.stop()
+        capabilities: dict[str, dict[str, object]] = {CAPABILITY: {}}
+        if listener.relay is not None:
+            capabilities[PERMISSION_CAPABILITY] = {}
+        options = low.create_initialization_options(experimental_capabilities=capabilities)
+        async with anyio.create_task_group() as tasks:
+            incoming: Any = read_stream
+            if listener.relay is not None:
+                sink, incoming = anyio.create_memory_object_stream(100)
+                tasks.start_soon(_take_permission_requests, read_stream, sink, listener)
+            thread.start()
+            try:
+                await low.run(incoming, write_stream, options)
+            finally:
+                listener.stop()
+                tasks.cancel_scope.cancel()
+
+
+def _method_and_params(item: object) -> tuple[object, object]:
+    """A client message's JSON-RPC method and params (None, None for anything else)."""
+    message = getattr(item, "message", None)
+    inner = getattr(message, "root", message)  # SDK v1 wraps it in a RootModel, v2 does not
+    return getattr(inner, "method", None), getattr(inner, "params", None)
+
+
+async def _take_permission_requests(source: Any, sink: Any, listener: Listener) -> None:
+    """Pass the client's messages on to the SDK's server, but the permission requests, which
+    the SDK does not know: each goes to the relay, in a thread of its own (an HTTP call)."""
+    async with sink:
+        async for item in source:
+            method, params = _method_and_params(item)
+            if method == PERMISSION_REQUEST:
+                threading.Thread(
+                    target=listener.relay_request, args=(params,), daemon=True
+                ).start()
+                continue
+            await sink.send(item)

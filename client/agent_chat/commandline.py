@@ -102,6 +102,7 @@ class Args:
     channel: bool
     channel_events: str
     allow_human: list[str]
+    permission_relay: str | None
 
     def __init__(self, **values: object) -> None:
         self.__dict__.update(values)
@@ -605,7 +606,8 @@ def _other_commands() -> tuple[Command, ...]:
             "With --channel it is also a Claude Code channel: new direct messages,\n"
             "mentions and urgent messages are pushed into the running session\n"
             "(claude --dangerously-load-development-channels server:agent-chat), and a\n"
-            "reply tool answers them.",
+            "reply tool answers them. With --permission-relay HUMAN, Claude Code's\n"
+            "permission prompts go to HUMAN as direct messages, answered 'yes ID' / 'no ID'.",
             args=(
                 flag("--channel", help="push new messages as Claude Code channel notifications"),
                 Arg(
@@ -621,6 +623,13 @@ def _other_commands() -> tuple[Command, ...]:
                     default=[],
                     help="only these humans (user id or its localpart; repeatable) reach the "
                     "session; agents always do",
+                ),
+                Arg(
+                    "--permission-relay",
+                    metavar="HUMAN",
+                    default=None,
+                    help="send Claude Code's permission prompts to HUMAN as direct messages; "
+                    "their 'yes ID' / 'no ID' answers them",
                 ),
             ),
         ),
@@ -841,7 +850,11 @@ def _mcp(args: Args) -> int:
     from . import mcp_server
 
     return mcp_server.main(
-        _context(args), args.channel, args.channel_events, tuple(args.allow_human)
+        _context(args),
+        args.channel,
+        args.channel_events,
+        tuple(args.allow_human),
+        args.permission_relay,
     )
 
 

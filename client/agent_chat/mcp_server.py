@@ -367,6 +367,7 @@ def main(
     channel: bool = False,
     events: str = "dm,mention,urgent",
     allow_humans: Sequence[str] = (),
+    permission_relay: str | None = None,
 ) -> int:
     """``ac mcp``: serve on stdio until the client closes stdin; with ``channel``, also push
     new messages as Claude Code channel notifications (:mod:`.channel`)."""
@@ -377,11 +378,14 @@ def main(
             "ac mcp needs the MCP SDK: pip install 'agent-chat[mcp]' (or pip install 'mcp>=1.28')"
         ) from None
     if not channel:
+        if permission_relay is not None:
+            raise AcError("--permission-relay needs --channel: the prompts travel on it")
         build(ctx).run()
         return 0
     from . import channel as push
 
-    listener = push.Listener(ctx, push.parse_events(events), allow_humans)
+    relay = push.PermissionRelay(permission_relay) if permission_relay is not None else None
+    listener = push.Listener(ctx, push.parse_events(events), allow_humans, relay)
     listener.prime()
     push.serve(build(ctx, channel=True), listener)
     return 0
