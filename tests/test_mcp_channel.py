@@ -307,7 +307,12 @@ def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
         AGENT_CHAT_SERVER=stack.api_url,
         AGENT_CHAT_TOKEN=me.token,
     )
-    args = ["mcp", "--channel", "--permission-relay", alice["user_id"]]
+    # Named by localpart: taken on the agent's own server, never looked up as a nick or a
+    # display name, which an impostor agent has here.
+    localpart = alice["user_id"][1:].split(":")[0]
+    impostor = register(stack, localpart, exact=True)
+    assert impostor.nick == localpart
+    args = ["mcp", "--channel", "--permission-relay", localpart]
     params = StdioServerParameters(command=AC, args=args, env=env)
     with start_blocking_portal() as portal, serving(portal, params) as channel:
         experimental = channel.init.capabilities.experimental or {}
@@ -331,6 +336,7 @@ def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
         assert body.startswith("Permission request abcde: may I use Bash? Run ls in the repo")
         assert '"yes abcde"' in body and '"no abcde"' in body and "ls -la" in body
         assert all(_no_controls(line) for line in body.split("\n")), repr(body)
+        assert _bodies(me, "@" + impostor.nick) == []
         room_id = me.messages(room=alice["user_id"], limit=1, mark_read="false")[0]["room_id"]
         _matrix_join(stack, alice, room_id)  # she accepts the direct chat from Element
 

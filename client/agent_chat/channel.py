@@ -151,12 +151,6 @@ def notification(msg: JSONObject, why: Iterable[str]) -> JSONObject:
     return {"jsonrpc": "2.0", "method": METHOD, "params": {"content": content, "meta": meta}}
 
 
-def _is(sender: str, name: str) -> bool:
-    """Whether ``sender`` (a user id) is who ``name`` names: the user id or its localpart."""
-    name = name.strip().lstrip("@").lower()
-    return sender.lstrip("@").lower() == name or sender[1:].split(":", 1)[0].lower() == name
-
-
 class PermissionRelay:
     """Claude Code's permission prompts as direct messages to one human, and that human's
     ``yes ID`` / ``no ID`` back as verdicts (see the module's docstring)."""
@@ -168,6 +162,9 @@ class PermissionRelay:
                 "--permission-relay takes one human: a user id (@alice:server) or its localpart"
             )
         self.human = name
+        #: The human's user id, once known: a localpart is taken on the agent's own server,
+        #: never looked up by name (a display name anyone can take would get the prompts).
+        self.user_id: str | None = "@" + name.lstrip("@") if ":" in name else None
         #: request id -> (when it was asked, the direct chat it went to).
         self.pending: dict[str, tuple[float, str]] = {}
         self.lock = threading.Lock()
@@ -179,7 +176,19 @@ class PermissionRelay:
         while len(self.pending) > PENDING_LIMIT:
             del self.pending[next(iter(self.pending))]
 
-    def ask(self, client: Client, params: object) -> None:
+    def _human(self, client: Client, own_user_id: str) -> str:
+        """The human's user id: a localpart on the agent's own server."""
+        if self.user_id is None:
+            if ":" not in own_user_id:
+                me = client.call("GET", "/whoami")
+                found = me.get("user_id") if isinstance(me, dict) else None
+                own_user_id = found if isinstance(found, str) else ""
+            if ":" not in own_user_id:
+                raise AcError("the server did not say its name: the prompt was not relayed")
+            self.user_id = f"@{self.human.lstrip('@')}:{own_user_id.split(':', 1)[1]}"
+        return self.user_id
+
+    def ask(self, client: Client, params: object, own_user_id: str = "") -> None:
         """Post one prompt to the human. A prompt without a valid request id is dropped."""
         fields = params if isinstance(params, dict) else {}
         request_id = fields.get("request_id")
@@ -195,7 +204,7 @@ class PermissionRelay:
             + (f"\nInput: {preview}" if preview else "")
             + f'\nAnswer "yes {request_id}" or "no {request_id}".'
         )
-        target = self.human if self.human.startswith("@") else "@" + self.human
+        target = self._human(client, own_user_id)
         answer = client.call(
             "PUT", "/send/" + os.urandom(16).hex(), body={"to": target, "body": body}
         )
@@ -210,7 +219,7 @@ class PermissionRelay:
         no such prompt is pending in that chat: answered at the terminal, expired, unknown).
         An answer is consumed either way: it is never pushed as a message."""
         sender, body = msg.get("sender"), msg.get("body")
-        if not isinstance(sender, str) or not isinstance(body, str) or not _is(sender, self.human):
+        if sender != self.user_id or not isinstance(body, str):
             return None
         found = ANSWER_RE.fullmatch(body.strip())
         if found is None:
@@ -267,7 +276,8 @@ class Listener:
         """Agents always; humans only if ``--allow-human`` names them (or none is named)."""
         if sender.startswith(AGENT_PREFIX) or not self.allow:
             return True
-        return any(_is(sender, name) for name in self.allow)
+        localpart = sender[1:].split(":", 1)[0].lower()
+        return sender.lstrip("@").lower() in self.allow or localpart in self.allow
 
     def reasons(self, msg: JSONObject, direct: bool) -> list[str]:
         """Why ``msg`` is pushed (empty: it is not)."""
@@ -413,7 +423,7 @@ class Listener:
         if self.relay is None:
             return
         try:
-            self.relay.ask(self.ctx.authed(), params)
+            self.relay.ask(self.ctx.authed(), params, self.user_id)
         except (AcError, ConnectionFailed) as e:
             what = e.message if isinstance(e, AcError) else str(e)
             sys.stderr.write(f"ac mcp --channel: permission request: {one_line(what)}\n")
