@@ -48,10 +48,8 @@ START_TIMEOUT = 90.0
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now (see :func:`free_port_block`)."""
+    return free_port_block(1)
 
 
 def free_ports(n: int) -> list[int]:
@@ -342,10 +340,24 @@ REDIS_ENV = "AGENT_CHAT_TEST_REDIS"
 REDIS_SKIP = f"{REDIS_ENV} is not set (e.g. redis://127.0.0.1:6379): Synapse worker tests skipped"
 
 
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's ephemeral range starts (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive ports free on 127.0.0.1 right now."""
+    """The first of ``n`` consecutive ports free on 127.0.0.1 right now, below the ephemeral
+    range: outgoing connections (to Redis, PostgreSQL, between workers) take their local ports
+    from that range, and one took a worker's port between this choice and the worker's bind
+    (CI, 'Address already in use')."""
+    low, top = 10000, _ephemeral_ports_start() - n
+    if top - low < 1000:  # a machine whose ephemeral range starts low: the old choice
+        low, top = 30000, 50000
     for _ in range(200):
-        base = secrets.randbelow(20000) + 30000
+        base = low + secrets.randbelow(top - low)
         if all(_port_free(base + i) for i in range(n)):
             return base
     raise RuntimeError(f"no {n} consecutive free ports")
