@@ -133,6 +133,9 @@ def write_cli_config(name: str, home: Path, url: str) -> None:
             'model = "fake-model"\n'
             'model_provider = "fake"\n'
             "check_for_update_on_startup = false\n"
+            # A turn waits this long for optional MCP servers (default 1 s); `ac mcp` needs
+            # 1.2-1.7 s here, more on a loaded CI machine (see the README, Codex CLI).
+            "mcp_optional_startup_grace_ms = 15000\n"
             "[model_providers.fake]\n"
             'name = "fake"\n'
             f'base_url = "{url}/v1"\n'
