@@ -303,7 +303,7 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
     worker_stack: WorkerStack,
 ) -> None:
     """SIGKILL generic1 (which also sends every appservice transaction) during a 20-agent
-    burst: the supervisor starts it again, every agent is served again within 10 s, and every
+    burst: the supervisor starts it again, every agent is served again, and every
     acknowledged message is counted exactly once."""
     st = worker_stack
     senders = [agent(st, i) for i in range(20)]
@@ -354,7 +354,9 @@ def test_a_killed_generic_worker_is_restarted_and_nothing_is_lost(
                 return False
             return up and len(served_after) == len(senders)
 
-        wait_for(back, 10.0, "generic1 restarted and every agent served again")
+        # Functional, not a timing target: 10 s is the usual, but a loaded CI machine once took
+        # longer to start a Synapse worker again (784f1d1).
+        wait_for(back, 30.0, "generic1 restarted and every agent served again")
     finally:
         stop.set()
         for t in threads:
