@@ -136,6 +136,17 @@ def _matrix_join(stack: Stack, human: dict[str, Any], alias: str) -> str:
     return str(data["room_id"])
 
 
+def _env(stack: Stack, tmp_path: Path, agent: Agent) -> dict[str, str]:
+    """``ac mcp``'s environment: this stack, ``agent``'s token, a home of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(
+        AGENT_CHAT_HOME=str(tmp_path / "home"),
+        AGENT_CHAT_SERVER=stack.api_url,
+        AGENT_CHAT_TOKEN=agent.token,
+    )
+    return env
+
+
 def _next_note(channel: Channel, timeout: float = 20.0) -> dict[str, Any]:
     try:
         return channel.notes.get(timeout=timeout)
@@ -164,12 +175,7 @@ def test_channel_pushes_gated_messages_and_replies(stack: Stack, tmp_path: Path)
     room_id = _matrix_join(stack, allowed, room)
     _matrix_join(stack, excluded, room)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-    env.update(
-        AGENT_CHAT_HOME=str(tmp_path / "home"),
-        AGENT_CHAT_SERVER=stack.api_url,
-        AGENT_CHAT_TOKEN=me.token,
-    )
+    env = _env(stack, tmp_path, me)
     alice_name = allowed["user_id"][1:].split(":")[0]
     params = StdioServerParameters(
         command=AC, args=["mcp", "--channel", "--allow-human", alice_name], env=env
@@ -238,9 +244,7 @@ def test_channel_events_option(stack: Stack, tmp_path: Path) -> None:
     room = "#" + unique("chan-")
     assert peer.call("POST", "/rooms", {"alias": room})[0] in (200, 201)
     assert me.call("POST", "/join", {"room": room})[0] == 200
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-    env.update(AGENT_CHAT_HOME=str(tmp_path / "home"), AGENT_CHAT_SERVER=stack.api_url)
-    env["AGENT_CHAT_TOKEN"] = me.token
+    env = _env(stack, tmp_path, me)
     params = StdioServerParameters(
         command=AC, args=["mcp", "--channel", "--channel-events", "dm"], env=env
     )
@@ -301,12 +305,7 @@ def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
     answers themselves push nothing."""
     me, peer = register(stack, unique("Chan")), register(stack, unique("Peer"))
     alice = stack.create_human(unique("alice"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
-    env.update(
-        AGENT_CHAT_HOME=str(tmp_path / "home"),
-        AGENT_CHAT_SERVER=stack.api_url,
-        AGENT_CHAT_TOKEN=me.token,
-    )
+    env = _env(stack, tmp_path, me)
     # Named by localpart: taken on the agent's own server, never looked up as a nick or a
     # display name, which an impostor agent has here.
     localpart = alice["user_id"][1:].split(":")[0]
