@@ -196,8 +196,8 @@ class PermissionRelay:
             raise AcError("a permission request without a valid request_id: not relayed")
         request_id = request_id.lower()
         tool = one_line(fields.get("tool_name") or "a tool")[:64]
-        description = " ".join(one_line(fields.get("description")).split())[:SHORT]
-        preview = " ".join(one_line(fields.get("input_preview")).split())[:SHORT]
+        description = _short(fields.get("description"))
+        preview = _short(fields.get("input_preview"))
         body = (
             f"Permission request {request_id}: may I use {tool}?"
             + (f" {description}" if description else "")
