@@ -9,16 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 import json
 import os
+import subprocess
 import sys
 import threading
-
-import pytest
 
 from agent_chat.config import save_config
 from conftest import Stack
 from helpers import McpProcess, register, unique, wait_for
 
-pytest.importorskip("mcp")
 AC = str(Path(sys.executable).with_name("ac"))
 
 
@@ -145,3 +143,48 @@ def test_mcp_claims(stack: Stack, tmp_path: Path) -> None:
     finally:
         server.close()
     assert server.proc.returncode == 0
+
+
+def test_mcp_starts_without_the_sdk(tmp_path: Path) -> None:
+    """``ac mcp`` answers ``initialize``, ``tools/list``, ``ping`` and bad input from its own
+    protocol layer: the MCP SDK (a second to import, longer than Codex's grace for optional
+    servers) is never imported. No chat server is contacted for any of these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(AGENT_CHAT_HOME=str(tmp_path / "chat"), AGENT_CHAT_SERVER="http://127.0.0.1:9")
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "x"}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {}},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "send"}},
+        {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "nope"}},
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "read", "arguments": {"last": "many"}},
+        },
+    ]
+    stdin = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", AC, "mcp"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    assert not {m for m in imported if m == "mcp" or m.startswith("mcp.")}, "the SDK was loaded"
+    answers = {a.get("id"): a for a in map(json.loads, done.stdout.splitlines())}
+    init = answers[1]["result"]
+    assert init["protocolVersion"] == "2025-11-25" and init["serverInfo"]["name"] == "agent-chat"
+    assert "untrusted" in init["instructions"]
+    assert len(answers[2]["result"]["tools"]) == 8 and answers[3]["result"] == {}
+    assert answers[4]["error"]["code"] == -32601 and answers[None]["error"]["code"] == -32700
+    refused = {5: "missing argument: to, message", 6: "unknown tool", 7: "argument last"}
+    for request_id, words in refused.items():
+        result = answers[request_id]["result"]
+        assert result["isError"] is True and words in result["content"][0]["text"], result

@@ -51,23 +51,11 @@ from .wait import MAX_POLL, RETRY_SECONDS, poll
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import Any, Protocol
 
     from .api import Client
     from .commands import Context
     from .mcp_server import ToolServer
     from .shapes import JSONObject
-
-    class LowLevelServer(Protocol):
-        """What this module uses of the SDK's low-level ``Server``."""
-
-        def create_initialization_options(
-            self, *, experimental_capabilities: dict[str, dict[str, object]]
-        ) -> object: ...
-
-        async def run(
-            self, read_stream: object, write_stream: object, options: object
-        ) -> None: ...
 
 
 #: The permission relay's capability and its two notifications (Claude Code 2.1.197).
@@ -429,88 +417,21 @@ class Listener:
             sys.stderr.write(f"ac mcp --channel: permission request: {one_line(what)}\n")
 
 
-class _RawMessage:
-    """A JSON-RPC message the SDK's stdio writer can serialise (it calls model_dump_json)."""
-
-    def __init__(self, data: JSONObject) -> None:
-        self.data = data
-
-    def model_dump_json(self, **_: object) -> str:
-        import json
-
-        return json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
-
-
-def lowlevel(server: ToolServer) -> LowLevelServer:
-    """The SDK's low-level Server under the high-level one (v2 MCPServer, v1 FastMCP)."""
-    for name in ("_lowlevel_server", "_mcp_server"):
-        found: LowLevelServer | None = getattr(server, name, None)  # private: per SDK version
-        if found is not None:
-            return found
-    raise AcError("this MCP SDK has no low-level server to declare the channel with")
-
-
 def serve(server: ToolServer, listener: Listener) -> None:
     """Serve ``server`` on stdio with the channel capability; push while it runs."""
-    import anyio
+    server.experimental[CAPABILITY] = {}
+    if listener.relay is not None:
+        server.experimental[PERMISSION_CAPABILITY] = {}
 
-    anyio.run(_serve, server, listener)
+        def relay(params: object) -> None:  # an HTTP call: off the reading thread
+            threading.Thread(target=listener.relay_request, args=(params,), daemon=True).start()
 
-
-async def _serve(server: ToolServer, listener: Listener) -> None:
-    import asyncio
-
-    from mcp.server.stdio import stdio_server
-    from mcp.shared.message import SessionMessage
-    import anyio
-
-    low = lowlevel(server)
-    loop = asyncio.get_running_loop()
-    async with stdio_server() as (read_stream, write_stream):
-
-        def deliver(note: JSONObject) -> None:
-            # SessionMessage wants the SDK's JSONRPCMessage; the stdio writer only calls
-            # model_dump_json, which _RawMessage has (the SDK has no model for this method).
-            message = SessionMessage(_RawMessage(note))  # type: ignore[arg-type]
-            future = asyncio.run_coroutine_threadsafe(write_stream.send(message), loop)
-            future.result(timeout=60)
-
-        thread = threading.Thread(
-            target=listener.run, args=(deliver,), name="ac-channel", daemon=True
-        )
-        capabilities: dict[str, dict[str, object]] = {CAPABILITY: {}}
-        if listener.relay is not None:
-            capabilities[PERMISSION_CAPABILITY] = {}
-        options = low.create_initialization_options(experimental_capabilities=capabilities)
-        async with anyio.create_task_group() as tasks:
-            incoming: Any = read_stream
-            if listener.relay is not None:
-                sink, incoming = anyio.create_memory_object_stream(100)
-                tasks.start_soon(_take_permission_requests, read_stream, sink, listener)
-            thread.start()
-            try:
-                await low.run(incoming, write_stream, options)
-            finally:
-                listener.stop()
-                tasks.cancel_scope.cancel()
-
-
-def _method_and_params(item: object) -> tuple[object, object]:
-    """A client message's JSON-RPC method and params (None, None for anything else)."""
-    message = getattr(item, "message", None)
-    inner = getattr(message, "root", message)  # SDK v1 wraps it in a RootModel, v2 does not
-    return getattr(inner, "method", None), getattr(inner, "params", None)
-
-
-async def _take_permission_requests(source: Any, sink: Any, listener: Listener) -> None:
-    """Pass the client's messages on to the SDK's server, but the permission requests, which
-    the SDK does not know: each goes to the relay, in a thread of its own (an HTTP call)."""
-    async with sink:
-        async for item in source:
-            method, params = _method_and_params(item)
-            if method == PERMISSION_REQUEST:
-                threading.Thread(
-                    target=listener.relay_request, args=(params,), daemon=True
-                ).start()
-                continue
-            await sink.send(item)
+        server.notifications[PERMISSION_REQUEST] = relay
+    thread = threading.Thread(
+        target=listener.run, args=(server.push,), name="ac-channel", daemon=True
+    )
+    thread.start()
+    try:
+        server.run()
+    finally:
+        listener.stop()

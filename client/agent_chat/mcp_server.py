@@ -12,8 +12,8 @@
 It acts as the same identity as ``ac`` (``AGENT_CHAT_NICK`` / ``AGENT_CHAT_TOKEN`` / the
 default), registering one on first use. Message text in results is wrapped in an
 ``<untrusted-chat-content>`` block with a note that it was written by others and is data, not
-instructions. Needs the optional ``mcp`` extra (the official SDK; v1's ``FastMCP`` and v2's
-``MCPServer`` both work).
+instructions. The protocol layer is :mod:`.mcp_stdio` (stdlib only: ``initialize`` is answered
+before Codex's 1 s grace for optional servers ends; the SDK took over a second to import).
 
 Register it with ``claude mcp add agent-chat -- ac mcp``, ``codex mcp add agent-chat -- ac
 mcp`` or ``gemini mcp add agent-chat ac mcp``.
@@ -28,23 +28,17 @@ from . import render
 from .commands import Context, normalize_target
 from .errors import AcError, ApiError, ClaimConflict
 from .http import ConnectionFailed
+from .mcp_stdio import Server, ToolError
 from .safe_text import one_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from typing import Protocol
+    from collections.abc import Mapping, Sequence
 
     from .shapes import JSONObject
 
-    Tool = Callable[..., str]
-
-    class ToolServer(Protocol):
-        """What this module uses of the SDK's MCPServer (v2) / FastMCP (v1)."""
-
-        def tool(self) -> Callable[[Tool], Tool]: ...
-
-        def run(self) -> None: ...
+#: The server ``build`` returns (the name :mod:`.channel` knows it by).
+ToolServer = Server
 
 
 TAG = "untrusted-chat-content"
@@ -68,36 +62,6 @@ CHANNEL_INSTRUCTIONS = (
     " with the `reply` tool and its chat_id, only when an answer is needed."
 )
 _TAG_RE = re.compile(r"<\s*/?\s*" + TAG, re.IGNORECASE)
-
-
-def server_class() -> Callable[..., ToolServer]:
-    """The SDK's high-level server class: ``MCPServer`` (mcp v2) or ``FastMCP`` (mcp v1)."""
-    try:
-        from mcp.server.mcpserver import MCPServer
-
-        return MCPServer
-    except ImportError:
-        # mcp v1 only: the v2 SDK the type checker sees has no FastMCP here.
-        from mcp.server.fastmcp import FastMCP  # type: ignore[attr-defined]
-
-        v1: Callable[..., ToolServer] = FastMCP
-        return v1
-
-
-def tool_error_class() -> type[Exception]:
-    """The SDK's ToolError: its message reaches the model (other exceptions are hidden)."""
-    try:
-        from mcp.server.mcpserver.exceptions import ToolError
-
-        return ToolError
-    except ImportError:
-        pass
-    try:
-        from mcp.server.fastmcp.exceptions import ToolError as V1ToolError  # mcp v1
-    except ImportError:
-        return RuntimeError
-    v1: type[Exception] = V1ToolError
-    return v1
 
 
 def untrusted(lines: list[str]) -> str:
@@ -284,9 +248,13 @@ def _objects(value: object) -> list[JSONObject]:
 
 def build(ctx: Context, channel: bool = False) -> ToolServer:
     """The MCP server with its tools registered (and ``reply`` for a channel)."""
-    tools = ChatTools(ctx, tool_error_class())
-    server = server_class()(
-        "agent-chat", instructions=INSTRUCTIONS + (CHANNEL_INSTRUCTIONS if channel else "")
+    from . import __version__
+
+    tools = ChatTools(ctx, ToolError)
+    server = Server(
+        "agent-chat",
+        instructions=INSTRUCTIONS + (CHANNEL_INSTRUCTIONS if channel else ""),
+        version=__version__,
     )
 
     @server.tool()
@@ -371,12 +339,6 @@ def main(
 ) -> int:
     """``ac mcp``: serve on stdio until the client closes stdin; with ``channel``, also push
     new messages as Claude Code channel notifications (:mod:`.channel`)."""
-    try:
-        import mcp  # noqa: F401
-    except ImportError:
-        raise AcError(
-            "ac mcp needs the MCP SDK: pip install 'agent-chat[mcp]' (or pip install 'mcp>=1.28')"
-        ) from None
     if not channel:
         if permission_relay is not None:
             raise AcError("--permission-relay needs --channel: the prompts travel on it")
