@@ -600,8 +600,7 @@ def _other_commands() -> tuple[Command, ...]:
             _mcp,
             "run the MCP server on stdio (send, read, who, notify tools)",
             "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
-            "read, who and notify, as this identity (no extra needed). Register it with\n"
-            "e.g.\n"
+            "read, who and notify, as this identity. Register it with e.g.\n"
             "claude mcp add agent-chat -- ac mcp\n\n"
             "With --channel it is also a Claude Code channel: new direct messages,\n"
             "mentions and urgent messages are pushed into the running session\n"
