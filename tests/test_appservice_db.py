@@ -22,7 +22,7 @@ KEY = bytes(range(32))
 async def _database(url: str) -> AsyncIterator[Database]:
     """The database as the service opens it: a pool on PostgreSQL, one writer on SQLite."""
     postgres = url.startswith("postgres")
-    db = Database.create(
+    db = tables.create(
         url,
         upgrade_table=tables.upgrade_table,
         db_args={"min_size": 1, "max_size": 10} if postgres else {"min_size": 1},
@@ -153,3 +153,15 @@ def test_a_transaction_in_the_sqlite_thread_may_not_await_anything_else(tmp_path
             assert await _claimed(db) == ["t2"]
 
     asyncio.run(scenario())
+
+
+def test_importing_the_tables_changes_nothing_in_mautrix_for_others() -> None:
+    """The one-trip SQLite pool is asked for by name (``db.create``): a plain
+    ``Database.create`` elsewhere in the process still gets mautrix's own connections."""
+    from mautrix.util.async_db import aiosqlite as mautrix_sqlite
+
+    from agent_chat_appservice.db.sqlite import OneTripConnection, OneTripSQLiteDatabase
+
+    assert mautrix_sqlite.TxnConnection is not OneTripConnection
+    assert type(Database.create("sqlite::memory:")) is mautrix_sqlite.SQLiteDatabase
+    assert type(tables.create("sqlite::memory:")) is OneTripSQLiteDatabase

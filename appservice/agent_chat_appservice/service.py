@@ -8,7 +8,6 @@ import ipaddress
 import logging
 
 from aiohttp import web
-from mautrix.util.async_db import Database
 
 from . import db as tables
 from . import metrics
@@ -52,7 +51,7 @@ class AgentChatService:
         # in SQLite's busy handler, and a pool of readers that never wait for a write.
         # PostgreSQL: one pool for both.
         postgres = config.database.startswith(("postgres:", "postgresql:"))
-        self.db = Database.create(
+        self.db = tables.create(
             config.database,
             upgrade_table=tables.upgrade_table,
             db_args=(
@@ -62,7 +61,7 @@ class AgentChatService:
             ),
         )
         self.read_db = (
-            self.db if postgres else Database.create(config.database, db_args={"min_size": 3})
+            self.db if postgres else tables.create(config.database, db_args={"min_size": 3})
         )
         self.hs = Homeserver(config)
         self.rooms = Rooms(self.hs)

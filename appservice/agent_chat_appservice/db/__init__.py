@@ -7,7 +7,7 @@ connections), so a schema change touches only ``db/``.
 from __future__ import annotations
 
 from .base import bind as init
-from .base import now_ms, run_transaction, transaction, use_key
+from .base import create, now_ms, run_transaction, transaction, use_key
 from .claim import Claim
 from .client_send import ClientSend
 from .hs_transaction import HSTransaction
@@ -17,11 +17,8 @@ from .member import Member
 from .message import Message
 from .room import Channel, DirectChat, Room
 from .send_rate import SendRate
-from .sqlite import register as _one_trip_sqlite
 from .upgrade import upgrade_table
 from .webhook import Webhook
-
-_one_trip_sqlite()
 
 __all__ = [
     "Channel",
@@ -37,6 +34,7 @@ __all__ = [
     "SendRate",
     "Unread",
     "Webhook",
+    "create",
     "init",
     "now_ms",
     "run_transaction",

@@ -16,10 +16,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 import time
 
-from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db import Connection, Database, UpgradeTable
+from yarl import URL
 
 from .sealed import Sealer
-from .sqlite import OneTripConnection
+from .sqlite import OneTripConnection, OneTripSQLiteDatabase
 
 T = TypeVar("T")
 
@@ -39,6 +40,17 @@ class Table:
     read_db: ClassVar[Database]
     #: Seals the secrets kept in the database (humans' Matrix tokens); see :func:`use_key`.
     sealer: ClassVar[Sealer | None] = None
+
+
+def create(
+    url: str, *, upgrade_table: UpgradeTable | None = None, db_args: dict[str, Any] | None = None
+) -> Database:
+    """``Database.create``, with the one-trip SQLite pool (``sqlite.py``) for SQLite URLs."""
+    if URL(url).scheme in ("sqlite", "sqlite3"):
+        return OneTripSQLiteDatabase(
+            URL(url), upgrade_table=upgrade_table or UpgradeTable(), db_args=db_args
+        )
+    return Database.create(url, upgrade_table=upgrade_table, db_args=db_args)
 
 
 def bind(db: Database, read: Database | None = None) -> None:

@@ -7,7 +7,9 @@ machines. mautrix's ``fetch``, ``fetchrow`` and ``fetchval`` take three (execute
 the cursor), so applying one homeserver transaction cost sixteen trips and most of its time,
 on the path of every message to a waiting agent. Here each query is one trip, and
 :meth:`OneTripConnection.run_transaction` runs a whole transaction in one.
-:func:`register` is called when ``db`` is imported.
+
+The pool that uses them, :class:`OneTripSQLiteDatabase`, is asked for by name (``db.create``):
+importing this module changes nothing in mautrix for anyone else in the process.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 import sqlite3
 
-from mautrix.util.async_db import Scheme
+from mautrix.util.async_db import Database, Scheme
 from mautrix.util.async_db import aiosqlite as mautrix_sqlite
-from mautrix.util.async_db.aiosqlite import POSITIONAL_PARAM_PATTERN
+from mautrix.util.async_db.aiosqlite import POSITIONAL_PARAM_PATTERN, SQLiteDatabase
 
 
 def _sqlite(query: str) -> str:
@@ -138,7 +140,23 @@ class OneTripConnection(mautrix_sqlite.TxnConnection):
         return result
 
 
-def register() -> None:
-    """Make every SQLite pool mautrix opens from now on use :class:`OneTripConnection`:
-    ``SQLiteDatabase.start`` builds its connections from this module-level name. Idempotent."""
-    mautrix_sqlite.TxnConnection = OneTripConnection  # type: ignore[misc]
+class OneTripSQLiteDatabase(SQLiteDatabase):
+    """mautrix's SQLite pool, its connections :class:`OneTripConnection`s."""
+
+    async def start(self) -> None:
+        if self._parent or self._conns or self._stopped:
+            await super().start()  # shares a parent's pool, or refuses a second start
+            return
+        # SQLiteDatabase.start, with our connection class (it names its own, with no hook).
+        for _ in range(self._pool.maxsize):
+            conn = OneTripConnection(self._path, **self._db_args)
+            await conn  # starts its thread and opens the file
+            if self._init_commands:
+                cursor = await conn.cursor()
+                for command in self._init_commands:
+                    await cursor.execute(command)
+                await conn.commit()
+            conn.row_factory = sqlite3.Row
+            self._pool.put_nowait(conn)
+            self._conns += 1
+        await Database.start(self)
