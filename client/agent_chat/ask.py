@@ -19,15 +19,16 @@ import sys
 import time
 
 from . import render, wait
-from .commands import normalize_target, out
+from .context import out
 from .errors import EXIT_TIMEOUT, AcError, ApiError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line, record
+from .targets import normalize_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .api import Client
-    from .commands import Context
+    from .context import Context
     from .shapes import JSONObject
 
 #: ``ac ask``'s default wait, in seconds.

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from .api import Client
-    from .commands import Context
+    from .context import Context
     from .mcp_server import ToolServer
     from .shapes import JSONObject
 

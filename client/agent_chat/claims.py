@@ -19,7 +19,7 @@ import re
 import sys
 import time
 
-from .commands import Context, out
+from .context import Context, out
 from .errors import EXIT_ERROR, EXIT_OK, AcError, ApiError, ClaimConflict, UsageError
 from .safe_text import one_line
 

@@ -48,7 +48,7 @@ def run(argv: list[str]) -> int:
 
             hook = claims.check_staged_argv(rest)
             if hook is not None:
-                from .commands import Context
+                from .context import Context
 
                 return claims.check_staged(Context(verbose), *hook)
         from . import commandline

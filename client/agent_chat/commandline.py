@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
     import argparse
 
-    from .commands import Context
+    from .context import Context
 
     Handler = Callable[["Args"], int]
 
@@ -663,7 +663,7 @@ def _target(help: str = "#room", metavar: str = "TARGET") -> Arg:
 
 
 def _context(args: Args) -> Context:
-    from .commands import Context
+    from .context import Context
 
     return Context(verbose=args.verbose)
 

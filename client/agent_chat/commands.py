@@ -1,4 +1,5 @@
-"""What each ``ac`` command does (argument parsing lives in :mod:`agent_chat.cli`)."""
+"""What each ``ac`` command does (its arguments are declared in :mod:`agent_chat.commandline`;
+the environment it runs in is :mod:`agent_chat.context`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 from . import identity as ident
 from . import render
-from .api import Client, log
+from .api import log
 from .config import (
     CONFIG_KEYS,
     Settings,
@@ -16,113 +17,18 @@ from .config import (
     save_config,
     valid_server_url,
 )
+from .context import Context, out, point_hook_at, use_color
 from .errors import AcError, ApiError, AuthError, ConfigFileError, NetworkError, UsageError
 from .http import ConnectionFailed
 from .safe_text import one_line
+from .targets import argv_text, normalize_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TextIO
-
     from .identity import Identity
     from .shapes import JSONObject, UnreadCount, UnreadEntry
 
 NOTIFY_TIMEOUT = 5.0
-
-
-class Context:
-    """Settings, verbosity, and the API client and identity, made on first use."""
-
-    def __init__(self, verbose: bool = False, settings: Settings | None = None) -> None:
-        self.verbose = verbose
-        self.settings = settings or Settings()
-        self._identity: Identity | None = None
-
-    def client(self, token: str | None = None, timeout: float | None = None) -> Client:
-        """An API client for our server (with ``token``, if given)."""
-        if timeout:
-            return Client(self.settings.server_url, token, verbose=self.verbose, timeout=timeout)
-        return Client(self.settings.server_url, token, verbose=self.verbose)
-
-    def identity(self) -> Identity:
-        """Our identity; registers one on first use."""
-        found = self._identity
-        if found is None:
-            found = self._identity = ident.resolve(self.settings, self.client())
-            if found.source == "registration":
-                _point_hook_at(self.settings, found)
-            if self.verbose:
-                log(f"identity {found.label()} ({found.user_id or '?'}) from {found.source}")
-        return found
-
-    def current_identity(self) -> Identity | None:
-        """Our identity if there is one already (never registers)."""
-        if self._identity is None:
-            self._identity = ident.current(self.settings)
-        return self._identity
-
-    def authed(self, timeout: float | None = None) -> Client:
-        """An API client with our token (registering an identity if needed)."""
-        client = self.client(self.identity().token, timeout)
-        client.on_rejected = self.rejected
-        return client
-
-    def rejected(self, error: AuthError) -> AuthError:
-        """The server's 401, reworded: what is true for where our token came from."""
-        from .whoami import rejected
-
-        message = rejected(self.settings, self._identity)
-        return AuthError(f"authentication failed: {message}", detail=error.detail)
-
-    def cache_key(self) -> str:
-        """The identity's key in the caches (``state.json``)."""
-        nick = self._identity.key if self._identity and self._identity.key else "default"
-        return f"{self.settings.server_url}|{nick}"
-
-
-def _point_hook_at(settings: Settings, identity: Identity | None) -> None:
-    """After storing credentials: the shell hook's files follow ``identity``, the one the
-    settings now resolve to (``hook_files`` is imported only here: storing is rare)."""
-    if identity is None:
-        return
-    from . import hook_files
-
-    hook_files.refresh(settings, identity)
-
-
-def out(text: str = "") -> None:
-    """A line on stdout."""
-    sys.stdout.write(text + "\n")
-
-
-def use_color(stream: TextIO | None = None) -> bool:
-    """Colour on ``stream`` (stdout): a terminal, and neither NO_COLOR nor TERM=dumb."""
-    stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _argv_text(text: str) -> str:
-    """Command-line text with undecodable bytes (surrogate escapes) replaced by U+FFFD."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def normalize_target(target: str, kind: str = "target") -> str:
-    """``general`` → ``#general``; ``#x``, ``@Nick``, ``@u:server``, ``!id`` unchanged."""
-    target = _argv_text(target).strip()
-    if not target or target in "#@!":
-        raise UsageError(f"empty {kind}: use #room, @Nick or @user:server")
-    if target[0] not in "#@!":
-        target = "#" + target
-    return target
 
 
 # --- notify ----------------------------------------------------------------------------------
@@ -186,7 +92,7 @@ def send(
         if body.endswith("\n"):
             body = body[:-2] if body.endswith("\r\n") else body[:-1]
     else:
-        body = _argv_text(" ".join(words))
+        body = argv_text(" ".join(words))
     if not body.strip():
         raise UsageError("empty message: nothing to send")
     client = ctx.authed()
@@ -564,7 +470,7 @@ def register(ctx: Context, name: str | None, make_default: bool = False) -> int:
                     if make_default:
                         ident.set_default(data, s.server_url, existing.key)
                         ident.save_credentials(s.home, data)
-                        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
+                        point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
                     out(
                         "already registered: {} ({})".format(
                             one_line(existing.nick or name), one_line(existing.user_id or "?")
@@ -579,7 +485,7 @@ def register(ctx: Context, name: str | None, make_default: bool = False) -> int:
             ident.free_key(data, s.server_url, key)
         found = ident.store_identity(data, s.server_url, key, answer, make_default=make_default)
         ident.save_credentials(s.home, data)
-        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
+        point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
     out(
         f"registered {one_line(found.nick or '?')} ({one_line(found.user_id or '?')})"
         + _joined(answer)
@@ -682,7 +588,7 @@ def login(ctx: Context, name: str, make_default: bool = False) -> int:
             data, s.server_url, ident.nick_key(name), answer, make_default=make_default
         )
         ident.save_credentials(s.home, data)
-        _point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
+        point_hook_at(s, ident.stored_identity(data, s.server_url, s.nick))
     out(
         f"logged in as {one_line(found.nick or name)} ({one_line(found.user_id or '?')})"
         + _joined(answer)

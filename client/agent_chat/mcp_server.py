@@ -25,11 +25,12 @@ import os
 import re
 
 from . import render
-from .commands import Context, normalize_target
+from .context import Context
 from .errors import AcError, ApiError, ClaimConflict
 from .http import ConnectionFailed
 from .mcp_stdio import Server, ToolError
 from .safe_text import one_line
+from .targets import normalize_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

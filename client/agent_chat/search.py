@@ -7,9 +7,10 @@ import re
 import time
 
 from . import render
-from .commands import Context, _argv_text, normalize_target, out, use_color
+from .context import Context, out, use_color
 from .errors import AcError, ApiError
 from .safe_text import one_line
+from .targets import argv_text, normalize_target
 
 #: The longest query the server takes, in characters.
 MAX_QUERY = 256
@@ -44,7 +45,7 @@ def search(
     as_json: bool,
 ) -> int:
     """Print the messages matching ``query``, newest first."""
-    query = _argv_text(query)
+    query = argv_text(query)
     if not query.strip():
         raise AcError("the query is empty: give words to search for")
     if len(query) > MAX_QUERY:

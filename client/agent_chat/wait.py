@@ -41,7 +41,7 @@ from .files import atomic_write, read_text
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .api import Client
-    from .commands import Context
+    from .context import Context
     from .shapes import JSONObject
 
 #: The longest single long-poll the server accepts.

@@ -18,8 +18,8 @@ from .safe_text import one_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .commands import Context
     from .config import Settings
+    from .context import Context
     from .identity import Identity
     from .shapes import IdentityRecord, WhoamiReport
 
