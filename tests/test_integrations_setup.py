@@ -508,3 +508,30 @@ def test_wake_hook_exit_codes(tmp_path: Path, script: str, code: int, stderr: st
         "--timeout",
         "7",
     ]
+
+
+def test_gemini_and_codex_share_the_skills_and_uninstall_leaves_no_empty_folders(
+    home: Path,
+) -> None:
+    """Gemini CLI reads skills from ~/.agents/skills, as Codex does: `ac setup gemini` installs
+    them there; uninstalling one of the two keeps them while the other is installed; the last
+    uninstall removes them and the folders setup created (no empty ~/.agents left), never a
+    folder that was there before."""
+    chat = home / "chat-home"
+    skill = home / ".agents" / "skills" / "chat" / "SKILL.md"
+    (home / ".gemini").mkdir()  # the user's own folder: stays
+    run_setup(home, chat, "gemini")
+    assert "installed by `ac setup`" in skill.read_text()
+    run_setup(home, chat, "codex")
+    out = run_setup(home, chat, "gemini", "--uninstall").stdout
+    assert skill.exists() and "codex reads them too" in out, out
+    run_setup(home, chat, "codex", "--uninstall")
+    assert not (home / ".agents").exists()
+    assert not (home / ".codex").exists()
+    assert (home / ".gemini").is_dir() and not any((home / ".gemini").iterdir())
+    assert sorted(p.name for p in home.iterdir()) == [".gemini", "chat-home"]
+    # A folder the user made before setup is theirs, even when it is empty afterwards.
+    (home / ".agents").mkdir()
+    run_setup(home, chat, "codex")
+    run_setup(home, chat, "codex", "--uninstall")
+    assert (home / ".agents").is_dir() and not any((home / ".agents").iterdir())

@@ -48,9 +48,11 @@ class Change:
 class Plan:
     """The changes of one ``ac setup`` run, plus notes for the user."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: str | None = None) -> None:
         self.changes: list[Change] = []
         self.notes: list[str] = []
+        #: A JSON file listing the folders ``ac setup`` created (None: not kept).
+        self.record = record
 
     def write(
         self,
@@ -76,6 +78,7 @@ class Plan:
     def apply(self, dry_run: bool, out: Callable[[str], None]) -> int:
         """Write (unless ``dry_run``) and describe every change; return how many there were."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        created: list[str] = []
         for change in self.changes:
             verb = (
                 ("would create" if dry_run else "created")
@@ -96,6 +99,7 @@ class Plan:
                     os.unlink(change.path)
                     _remove_empty_parents(os.path.dirname(change.path))
                 else:
+                    created += _missing_dirs(os.path.dirname(change.path))
                     mode = _mode_of(change.path, change.mode)
                     atomic_write(change.path, change.after.encode("utf-8"), mode)
             out(line)
@@ -110,6 +114,8 @@ class Plan:
                 )
                 for d in list(diff)[2:]:
                     out("    " + d)
+        if not dry_run:
+            self._keep_record(created, any(c.after is None for c in self.changes))
         for note in self.notes:
             out("note: " + note)
         if not self.changes:
@@ -118,6 +124,44 @@ class Plan:
                 % ("removed" if self.notes == ["uninstall"] else "up to date")
             )
         return len(self.changes)
+
+    def _keep_record(self, created: list[str], removed: bool) -> None:
+        """Add the folders this run created to the record; after a removal, remove the
+        recorded folders that are empty now (deepest first) and forget those that are gone."""
+        if self.record is None or not (created or removed):
+            return
+        try:
+            known = json.loads(read_text(self.record) or "[]")
+        except ValueError:
+            known = []
+        folders = {d for d in known if isinstance(d, str)} if isinstance(known, list) else set()
+        folders.update(created)
+        if removed:
+            for folder in sorted(folders, key=lambda d: d.count(os.sep), reverse=True):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass  # not empty (theirs or ours still), or gone
+            folders = {d for d in folders if os.path.isdir(d)}
+        try:
+            if folders:
+                atomic_write(self.record, json.dumps(sorted(folders)).encode(), 0o600)
+            elif os.path.exists(self.record):
+                os.unlink(self.record)
+        except OSError:
+            pass  # the record is a convenience: the files themselves were handled
+
+
+def _missing_dirs(directory: str) -> list[str]:
+    """``directory`` and its ancestors that do not exist yet (what writing into it creates)."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(os.path.abspath(directory))
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return missing
 
 
 def _mode_of(path: str, default: int) -> int:
