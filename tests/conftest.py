@@ -40,7 +40,7 @@ from agent_chat_server import control
 from agent_chat_server.files import load_yaml
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-from helpers import Ac, http_json, unique
+from helpers import Ac, http_json, reap_spawned, unique
 
 POSTGRES_ENV = "AGENT_CHAT_TEST_POSTGRES"
 POSTGRES_SKIP = f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped"
@@ -187,6 +187,15 @@ def _isolated_client_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AGENT_CHAT_HOME", str(tmp_path_factory.mktemp("agent-chat-home")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned() -> Iterator[None]:
+    """Whatever a test started through helpers.spawn is killed when it ends, pass or fail."""
+    try:
+        yield
+    finally:
+        reap_spawned()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -243,6 +244,51 @@ BAD_CHARS = (
 AC = str(Path(sys.executable).with_name("ac"))
 
 
+# --- processes a test starts -----------------------------------------------------------------
+
+#: Every process started through :func:`spawn`: ``reap_spawned`` (an autouse fixture) kills
+#: what a test left running, whatever made it fail.
+SPAWNED: list[subprocess.Popen[Any]] = []
+
+
+def _default_signals() -> None:
+    """In the child, before exec: SIGINT and SIGTERM do what they do by default, whatever the
+    test run inherited (a background job of a non-interactive shell starts with SIGINT
+    ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen`` for tests: signals at their defaults in the child, and killed at
+    the end of the test if it is still running (see :func:`reap_spawned`)."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(argv, preexec_fn=_default_signals, **kwargs)
+    SPAWNED.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    """Send ``sig`` and wait for the exit code; killed (and waited for) if it does not end in
+    ``timeout`` seconds, so nothing outlives the test either way."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def reap_spawned() -> None:
+    """Kill and wait for every spawned process still running (and forget them all)."""
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 class Ac:
     """Runs ``ac`` as a cold subprocess with its own AGENT_CHAT_HOME."""
 
@@ -318,7 +364,7 @@ class McpProcess:
     """`ac mcp` as a subprocess, spoken to in JSON-RPC over stdio as an MCP client would."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [AC, "mcp"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ import nio
 import pytest
 
 from conftest import Stack
-from helpers import AC, Ac, Agent, http_json, register, sentinel, unique, wait_for
+from helpers import AC, Ac, Agent, http_json, register, sentinel, spawn, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers
@@ -211,7 +211,8 @@ def test_bad_reply_input_is_one_line_and_sends_nothing(room: tuple[Ac, str]) -> 
 
 
 def _ask(ac: Ac, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """``ac ask ARGS`` in the background, killed when the test ends (helpers.spawn)."""
+    return spawn(
         [AC, "ask", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

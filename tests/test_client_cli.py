@@ -20,7 +20,7 @@ import subprocess
 import threading
 
 from conftest import Stack, free_port, http_json
-from helpers import AC, Ac, unique, wait_for
+from helpers import AC, Ac, spawn, stop, unique, wait_for
 
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
 
@@ -264,13 +264,19 @@ def test_listen_follow(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None
     owner.ok("send", name, "before following")
     follower = make_ac()
     follower.ok("join", name)
-    proc = subprocess.Popen(
-        [AC, "listen", name, "--follow", "--last", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=follower.env(),
-    )
+    # As a background job of a non-interactive shell runs it: SIGINT ignored, which a child
+    # inherits unless the test resets it (spawn does).
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = spawn(
+            [AC, "listen", name, "--follow", "--last", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=follower.env(),
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     try:
@@ -281,9 +287,9 @@ def test_listen_follow(make_ac: Callable[..., Ac], room: tuple[Ac, str]) -> None
         owner.ok("send", name, "[DONE] and again")
         assert lines.get(timeout=15).rstrip("\n").endswith(": [DONE] and again")
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        assert proc.stderr.read() == ""
+        code = stop(proc, signal.SIGINT)  # Ctrl-C ends it quietly, whatever the run inherited
+    assert code == 0
+    assert proc.stderr.read() == ""
 
 
 # --- notify ----------------------------------------------------------------------------------

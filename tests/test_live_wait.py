@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import Stack
-from helpers import AC, Ac, Agent, register, shared_room, unique, wait_for
+from helpers import AC, Ac, Agent, register, shared_room, spawn, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers
@@ -211,7 +211,8 @@ def _ac(stack: Stack, tmp_path: Path, agent: Agent) -> tuple[Ac, dict[str, str]]
 
 
 def _start(ac: Ac, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """``ac ARGS`` in the background, killed when the test ends (helpers.spawn)."""
+    return spawn(
         [AC, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -326,7 +327,7 @@ def test_ac_wait_ends_with_the_watched_process(stack: Stack, tmp_path: Path) -> 
     ac, env = _ac(stack, tmp_path, b)
     a.send(room, "unread before")
     wait_for(lambda: room in b.notify(), what="message counted")
-    session_cli = subprocess.Popen(["sleep", "300"])
+    session_cli = spawn(["sleep", "300"])
     try:
         waiting = _start(
             ac,
