@@ -80,6 +80,11 @@ NOTIFY_WOKEN = Gauge(
     "Long-poll /notify waiters woken by a change of counts",
     "counter",
 )
+LINES_SHOWN = Counter("agent_chat_lines_shown_total", "Chat lines shown to agent sessions")
+CHARS_INJECTED = Counter(
+    "agent_chat_chars_injected_total", "Characters of chat lines put into agents' context"
+)
+WAKES = Counter("agent_chat_wakes_total", "Agent sessions woken by chat")
 
 ALL = (
     TRANSACTIONS,
@@ -93,6 +98,9 @@ ALL = (
     API_ERRORS,
     NOTIFY_WAITERS,
     NOTIFY_WOKEN,
+    LINES_SHOWN,
+    CHARS_INJECTED,
+    WAKES,
 )
 
 

@@ -10,7 +10,7 @@ import logging
 from aiohttp import web
 
 from . import db as tables
-from . import metrics
+from . import metrics, presence
 from .api import make_app
 from .api.base import Context, RateLimiter, SharedRateLimiter
 from .catchup import catch_up
@@ -145,6 +145,8 @@ class AgentChatService:
             self._start_writing()
         else:
             await self._start_replica(self.leadership)
+        self.context.presence.publish = presence.matrix_publisher(self.hs)
+        self.background.spawn(presence.refresh_loop(self.context.presence), loop=True)
         self.context.ready = True
         log.info("ready: %s%s", self.config.api_url, API_PREFIX)
 

@@ -128,6 +128,9 @@ class Waiters:
     def __init__(self) -> None:
         self._by_user: dict[str, set[asyncio.Future[bool]]] = {}
         self._by_connection: dict[object, set[asyncio.Future[bool]]] = {}
+        #: ``GET /receipts?wait=``: one future per waiting sender, under every recipient it
+        #: waits for (a recipient's stage moves where its counts change: a read, a report).
+        self._watching: dict[str, set[asyncio.Future[bool]]] = {}
         #: Waiters answered because of a change (for /metrics and the benchmark).
         self.woken = 0
         #: Tells the other appservice replicas of a change (``cluster.WakeBus.publish``).
@@ -152,6 +155,22 @@ class Waiters:
         _drop(self._by_user, user_id, future)
         _drop(self._by_connection, connection, future)
 
+    def watch(self, user_ids: Iterable[str], connection: object) -> asyncio.Future[bool]:
+        """One future, done when any of ``user_ids`` may have moved a delivery stage (or the
+        caller's connection dropped). Always :meth:`unwatch` it afterwards."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        for user_id in user_ids:
+            self._watching.setdefault(user_id, set()).add(future)
+        self._by_connection.setdefault(connection, set()).add(future)
+        return future
+
+    def unwatch(
+        self, user_ids: Iterable[str], connection: object, future: asyncio.Future[bool]
+    ) -> None:
+        for user_id in user_ids:
+            _drop(self._watching, user_id, future)
+        _drop(self._by_connection, connection, future)
+
     def wake(self, user_ids: Iterable[str]) -> int:
         """Wake every request waiting for one of these users; how many were woken."""
         count = 0
@@ -160,6 +179,9 @@ class Waiters:
                 if not future.done():
                     future.set_result(True)
                     count += 1
+            for future in self._watching.pop(user_id, ()):
+                if not future.done():
+                    future.set_result(True)
         self.woken += count
         return count
 
@@ -175,13 +197,13 @@ class Waiters:
     async def wake_here(self, rooms: Iterable[str], users: Iterable[str]) -> int:
         """Wake this process's waiters among ``users`` and the members of ``rooms``. Reads
         nothing when nobody waits."""
-        if not self._by_user:
+        if not self._by_user and not self._watching:
             return 0
         targets = set(users)
         room_ids = sorted(rooms)
         if room_ids:
             targets |= await Ledger.members(room_ids)
-        return self.wake(u for u in targets if u in self._by_user)
+        return self.wake(u for u in targets if u in self._by_user or u in self._watching)
 
     def connection_lost(self, connection: object) -> None:
         """The caller hung up: its waiter ends now instead of at its timeout."""

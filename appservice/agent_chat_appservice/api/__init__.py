@@ -16,6 +16,8 @@ from . import (  # noqa: F401  (routes on base.routes)
     agents,
     claims,
     messages,
+    presence,
+    receipts,
     rooms,
     search,
     webhooks,

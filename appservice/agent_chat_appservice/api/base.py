@@ -18,6 +18,7 @@ from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
 from ..loop_guard import LoopGuard, SharedLoopGuard
+from ..presence import Presence
 from ..recent import RecentMap
 from ..rooms import Rooms
 from ..waiters import Waiters
@@ -100,6 +101,8 @@ class Context:
     is_writer: Callable[[], bool] = lambda: True
     #: Long-poll waiters of /notify; woken by whatever changes a caller's counts.
     waiters: Waiters = field(default_factory=Waiters)
+    #: Agent sessions' presence (working, idle · wakeable, idle · deaf, gone).
+    presence: Presence = field(default_factory=Presence)
     #: Work beside the requests (read receipts, ...): drained when the service stops.
     background: Background = field(default_factory=Background)
     _touched: RecentMap[str, None] = field(

@@ -36,6 +36,7 @@ from .base import (
     routes,
     string_field,
 )
+from .presence import session_signs
 
 log = logging.getLogger("agent_chat.api.messages")
 
@@ -431,6 +432,7 @@ async def unread_entries(
                 "count": u.count,
                 "urgent": u.urgent,
                 "senders": [u.last_sender] if u.last_sender else [],
+                "latest": u.latest,  # the stream position the count covers (POST /stages)
             }
         )
     return entries
@@ -458,20 +460,27 @@ async def notify(request: web.Request) -> web.Response:
     async def read() -> list[Unread]:
         return waiters.selected(await Ledger.unread(me.user_id), wanted)
 
-    answer = await context.waiters.until_changed(
-        me.user_id,
-        request.protocol,
-        read,
-        since,
-        wait or 0.0,
-        hung_up=lambda: request.transport is None,  # aiohttp drops it on connection_lost
-    )
+    # Hooks and wake waiters name their session: its presence (api/presence.py).
+    signs_done = await session_signs(context, me.user_id, request, bool(since and wait))
+    try:
+        answer = await context.waiters.until_changed(
+            me.user_id,
+            request.protocol,
+            read,
+            since,
+            wait or 0.0,
+            hung_up=lambda: request.transport is None,  # aiohttp drops it on connection_lost
+        )
+    finally:
+        signs_done()
     if answer is None:  # the caller hung up while waiting: nobody reads this
         return web.Response(status=204)
     entries = await unread_entries(context, me.user_id, found=answer.entries)
     cursor = answer.cursor.encode(key, me.user_id)
     if fmt == "oneline":
         line = oneline(entries)
+        if line and query_bool(request, "covers", False):  # for POST /stages (the hook)
+            line += "\ncovers " + " ".join(f"{u.latest}:{u.room_id}" for u in answer.entries)
         response = web.Response(text=line + "\n" if line else "", content_type="text/plain")
         response.headers["Agent-Chat-Cursor"] = cursor
         if answer.changed is not None:

@@ -6,6 +6,7 @@ connections), so a schema change touches only ``db/``.
 
 from __future__ import annotations
 
+from .agent_session import AgentSession
 from .base import bind as init
 from .base import create, now_ms, run_transaction, transaction, use_key
 from .claim import Claim
@@ -17,10 +18,12 @@ from .member import Member
 from .message import Message
 from .room import Channel, DirectChat, Room
 from .send_rate import SendRate
+from .stage import Recipient, Stage
 from .upgrade import upgrade_table
 from .webhook import Webhook
 
 __all__ = [
+    "AgentSession",
     "Channel",
     "Claim",
     "ClientSend",
@@ -30,8 +33,10 @@ __all__ = [
     "Ledger",
     "Member",
     "Message",
+    "Recipient",
     "Room",
     "SendRate",
+    "Stage",
     "Unread",
     "Webhook",
     "create",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from mautrix.util.async_db import Connection, Scheme
 
 from .base import Table, rows_changed
+from .stage import Stage
 
 
 @dataclass
@@ -45,10 +46,12 @@ class Ledger(Table):
             "ON CONFLICT (user_id, room_id) DO NOTHING"
         )
         await conn.execute(q, user_id, room_id)
+        await Stage.on_join(conn, room_id, user_id)
 
     @classmethod
     async def on_leave(cls, conn: Connection, room_id: str, user_id: str) -> None:
         await conn.execute("DELETE FROM unread WHERE user_id=$1 AND room_id=$2", user_id, room_id)
+        await Stage.on_leave(conn, room_id, user_id)
 
     @classmethod
     async def on_message(
@@ -116,7 +119,8 @@ class Ledger(Table):
         it never passes a message the reader has not seen (``ac listen --last N``).
 
         Returns False when the marker did not move: already at or past ``seq`` (receipts may
-        echo back), or a message the reader was not shown lies before ``shown_from``.
+        echo back), or a message the reader was not shown lies before ``shown_from``. A move
+        is the reader's ``read`` stage too (``stage.py``), in the same transaction.
         """
         if conn.scheme != Scheme.SQLITE:
             # Wait for a message being counted in this room to commit: recounting from an
@@ -142,7 +146,10 @@ class Ledger(Table):
             )
             args.append(shown_from)
         result = await conn.execute(q, *args)
-        return rows_changed(result) > 0
+        if rows_changed(result) == 0:
+            return False
+        await Stage.record(conn, user_id, room_id, "read", seq)
+        return True
 
     @classmethod
     async def read_markers(cls, user_id: str, room_ids: list[str]) -> dict[str, int]:

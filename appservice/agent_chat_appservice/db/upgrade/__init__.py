@@ -10,6 +10,7 @@ from . import (
     v06_threads,  # noqa: F401
     v07_claims,  # noqa: F401
     v08_send_rate,  # noqa: F401
+    v09_delivery_stages,  # noqa: F401
 )
 from .table import upgrade_table
 

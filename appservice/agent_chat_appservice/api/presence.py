@@ -1,0 +1,104 @@
+"""Presence of agent sessions: the signs of life ``/notify`` carries (``session=`` from hooks,
+``waiter=`` from ``ac wait --session``), ``POST /sessions/end``, and ``GET /presence``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..db import AgentSession
+from ..errors import ApiError
+from ..presence import CLI_RE, SESSION_RE, summary
+from .base import Context, caller, ctx, json_body, ok, routes
+
+
+def session_of(data: dict[str, Any]) -> tuple[str, str | None]:
+    """The report's ``session`` and ``cli``, checked: 400 for anything a terminal or a log
+    should not carry."""
+    session = data.get("session")
+    if not isinstance(session, str) or not SESSION_RE.match(session):
+        raise ApiError(
+            400, "M_INVALID_PARAM", "'session' is 1-128 printable ASCII characters, no spaces"
+        )
+    cli = data.get("cli")
+    if cli is not None and (not isinstance(cli, str) or not CLI_RE.match(cli)):
+        raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
+    return session, cli
+
+
+def _checked(request: web.Request, key: str) -> str | None:
+    value = request.query.get(key)
+    if value is not None and not SESSION_RE.match(value):
+        raise ApiError(
+            400, "M_INVALID_PARAM", f"'{key}' is 1-128 printable ASCII characters, no spaces"
+        )
+    return value
+
+
+async def session_signs(
+    context: Context, user_id: str, request: web.Request, holding: bool
+) -> Callable[[], None]:
+    """Record the sign of life a ``/notify`` request carries: ``session=SID`` (a hook call)
+    or ``waiter=SID`` (a wake waiter, connected while ``holding`` the long-poll); with
+    ``cli``, ``host`` and ``repo``. Returns what to call when the request ends."""
+    session, waiter = _checked(request, "session"), _checked(request, "waiter")
+    sid = session or waiter
+    if sid is None:
+        return lambda: None
+    cli = request.query.get("cli")
+    if cli is not None and not CLI_RE.match(cli):
+        raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
+    presence = context.presence
+    host, repo = request.query.get("host"), request.query.get("repo")
+    await presence.heard(user_id, sid, cli, host, repo, hook=session is not None)
+    if waiter is None or not holding:
+        return lambda: None
+    was_wakeable = presence.wakeable(user_id, waiter)
+    presence.waiter_connected(user_id, waiter)
+    if not was_wakeable:
+        await presence.changed(user_id)
+
+    def done() -> None:
+        presence.waiter_left(user_id, waiter)
+
+    return done
+
+
+@routes.post("/sessions/end")
+async def end_session(request: web.Request) -> web.Response:
+    """The caller's session ended (its CLI's session-end hook): ``gone`` from now on."""
+    context, me = ctx(request), caller(request)
+    session, _ = session_of(await json_body(request))
+    known = await AgentSession.end(me.user_id, session)
+    context.presence.forget(me.user_id, session)
+    await context.presence.changed(me.user_id)
+    return ok({"ended": known})
+
+
+@routes.get("/presence")
+async def presence(request: web.Request) -> web.Response:
+    """Sessions of the identities named in ``users`` (comma-separated ``@Nick``s or user ids;
+    default the caller): state, CLI, host, repository, since when, attention accounting."""
+    context, me = ctx(request), caller(request)
+    names = [n for n in request.query.get("users", "").split(",") if n]
+    if len(names) > 100:
+        raise ApiError(400, "M_INVALID_PARAM", "'users' names at most 100 identities")
+    user_ids = [
+        await context.rooms.resolve_user(n if n.startswith("@") else "@" + n) for n in names
+    ] or [me.user_id]
+    found = await context.presence.of_users(user_ids)
+    return ok(
+        {
+            "identities": [
+                {
+                    "user_id": user_id,
+                    "name": await context.rooms.person_name(user_id),
+                    "state": summary(views),
+                    "sessions": [v.json() for v in views],
+                }
+                for user_id, views in found.items()
+            ]
+        }
+    )

@@ -1,0 +1,238 @@
+"""Delivery stages: sessions report what they showed (``POST /stages``), and senders see what
+became of their messages (``GET /receipts``, optionally waiting for a stage). See
+``db/stage.py`` for what each stage means."""
+
+from __future__ import annotations
+
+from typing import Any
+import asyncio
+
+from aiohttp import web
+
+from .. import metrics
+from ..db import AgentSession, Member, Recipient, Stage, transaction
+from ..errors import ApiError
+from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
+from .messages import EVENT_RE, NO_SUCH_MESSAGE, resolve_target
+from .presence import session_of
+
+#: Rooms one report may cover.
+MAX_COVERS = 100
+MAX_WAIT = 300.0
+REPORTED = ("shown", "woken")
+WAITABLE = ("shown", "woken", "read")
+ORDER = ("counted", "shown", "woken", "read")
+
+
+def parse_covers(value: object) -> dict[str, int]:
+    """``covers``: ``"SEQ:ROOM_ID SEQ:ROOM_ID"`` (as ``/notify?covers=true`` gives it) or a
+    list of ``[ROOM_ID, SEQ]``; the highest position per room."""
+    pairs: list[tuple[object, object]] = []
+    if isinstance(value, str):
+        for word in value.split()[: MAX_COVERS + 1]:
+            pos, _, room_id = word.partition(":")
+            pairs.append((room_id, int(pos) if pos.isdigit() and len(pos) < 19 else None))
+    elif isinstance(value, list):
+        for item in value[: MAX_COVERS + 1]:
+            if isinstance(item, list) and len(item) == 2:
+                pairs.append((item[0], item[1]))
+            else:
+                pairs.append((None, None))
+    else:
+        raise ApiError(400, "M_BAD_JSON", "'covers' is 'SEQ:ROOM_ID ...' or [[ROOM_ID, SEQ]...]")
+    if len(pairs) > MAX_COVERS:
+        raise ApiError(400, "M_INVALID_PARAM", f"'covers' names at most {MAX_COVERS} rooms")
+    found: dict[str, int] = {}
+    for room, seq in pairs:
+        if (
+            not isinstance(room, str)
+            or not room.startswith("!")
+            or len(room) > 255
+            or not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or seq < 0
+        ):
+            raise ApiError(400, "M_INVALID_PARAM", "'covers' holds a bad room id or position")
+        found[room] = max(seq, found.get(room, 0))
+    return found
+
+
+def _count(data: dict[str, Any], key: str, hi: int) -> int:
+    value = data.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
+        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' is a whole number from 0 to {hi}")
+    return value
+
+
+@routes.post("/stages")
+async def record_stages(request: web.Request) -> web.Response:
+    """The caller's own session showed (or woke on) lines covering these rooms' messages."""
+    context, me = ctx(request), caller(request)
+    data = await json_body(request)
+    stage = data.get("stage")
+    if stage not in REPORTED:
+        raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown or woken")
+    session, cli = session_of(data)
+    covers = parse_covers(data.get("covers", []))
+    chars = _count(data, "chars", 1_000_000)
+    # Only the caller's rooms, and never past what exists there: a report cannot claim ahead.
+    tops = await Stage.positions(me.user_id, sorted(covers))
+    recorded = []
+    async with transaction() as conn:
+        for room_id, top in tops.items():
+            pos = min(covers[room_id], top)
+            if pos <= 0:
+                continue
+            moved = await Stage.record(conn, me.user_id, room_id, "shown", pos, session, cli)
+            if stage == "woken":
+                moved = (
+                    await Stage.record(conn, me.user_id, room_id, "woken", pos, session, cli)
+                    or moved
+                )
+            if moved:
+                recorded.append({"room_id": room_id, "pos": pos})
+        await AgentSession.heard(conn, me.user_id, session, cli, None, None, hook=True)
+        await AgentSession.count(conn, me.user_id, session, 1, chars, 1 if stage == "woken" else 0)
+    metrics.LINES_SHOWN.inc()
+    metrics.CHARS_INJECTED.inc(amount=chars)
+    if stage == "woken":
+        metrics.WAKES.inc()
+    if recorded:
+        await context.waiters.wake_changed([], [me.user_id])  # committed: senders waiting
+    return ok({"recorded": recorded})
+
+
+async def _find(context: Context, user_id: str, request: web.Request) -> tuple[str, str, int, int]:
+    """(event id, room id, seq, ts) of the caller's own message that ``event`` (or ``last``:
+    the newest in that room) names; a 404 alike for missing, not theirs, or not their room."""
+    event_id = request.query.get("event")
+    last = request.query.get("last")
+    if (event_id is None) == (last is None):
+        raise ApiError(400, "M_INVALID_PARAM", "give 'event' (an event id) or 'last' (a room)")
+    if last is not None:
+        room_id = await resolve_target(context, user_id, last, join=False)
+        event_id = await Stage.last_sent(user_id, room_id)
+        if event_id is None:
+            raise ApiError(404, "M_NOT_FOUND", f"you have sent nothing to {last}")
+    assert event_id is not None
+    found = await Stage.message(event_id) if EVENT_RE.match(event_id) else None
+    if (
+        found is None
+        or found[1] != user_id
+        or await Member.membership(found[0], user_id) not in ("join", "invite")
+    ):
+        raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
+    room_id, _, seq, ts = found
+    return event_id, room_id, seq, ts
+
+
+async def _wanted(context: Context, request: web.Request) -> set[str] | None:
+    """``for``: comma-separated ``@Nick``s or user ids, resolved (None: every recipient)."""
+    value = request.query.get("for")
+    if value is None:
+        return None
+    names = [n for n in value.split(",") if n]
+    if not names or len(names) > 100:
+        raise ApiError(400, "M_INVALID_PARAM", "'for' names 1-100 recipients, comma-separated")
+    return {await context.rooms.resolve_user(n if n.startswith("@") else "@" + n) for n in names}
+
+
+def _stage_json(r: Recipient, name: str) -> dict[str, Any]:
+    stages = {
+        stage: {
+            k: v
+            for k, v in (("at", got.at), ("session", got.session), ("cli", got.cli))
+            if v is not None or k == "at"
+        }
+        for stage, got in sorted(r.stages.items(), key=lambda kv: ORDER.index(kv[0]))
+    }
+    return {
+        "user_id": r.user_id,
+        "name": name,
+        "stage": r.stage,
+        "at": r.stages[r.stage].at,
+        "stages": stages,
+    }
+
+
+def _reached(r: Recipient, stage: str) -> bool:
+    return ORDER.index(r.stage) >= ORDER.index(stage)
+
+
+@routes.get("/receipts")
+async def receipts(request: web.Request) -> web.Response:
+    """Per recipient, the furthest stage your message reached; with ``wait=S``, held until
+    every recipient (or every one in ``for``) reached ``stage`` (default read), or S passed."""
+    context, me = ctx(request), caller(request)
+    wait = query_seconds(request, "wait", MAX_WAIT)
+    stage = request.query.get("stage", "read")
+    if stage not in WAITABLE:
+        raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown, woken or read")
+    event_id, room_id, seq, ts = await _find(context, me.user_id, request)
+    wanted = await _wanted(context, request)
+    recipients = await Stage.recipients(room_id, seq, ts, me.user_id, wanted)
+    if wanted is not None:
+        missing = wanted - {r.user_id for r in recipients}
+        if missing:
+            name = await context.rooms.person_name(sorted(missing)[0])
+            raise ApiError(400, "M_INVALID_PARAM", f"@{name} is not a recipient of that message")
+    if wait:
+        waited = await _until_reached(
+            context, request, room_id, seq, ts, me.user_id, wanted, stage, wait, recipients
+        )
+        if waited is None:
+            return web.Response(status=204)  # the caller hung up
+        recipients = waited
+    names = {r.user_id: await context.rooms.person_name(r.user_id) for r in recipients}
+    answer: dict[str, Any] = {
+        "event_id": event_id,
+        "room_id": room_id,
+        "room": await context.rooms.label(room_id, me.user_id),
+        "sent_at": ts,
+        "recipients": [_stage_json(r, names[r.user_id]) for r in recipients],
+        "stage": stage,
+        "reached": all(_reached(r, stage) for r in recipients),
+    }
+    return ok(answer)
+
+
+async def _until_reached(
+    context: Context,
+    request: web.Request,
+    room_id: str,
+    seq: int,
+    ts: int,
+    sender: str,
+    wanted: set[str] | None,
+    stage: str,
+    wait: float,
+    recipients: list[Recipient],
+) -> list[Recipient] | None:
+    """The recipients once all reached ``stage``, or as they are after ``wait`` seconds; None
+    when the caller hung up. Woken by whatever moves a recipient's stage (no polling): the
+    future is registered before each read, so a move between read and sleep is not missed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    watched = [r.user_id for r in recipients]
+    connection = request.protocol
+    while not all(_reached(r, stage) for r in recipients):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        if request.transport is None:
+            return None
+        future = context.waiters.watch(watched, connection)
+        try:
+            recipients = await Stage.recipients(room_id, seq, ts, sender, wanted)
+            if all(_reached(r, stage) for r in recipients):
+                break
+            try:
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                pass
+            if request.transport is None:
+                return None  # hung up (aiohttp drops the transport on connection_lost)
+        finally:
+            context.waiters.unwatch(watched, connection, future)
+        recipients = await Stage.recipients(room_id, seq, ts, sender, wanted)
+    return recipients
