@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -40,6 +41,8 @@ from .files import atomic_write, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .api import Client
     from .context import Context
     from .shapes import JSONObject
@@ -52,6 +55,8 @@ RETRY_SECONDS = 2.0
 #: With AGENT_CHAT_WAIT_WHILE_PID: the longest poll between two looks at that process.
 WATCH_POLL = 30.0
 WAIT_DIR = "wait"
+#: Headers naming the session a wake waiter serves, and its CLI (``api/presence.py``).
+WAITER_HEADER, CLI_HEADER = "Agent-Chat-Waiter", "Agent-Chat-Cli"
 
 
 def poll(
@@ -153,7 +158,7 @@ def _state_path(ctx: Context, token: str, filters: str | None, session: str) -> 
     return str(ctx.settings.path(os.path.join(WAIT_DIR, digest + ".json")))
 
 
-def _show(answer: JSONObject, fmt: str) -> None:
+def _show(answer: JSONObject, fmt: str) -> str:
     entries = render.unread_entries(answer)
     if fmt == "json":
         text = render.notify_json(entries)
@@ -163,6 +168,7 @@ def _show(answer: JSONObject, fmt: str) -> None:
         text = "\n".join(render.notify_lines(entries))
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    return text
 
 
 def wait(
@@ -190,59 +196,94 @@ def wait(
     if session:
         state.waiter = f"{os.getpid()}-{secrets.token_hex(6)}"
         state.save()
+        client.headers.update(_waiter_headers(session))  # its presence: idle · wakeable
 
     watch = _watched_pid()
 
     def remaining() -> float:
         return MAX_POLL if deadline is None else deadline - time.monotonic()
 
-    longest = MAX_POLL if watch is None else WATCH_POLL
-
     cursor = state.cursor
     if cursor is None or any_unread:
         first = poll(client, None, 0, filters)  # network errors here: exit 2, said once
         if any_unread and render.unread_entries(first):
-            return _wake(state, first, fmt)
+            return _wake(state, first, fmt, client)
         if cursor is None:
             first_cursor = first.get("cursor")
             cursor = first_cursor if isinstance(first_cursor, str) else None
             state.cursor, state.urgent = cursor, _urgent_rooms(first)
             state.save()
+    answer = next_news(
+        client,
+        state,
+        cursor,
+        filters,
+        remaining,
+        min_interval if session else 0.0,
+        MAX_POLL if watch is None else WATCH_POLL,
+        stop=None if watch is None else lambda: not _alive(watch),
+    )
+    return EXIT_TIMEOUT if answer is None else _wake(state, answer, fmt, client)
+
+
+def next_news(
+    client: Client,
+    state: SessionState,
+    cursor: str | None,
+    filters: str | None,
+    remaining: Callable[[], float],
+    min_interval: float = 0.0,
+    longest: float = MAX_POLL,
+    stop: Callable[[], bool] | None = None,
+    on_failure: Callable[[NetworkError | None], None] | None = None,
+) -> JSONObject | None:
+    """The loop guard's long-poll: block until something new arrives after ``cursor`` and
+    return the server's answer (the caller records the wake), or None when ``remaining()``
+    runs out, a newer waiter took ``state`` over, or ``stop()`` says so (checked after each
+    poll of at most ``longest`` s). At most one wake per ``min_interval`` seconds since
+    ``state.last_wake`` unless something became urgent. Network errors: ``on_failure(e)``
+    once per outage (default: one line on stderr), ``on_failure(None)`` when it ends; it
+    retries every :data:`RETRY_SECONDS`. Shared by ``ac wait`` and ``ac run``."""
     failing = False
     while remaining() > 0:
         try:
             answer = poll(client, cursor, min(remaining(), longest), filters)
         except NetworkError as e:
             if not failing:
-                sys.stderr.write(f"ac: {e.message}; still waiting\n")
+                if on_failure is None:
+                    sys.stderr.write(f"ac: {e.message}; still waiting\n")
+                else:
+                    on_failure(e)
             failing = True
             time.sleep(max(0.0, min(RETRY_SECONDS, remaining())))
             continue
+        if failing and on_failure is not None:
+            on_failure(None)
         failing = False
         if state.superseded():
-            return EXIT_TIMEOUT  # a newer waiter for this session carries on
-        if watch is not None and not _alive(watch):
-            return EXIT_TIMEOUT  # the session it would wake is gone
+            return None  # a newer waiter for this session carries on
+        if stop is not None and stop():
+            return None  # e.g. the session it would wake is gone
         if answer.get("new") is True:
             fresh_urgent = _urgent_rooms(answer) - state.urgent
             hold = state.last_wake + min_interval - time.time()
-            if session and hold > 0 and not fresh_urgent:
+            if hold > 0 and not fresh_urgent:
                 # Too soon after the last wake: wait the interval out, then look again.
                 if hold >= remaining():
                     time.sleep(max(0.0, remaining()))
-                    break  # the news stays new for the next run
+                    return None  # the news stays new for the next run
                 time.sleep(hold)
                 if state.superseded():
-                    return EXIT_TIMEOUT
+                    return None
                 continue  # same cursor: the next poll answers at once if it is still news
-            return _wake(state, answer, fmt)
+            return answer
         new_cursor = answer.get("cursor")
         if isinstance(new_cursor, str):
             cursor = new_cursor
         if answer.get("changed") is True:  # a read, a leave...: the new baseline
             state.cursor, state.urgent = cursor, _urgent_rooms(answer)
             state.save()
-    return EXIT_TIMEOUT
+    return None
 
 
 def _watched_pid() -> int | None:
@@ -260,11 +301,59 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wake(state: SessionState, answer: JSONObject, fmt: str) -> int:
+def record_wake(state: SessionState, answer: JSONObject) -> None:
+    """Remember a wake: its cursor (what is news next time), its time (the interval), and
+    the rooms urgent then (what counts as newly urgent)."""
     cursor = answer.get("cursor")
     state.cursor = cursor if isinstance(cursor, str) else state.cursor
     state.last_wake = time.time()
     state.urgent = _urgent_rooms(answer)
     state.save()
-    _show(answer, fmt)
+
+
+def _wake(
+    state: SessionState, answer: JSONObject, fmt: str, client: Client | None = None
+) -> int:
+    record_wake(state, answer)
+    text = _show(answer, fmt)
+    if client is not None and WAITER_HEADER in client.headers:
+        _report_woken(client, answer, len(text))
     return EXIT_OK
+
+
+def _waiter_headers(session: str) -> dict[str, str]:
+    """What a wake waiter tells /notify about its session (the server shows it ``idle ·
+    wakeable`` while it waits): the session id and the CLI (AGENT_CHAT_CLI, which the wake
+    hook sets), both reduced to the server's safe sets."""
+    headers = {WAITER_HEADER: re.sub(r"[^\x21-\x7e]", "_", session)[:128]}
+    cli = os.environ.get("AGENT_CHAT_CLI", "")
+    if re.fullmatch(r"[A-Za-z0-9._-]{1,32}", cli):
+        headers[CLI_HEADER] = cli
+    return headers
+
+
+def _report_woken(client: Client, answer: JSONObject, chars: int) -> None:
+    """A wake of a session starts a turn (the hook exits 2): the rooms it names reach
+    ``woken``, for their senders to see. Best effort: a failed report never stops the wake."""
+    unread = answer.get("unread")
+    covers = [
+        [u["room_id"], u["latest"]]
+        for u in (unread if isinstance(unread, list) else [])
+        if isinstance(u, dict)
+        and isinstance(u.get("room_id"), str)
+        and isinstance(u.get("latest"), int)
+    ]
+    if not covers:
+        return
+    report: dict[str, object] = {
+        "stage": "woken",
+        "session": client.headers[WAITER_HEADER],
+        "covers": covers,
+        "chars": chars,
+    }
+    if CLI_HEADER in client.headers:
+        report["cli"] = client.headers[CLI_HEADER]
+    try:
+        client.call("POST", "/stages", body=report, timeout=5.0)
+    except (ApiError, NetworkError) as e:
+        sys.stderr.write(f"ac: could not report the wake: {e.message}\n")
