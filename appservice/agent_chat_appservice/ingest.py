@@ -243,7 +243,12 @@ async def apply(
 
 
 async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
-    alias, name, previous = await Room.message_context(conn, rec.room_id, rec.sender)
+    alias, name, previous, agents = await Room.message_context(conn, rec.room_id, rec.sender)
+    if not agents:
+        # Synapse pushes every room with an alias in our namespace, humans' own rooms too:
+        # only rooms with an agent or bot in them are ours to keep (one that joins later
+        # counts from its join).
+        return 0
     urgent = rec.room_mention or is_urgent(rec.body, alias)
     seq = await Message.insert(
         conn,

@@ -28,13 +28,16 @@ class Rooms:
         self.config = hs.config
         self.default_room_ids: list[str] = []
         # Shared rooms' aliases change rarely, and members rarely leave: short-lived caches
-        # save queries on every send. (A stale "joined" only lets Synapse refuse the send.)
+        # save queries on every send. A stale "joined" only lets Synapse refuse the send, so
+        # only sends use it: a read asks the ledger every time (a kicked, banned or departed
+        # member reads nothing more once their leave is recorded, on every replica).
         self._alias_cache: dict[str, tuple[str, float]] = {}
         self._joined_cache: dict[tuple[str, str], float] = {}
 
-    async def _is_joined(self, room_id: str, user_id: str) -> bool:
+    async def _is_joined(self, room_id: str, user_id: str, cached: bool) -> bool:
         now = time.monotonic()
-        if now - self._joined_cache.get((room_id, user_id), -1e9) < ALIAS_CACHE_SECONDS:
+        seen = self._joined_cache.get((room_id, user_id), -1e9)
+        if cached and now - seen < ALIAS_CACHE_SECONDS:
             return True
         if not await Member.is_joined(room_id, user_id):
             return False
@@ -163,23 +166,25 @@ class Rooms:
             await self.hs.leave(user_id, room_id)
         except MatrixRequestError as e:
             raise from_matrix(e, "leaving the room") from None
+        self._joined_cache.pop((room_id, user_id), None)
         name = await Member.name_of(user_id)
         async with transaction() as conn:
             await Member.set(conn, room_id, user_id, "leave", name)
             await Ledger.on_leave(conn, room_id, user_id)
 
     async def resolve_room(self, caller: str, name: str, join: bool = False) -> str:
-        """The room id of a room the caller is in (joining a public one when ``join``)."""
+        """The room id of a room the caller is in (joining a public one when ``join``, which
+        sends do: only they may answer from the short-lived cache)."""
         if name.startswith("!"):
             room_id = name
-            if await self._is_joined(room_id, caller):
+            if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
         else:
             alias = self.alias_localpart(name)
             room_id = await self._resolve_alias(alias)
-            if await self._is_joined(room_id, caller):
+            if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", f"you are not in #{alias}")

@@ -8,6 +8,13 @@ from mautrix.util.async_db import Connection
 
 from .base import Row, Table, text_value
 
+#: A member in the agent namespace (``@_ac_*``: agents, bots, the service's bot), joined or
+#: invited: a room without one is nobody's business here (its messages are not stored).
+AGENT_MEMBER = (
+    "SELECT 1 FROM member WHERE room_id=$1 AND membership IN ('join', 'invite')"
+    " AND user_id LIKE '@\\_ac\\_%' ESCAPE '\\'"
+)
+
 
 @dataclass
 class Room(Table):
@@ -38,20 +45,24 @@ class Room(Table):
     @classmethod
     async def message_context(
         cls, conn: Connection, room_id: str, sender: str
-    ) -> tuple[str | None, str | None, str | None]:
+    ) -> tuple[str | None, str | None, str | None, bool]:
         """For a message ``sender`` writes, as ``conn`` sees the room before it is counted: the
         room's alias, the sender's display name there, and the name of whoever wrote last if
-        not the sender (None if it was them or nobody). One statement: it is on the path of
+        not the sender (None if it was them or nobody), and whether an agent or bot is in the
+        room (else the message is not stored). One statement: it is on the path of
         every message to a waiting agent."""
         row = await conn.fetchrow(
             "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
+            f" EXISTS ({AGENT_MEMBER}) AS agents,"
             " (SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2) AS name,"
             " (SELECT last_sender FROM room WHERE room_id=$1 AND last_sender_id<>$2)"
             "   AS previous",
             room_id,
             sender,
         )
-        return (row["alias"], row["name"], row["previous"]) if row else (None, None, None)
+        if row is None:
+            return None, None, None, False
+        return row["alias"], row["name"], row["previous"], bool(row["agents"])
 
     @classmethod
     async def channels(cls, user_id: str) -> list[Channel]:

@@ -1,0 +1,155 @@
+"""Who may read what, and for how long (issue 21, items 7, 8, 9, 18, 20): membership changes
+take effect at once, only rooms with an agent in them are stored, a human's API token dies
+with their Matrix session, bad direct-chat targets leave nothing behind, and invitations and
+bot tokens do only what the server's policy allows. Against the real stack."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+import asyncio
+import secrets
+
+from mautrix.util.async_db import Database
+
+from conftest import Stack
+from helpers import (
+    Agent,
+    http_json,
+    register,
+    sentinel,
+    shared_room,
+    synapse,
+    unique,
+    wait_for,
+)
+
+CLIENT = "/_matrix/client/v3"
+
+
+def _db_value(stack: Stack, query: str, *args: Any) -> Any:
+    """One value from the appservice's database (SQLite or PostgreSQL), read directly."""
+
+    async def read() -> Any:
+        db = Database.create(stack.database, db_args={"min_size": 1, "max_size": 1})
+        await db.start()
+        try:
+            return await db.fetchval(query, *args)
+        finally:
+            await db.stop()
+
+    return asyncio.run(read())
+
+
+class Person:
+    """A human with a Synapse account, speaking Matrix directly (as Element would)."""
+
+    def __init__(self, stack: Stack, prefix: str = "hum_") -> None:
+        self.stack = stack
+        account = stack.create_human(unique(prefix))
+        self.user_id: str = account["user_id"]
+        self.password: str = account["password"]
+        self.token: str = account["access_token"]
+
+    def matrix(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return http_json(method, self.stack.synapse_url + CLIENT + path, body, self.token)
+
+    def create_room(self, **body: Any) -> str:
+        status, data = self.matrix("POST", "/createRoom", body)
+        assert status == 200, data
+        return str(data["room_id"])
+
+    def invite(self, room_id: str, user_id: str) -> None:
+        status, data = self.matrix("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": user_id})
+        assert status == 200, data
+
+    def say(self, room_id: str, body: str) -> str:
+        path = f"/rooms/{quote(room_id)}/send/m.room.message/{secrets.token_hex(8)}"
+        status, data = self.matrix("PUT", path, {"msgtype": "m.text", "body": body})
+        assert status == 200, data
+        return str(data["event_id"])
+
+    def login(self) -> Agent:
+        """``ac login``'s request: the API token for this human."""
+        status, data = http_json(
+            "POST",
+            self.stack.api_base + "/login",
+            {"user": self.user_id, "password": self.password},
+        )
+        assert status == 201, data
+        return Agent(self.stack.api_base, data["user_id"], data["nick"], data["token"])
+
+
+def _joined(agent: Agent, room_id: str) -> bool:
+    status, data = agent.call("GET", "/channels")
+    assert status == 200, data
+    return any(c["room_id"] == room_id and not c["invited"] for c in data["channels"])
+
+
+# --- item 8: only rooms with an agent in them are stored -------------------------------------
+
+
+def test_a_room_of_humans_only_is_not_stored(any_stack: Stack) -> None:
+    """A human's room with a local alias is pushed to the appservice (the alias namespace):
+    its messages are not kept until an agent is in it, and the agent sees it from its join."""
+    stack = any_stack
+    alice = Person(stack)
+    room_id = alice.create_room(room_alias_name=unique("humans-"), preset="private_chat")
+    private = unique("between humans only ")
+    alice.say(room_id, private)
+    agent = register(stack)
+    alice.invite(room_id, agent.user_id)
+    wait_for(lambda: _joined(agent, room_id), what="the agent to accept the invitation")
+    after = unique("said once the agent is here ")
+    alice.say(room_id, after)
+    wait_for(lambda: after in agent.bodies(room_id), what="the message after the join")
+    assert private not in agent.bodies(room_id)
+    stored = _db_value(stack, "SELECT COUNT(*) FROM message WHERE body=$1", private)
+    assert stored == 0
+
+
+# --- item 9: a member who leaves, is kicked or banned reads nothing more at once -------------
+
+
+def _read_paths(agent: Agent, room: str, event_id: str) -> dict[str, int]:
+    """The status of every way of reading one room."""
+    q = quote(room)
+    return {
+        "messages": agent.call("GET", f"/messages?room={q}&mark_read=false")[0],
+        "unread": agent.call("GET", f"/messages?room={q}&unread=true&mark_read=false")[0],
+        "thread": agent.call("GET", f"/messages?thread={quote(event_id)}")[0],
+        "search": agent.call("GET", f"/search?q=anything&room={q}")[0],
+        "who": agent.call("GET", f"/who?room={q}")[0],
+    }
+
+
+def _removed_member_reads_nothing(stack: Stack, how: str) -> None:
+    owner, member = register(stack), register(stack)
+    room = shared_room(owner, member, prefix="gone-")
+    event_id = owner.send(room, "the thread root")["event_id"]
+    wait_for(lambda: "the thread root" in member.bodies(room), what="the member reading")
+    assert set(_read_paths(member, room, event_id).values()) == {200}  # and now cached
+    room_id = member.messages(room=room, limit=1, mark_read="false")[0]["room_id"]
+    # The room's creator and admin is the service's bot: it removes the member.
+    status, data = synapse(
+        stack,
+        "POST",
+        f"{CLIENT}/rooms/{quote(room_id)}/{how}",
+        {"user_id": member.user_id, "reason": "test"},
+    )
+    assert status == 200, data
+    sentinel(owner, room)  # the removal, pushed before it, is recorded now
+    owner.send(room, "[ALERT] said after the removal")
+    sentinel(owner, room)
+    assert _read_paths(member, room, event_id) == dict.fromkeys(
+        ("messages", "unread", "thread", "search", "who"), 404
+    )
+    assert room not in member.notify()
+
+
+def test_a_kicked_member_reads_nothing_more_at_once(any_stack: Stack) -> None:
+    _removed_member_reads_nothing(any_stack, "kick")
+
+
+def test_a_banned_member_reads_nothing_more_at_once(any_stack: Stack) -> None:
+    _removed_member_reads_nothing(any_stack, "ban")
