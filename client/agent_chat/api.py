@@ -47,6 +47,8 @@ class Client:
         self.timeout = timeout
         #: Rewrites a 401 into what the caller should do (set by ``Context.authed``).
         self.on_rejected: Callable[[AuthError], AuthError] | None = None
+        #: Sent with every request (e.g. the session a wake waiter serves).
+        self.headers: dict[str, str] = {}
 
     def url(self, path: str, query: Mapping[str, object] | None = None) -> str:
         url = self.base + path
@@ -67,7 +69,7 @@ class Client:
     ) -> http.Response:
         """Send one request; return the :class:`~agent_chat.http.Response` whatever its status."""
         url = self.url(path, query)
-        headers = {}
+        headers = dict(self.headers)
         if auth and self.token:
             headers["Authorization"] = "Bearer " + self.token
         data = None
