@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from agent_chat_appservice.config import Config
 
 from . import health, workers
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
+from .files import PRIVATE_UMASK, open_private_append, private_dir
 from .init import (
     InitOptions,
     InitReport,
@@ -32,6 +34,7 @@ from .process import (
     terminate,
     wait_dead,
 )
+from .states import RestartPolicy
 from .supervise import API, APPSERVICE, MAIN, SERVICES, SYNAPSE, ServiceSpec, service_specs
 
 DEFAULT_START_TIMEOUT = 60.0
@@ -162,6 +165,10 @@ def start_background(
     ``tie_to_caller``: the server gets SIGTERM if the calling process dies (test harnesses).
     """
     config = load_config(dd)
+    try:
+        RestartPolicy.from_env(os.environ)  # the supervisor would refuse it: say so here
+    except ValueError as e:
+        raise ServerError(str(e)) from None
     t0 = time.monotonic()
     pid = running_pid(dd)
     if pid is not None:
@@ -175,9 +182,9 @@ def start_background(
             raise
         wait_healthy(dd, config, timeout)
         return StartResult(pid, config.api_url, config.homeserver_url, 0.0, True)
-    dd.logs.mkdir(exist_ok=True)
-    dd.run.mkdir(exist_ok=True)
-    with open(dd.supervisor_log, "ab") as out:
+    private_dir(dd.logs)
+    private_dir(dd.run)
+    with open_private_append(dd.supervisor_log) as out:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -196,6 +203,7 @@ def start_background(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent if tie_to_caller else None,
+            umask=PRIVATE_UMASK,
         )
     try:
         wait_healthy(dd, config, timeout, proc)
@@ -300,11 +308,13 @@ def status(dd: DataDir) -> Status:
             f"supervisor: not running (last exit: {last})" if last else "supervisor: not running"
         )
     specs = service_specs(dd, config)
+    restarts = _restarts(dd) if pid else {}
     if len(specs) > 2:
-        return _worker_status(dd, config, specs, lines)
+        return _worker_status(dd, config, specs, lines, restarts)
     syn = health.synapse_up(config.homeserver_url)
     asv = health.appservice_up(config.api_url)
     lines += [syn.detail, asv.detail]
+    lines += [f"{name}: {text}" for name, text in restarts.items()]
     ping_ok = False
     if syn.ok:
         ping = health.ping_appservice(config.homeserver_url, config.as_token)
@@ -320,8 +330,32 @@ def status(dd: DataDir) -> Status:
     return Status(code, lines)
 
 
+def _restarts(dd: DataDir) -> dict[str, str]:
+    """From the running supervisor's ``run/services.json``: for each process restarted after
+    dying, or not running, what to say (``restarted 2 times, last at ...; running``)."""
+    try:
+        services = json.loads(dd.services_file.read_text())["services"]
+        out = {}
+        for name, rec in services.items():
+            state, count, last = str(rec["state"]), int(rec["restarts"]), rec["last_restart"]
+            if count == 0 and state == "running":
+                continue
+            text = state
+            if count:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last)))
+                text = f"restarted {count} time{'s' if count > 1 else ''}, last at {when}; {state}"
+            out[str(name)] = text
+        return out
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _worker_status(
-    dd: DataDir, config: Config, specs: list[ServiceSpec], lines: list[str]
+    dd: DataDir,
+    config: Config,
+    specs: list[ServiceSpec],
+    lines: list[str],
+    restarts: dict[str, str],
 ) -> Status:
     """Worker mode: one line per process (name, pid, health), then Synapse's ping."""
     synapse_ok = api_ok = main_ok = True
@@ -329,7 +363,8 @@ def _worker_status(
         pid = read_pid(dd.pid_file(spec.name))
         running = f"pid {pid}" if pid and pid_alive(pid) else "no process"
         probe = spec.probe()
-        lines.append(f"{spec.name}: {running}, {probe.detail}")
+        again = f" ({restarts[spec.name]})" if spec.name in restarts else ""
+        lines.append(f"{spec.name}: {running}, {probe.detail}{again}")
         if not probe.ok:
             if spec.kind == API:
                 api_ok = False
@@ -369,7 +404,7 @@ def pause_service(dd: DataDir, name: str, timeout: float = 30.0) -> None:
     if name not in service_names(dd):
         raise ValueError(name)
     pid = read_pid(dd.pid_file(name))
-    dd.hold_file(name).touch()
+    dd.hold_file(name).touch(mode=0o600)
     _signal_supervisor(dd)
     deadline = time.monotonic() + timeout
     while dd.pid_file(name).exists() or (pid and pid_alive(pid)):

@@ -128,6 +128,11 @@ class DataDir:
         """One line: when and why the last supervisor ended."""
         return self.run / "last-exit"
 
+    @property
+    def services_file(self) -> Path:
+        """JSON: each supervised process's state and restarts (written by the supervisor)."""
+        return self.run / "services.json"
+
     def pid_file(self, name: str) -> Path:
         """``run/<name>.pid`` for ``supervisor``, ``synapse``, ``appservice`` or a worker."""
         return self.run / f"{name}.pid"

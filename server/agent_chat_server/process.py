@@ -13,7 +13,7 @@ from .files import write_atomic
 
 
 def write_pid(path: Path, pid: int) -> None:
-    write_atomic(path, f"{pid}\n", 0o644)
+    write_atomic(path, f"{pid}\n", 0o600)
 
 
 def read_pid(path: Path) -> int | None:

@@ -1,23 +1,33 @@
-"""The supervisor: runs Synapse and the appservice, stops both when either dies.
+"""The supervisor: runs Synapse and the appservice, starts again whichever dies.
 
 Used in the foreground by ``run`` and, detached, by ``start``. It holds ``run/supervisor.lock``
 for its whole life (so a second copy refuses to start), writes pid files under ``run/``, and
 answers signals: SIGTERM/SIGINT stop everything (exit 0); SIGUSR1 re-reads the hold files
 (``run/hold-synapse``, ``run/hold-appservice``) and stops held services / restarts released ones.
 
+Once everything is up, a process that dies is started again with back-off (0.5 s, doubling to
+30 s; reset after a minute up) while the rest serve; one that dies 5 times within 60 s
+(``$AGENT_CHAT_CRASH_LOOP``, see states.py) is a crash loop: the supervisor stops everything
+and exits 3 (Synapse) or 4 (the appservice), the reason in its log and in ``status``. A death
+during startup stops everything at once (``start`` reports it). Each process's state and
+restarts are in ``run/services.json`` (``status`` shows them).
+
 Worker mode (``workers/topology.yaml``, see workers.py): Synapse's main process, then the event
 persister, then the generic workers, then the appservice process(es), each stage waited for on
-its health endpoint. Once everything is up, a worker or appservice process that dies is started
-again with back-off (0.5 s, doubling to 30 s; reset after a minute up) while the rest serve; the
-main process dying still stops everything, as any death during startup does.
+its health endpoint. Workers and appservice processes are restarted as above; the main process
+dying stops everything (the workers' replication state hangs on it).
+
+The supervisor and everything it starts run with umask 077 (files 0600, folders 0700), and
+``run`` first takes group and other permissions off whatever is already in the data dir.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 import datetime
 import fcntl
 import json
@@ -31,9 +41,10 @@ from agent_chat_appservice.config import Config
 
 from . import health, workers
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_OK, EXIT_SYNAPSE, ServerError
-from .files import write_atomic
+from .files import PRIVATE_UMASK, open_private_append, private_dir, tighten_tree, write_atomic
 from .paths import DataDir
 from .process import die_with_parent, read_pid, signal_group, terminate, write_pid
+from .states import ALIVE, ProcessRecord, ProcessState, RestartPolicy
 
 SYNAPSE = "synapse"
 APPSERVICE = "appservice"
@@ -42,11 +53,9 @@ SERVICES = (SYNAPSE, APPSERVICE)
 
 #: How long Synapse may take to answer /versions before the supervisor gives up.
 SYNAPSE_BOOT_TIMEOUT = 120.0
-#: Restart back-off of a worker or appservice process that died (worker mode).
-RESTART_FIRST_DELAY = 0.5
-RESTART_MAX_DELAY = 30.0
-#: Up this long, a process's earlier failures are forgotten.
-RESTART_RESET_AFTER = 60.0
+#: How often the supervisor looks for dead processes, and probes starting ones.
+POLL_INTERVAL = 0.05
+PROBE_INTERVAL = 0.2
 
 #: Kinds of service.
 MAIN, WORKER, API = "synapse", "worker", "appservice"
@@ -80,7 +89,8 @@ class ServiceSpec:
     stage: int
     #: The exit code when it dies during startup (or, for main, at any time).
     exit_code: int
-    #: Started again with back-off when it dies once everything is up (worker mode).
+    #: Started again with back-off when it dies once everything is up (all but worker mode's
+    #: main process).
     restartable: bool
     #: Synapse's client URL (MAIN), the worker's /health URL, or the API process's URL.
     url: str
@@ -112,7 +122,7 @@ def service_specs(dd: DataDir, config: Config) -> list[ServiceSpec]:
         service_command(dd, SYNAPSE),
         _STAGES[MAIN],
         EXIT_SYNAPSE,
-        False,
+        topo is None,
         config.homeserver_url,
     )
     if topo is None:
@@ -122,7 +132,7 @@ def service_specs(dd: DataDir, config: Config) -> list[ServiceSpec]:
             service_command(dd, APPSERVICE),
             _STAGES[API],
             EXIT_APPSERVICE,
-            False,
+            True,
             config.api_url,
         )
         return [main, api]
@@ -157,14 +167,119 @@ def service_specs(dd: DataDir, config: Config) -> list[ServiceSpec]:
     return specs
 
 
+class Clock(Protocol):
+    """Time as the supervisor sees it (tests drive a fake one)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Child(Protocol):
+    """A started service process (tests use fake ones)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None:
+        """Its exit status once it has exited (reaped), else None."""
+        ...
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to its process group if it still runs."""
+        ...
+
+    def stop(self) -> bool:
+        """SIGTERM, then SIGKILL if it lingers; reaped. False if it had already exited."""
+        ...
+
+
+#: Starts one service's process.
+Launcher = Callable[[ServiceSpec], Child]
+
+
+@dataclass
+class PopenChild:
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            signal_group(self.proc.pid, sig)
+
+    def stop(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        terminate(self.proc.pid)
+        self.proc.wait()
+        return True
+
+
+@dataclass
+class Spawner:
+    """Starts services as real processes: private files (umask 077), own session, output to
+    their log file (or the supervisor's own output)."""
+
+    dd: DataDir
+    log_to_files: bool = False
+
+    def __call__(self, spec: ServiceSpec) -> Child:
+        if self.log_to_files:
+            private_dir(self.dd.logs)
+        # The child writes its own copy of the log file's descriptor: ours closes at once.
+        with self._output(spec.name) as out:
+            proc = subprocess.Popen(
+                spec.command,
+                cwd=self.dd.root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them
+                preexec_fn=die_with_parent,
+                umask=PRIVATE_UMASK,
+            )
+        return PopenChild(proc)
+
+    def _output(self, name: str) -> AbstractContextManager[IO[bytes] | None]:
+        """Where a service's output goes: its log file, or (None) the supervisor's own."""
+        if self.log_to_files:
+            return open_private_append(service_log(self.dd, name))
+        return nullcontext()
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _probe(spec: ServiceSpec) -> bool:
+    return spec.probe().ok
+
+
 @dataclass
 class _Service:
     spec: ServiceSpec
-    proc: subprocess.Popen[bytes] | None = None
+    record: ProcessRecord
+    child: Child | None = None
     held: bool = False
-    started_at: float = 0.0
-    failures: int = 0
-    restart_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -177,13 +292,31 @@ class _Service:
 
 @dataclass
 class Supervisor:
-    """Runs both services until a signal arrives or one of them dies."""
+    """Runs the services until a signal arrives, a process dies where no restart applies, or
+    one crash-loops.
+
+    The clock, the output, how processes start and how they are probed are injected (the
+    defaults are the real ones), so the restart rules are tested with fake processes on a fake
+    clock (tests/test_supervisor.py).
+    """
 
     dd: DataDir
     config: Config
     log_to_files: bool = False
     #: "text" (a timestamp and a sentence) or "json" (one object per line, for journald/Loki).
     log_format: str = "text"
+    clock: Clock = field(default_factory=SystemClock)
+    #: Receives each log line.
+    output: Callable[[str], None] = _print_line
+    #: Starts a service (default: a Spawner, real processes).
+    launch: Launcher | None = None
+    #: True when a service answers its health endpoint.
+    probe: Callable[[ServiceSpec], bool] = _probe
+    #: True when Synapse's ping of the appservice succeeds (default: over HTTP).
+    ping: Callable[[], bool] | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    #: The services (default: service_specs of the data dir).
+    specs: list[ServiceSpec] | None = None
     _services: dict[str, _Service] = field(default_factory=dict)
     _stop_signal: int | None = None
     _reconcile: bool = False
@@ -191,27 +324,48 @@ class Supervisor:
     _exit_reason: str | None = None
     _ready: bool = False
 
+    def __post_init__(self) -> None:
+        if self.launch is None:
+            self.launch = Spawner(self.dd, self.log_to_files)
+        if self.ping is None:
+            config = self.config
+            self.ping = lambda: health.ping_appservice(config.homeserver_url, config.as_token).ok
+
     def say(self, text: str, level: str = "info") -> None:
+        now = self.clock.time()
         if self.log_format == "json":
             record = {
-                "ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+                "ts": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(
+                    timespec="milliseconds"
+                ),
                 "level": level,
                 "logger": "agent-chat-server",
                 "pid": os.getpid(),
                 "data_dir": str(self.dd.root),
                 "msg": text,
             }
-            print(json.dumps(record), flush=True)
+            self.output(json.dumps(record))
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} agent-chat-server: {text}", flush=True)
+        self.output(f"{_stamp(now)} agent-chat-server: {text}")
+
+    def records(self) -> dict[str, ProcessRecord]:
+        """Each service's state and restart history."""
+        return {name: svc.record for name, svc in self._services.items()}
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop everything at the next turn of the loop (what SIGTERM does)."""
+        self._stop_signal = signum
+
+    def request_reconcile(self) -> None:
+        """Re-read the hold files at the next turn of the loop (what SIGUSR1 does)."""
+        self._reconcile = True
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def acquire_lock(self) -> None:
         """Take ``run/supervisor.lock`` or fail: another supervisor owns this data dir."""
-        self.dd.run.mkdir(parents=True, exist_ok=True)
-        lock = os.open(self.dd.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.dd.run)
+        lock = os.open(self.dd.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -223,18 +377,22 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; the exit code says why (see errors.py)."""
-        specs = service_specs(self.dd, self.config)
+        specs = self.specs if self.specs is not None else service_specs(self.dd, self.config)
         self.acquire_lock()
-        self._services = {spec.name: _Service(spec) for spec in specs}
+        loose = tighten_tree(self.dd.root)
+        if loose:
+            self.say(f"made {len(loose)} file(s) and folder(s) in {self.dd.root} private")
+        self._services = {spec.name: _Service(spec, ProcessRecord(spec.name)) for spec in specs}
         for name in self._services:
             self.dd.hold_file(name).unlink(missing_ok=True)
+        self._publish()
         old = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         }
         reason = "supervisor crashed"
         try:
-            code = self._run()
+            code = self.supervise()
             reason = self._exit_reason or f"exited with status {code}"
             return code
         finally:
@@ -249,19 +407,28 @@ class Supervisor:
     def _write_last_exit(self, reason: str) -> None:
         """Leave ``run/last-exit`` for ``status``: when and why the supervisor ended."""
         try:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            write_atomic(self.dd.last_exit_file, f"{stamp} {reason}\n", 0o644)
+            write_atomic(self.dd.last_exit_file, f"{_stamp(self.clock.time())} {reason}\n")
+        except OSError:
+            pass
+
+    def _publish(self) -> None:
+        """``run/services.json``: every service's state and restarts, for ``status``."""
+        data = {"services": {name: rec.as_dict() for name, rec in self.records().items()}}
+        try:
+            write_atomic(self.dd.services_file, json.dumps(data) + "\n")
         except OSError:
             pass
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGUSR1:
-            self._reconcile = True
+            self.request_reconcile()
         else:
-            self._stop_signal = signum
+            self.request_stop(signum)
 
-    def _run(self) -> int:
-        started = time.monotonic()
+    def supervise(self) -> int:
+        """Start the services stage by stage, then watch them (the part ``run`` wraps with
+        the lock, the signals and the cleanup)."""
+        started = self.clock.monotonic()
         stages = sorted({svc.spec.stage for svc in self._services.values()})
         for stage in stages:
             names = [n for n, svc in self._services.items() if svc.spec.stage == stage]
@@ -271,7 +438,7 @@ class Supervisor:
                 code = self._wait_up(names)
                 if code is not None:
                     return code
-        last_probe = 0.0
+        last_probe = -PROBE_INTERVAL
         while True:
             if self._stop_signal is not None:
                 self._exit_reason = f"stopped by {signal.Signals(self._stop_signal).name}"
@@ -284,19 +451,22 @@ class Supervisor:
             if code is not None:
                 return code
             self._restart_due()
-            now = time.monotonic()
-            if not self._ready and now - last_probe > 0.2:
+            now = self.clock.monotonic()
+            if now - last_probe >= PROBE_INTERVAL:
                 last_probe = now
-                self._ready = self._probe_ready(now - started)
-            time.sleep(0.05)
+                if not self._ready:
+                    self._ready = self._probe_ready(now - started)
+                else:
+                    self._probe_restarted()
+            self.clock.sleep(POLL_INTERVAL)
 
     def _wait_up(self, names: list[str]) -> int | None:
         """Wait for these services to answer before starting the next stage (which needs
         them)."""
-        deadline = time.monotonic() + SYNAPSE_BOOT_TIMEOUT
+        deadline = self.clock.monotonic() + SYNAPSE_BOOT_TIMEOUT
         waiting = list(names)
         while waiting:
-            waiting = [n for n in waiting if not self._services[n].spec.probe().ok]
+            waiting = [n for n in waiting if not self.probe(self._services[n].spec)]
             if not waiting:
                 break
             if self._stop_signal is not None:
@@ -305,131 +475,148 @@ class Supervisor:
             code = self._check_deaths()
             if code is not None:
                 return code
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 what = "Synapse" if waiting == [SYNAPSE] else ", ".join(waiting)
-                self.say(f"{what} did not answer within {SYNAPSE_BOOT_TIMEOUT:.0f} s", "error")
+                self._exit_reason = f"{what} did not answer within {SYNAPSE_BOOT_TIMEOUT:.0f} s"
+                self.say(self._exit_reason, "error")
                 return self._services[waiting[0]].exit_code
-            time.sleep(0.05)
+            self.clock.sleep(POLL_INTERVAL)
+        self._came_up(names)
         if len(self._services) > 2:
             self.say(f"{', '.join(names)} up")
         return None
 
+    def _came_up(self, names: list[str]) -> None:
+        for name in names:
+            self._services[name].record.up()
+        self._publish()
+
     def _probe_ready(self, elapsed: float) -> bool:
         apis = [svc.spec for svc in self._services.values() if svc.spec.kind == API]
-        if not all(spec.probe().ok for spec in apis):
+        if not all(self.probe(spec) for spec in apis):
             return False
-        ping = health.ping_appservice(self.config.homeserver_url, self.config.as_token)
-        if not ping.ok:
+        assert self.ping is not None
+        if not self.ping():
             return False
+        self._came_up([spec.name for spec in apis])
         self.say(
             f"ready in {elapsed:.1f} s: Synapse {self.config.homeserver_url}, "
             f"API {self.config.api_url}{health.API_PREFIX}"
         )
         return True
 
+    def _probe_restarted(self) -> None:
+        """A process started again: RUNNING once it answers its health endpoint."""
+        for svc in self._services.values():
+            if svc.record.state is ProcessState.STARTING and self.probe(svc.spec):
+                svc.record.up()
+                self.say(f"{svc.name} is up again (restart {svc.record.restarts})")
+                self._publish()
+
     # --- services ------------------------------------------------------------------------
 
     def _start(self, name: str) -> None:
         svc = self._services[name]
-        if self.log_to_files:
-            self.dd.logs.mkdir(parents=True, exist_ok=True)
+        assert self.launch is not None
         try:
-            # The child writes its own copy of the log file's descriptor: ours closes at once.
-            with self._output(name) as out:
-                svc.proc = subprocess.Popen(
-                    svc.spec.command,
-                    cwd=self.dd.root,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT if out else None,
-                    start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them
-                    preexec_fn=die_with_parent,
-                )
+            svc.child = self.launch(svc.spec)
         except OSError as e:
             raise ServerError(f"cannot start {name}: {e}") from None
-        svc.started_at = time.monotonic()
-        write_pid(self.dd.pid_file(name), svc.proc.pid)
-        self.say(f"started {name} (pid {svc.proc.pid})")
-
-    def _output(self, name: str) -> AbstractContextManager[IO[bytes] | None]:
-        """Where a service's output goes: its log file, or (None) the supervisor's own."""
-        if self.log_to_files:
-            return open(service_log(self.dd, name), "ab")
-        return nullcontext()
+        again = svc.record.state is ProcessState.BACKOFF
+        svc.record.spawned(svc.child.pid, self.clock.monotonic(), self.clock.time())
+        write_pid(self.dd.pid_file(name), svc.child.pid)
+        self.say(f"started {name}{' again' if again else ''} (pid {svc.child.pid})")
+        self._publish()
 
     def _stop(self, name: str) -> None:
         svc = self._services[name]
-        if svc.proc is not None:
-            if svc.proc.poll() is None:
-                terminate(svc.proc.pid)
-                svc.proc.wait()
+        if svc.child is not None:
+            if svc.record.state in ALIVE:
+                svc.record.stopping()
+            if svc.child.stop():
                 self.say(f"stopped {name}")
-            svc.proc = None
+            svc.child = None
+        svc.record.stopped()
         self.dd.pid_file(name).unlink(missing_ok=True)
+        self._publish()
 
     def _stop_all(self) -> None:
         """Stop stage by stage, the last started first; each stage's processes together."""
         for stage in sorted({svc.spec.stage for svc in self._services.values()}, reverse=True):
             names = [n for n, svc in self._services.items() if svc.spec.stage == stage]
             for name in names:  # SIGTERM them all, then wait for each
-                proc = self._services[name].proc
-                if proc is not None and proc.poll() is None:
-                    signal_group(proc.pid, signal.SIGTERM)
+                child = self._services[name].child
+                if child is not None:
+                    child.signal(signal.SIGTERM)
             for name in names:
                 self._stop(name)
 
     def _check_deaths(self) -> int | None:
         for svc in self._services.values():
-            if svc.proc is not None and (rc := svc.proc.poll()) is not None:
-                svc.proc = None
-                self.dd.pid_file(svc.name).unlink(missing_ok=True)
-                if self._ready and svc.spec.restartable:
-                    self._schedule_restart(svc, rc)
-                    continue
-                self._exit_reason = f"{svc.name} exited unexpectedly (status {rc})"
-                self.say(f"{self._exit_reason}; stopping everything", "error")
-                return svc.exit_code
+            if svc.child is None or (rc := svc.child.poll()) is None:
+                continue
+            svc.child = None
+            self.dd.pid_file(svc.name).unlink(missing_ok=True)
+            rec = svc.record
+            rec.died(rc, self.clock.monotonic(), self.policy, self._ready and svc.spec.restartable)
+            self._publish()
+            if rec.state is ProcessState.BACKOFF:
+                assert rec.restart_at is not None
+                delay = rec.restart_at - self.clock.monotonic()
+                self.say(
+                    f"{svc.name} exited unexpectedly (status {rc}); starting it again in "
+                    f"{delay:.1f} s (failure {rec.failures} in a row)",
+                    "error",
+                )
+                continue
+            self._exit_reason = rec.reason
+            if rec.state is ProcessState.FATAL:
+                log = service_log(self.dd, svc.name)
+                self.say(f"{rec.reason}; giving up, stopping everything (see {log})", "error")
+            else:
+                self.say(f"{rec.reason}; stopping everything", "error")
+            return svc.exit_code
         return None
 
-    def _schedule_restart(self, svc: _Service, rc: int) -> None:
-        now = time.monotonic()
-        if now - svc.started_at > RESTART_RESET_AFTER:
-            svc.failures = 0
-        svc.failures += 1
-        delay = min(RESTART_MAX_DELAY, RESTART_FIRST_DELAY * 2 ** (svc.failures - 1))
-        svc.restart_at = now + delay
-        self.say(
-            f"{svc.name} exited unexpectedly (status {rc}); starting it again in {delay:.1f} s "
-            f"(failure {svc.failures} in a row)",
-            "error",
-        )
-
     def _restart_due(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for name, svc in self._services.items():
-            if svc.restart_at is not None and now >= svc.restart_at:
-                svc.restart_at = None
-                if svc.proc is None and not svc.held:
+            if svc.record.restart_due(now):
+                if svc.held:
+                    svc.record.stopped()
+                    self._publish()
+                else:
                     self._start(name)
 
     def _apply_holds(self) -> None:
         for name, svc in self._services.items():
             svc.held = self.dd.hold_file(name).exists()
-            if svc.held and svc.proc is not None:
+            if svc.held and svc.child is not None:
                 self.say(f"stopping {name} on request")
                 self._stop(name)
-            elif not svc.held and svc.proc is None:
+            elif svc.held and svc.record.state is ProcessState.BACKOFF:
+                svc.record.stopped()
+                self._publish()
+            elif not svc.held and svc.child is None:
                 self.say(f"starting {name} on request")
-                svc.restart_at = None
                 self._start(name)
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def run_foreground(
     dd: DataDir, config: Config, log_to_files: bool = False, log_format: str = "text"
 ) -> int:
     """Entry point of ``run``: supervise in this process; returns the exit code."""
+    os.umask(PRIVATE_UMASK)  # the supervisor's own files, and its children's
     try:
-        return Supervisor(dd, config, log_to_files, log_format).run()
+        policy = RestartPolicy.from_env(os.environ)
+        return Supervisor(dd, config, log_to_files, log_format, policy=policy).run()
+    except ValueError as e:
+        print(f"agent-chat-server: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except ServerError as e:
         print(f"agent-chat-server: {e}", file=sys.stderr)
         return e.exit_code if e.exit_code else EXIT_ERROR
