@@ -5,6 +5,7 @@ bot tokens do only what the server's policy allows. Against the real stack."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 import asyncio
@@ -14,6 +15,7 @@ from mautrix.util.async_db import Database
 
 from conftest import Stack
 from helpers import (
+    Ac,
     Agent,
     http_json,
     register,
@@ -153,3 +155,31 @@ def test_a_kicked_member_reads_nothing_more_at_once(any_stack: Stack) -> None:
 
 def test_a_banned_member_reads_nothing_more_at_once(any_stack: Stack) -> None:
     _removed_member_reads_nothing(any_stack, "ban")
+
+
+# --- item 18: a direct message to nobody is refused, and leaves no room behind ---------------
+
+
+def _channels(agent: Agent) -> set[str]:
+    status, data = agent.call("GET", "/channels")
+    assert status == 200, data
+    return {c["room_id"] for c in data["channels"]}
+
+
+def test_a_direct_message_to_nobody_is_refused_and_creates_nothing(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    ac = make_ac()
+    ac.ok("register", unique("Lonely"))
+    me = Agent(stack.api_base, ac.identity()["user_id"], "", ac.identity()["token"])
+    before = _channels(me)
+    nobody = f"@{unique('nobody_')}:{stack.server_name}"
+    # No such user here (exit 1, documented in ac --help), and another server that this one
+    # does not federate with: the invitation fails after the room exists.
+    for target, said in ((nobody, "nobody is called"), ("@bob:elsewhere.example", "refused")):
+        r = ac("send", target, "hello?")
+        assert r.returncode == 1, (target, r.stdout, r.stderr)
+        assert r.stdout == "" and r.stderr.count("\n") == 1 and said in r.stderr, r.stderr
+        assert _channels(me) == before
+    sentinel(me, "#general")  # whatever Synapse pushed about those rooms is recorded by now
+    assert _channels(me) == before

@@ -15,7 +15,7 @@ import logging
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.appservice import AppServiceAPI
 from mautrix.client import ClientAPI
-from mautrix.errors import MatrixResponseError, MNotFound, MUserInUse
+from mautrix.errors import MatrixRequestError, MatrixResponseError, MNotFound, MUserInUse
 from mautrix.types import (
     EventID,
     EventType,
@@ -194,6 +194,27 @@ class Homeserver:
 
     async def invite(self, inviter: str | None, room_id: str, user_id: str) -> None:
         await self.client(inviter).invite_user(RoomID(room_id), UserID(user_id))
+
+    async def invite_direct(self, inviter: str, room_id: str, user_id: str) -> None:
+        """Invite to a direct chat: the member event carries ``is_direct`` (what createRoom's
+        invitees get), so the invitee's client shows a direct message."""
+        path = Path.v3.rooms[room_id].state[EventType.ROOM_MEMBER.t][user_id]
+        content = {"membership": "invite", "is_direct": True}
+        await self.client(inviter).api.request(Method.PUT, path, content)
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        await self.client(user_id).forget_room(RoomID(room_id))
+
+    async def user_exists(self, user_id: str) -> bool:
+        """Whether the homeserver knows ``user_id`` (their profile answers; 404 is nobody,
+        which Synapse answers as M_NOT_FOUND or, for a local user, M_UNKNOWN)."""
+        try:
+            await self.as_api.request(Method.GET, Path.v3.profile[user_id])
+        except MatrixRequestError as e:
+            if e.http_status == 404:
+                return False
+            raise
+        return True
 
     async def search(self, user_id: str, body: dict[str, Any], next_batch: str | None) -> Any:
         """Synapse's server-side search (``POST /search``) as ``user_id``: Synapse itself

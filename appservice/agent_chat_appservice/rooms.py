@@ -240,15 +240,20 @@ class Rooms:
         )
         if ours and await Identity.get(other) is None:
             raise ApiError(404, "M_NOT_FOUND", "no such agent")
+        local = other.endswith(":" + self.config.server_name)
+        if local and not ours and not await self._user_exists(other):
+            raise ApiError(404, "M_NOT_FOUND", f"nobody is called {other} on this server")
         try:
-            room_id = await self.hs.create_room(
-                caller,
-                public=False,
-                invitees=[other],
-                is_direct=True,
-            )
+            room_id = await self.hs.create_room(caller, public=False, is_direct=True)
         except MatrixRequestError as e:
             raise from_matrix(e, "creating the direct chat") from None
+        try:
+            # Invited after the room exists: an invitation that fails (another server that
+            # cannot be reached or refuses) leaves no one-member room behind.
+            await self.hs.invite_direct(caller, room_id, other)
+        except MatrixRequestError as e:
+            await self._abandon(caller, room_id)
+            raise from_matrix(e, f"inviting {other}") from None
         async with transaction() as conn:
             await Room.set_direct(conn, room_id)
             await DirectChat.set(conn, caller, other, room_id)
@@ -260,6 +265,21 @@ class Rooms:
         if ours:
             await self.join(other, room_id)
         return room_id
+
+    async def _user_exists(self, user_id: str) -> bool:
+        try:
+            return await self.hs.user_exists(user_id)
+        except MatrixRequestError as e:
+            raise from_matrix(e, f"looking up {user_id}") from None
+
+    async def _abandon(self, user_id: str, room_id: str) -> None:
+        """Leave and forget a direct chat whose invitation failed: it must not stay in the
+        caller's channels with nobody to talk to."""
+        try:
+            await self.leave(user_id, room_id)
+            await self.hs.forget(user_id, room_id)
+        except Exception as e:  # the error that made us abandon it is the one to answer
+            log.warning("%s could not leave the failed direct chat %s: %s", user_id, room_id, e)
 
     async def accept_direct(self, caller: str, other: str) -> str | None:
         """The caller's direct chat with ``other`` if they are in it or invited to it (an
