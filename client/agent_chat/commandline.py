@@ -98,6 +98,9 @@ class Args:
     mine: bool
     check_staged: bool
     strict: bool
+    # run
+    cli: list[str]
+    wake: str
     # mcp
     channel: bool
     channel_events: str
@@ -632,7 +635,44 @@ def _other_commands() -> tuple[Command, ...]:
                 ),
             ),
         ),
+        Command(
+            "run",
+            _run,
+            "run an agent CLI and wake it when a message arrives while it is idle",
+            "Run CLI (codex, gemini, claude, or any other) in a terminal of its own, passed\n"
+            "through untouched. When a direct or urgent message arrives (--wake) while the\n"
+            "CLI sits quiet at its prompt (no output, no keystroke for a few seconds), the\n"
+            "unread counts line is typed into it and submitted: never a message body, once\n"
+            "per event, at most once per --min-interval unless urgent (as ac wait --session).\n"
+            "Exit status: the CLI's; 127 when it is not found.",
+            args=(
+                Arg("--nick", metavar="NAME", help="wake for this identity (and give it to CLI)"),
+                Arg(
+                    "--wake",
+                    metavar="WHAT",
+                    default="urgent,dm",
+                    help="urgent,dm (default), urgent, dm, all or none",
+                ),
+                Arg(
+                    "--min-interval",
+                    metavar="S",
+                    type=seconds,
+                    default=10.0,
+                    help="at most one wake per S seconds unless urgent (default 10)",
+                ),
+                Arg("cli", metavar="-- CLI [ARGS...]", nargs="...", help="the agent CLI"),
+            ),
+        ),
     )
+
+
+def _run(args: Args) -> int:
+    from . import run
+
+    argv = list(args.cli)
+    if not argv or argv[0] != "--" or len(argv) < 2:
+        raise UsageError("ac run needs -- and the command to run: ac run [OPTIONS] -- CLI")
+    return run.main(_context(args), argv[1:], args.wake, args.min_interval, args.nick)
 
 
 def _project_arg() -> Arg:

@@ -1,0 +1,360 @@
+"""``ac run [--wake urgent,dm|all|none] [--min-interval S] -- CLI [ARGS...]``: run an agent CLI
+in a pseudo-terminal and wake it when a message arrives while it sits idle at its prompt.
+
+Codex and Gemini CLI run their hooks synchronously: nothing can wake them from outside, so a
+DM to an idle session waits until a person types. ``ac run`` owns the CLI's terminal instead:
+
+- the terminal passes through untouched: raw mode, window size changes (SIGWINCH), signals
+  sent to ``ac run`` (TERM, HUP, INT, QUIT, CONT), the CLI's exit status (128+N for a signal);
+  the terminal's settings are restored on every exit, the CLI killed with SIGKILL included;
+- a thread sits on the server's long-poll with ``ac wait``'s loop guard
+  (:func:`agent_chat.wait.next_news`: one wake per new event, at most one per
+  ``--min-interval`` unless something became urgent);
+- the counts line (never a body; the wake hook's words) is typed and submitted only when the
+  CLI is quiet: no output for the profile's settle time (an agent at work redraws its spinner)
+  and no keystroke for :data:`KEY_QUIET` seconds. A line that had to wait says so.
+
+Profiles (:data:`PROFILES`) say how each CLI takes a typed line: bracketed paste when the CLI
+turned it on (``ESC[?2004h``), then the submit key after a pause, so that a TUI that detects
+fast typing as a paste (Codex) does not take the Enter as a newline.
+
+Server down: one line on stderr before the CLI starts ("waking is off"); the CLI runs, and
+waking resumes when the server answers again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pty
+import select
+import shutil
+import signal
+import struct
+import sys
+import termios
+import threading
+import time
+import tty
+
+from . import render
+from .errors import AcError, UsageError
+from .http import ConnectionFailed
+from .wait import MAX_POLL, SessionState, next_news, poll, record_wake
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .api import Client
+    from .context import Context
+    from .shapes import JSONObject
+
+#: No keystroke for this long before a line is typed (a person may be mid-word).
+KEY_QUIET = 3.0
+#: Seconds between two tries while the server is down.
+RETRY = 5.0
+#: Exit status when the CLI cannot be found or started (as a shell says).
+EXIT_NOT_FOUND = 127
+WAKES = {"urgent,dm": "urgent,dm", "dm,urgent": "urgent,dm", "urgent": "urgent", "dm": "dm"}
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGCONT)
+
+
+class Profile:
+    """How one CLI takes a typed line."""
+
+    def __init__(self, settle: float, submit: bytes = b"\r", pause: float = 0.15) -> None:
+        #: Seconds without output before the CLI counts as idle.
+        self.settle = settle
+        self.submit = submit
+        #: Seconds between the pasted line and the submit key.
+        self.pause = pause
+
+
+PROFILES = {
+    "codex": Profile(settle=1.0, pause=0.3),
+    "gemini": Profile(settle=1.0, pause=0.3),
+    "claude": Profile(settle=1.0, pause=0.2),
+    "generic": Profile(settle=1.5),
+}
+
+
+def profile_for(command: str) -> Profile:
+    name = os.path.basename(command)
+    return PROFILES.get(name, PROFILES["generic"])
+
+
+def wake_filters(text: str) -> tuple[bool, str | None]:
+    """``--wake`` → (waking on, the /notify filter): urgent,dm (default), all, none."""
+    value = text.strip().lower().replace(" ", "")
+    if value == "none":
+        return False, None
+    if value == "all":
+        return True, None
+    if value in WAKES:
+        return True, WAKES[value]
+    raise UsageError("--wake takes urgent,dm (the default), urgent, dm, all or none")
+
+
+def wake_line(answer: JSONObject, filters: str | None, waited: float) -> str:
+    """The line typed into the CLI: counts and labels (never bodies), the wake hook's words."""
+    line = render.notify_oneline(render.unread_entries(answer)) or "new messages"
+    what = "new direct or urgent message" if filters else "new message"
+    note = f" (typed after {waited:.0f} s waiting for quiet)" if waited >= 1 else ""
+    return f"[chat] {line}: {what}{note} (read: ac listen --unread)"
+
+
+class Waker:
+    """The long-poll thread: the latest wake-worthy answer, for the terminal loop to type."""
+
+    def __init__(self, ctx: Context, filters: str | None, min_interval: float) -> None:
+        self.ctx = ctx
+        self.filters = filters
+        self.min_interval = min_interval
+        self.state = SessionState(None)  # the loop guard's memory, in this process
+        self.client: Client | None = None
+        self.lock = threading.Lock()
+        self.pending: JSONObject | None = None
+        self.since = 0.0
+        self.stopped = threading.Event()
+        read, write = os.pipe()
+        self.signal_fd, self._wakeup = read, write
+
+    def baseline(self) -> None:
+        """What is unread now does not wake; raises when the server cannot be reached."""
+        self.client = self.ctx.authed()
+        found = poll(self.client, None, 0, self.filters).get("cursor")
+        self.state.cursor = found if isinstance(found, str) else None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="ac-run-wake", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                if self.client is None:
+                    self.baseline()
+                assert self.client is not None
+                answer = next_news(
+                    self.client,
+                    self.state,
+                    self.state.cursor,
+                    self.filters,
+                    lambda: 0.0 if self.stopped.is_set() else MAX_POLL,
+                    self.min_interval,
+                    on_failure=lambda _e: None,  # quiet: the CLI owns the terminal
+                )
+            except (AcError, ConnectionFailed):
+                self.stopped.wait(RETRY)  # the server is still down: waking resumes later
+                continue
+            if answer is None:
+                continue
+            record_wake(self.state, answer)
+            with self.lock:
+                if self.pending is None:
+                    self.since = time.monotonic()
+                self.pending = answer
+            os.write(self._wakeup, b"x")
+
+    def take(self) -> tuple[JSONObject, float] | None:
+        with self.lock:
+            answer, since, self.pending = self.pending, self.since, None
+        return None if answer is None else (answer, since)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _winsize(fd: int) -> bytes | None:
+    try:
+        return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+    except OSError:
+        return None
+
+
+def _copy_winsize(src: int, dest: int) -> None:
+    size = _winsize(src)
+    if size is not None and struct.unpack("HHHH", size)[:2] != (0, 0):
+        try:
+            fcntl.ioctl(dest, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+
+
+def main(
+    ctx: Context,
+    argv: list[str],
+    wake: str = "urgent,dm",
+    min_interval: float = 10.0,
+    nick: str | None = None,
+) -> int:
+    """``ac run``: the CLI's exit status (127 when it cannot be started)."""
+    if not argv:
+        raise UsageError("usage: ac run [OPTIONS] -- CLI [ARGS...]")
+    if not 0 <= min_interval <= 86400:
+        raise UsageError("--min-interval is a number of seconds from 0 to 86400")
+    waking, filters = wake_filters(wake)
+    if nick is not None:
+        if not nick.strip():
+            raise UsageError("--nick needs a name")
+        os.environ["AGENT_CHAT_NICK"] = nick  # this identity, and the CLI's hooks and MCP
+    exe = shutil.which(argv[0])
+    if exe is None:
+        sys.stderr.write(f"ac run: {argv[0]}: command not found\n")
+        return EXIT_NOT_FOUND
+    waker = _start_waker(ctx, filters, min_interval) if waking else None
+    try:
+        return _run_child(exe, argv, profile_for(argv[0]), waker, filters)
+    finally:
+        if waker is not None:
+            waker.stop()
+
+
+def _start_waker(ctx: Context, filters: str | None, min_interval: float) -> Waker:
+    """The waker, its baseline taken now when the server answers; else one line on stderr,
+    and the waker keeps trying (waking resumes when the server returns)."""
+    waker = Waker(ctx, filters, min_interval)
+    try:
+        waker.baseline()
+    except (AcError, ConnectionFailed) as e:
+        what = e.message if isinstance(e, AcError) else str(e)
+        sys.stderr.write(f"ac run: {what}; waking is off until the server answers\n")
+        waker.client = None
+    waker.start()
+    return waker
+
+
+def _run_child(
+    exe: str, argv: list[str], profile: Profile, waker: Waker | None, filters: str | None
+) -> int:
+    stdin = sys.stdin.fileno()
+    stdout = sys.stdout.fileno()
+    interactive = os.isatty(stdin)
+    saved = termios.tcgetattr(stdin) if interactive else None
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the CLI on the new terminal
+        try:
+            os.execv(exe, argv)
+        except OSError as e:
+            os.write(2, f"ac run: {argv[0]}: {e.strerror}\n".encode())
+        os._exit(EXIT_NOT_FOUND)
+    if interactive:
+        _copy_winsize(stdin, master)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    def resized(_signum: int, _frame: object) -> None:
+        _copy_winsize(stdin, master)  # the kernel sends the CLI its SIGWINCH
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resized)
+    try:
+        if interactive:
+            tty.setraw(stdin, termios.TCSANOW)
+        _pump(stdin, stdout, master, profile, waker, filters, interactive)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSAFLUSH, saved)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.close(master)
+    _, status = _wait_child(pid)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _wait_child(pid: int) -> tuple[int, int]:
+    while True:
+        try:
+            return os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+
+
+def _pump(
+    stdin: int,
+    stdout: int,
+    master: int,
+    profile: Profile,
+    waker: Waker | None,
+    filters: str | None,
+    interactive: bool,
+) -> None:
+    """Copy both ways until the CLI's side closes; type the wake line when it is quiet."""
+    last_output = last_key = time.monotonic()
+    paste = False  # the CLI turned bracketed paste on
+    tail = b""
+    submit_at: float | None = None
+    wanted: JSONObject | None = None
+    since = 0.0
+    stdin_open = True
+    while True:
+        now = time.monotonic()
+        if submit_at is not None and now >= submit_at:
+            _write_all(master, profile.submit)
+            submit_at = None
+        if waker is not None and wanted is None:
+            taken = waker.take()
+            if taken is not None:
+                wanted, since = taken
+        if wanted is not None and submit_at is None:
+            quiet_at = max(last_output + profile.settle, last_key + KEY_QUIET)
+            if now >= quiet_at:
+                line = wake_line(wanted, filters, now - since - profile.settle)
+                data = line.encode()
+                _write_all(master, b"\x1b[200~" + data + b"\x1b[201~" if paste else data)
+                submit_at = now + profile.pause
+                wanted = None
+                timeout: float | None = profile.pause
+            else:
+                timeout = quiet_at - now
+        else:
+            timeout = None if submit_at is None else max(0.0, submit_at - now)
+        watch = [master]
+        if stdin_open:
+            watch.append(stdin)
+        if waker is not None:
+            watch.append(waker.signal_fd)
+        try:
+            ready, _, _ = select.select(watch, [], [], timeout)
+        except InterruptedError:
+            continue
+        if waker is not None and waker.signal_fd in ready:
+            os.read(waker.signal_fd, 512)
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    return  # the CLI's side is closed: it exited (or was killed)
+                raise
+            if not data:
+                return
+            _write_all(stdout, data)
+            last_output = time.monotonic()
+            tail = (tail + data)[-64:]
+            on, off = tail.rfind(b"\x1b[?2004h"), tail.rfind(b"\x1b[?2004l")
+            if on != off:
+                paste = on > off
+        if stdin_open and stdin in ready:
+            data = os.read(stdin, 65536)
+            if not data:
+                stdin_open = False  # no more input (not a terminal): the CLI carries on
+                continue
+            _write_all(master, data)
+            if interactive:
+                last_key = time.monotonic()
