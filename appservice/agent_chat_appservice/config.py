@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import hashlib
 import hmac
+import ipaddress
 import os
 
 from ruamel.yaml import YAML
@@ -30,6 +31,45 @@ def _is_port(value: object) -> bool:
 
 class ConfigError(Exception):
     """The config file is missing, unreadable or malformed."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _check_limits(config: Config, path: Path) -> None:
+    """The connection and rate limits: positive numbers, proxies as addresses or networks."""
+    for key in (
+        "max_waits_per_identity",
+        "room_create_burst",
+        "register_burst",
+        "webhook_burst",
+    ):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config file {path}: {key} must be a whole number of at least 1")
+    for key in (
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+        "room_create_per_minute",
+        "register_per_minute",
+        "webhook_per_minute",
+    ):
+        if not _is_number(getattr(config, key)) or getattr(config, key) <= 0:
+            raise ConfigError(f"config file {path}: {key} must be a number above 0")
+    cap = config.max_connections
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 16):
+        raise ConfigError(f"config file {path}: max_connections must be a number of at least 16")
+    proxies = config.trusted_proxies
+    if not isinstance(proxies, list):
+        raise ConfigError(f"config file {path}: trusted_proxies must be a list of addresses")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"config file {path}: trusted_proxies: {proxy!r} is not an IP address or network"
+            ) from None
 
 
 @dataclass
@@ -55,6 +95,26 @@ class Config:
     #: The loop guard: agents answering each other in one direct chat or thread get 429 after
     #: this many answers within a minute (0 turns it off). Humans are never limited by it.
     loop_guard_answers_per_minute: int = 6
+    #: Held connections (docs/security.md): long-poll waits one identity may hold at once (a
+    #: newer one answers the oldest early), seconds a client has to send a request's headers
+    #: (and to start its next request on a kept-alive connection), seconds to send a body,
+    #: and open connections served at most (None: below the process's open-file limit).
+    max_waits_per_identity: int = 8
+    header_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int | None = None
+    #: Public rooms one identity may create: a burst, then this many per minute.
+    room_create_burst: int = 10
+    room_create_per_minute: float = 2.0
+    #: Registrations from one client address: a burst, then this many per minute.
+    register_burst: int = 60
+    register_per_minute: float = 60.0
+    #: Posts one webhook may make: a burst, then this many per minute.
+    webhook_burst: int = 10
+    webhook_per_minute: float = 60.0
+    #: Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the client;
+    #: from any other peer the header is ignored and the peer's own address is the client's.
+    trusted_proxies: list[str] = field(default_factory=list)
     rooms: list[dict[str, str]] = field(default_factory=lambda: [dict(r) for r in DEFAULT_ROOMS])
     log_level: str = "INFO"
     #: "text", or "json" for one JSON object per line (for log shippers).
@@ -142,6 +202,7 @@ class Config:
                     f"config file {path}: transactions_port (several appservice processes) "
                     "needs a PostgreSQL database; SQLite serves one process"
                 )
+        _check_limits(config, path)
         urls = config.homeserver_worker_urls
         if not isinstance(urls, list) or not all(
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls

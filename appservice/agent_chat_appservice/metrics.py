@@ -85,6 +85,25 @@ CHARS_INJECTED = Counter(
     "agent_chat_chars_injected_total", "Characters of chat lines put into agents' context"
 )
 WAKES = Counter("agent_chat_wakes_total", "Agent sessions woken by chat")
+NOTIFY_EVICTED = Gauge(
+    "agent_chat_notify_evicted_total",
+    "Long-poll /notify waiters answered early: their identity opened more than its cap",
+    "counter",
+)
+CONNECTIONS = Gauge("agent_chat_connections", "Open connections to the HTTP server")
+CONNECTIONS_REFUSED = Gauge(
+    "agent_chat_connections_refused_total",
+    "Connections refused (503) beyond the connection cap",
+    "counter",
+)
+HEADER_TIMEOUTS = Gauge(
+    "agent_chat_header_timeouts_total",
+    "Connections closed for not sending a request's headers in time",
+    "counter",
+)
+PRUNED = Counter(
+    "agent_chat_pruned_rows_total", "Rows pruned after their retention window", "table"
+)
 
 ALL = (
     TRANSACTIONS,
@@ -101,6 +120,11 @@ ALL = (
     LINES_SHOWN,
     CHARS_INJECTED,
     WAKES,
+    NOTIFY_EVICTED,
+    CONNECTIONS,
+    CONNECTIONS_REFUSED,
+    HEADER_TIMEOUTS,
+    PRUNED,
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 import asyncio
 import ipaddress
 import logging
@@ -12,14 +11,17 @@ from aiohttp import web
 from . import db as tables
 from . import metrics, presence
 from .api import make_app
-from .api.base import Context, RateLimiter, SharedRateLimiter
+from .api.base import Context
 from .catchup import catch_up
 from .cluster import Leadership, WakeBus, migration_lock
 from .config import Config
+from .connections import ConnectionGuard, connection_cap, open_file_limit
 from .homeserver import Homeserver
 from .identities import Identities
 from .ingest import MemberRecord
+from .limits import Limits, RateLimiter, SharedRateLimiter
 from .loop_guard import LoopGuard, SharedLoopGuard
+from .retention import prune_forever
 from .rooms import Rooms
 from .transactions import TransactionEndpoint
 
@@ -92,6 +94,12 @@ class AgentChatService:
         self.runner: web.AppRunner | None = None
         #: Clustered: the ledger writer's homeserver-facing server on ``transactions_port``.
         self.writer_runner: web.AppRunner | None = None
+        self.context.waiters.per_identity = config.max_waits_per_identity
+        self.context.limits = Limits.from_config(config)
+        #: The API server's connections: capped below the open-file limit (set at start).
+        self.connections = ConnectionGuard(
+            connection_cap(1024, config.max_connections), config.header_timeout_seconds
+        )
         self.background = self.context.background
         self.leadership = Leadership(config.database) if config.clustered else None
         self.bus = WakeBus(config.database, self.context.waiters.wake_here)
@@ -100,7 +108,9 @@ class AgentChatService:
 
     def build_app(self, transactions: bool = True, api: bool = True) -> web.Application:
         # Synapse may batch 100 events of up to 64 KiB each into one transaction.
-        app = web.Application(client_max_size=128 * 1024 * 1024)
+        app = web.Application(
+            client_max_size=128 * 1024 * 1024, middlewares=[self.connections.middleware]
+        )
         if transactions:
             self.transactions.add_routes(app)
         app.router.add_get("/metrics", self._metrics)
@@ -134,7 +144,17 @@ class AgentChatService:
         self.hs.user_tokens = await tables.Identity.matrix_tokens()
         # Serve before bootstrapping: room creation makes Synapse push transactions to us.
         clustered = self.config.clustered
-        self.runner = web.AppRunner(self.build_app(transactions=not clustered), access_log=None)
+        fd_limit = open_file_limit()
+        self.connections.cap = connection_cap(fd_limit, self.config.max_connections)
+        log.info(
+            "open-file limit %d: serving at most %d connections", fd_limit, self.connections.cap
+        )
+        self.runner = web.AppRunner(
+            self.build_app(transactions=not clustered),
+            access_log=None,
+            # Idle kept-alive connections, and slow headers of their next request, end here.
+            keepalive_timeout=self.config.header_timeout_seconds,
+        )
         await self.runner.setup()
         self._watch_connections(self.runner)
         await web.TCPSite(self.runner, self.config.host, self.config.port).start()
@@ -152,10 +172,12 @@ class AgentChatService:
 
     def _start_writing(self) -> None:
         """What only the ledger writer runs: the ping that flushes Synapse's queue, catch-up,
-        and the watch that catches up again after Synapse restarts."""
+        the watch that catches up again after Synapse restarts, and pruning
+        (``retention.py``)."""
         self.background.spawn(self._ping_homeserver(), loop=True)
         self.background.spawn(self._catch_up(), loop=True)
         self.background.spawn(self._watch_homeserver(), loop=True)
+        self.background.spawn(prune_forever(), loop=True)
 
     async def _start_replica(self, leadership: Leadership) -> None:
         """Clustered: join the wake-up bus, then write the ledger now if no other process
@@ -275,21 +297,17 @@ class AgentChatService:
             was_down = not up
 
     def _watch_connections(self, runner: web.AppRunner) -> None:
-        """End a long-poll waiter as soon as its caller hangs up: aiohttp tells its server of
+        """Cap the server's connections and time out slow headers (``connections.py``), and
+        end a long-poll waiter as soon as its caller hangs up: aiohttp tells its server of
         every lost connection (it does not cancel the handler, by default and on purpose)."""
         server = runner.server
         if server is None:
             return
-        lost = server.connection_lost
         waiters = self.context.waiters
         metrics.NOTIFY_WAITERS.read = lambda: len(waiters)
         metrics.NOTIFY_WOKEN.read = lambda: waiters.woken
-
-        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-            lost(handler, exc)
-            waiters.connection_lost(handler)
-
-        server.connection_lost = connection_lost  # type: ignore[method-assign]
+        metrics.NOTIFY_EVICTED.read = lambda: waiters.evicted
+        self.connections.install(server, waiters.connection_lost)
 
     def _transaction_failed(self) -> None:
         if not self._kicking:

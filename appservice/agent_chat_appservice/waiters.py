@@ -7,6 +7,11 @@ polls: an idle appservice with a thousand waiters runs no code until something h
 the only timer per waiter is its request's own timeout. A waiter whose connection drops is
 woken by :meth:`Waiters.connection_lost` and forgotten.
 
+One identity holds at most ``Waiters.per_identity`` waiting requests: beyond that, the
+oldest of its waits is answered at once, with the answer it would have had at its timeout
+(nothing changed), so a client simply polls again; the newest request is never refused. An
+identity opening thousands of waits thus holds a bounded share of the process.
+
 ``wake(user_ids)`` is the whole interface a change needs, so that a notifier across processes
 (several appservice replicas, PostgreSQL LISTEN/NOTIFY) can call it with the user ids it hears.
 
@@ -34,6 +39,11 @@ from .db import Ledger, Unread
 K = TypeVar("K")
 FILTERS = ("urgent", "dm")
 MAX_WAIT = 300.0
+#: Default cap of waiting requests per identity (``Config.max_waits_per_identity``).
+WAITS_PER_IDENTITY = 8
+#: What ends a wait: its caller's counts may have changed, its caller hung up, or a newer
+#: wait of the same identity needs its place (answered as at the timeout).
+CHANGED, HUNG_UP, MAKE_ROOM = "changed", "hung up", "make room"
 CURSOR_RE = re.compile(r"^([0-9a-f]{1,16})\.([0-9a-f]{16})\.([0-9a-f]{16})$")
 
 
@@ -110,29 +120,36 @@ class Answer:
     new: bool | None
 
 
-def _drop(index: dict[K, set[asyncio.Future[bool]]], key: K, future: asyncio.Future[bool]) -> None:
+def _drop(
+    index: dict[K, dict[asyncio.Future[str], None]], key: K, future: asyncio.Future[str]
+) -> None:
     found = index.get(key)
     if found is not None:
-        found.discard(future)
+        found.pop(future, None)
         if not found:
             del index[key]
 
 
 class Waiters:
-    """Who is waiting for their counts to change: one future per waiting request.
+    """Who is waiting for their counts to change: one future per waiting request, in the order
+    they started (a dict as an ordered set), per identity and per connection.
 
-    A future's result is True when the caller's counts may have changed, False when the
-    caller's connection dropped.
+    A future's result says why the wait ended: :data:`CHANGED`, :data:`HUNG_UP` or
+    :data:`MAKE_ROOM`.
     """
 
-    def __init__(self) -> None:
-        self._by_user: dict[str, set[asyncio.Future[bool]]] = {}
-        self._by_connection: dict[object, set[asyncio.Future[bool]]] = {}
+    def __init__(self, per_identity: int = WAITS_PER_IDENTITY) -> None:
+        self._by_user: dict[str, dict[asyncio.Future[str], None]] = {}
+        self._by_connection: dict[object, dict[asyncio.Future[str], None]] = {}
+        #: Waiting requests one identity may hold; a newer one ends the oldest.
+        self.per_identity = per_identity
         #: ``GET /receipts?wait=``: one future per waiting sender, under every recipient it
         #: waits for (a recipient's stage moves where its counts change: a read, a report).
-        self._watching: dict[str, set[asyncio.Future[bool]]] = {}
+        self._watching: dict[str, dict[asyncio.Future[str], None]] = {}
         #: Waiters answered because of a change (for /metrics and the benchmark).
         self.woken = 0
+        #: Waiters answered early to stay within ``per_identity`` (for /metrics).
+        self.evicted = 0
         #: Tells the other appservice replicas of a change (``cluster.WakeBus.publish``).
         self.publish: Callable[[list[str], list[str]], Awaitable[None]] | None = None
 
@@ -143,29 +160,37 @@ class Waiters:
     def users(self) -> int:
         return len(self._by_user)
 
-    def add(self, user_id: str, connection: object) -> asyncio.Future[bool]:
+    def add(self, user_id: str, connection: object) -> asyncio.Future[str]:
         """A future that is done when ``user_id``'s counts may have changed (or the caller's
-        connection dropped). Always :meth:`discard` it afterwards."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._by_user.setdefault(user_id, set()).add(future)
-        self._by_connection.setdefault(connection, set()).add(future)
+        connection dropped, or a newer wait needs its place). Always :meth:`discard` it
+        afterwards."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        mine = self._by_user.setdefault(user_id, {})
+        while len(mine) >= max(1, self.per_identity):  # the oldest make room
+            oldest = next(iter(mine))
+            del mine[oldest]
+            if not oldest.done():
+                oldest.set_result(MAKE_ROOM)
+                self.evicted += 1
+        mine[future] = None
+        self._by_connection.setdefault(connection, {})[future] = None
         return future
 
-    def discard(self, user_id: str, connection: object, future: asyncio.Future[bool]) -> None:
+    def discard(self, user_id: str, connection: object, future: asyncio.Future[str]) -> None:
         _drop(self._by_user, user_id, future)
         _drop(self._by_connection, connection, future)
 
-    def watch(self, user_ids: Iterable[str], connection: object) -> asyncio.Future[bool]:
+    def watch(self, user_ids: Iterable[str], connection: object) -> asyncio.Future[str]:
         """One future, done when any of ``user_ids`` may have moved a delivery stage (or the
         caller's connection dropped). Always :meth:`unwatch` it afterwards."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         for user_id in user_ids:
-            self._watching.setdefault(user_id, set()).add(future)
-        self._by_connection.setdefault(connection, set()).add(future)
+            self._watching.setdefault(user_id, {})[future] = None
+        self._by_connection.setdefault(connection, {})[future] = None
         return future
 
     def unwatch(
-        self, user_ids: Iterable[str], connection: object, future: asyncio.Future[bool]
+        self, user_ids: Iterable[str], connection: object, future: asyncio.Future[str]
     ) -> None:
         for user_id in user_ids:
             _drop(self._watching, user_id, future)
@@ -177,11 +202,11 @@ class Waiters:
         for user_id in user_ids:
             for future in self._by_user.pop(user_id, ()):
                 if not future.done():
-                    future.set_result(True)
+                    future.set_result(CHANGED)
                     count += 1
             for future in self._watching.pop(user_id, ()):
                 if not future.done():
-                    future.set_result(True)
+                    future.set_result(CHANGED)
         self.woken += count
         return count
 
@@ -209,7 +234,7 @@ class Waiters:
         """The caller hung up: its waiter ends now instead of at its timeout."""
         for future in self._by_connection.pop(connection, ()):
             if not future.done():
-                future.set_result(False)
+                future.set_result(HUNG_UP)
 
     async def until_changed(
         self,
@@ -224,7 +249,8 @@ class Waiters:
         are at the timeout; at once without ``since``. None when the caller hung up.
 
         The future is registered before each read, so a change committed between the read and
-        the sleep is never missed: it finds the future already done. ``hung_up`` is asked
+        the sleep is never missed: it finds the future already done. A wait ended to make room
+        for a newer one of the same caller answers like a timeout. ``hung_up`` is asked
         before each registration: a caller who hung up while the previous round was being
         answered (woken, then nothing to report) has had its :meth:`connection_lost` already,
         and a future added after it would wait out the whole timeout.
@@ -235,6 +261,7 @@ class Waiters:
             if since is not None and hung_up():
                 return None
             future = self.add(user_id, connection) if since is not None and timeout > 0 else None
+            why = CHANGED
             try:
                 entries = await read()
                 cursor = cursor_of(entries)
@@ -245,12 +272,13 @@ class Waiters:
                 if changed or future is None or remaining <= 0:
                     return Answer(entries, cursor, changed, cursor.latest > since.latest)
                 try:
-                    if not await asyncio.wait_for(future, remaining):
-                        return None  # the connection dropped
+                    why = await asyncio.wait_for(future, remaining)
                 except TimeoutError:
-                    pass  # one more read answers with the state at the timeout
+                    why = MAKE_ROOM  # one more read answers with the state at the timeout
+                if why == HUNG_UP:
+                    return None
             finally:
                 if future is not None:
                     self.discard(user_id, connection, future)
-            if loop.time() >= deadline:
+            if why == MAKE_ROOM or loop.time() >= deadline:
                 timeout = 0  # read once more, then answer whatever it says

@@ -1,4 +1,5 @@
-"""Operator commands for people and bots: ``user add``, ``bot add``, ``webhook add``.
+"""Operator commands for people and bots: ``user add``, ``bot add``,
+``webhook add|list|remove|rotate``.
 
 Humans get ordinary Synapse accounts through the shared-secret admin API (registration stays
 closed); bots and webhooks are created by the running appservice through its admin routes,
@@ -15,6 +16,7 @@ import hashlib
 import hmac
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -40,8 +42,13 @@ def add_parsers(add: AddParser) -> None:
     p.add_argument("name", help="the bot's name, e.g. ci-bot")
 
     p = add("webhook", "manage inbound webhooks (POST JSON to post into a room)")
-    p.add_argument("action", choices=["add"])
-    p.add_argument("name", help="the webhook's name; it posts as a bot of that name")
+    p.add_argument(
+        "action",
+        choices=["add", "list", "remove", "rotate"],
+        help="add one; list them (never their URLs); remove one (its URL stops working); "
+        "rotate one's URL and signing secret (the old ones stop working)",
+    )
+    p.add_argument("name", nargs="?", help="the webhook's name; it posts as a bot of that name")
     p.add_argument("--room", default="#alerts", help="where it posts (default: %(default)s)")
     p.add_argument(
         "--sign",
@@ -143,7 +150,8 @@ def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(dd: DataDir, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _admin_call(dd: DataDir, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    """An admin route (GET without a body); its answer, or ServerError with its error."""
     config = load_appservice_config(dd)
     url = f"{config.api_url}/_agent_chat/v1{path}"
     try:
@@ -153,7 +161,7 @@ def _admin_call(dd: DataDir, path: str, body: dict[str, Any]) -> dict[str, Any]:
             f"the appservice is not reachable at {config.api_url} ({e}); start the server first",
             EXIT_APPSERVICE,
         ) from None
-    if status != 201:
+    if status not in (200, 201):
         raise ServerError(
             _error_text(data) or f"the appservice answered HTTP {status}", EXIT_ERROR
         )
@@ -173,19 +181,66 @@ def cmd_bot(dd: DataDir, args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(value: object) -> str:
+    """Names and rooms come from users: no control characters reach the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
+def _webhook_list(dd: DataDir) -> int:
+    hooks = list(_admin_call(dd, "/admin/webhooks", None).get("webhooks") or [])
+    if not hooks:
+        print("no webhooks; add one with: agent-chat-server webhook add NAME --room '#room'")
+        return 0
+    rows = [("NAME", "ROOM", "SIGNED", "STATE-CHANGE", "LAST POST")]
+    for h in hooks:
+        last = h.get("last_delivery")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(last / 1000))
+            if isinstance(last, int) and not isinstance(last, bool)
+            else "-"
+        )
+        rows.append(
+            (
+                _printable(h.get("name", "?")),
+                _printable(h.get("room", "?")),
+                "yes" if h.get("signed") else "no",
+                "yes" if h.get("state_change") else "no",
+                when,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
 def cmd_webhook(dd: DataDir, args: argparse.Namespace) -> int:
-    data = _admin_call(
-        dd,
-        "/admin/webhooks",
-        {
-            "name": args.name,
-            "room": args.room,
-            "sign": args.sign,
-            "state_change": args.state_change,
-        },
-    )
+    if args.action == "list":
+        if args.name:
+            raise ServerError("'webhook list' takes no name")
+        return _webhook_list(dd)
+    if not args.name:
+        raise ServerError(f"name the webhook: webhook {args.action} NAME")
+    if args.action == "remove":
+        data = _admin_call(dd, "/admin/webhooks/remove", {"name": args.name})
+        print(f"removed webhook {_printable(data['name'])}: its URL no longer works")
+        return 0
+    if args.action == "rotate":
+        data = _admin_call(dd, "/admin/webhooks/rotate", {"name": args.name})
+        print(f"rotated webhook {data['name']}: the old URL and signing secret no longer work")
+    else:
+        data = _admin_call(
+            dd,
+            "/admin/webhooks",
+            {
+                "name": args.name,
+                "room": args.room,
+                "sign": args.sign,
+                "state_change": args.state_change,
+            },
+        )
+        print(f"created webhook {data['name']} posting to {data['room']}")
     config = load_appservice_config(dd)
-    print(f"created webhook {data['name']} posting to {data['room']}")
     print("URL (the path is a secret; keep it in your CI's secrets):")
     print(config.api_url + data["path"])
     if data.get("signing_secret"):

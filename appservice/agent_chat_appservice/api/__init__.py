@@ -63,7 +63,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return ApiError(413, "M_TOO_LARGE", "the request body is too large").response()
         raise
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        # The route, not the path: a webhook's path is its secret.
+        resource = request.match_info.route.resource
+        where = resource.canonical if resource else "an unknown route"
+        log.exception("unhandled error in %s %s", request.method, where)
         return ApiError(500, "M_UNKNOWN", "internal error; see the appservice log").response()
 
 

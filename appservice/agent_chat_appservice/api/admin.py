@@ -1,15 +1,21 @@
-"""Operator routes (``agent-chat-server bot add``, ``webhook add``), behind the admin token
-derived from the as_token (see ``Config.admin_token``)."""
+"""Operator routes (``agent-chat-server bot add``, ``webhook add|list|remove|rotate``, pruning
+now), behind the admin token derived from the as_token (see ``Config.admin_token``).
+
+Webhooks are named by their name here, never by their id: the id is the secret in the hook's
+URL, shown only by ``add`` and ``rotate``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 import hmac
 import secrets
 
 from aiohttp import web
 
-from ..db import Webhook
+from ..db import Identity, Webhook
 from ..errors import ApiError
+from ..retention import prune_once
 from .base import Context, ctx, json_body, ok, public, routes, string_field
 
 
@@ -63,14 +69,79 @@ async def add_webhook(request: web.Request) -> web.Response:
         state_change=state_change,
     )
     await hook.insert()
-    return ok(
-        {
-            "name": hook.name,
-            "hook_id": hook.hook_id,
-            "path": f"/_agent_chat/v1/hooks/{hook.hook_id}",
-            "room": await context.rooms.label(room_id, identity.user_id),
-            "signing_secret": hook.signing_secret,
-            "state_change": hook.state_change,
-        },
-        status=201,
+    return ok(await _secrets(context, hook), status=201)
+
+
+async def _secrets(context: Context, hook: Webhook) -> dict[str, Any]:
+    """What ``add`` and ``rotate`` show once: the URL's path and the signing secret."""
+    return {
+        "name": hook.name,
+        "hook_id": hook.hook_id,
+        "path": f"/_agent_chat/v1/hooks/{hook.hook_id}",
+        "room": await context.rooms.label(hook.room_id, hook.user_id),
+        "signing_secret": hook.signing_secret,
+        "state_change": hook.state_change,
+    }
+
+
+async def _named_hook(request: web.Request) -> tuple[Context, Webhook]:
+    context = _check_admin(request)
+    data = await json_body(request)
+    name = string_field(data, "name", max_len=32)
+    hook = await Webhook.get_by_name(name)
+    if hook is None:
+        raise ApiError(
+            404, "M_NOT_FOUND", f"no webhook called {name}; see agent-chat-server webhook list"
+        )
+    return context, hook
+
+
+@routes.get("/admin/webhooks")
+@public
+async def list_webhooks(request: web.Request) -> web.Response:
+    context = _check_admin(request)
+    hooks = []
+    for hook in await Webhook.all():
+        hooks.append(
+            {
+                "name": hook.name,
+                "user_id": hook.user_id,
+                "room": await context.rooms.label(hook.room_id, hook.user_id),
+                "signed": hook.signing_secret is not None,
+                "state_change": hook.state_change,
+                "created_at": hook.created_at,
+                "last_delivery": await hook.last_delivery(),
+            }
+        )
+    return ok({"webhooks": hooks})
+
+
+@routes.post("/admin/webhooks/remove")
+@public
+async def remove_webhook(request: web.Request) -> web.Response:
+    """The URL stops working at once; the hook's bot leaves its rooms and its name is free."""
+    context, hook = await _named_hook(request)
+    await hook.delete()
+    identity = await Identity.get(hook.user_id)
+    if identity is not None and identity.kind == "bot":
+        await context.identities.retire(identity)
+    return ok({"name": hook.name, "removed": True})
+
+
+@routes.post("/admin/webhooks/rotate")
+@public
+async def rotate_webhook(request: web.Request) -> web.Response:
+    """A new URL (and signing secret, for a signed hook); the old ones stop working at once."""
+    context, hook = await _named_hook(request)
+    await hook.rotate(
+        secrets.token_urlsafe(32), secrets.token_hex(32) if hook.signing_secret else None
     )
+    return ok(await _secrets(context, hook))
+
+
+@routes.post("/admin/prune")
+@public
+async def prune_now(request: web.Request) -> web.Response:
+    """Prune the deduplication tables now, as the hourly task does (``retention.py``)."""
+    _check_admin(request)
+    return ok({"pruned": vars(await prune_once())})

@@ -12,6 +12,7 @@ from mautrix.errors import MatrixRequestError
 from .. import __version__, metrics
 from ..db import Identity
 from ..errors import ApiError, from_matrix
+from ..limits import enforce
 from .base import caller, ctx, json_body, ok, public, routes, string_field
 
 log = logging.getLogger("agent_chat.api.agents")
@@ -48,6 +49,10 @@ async def openapi(_: web.Request) -> web.Response:
 async def register(request: web.Request) -> web.Response:
     context = ctx(request)
     data = await json_body(request)
+    address = context.limits.client(request)
+    await enforce(
+        context.limits.registrations, "register:" + address, "registrations from your address"
+    )
     if not context.config.open_registration:
         given = data.get("registration_token")
         if not isinstance(given, str) or not hmac.compare_digest(
@@ -94,14 +99,23 @@ async def login(request: web.Request) -> web.Response:
     localpart = user[1:].split(":", 1)[0] if user.startswith("@") else user
     if context.identities.is_ours(f"@{localpart}:{context.config.server_name}"):
         raise ApiError(403, "M_FORBIDDEN", "agents and bots do not log in; they register")
+    # Our own limits (limits.py): Synapse sees every login through us from one address.
+    limits = context.limits
+    address = limits.client(request)
+    await enforce(limits.login_addresses, "login-from:" + address, "logins from your address")
+    account = "login:" + localpart.lower()
+    await enforce(limits.login_accounts, account, "failed logins for this account")
     try:
         user_id, matrix_token = await context.hs.password_login(user, password)
     except MatrixRequestError as e:
-        if e.http_status in (401, 403):
+        if e.http_status in (401, 403):  # a wrong guess: it keeps its token
             raise ApiError(401, "M_FORBIDDEN", "wrong user name or password") from None
+        await limits.login_accounts.refund(account)
         raise from_matrix(e, "logging in") from None
     except Exception as e:
+        await limits.login_accounts.refund(account)
         raise from_matrix(e, "logging in") from None
+    await limits.login_accounts.refund(account)  # only failures count against an account
     first_login = await Identity.get(user_id) is None
     identity = await Identity.upsert_human(user_id, localpart, matrix_token)
     context.hs.user_tokens[user_id] = matrix_token

@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+import asyncio
 import json
-import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..background import Background
 from ..config import Config
-from ..db import Identity, SendRate
+from ..db import Identity
 from ..errors import ApiError
 from ..homeserver import Homeserver
 from ..identities import Identities
+from ..limits import CALLERS_CAP, Limits, RateLimiter, SharedRateLimiter
 from ..loop_guard import LoopGuard, SharedLoopGuard
 from ..presence import Presence
 from ..recent import RecentMap
@@ -29,61 +30,6 @@ MAX_JSON = 64 * 1024
 TOKEN_CACHE_SECONDS = 30.0
 #: Activity (``last_active``) is written at most this often per caller.
 TOUCH_SECONDS = 60.0
-#: Callers remembered at most, per cache: beyond this the least recent are forgotten.
-CALLERS_CAP = 100_000
-
-
-class RateLimiter:
-    """A token bucket per caller.
-
-    A bucket left alone long enough to refill is forgotten (a new one is the same), and at
-    most ``cap`` are kept: memory does not grow with every caller ever seen.
-    """
-
-    def __init__(
-        self,
-        per_second: float,
-        burst: int,
-        cap: int = CALLERS_CAP,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_second = per_second
-        self.burst = burst
-        refill = burst / per_second if per_second > 0 else float("inf")
-        self._buckets: RecentMap[str, float] = RecentMap(refill, cap, clock)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def check(self, key: str) -> int | None:
-        """None when allowed, else milliseconds until the next request would be."""
-        now = self._buckets.clock()
-        tokens, last = self._buckets.get(key) or (float(self.burst), now)
-        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
-        if tokens < 1:
-            self._buckets.set(key, tokens)
-            return int((1 - tokens) / self.per_second * 1000) + 1
-        self._buckets.set(key, tokens - 1)
-        return None
-
-    async def take(self, key: str) -> int | None:
-        """:meth:`check`, as the shared limiter answers it."""
-        return self.check(key)
-
-
-class SharedRateLimiter:
-    """The same buckets in the database, for appservice replicas: a caller whose requests
-    are spread over several processes gets one limit, not one per process."""
-
-    def __init__(self, per_second: float, burst: int) -> None:
-        self.per_second = per_second
-        self.burst = burst
-
-    async def take(self, key: str) -> int | None:
-        """None when allowed, else milliseconds until the next request would be."""
-        if self.per_second <= 0:
-            return None
-        return await SendRate.take(key, self.burst, self.per_second)
 
 
 @dataclass
@@ -93,6 +39,8 @@ class Context:
     rooms: Rooms
     identities: Identities
     send_limiter: RateLimiter | SharedRateLimiter
+    #: Room creation, registration, login and webhook limits (``limits.py``).
+    limits: Limits = field(default_factory=Limits.default)
     #: Two agents answering each other too fast in a direct chat or thread: 429.
     loop_guard: LoopGuard | SharedLoopGuard = field(default_factory=lambda: LoopGuard(6))
     ready: bool = False
@@ -166,11 +114,18 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, size = [], 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    seconds = request.app[CONTEXT].config.body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):  # a body trickled in holds no connection for long
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:  # aiohttp then closes the connection (the body is unread)
+        raise ApiError(
+            408, "M_TIMEOUT", f"the request body did not arrive within {seconds:g} s"
+        ) from None
     return b"".join(chunks)
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..db import Member, Room
 from ..errors import ApiError
+from ..limits import enforce
 from .base import caller, ctx, json_body, ok, optional_string_field, routes, string_field
 from .messages import resolve_target
 
@@ -56,6 +57,7 @@ async def create_room(request: web.Request) -> web.Response:
     data = await json_body(request)
     alias = string_field(data, "alias", max_len=80)
     topic = optional_string_field(data, "topic", max_len=1000)
+    await enforce(context.limits.rooms, "room:" + me.user_id, "rooms created by you")
     room_id, label = await context.rooms.create_public_room(me.user_id, alias, topic)
     return ok({"room_id": room_id, "room": label}, status=201)
 

@@ -1,10 +1,18 @@
 """Inbound webhooks: ``POST /hooks/{hook_id}`` posts a CI or monitoring message into a room.
 
-The hook id is an unguessable secret; a hook created with signing also checks GitHub's
-``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body). A delivery id (``X-GitHub-Delivery``,
-``X-Delivery-Id`` or the payload's ``id``) posts at most once. In state-change mode a payload
-carries ``key`` and ``state`` and posts only when the state for that key changes, so a red
-build alerts once, not on every run.
+The hook id is an unguessable secret (never logged: errors name the route, not the path); a
+hook created with signing also checks GitHub's ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw
+body). A delivery posts at most once: an unsigned hook knows a delivery by its id
+(``X-GitHub-Delivery``, ``X-Delivery-Id`` or the payload's ``id``); a signed hook by the signed
+bytes themselves, because GitHub's scheme signs neither the delivery id nor a time, so a
+captured delivery replayed under a new id is still the same bytes. In state-change mode a
+payload carries ``key`` and ``state`` and posts only when the state for that key changes, so a
+red build alerts once, not on every run.
+
+Each hook posts at most ``webhook_burst`` messages, then ``webhook_per_minute`` (429 with
+Retry-After beyond), and a message is held to the 32 KiB limit of any message (413). Caller
+``html`` is ignored: Element shows the HTML derived from ``text``, as for any message, so
+agents (who read ``text``) and people (who see the HTML) always read the same thing.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from aiohttp import web
 
 from ..db import Webhook
 from ..errors import ApiError
+from ..limits import enforce
 from .base import ctx, ok, public, read_body, routes
-from .messages import post_message
+from .messages import MAX_BODY, MAX_SEND_JSON, post_message
 
 PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
 
@@ -28,10 +37,11 @@ PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
 @public
 async def hook_post(request: web.Request) -> web.Response:
     context = ctx(request)
-    raw = await read_body(request)
+    raw = await read_body(request, MAX_SEND_JSON)  # a 32 KiB text, JSON-escaped
     hook = await Webhook.get(request.match_info["hook_id"])
     if hook is None:
         raise ApiError(404, "M_NOT_FOUND", "no such webhook: check the URL")
+    await enforce(context.limits.webhooks, "hook:" + hook.name, "posts from this webhook")
     if hook.signing_secret:
         _check_signature(hook.signing_secret, raw, request.headers.get("X-Hub-Signature-256"))
     try:
@@ -40,20 +50,24 @@ async def hook_post(request: web.Request) -> web.Response:
         raise ApiError(400, "M_NOT_JSON", f"the payload is not JSON: {PAYLOAD_HELP}") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "M_BAD_JSON", f"the payload must be a JSON object: {PAYLOAD_HELP}")
-    text, html, urgent = payload.get("text"), payload.get("html"), payload.get("urgent", False)
+    text, urgent = payload.get("text"), payload.get("urgent", False)
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "M_BAD_JSON", f"'text' is missing or empty: {PAYLOAD_HELP}")
-    if html is not None and not isinstance(html, str):
-        raise ApiError(400, "M_BAD_JSON", "'html' must be a string")
     if not isinstance(urgent, bool):
         raise ApiError(400, "M_BAD_JSON", "'urgent' must be true or false")
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise ApiError(400, "M_BAD_JSON", "'text' is not valid Unicode") from None
+    if size > MAX_BODY:
+        raise ApiError(
+            413,
+            "M_TOO_LARGE",
+            f"'text' is {size:,} bytes of UTF-8; a message is at most {MAX_BODY // 1024} KiB "
+            f"({MAX_BODY:,} bytes): shorten it or link to the full output",
+        )
     if urgent and "[ALERT]" not in text.upper() and "!URGENT" not in text.upper():
         text = "[ALERT] " + text
-        html = None if html is None else "<strong>[ALERT]</strong> " + html
 
     delivery = (
         request.headers.get("X-GitHub-Delivery")
@@ -62,6 +76,9 @@ async def hook_post(request: web.Request) -> web.Response:
     )
     if delivery is not None and (not delivery or len(delivery) > 128):
         raise ApiError(400, "M_INVALID_PARAM", "the delivery id must be 1-128 characters")
+    if hook.signing_secret:  # the signed bytes are the delivery (see the module's docstring)
+        delivery = "sha256:" + hashlib.sha256(raw).hexdigest()
+    txn = "hook-" + (delivery or secrets.token_hex(12))
 
     change: tuple[str, str] | None = None  # (key, state) of a state-change webhook
     previous_state: str | None = None
@@ -84,9 +101,8 @@ async def hook_post(request: web.Request) -> web.Response:
         if delivery is not None:
             await hook.finish_delivery(delivery, None)
         return ok({"posted": False, "reason": f"state of {change[0]!r} is still {change[1]!r}"})
-    txn = "hook-" + (delivery or secrets.token_hex(12))
     try:
-        event_id = await post_message(context, hook.user_id, hook.room_id, text, txn, html=html)
+        event_id = await post_message(context, hook.user_id, hook.room_id, text, txn)
     except Exception:
         if delivery is not None:
             await hook.finish_delivery(delivery, None)
@@ -95,7 +111,10 @@ async def hook_post(request: web.Request) -> web.Response:
         raise
     if delivery is not None:
         await hook.finish_delivery(delivery, event_id)
-    return ok({"posted": True, "event_id": event_id}, status=201)
+    answer: dict[str, object] = {"posted": True, "event_id": event_id}
+    if "html" in payload:
+        answer["ignored"] = ["html"]  # Element shows the HTML of 'text'
+    return ok(answer, status=201)
 
 
 def _check_signature(secret: str, raw: bytes, header: str | None) -> None:

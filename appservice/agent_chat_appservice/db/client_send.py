@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Table, now_ms
+from .base import Table, now_ms, rows_changed
 
 
 @dataclass
@@ -46,3 +46,14 @@ class ClientSend(Table):
         self.event_id = event_id
         q = "UPDATE client_send SET event_id=$3 WHERE user_id=$1 AND txn_id=$2"
         await self.db.execute(q, self.user_id, self.txn_id, event_id)
+
+    @classmethod
+    async def prune(cls, before_ms: int, batch: int) -> int:
+        """Forget up to ``batch`` sends started before ``before_ms``; how many. A client retries
+        a send within seconds (``ac`` once, at once); a retry after the retention window
+        (``retention.py``) would post again."""
+        q = (
+            "DELETE FROM client_send WHERE (user_id, txn_id) IN (SELECT user_id, txn_id "
+            "FROM client_send WHERE created_at < $1 LIMIT $2)"
+        )
+        return rows_changed(await cls.db.execute(q, before_ms, batch))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection
 
-from .base import Table, now_ms
+from .base import Table, now_ms, rows_changed
 
 
 class HSTransaction(Table):
@@ -26,3 +26,16 @@ class HSTransaction(Table):
             "RETURNING txn_id"
         )
         return await conn.fetchval(q, txn_id, digest, now_ms()) is not None
+
+    @classmethod
+    async def prune(cls, before_ms: int, batch: int) -> int:
+        """Forget up to ``batch`` transactions received before ``before_ms``; how many.
+
+        Synapse retries a transaction until it is answered 200 and never sends it again
+        afterwards, so only a transaction answered long ago is forgotten (``retention.py``):
+        one still being retried is either recent or was never recorded (it failed)."""
+        q = (
+            "DELETE FROM hs_transaction WHERE txn_id IN (SELECT txn_id FROM hs_transaction "
+            "WHERE received_at < $1 LIMIT $2)"
+        )
+        return rows_changed(await cls.db.execute(q, before_ms, batch))

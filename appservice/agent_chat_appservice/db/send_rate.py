@@ -1,4 +1,5 @@
-"""Send rate buckets in the database: the limiter of appservice replicas (one row a caller)."""
+"""Rate buckets in the database: the limiters of appservice replicas (one row a key: a caller's
+sends, or ``room:``, ``hook:``, ``login:`` ... keys of the other limits)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,9 @@ class SendRate(Table):
         if row is None or row["allowed"]:
             return None
         return int((1 - float(row["tokens"])) / per_second * 1000) + 1
+
+    @classmethod
+    async def refund(cls, key: str, burst: int) -> None:
+        """Give back one token (see ``RateLimiter.refund``)."""
+        q = "UPDATE send_rate SET tokens = LEAST($2, tokens + 1) WHERE user_id=$1"
+        await cls.db.execute(q, key, float(burst))

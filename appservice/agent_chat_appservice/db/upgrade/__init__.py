@@ -11,6 +11,7 @@ from . import (
     v07_claims,  # noqa: F401
     v08_send_rate,  # noqa: F401
     v09_delivery_stages,  # noqa: F401
+    v10_retention_indexes,  # noqa: F401
 )
 from .table import upgrade_table
 
