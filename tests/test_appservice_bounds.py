@@ -1,12 +1,16 @@
-"""Unit tests, no Synapse: per-caller state stays bounded, background work is drained on stop,
-and the start-up ping says when it gives up."""
+"""Per-caller state stays bounded, background work is drained on stop, the start-up ping says
+when it gives up (unit tests, no Synapse); and against the real stack, a request body nested
+too deep or holding NUL or control characters is a one-line 400 before anything is done."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 import asyncio
+import json
 import logging
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -14,6 +18,16 @@ from agent_chat_appservice.api.base import Context, RateLimiter
 from agent_chat_appservice.background import Background
 from agent_chat_appservice.config import Config
 from agent_chat_appservice.recent import RecentMap
+from conftest import Stack
+from helpers import (
+    agent_chat_server,
+    register,
+    sentinel,
+    shared_room,
+    synapse,
+    unique,
+    wait_for,
+)
 
 
 class Clock:
@@ -159,3 +173,103 @@ def test_start_up_ping_says_when_it_gives_up(
         asyncio.run(svc._ping_homeserver(attempts=3))
     warnings: list[Any] = [r.getMessage() for r in caplog.records]
     assert any("failed 3 times, giving up" in m and "refused" in m for m in warnings), warnings
+
+
+# --- request bodies: deep nesting, NUL and controls are a 400 before anything is done ------
+# (issue 21, item 15: 30,000 nested '[' was a 500 with a traceback on public routes, and a NUL
+# in a room's alias or topic a 500 with the room half-created on PostgreSQL)
+
+
+def _post_raw(url: str, data: bytes, token: str | None = None) -> tuple[int, Any]:
+    """POST bytes as they are (json.dumps cannot write a body nested 30,000 deep)."""
+    req = urllib.request.Request(url, data=data, method="POST")
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _one_line_400(status: int, body: Any) -> None:
+    assert status == 400, (status, body)
+    assert body["error"] and "\n" not in body["error"], body
+
+
+def _joined_rooms(stack: Stack, user_id: str) -> set[str]:
+    status, data = synapse(stack, "GET", "/_matrix/client/v3/joined_rooms", as_user=user_id)
+    assert status == 200, data
+    return set(data["joined_rooms"])
+
+
+def test_deep_nesting_is_400_on_public_and_agent_routes(any_stack: Stack) -> None:
+    deep = b"[" * 30_000
+    for route in ("/register", "/login"):
+        _one_line_400(*_post_raw(any_stack.api_base + route, deep))
+    agent = register(any_stack)
+    nested = b'{"alias": "#x", "topic": ' + b"[" * 100 + b"]" * 100 + b"}"
+    for route in ("/rooms", "/claims", "/claims/check"):
+        status, body = _post_raw(any_stack.api_base + route, nested, agent.token)
+        _one_line_400(status, body)
+        assert "nests deeper than" in body["error"], body
+    status, body = _post_raw(any_stack.api_base + "/rooms", deep, agent.token)
+    _one_line_400(status, body)
+    # a legitimate body nested a little is still fine
+    status, body = agent.call("POST", "/rooms", {"alias": "#" + unique("nest-"), "x": [[["ok"]]]})
+    assert status == 201, body
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"alias": "#nul\u0000room"},
+        {"alias": "#ok-{}", "topic": "a topic\u0000with NUL"},
+        {"alias": "#ok-{}", "extra": {"deep": ["\u0000"]}},  # anywhere in the body
+        {"alias": "#esc\u001b[31m-{}"},  # a one-line field holds no control character
+        {"alias": "#ok-{}", "topic": "\ud800"},  # a lone surrogate
+    ],
+)
+def test_nul_and_controls_create_no_room(any_stack: Stack, fields: dict[str, Any]) -> None:
+    agent = register(any_stack)
+    tag = unique("")
+    body = {k: v.replace("{}", tag) if isinstance(v, str) else v for k, v in fields.items()}
+    before = _joined_rooms(any_stack, agent.user_id)
+    status, answer = agent.call("POST", "/rooms", body)
+    _one_line_400(status, answer)
+    assert _joined_rooms(any_stack, agent.user_id) == before
+    status, channels = agent.call("GET", "/channels")
+    assert status == 200 and not any(tag in c["room"] for c in channels["channels"]), channels
+    # nothing half-made: the same alias without the bad character is free
+    clean = "#ok-" + tag
+    status, answer = agent.call("POST", "/rooms", {"alias": clean})
+    assert status == 201, answer
+
+
+def test_nul_in_a_message_sends_nothing(any_stack: Stack) -> None:
+    sender, reader = register(any_stack), register(any_stack)
+    room = shared_room(sender, reader)
+    for bad in ({"to": room, "body": "hi\u0000there"}, {"to": room + "\u0000", "body": "hi"}):
+        status, answer = sender.call("PUT", "/send/" + unique("t"), bad)
+        _one_line_400(status, answer)
+    mark = sentinel(sender, room, reader)
+    assert [b for b in reader.bodies(room) if b != mark] == []
+    # a message body keeps its newlines and tabs
+    sender.send(room, "line one\n\tline two")
+    wait_for(lambda: "line one\n\tline two" in reader.bodies(room), what="the message")
+
+
+def test_nul_in_a_webhook_payload_posts_nothing(any_stack: Stack) -> None:
+    watcher = register(any_stack)
+    room = "#" + unique("hooks-")
+    status, data = watcher.call("POST", "/rooms", {"alias": room})
+    assert status == 201, data
+    result = agent_chat_server(any_stack, "webhook", "add", unique("hook-"), "--room", room)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    url = next(lines[i + 1].strip() for i, x in enumerate(lines) if x.startswith("URL"))
+    _one_line_400(*_post_raw(url, b'{"text": "build \\u0000 failed"}'))
+    _one_line_400(*_post_raw(url, b'{"text": "deep", "x": ' + b"[" * 30_000 + b"}"))
+    mark = sentinel(watcher, room)
+    assert [b for b in watcher.bodies(room) if b != mark] == []

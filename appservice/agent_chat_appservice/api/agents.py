@@ -95,7 +95,7 @@ async def login(request: web.Request) -> web.Response:
     context = ctx(request)
     data = await json_body(request)
     user = string_field(data, "user", max_len=255)
-    password = string_field(data, "password", max_len=1024)
+    password = string_field(data, "password", max_len=1024, text=True)
     localpart = user[1:].split(":", 1)[0] if user.startswith("@") else user
     if context.identities.is_ours(f"@{localpart}:{context.config.server_name}"):
         raise ApiError(403, "M_FORBIDDEN", "agents and bots do not log in; they register")

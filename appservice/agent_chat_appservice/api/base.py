@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 import asyncio
 import json
+import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -130,37 +131,107 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
 
 
 async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, Any]:
-    raw = await read_body(request, limit)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "M_NOT_JSON", "the request body is not valid JSON") from None
+    data = parse_json(await read_body(request, limit))
     if not isinstance(data, dict):
         raise ApiError(400, "M_BAD_JSON", "the request body must be a JSON object")
     return data
 
 
-def string_field(data: dict[str, Any], key: str, max_len: int = 256) -> str:
-    """A required field: a non-empty string of at most ``max_len`` characters."""
+#: How deeply a body's arrays and objects may nest (json.loads itself gives up near 1,000,
+#: with an exception that was a 500).
+MAX_DEPTH = 64
+#: What makes a body worth walking: deep nesting is possible, or a string may hold NUL or
+#: half of a surrogate pair (JSON spells both only as escapes).
+_WALK = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def parse_json(raw: bytes, what: str = "the request body", hint: str = "") -> Any:
+    """``raw`` as JSON, or a one-line 400 before anything is done with it: not JSON (then
+    ``hint`` says what to send), nested deeper than ``MAX_DEPTH``, or a string (or key) holding
+    NUL or a lone surrogate, which no field can store (PostgreSQL refuses NUL in text, and a
+    room was left half-created)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        help = f": {hint}" if hint else ""
+        raise ApiError(400, "M_NOT_JSON", f"{what} is not valid JSON{help}") from None
+    if (
+        raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+        or _WALK.search(raw)
+        or json.detect_encoding(raw) != "utf-8"
+    ):
+        _check_tree(data, what)
+    return data
+
+
+def _check_tree(data: Any, what: str) -> None:
+    """Depth, NUL and lone surrogates, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, what)
+            continue
+        if isinstance(value, dict):
+            for key in value:
+                _check_text(key, what)
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise ApiError(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _check_text(value: str, what: str) -> None:
+    if "\x00" in value:
+        raise ApiError(400, "M_BAD_JSON", f"{what} has a NUL character (\\u0000) in a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "M_BAD_JSON", f"{what} has a lone surrogate (half of a \\uD8xx pair)"
+            ) from None
+
+
+def string_field(data: dict[str, Any], key: str, max_len: int = 256, text: bool = False) -> str:
+    """A required field: a non-empty string of at most ``max_len`` characters; one line
+    without control characters unless ``text`` (a message body: newlines, tabs, escapes)."""
     value = data.get(key)
     if not isinstance(value, str) or not value:
         raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
-    return _checked_string(key, value, max_len)
+    return _checked_string(key, value, max_len, text)
 
 
-def optional_string_field(data: dict[str, Any], key: str, max_len: int = 256) -> str | None:
-    """An optional field: absent or null is None; otherwise a string (possibly empty)."""
+def optional_string_field(
+    data: dict[str, Any], key: str, max_len: int = 256, text: bool = False
+) -> str | None:
+    """An optional field: absent or null is None; otherwise a string (possibly empty), as
+    :func:`string_field` checks it."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a string")
-    return _checked_string(key, value, max_len)
+    return _checked_string(key, value, max_len, text)
 
 
-def _checked_string(key: str, value: str, max_len: int) -> str:
+#: What a one-line field cannot hold: C0 and C1 controls, DEL, line and paragraph separators.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _checked_string(key: str, value: str, max_len: int, text: bool = False) -> str:
     if len(value) > max_len:
         raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
+    if "\x00" in value:
+        raise ApiError(400, "M_BAD_JSON", f"'{key}' has a NUL character (\\u0000)")
+    if not text and _CONTROLS.search(value):
+        raise ApiError(400, "M_BAD_JSON", f"'{key}' is one line without control characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

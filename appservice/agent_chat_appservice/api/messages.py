@@ -184,7 +184,7 @@ async def send(request: web.Request) -> web.Response:
     if reply_to is not None and not EVENT_RE.match(reply_to):
         raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
     target = string_field(data, "to") if reply_to is None or "to" in data else ""
-    body = string_field(data, "body", max_len=MAX_BODY * 4)
+    body = string_field(data, "body", max_len=MAX_BODY * 4, text=True)
     size = len(body.encode("utf-8"))
     if size > MAX_BODY:
         raise ApiError(

@@ -56,7 +56,7 @@ async def create_room(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     data = await json_body(request)
     alias = string_field(data, "alias", max_len=80)
-    topic = optional_string_field(data, "topic", max_len=1000)
+    topic = optional_string_field(data, "topic", max_len=1000, text=True)
     await enforce(context.limits.rooms, "room:" + me.user_id, "rooms created by you")
     room_id, label = await context.rooms.create_public_room(me.user_id, alias, topic)
     return ok({"room_id": room_id, "room": label}, status=201)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 
 from aiohttp import web
@@ -27,7 +26,7 @@ from aiohttp import web
 from ..db import Webhook
 from ..errors import ApiError
 from ..limits import enforce
-from .base import ctx, ok, public, read_body, routes
+from .base import ctx, ok, parse_json, public, read_body, routes
 from .messages import MAX_BODY, MAX_SEND_JSON, post_message
 
 PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
@@ -44,10 +43,7 @@ async def hook_post(request: web.Request) -> web.Response:
     await enforce(context.limits.webhooks, "hook:" + hook.name, "posts from this webhook")
     if hook.signing_secret:
         _check_signature(hook.signing_secret, raw, request.headers.get("X-Hub-Signature-256"))
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "M_NOT_JSON", f"the payload is not JSON: {PAYLOAD_HELP}") from None
+    payload = parse_json(raw, "the payload", PAYLOAD_HELP)
     if not isinstance(payload, dict):
         raise ApiError(400, "M_BAD_JSON", f"the payload must be a JSON object: {PAYLOAD_HELP}")
     text, urgent = payload.get("text"), payload.get("urgent", False)
