@@ -28,7 +28,8 @@ from helpers import Agent, register_at, wait_for
 SECRETS = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml", "appservice.yaml"]
 
 
-def _upload(config: Config, data: bytes) -> str:
+def upload_media(config: Config, data: bytes) -> str:
+    """Upload ``data`` to Synapse's media store (as the bot); its mxc:// URI."""
     req = urllib.request.Request(
         f"{config.homeserver_url}/_matrix/media/v3/upload?filename=notes.txt",
         data=data,
@@ -58,7 +59,7 @@ def _populate(config: Config) -> tuple[Agent, Agent, str]:
         a.send("#general", f"general {i}")
     a.send("#status", "status 0")
     wait_for(lambda: b.count("#general") == 3 and b.count("#status") == 1, what="b's counts")
-    mxc = _upload(config, b"media survives restores\n")
+    mxc = upload_media(config, b"media survives restores\n")
     return a, b, mxc
 
 

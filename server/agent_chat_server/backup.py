@@ -1,6 +1,7 @@
 """``backup`` and ``restore``: one tar.gz holding everything a server needs to come back.
 
-The archive (mode 0600: it holds every secret) contains::
+The archive (mode 0600: it holds every secret; its members too carry no group or other
+permission) contains::
 
     agent-chat-backup/manifest.json     format, date, source data dir, database kinds
     agent-chat-backup/config/           homeserver.yaml, log config, signing key,
@@ -14,6 +15,9 @@ seconds of the snapshot (Synapse queues its transactions and delivers them after
 databases agree on what was delivered. Without a supervisor (PM2, systemd units per service,
 compose) Synapse is copied before the appservice: anything newer than Synapse's copy is then
 either in the appservice's copy already (re-delivery is idempotent) or re-sent by Synapse.
+
+A restore writes private files (0600, folders 0700), whatever the archive's members say and
+whatever the umask.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from agent_chat_appservice.config import Config
 
 from . import control, postgres
 from .errors import ServerError
-from .files import dump_yaml, temp_path
+from .files import dump_yaml, private_dir, temp_path, tighten_tree
 from .init import check_existing
 from .paths import DataDir
 
@@ -42,7 +46,7 @@ FORMAT = 1
 TOP = "agent-chat-backup"
 CONFIG_MODES = {
     "homeserver.yaml": 0o600,
-    "homeserver.log.config": 0o644,
+    "homeserver.log.config": 0o600,
     "homeserver.signing.key": 0o600,
     "registration.yaml": 0o600,
     "appservice.yaml": 0o600,
@@ -197,8 +201,9 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
         tmp_out = temp_path(out)
         fd = os.open(tmp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # a leftover temp file keeps its mode through O_CREAT
             with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
-                tar.add(work, arcname=TOP)
+                tar.add(work, arcname=TOP, filter=_private_member)
             os.replace(tmp_out, out)
         except BaseException:
             tmp_out.unlink(missing_ok=True)
@@ -207,6 +212,12 @@ def backup(dd: DataDir, out: Path, pause: bool = True) -> list[str]:
         f"wrote {out} ({out.stat().st_size // 1024} KiB; it holds secrets: keep it private)"
     )
     return lines
+
+
+def _private_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """No group or other permission in the archive (unpacked by hand, it stays private)."""
+    member.mode &= 0o700
+    return member
 
 
 # --- restore -----------------------------------------------------------------------------------
@@ -284,6 +295,7 @@ def restore(
         lines += _restore_sqlite(work, dbs)
         lines += _restore_media(work, hs, dd)
         _write_configs(dd, texts, config)
+        tighten_tree(dd.root)  # whatever the archive's members or the umask said
         lines.append(
             f"restored the config into {dd.root}; start it with "
             f"`agent-chat-server start --data-dir {dd.root}`"
@@ -406,10 +418,9 @@ def _check_sqlite_copies(work: Path, dbs: _Databases) -> None:
 
 
 def _empty_data_dir(dd: DataDir) -> None:
-    """The data dir and its subdirectories, without config files."""
-    dd.root.mkdir(parents=True, exist_ok=True)
-    for sub in (dd.logs, dd.run):
-        sub.mkdir(exist_ok=True)
+    """The data dir and its subdirectories (private), without config files."""
+    for path in (dd.root, dd.logs, dd.run):
+        private_dir(path)
     for p in dd.config_files():
         p.unlink(missing_ok=True)
 
@@ -456,6 +467,7 @@ def _restore_media(work: Path, hs: dict[str, Any], dd: DataDir) -> list[str]:
     if media.exists():
         shutil.rmtree(media)
     shutil.copytree(work / "media_store", media, symlinks=True)
+    tighten_tree(media)  # also when it lives outside the data dir
     return [f"restored {media}"]
 
 
@@ -465,9 +477,9 @@ def _write_configs(dd: DataDir, texts: dict[str, str], config: Config) -> None:
             continue
         target = dd.root / name
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(texts[name])
-        os.chmod(target, mode)
     config.save(dd.appservice_yaml)
 
 

@@ -19,7 +19,7 @@ from . import postgres
 from . import synapse_config as sc
 from . import workers as wk
 from .errors import ServerError
-from .files import dump_yaml, load_yaml, temp_path, write_temp
+from .files import dump_yaml, load_yaml, private_dir, temp_path, write_temp
 from .paths import DataDir
 
 DEFAULT_SERVER_NAME = "agent-chat.local"
@@ -233,10 +233,10 @@ def _same_synapse_db(url: str, hs: dict[str, Any], dd: DataDir) -> bool:
 
 
 def _make_data_dir(dd: DataDir) -> None:
+    """The data dir and its logs/ and run/, private (0700) whatever the umask."""
     try:
-        dd.root.mkdir(parents=True, exist_ok=True)
-        for sub in (dd.logs, dd.run):
-            sub.mkdir(exist_ok=True)
+        for path in (dd.root, dd.logs, dd.run):
+            private_dir(path)
     except OSError as e:
         raise ServerError(f"cannot create data dir {dd.root}: {e.strerror}") from None
     if not os.access(dd.root, os.W_OK | os.X_OK):
@@ -304,7 +304,7 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
 
 def _make_dir(path: Path, dd: DataDir) -> None:
     try:
-        path.mkdir(exist_ok=True)
+        private_dir(path)
     except OSError as e:
         raise ServerError(f"cannot create {path} in data dir {dd.root}: {e.strerror}") from None
 
@@ -540,7 +540,7 @@ def _render_missing(
             )
         texts[dd.homeserver_yaml] = (dump_yaml(hs_conf), 0o600)
     if not dd.log_config.exists():
-        texts[dd.log_config] = (dump_yaml(sc.log_config(dd)), 0o644)
+        texts[dd.log_config] = (dump_yaml(sc.log_config(dd)), 0o600)
     if not dd.signing_key.exists():
         texts[dd.signing_key] = (sc.signing_key_text(), 0o600)
     if ex.registration is None:

@@ -529,12 +529,12 @@ def render(
     texts: dict[Path, tuple[str, int]] = {}
     for name in layout.names:
         conf = worker_config(dd, layout, name, x_forwarded)
-        texts[dd.worker_yaml(name)] = (dump_yaml(conf), 0o644)
-        texts[dd.worker_log_config(name)] = (dump_yaml(worker_log_config(dd, name)), 0o644)
+        texts[dd.worker_yaml(name)] = (dump_yaml(conf), 0o600)
+        texts[dd.worker_log_config(name)] = (dump_yaml(worker_log_config(dd, name)), 0o600)
     texts[dd.topology_yaml] = (
         "# Written by agent-chat-server init: the processes `run` and `start` supervise.\n"
         + dump_yaml(topology(layout, synapse_port)),
-        0o644,
+        0o600,
     )
-    texts[dd.router_config] = (caddyfile(layout, main_url, public_url, flag), 0o644)
+    texts[dd.router_config] = (caddyfile(layout, main_url, public_url, flag), 0o600)
     return texts
