@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 import json
 import re
+import statistics
 import subprocess
 import threading
+import time
 import urllib.parse
 
 from hypothesis import given, settings
@@ -17,7 +19,7 @@ import pytest
 
 from agent_chat.globs import BadPattern, check, check_all, matches, overlap
 from conftest import Stack
-from helpers import Ac, http_json, unique, wait_for
+from helpers import Ac, Agent, http_json, register, unique, wait_for
 
 # --- overlap: an exact table, and a property test against pathspec -------------------------
 
@@ -290,6 +292,110 @@ def test_bad_input_stores_nothing(stack: Stack, tmp_path: Path) -> None:
     )
     assert status == 400
     assert json.loads(a.ok("claims", "--json", "--project", project))["claims"] == []
+
+
+# --- adversarial patterns and paths (issue 21, item 1) ------------------------------------
+# A backtracking regex made one check take 6.5 s with the event loop blocked (GET /health
+# waited as long), and the recursive overlap answered 500 against a 1,000-character segment.
+
+ADVERSARIAL = "*a*a*a*a*a*a*a*a*a*b"
+
+
+def _timed(agent: Agent, method: str, path: str, body: object = None) -> tuple[float, int, dict]:
+    started = time.perf_counter()
+    status, data = agent.call(method, path, body, timeout=120)
+    return time.perf_counter() - started, status, data
+
+
+def _with_health_probes(
+    stack: Stack, agent: Agent, body: dict
+) -> tuple[tuple[float, int, dict], list[float]]:
+    """The check request in a thread and GET /health again and again until it is answered:
+    (its time, status and answer; how long each health probe took)."""
+    result: list[tuple[float, int, dict]] = []
+    heavy = threading.Thread(
+        target=lambda: result.append(_timed(agent, "POST", "/claims/check", body))
+    )
+    probes: list[float] = []
+    heavy.start()
+    try:
+        while heavy.is_alive() or not probes:
+            started = time.perf_counter()
+            status, _ = http_json("GET", stack.api_base + "/health", timeout=120)
+            probes.append(time.perf_counter() - started)
+            assert status == 200
+    finally:
+        heavy.join()
+    return result[0], probes
+
+
+def test_backtracking_pattern_is_checked_quickly(any_stack: Stack) -> None:
+    """The issue's requests, exactly: the check is as quick as a plain one (it took 1,000x)."""
+    agent, project = register(any_stack), unique("proj")
+    claim = {"project": project, "patterns": [ADVERSARIAL], "ttl_seconds": 600}
+    status, data = agent.call("POST", "/claims", claim)
+    assert status == 200, data
+    plain = {"project": project, "paths": ["src/x.py"], "others": False}
+    baseline = statistics.median(
+        _timed(agent, "POST", "/claims/check", plain)[0] for _ in range(5)
+    )
+    body = {"project": project, "paths": ["a" * 40], "others": False}
+    (elapsed, status, data), _ = _with_health_probes(any_stack, agent, body)
+    assert status == 200 and data["conflicts"] == [], data
+    assert elapsed < 100 * baseline, (elapsed, baseline)
+    # what it covers is unchanged
+    body = {"project": project, "paths": ["a" * 40 + "b", "xaxaxaxaxaxaxaxaxa/b"], "others": False}
+    status, data = agent.call("POST", "/claims/check", body)
+    assert status == 200 and [c["path"] for c in data["conflicts"]] == ["a" * 40 + "b"], data
+
+
+def test_costly_check_runs_beside_the_event_loop(any_stack: Stack) -> None:
+    """A check that costs the most a request may do is refused (413) after at most that work,
+    done in a worker thread: /health is answered meanwhile, each probe in a small part of the
+    check's time (on the event loop one probe would wait for nearly all of it)."""
+    agent, project = register(any_stack), unique("proj")
+    claim = {"project": project, "patterns": [ADVERSARIAL], "ttl_seconds": 600}
+    status, data = agent.call("POST", "/claims", claim)
+    assert status == 200, data
+    body = {"project": project, "paths": ["a" * 3998 + "cb"] * 1000, "others": False}
+    (elapsed, status, data), probes = _with_health_probes(any_stack, agent, body)
+    assert status == 413 and "steps of glob matching" in data["error"], (status, data)
+    assert "\n" not in data["error"]
+    assert max(probes) < elapsed / 4, (probes, elapsed)
+    # the same paths in a smaller request are answered
+    body["paths"] = body["paths"][:100]
+    status, data = agent.call("POST", "/claims/check", body, timeout=120)
+    assert status == 200 and len(data["conflicts"]) == 100, (status, len(data["conflicts"]))
+    # and a path longer than any file system's is refused before any work
+    body["paths"] = ["x" * 5000]
+    status, data = agent.call("POST", "/claims/check", body)
+    assert status == 400 and "4096" in data["error"], data
+
+
+def test_claim_beside_a_long_segment_is_answered(any_stack: Stack) -> None:
+    """A held claim with one 1,000-character segment: others' claims on ``*`` or ``x*`` are
+    conflicts (409), not a RecursionError (500); a claim whose comparison would cost more
+    than a request may do is refused (413) and stores nothing."""
+    holder, other, project = register(any_stack), register(any_stack), unique("proj")
+    for pattern in ("x" * 1000, "*a" * 511 + "*"):
+        status, data = holder.call("POST", "/claims", {"project": project, "patterns": [pattern]})
+        assert status == 200, data
+    for pattern in ("*", "x*", "*/**"):
+        status, data = other.call("POST", "/claims", {"project": project, "patterns": [pattern]})
+        assert status in (200, 409), (pattern, status, data)
+        assert (status == 409) == (pattern != "*/**"), (pattern, data)
+    status, data = other.call("POST", "/claims", {"project": project, "patterns": ["y*"]})
+    assert status == 409, data  # overlaps *a*a...*: any name with 511 a's
+    status, data = other.call("POST", "/claims", {"project": project, "patterns": ["y"]})
+    assert status == 200, data
+    # fixed lengths shorter than 511 against 511 a's: no overlap, but a big search
+    costly = ["?" * n for n in range(500, 508)]
+    status, data = other.call(
+        "POST", "/claims", {"project": project, "patterns": costly}, timeout=120
+    )
+    assert status == 413 and "steps of glob matching" in data["error"], (status, data)
+    status, data = other.call("GET", f"/claims?project={project}&mine=true")
+    assert status == 200 and {c["pattern"] for c in data["claims"]} == {"*/**", "y"}, data
 
 
 # --- the pre-commit hook ---------------------------------------------------------------------

@@ -19,8 +19,10 @@ writer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 import asyncio
 import hashlib
 import logging
@@ -29,7 +31,7 @@ import uuid
 
 from mautrix.api import Method, Path
 
-from agent_chat.globs import overlap
+from agent_chat.globs import MAX_STEPS, Budget, Glob, TooMuchWork, compile, overlap
 
 from .db import Claim, now_ms, transaction
 from .homeserver import Homeserver
@@ -41,6 +43,53 @@ STATE_TYPE = "org.agentchat.claim"
 STATUS_ALIAS = "status"
 #: How long a project's live claims are kept in memory at most (ms), and for how many projects.
 CACHE_MS, CACHE_PROJECTS = 60_000, 1000
+#: Steps of glob work a request may do on the event loop (about 5 ms at most); past them
+#: it is done again in a worker thread, with the request's whole budget (``MAX_STEPS``).
+INLINE_STEPS = 20_000
+#: Such jobs running at once; more wait their turn (without blocking the event loop).
+WORKERS = 2
+T = TypeVar("T")
+_pool: ThreadPoolExecutor | None = None
+
+
+async def bounded(work: Callable[[Budget], T]) -> T:
+    """``work(budget)``: on the event loop while it stays cheap, else in a worker thread.
+
+    Raises :class:`TooMuchWork` past ``MAX_STEPS``. ``work`` is pure, so running it again
+    after the inline attempt ran out is safe (and costs at most ``INLINE_STEPS``)."""
+    global _pool
+    try:
+        return work(Budget(INLINE_STEPS))
+    except TooMuchWork:
+        pass
+    if _pool is None:
+        _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="agent-chat-globs")
+    return await asyncio.get_running_loop().run_in_executor(_pool, work, Budget(MAX_STEPS))
+
+
+def covering(claims: list[Claim], paths: list[str], budget: Budget) -> list[tuple[str, Claim]]:
+    """(path, claim) for each claim matching each path, in the order of paths then claims.
+
+    Claims are indexed by their first segment when it is plain text (``src/api/**`` under
+    ``src``), so a path is tried only against the claims that could match it."""
+    by_first: dict[str, list[tuple[int, Glob, Claim]]] = {}
+    wild: list[tuple[int, Glob, Claim]] = []
+    for n, c in enumerate(claims):
+        glob = compile(c.pattern, budget)
+        first = glob.items[0] if glob.items else None
+        if first is not None and first.literal is not None:
+            by_first.setdefault(first.literal, []).append((n, glob, c))
+        else:
+            wild.append((n, glob, c))
+    hits: list[tuple[int, int, str, Claim]] = []
+    for m, path in enumerate(paths):
+        budget.spend(1)
+        for candidates in (by_first.get(path.partition("/")[0], ()), wild):
+            for n, glob, c in candidates:
+                if glob.match(path, budget):
+                    hits.append((m, n, path, c))
+    hits.sort(key=lambda hit: hit[:2])
+    return [(path, c) for _, _, path, c in hits]
 
 
 def state_key(project: str, user_id: str) -> str:
@@ -62,8 +111,21 @@ class Outcome:
     expired: list[Claim] = field(default_factory=list)
 
 
-def conflicts_with(pattern: str, exclusive: bool, other: Claim) -> bool:
-    return (exclusive or other.exclusive) and overlap(pattern, other.pattern)
+def conflicts_with(pattern: str, exclusive: bool, other: Claim, budget: Budget) -> bool:
+    return (exclusive or other.exclusive) and overlap(pattern, other.pattern, budget)
+
+
+def conflicting(
+    patterns: list[str], exclusive: bool, others: list[Claim]
+) -> Callable[[Budget], list[Claim]]:
+    """The work of finding which of ``others`` the patterns conflict with, for :func:`bounded`."""
+
+    def work(budget: Budget) -> list[Claim]:
+        return [
+            c for c in others if any(conflicts_with(p, exclusive, c, budget) for p in patterns)
+        ]
+
+    return work
 
 
 class Claims:
@@ -143,9 +205,7 @@ class Claims:
                 result.expired = await Claim.remove_expired(conn, project, now)
                 held = await Claim.active(project, now, conn)
                 others = [c for c in held if c.user_id != user_id]
-                result.conflicts = [
-                    c for c in others if any(conflicts_with(p, exclusive, c) for p in patterns)
-                ]
+                result.conflicts = await bounded(conflicting(patterns, exclusive, others))
                 if force or not result.conflicts:  # else refused: the expiries still commit
                     for c in result.conflicts:
                         await c.delete(conn)

@@ -1,4 +1,11 @@
-"""Claims on files: claim (check-and-store, 409 on a conflict), list, check paths, release."""
+"""Claims on files: claim (check-and-store, 409 on a conflict), list, check paths, release.
+
+What one request may ask for (an agent chooses both patterns and paths): at most
+``MAX_PATTERNS`` patterns of ``MAX_PATTERN`` characters, ``MAX_PATHS`` paths of ``MAX_PATH``
+characters (400 beyond), and ``MAX_STEPS`` steps of matching and overlap work (413 beyond:
+send fewer paths or patterns at a time). Work past a few milliseconds runs in a worker thread
+(see :func:`..claims.bounded`), never on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,21 @@ from typing import Any
 
 from aiohttp import web
 
-from agent_chat.globs import MAX_PATTERNS, BadPattern, check_all, matches
+from agent_chat.globs import MAX_PATTERNS, MAX_STEPS, BadPattern, TooMuchWork, check_all
 
-from ..claims import Claims, until
+from ..claims import Claims, bounded, covering, until
 from ..db import Claim
 from ..errors import ApiError
 from .base import Context, caller, ctx, json_body, ok, optional_string_field, query_bool, routes
 
 #: --ttl: from a second to a week; two hours by default.
 MIN_TTL, MAX_TTL, DEFAULT_TTL = 1, 7 * 86400, 7200
-#: Paths checked in one request (a client sends more in several).
-MAX_PATHS = 5000
+#: Paths checked in one request (a client sends more in several), and a path's length.
+MAX_PATHS, MAX_PATH = 5000, 4096
+TOO_MUCH = (
+    f"this takes more than {MAX_STEPS:,} steps of glob matching, the most one request may: "
+    "send fewer paths or patterns at a time"
+)
 
 
 def service(context: Context) -> Claims:
@@ -73,18 +84,19 @@ async def claim(request: web.Request) -> web.Response:
     mode = data.get("mode", "exclusive")
     if mode not in ("exclusive", "shared"):
         raise ApiError(400, "M_BAD_JSON", "'mode' is exclusive or shared")
-    reason = optional_string_field(data, "reason", max_len=500)
-    if reason and any(ord(c) < 32 for c in reason):
-        raise ApiError(400, "M_BAD_JSON", "'reason' is one line without control characters")
+    reason = optional_string_field(data, "reason", max_len=500)  # one line, no controls
     ttl = data.get("ttl_seconds", DEFAULT_TTL)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not MIN_TTL <= ttl <= MAX_TTL:
         raise ApiError(400, "M_BAD_JSON", f"'ttl_seconds' is from {MIN_TTL} to {MAX_TTL}")
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise ApiError(400, "M_BAD_JSON", "'force' must be true or false")
-    result = await service(context).claim(
-        project, me.user_id, patterns, mode == "exclusive", reason or None, ttl * 1000, force
-    )
+    try:
+        result = await service(context).claim(
+            project, me.user_id, patterns, mode == "exclusive", reason or None, ttl * 1000, force
+        )
+    except TooMuchWork:
+        raise ApiError(413, "M_TOO_LARGE", TOO_MUCH) from None
     if result.conflicts:
         conflicts = await _shown(context, result.conflicts)
         first = conflicts[0]
@@ -128,17 +140,18 @@ async def check_paths(request: web.Request) -> web.Response:
         raise ApiError(400, "M_BAD_JSON", "'paths' must be a list of strings")
     if len(paths) > MAX_PATHS:
         raise ApiError(400, "M_INVALID_PARAM", f"at most {MAX_PATHS} paths at a time")
+    if any(len(p) > MAX_PATH for p in paths):
+        raise ApiError(400, "M_INVALID_PARAM", f"a path is at most {MAX_PATH} characters")
     others = data.get("others", True)
     if not isinstance(others, bool):
         raise ApiError(400, "M_BAD_JSON", "'others' must be true or false")
     claims = await service(context).active(project)
     if others:
         claims = [c for c in claims if c.user_id != me.user_id]
-    hits = []
-    for path in paths:
-        for c in claims:
-            if matches(c.pattern, path):
-                hits.append((path, c))
+    try:
+        hits = await bounded(lambda budget: covering(claims, paths, budget))
+    except TooMuchWork:
+        raise ApiError(413, "M_TOO_LARGE", TOO_MUCH) from None
     shown = await _shown(context, [c for _, c in hits])
     for (path, _), entry in zip(hits, shown, strict=True):
         entry["path"] = path
