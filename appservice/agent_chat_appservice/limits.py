@@ -9,13 +9,14 @@ limit              key                        default
 room creation      the caller's user id       10, then 2 a minute
 registration       the client's address       60, then 60 a minute
 login, per account the account's localpart    5 failed attempts, then 1 a minute
-login, per address the client's address       20 attempts, then 20 a minute
+login, per address the client's address       30 attempts, then 60 a minute
 webhook posts      the hook                   10, then 60 a minute
 =================  =========================  =======================================
 
 A successful login gives its token back: only failures (guesses) count against an account.
 The login limits are ours because Synapse sees every login through the appservice from one
-address, so its own per-address bucket would be shared by every caller.
+address, so its own per-address bucket (``rc_login.address``: 10 a second, 100 at once) is
+shared by every caller: one client address, held to one attempt a second, cannot empty it.
 
 The client's address is the TCP peer's, unless that peer is one of ``trusted_proxies``: then
 the right-most address of ``X-Forwarded-For`` that is not itself a trusted proxy (what the
@@ -45,7 +46,7 @@ CALLERS_CAP = 100_000
 #: Login: failed attempts per account (a burst, then one a minute).
 LOGIN_ACCOUNT_BURST, LOGIN_ACCOUNT_PER_MINUTE = 5, 1.0
 #: Login: attempts per client address, whichever account.
-LOGIN_ADDRESS_BURST, LOGIN_ADDRESS_PER_MINUTE = 20, 20.0
+LOGIN_ADDRESS_BURST, LOGIN_ADDRESS_PER_MINUTE = 30, 60.0
 
 
 class RateLimiter:
