@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 import json
+import os
 import secrets
+import subprocess
 import threading
 import time
 
 from agent_chat.setup import hook_script
 from conftest import Stack
-from helpers import Agent, http_json, register, unique, wait_for
+from helpers import AC, Ac, Agent, http_json, register, spawn, stop, unique, wait_for
 
 HOOK = hook_script()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def receipts(agent: Agent, event_id: str, **query: str) -> tuple[int, Any]:
@@ -159,6 +160,7 @@ def test_a_humans_read_receipt_moves_read(any_stack: Stack) -> None:
         lambda: http_json("POST", f"{client}/join/{room}", {}, token)[0] == 200,
         what="the human joins the DM",
     )
+    wait_for(lambda: receipts(a, sent["event_id"])[0] == 200, what="the DM stored")
     assert stage_of(a, sent["event_id"], Agent("", human, "", "")) == "counted"
     event = quote(sent["event_id"])
     status, _ = http_json("POST", f"{client}/rooms/{room}/receipt/m.read/{event}", {}, token)
@@ -167,3 +169,144 @@ def test_a_humans_read_receipt_moves_read(any_stack: Stack) -> None:
         lambda: stage_of(a, sent["event_id"], Agent("", human, "", "")) == "read",
         what="the human's receipt as read",
     )
+
+
+# --- the real pieces: hook script, ac wait --session, ac listen, ac receipts, ac send --wait ---
+
+
+def hook_env(ac: Ac, **extra: str) -> dict[str, str]:
+    """The environment an agent CLI gives its hooks (here: Claude Code's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_CHAT_", "CLAUDE"))}
+    env.update(AGENT_CHAT_HOME=str(ac.home), AGENT_CHAT_SERVER=ac.server)
+    env.update(AGENT_CHAT_HOOK_TTL="0", CLAUDE_PROJECT_DIR="/w")
+    env.update(extra)
+    return env
+
+
+def run_hook(ac: Ac, sid: str, *args: str) -> subprocess.CompletedProcess[str]:
+    stdin = json.dumps(
+        {"session_id": sid, "hook_event_name": "UserPromptSubmit", "cwd": "/src/webshop"}
+    )
+    return subprocess.run(
+        ["sh", HOOK, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=hook_env(ac),
+        timeout=20,
+    )
+
+
+def agents(stack: Stack, tmp_path: Path) -> tuple[Ac, str, Ac, str]:
+    sender, recipient = (Ac(tmp_path / n, stack.api_url, stack.registration_token) for n in "sr")
+    s_nick, r_nick = unique("Sender"), unique("Recipient")
+    sender.ok("register", s_nick)
+    recipient.ok("register", r_nick)
+    return sender, s_nick, recipient, r_nick
+
+
+def receipts_json(ac: Ac, *args: str) -> dict[str, Any]:
+    return json.loads(ac.ok("receipts", *args, "--json"))
+
+
+def test_a_dm_goes_counted_shown_woken_read(any_stack: Stack, tmp_path: Path) -> None:
+    sender, s_nick, recipient, r_nick = agents(any_stack, tmp_path)
+    sent = json.loads(sender.ok("send", "@" + r_nick, "first", "--json"))
+    wait_for(lambda: recipient.ok("notify", "--oneline").strip(), what="the DM counted")
+    (r,) = receipts_json(sender, sent["event_id"])["recipients"]
+    assert r["stage"] == "counted"
+    # A hook run prints the line into the session's context: shown, with session and CLI.
+    hook = run_hook(recipient, "sess-1")
+    assert hook.returncode == 0 and f"@{s_nick}(1)" in hook.stdout, hook
+    shown = wait_for(
+        lambda: receipts_json(sender, "--last", "@" + r_nick)["recipients"][0]["stages"].get(
+            "shown"
+        ),
+        what="shown recorded by the hook's background report",
+    )
+    assert shown["session"] == "sess-1" and shown["cli"] == "claude"
+    assert "shown" in sender.ok("receipts", "--last")
+    # The same line again is not printed again (and reports nothing more).
+    assert run_hook(recipient, "sess-1").stdout == ""
+    # The wake hook: waits in ac wait --session; a new DM ends it with exit 2: woken.
+    waker = spawn(
+        ["sh", HOOK, "--wake"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=hook_env(recipient),
+    )
+    try:
+        assert waker.stdin is not None
+        waker.stdin.write(json.dumps({"session_id": "sess-1"}) + "\n")
+        waker.stdin.close()
+        wait_for(
+            lambda: presence_state(sender, r_nick) == "idle · wakeable",
+            what="the wake waiter seen as idle · wakeable",
+        )
+        second = json.loads(sender.ok("send", "@" + r_nick, "second", "--json"))
+        assert waker.wait(60) == 2
+    finally:
+        stop(waker)
+    woken = wait_for(
+        lambda: receipts_json(sender, second["event_id"])["recipients"][0]["stages"].get("woken"),
+        what="woken recorded",
+    )
+    assert woken["session"] == "sess-1" and woken["cli"] == "claude"
+    # Reading returns the bodies: read. send --wait read ends when the recipient reads.
+    third = spawn(
+        [AC, "send", "@" + r_nick, "third", "--wait", "read", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=sender.env(),
+    )
+    try:
+        wait_for(lambda: "third" in recipient.ok("listen", "--peek"), what="the third DM")
+        recipient.ok("listen", "@" + s_nick)
+        out, err = third.communicate(timeout=60)
+        assert third.returncode == 0, (out, err)
+    finally:
+        stop(third)
+    assert f"{r_nick}: read" in out
+    for event_id in (sent["event_id"], second["event_id"]):
+        (r,) = receipts_json(sender, event_id)["recipients"]
+        assert r["stage"] == "read" and list(r["stages"]) == ["counted", "shown", "woken", "read"]
+
+
+def presence_state(ac: Ac, nick: str) -> str | None:
+    """The state ``ac who`` shows for ``nick`` (in the direct chat with it)."""
+    data = json.loads(ac.ok("who", "@" + nick, "--json"))
+    (member,) = [m for m in data["members"] if m["display_name"] == nick]
+    return member.get("presence", {}).get("state")
+
+
+def test_send_wait_times_out_with_the_stage_reached(any_stack: Stack, tmp_path: Path) -> None:
+    sender, _, _, r_nick = agents(any_stack, tmp_path)
+    r = sender("send", "@" + r_nick, "anyone?", "--wait", "shown", "--timeout", "1")
+    assert r.returncode == 5, r
+    assert f"{r_nick}: counted" in r.stdout and "within 1 s" in r.stderr
+    r = sender("send", "@" + r_nick, "again", "--wait", "shown", "--timeout", "0.5", "--json")
+    assert r.returncode == 5
+    data = json.loads(r.stdout)
+    assert data["receipts"]["reached"] is False
+    assert data["receipts"]["recipients"][0]["stage"] == "counted"
+
+
+def test_send_wait_bad_input_sends_nothing(any_stack: Stack, tmp_path: Path) -> None:
+    sender, _, _, _ = agents(any_stack, tmp_path)
+    room = "#" + unique("stages-")
+    sender.ok("create-room", room)
+    for args in (
+        ("--wait", "delivered"),
+        ("--wait", "read", "--for", "Nobody" + unique("x")),
+        ("--timeout", "3"),
+    ):
+        r = sender("send", room, "should not be sent", *args)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    assert "should not be sent" not in sender.ok("listen", room, "--peek")
+    r = sender("receipts", "$nosuchevent")
+    assert r.returncode == 1 and "no such message" in r.stderr
+    r = sender("receipts")
+    assert r.returncode == 1

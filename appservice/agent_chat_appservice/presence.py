@@ -85,7 +85,8 @@ class Presence:
         #: Wake waiters connected now, per (user id, session); and when the last one left.
         self._waiting: dict[tuple[str, str], int] = {}
         self._left: dict[tuple[str, str], float] = {}
-        self._heard: RecentMap[tuple[str, str], None] = RecentMap(HEARD_SECONDS, 100_000)
+        self._connected_at: dict[tuple[str, str], int] = {}
+        self._heard: RecentMap[tuple[str, str, bool], None] = RecentMap(HEARD_SECONDS, 100_000)
         #: Sets an identity's Matrix presence (``online``..., status message); from service.
         self.publish: Callable[[str, str, str], Awaitable[None]] | None = None
         self._published: RecentMap[str, str] = RecentMap(86_400.0, 100_000)
@@ -131,7 +132,7 @@ class Presence:
         hook: bool = True,
     ) -> None:
         """A hook call or waiter from the session; written at most every HEARD_SECONDS."""
-        key = (user_id, session)
+        key = (user_id, session, hook)
         if self._heard.get(key) is not None:
             return
         self._heard.set(key, None)
@@ -142,11 +143,14 @@ class Presence:
 
     def forget(self, user_id: str, session: str) -> None:
         """The session ended: its next sign of life (a resumed session) is written at once."""
-        key = (user_id, session)
-        self._heard.drop_where(lambda k, _: k == key)
+        self._heard.drop_where(lambda k, _: k[:2] == (user_id, session))
 
     def waiter_connected(self, user_id: str, session: str) -> None:
         key = (user_id, session)
+        if not self.wakeable(user_id, session):  # since when it has been waiting
+            self._connected_at[key] = now_ms()
+            if len(self._connected_at) > 100_000:
+                self._connected_at.pop(next(iter(self._connected_at)))
         self._waiting[key] = self._waiting.get(key, 0) + 1
         self._left.pop(key, None)
 
@@ -173,10 +177,16 @@ class Presence:
         now = now_ms() if now is None else now
         if s.ended_ms is not None:
             return SessionView(s, GONE, s.ended_ms)
+        wakeable = self.wakeable(s.user_id, s.session)
+        waiting_since = self._connected_at.get((s.user_id, s.session), s.seen_ms)
+        # A waiter armed after the last hook call is a session that went idle (Claude Code
+        # arms it when a turn stops); hook calls while it waits are a session at work.
+        if wakeable and (s.hook_ms is None or waiting_since >= s.hook_ms):
+            return SessionView(s, WAKEABLE, waiting_since)
         if s.hook_ms is not None and now - s.hook_ms < WORKING_SECONDS * 1000:
             return SessionView(s, WORKING, s.hook_ms)
-        if self.wakeable(s.user_id, s.session):
-            return SessionView(s, WAKEABLE, s.seen_ms)
+        if wakeable:  # hooks ran while it waited, and then stopped: idle again
+            return SessionView(s, WAKEABLE, (s.hook_ms or now) + int(WORKING_SECONDS * 1000))
         if now - s.seen_ms >= self.gone_after * 1000:
             return SessionView(s, GONE, s.seen_ms + int(self.gone_after * 1000))
         idle_since = (s.hook_ms or s.seen_ms) + int(WORKING_SECONDS * 1000)

@@ -46,6 +46,11 @@ class Args:
     # send
     message: list[str]
     notice: bool
+    wait_stage: str | None
+    for_nicks: list[str] | None
+    # receipts
+    event_id: str | None
+    last_target: str | None
     # listen
     room: str | None
     all: bool
@@ -228,6 +233,14 @@ def since_time(text: str) -> int:
     return parse_since(text)
 
 
+def nick_list(text: str) -> list[str]:
+    """``--for``: comma-separated nicks (``BlueLake,@GreenCastle``)."""
+    nicks = [n.strip() for n in text.split(",") if n.strip()]
+    if not nicks:
+        raise ValueError("names nobody")
+    return nicks
+
+
 def search_limit(text: str) -> int:
     """``ac search --limit``: a whole number from 1 to 100."""
     value = positive(text)
@@ -254,7 +267,9 @@ def fast_commands() -> tuple[Command, ...]:
             _send,
             "send a message to a room or a person",
             "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
-            "MESSAGE '-' reads the message from stdin.",
+            "MESSAGE '-' reads the message from stdin. --wait shown|woken|read then waits\n"
+            "(on the server, no polling) until the recipients reach that stage, prints who\n"
+            "reached what and when, and exits 0, or 5 at --timeout with the stages reached.",
             fast=True,
             args=(
                 Arg("target", metavar="TARGET", help="#room, @Nick or @user:server"),
@@ -265,6 +280,25 @@ def fast_commands() -> tuple[Command, ...]:
                     help="the text (several words are joined by spaces); '-' reads stdin",
                 ),
                 flag("--notice", help="send as a notice (never pushed to phones)"),
+                Arg(
+                    "--wait",
+                    dest="wait_stage",
+                    metavar="STAGE",
+                    help="wait until the recipients reach shown, woken or read",
+                ),
+                Arg(
+                    "--timeout",
+                    metavar="S",
+                    type=seconds,
+                    help="with --wait: give up after S seconds (default 300)",
+                ),
+                Arg(
+                    "--for",
+                    dest="for_nicks",
+                    metavar="NICK[,NICK...]",
+                    type=nick_list,
+                    help="with --wait: only these recipients (default: all of them)",
+                ),
                 _json("print the server's answer as JSON"),
             ),
         ),
@@ -333,6 +367,28 @@ def _other_commands() -> tuple[Command, ...]:
                     help="reply to the newest message from someone else",
                 ),
                 _json("print the server's answer as JSON"),
+            ),
+        ),
+        Command(
+            "receipts",
+            _receipts,
+            "what became of a message you sent, per recipient",
+            "Per recipient of your message: the furthest stage it reached and when.\n"
+            "counted: in their unread counts; shown: a line naming the room was put into\n"
+            "their model's context (by which session and CLI); woken: a wake started a\n"
+            "turn for it; read: its text was returned to them (or a person's read receipt).\n"
+            "--last: your newest message (in TARGET, if given).",
+            args=(
+                Arg("event_id", metavar="EVENT_ID", nargs="?", help="from 'ac send --json'"),
+                Arg(
+                    "--last",
+                    dest="last_target",
+                    metavar="TARGET",
+                    nargs="?",
+                    const="",
+                    help="your newest message (in TARGET: #room, @Nick)",
+                ),
+                _json(),
             ),
         ),
         Command(
@@ -711,7 +767,25 @@ def _context(args: Args) -> Context:
 def _send(args: Args) -> int:
     from . import commands
 
-    return commands.send(_context(args), args.target, args.message, args.notice, args.json)
+    return commands.send(
+        _context(args),
+        args.target,
+        args.message,
+        args.notice,
+        args.json,
+        wait=getattr(args, "wait_stage", None),
+        timeout=getattr(args, "timeout", None),
+        for_nicks=getattr(args, "for_nicks", None),
+    )
+
+
+def _receipts(args: Args) -> int:
+    from . import receipts
+
+    target = args.last_target
+    return receipts.receipts(
+        _context(args), args.event_id, None if target is None else target, args.json
+    )
 
 
 def _listen(args: Args) -> int:

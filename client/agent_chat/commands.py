@@ -79,10 +79,24 @@ def notify_graceful(argv_flags: list[str], verbose: bool) -> int:
 
 
 def send(
-    ctx: Context, target: str, words: list[str], notice: bool = False, as_json: bool = False
+    ctx: Context,
+    target: str,
+    words: list[str],
+    notice: bool = False,
+    as_json: bool = False,
+    wait: str | None = None,
+    timeout: float | None = None,
+    for_nicks: list[str] | None = None,
 ) -> int:
-    """``ac send TARGET MESSAGE...`` (``-``: the message from stdin)."""
+    """``ac send TARGET MESSAGE...`` (``-``: the message from stdin); ``wait``: then wait
+    until the recipients (``for_nicks``) reach that stage (:mod:`agent_chat.receipts`)."""
     target = normalize_target(target)
+    if wait is None and (timeout is not None or for_nicks):
+        raise UsageError("--timeout and --for go with --wait shown|woken|read")
+    if wait is not None:
+        from .receipts import check_stage
+
+        check_stage(wait)
     if words == ["-"]:
         try:
             data = sys.stdin.buffer.read()
@@ -96,6 +110,10 @@ def send(
     if not body.strip():
         raise UsageError("empty message: nothing to send")
     client = ctx.authed()
+    if wait is not None and for_nicks:
+        from .receipts import check_recipients
+
+        check_recipients(client, target, for_nicks)  # before sending: nothing half-done
     txn_id = os.urandom(16).hex()
     payload: dict[str, object] = {"to": target, "body": body}
     if notice:
@@ -118,6 +136,14 @@ def send(
             size = "" if "UTF-8" in e.message else f"{len(body.encode()):,} bytes of UTF-8: "
             raise AcError(f"message too long: {size}{e.message}", detail=e.detail) from None
         raise
+    if wait is not None:
+        from .receipts import after_send
+
+        if not as_json:
+            out(f"sent to {one_line(answer.get('room') or target)}")
+        return after_send(
+            client, answer, wait, 300.0 if timeout is None else timeout, for_nicks, as_json
+        )
     if as_json:
         out(render.dumps(answer))
     else:
@@ -261,9 +287,14 @@ def who(ctx: Context, target: str, as_json: bool) -> int:
         for m in members
     ]
     width = max([len(r[0]) for r in rows] + [4])
-    for name, kind, user_id, ago in rows:
+    from .presence import describe
+
+    for (name, kind, user_id, ago), m in zip(rows, members, strict=True):
         active = "never active" if ago == "never" else "active " + ago
+        sessions = describe(m.get("presence"))
         out(f"  {name:<{width}}  {kind:<5}  {user_id}  ({active})")
+        if sessions:
+            out(f"  {'':<{width}}  {sessions}")
     return 0
 
 

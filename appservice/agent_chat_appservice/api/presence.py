@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..db import AgentSession
 from ..errors import ApiError
-from ..presence import CLI_RE, SESSION_RE, summary
+from ..presence import CLI_RE, SESSION_RE, SessionView, summary
 from .base import Context, caller, ctx, json_body, ok, routes
 
 
@@ -28,8 +28,10 @@ def session_of(data: dict[str, Any]) -> tuple[str, str | None]:
     return session, cli
 
 
-def _checked(request: web.Request, key: str) -> str | None:
+def _checked(request: web.Request, key: str, header: str | None = None) -> str | None:
     value = request.query.get(key)
+    if value is None and header is not None:
+        value = request.headers.get(header)
     if value is not None and not SESSION_RE.match(value):
         raise ApiError(
             400, "M_INVALID_PARAM", f"'{key}' is 1-128 printable ASCII characters, no spaces"
@@ -41,13 +43,15 @@ async def session_signs(
     context: Context, user_id: str, request: web.Request, holding: bool
 ) -> Callable[[], None]:
     """Record the sign of life a ``/notify`` request carries: ``session=SID`` (a hook call)
-    or ``waiter=SID`` (a wake waiter, connected while ``holding`` the long-poll); with
-    ``cli``, ``host`` and ``repo``. Returns what to call when the request ends."""
-    session, waiter = _checked(request, "session"), _checked(request, "waiter")
+    or ``waiter=SID`` (a wake waiter, connected while ``holding`` the long-poll; also as the
+    ``Agent-Chat-Waiter`` header, with ``Agent-Chat-Cli``); with ``cli``, ``host`` and
+    ``repo``. Returns what to call when the request ends."""
+    session = _checked(request, "session")
+    waiter = _checked(request, "waiter", "Agent-Chat-Waiter")
     sid = session or waiter
     if sid is None:
         return lambda: None
-    cli = request.query.get("cli")
+    cli = request.query.get("cli") or request.headers.get("Agent-Chat-Cli")
     if cli is not None and not CLI_RE.match(cli):
         raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
     presence = context.presence
@@ -64,6 +68,25 @@ async def session_signs(
         presence.waiter_left(user_id, waiter)
 
     return done
+
+
+def presence_json(views: list[SessionView]) -> dict[str, Any]:
+    """An identity's presence: the liveliest session's state (None: no session seen in a
+    day), and every session of the last day."""
+    return {
+        "state": views[0].state if views else None,
+        "status": summary(views),
+        "sessions": [v.json() for v in views],
+    }
+
+
+async def annotate(context: Context, members: list[dict[str, Any]]) -> None:
+    """``presence`` on each agent or bot of a member list (``/who``)."""
+    user_ids = [str(m["user_id"]) for m in members if m.get("kind") in ("agent", "bot")]
+    found = await context.presence.of_users(user_ids)
+    for m in members:
+        if m["user_id"] in found:
+            m["presence"] = presence_json(found[m["user_id"]])
 
 
 @routes.post("/sessions/end")
@@ -95,8 +118,7 @@ async def presence(request: web.Request) -> web.Response:
                 {
                     "user_id": user_id,
                     "name": await context.rooms.person_name(user_id),
-                    "state": summary(views),
-                    "sessions": [v.json() for v in views],
+                    **presence_json(views),
                 }
                 for user_id, views in found.items()
             ]

@@ -10,7 +10,7 @@ import asyncio
 from aiohttp import web
 
 from .. import metrics
-from ..db import AgentSession, Member, Recipient, Stage, transaction
+from ..db import AgentSession, Identity, Member, Recipient, Stage, transaction
 from ..errors import ApiError
 from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
 from .messages import EVENT_RE, NO_SUCH_MESSAGE, resolve_target
@@ -19,6 +19,8 @@ from .presence import session_of
 #: Rooms one report may cover.
 MAX_COVERS = 100
 MAX_WAIT = 300.0
+#: How long a wait on a message not stored yet waits for it to arrive.
+ARRIVAL_WAIT = 10.0
 REPORTED = ("shown", "woken")
 WAITABLE = ("shown", "woken", "read")
 ORDER = ("counted", "shown", "woken", "read")
@@ -109,11 +111,15 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
     last = request.query.get("last")
     if (event_id is None) == (last is None):
         raise ApiError(400, "M_INVALID_PARAM", "give 'event' (an event id) or 'last' (a room)")
-    if last is not None:
-        room_id = await resolve_target(context, user_id, last, join=False)
-        event_id = await Stage.last_sent(user_id, room_id)
+    if last is not None:  # empty: in any of the caller's rooms
+        room_ids = (
+            [await resolve_target(context, user_id, last, join=False)]
+            if last
+            else await Member.joined_rooms(user_id)
+        )
+        event_id = await Stage.last_sent(user_id, room_ids)
         if event_id is None:
-            raise ApiError(404, "M_NOT_FOUND", f"you have sent nothing to {last}")
+            raise ApiError(404, "M_NOT_FOUND", f"you have sent nothing to {last or 'any room'}")
     assert event_id is not None
     found = await Stage.message(event_id) if EVENT_RE.match(event_id) else None
     if (
@@ -124,6 +130,32 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
         raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
     room_id, _, seq, ts = found
     return event_id, room_id, seq, ts
+
+
+async def _find_arriving(
+    context: Context, user_id: str, request: web.Request, wait: float
+) -> tuple[str, str, int, int]:
+    """:func:`_find`; with ``wait``, a message just sent that the homeserver has not pushed
+    yet (``ac send --wait`` asks at once) is waited for, up to :data:`ARRIVAL_WAIT`: storing
+    it raises the sender's own ledger row, which wakes the sender's waiters. The 404 after
+    that is the same as at once: nothing is revealed by waiting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, ARRIVAL_WAIT)
+    while True:
+        future = context.waiters.watch([user_id], request.protocol)
+        try:
+            try:
+                return await _find(context, user_id, request)
+            except ApiError as e:
+                remaining = deadline - loop.time()
+                if e.status != 404 or remaining <= 0 or request.transport is None:
+                    raise
+            try:
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                pass
+        finally:
+            context.waiters.unwatch([user_id], request.protocol, future)
 
 
 async def _wanted(context: Context, request: web.Request) -> set[str] | None:
@@ -137,7 +169,13 @@ async def _wanted(context: Context, request: web.Request) -> set[str] | None:
     return {await context.rooms.resolve_user(n if n.startswith("@") else "@" + n) for n in names}
 
 
-def _stage_json(r: Recipient, name: str) -> dict[str, Any]:
+async def _kind(user_id: str) -> str:
+    """agent, bot or human: a client shows an agent by its nick, a person with their id."""
+    identity = await Identity.get(user_id)
+    return identity.kind if identity is not None and identity.kind != "human" else "human"
+
+
+def _stage_json(r: Recipient, name: str, kind: str) -> dict[str, Any]:
     stages = {
         stage: {
             k: v
@@ -149,6 +187,7 @@ def _stage_json(r: Recipient, name: str) -> dict[str, Any]:
     return {
         "user_id": r.user_id,
         "name": name,
+        "kind": kind,
         "stage": r.stage,
         "at": r.stages[r.stage].at,
         "stages": stages,
@@ -168,7 +207,7 @@ async def receipts(request: web.Request) -> web.Response:
     stage = request.query.get("stage", "read")
     if stage not in WAITABLE:
         raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown, woken or read")
-    event_id, room_id, seq, ts = await _find(context, me.user_id, request)
+    event_id, room_id, seq, ts = await _find_arriving(context, me.user_id, request, wait or 0)
     wanted = await _wanted(context, request)
     recipients = await Stage.recipients(room_id, seq, ts, me.user_id, wanted)
     if wanted is not None:
@@ -184,12 +223,13 @@ async def receipts(request: web.Request) -> web.Response:
             return web.Response(status=204)  # the caller hung up
         recipients = waited
     names = {r.user_id: await context.rooms.person_name(r.user_id) for r in recipients}
+    kinds = {r.user_id: await _kind(r.user_id) for r in recipients}
     answer: dict[str, Any] = {
         "event_id": event_id,
         "room_id": room_id,
         "room": await context.rooms.label(room_id, me.user_id),
         "sent_at": ts,
-        "recipients": [_stage_json(r, names[r.user_id]) for r in recipients],
+        "recipients": [_stage_json(r, names[r.user_id], kinds[r.user_id]) for r in recipients],
         "stage": stage,
         "reached": all(_reached(r, stage) for r in recipients),
     }

@@ -9,6 +9,7 @@ from ..errors import ApiError
 from ..limits import enforce
 from .base import caller, ctx, json_body, ok, optional_string_field, routes, string_field
 from .messages import resolve_target
+from .presence import annotate
 
 
 @routes.get("/who")
@@ -29,6 +30,7 @@ async def who(request: web.Request) -> web.Response:
                 "last_active": m.last_active,
             }
         )
+    await annotate(context, members)  # agents' sessions: working, idle, gone
     return ok({"room": await context.rooms.label(room_id, me.user_id), "members": members})
 
 

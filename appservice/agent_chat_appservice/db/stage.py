@@ -95,11 +95,19 @@ class Stage(Table):
         return (row["room_id"], row["sender"], row["seq"], row["ts"]) if row else None
 
     @classmethod
-    async def last_sent(cls, user_id: str, room_id: str) -> str | None:
-        """The event id of the caller's newest message in ``room_id``."""
-        q = "SELECT event_id FROM message WHERE room_id=$2 AND sender=$1 ORDER BY seq DESC LIMIT 1"
-        found = await cls.read_db.fetchval(q, user_id, room_id)
-        return found if isinstance(found, str) else None
+    async def last_sent(cls, user_id: str, room_ids: list[str]) -> str | None:
+        """The event id of the caller's newest message in these rooms (one indexed look per
+        room: the newest of theirs there)."""
+        q = (
+            "SELECT seq, event_id FROM message WHERE room_id=$2 AND sender=$1"
+            " ORDER BY seq DESC LIMIT 1"
+        )
+        best: tuple[int, str] | None = None
+        for room_id in room_ids:
+            row = await cls.read_db.fetchrow(q, user_id, room_id)
+            if row is not None and (best is None or row["seq"] > best[0]):
+                best = (int(row["seq"]), str(row["event_id"]))
+        return best[1] if best else None
 
     @classmethod
     async def positions(cls, user_id: str, room_ids: list[str]) -> dict[str, int]:

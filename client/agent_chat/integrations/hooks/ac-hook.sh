@@ -1,7 +1,7 @@
 #!/bin/sh
 # ac-hook.sh: Agent Chat unread counts for agent hooks and status lines.
 #
-#   ac-hook.sh [--json EVENT] [--status] [--wake] [--home DIR]
+#   ac-hook.sh [--json EVENT] [--status] [--wake] [--end] [--cli NAME] [--home DIR]
 #
 # Prints "[chat] #general(2) #alerts(1!) @BlueLake(1)": counts, urgency (!) and labels, never
 # message bodies. Agent modes (the default, and --json EVENT for Claude Code / Codex
@@ -21,6 +21,13 @@
 # it ends with the agent CLI that started the hook (AGENT_CHAT_WAIT_WHILE_PID: our parent, or
 # its parent when that is the `sh -c` the CLI ran us through).
 #
+# Delivery stages and presence: a line printed to a session is reported `shown` (POST /stages,
+# by a curl in the background, so the printing path does not wait for it) with the positions
+# the line covers (/notify?covers=true), the session id and the CLI (--cli NAME, else guessed
+# from the environment and the stdin JSON: gemini, codex, claude). The notify request names
+# the session, CLI, host and the working directory's name: the session's presence. --end (a
+# SessionEnd hook) tells the server the session is gone.
+#
 # Files (under $AGENT_CHAT_HOME, default ~/.agent-chat, written by `ac` when it registers or
 # logs in an identity, and by `ac setup`):
 #   hook/<nick>.curl    curl config (0600): the notify URL and the Authorization header
@@ -35,12 +42,16 @@
 json_event=""
 status=""
 wake=""
+end=""
+cli=""
 home_arg=""
 while [ $# -gt 0 ]; do
   case $1 in
     --json) json_event=$2; shift 2 || exit 0 ;;
     --status) status=1; shift ;;
     --wake) wake=1; shift ;;
+    --end) end=1; shift ;;
+    --cli) cli=$2; shift 2 || exit 0 ;;
     --home) home_arg=$2; shift 2 || exit 0 ;;
     *) shift ;;
   esac
@@ -58,6 +69,8 @@ esac
 
 # Which session is asking: the hook's stdin JSON ("session_id"), else GEMINI_SESSION_ID.
 sid=${GEMINI_SESSION_ID:-}
+input=""
+repo=""
 if [ -z "$status" ] && [ ! -t 0 ]; then
   IFS= read -r input || true
   case $input in
@@ -66,9 +79,62 @@ if [ -z "$status" ] && [ ! -t 0 ]; then
       sid=${sid#*\"}
       sid=${sid%%\"*} ;;
   esac
+  case $input in
+    *'"cwd"'*)
+      repo=${input#*\"cwd\"}
+      repo=${repo#*\"}
+      repo=${repo%%\"*}
+      repo=${repo%/}
+      repo=${repo##*/} ;;
+  esac
 fi
 case $sid in *[!A-Za-z0-9_-]*) sid=$(printf '%s' "$sid" | LC_ALL=C tr -c 'A-Za-z0-9_-' '_') ;; esac
 sid=${sid:-default}
+# Which CLI: --cli, else its traces (Gemini sets GEMINI_SESSION_ID; Codex keeps its transcripts
+# under ~/.codex; Claude Code sets CLAUDE_PROJECT_DIR, which Gemini sets too, so it comes last).
+if [ -z "$cli" ]; then
+  if [ -n "${GEMINI_SESSION_ID:-}" ]; then cli=gemini
+  else
+    case $input in
+      *'"transcript_path"'*'/.codex/'*) cli=codex ;;
+      *) [ -n "${CLAUDE_PROJECT_DIR:-}${CLAUDECODE:-}" ] && cli=claude ;;
+    esac
+  fi
+fi
+case $cli in *[!A-Za-z0-9._-]*) cli="" ;; esac
+case $repo in *[!A-Za-z0-9._-]*) repo=$(printf '%s' "$repo" | LC_ALL=C tr -c 'A-Za-z0-9._-' '_') ;; esac
+host=${HOSTNAME:-}
+[ -z "$host" ] && [ -r /etc/hostname ] && IFS= read -r host < /etc/hostname
+case $host in *[!A-Za-z0-9._-]*) host="" ;; esac
+
+# The API's base URL and the Authorization header as curl config lines, from the environment or
+# hook/<nick>.curl (its url names /notify): for the requests beside /notify.
+api_config() {
+  if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
+    printf 'url = "%s/_agent_chat/v1/%s"\nheader = "Authorization: Bearer %s"\n' \
+      "${AGENT_CHAT_SERVER%/}" "$1" "$AGENT_CHAT_TOKEN"
+    return 0
+  fi
+  [ -r "$dir/$nick.curl" ] || return 1
+  while IFS= read -r cfg; do
+    case $cfg in
+      'url = '*/notify\") printf '%s/%s"\n' "${cfg%/notify\"}" "$1" ;;
+      'header = '*) printf '%s\n' "$cfg" ;;
+    esac
+  done < "$dir/$nick.curl"
+}
+
+# POST JSON ($2) to the API's $1; no output, at most 2 s.
+api_post() {
+  api_config "$1" | curl -q -sf --max-time 2 -o /dev/null -K - -H 'Content-Type: application/json' \
+    --data-binary "$2" 2>/dev/null
+}
+
+if [ -n "$end" ]; then
+  [ "$sid" = default ] && exit 0
+  api_post sessions/end "{\"session\":\"$sid\"}"
+  exit 0
+fi
 
 if [ -n "$wake" ]; then
   # `claude -p` (entrypoint sdk-cli) cannot be woken, and it waits for background hooks before
@@ -85,7 +151,7 @@ if [ -n "$wake" ]; then
   esac
   watch=${watch#"${watch%%[! ]*}"}
   case $watch in ''|*[!0-9]*) watch="" ;; esac
-  line=$(AGENT_CHAT_HOME=$home AGENT_CHAT_WAIT_WHILE_PID=$watch "$ac" wait --urgent --dm --oneline --session "$sid" \
+  line=$(AGENT_CHAT_HOME=$home AGENT_CHAT_WAIT_WHILE_PID=$watch AGENT_CHAT_CLI=$cli "$ac" wait --urgent --dm --oneline --session "$sid" \
     --timeout "$timeout" </dev/null 2>/dev/null) || exit 0
   nl='
 '
@@ -112,9 +178,10 @@ case $ttl in ''|*[!0-9]*) ttl=3 ;; esac
 
 # The line: from the cache while it is fresh, else from the server.
 line=""
+covers=""
 fresh=""
 if [ "$ttl" -gt 0 ] && [ -r "$dir/line.$nick" ]; then
-  { IFS= read -r ts; IFS= read -r line; } < "$dir/line.$nick"
+  { IFS= read -r ts; IFS= read -r line; IFS= read -r covers; } < "$dir/line.$nick"
   case $ts in
     ''|*[!0-9]*) ;;
     *) [ $((now - ts)) -lt "$ttl" ] && [ $((now - ts)) -ge 0 ] && fresh=1 ;;
@@ -123,15 +190,19 @@ fi
 
 if [ -z "$fresh" ]; then
   # GET /notify?format=oneline: "#general(2) #alerts(1!)\n", or an empty body when nothing is
-  # unread. curl -f: any HTTP error is a failure; the token stays off the command line (-K).
+  # unread; covers=true adds "covers SEQ:ROOM_ID ..." (what the line covers) as a second line.
+  # The session, CLI, host and repository are its presence. curl -f: any HTTP error is a
+  # failure; the token stays off the command line (-K).
+  q="format=oneline&covers=true"
+  [ "$sid" != default ] && [ -z "$status" ] && q="$q&session=$sid&cli=$cli&host=$host&repo=$repo"
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
-    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d format=oneline -K - 2>/dev/null <<CURL
+    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d "$q" -K - 2>/dev/null <<CURL
 url = "${AGENT_CHAT_SERVER%/}/_agent_chat/v1/notify"
 header = "Authorization: Bearer $AGENT_CHAT_TOKEN"
 CURL
 ) || line="!"
   elif [ -r "$dir/$nick.curl" ]; then
-    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d format=oneline \
+    line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d "$q" \
       -K "$dir/$nick.curl" 2>/dev/null) || line="!"
   else
     # No credentials for this nick yet (an identity from before `ac` wrote them, or a new
@@ -150,6 +221,9 @@ CURL
   # server, not an HTML page); anything outside the labels' safe set is stripped.
   nl='
 '
+  covers=""
+  case $line in *"${nl}covers "*) covers=${line#*"${nl}covers "}; covers=${covers%%"$nl"*} ;; esac
+  case $covers in *[!A-Za-z0-9_.:!\ -]*) covers="" ;; esac
   line=${line%%"$nl"*}
   case $line in
     '!'|'') ;;
@@ -162,7 +236,7 @@ CURL
   esac
   # One small write (no temp file + mv: that would be another process on the hot path).
   if [ -d "$dir" ] || mkdir -m 700 "$dir" 2>/dev/null; then
-    printf '%s\n%s\n' "$now" "$line" > "$dir/line.$nick" 2>/dev/null
+    printf '%s\n%s\n%s\n' "$now" "$line" "$covers" > "$dir/line.$nick" 2>/dev/null
   fi
 fi
 
@@ -189,6 +263,11 @@ if [ -n "$line" ]; then
       "$json_event" "$out" || exit 0
   else
     printf '%s\n' "$out" || exit 0
+  fi
+  # Printed: report it shown, in the background (the CLI does not wait for it: no output).
+  if [ -n "$covers" ] && [ "$sid" != default ]; then
+    api_post stages "{\"stage\":\"shown\",\"session\":\"$sid\",\"cli\":\"${cli:-unknown}\",\"covers\":\"$covers\",\"chars\":${#out}}" \
+      </dev/null >/dev/null 2>&1 &
   fi
 fi
 printf '%s\n' "$line" > "$seen" 2>/dev/null
