@@ -141,8 +141,8 @@ async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, An
 #: with an exception that was a 500).
 MAX_DEPTH = 64
 #: What makes a body worth walking: deep nesting is possible, or a string may hold NUL or
-#: half of a surrogate pair (JSON spells both only as escapes).
-_WALK = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+#: half of a surrogate pair (JSON spells both only as escapes; the bytes are decoded strictly).
+_WALK = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def parse_json(raw: bytes, what: str = "the request body", hint: str = "") -> Any:
@@ -151,17 +151,14 @@ def parse_json(raw: bytes, what: str = "the request body", hint: str = "") -> An
     NUL or a lone surrogate, which no field can store (PostgreSQL refuses NUL in text, and a
     room was left half-created)."""
     try:
-        data = json.loads(raw)
+        text = raw.decode(json.detect_encoding(raw))  # strict, unlike json.loads(bytes)
+        data = json.loads(text)
     except RecursionError:
         raise ApiError(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
         help = f": {hint}" if hint else ""
         raise ApiError(400, "M_NOT_JSON", f"{what} is not valid JSON{help}") from None
-    if (
-        raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
-        or _WALK.search(raw)
-        or json.detect_encoding(raw) != "utf-8"
-    ):
+    if text.count("[") + text.count("{") > MAX_DEPTH or _WALK.search(text):
         _check_tree(data, what)
     return data
 
