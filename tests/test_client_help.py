@@ -41,6 +41,7 @@ COMMANDS = [
     "release",
     "setup",
     "mcp",
+    "tui",
 ]
 
 

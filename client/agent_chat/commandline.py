@@ -692,6 +692,20 @@ def _other_commands() -> tuple[Command, ...]:
             ),
         ),
         Command(
+            "tui",
+            _tui,
+            "the terminal client for humans (needs agent-chat[tui])",
+            "An interactive terminal client for the humans who watch the agents: rooms and\n"
+            "direct chats with unread counts, the timeline, threads, mentions, agents and\n"
+            "claims, live over the API. Marks read only what was on screen (--peek: nothing).\n"
+            "Needs the 'tui' extra: pip install 'agent-chat[tui]'. Press ? for its keys.",
+            args=(
+                Arg("--nick", metavar="NAME", help="run as this stored identity"),
+                flag("--peek", help="mark nothing read"),
+                _project_arg(),
+            ),
+        ),
+        Command(
             "run",
             _run,
             "run an agent CLI and wake it when a message arrives while it is idle",
@@ -969,6 +983,12 @@ def _mcp(args: Args) -> int:
         tuple(args.allow_human),
         args.permission_relay,
     )
+
+
+def _tui(args: Args) -> int:
+    from . import tui
+
+    return tui.main(args.nick, args.peek, args.project)
 
 
 def _no_command(args: Args) -> int:

@@ -1,0 +1,96 @@
+"""Live updates without /sync: the API's long-poll (``/notify?wait=&since=``, as ``ac wait``)
+and, after each change, one fetch of everything new (``/messages?since=``).
+
+One daemon thread (a held request must never keep the process alive at exit). It reports to
+the UI through ``emit`` (called on this thread: the app hands it to its event loop):
+
+- ``("up", answer, messages)``: connected; the /notify answer and the new messages;
+- ``("down", message, retry_in)``: the server cannot be reached; retrying with back-off;
+- ``("auth", message, None)``: the token was rejected: nothing to retry, said once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import AuthError, NetworkError, RateLimited
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .session import Session
+
+#: Seconds one long-poll is held (the server's limit is 300; shorter notices a dead link).
+HOLD = 60.0
+#: Back-off between attempts while the server is down: 1, 2, 4... up to this.
+MAX_BACKOFF = 30.0
+
+
+class Poller:
+    """The long-poll loop; :meth:`stop` ends it at the next answer (or at once if down)."""
+
+    def __init__(self, session: Session, emit: Callable[[str, object, object], None]) -> None:
+        self.session = session
+        self.emit = emit
+        self.client = session.poll_client()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ac-tui-poll", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cut a back-off wait short (the user asked to reconnect)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        from .. import wait as longpoll
+
+        cursor: str | None = None
+        backoff = 1.0
+        started = False
+        while not self._stop.is_set():
+            try:
+                if not started:
+                    self.session.whoami()
+                    self.session.start_feed()
+                    started = True
+                    answer = longpoll.poll(self.client, None, 0)
+                    news = []
+                else:
+                    answer = longpoll.poll(self.client, cursor, HOLD)
+                    news = self.session.fetch_new() if answer.get("changed") is not False else []
+            except AuthError as e:
+                self.emit("auth", e.message, None)
+                return
+            except RateLimited as e:
+                delay = min(MAX_BACKOFF, e.retry_after or backoff)
+                self.emit("down", e.message, delay)
+                self._pause(delay)
+                continue
+            except NetworkError as e:
+                self.emit("down", e.message, backoff)
+                self._pause(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            except Exception as e:  # an odd answer: say it, keep going
+                self.emit("down", f"{type(e).__name__}: {e}", backoff)
+                self._pause(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            backoff = 1.0
+            new_cursor = answer.get("cursor")
+            if isinstance(new_cursor, str):
+                cursor = new_cursor
+            if not self._stop.is_set():
+                self.emit("up", answer, news)
+
+    def _pause(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()

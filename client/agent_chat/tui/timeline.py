@@ -1,0 +1,187 @@
+"""The timeline: one room's messages, one option per message (a virtual list: only the
+lines on screen are drawn), and which of them are on screen, for the read rule."""
+
+from __future__ import annotations
+
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from . import text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..shapes import JSONObject
+
+
+class Timeline(OptionList):
+    """Messages of the open room. Enter opens the highlighted message's thread."""
+
+    DEFAULT_CSS = """
+    Timeline, Timeline:focus { border: none; height: 1fr; }
+    Timeline:focus { background-tint: $foreground 4%; }
+    Timeline > .option-list--option { padding: 0 1; }
+    """
+
+    BINDINGS = [  # noqa: RUF012 (Textual's declaration style)
+        ("t", "thread", "Thread"),
+        ("r", "reply", "Reply"),
+    ]
+
+    class Seen(Message):
+        """Messages ``first``..``last`` (indexes) are on screen."""
+
+        def __init__(self, timeline: Timeline, first: int, last: int) -> None:
+            super().__init__()
+            self.timeline = timeline
+            self.first = first
+            self.last = last
+
+        @property
+        def control(self) -> Timeline:
+            return self.timeline
+
+    class Thread(Message):
+        def __init__(self, msg: JSONObject) -> None:
+            super().__init__()
+            self.msg = msg
+
+    class Reply(Message):
+        def __init__(self, msg: JSONObject) -> None:
+            super().__init__()
+            self.msg = msg
+
+    def __init__(self, id: str | None = None, room_labels: bool = False) -> None:
+        super().__init__(id=id, markup=False)
+        self.messages: list[JSONObject] = []
+        self.me = ""
+        self.nick = ""
+        self.room_labels = room_labels
+        self._report_pending = False
+        self._last_report: tuple[int, int] | None = None
+
+    # --- content ---------------------------------------------------------------------------
+
+    def _option(self, msg: JSONObject) -> Option:
+        return Option(text.message(msg, self.me, self.nick, room=self.room_labels))
+
+    def show(self, messages: list[JSONObject], me: str, nick: str, start: int | None) -> None:
+        """Show ``messages``; scroll so that index ``start`` (the first unread) is on top,
+        or to the end."""
+        self.me, self.nick = me, nick
+        self.messages = list(messages)
+        self.clear_options()
+        self.add_options([self._option(m) for m in self.messages])
+        self._last_report = None
+        if not self.messages:
+            return
+        if start is not None and start < len(self.messages):
+            self.highlighted = start
+            self.call_after_refresh(self._scroll_top, start)
+        else:
+            self.highlighted = len(self.messages) - 1
+            self.call_after_refresh(self._to_end)
+
+    def _scroll_top(self, index: int) -> None:
+        if self.highlighted == index:
+            self.scroll_to_highlight(top=True)
+        self.report()
+
+    def _to_end(self) -> None:
+        self.scroll_end(animate=False, immediate=True)
+        self.report()
+
+    def add(self, messages: list[JSONObject]) -> None:
+        """Append live messages; follow them when the view was at the end."""
+        if not messages:
+            return
+        following = self.is_vertical_scroll_end or self.highlighted in (
+            None,
+            len(self.messages) - 1,
+        )
+        self.messages.extend(messages)
+        self.add_options([self._option(m) for m in messages])
+        if following:
+            self.highlighted = len(self.messages) - 1
+            self.call_after_refresh(self._to_end)
+        else:
+            self.call_after_refresh(self.report)
+
+    def drop_oldest(self, n: int) -> None:
+        """The model dropped ``n`` old messages: show the rest (keeps the highlight's message)."""
+        if n <= 0:
+            return
+        keep = self.highlighted
+        self.messages = self.messages[n:]
+        self.clear_options()
+        self.add_options([self._option(m) for m in self.messages])
+        if keep is not None:
+            self.highlighted = max(0, keep - n)
+
+    def jump(self, index: int) -> None:
+        if 0 <= index < len(self.messages):
+            self.highlighted = index
+            self.scroll_to_highlight(top=True)
+
+    def selected(self) -> JSONObject | None:
+        i = self.highlighted
+        return self.messages[i] if i is not None and 0 <= i < len(self.messages) else None
+
+    # --- what is on screen -----------------------------------------------------------------
+
+    def on_screen(self) -> tuple[int, int] | None:
+        """(first, last): the messages whose last line is on screen now (a message is on
+        screen once all of it has been)."""
+        if not self.messages or not self.is_mounted or not self.display:
+            return None
+        height = self.scrollable_content_region.height
+        if height <= 0:
+            return None
+        lines = self._lines  # (option index, line within it) per line of the list
+        top = self.scroll_offset.y
+        shown = lines[top : top + height]
+        if not shown:
+            return None
+        first = shown[0][0]
+        if shown[0][1] != 0:  # its first line is above the top: seen before, or not at all
+            first += 1
+        last = shown[-1][0]
+        ends_here = top + height >= len(lines) or lines[top + height][0] != last
+        if not ends_here:
+            last -= 1
+        return (first, last) if first <= last else None
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if not self._report_pending:
+            self._report_pending = True
+            self.set_timer(0.15, self.report)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.report)
+
+    def report(self) -> None:
+        """Post :class:`Seen` for what is on screen (once per change)."""
+        self._report_pending = False
+        span = self.on_screen()
+        if span is not None and span != self._last_report:
+            self._last_report = span
+            self.post_message(self.Seen(self, *span))
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        msg = self.selected()
+        if msg is not None:
+            self.post_message(self.Thread(msg))
+
+    def action_thread(self) -> None:
+        msg = self.selected()
+        if msg is not None:
+            self.post_message(self.Thread(msg))
+
+    def action_reply(self) -> None:
+        msg = self.selected()
+        if msg is not None:
+            self.post_message(self.Reply(msg))
