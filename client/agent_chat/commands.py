@@ -136,6 +136,12 @@ def send(
             size = "" if "UTF-8" in e.message else f"{len(body.encode()):,} bytes of UTF-8: "
             raise AcError(f"message too long: {size}{e.message}", detail=e.detail) from None
         raise
+    if "recipient_presence" in answer:  # a DM to an agent: will it see this soon?
+        from .presence import send_note
+
+        note = send_note(answer["recipient_presence"])
+        if note:
+            sys.stderr.write(f"ac: {note}\n")
     if wait is not None:
         from .receipts import after_send
 

@@ -45,3 +45,25 @@ def describe(presence: object) -> str | None:
     return "; ".join(session_text(s) for s in rows[:3]) + (
         f"; +{len(rows) - 3} more" if len(rows) > 3 else ""
     )
+
+
+def send_note(found: object) -> str | None:
+    """The truth at send time, for a direct message to an agent (the send answer's
+    ``recipient_presence``): one line when no session of it will see the message soon."""
+    if not isinstance(found, dict):
+        return None
+    name, state = one_line(found.get("name") or "the agent"), found.get("state")
+    since = found.get("since")
+    when = ""
+    if isinstance(since, int) and not isinstance(since, bool):
+        when = time.strftime("%H:%M", time.localtime(since / 1000))
+    if state == "gone":
+        gone = f" (gone since {when})" if when else ""
+        return f"{name} has no running session{gone}; it sees this when it next starts"
+    if state == "idle · deaf":
+        idle = f" since {when}" if when else ""
+        return (
+            f"{name} is idle{idle} with no wake waiter; it sees this at its next prompt or "
+            "tool call"
+        )
+    return None

@@ -36,7 +36,7 @@ from .base import (
     routes,
     string_field,
 )
-from .presence import session_signs
+from .presence import dm_presence, session_signs
 
 log = logging.getLogger("agent_chat.api.messages")
 
@@ -264,7 +264,12 @@ async def send(request: web.Request) -> web.Response:
         label = "#" + context.rooms.alias_localpart(target)
     else:
         label = await context.rooms.label(room_id, me.user_id)
-    return ok(_sent(event_id, room_id, label, reply.root if reply else None))
+    answer = _sent(event_id, room_id, label, reply.root if reply else None)
+    if target.startswith("@"):  # is an agent there to see it? (api/presence.py)
+        seen_by = await dm_presence(context, me.user_id, room_id)
+        if seen_by is not None:
+            answer["recipient_presence"] = seen_by
+    return ok(answer)
 
 
 async def _answer_in_flight(

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..db import AgentSession
+from ..db import AgentSession, Identity, Ledger, Room
 from ..errors import ApiError
-from ..presence import CLI_RE, SESSION_RE, SessionView, summary
+from ..presence import CLI_RE, GONE, SESSION_RE, SessionView, summary
 from .base import Context, caller, ctx, json_body, ok, routes
 
 
@@ -87,6 +87,31 @@ async def annotate(context: Context, members: list[dict[str, Any]]) -> None:
     for m in members:
         if m["user_id"] in found:
             m["presence"] = presence_json(found[m["user_id"]])
+
+
+async def dm_presence(context: Context, sender: str, room_id: str) -> dict[str, Any] | None:
+    """The truth at send time: for a direct chat with an agent, whether a session of it is
+    running (its state and since when), so the sender knows when it will see the message.
+    None for rooms, people and bots."""
+    room = await Room.get(room_id)
+    if room is None or not room.is_direct:
+        return None
+    others = await Ledger.members([room_id]) - {sender}
+    if len(others) != 1:
+        return None
+    (other,) = others
+    identity = await Identity.get(other)
+    if identity is None or identity.kind != "agent":
+        return None
+    views = (await context.presence.of_users([other]))[other]
+    best = views[0] if views else None
+    return {
+        "user_id": other,
+        "name": identity.nick,
+        "state": best.state if best else GONE,
+        "since": best.since_ms if best else None,
+        "cli": best.session.cli if best else None,
+    }
 
 
 @routes.post("/sessions/end")

@@ -1,0 +1,118 @@
+"""Presence per agent session, on the real stack: a hook call makes it ``working``, a connected
+wake waiter ``idle · wakeable``, a waiter gone ``idle · deaf``, the SessionEnd hook ``gone``;
+Element sees Matrix presence; a DM to an agent with no live session says so at send time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+import json
+import subprocess
+
+from test_delivery_stages import HOOK, agents, hook_env, run_hook
+
+from agent_chat_appservice.db import AgentSession
+from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE, WORKING, Presence
+from conftest import Stack
+from helpers import AC, Ac, spawn, stop, synapse, wait_for
+
+
+def sessions(ac: Ac, nick: str) -> dict[str, dict]:
+    """``ac who @nick --json``: the agent's sessions by id."""
+    data = json.loads(ac.ok("who", "@" + nick, "--json"))
+    (member,) = [m for m in data["members"] if m["display_name"] == nick]
+    return {s["session"]: s for s in member.get("presence", {}).get("sessions", [])}
+
+
+def state(ac: Ac, nick: str, sid: str) -> str | None:
+    return sessions(ac, nick).get(sid, {}).get("state")
+
+
+def waiter(ac: Ac, sid: str) -> subprocess.Popen[str]:
+    return spawn(
+        [AC, "wait", "--urgent", "--dm", "--session", sid, "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ac.env(AGENT_CHAT_CLI="codex"),
+    )
+
+
+def test_session_states_follow_hooks_waiters_and_session_end(
+    any_stack: Stack, tmp_path: Path
+) -> None:
+    sender, s_nick, recipient, r_nick = agents(any_stack, tmp_path)
+    # Before any session: the sender is told, on stderr, and the message is still sent.
+    r = sender("send", "@" + r_nick, "are you there?")
+    assert r.returncode == 0, r
+    assert r.stderr == (
+        f"ac: {r_nick} has no running session; it sees this when it next starts\n"
+    )
+    data = json.loads(sender.ok("send", "@" + r_nick, "again", "--json"))
+    assert data["recipient_presence"]["state"] == "gone"
+    # A hook call: working, with the CLI, host and the working directory's repository.
+    assert run_hook(recipient, "s1").returncode == 0
+    s1 = wait_for(lambda: sessions(sender, r_nick).get("s1"), what="session s1")
+    assert (s1["state"], s1["cli"], s1["repo"]) == (WORKING, "claude", "webshop")
+    r = sender("send", "@" + r_nick, "working on it?")
+    assert r.returncode == 0 and r.stderr == ""
+    # Element's dot: Matrix presence set for the agent.
+    status, data = synapse(
+        any_stack,
+        "GET",
+        f"/_matrix/client/v3/presence/{quote(recipient.identity()['user_id'])}/status",
+        as_user=sender.identity()["user_id"],
+    )
+    assert status == 200 and data["presence"] == "online", data
+    assert data.get("status_msg") == "working · claude", data
+    # A session with only a wake waiter: idle · wakeable while it waits, deaf once it is gone.
+    w = waiter(recipient, "s2")
+    try:
+        wait_for(lambda: state(sender, r_nick, "s2") == WAKEABLE, what="s2 wakeable")
+        assert sessions(sender, r_nick)["s2"]["cli"] == "codex"
+    finally:
+        stop(w)
+    wait_for(lambda: state(sender, r_nick, "s2") == DEAF, what="s2 deaf after its waiter")
+    # The SessionEnd hook: gone.
+    end = subprocess.run(
+        ["sh", HOOK, "--end"],
+        input=json.dumps({"session_id": "s1", "hook_event_name": "SessionEnd"}),
+        capture_output=True,
+        text=True,
+        env=hook_env(recipient),
+        timeout=20,
+    )
+    assert end.returncode == 0 and end.stdout == ""
+    wait_for(lambda: state(sender, r_nick, "s1") == GONE, what="s1 gone after SessionEnd")
+    # A deaf session (s2) is the liveliest left: the sender is told when it will see it.
+    r = sender("send", "@" + r_nick, "still there?")
+    assert r.returncode == 0 and "next prompt or tool call" in r.stderr, r
+    assert s_nick not in r.stderr
+
+
+def test_bad_session_ids_are_refused(any_stack: Stack, tmp_path: Path) -> None:
+    _, _, recipient, _ = agents(any_stack, tmp_path)
+    for sid in ("x" * 129, "a b", "tab\there", "esc\x1b[0m"):
+        r = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-K", "-"],
+            input=(
+                f'url = "{any_stack.api_url}/_agent_chat/v1/sessions/end"\n'
+                f'header = "Authorization: Bearer {recipient.identity()["token"]}"\n'
+                'header = "Content-Type: application/json"\n'
+                f"data = {json.dumps(json.dumps({'session': sid}))}\n"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert r.stdout == "400", (sid, r)
+
+
+def test_silence_means_gone() -> None:
+    """No sign of life for ``gone_after`` seconds: gone, from when the silence passed it."""
+    now = 10_000_000
+    quiet = AgentSession("@a:x", "s", "claude", None, None, 0, now - 2_000_000, None, None)
+    assert Presence(gone_after=1800).view(quiet, now).state == GONE
+    assert Presence(gone_after=3600).view(quiet, now).state == DEAF
+    recent = AgentSession("@a:x", "s", "claude", None, None, 0, now - 1000, now - 1000, None)
+    assert Presence().view(recent, now).state == WORKING
