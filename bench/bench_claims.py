@@ -11,6 +11,13 @@ the baseline of the same run; and curl sending the hook's one request (the serve
 Prints a table with the ratio hook / notify and writes JSON (default
 bench/results/bench_claims-<time>.json).
 
+Then (issue 21) the server's share of adversarial checks, in process, N each, interleaved: a
+plain check; the issue's check (``*a*a*a*a*a*a*a*a*a*b`` against 40 a's: 6.5 s with the old
+backtracking regex); and the costliest check one request may make (1,000 paths of 4,000
+characters against it: refused with 413 when the step budget runs out), with GET /health
+timed while each is in flight. Targets: the issue's check within 5x a plain one, and /health
+answered within 50 ms while the costliest is in flight. ``--only-adversarial`` skips the hook.
+
     .venv/bin/python bench/bench_claims.py            # temp server, N=30
     .venv/bin/python bench/bench_claims.py -n 50 --api-url http://127.0.0.1:8009 \\
         --registration-token T
@@ -25,9 +32,13 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 
 from bench_client import (
     AC,
@@ -47,6 +58,127 @@ from bench_client import (
 TARGET_MS = 60.0
 PROJECT_URL = "git@example.com:bench/claims-{}.git"
 PER_CALL = 200  # patterns per `ac claim` (the API takes up to 256)
+
+
+#: issue 21: one claim of this made a check of 40 a's take 6.5 s, the event loop blocked
+ADVERSARIAL = "*a*a*a*a*a*a*a*a*a*b"
+#: the adversarial part's targets: the issue's check / a plain one; /health's worst meanwhile
+ADVERSARIAL_RATIO, HEALTH_MS = 5.0, 50.0
+
+
+def post_raw(url: str, data: bytes, token: str) -> tuple[int, float]:
+    """(status, ms) of one POST of bytes encoded beforehand (a 4 MB body is not re-encoded)."""
+    req = urllib.request.Request(url, data=data, method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {token}")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        status = e.code
+    return status, (time.perf_counter() - started) * 1000
+
+
+def health_ms(api: str) -> float:
+    started = time.perf_counter()
+    status, _ = http_json("GET", api + "/health")
+    if status != 200:
+        raise SystemExit(f"/health answered {status}")
+    return (time.perf_counter() - started) * 1000
+
+
+def bench_adversarial(server: Server, runs: int, warmup: int) -> dict:
+    """The server's share of a plain, the issue's and the costliest check, with /health timed
+    while each is in flight (see the module's docstring)."""
+    api = server.api_url + "/_agent_chat/v1"
+    status, me = http_json(
+        "POST",
+        api + "/register",
+        {
+            "registration_token": server.registration_token,
+            "nick": "Adversary" + secrets.token_hex(2),
+        },
+    )
+    if status != 201:
+        raise SystemExit(f"register: {status} {me}")
+    token, project = me["token"], "bench/adversarial-" + secrets.token_hex(3)
+    claim = {"project": project, "patterns": [ADVERSARIAL], "ttl_seconds": 3600}
+    status, answer = http_json("POST", api + "/claims", claim, me["token"])
+    if status != 200:
+        raise SystemExit(f"claim {ADVERSARIAL}: {status} {answer}")
+    kinds = {
+        "plain check": (["src/api/routes.py"], 200),
+        "issue 21 check (40 a's)": (["a" * 40], 200),
+        "costliest check (413)": (["a" * 3998 + "cb"] * 1000, 413),
+    }
+    bodies = {
+        name: json.dumps({"project": project, "paths": paths, "others": False}).encode()
+        for name, (paths, _) in kinds.items()
+    }
+    idle = [health_ms(api) for _ in range(max(5, runs))]
+    checks: dict[str, list[float]] = {name: [] for name in kinds}
+    probes: dict[str, list[float]] = {name: [] for name in kinds}
+    for i in range(warmup + runs):
+        for name, (_, expected) in kinds.items():
+            result: list[tuple[int, float]] = []
+            request = threading.Thread(
+                target=lambda n=name, out=result: out.append(
+                    post_raw(api + "/claims/check", bodies[n], token)
+                )
+            )
+            request.start()
+            seen = []
+            while request.is_alive() or not seen:
+                seen.append(health_ms(api))
+            request.join()
+            status, ms = result[0]
+            if status != expected:
+                raise SystemExit(f"{name}: answered {status}, expected {expected}")
+            if i >= warmup:
+                checks[name].append(ms)
+                probes[name] += seen
+    stats = {
+        name: {
+            "check_median_ms": statistics.median(checks[name]),
+            "check_max_ms": max(checks[name]),
+            "health_median_ms": statistics.median(probes[name]),
+            "health_max_ms": max(probes[name]),
+            "health_probes": len(probes[name]),
+        }
+        for name in kinds
+    }
+    plain = stats["plain check"]["check_median_ms"]
+    ratio = stats["issue 21 check (40 a's)"]["check_median_ms"] / plain
+    worst_health = stats["costliest check (413)"]["health_max_ms"]
+    met = ratio <= ADVERSARIAL_RATIO and worst_health <= HEALTH_MS
+    print(
+        f"\nadversarial checks (server's share, in process), /health idle median "
+        f"{statistics.median(idle):.1f} ms"
+    )
+    print(
+        f"{'request':<26} {'median':>9} {'max':>9}   {'/health meanwhile: median':>25} {'max':>8}"
+    )
+    for name, st in stats.items():
+        print(
+            f"{name:<26} {st['check_median_ms']:>7.1f}ms {st['check_max_ms']:>7.1f}ms   "
+            f"{st['health_median_ms']:>23.1f}ms {st['health_max_ms']:>6.1f}ms"
+        )
+    print(
+        f"ratio issue-21 check / plain check (medians, same run): {ratio:.2f}x "
+        f"(target <= {ADVERSARIAL_RATIO:g}x); /health worst while the costliest is in flight: "
+        f"{worst_health:.1f} ms (target <= {HEALTH_MS:g} ms) {'ok' if met else 'MISSED'}"
+    )
+    return {
+        "health_idle_median_ms": statistics.median(idle),
+        "requests": stats,
+        "ratio_issue21_vs_plain": ratio,
+        "target_ratio": ADVERSARIAL_RATIO,
+        "target_health_ms": HEALTH_MS,
+        "targets_met": met,
+    }
 
 
 def patterns_for(agent: int, count: int) -> list[str]:
@@ -181,6 +313,7 @@ def bench(server: Server, tmp: Path, args: argparse.Namespace) -> dict:
             f"{st['min_ms']:>6.1f}ms {st['peak_rss_mib_max']:>6.1f}MiB  {target}"
         )
     print(f"ratio check-staged / notify (medians, same run): {ratio:.2f}x")
+    adversarial = bench_adversarial(server, args.runs, args.warmup)
     return {
         **run_stamp(args),
         "active_claims": active,
@@ -189,7 +322,17 @@ def bench(server: Server, tmp: Path, args: argparse.Namespace) -> dict:
         "commands": stats,
         "ratio_vs_notify": ratio,
         "target_median_ms": TARGET_MS,
-        "all_targets_met": met,
+        "adversarial": adversarial,
+        "all_targets_met": met and adversarial["targets_met"],
+    }
+
+
+def bench_only_adversarial(server: Server, tmp: Path, args: argparse.Namespace) -> dict:
+    adversarial = bench_adversarial(server, args.runs, args.warmup)
+    return {
+        **run_stamp(args),
+        "adversarial": adversarial,
+        "all_targets_met": adversarial["targets_met"],
     }
 
 
@@ -203,6 +346,9 @@ def main() -> int:
     parser.add_argument("--api-url", help="use this running appservice API")
     parser.add_argument("--registration-token", help="with --api-url: the registration token")
     parser.add_argument("--json-out", help="where to write the JSON results")
+    parser.add_argument(
+        "--only-adversarial", action="store_true", help="only the adversarial checks (no hook)"
+    )
     args = parser.parse_args()
     if args.claims < 1 or args.agents < 1 or args.staged < 1:
         parser.error("--claims, --agents and --staged are at least 1")
@@ -219,7 +365,9 @@ def main() -> int:
         print("starting a temporary Synapse + appservice ...", flush=True)
         return Server.start_temp(tmp / "server")
 
-    return run_and_save("bench_claims", connect, bench, args)
+    return run_and_save(
+        "bench_claims", connect, bench_only_adversarial if args.only_adversarial else bench, args
+    )
 
 
 if __name__ == "__main__":

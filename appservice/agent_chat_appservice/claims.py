@@ -48,6 +48,8 @@ CACHE_MS, CACHE_PROJECTS = 60_000, 1000
 INLINE_STEPS = 20_000
 #: Such jobs running at once; more wait their turn (without blocking the event loop).
 WORKERS = 2
+#: A worker lets the event loop run every this many steps (about a millisecond).
+PAUSE_STEPS = 5000
 T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 
@@ -64,7 +66,12 @@ async def bounded(work: Callable[[Budget], T]) -> T:
         pass
     if _pool is None:
         _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="agent-chat-globs")
-    return await asyncio.get_running_loop().run_in_executor(_pool, work, Budget(MAX_STEPS))
+    budget = Budget(MAX_STEPS, pause=_yield, every=PAUSE_STEPS)
+    return await asyncio.get_running_loop().run_in_executor(_pool, work, budget)
+
+
+def _yield() -> None:
+    time.sleep(0)  # lets the event loop's thread take the interpreter now
 
 
 def covering(claims: list[Claim], paths: list[str], budget: Budget) -> list[tuple[str, Claim]]:
