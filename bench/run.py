@@ -16,6 +16,7 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
 - bench_wait.py        the /notify long-poll: server-side wake, send → `ac wait` vs raw push,
                        1,000 waiters (parts wait, wait-postgres)
 - bench_mcp.py         `ac mcp`'s cold start to `initialize` answered, vs the SDK's smallest server
+- bench_run.py         a keystroke's echo through `ac run -- cat` vs `cat` in a pty, its memory
 - bench_wake.py        a DM → an idle Claude Code session's model request, under tmux against
                        the fake model, with send → `ac wait` as the baseline (part wake; says
                        so and skips that row without .cache/agent-clis)
@@ -46,6 +47,7 @@ SECTIONS = {
     "wait-postgres": "Long-poll wait on PostgreSQL",
     "wake": "Waking an idle Claude Code session",
     "mcp": "ac mcp cold start",
+    "run": "ac run keystroke echo",
 }
 # Parts that need --postgres (skipped without it, an error with --only).
 NEEDS_POSTGRES = ("postgres", "wait-postgres")
@@ -257,6 +259,10 @@ def main() -> int:
         out = str(RESULTS / "mcp.json")
         runs = ["-n", "10"] if args.quick else []
         fresh["mcp"] = run("mcp", script("bench_mcp.py", *runs, "--json", out))
+    if "run" in wanted:
+        out = str(RESULTS / "run.json")
+        keys = ["-n", "200"] if args.quick else []
+        fresh["run"] = run("run", script("bench_run.py", *keys, "--json", out))
     if not args.no_doc:
         write_doc({key: f"{stamp}\n\n```\n{table}\n```" for key, table in fresh.items()})
         print(f"\nwrote {DOC.relative_to(ROOT)}")
