@@ -33,6 +33,7 @@ COMMANDS = [
     "config",
     "register",
     "login",
+    "logout",
     "whoami",
     "create-room",
     "join",

@@ -17,6 +17,7 @@ from conftest import Stack
 from helpers import (
     Ac,
     Agent,
+    agent_chat_server,
     http_json,
     register,
     sentinel,
@@ -183,3 +184,80 @@ def test_a_direct_message_to_nobody_is_refused_and_creates_nothing(
         assert _channels(me) == before
     sentinel(me, "#general")  # whatever Synapse pushed about those rooms is recorded by now
     assert _channels(me) == before
+
+
+# --- item 7: a human's API token dies with their Matrix session, on logout, on revoke --------
+
+
+def _status(agent: Agent, method: str, path: str, body: Any = None) -> int:
+    return int(agent.call(method, path, body)[0])
+
+
+def _matrix_token_stored(stack: Stack, user_id: str) -> bool:
+    query = "SELECT matrix_token FROM identity WHERE user_id=$1"
+    return _db_value(stack, query, user_id) is not None
+
+
+def test_a_password_change_that_logs_out_devices_ends_the_api_token(any_stack: Stack) -> None:
+    stack = any_stack
+    alice = Person(stack)
+    me = alice.login()
+    for method, path in (("GET", "/notify"), ("GET", "/messages?room=%23general")):
+        assert _status(me, method, path) == 200
+    new_password = secrets.token_urlsafe(12)
+    status, data = alice.matrix(
+        "POST",
+        "/account/password",
+        {
+            "new_password": new_password,
+            "logout_devices": True,
+            "auth": {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": alice.user_id},
+                "password": alice.password,
+            },
+        },
+    )
+    assert status == 200, data
+    wait_for(lambda: _status(me, "GET", "/notify") == 401, what="the old API token refused")
+    claim = {"project": "p", "patterns": ["src/**"], "ttl_seconds": 60}
+    assert _status(me, "GET", "/messages?room=%23general") == 401
+    assert _status(me, "POST", "/claims", claim) == 401
+    assert not _matrix_token_stored(stack, alice.user_id)
+    alice.password = new_password  # logging in again works, with the new password
+    assert _status(alice.login(), "GET", "/notify") == 200
+
+
+def test_logout_revokes_the_token_on_the_server(make_ac: Callable[..., Ac], stack: Stack) -> None:
+    ac = make_ac()
+    ac.ok("register", unique("Leaving"))
+    stored = ac.identity()
+    agent = Agent(stack.api_base, stored["user_id"], stored["nick"], stored["token"])
+    assert _status(agent, "GET", "/whoami") == 200
+    assert "logged out" in ac.ok("logout")
+    assert _status(agent, "GET", "/whoami") == 401
+    assert ac.credentials()["servers"][stack.api_url]["identities"] == {}
+    r = ac("logout")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "nothing to log out" in r.stderr
+    # A human's logout also ends the Matrix session their login opened.
+    bob = Person(stack)
+    me = bob.login()
+    assert _matrix_token_stored(stack, bob.user_id)
+    assert _status(me, "POST", "/logout") == 200
+    assert _status(me, "GET", "/notify") == 401
+    assert not _matrix_token_stored(stack, bob.user_id)
+
+
+def test_the_operator_revokes_every_token_of_a_human(any_stack: Stack) -> None:
+    stack = any_stack
+    carol = Person(stack)
+    laptop, desktop = carol.login(), carol.login()
+    assert _status(laptop, "GET", "/notify") == 200 and _status(desktop, "GET", "/notify") == 200
+    name = carol.user_id[1:].split(":", 1)[0]
+    r = agent_chat_server(stack, "user", "revoke", name)
+    assert r.returncode == 0 and carol.user_id in r.stdout, (r.stdout, r.stderr)
+    assert _status(laptop, "GET", "/notify") == 401 and _status(desktop, "GET", "/notify") == 401
+    assert not _matrix_token_stored(stack, carol.user_id)
+    r = agent_chat_server(stack, "user", "revoke", unique("never_"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "never logged in" in r.stderr
+    assert _status(carol.login(), "GET", "/notify") == 200  # a new login is a new session

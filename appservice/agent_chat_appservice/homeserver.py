@@ -28,6 +28,7 @@ from mautrix.types import (
 import aiohttp
 
 from .config import Config
+from .sessions import Sessions
 
 log = logging.getLogger("agent_chat.homeserver")
 
@@ -52,6 +53,8 @@ class Homeserver:
         self.user_tokens: dict[str, str] = {}
         #: Clients of Synapse's generic workers (``homeserver_worker_urls``), for sends.
         self.worker_apis: list[AppServiceAPI] = []
+        #: Whether humans' Matrix sessions still stand, as last asked (``sessions.py``).
+        self.sessions = Sessions(self)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -135,6 +138,14 @@ class Homeserver:
         api = self.as_api.real_user(UserID("@unknown:" + self.config.server_name), token)
         resp = await api.request(Method.GET, Path.v3.account.whoami)
         return _text(resp, "user_id")
+
+    async def logout(self, token: str) -> None:
+        """End the Matrix session of this access token (one ended already is no error)."""
+        api = self.as_api.real_user(UserID("@unknown:" + self.config.server_name), token)
+        try:
+            await api.request(Method.POST, Path.v3.logout, {})
+        except MatrixRequestError as e:
+            log.info("the Matrix session was not logged out: %s", e)
 
     async def versions_ok(self) -> bool:
         try:

@@ -535,6 +535,14 @@ def _other_commands() -> tuple[Command, ...]:
             args=(Arg("user", metavar="NAME", help="your Matrix user name"), _default_flag()),
         ),
         Command(
+            "logout",
+            _logout,
+            "revoke this identity's token and forget it here",
+            "The server revokes the token of the identity commands use here (a human's last\n"
+            "one also ends the Matrix session that ac login opened), and it is removed from\n"
+            "this home. With AGENT_CHAT_TOKEN set, that token is revoked and no file changes.",
+        ),
+        Command(
             "whoami",
             _whoami,
             "which identity commands use here, and why",
@@ -904,6 +912,12 @@ def _login(args: Args) -> int:
     from . import commands
 
     return commands.login(_context(args), args.user, make_default=args.default)
+
+
+def _logout(args: Args) -> int:
+    from . import commands
+
+    return commands.logout(_context(args))
 
 
 def _whoami(args: Args) -> int:

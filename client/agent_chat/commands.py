@@ -589,6 +589,28 @@ def _say_default(s: Settings, data: JSONObject, before: str | None, stored: Iden
         )
 
 
+def logout(ctx: Context) -> int:
+    """``ac logout``: the server revokes this identity's token (a human's last one also ends
+    the Matrix session ``ac login`` opened), then it is removed from this home. With
+    AGENT_CHAT_TOKEN, that token is revoked and no file is touched."""
+    s = ctx.settings
+    found = ctx.current_identity()
+    if found is None:
+        raise UsageError(f"no identity is stored here for {s.server_url}: nothing to log out")
+    try:
+        ctx.client(found.token).call("POST", "/logout")
+    except AuthError:
+        pass  # revoked already: it is forgotten here all the same
+    if not s.env_token and found.key is not None:
+        with ident.CredentialsLock(s.home):
+            data = ident.load_credentials(s.home)
+            ident.forget_identity(data, s.server_url, found.key)
+            ident.save_credentials(s.home, data)
+            point_hook_at(s, ident.stored_identity(data, s.server_url, None))
+    out(f"logged out {one_line(found.label())} ({one_line(found.user_id or '?')})")
+    return 0
+
+
 def login(ctx: Context, name: str, make_default: bool = False) -> int:
     s = ctx.settings
     if s.env_token:

@@ -240,6 +240,18 @@ def set_default(data: Credentials, server_url: str, key: str | None) -> None:
         entry.default = key
 
 
+def forget_identity(data: Credentials, server_url: str, key: str) -> None:
+    """Remove the identity stored under ``key`` (``ac logout``); the default moves to the
+    first one left, if any."""
+    entry = _server_entry(data, server_url)
+    if entry is None or entry.identities.pop(key, None) is None:
+        return
+    if entry.default == key:
+        entry.raw.pop("default", None)
+        if entry.identities:
+            entry.default = next(iter(entry.identities))
+
+
 def free_key(data: Credentials, server_url: str, key: str) -> None:
     """Before storing a new identity under ``key``: move one already there whose server nick
     differs (``AGENT_CHAT_NICK=X`` that became X2) to its own nick's key, so no token is lost."""

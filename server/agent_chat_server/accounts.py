@@ -29,7 +29,12 @@ AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 def add_parsers(add: AddParser) -> None:
     p = add("user", "manage human accounts (people using Element or `ac login`)")
-    p.add_argument("action", choices=["add"])
+    p.add_argument(
+        "action",
+        choices=["add", "revoke"],
+        help="add: create the account; revoke: end every `ac` token of it (and the Matrix "
+        "session `ac login` opened)",
+    )
     p.add_argument("name", help="the account's user name, e.g. alice")
     p.add_argument(
         "--password",
@@ -107,6 +112,10 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
+    if args.action == "revoke":
+        data = _admin_call(dd, "/admin/users/revoke", {"name": args.name})
+        print(f"revoked every ac token of {data['user_id']}")
+        return 0
     hs = load_homeserver(dd)
     config = load_appservice_config(dd)
     name = args.name.lower()

@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (routes on base.routes)
     receipts,
     rooms,
     search,
+    tokens,
     webhooks,
 )
 from .base import CONTEXT, IDENTITY, Context, is_public, routes

@@ -62,7 +62,18 @@ class Context:
     )
 
     async def identity_for(self, token: str) -> Identity | None:
-        """The identity behind an API token, cached briefly: every hook call authenticates."""
+        """The identity behind an API token, cached briefly: every hook call authenticates.
+        A human's dies with the Matrix session it came from (``sessions.py``)."""
+        identity = await self._identity_for(token)
+        if (
+            identity is not None
+            and identity.kind == "human"
+            and not await self.hs.sessions.alive(self, token, identity)
+        ):
+            return None
+        return identity
+
+    async def _identity_for(self, token: str) -> Identity | None:
         cached = self._tokens.get(token)
         if cached is not None:
             return cached[0]

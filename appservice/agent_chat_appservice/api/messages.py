@@ -117,6 +117,8 @@ async def post_message(
     try:
         return await context.hs.send(sender, room_id, content, txn_id)
     except Exception as e:
+        if getattr(e, "errcode", None) == "M_UNKNOWN_TOKEN":  # a human's session ended
+            context.hs.sessions.recheck(sender)  # their next request asks the homeserver
         raise from_matrix(e, "sending the message") from None
 
 

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import secrets
 
+from mautrix.util.async_db import Connection
+
 from .base import Row, Table, now_ms, rows_changed, sealer, transaction
 
 log = logging.getLogger("agent_chat.db.identity")
@@ -177,6 +179,40 @@ class Identity(Table):
     async def user_ids_taken(cls, user_ids: list[str]) -> set[str]:
         """Which of these Matrix user ids have an identity (active or retired)."""
         return await cls._taken("user_id", user_ids)
+
+    @classmethod
+    async def revoke_tokens(cls, user_id: str, before_ms: int | None = None) -> int:
+        """Delete ``user_id``'s API tokens (those issued up to ``before_ms``, or all: a login
+        racing the revocation keeps its new one). How many are left (see ``_left``)."""
+        async with transaction(cls.db) as conn:
+            if before_ms is None:
+                await conn.execute("DELETE FROM api_token WHERE user_id=$1", user_id)
+            else:
+                q = "DELETE FROM api_token WHERE user_id=$1 AND created_at<=$2"
+                await conn.execute(q, user_id, before_ms)
+            return await cls._left(conn, user_id)
+
+    @classmethod
+    async def revoke_token(cls, token: str) -> int:
+        """Delete one API token. How many its identity has left (see ``_left``)."""
+        async with transaction(cls.db) as conn:
+            q = "SELECT user_id FROM api_token WHERE token_hash=$1"
+            user_id = await conn.fetchval(q, hash_token(token))
+            if user_id is None:
+                return 0
+            await conn.execute("DELETE FROM api_token WHERE token_hash=$1", hash_token(token))
+            return await cls._left(conn, str(user_id))
+
+    @staticmethod
+    async def _left(conn: Connection, user_id: str) -> int:
+        """How many API tokens ``user_id`` has; with none, a human's Matrix token is forgotten
+        too (nothing may act for them until they log in again)."""
+        q = "SELECT COUNT(*) FROM api_token WHERE user_id=$1"
+        left = int(await conn.fetchval(q, user_id) or 0)
+        if not left:
+            q = "UPDATE identity SET matrix_token=NULL WHERE user_id=$1 AND kind='human'"
+            await conn.execute(q, user_id)
+        return left
 
     async def retire(self) -> None:
         """Revoke every API token and free the name: the row stays (its messages keep their
