@@ -146,7 +146,7 @@ async def test_humans_dm_shows_under_their_name_in_agent_notify(
 
     await until(agent_joined, what="the agent accepting the DM")
     await alice.send(resp.room_id, "quick question about the deploy")
-    label = "@" + alice.display
+    label = "@" + alice.user_id[1:].split(":", 1)[0]  # her localpart: never a display name
     wait_for(lambda: agent.count(label) == 1, what=f"{label}(1) in notify")
     assert (
         agent.messages(room=label, unread="true")[0]["body"] == "quick question about the deploy"
@@ -159,7 +159,8 @@ async def test_humans_dm_shows_under_their_name_in_agent_notify(
 async def test_agent_mention_carries_m_mentions_and_html(stack: Stack, alice: Human) -> None:
     room = await alice.join(f"#general:{stack.server_name}")
     agent = register(stack)
-    event_id = agent.send("#general", f"[BLOCKED] @{alice.display} can you **approve** the PR?")[
+    localpart = alice.user_id[1:].split(":", 1)[0]  # @name is a localpart, not a display name
+    event_id = agent.send("#general", f"[BLOCKED] @{localpart} can you **approve** the PR?")[
         "event_id"
     ]
 
@@ -196,7 +197,8 @@ async def test_m_mentions_is_sent_where_it_decides_who_is_pinged(
     plain = agent.send("#general", "build 1234 is green")["event_id"]
     named = agent.send("#general", f"{alice.display.upper()} asked for build 1234")["event_id"]
     everyone = agent.send("#general", "heads up @room: deploy at noon")["event_id"]
-    pinged = agent.send("#general", f"@{alice.display} build 1234 is green")["event_id"]
+    localpart = alice.user_id[1:].split(":", 1)[0]
+    pinged = agent.send("#general", f"@{localpart} build 1234 is green")["event_id"]
 
     async def content_of(event_id: str) -> Any:
         resp = await alice.client.room_get_event(room, event_id)

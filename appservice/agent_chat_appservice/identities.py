@@ -8,6 +8,8 @@ import logging
 import random
 import re
 
+from agent_chat.untrusted import MARKER, skeleton
+
 from . import metrics
 from .db import Identity, Member, now_ms
 from .errors import ApiError
@@ -17,6 +19,9 @@ log = logging.getLogger("agent_chat.identities")
 
 NICK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{1,31}$")
 RESERVED = frozenset({"bot", "admin", "room", "here", "all", "everyone"})
+#: Names no agent may pass for, compared by skeleton (``Agent-Chat``, ``agent_chat``): the
+#: service's own, and the untrusted-content tag's (``agent_chat.untrusted``).
+RESERVED_SKELETONS = (skeleton("Agent Chat"), MARKER)
 #: A retired name can be registered again this many times less two (``@_ac_name.99``).
 RETIRED_SUFFIXES = 100
 
@@ -37,7 +42,8 @@ def check_nick(nick: str) -> None:
             "M_INVALID_USERNAME",
             "a name is 2-32 characters: a letter, then letters, digits, '_' or '-'",
         )
-    if nick.lower() in RESERVED:
+    folded = skeleton(nick)
+    if nick.lower() in RESERVED or any(r in folded for r in RESERVED_SKELETONS):
         raise ApiError(400, "M_INVALID_USERNAME", f"the name {nick!r} is reserved")
 
 
@@ -75,6 +81,7 @@ class Identities:
         """
         if nick is not None:
             check_nick(nick)
+            await self._not_a_person(nick)
         identity = await self._claim(nick, exact, kind)
         try:
             await self._provision(identity)
@@ -86,12 +93,27 @@ class Identities:
         log.info("registered %s %s", kind, identity.user_id)
         return identity, token
 
+    async def _not_a_person(self, nick: str) -> None:
+        """409 when ``nick`` is the localpart of a person on this server: ``@alice`` means
+        them (``names.People``), so no agent may be called that (nor ``alice2``: ask for
+        another name, rather than be renamed next to a person)."""
+        if await self.rooms.people.person_exists(nick):
+            raise ApiError(
+                409,
+                "AC_NAME_OF_PERSON",
+                f"{nick} is the name of a person on this server "
+                f"({self.rooms.people.local_user_id(nick)}); agents cannot take it: "
+                "pick another name",
+            )
+
     async def _claim(self, nick: str | None, exact: bool, kind: str) -> Identity:
         candidates = self._candidates(nick, exact)
         taken = await Identity.nick_keys_taken([c.lower() for c in candidates])
         for candidate in candidates:
             if candidate.lower() in taken or candidate.lower() in RESERVED:
                 continue
+            if candidate != nick and await self.rooms.people.person_exists(candidate):
+                continue  # a person's name (the name asked for was checked in register)
             user_id = await self._free_user_id(candidate)
             if user_id is None:
                 continue

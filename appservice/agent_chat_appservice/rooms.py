@@ -16,6 +16,8 @@ from mautrix.errors import MatrixRequestError, MNotFound
 from .db import DirectChat, Identity, Ledger, Member, Room, transaction
 from .errors import ApiError, from_matrix
 from .homeserver import Homeserver
+from .labels import room_label
+from .names import People
 
 log = logging.getLogger("agent_chat.rooms")
 
@@ -27,6 +29,7 @@ class Rooms:
         self.hs = hs
         self.config = hs.config
         self.default_room_ids: list[str] = []
+        self.people = People(hs)
         # Shared rooms' aliases change rarely, and members rarely leave: short-lived caches
         # save queries on every send. A stale "joined" only lets Synapse refuse the send, so
         # only sends use it: a read asks the ledger every time (a kicked, banned or departed
@@ -211,19 +214,17 @@ class Rooms:
             raise from_matrix(e, "looking up the room") from None
 
     async def resolve_user(self, name: str) -> str:
-        """``@Nick`` (an agent's nick or a member's display name) or ``@user:server``."""
+        """``@name`` (a person's localpart here, else an agent's nick: ``names.People``) or
+        ``@user:server``. Never a display name: anyone can wear one."""
         target = name[1:] if name.startswith("@") else name
         if ":" in target:
             user_id = "@" + target
             if not user_id.isascii() or " " in user_id or len(user_id) > 255:
                 raise ApiError(400, "M_INVALID_PARAM", "not a valid Matrix user id")
             return user_id
-        identity = await Identity.get_by_nick(target)
-        if identity:
-            return identity.user_id
-        by_name = await Member.find_user_by_name(target)
-        if by_name:
-            return by_name
+        found = await self.people.resolve(target)
+        if found:
+            return found
         raise ApiError(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
 
     async def direct_chat(self, caller: str, other: str) -> str:
@@ -319,22 +320,20 @@ class Rooms:
             log.warning("could not add %s to %s's m.direct: %s", room_id, user_id, e)
 
     async def label(self, room_id: str, viewer: str) -> str:
-        """How a room is shown to ``viewer``: ``#alias``, or ``@Name`` for a direct chat."""
+        """How a room is shown to ``viewer``: ``#alias``, ``@person`` for their direct chat,
+        else its room id (``labels.room_label``)."""
         room = await Room.get(room_id)
-        if room and room.alias and not room.is_direct:
-            return "#" + room.alias
-        if room and room.is_direct:
+        if room is None:
+            return room_id
+        other = None
+        if room.is_direct:
             others = [m for m in await Member.joined(room_id) if m.user_id != viewer]
             other = others[0].user_id if others else None
             if other is None:
                 other = await Member.anyone_but(room_id, viewer)
-            if other:
-                return "@" + await self.person_name(other)
-        return room.name if room and room.name else room_id
+        return await room_label(self.people, viewer, room_id, room.alias, room.is_direct, other)
 
     async def person_name(self, user_id: str) -> str:
-        identity = await Identity.get(user_id)
-        if identity:
-            return identity.nick
-        name = await Member.name_of(user_id)
-        return name or user_id.split(":", 1)[0].lstrip("@")
+        """A person's name (``names.People.name``: a nick, a localpart or a user id), never
+        a display name."""
+        return await self.people.name(user_id)

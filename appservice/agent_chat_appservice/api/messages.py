@@ -22,6 +22,8 @@ from ..db import (
 )
 from ..errors import ApiError, from_matrix
 from ..formatting import to_html
+from ..labels import oneline, room_label
+from ..names import People
 from ..text import could_ping_by_name, mxid_mentions, nick_mentions
 from .base import (
     Context,
@@ -68,20 +70,22 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
     raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
 
 
-async def mentions_in(body: str, me: str) -> dict[str, str]:
-    """Mentions in the body, as written (``@Nick`` or ``@user:server``) → Matrix user id."""
+async def mentions_in(body: str, me: str, people: People) -> dict[str, str]:
+    """Mentions in the body, as written (``@name`` or ``@user:server``) → Matrix user id
+    (``names.People.resolve``: a person here before an agent, never a display name)."""
     found = {mxid: mxid for mxid in mxid_mentions(body)}
     for nick in nick_mentions(body):
-        identity = await Identity.get_by_nick(nick)
-        user_id = identity.user_id if identity else await Member.find_user_by_name(nick)
+        user_id = await people.resolve(nick)
         if user_id:
             found["@" + nick] = user_id
     return {text: user_id for text, user_id in found.items() if user_id != me}
 
 
-async def message_content(body: str, me: str, room_id: str, notice: bool) -> dict[str, Any]:
+async def message_content(
+    body: str, me: str, room_id: str, notice: bool, people: People
+) -> dict[str, Any]:
     """The event content: plain body, HTML for Element, and explicit mentions."""
-    mentions = await mentions_in(body, me)
+    mentions = await mentions_in(body, me, people)
     content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
     # m.mentions makes push rules use it instead of guessing from the body: a mentioned human's
     # phone buzzes, and one merely named does not. Synapse spends ~2 ms validating it on every
@@ -108,7 +112,7 @@ async def post_message(
     reply: Reply | None = None,
 ) -> str:
     """Send as ``sender``; the event id. Homeserver failures become API errors."""
-    content = await message_content(body, sender, room_id, notice)
+    content = await message_content(body, sender, room_id, notice, context.rooms.people)
     if reply is not None:
         content["m.relates_to"] = reply.relates_to()
     if html is not None:
@@ -401,19 +405,6 @@ async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: 
         log.warning("read receipt for %s in %s failed: %s", user_id, room_id, e)
 
 
-_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:#@!+-]")
-
-
-def oneline(entries: list[dict[str, Any]]) -> str:
-    """``#general(2) #alerts(1!) @BlueLake(1)``: for shell hooks that should not parse JSON.
-    Labels are reduced to a safe character set and 48 characters: they reach terminals."""
-    parts = []
-    for e in entries:
-        label = _LABEL_UNSAFE.sub("_", e["room"])[:48]
-        parts.append(f"{label}({e['count']}{'!' if e['urgent'] else ''})")
-    return " ".join(parts)
-
-
 async def unread_entries(
     context: Context,
     user_id: str,
@@ -426,12 +417,9 @@ async def unread_entries(
     for u in found if found is not None else await Ledger.unread(user_id):
         if room_ids is not None and u.room_id not in room_ids:
             continue
-        if u.is_direct and u.other_user:
-            label = "@" + await context.rooms.person_name(u.other_user)
-        elif u.alias:
-            label = "#" + u.alias
-        else:
-            label = await context.rooms.label(u.room_id, user_id)
+        label = await room_label(
+            context.rooms.people, user_id, u.room_id, u.alias, u.is_direct, u.other_user
+        )
         entries.append(
             {
                 "room": label,

@@ -116,13 +116,6 @@ class Member(Table):
         return people
 
     @classmethod
-    async def find_user_by_name(cls, name: str) -> str | None:
-        """A user id whose display name is ``name`` (case-insensitive), if exactly one."""
-        q = "SELECT DISTINCT user_id FROM member WHERE LOWER(displayname)=$1 LIMIT 2"
-        rows = await cls.read_db.fetch(q, name.lower())
-        return rows[0]["user_id"] if len(rows) == 1 else None
-
-    @classmethod
     async def name_of(cls, user_id: str) -> str | None:
         q = "SELECT displayname FROM member WHERE user_id=$1 AND displayname IS NOT NULL LIMIT 1"
         return await text_value(cls.read_db, q, user_id)

@@ -47,22 +47,25 @@ class Room(Table):
         cls, conn: Connection, room_id: str, sender: str
     ) -> tuple[str | None, str | None, str | None, bool]:
         """For a message ``sender`` writes, as ``conn`` sees the room before it is counted: the
-        room's alias, the sender's display name there, and the name of whoever wrote last if
-        not the sender (None if it was them or nobody), and whether an agent or bot is in the
-        room (else the message is not stored). One statement: it is on the path of
-        every message to a waiting agent."""
+        room's alias, the sender's name (an agent's nick, else the localpart of their user id:
+        never a display name, which is others' free text and reaches agents in ``senders``),
+        the name of whoever wrote last if not the sender (None if it was them or nobody), and
+        whether an agent or bot is in the room (else the message is not stored).
+        One statement: it is on the path of every message to a waiting agent."""
         row = await conn.fetchrow(
             "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
             f" EXISTS ({AGENT_MEMBER}) AS agents,"
-            " (SELECT displayname FROM member WHERE room_id=$1 AND user_id=$2) AS name,"
+            " (SELECT nick FROM identity WHERE user_id=$2 AND kind IN ('agent', 'bot'))"
+            "   AS nick,"
             " (SELECT last_sender FROM room WHERE room_id=$1 AND last_sender_id<>$2)"
             "   AS previous",
             room_id,
             sender,
         )
+        name = sender[1:].split(":", 1)[0] or None
         if row is None:
-            return None, None, None, False
-        return row["alias"], row["name"], row["previous"], bool(row["agents"])
+            return None, name, None, False
+        return row["alias"], row["nick"] or name, row["previous"], bool(row["agents"])
 
     @classmethod
     async def channels(cls, user_id: str) -> list[Channel]:
