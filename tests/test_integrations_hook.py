@@ -333,6 +333,7 @@ def test_hot_path_starts_only_curl(fake_server, tmp_path: Path) -> None:
     )
     assert (p.returncode, p.stdout, p.stderr) == (0, "[chat] #general(1)\n", "")
     # The tmux script reads the hook into its own shell; run by a bare name from its directory.
+    # Every "#" doubled: tmux shows "##" as "#" (a single one starts #(), #{} or #[]).
     for script in (TMUX, "ac-tmux.sh"):
         p = subprocess.run(
             [sh, script],
@@ -342,7 +343,7 @@ def test_hot_path_starts_only_curl(fake_server, tmp_path: Path) -> None:
             cwd=os.path.dirname(TMUX),
             env={**full, "AGENT_CHAT_HOOK_TTL": "60"},
         )
-        assert (p.returncode, p.stdout, p.stderr) == (0, "[chat] #general(1)\n", "")
+        assert (p.returncode, p.stdout, p.stderr) == (0, "[chat] ##general(1)\n", "")
 
 
 def test_registering_writes_the_hooks_credentials(stack: Stack, tmp_path: Path) -> None:

@@ -285,7 +285,7 @@ def who(ctx: Context, target: str, as_json: bool) -> int:
     out(f"{one_line(answer.get('room') or room)}: {_plural(len(members), 'member')}")
     rows = [
         (
-            one_line(m.get("display_name") or m.get("user_id") or "?"),
+            render.sender_label(m.get("user_id"), m.get("display_name")),
             one_line(m.get("kind") or "?"),
             one_line(m.get("user_id") or ""),
             render.ago(m.get("last_active")),

@@ -325,6 +325,17 @@ def resolve(settings: Settings, client: Client) -> Identity:
         key = nick_key(settings.nick or str(answer["nick"]))
         identity = store_identity(data, settings.server_url, key, answer, source="registration")
         save_credentials(settings.home, data)
+    if settings.nick and nick_key(str(answer["nick"])) != nick_key(settings.nick):
+        # Once: later commands find the identity stored under the name asked for.
+        import sys
+
+        from .safe_text import one_line
+
+        sys.stderr.write(
+            f"ac: the name {one_line(settings.nick)} is taken on {settings.server_url}; "
+            f"registered as {one_line(answer['nick'])} instead (stored for the name "
+            f"{one_line(settings.nick)}: later commands use it without a word)\n"
+        )
     return identity
 
 
@@ -341,6 +352,8 @@ def register_request(
     try:
         answer = client.call("POST", "/register", body=body, auth=False)
     except ApiError as e:
+        if e.status == 409 and e.errcode == "AC_NAME_OF_PERSON":
+            raise AcError(f"registration refused: {e.message}", detail=e.detail) from None
         if e.status == 409:
             raise AcError(
                 f"the nick {nick!r} is already taken on {settings.server_url}; "

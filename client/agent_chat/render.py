@@ -11,6 +11,7 @@ import json
 import time
 
 from .safe_text import one_line, record
+from .untrusted import neutralise
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,20 +49,44 @@ def as_count(value: object) -> int:
 
 
 def unread_entries(answer: object) -> list[UnreadEntry]:
-    """The ``unread`` list of a /notify answer as (room, count, urgent) with count > 0."""
-    entries: list[UnreadEntry] = []
+    """The ``unread`` list of a /notify answer as (room, count, urgent) with count > 0.
+
+    Each room keeps a label of its own: rooms a server labels alike (one of an older version,
+    or a proxy) are labelled by their room ids instead, so no output merges two rooms."""
+    found: list[tuple[str, str | None, int, bool]] = []
     unread = answer.get("unread") if isinstance(answer, dict) else None
     if not isinstance(unread, list):
-        return entries
+        return []
     for item in unread:
         if not isinstance(item, dict):
             continue
-        room = item.get("room") or item.get("room_id")
+        room_id = item.get("room_id") if isinstance(item.get("room_id"), str) else None
+        room = item.get("room") or room_id
         count = as_count(item.get("count"))
         if not isinstance(room, str) or count <= 0:
             continue
-        entries.append((room, count, item.get("urgent") is True))
-    return entries
+        found.append((room, room_id, count, item.get("urgent") is True))
+    seen: dict[str, int] = {}
+    for room, _, _, _ in found:
+        key = label_text(room)
+        seen[key] = seen.get(key, 0) + 1
+    return [
+        (room_id if seen[label_text(room)] > 1 and room_id else room, count, urgent)
+        for room, room_id, count, urgent in found
+    ]
+
+
+#: What a room's label may hold where it is printed bare (``--oneline``: hooks, tmux): every
+#: label the server makes fits (``#alias``, ``@nick``, ``@localpart``, ``!room:server``); any
+#: other character becomes ``_``, so no tmux ``#()``, ``#{}`` or ``#[]`` can be formed.
+_LABEL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:#@!+-")
+
+
+def label_text(label: object) -> str:
+    """A room label as ``--oneline`` prints it: the safe characters only (others as ``_``),
+    at most 128 of them."""
+    text = one_line(label) if isinstance(label, str) else ""
+    return "".join(c if c in _LABEL_SAFE else "_" for c in text[:128])
 
 
 def notify_json(entries: Iterable[UnreadEntry]) -> str:
@@ -72,8 +97,68 @@ def notify_json(entries: Iterable[UnreadEntry]) -> str:
 def notify_oneline(entries: Iterable[UnreadEntry]) -> str:
     """``#general(2) #alerts(1!) @BlueLake(1)`` (empty when nothing is unread)."""
     return " ".join(
-        f"{one_line(room)}({count}{'!' if urgent else ''})" for room, count, urgent in entries
+        f"{label_text(room)}({count}{'!' if urgent else ''})" for room, count, urgent in entries
     )
+
+
+#: The service's own account (its notices: claims released, taken over): recognised by this
+#: user id's localpart, never by a display name, which anyone can set.
+SERVICE_LOCALPART = "_ac_bot"
+SERVICE_NAME = "Agent Chat"
+#: Agents' and bots' accounts: the appservice's exclusive namespace.
+AGENT_LOCALPART_PREFIX = "_ac_"
+
+
+def _localpart(user_id: str) -> str:
+    return user_id[1:].split(":", 1)[0] if user_id.startswith("@") else ""
+
+
+def _nick(user_id: str, name: object) -> str:
+    """An agent's nick: the name the server gave, when it is one (letters, digits, ``_-``),
+    else from its user id."""
+    name = one_line(name) if isinstance(name, str) else None
+    if (
+        isinstance(name, str)
+        and 2 <= len(name) <= 32
+        and name.isascii()
+        and name[0].isalpha()
+        and all(c.isalnum() or c in "_-" for c in name)
+    ):
+        return name
+    return _localpart(user_id)[len(AGENT_LOCALPART_PREFIX) :] or "?"
+
+
+def sender_label(user_id: object, name: object) -> str:
+    """Who wrote a message, for people to read (listen, search, who, notify, MCP tools, the
+    TUI): the one function that decides it. The service (by its user id) is ``Agent Chat``; an
+    agent or bot is its nick; a human is their display name followed by their user id
+    (``Alice (@alice:example.org)``), so no display name can pass as an agent or the service.
+    """
+    uid = one_line(user_id)[:256] if isinstance(user_id, str) else ""
+    localpart = _localpart(uid)
+    if localpart == SERVICE_LOCALPART:
+        return SERVICE_NAME
+    if localpart.startswith(AGENT_LOCALPART_PREFIX):
+        return _nick(uid, name)
+    shown = neutralise(" ".join(one_line(name).split()))[:64] if isinstance(name, str) else ""
+    if not uid:
+        return f"{shown} (unknown sender)" if shown else "?"
+    if not shown or shown == localpart:
+        return uid
+    return f"{shown} ({uid})"
+
+
+def sender_handle(user_id: object, name: object) -> str:
+    """Who wrote a message, where an agent reads it outside the untrusted block (channel
+    notifications): a nick for an agent, ``localpart (human)`` for a person; never a display
+    name, which is others' free text."""
+    uid = user_id if isinstance(user_id, str) else ""
+    localpart = _localpart(uid)
+    if localpart == SERVICE_LOCALPART:
+        return SERVICE_NAME
+    if localpart.startswith(AGENT_LOCALPART_PREFIX):
+        return _nick(uid, name)
+    return label_text(localpart)[:64] + " (human)" if localpart else "? (unknown sender)"
 
 
 def still_unread(entries: Iterable[UnreadEntry], room: str | None = None) -> str:
@@ -120,9 +205,9 @@ def message_line(msg: Mapping[str, object], color: bool = False) -> str:
 
     Continuation lines of the body are indented by four spaces.
     """
-    room = one_line(msg.get("room") or msg.get("room_id") or "?")
-    name = one_line(msg.get("sender_name") or msg.get("sender") or "?") or "?"
-    body = record(msg.get("body") or "")
+    room = neutralise(one_line(msg.get("room") or msg.get("room_id") or "?"))
+    name = sender_label(msg.get("sender"), msg.get("sender_name"))
+    body = neutralise(record(msg.get("body") or ""))
     prefix = msg.get("prefix")
     if isinstance(prefix, str) and prefix in PREFIX_STYLE:
         tag = f"[{prefix}]"
