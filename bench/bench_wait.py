@@ -11,6 +11,9 @@ appservice in this process) and measures, in the same run:
 - end to end: API send by agent A → agent B's ``ac wait`` (a real cold process, started and
   blocked beforehand) prints its line, against the baseline of the same run: a raw masqueraded
   Synapse send as A → the probe has the event; ratio target ≤ 1.2;
+- delivery stages: A's ``ac send @B MSG --wait read`` (a real cold process, blocked on the
+  receipts long-poll) prints B's ``read`` after B reads through the API, against the raw
+  masqueraded send → probe push of the same run: ratio target ≤ 1.3;
 - 1,000 concurrent waiters on one appservice: RSS growth (≤ 30 MiB), CPU time the appservice
   uses during ~10 s of idling with them all waiting against ~10 s of idling with no waiter in
   the same run (the waiters should add ≈ 0), and one message into a room they are all in
@@ -59,6 +62,7 @@ class WaitBench(Bench):
             assert status == 200, data
             await self.server_wake(a, b, room_id, self.args.rounds)
             await self.end_to_end(a, b, room, room_id, self.args.ac_rounds)
+            await self.send_wait_read(a, b, room_id, self.args.stage_rounds)
             await self.many_waiters(a, self.args.waiters, self.args.idle)
 
     async def cursor(self, token: str) -> str:
@@ -148,6 +152,47 @@ class WaitBench(Bench):
             "raw_push_ms_median": median(raw),
             "send_to_ac_wait_ms_median": median(ours),
             "send_to_ac_wait_ms_p95": p95(ours),
+            "ratio": median(ours) / median(raw),
+        }
+
+    async def send_wait_read(self, a: dict, b: dict, target_room: str, rounds: int) -> None:
+        """B reads → A's `ac send --wait read` prints B's stage, vs raw send → probe push."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+        env.update(AGENT_CHAT_SERVER=self.config.api_url, AGENT_CHAT_TOKEN=a["token"])
+        status, data, _ = await self.api_call("GET", "/whoami", b["token"])
+        nick = data["nick"]
+        raw, ours = [], []
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            event_id = await self.raw_send(
+                target_room, a["user_id"], f"raw {i}", f"rawr{i}{secrets.token_hex(4)}"
+            )
+            await self.probe_has(event_id)
+            raw.append((self.probe.arrived[event_id] - t0) * 1000)
+            await asyncio.sleep(0.2)
+            proc = await asyncio.create_subprocess_exec(
+                AC, "send", "@" + nick, f"read me {i}", "--wait", "read", "--timeout", "60",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            sent = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert sent.startswith(b"sent to"), sent
+            # The message is counted for B, and A's process holds its receipts long-poll.
+            while not (await self.api_call("GET", "/notify", b["token"]))[1]["unread"]:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            status, data, _ = await self.api_call("GET", "/messages?unread=true", b["token"])
+            assert status == 200 and data["messages"], data
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            ours.append((time.perf_counter() - t0) * 1000)
+            assert b": read" in line, line
+            assert await proc.wait() == 0
+        self.results["send_wait_read"] = {
+            "rounds": rounds,
+            "raw_push_ms_median": median(raw),
+            "read_to_sender_ms_median": median(ours),
+            "read_to_sender_ms_p95": p95(ours),
             "ratio": median(ours) / median(raw),
         }
 
@@ -249,6 +294,15 @@ class WaitBench(Bench):
                 "baseline",
             )
             row("ratio", f"{e['ratio']:.2f}×", "≤ 1.2×", e["ratio"] <= 1.2)
+        if "send_wait_read" in r:
+            e = r["send_wait_read"]
+            row(
+                "read → sender's `ac send --wait read` prints it, p50",
+                f"{e['read_to_sender_ms_median']:.1f} ms (p95 {e['read_to_sender_ms_p95']:.1f})",
+                "",
+            )
+            row("raw masqueraded send → push, p50", f"{e['raw_push_ms_median']:.1f} ms", "")
+            row("ratio", f"{e['ratio']:.2f}×", "≤ 1.3×", e["ratio"] <= 1.3)
         if "many_waiters" in r:
             m = r["many_waiters"]
             row(
@@ -286,6 +340,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=100, help="server-side wake rounds")
     parser.add_argument("--ac-rounds", type=int, default=60, help="`ac wait` rounds")
+    parser.add_argument("--stage-rounds", type=int, default=30, help="`send --wait` rounds")
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--waiters-per-agent", type=int, default=5)
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds measured")
