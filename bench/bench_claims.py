@@ -15,8 +15,9 @@ Then (issue 21) the server's share of adversarial checks, in process, N each, in
 plain check; the issue's check (``*a*a*a*a*a*a*a*a*a*b`` against 40 a's: 6.5 s with the old
 backtracking regex); and the costliest check one request may make (1,000 paths of 4,000
 characters against it: refused with 413 when the step budget runs out), with GET /health
-timed while each is in flight. Targets: the issue's check within 5x a plain one, and /health
-answered within 50 ms while the costliest is in flight. ``--only-adversarial`` skips the hook.
+timed while each is in flight. Targets, as ratios in the same run: the issue's check within
+5x a plain one, and /health's median while the costliest is in flight within 3x its median
+while a plain check is. ``--only-adversarial`` skips the hook.
 
     .venv/bin/python bench/bench_claims.py            # temp server, N=30
     .venv/bin/python bench/bench_claims.py -n 50 --api-url http://127.0.0.1:8009 \\
@@ -62,8 +63,9 @@ PER_CALL = 200  # patterns per `ac claim` (the API takes up to 256)
 
 #: issue 21: one claim of this made a check of 40 a's take 6.5 s, the event loop blocked
 ADVERSARIAL = "*a*a*a*a*a*a*a*a*a*b"
-#: the adversarial part's targets: the issue's check / a plain one; /health's worst meanwhile
-ADVERSARIAL_RATIO, HEALTH_MS = 5.0, 50.0
+#: the adversarial part's targets: the issue's check / a plain one; /health's median while the
+#: costliest check is in flight / while a plain one is
+ADVERSARIAL_RATIO, HEALTH_RATIO = 5.0, 3.0
 
 
 def post_raw(url: str, data: bytes, token: str) -> tuple[int, float]:
@@ -152,8 +154,11 @@ def bench_adversarial(server: Server, runs: int, warmup: int) -> dict:
     }
     plain = stats["plain check"]["check_median_ms"]
     ratio = stats["issue 21 check (40 a's)"]["check_median_ms"] / plain
-    worst_health = stats["costliest check (413)"]["health_max_ms"]
-    met = ratio <= ADVERSARIAL_RATIO and worst_health <= HEALTH_MS
+    health = (
+        stats["costliest check (413)"]["health_median_ms"]
+        / stats["plain check"]["health_median_ms"]
+    )
+    met = ratio <= ADVERSARIAL_RATIO and health <= HEALTH_RATIO
     print(
         f"\nadversarial checks (server's share, in process), /health idle median "
         f"{statistics.median(idle):.1f} ms"
@@ -168,15 +173,17 @@ def bench_adversarial(server: Server, runs: int, warmup: int) -> dict:
         )
     print(
         f"ratio issue-21 check / plain check (medians, same run): {ratio:.2f}x "
-        f"(target <= {ADVERSARIAL_RATIO:g}x); /health worst while the costliest is in flight: "
-        f"{worst_health:.1f} ms (target <= {HEALTH_MS:g} ms) {'ok' if met else 'MISSED'}"
+        f"(target <= {ADVERSARIAL_RATIO:g}x); /health median while the costliest is in flight "
+        f"/ while a plain one is: {health:.2f}x (target <= {HEALTH_RATIO:g}x) "
+        f"{'ok' if met else 'MISSED'}"
     )
     return {
         "health_idle_median_ms": statistics.median(idle),
         "requests": stats,
         "ratio_issue21_vs_plain": ratio,
+        "ratio_health_costliest_vs_plain": health,
         "target_ratio": ADVERSARIAL_RATIO,
-        "target_health_ms": HEALTH_MS,
+        "target_health_ratio": HEALTH_RATIO,
         "targets_met": met,
     }
 

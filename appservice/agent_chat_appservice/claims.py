@@ -207,12 +207,19 @@ class Claims:
         result = Outcome()
         async with self._lock(project):
             now = now_ms()
+            # compared before the transaction (the work may take a worker thread a while, and
+            # on SQLite the transaction holds the one writer connection); checked inside it
+            held = await Claim.active(project, now)
+            others = [c for c in held if c.user_id != user_id]
+            conflicts = await bounded(conflicting(patterns, exclusive, others))
             async with transaction() as conn:
                 await Claim.lock_project(conn, project)
                 result.expired = await Claim.remove_expired(conn, project, now)
-                held = await Claim.active(project, now, conn)
-                others = [c for c in held if c.user_id != user_id]
-                result.conflicts = await bounded(conflicting(patterns, exclusive, others))
+                current = await Claim.active(project, now, conn)
+                if current != held:  # another replica changed them meanwhile: again
+                    others = [c for c in current if c.user_id != user_id]
+                    conflicts = await bounded(conflicting(patterns, exclusive, others))
+                result.conflicts = conflicts
                 if force or not result.conflicts:  # else refused: the expiries still commit
                     for c in result.conflicts:
                         await c.delete(conn)
