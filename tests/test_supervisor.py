@@ -233,7 +233,7 @@ def test_a_dead_process_is_started_again_and_the_other_keeps_running(
     assert r.world.current(other).stopped_by_supervisor  # by the final stop, not before
     assert r.spawn_times(victim)[1] == pytest.approx(10 + 0.5, abs=2 * POLL_INTERVAL)
     assert f"{victim} exited unexpectedly (status -9); starting it again in 0.5 s" in r.log()
-    assert f"{victim} is up again (restart 1)" in r.log()
+    assert f"{victim} is up (pid {r.world.current(victim).pid})" in r.log()
     assert "stopping everything" not in r.log()
     # What `status` reads: one restart, when, and the process running again.
     assert seen["state"] == "running" and seen["restarts"] == 1

@@ -510,7 +510,7 @@ class Supervisor:
         for svc in self._services.values():
             if svc.record.state is ProcessState.STARTING and self.probe(svc.spec):
                 svc.record.up()
-                self.say(f"{svc.name} is up again (restart {svc.record.restarts})")
+                self.say(f"{svc.name} is up (pid {svc.record.pid})")
                 self._publish()
 
     # --- services ------------------------------------------------------------------------
