@@ -35,7 +35,16 @@ from .process import (
     wait_dead,
 )
 from .states import RestartPolicy
-from .supervise import API, APPSERVICE, MAIN, SERVICES, SYNAPSE, ServiceSpec, service_specs
+from .supervise import (
+    API,
+    APPSERVICE,
+    MAIN,
+    SERVICES,
+    SYNAPSE,
+    ServiceSpec,
+    service_specs,
+    stamp,
+)
 
 DEFAULT_START_TIMEOUT = 60.0
 
@@ -342,8 +351,8 @@ def _restarts(dd: DataDir) -> dict[str, str]:
                 continue
             text = state
             if count:
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last)))
-                text = f"restarted {count} time{'s' if count > 1 else ''}, last at {when}; {state}"
+                plural = "s" if count > 1 else ""
+                text = f"restarted {count} time{plural}, last at {stamp(float(last))}; {state}"
             out[str(name)] = text
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

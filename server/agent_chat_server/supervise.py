@@ -178,6 +178,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The real clock."""
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -213,6 +215,8 @@ Launcher = Callable[[ServiceSpec], Child]
 
 @dataclass
 class PopenChild:
+    """A real process, leading its own process group (its children are signalled with it)."""
+
     proc: subprocess.Popen[bytes]
 
     @property
@@ -346,7 +350,7 @@ class Supervisor:
             }
             self.output(json.dumps(record))
             return
-        self.output(f"{_stamp(now)} agent-chat-server: {text}")
+        self.output(f"{stamp(now)} agent-chat-server: {text}")
 
     def records(self) -> dict[str, ProcessRecord]:
         """Each service's state and restart history."""
@@ -407,7 +411,7 @@ class Supervisor:
     def _write_last_exit(self, reason: str) -> None:
         """Leave ``run/last-exit`` for ``status``: when and why the supervisor ended."""
         try:
-            write_atomic(self.dd.last_exit_file, f"{_stamp(self.clock.time())} {reason}\n")
+            write_atomic(self.dd.last_exit_file, f"{stamp(self.clock.time())} {reason}\n")
         except OSError:
             pass
 
@@ -602,7 +606,8 @@ class Supervisor:
                 self._start(name)
 
 
-def _stamp(epoch: float) -> str:
+def stamp(epoch: float) -> str:
+    """Local date and time to the second, as the supervisor's log and ``status`` show it."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
