@@ -4,7 +4,8 @@
   a small multiple of (path length + 1) x (pattern length + 1): linear in the path, whatever
   the stars (the backtracking regex it replaced took seconds on 40 characters);
 * ``overlap`` is symmetric, agrees with ``matches`` on every generated witness path, and is
-  exact against a plain path (a pattern without wildcards);
+  exact against a plain path (a pattern without wildcards); the claims' index in /claims/check
+  finds what trying every pair finds;
 * the budget counts exactly: a budget of the steps a call took is enough, one less is not
   (with the caches warm);
 * ``parse_json`` and the string fields answer a value or a one-line 400/413, never anything
@@ -173,6 +174,21 @@ def test_a_pattern_overlaps_itself(pattern: str) -> None:
     checked = _checked(pattern)
     if checked is not None:
         assert _overlap(checked, checked), checked
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_pattern, min_size=1, max_size=12), st.lists(_path, min_size=1, max_size=12))
+def test_the_claims_index_misses_nothing(patterns: list[str], paths: list[str]) -> None:
+    """/claims/check tries a path only against the claims its index offers: the same answer
+    as trying every pair, in the same order."""
+    from agent_chat_appservice.claims import covering
+    from agent_chat_appservice.db import Claim
+
+    claims = [
+        Claim("p", "@a:x", c, True, None, 0, 1) for c in map(_checked, patterns) if c is not None
+    ]
+    expected = [(path, c) for path in paths for c in claims if matches(c.pattern, path)]
+    assert covering(claims, paths, Budget(10**9)) == expected
 
 
 # --- the request body parser -----------------------------------------------------------------

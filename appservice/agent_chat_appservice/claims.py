@@ -78,20 +78,28 @@ def covering(claims: list[Claim], paths: list[str], budget: Budget) -> list[tupl
     """(path, claim) for each claim matching each path, in the order of paths then claims.
 
     Claims are indexed by their first segment when it is plain text (``src/api/**`` under
-    ``src``), so a path is tried only against the claims that could match it."""
+    ``src``), else by the last character of the text they end with (``**/*.py`` under ``y``),
+    so a path is tried only against the claims that could match it."""
     by_first: dict[str, list[tuple[int, Glob, Claim]]] = {}
-    wild: list[tuple[int, Glob, Claim]] = []
+    by_last: dict[str, list[tuple[int, Glob, Claim]]] = {}
+    anywhere: list[tuple[int, Glob, Claim]] = []
     for n, c in enumerate(claims):
         glob = compile(c.pattern, budget)
         first = glob.items[0] if glob.items else None
         if first is not None and first.literal is not None:
             by_first.setdefault(first.literal, []).append((n, glob, c))
+        elif glob.suffix:
+            by_last.setdefault(glob.suffix[-1], []).append((n, glob, c))
         else:
-            wild.append((n, glob, c))
+            anywhere.append((n, glob, c))
     hits: list[tuple[int, int, str, Claim]] = []
     for m, path in enumerate(paths):
         budget.spend(1)
-        for candidates in (by_first.get(path.partition("/")[0], ()), wild):
+        for candidates in (
+            by_first.get(path.partition("/")[0], ()),
+            by_last.get(path[-1:], ()),
+            anywhere,
+        ):
             for n, glob, c in candidates:
                 if glob.match(path, budget):
                     hits.append((m, n, path, c))
