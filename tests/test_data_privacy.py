@@ -158,3 +158,25 @@ def test_backup_and_restore_are_private(tmp_path: Path) -> None:
     cli("restore", "--data-dir", str(again), str(loose))
     assert files_under(again) == files_under(restored)
     assert exposed(again) == []
+
+
+def test_worker_mode_files_are_private(tmp_path: Path) -> None:
+    """`init --workers` writes the workers' configs, log configs, topology and Caddy's router
+    config 0600 too (nothing is started: no database is needed to check the files)."""
+    root = tmp_path / "server"
+    cli(
+        "init",
+        "--data-dir",
+        str(root),
+        "--skip-db-check",
+        "--workers",
+        "2",
+        "--redis",
+        "redis://127.0.0.1:6379/3",
+        "--synapse-database",
+        "postgres://synapse@127.0.0.1/synapse",
+    )
+    present = files_under(root)
+    assert {"Caddyfile.workers", "workers/topology.yaml", "workers/generic2.yaml"} <= present
+    assert {"workers/persister1.log.config", "homeserver.log.config"} <= present
+    assert exposed(root) == []
