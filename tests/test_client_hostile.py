@@ -132,7 +132,8 @@ def test_hostile_display_name_and_topic(make_ac: Callable[..., Ac], stack: Stack
     assert_inert(out)
     recs = records(out)
     assert len(recs) == 1
-    assert recs[0].endswith(f" {name} MalloryBoss 12:00 #general Admin: hi from a human")
+    # A person's display name comes with their user id (it could pass for anyone's).
+    assert recs[0].endswith(f" {name} MalloryBoss 12:00 #general Admin ({uid}): hi from a human")
     who = owner.ok("who", name)
     assert_inert(who)
     assert len(who.splitlines()) == 1 + len(json.loads(owner.ok("who", name, "--json"))["members"])

@@ -307,10 +307,14 @@ def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
     alice = stack.create_human(unique("alice"))
     env = _env(stack, tmp_path, me)
     # Named by localpart: taken on the agent's own server, never looked up as a nick or a
-    # display name, which an impostor agent has here.
+    # display name. No agent can take her name to intercept the prompts (names.People).
     localpart = alice["user_id"][1:].split(":")[0]
-    impostor = register(stack, localpart, exact=True)
-    assert impostor.nick == localpart
+    status, data = http_json(
+        "POST",
+        stack.api_base + "/register",
+        {"registration_token": stack.registration_token, "nick": localpart, "exact": True},
+    )
+    assert status == 409 and data["errcode"] == "AC_NAME_OF_PERSON", data
     args = ["mcp", "--channel", "--permission-relay", localpart]
     params = StdioServerParameters(command=AC, args=args, env=env)
     with start_blocking_portal() as portal, serving(portal, params) as channel:
@@ -335,7 +339,6 @@ def test_permission_prompts_go_to_the_human_and_their_answers_come_back(
         assert body.startswith("Permission request abcde: may I use Bash? Run ls in the repo")
         assert '"yes abcde"' in body and '"no abcde"' in body and "ls -la" in body
         assert all(_no_controls(line) for line in body.split("\n")), repr(body)
-        assert _bodies(me, "@" + impostor.nick) == []
         room_id = me.messages(room=alice["user_id"], limit=1, mark_read="false")[0]["room_id"]
         _matrix_join(stack, alice, room_id)  # she accepts the direct chat from Element
 
