@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 TAG = "untrusted-chat-content"
 #: The skeleton every spelling of the tag (and of its prefix ``untrusted-chat``) contains.
 MARKER = "untrustedchat"
-#: What a forged tag name becomes: no letter run of it spells the tag again.
-REPLACEMENT = "[chat-tag removed]"
+#: What a forged tag name becomes. Its skeleton (``removedtag``) neither starts with a suffix
+#: nor ends with a prefix of :data:`MARKER`, so no text around it can spell the tag again.
+REPLACEMENT = "[removed tag]"
 
 
 def skeleton(text: str) -> str:
