@@ -55,7 +55,7 @@ def test_stages_through_the_api(any_stack: Stack) -> None:
     # The recipient's notify line carries what it covers; its session reports it shown.
     status, notify = b.call("GET", "/notify")
     (entry,) = [u for u in notify["unread"] if u["room"] == "@" + a.nick]
-    covers = [[entry["room_id"], entry["latest"]]]
+    covers = f"{entry['latest']}:{entry['room_id']}"
     status, out = b.call(
         "POST", "/stages", {"stage": "shown", "session": "s-1", "cli": "claude", "covers": covers}
     )
@@ -116,14 +116,15 @@ def test_bad_reports_are_refused(any_stack: Stack) -> None:
     a, b, event_id = dm(any_stack)
     status, notify = b.call("GET", "/notify")
     room_id = notify["unread"][0]["room_id"]
-    good = {"stage": "shown", "session": "s", "covers": [[room_id, 10**9]]}
+    good = {"stage": "shown", "session": "s", "covers": f"{10**9}:{room_id}"}
     for bad in (
         {**good, "session": "x" * 129},
         {**good, "session": "a\nb"},
         {**good, "session": "a\x1b[31m"},
         {**good, "stage": "read"},
         {**good, "cli": "claude code"},
-        {**good, "covers": [["notaroom", 1]]},
+        {**good, "covers": "1:notaroom"},
+        {**good, "covers": [[room_id, 1]]},
     ):
         status, data = b.call("POST", "/stages", bad)
         assert status == 400, (bad, data)

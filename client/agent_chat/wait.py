@@ -311,9 +311,7 @@ def record_wake(state: SessionState, answer: JSONObject) -> None:
     state.save()
 
 
-def _wake(
-    state: SessionState, answer: JSONObject, fmt: str, client: Client | None = None
-) -> int:
+def _wake(state: SessionState, answer: JSONObject, fmt: str, client: Client | None = None) -> int:
     record_wake(state, answer)
     text = _show(answer, fmt)
     if client is not None and WAITER_HEADER in client.headers:
@@ -336,13 +334,13 @@ def _report_woken(client: Client, answer: JSONObject, chars: int) -> None:
     """A wake of a session starts a turn (the hook exits 2): the rooms it names reach
     ``woken``, for their senders to see. Best effort: a failed report never stops the wake."""
     unread = answer.get("unread")
-    covers = [
-        [u["room_id"], u["latest"]]
+    covers = " ".join(
+        f"{u['latest']}:{u['room_id']}"
         for u in (unread if isinstance(unread, list) else [])
         if isinstance(u, dict)
         and isinstance(u.get("room_id"), str)
         and isinstance(u.get("latest"), int)
-    ]
+    )
     if not covers:
         return
     report: dict[str, object] = {

@@ -474,7 +474,7 @@ async def notify(request: web.Request) -> web.Response:
     cursor = answer.cursor.encode(key, me.user_id)
     if fmt == "oneline":
         line = oneline(entries)
-        if line and query_bool(request, "covers", False):  # for POST /stages (the hook)
+        if query_bool(request, "covers", False) and line:  # for POST /stages (the hook)
             line += "\ncovers " + " ".join(f"{u.latest}:{u.room_id}" for u in answer.entries)
         response = web.Response(text=line + "\n" if line else "", content_type="text/plain")
         response.headers["Agent-Chat-Cursor"] = cursor

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..db import AgentSession, Identity, Ledger, Room
 from ..errors import ApiError
 from ..presence import CLI_RE, GONE, SESSION_RE, SessionView, summary
-from .base import Context, caller, ctx, json_body, ok, routes
+from .base import Context, caller, ctx, json_body, ok, query_bool, routes
 
 
 def session_of(data: dict[str, Any]) -> tuple[str, str | None]:
@@ -48,14 +48,17 @@ async def session_signs(
     ``repo``. Returns what to call when the request ends."""
     session = _checked(request, "session")
     waiter = _checked(request, "waiter", "Agent-Chat-Waiter")
-    sid = session or waiter
-    if sid is None:
-        return lambda: None
     cli = request.query.get("cli") or request.headers.get("Agent-Chat-Cli")
     if cli is not None and not CLI_RE.match(cli):
         raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
-    presence = context.presence
+    query_bool(request, "covers", False)  # the hooks' other parameter: refused alike
     host, repo = request.query.get("host"), request.query.get("repo")
+    if len(host or "") > 256 or len(repo or "") > 256:
+        raise ApiError(400, "M_INVALID_PARAM", "'host' and 'repo' are at most 256 characters")
+    sid = session or waiter
+    if sid is None:
+        return lambda: None
+    presence = context.presence
     await presence.heard(user_id, sid, cli, host, repo, hook=session is not None)
     if waiter is None or not holding:
         return lambda: None

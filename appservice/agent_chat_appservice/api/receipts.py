@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 import asyncio
+import re
 
 from aiohttp import web
 
@@ -20,42 +21,31 @@ from .presence import session_of
 MAX_COVERS = 100
 MAX_WAIT = 300.0
 #: How long a wait on a message not stored yet waits for it to arrive.
-ARRIVAL_WAIT = 10.0
+ARRIVAL_WAIT = 5.0
 REPORTED = ("shown", "woken")
 WAITABLE = ("shown", "woken", "read")
 ORDER = ("counted", "shown", "woken", "read")
 
 
+COVER_RE = re.compile(r"^([0-9]{1,18}):(![\x21-\x7e]{1,254})$")
+
+
 def parse_covers(value: object) -> dict[str, int]:
-    """``covers``: ``"SEQ:ROOM_ID SEQ:ROOM_ID"`` (as ``/notify?covers=true`` gives it) or a
-    list of ``[ROOM_ID, SEQ]``; the highest position per room."""
-    pairs: list[tuple[object, object]] = []
-    if isinstance(value, str):
-        for word in value.split()[: MAX_COVERS + 1]:
-            pos, _, room_id = word.partition(":")
-            pairs.append((room_id, int(pos) if pos.isdigit() and len(pos) < 19 else None))
-    elif isinstance(value, list):
-        for item in value[: MAX_COVERS + 1]:
-            if isinstance(item, list) and len(item) == 2:
-                pairs.append((item[0], item[1]))
-            else:
-                pairs.append((None, None))
-    else:
-        raise ApiError(400, "M_BAD_JSON", "'covers' is 'SEQ:ROOM_ID ...' or [[ROOM_ID, SEQ]...]")
-    if len(pairs) > MAX_COVERS:
-        raise ApiError(400, "M_INVALID_PARAM", f"'covers' names at most {MAX_COVERS} rooms")
+    """``covers``: ``"SEQ:ROOM_ID SEQ:ROOM_ID"`` (as ``/notify?covers=true`` gives it); the
+    highest position per room."""
+    if not isinstance(value, str):
+        raise ApiError(400, "M_BAD_JSON", "'covers' is a string: 'SEQ:ROOM_ID SEQ:ROOM_ID ...'")
+    words = value.split(" ")
     found: dict[str, int] = {}
-    for room, seq in pairs:
-        if (
-            not isinstance(room, str)
-            or not room.startswith("!")
-            or len(room) > 255
-            or not isinstance(seq, int)
-            or isinstance(seq, bool)
-            or seq < 0
-        ):
+    for word in words[: MAX_COVERS + 1]:
+        if not word:
+            continue
+        match = COVER_RE.match(word)
+        if match is None:
             raise ApiError(400, "M_INVALID_PARAM", "'covers' holds a bad room id or position")
-        found[room] = max(seq, found.get(room, 0))
+        found[match[2]] = max(int(match[1]), found.get(match[2], 0))
+    if len(found) > MAX_COVERS or len(words) > 4 * MAX_COVERS:
+        raise ApiError(400, "M_INVALID_PARAM", f"'covers' names at most {MAX_COVERS} rooms")
     return found
 
 
@@ -75,7 +65,7 @@ async def record_stages(request: web.Request) -> web.Response:
     if stage not in REPORTED:
         raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown or woken")
     session, cli = session_of(data)
-    covers = parse_covers(data.get("covers", []))
+    covers = parse_covers(data.get("covers", ""))
     chars = _count(data, "chars", 1_000_000)
     # Only the caller's rooms, and never past what exists there: a report cannot claim ahead.
     tops = await Stage.positions(me.user_id, sorted(covers))
@@ -148,7 +138,10 @@ async def _find_arriving(
                 return await _find(context, user_id, request)
             except ApiError as e:
                 remaining = deadline - loop.time()
-                if e.status != 404 or remaining <= 0 or request.transport is None:
+                event = request.query.get("event") or ""
+                if e.status != 404 or remaining <= 0 or not EVENT_RE.match(event):
+                    raise
+                if request.transport is None:
                     raise
             try:
                 await asyncio.wait_for(future, remaining)
