@@ -19,7 +19,18 @@ import time
 
 from agent_chat.setup import hook_script
 from conftest import Stack
-from helpers import AC, Ac, Agent, http_json, register, spawn, stop, unique, wait_for
+from helpers import (
+    AC,
+    Ac,
+    Agent,
+    McpProcess,
+    http_json,
+    register,
+    spawn,
+    stop,
+    unique,
+    wait_for,
+)
 
 HOOK = hook_script()
 
@@ -311,3 +322,19 @@ def test_send_wait_bad_input_sends_nothing(any_stack: Stack, tmp_path: Path) -> 
     assert r.returncode == 1 and "no such message" in r.stderr
     r = sender("receipts")
     assert r.returncode == 1
+
+
+def test_mcp_notify_reports_shown(any_stack: Stack, tmp_path: Path) -> None:
+    """The MCP notify tool's answer goes into the model's context: shown, by cli mcp."""
+    sender, _, recipient, r_nick = agents(any_stack, tmp_path)
+    sent = json.loads(sender.ok("send", "@" + r_nick, "over MCP", "--json"))
+    wait_for(lambda: recipient.ok("notify", "--oneline").strip(), what="the DM counted")
+    server = McpProcess(recipient.env())
+    try:
+        server.initialize()
+        text, error = server.call("notify")
+        assert not error and "1 direct message" in text, text
+    finally:
+        server.close()
+    (r,) = receipts_json(sender, sent["event_id"])["recipients"]
+    assert r["stage"] == "shown" and r["stages"]["shown"]["cli"] == "mcp"

@@ -237,10 +237,16 @@ class ChatTools:
         return claims.released_line(proj, gone)
 
     def notify(self) -> str:
-        entries = render.unread_entries(self._call("GET", "/notify"))
+        answer = self._call("GET", "/notify")
+        entries = render.unread_entries(answer)
         if not entries:
             return "nothing unread"
-        return "\n".join(render.notify_lines(entries))
+        text = "\n".join(render.notify_lines(entries))
+        # The tool's answer goes into the model's context: shown (delivery stages).
+        from .receipts import report
+
+        report(self.ctx.authed(), "shown", f"mcp-{os.getpid()}", "mcp", answer, len(text))
+        return text
 
 
 def _objects(value: object) -> list[JSONObject]:

@@ -168,3 +168,33 @@ def check_recipients(client: Client, target: str, for_nicks: list[str]) -> None:
     for nick in for_nicks:
         if nick.lstrip("@").lower() not in known:
             raise UsageError(f"--for {one_line(nick)}: not a member of {one_line(target)}")
+
+
+def covers(answer: JSONObject) -> str:
+    """``SEQ:ROOM_ID ...`` of a /notify answer's entries: what a line made from it covers."""
+    unread = answer.get("unread")
+    return " ".join(
+        f"{u['latest']}:{u['room_id']}"
+        for u in (unread if isinstance(unread, list) else [])
+        if isinstance(u, dict)
+        and isinstance(u.get("room_id"), str)
+        and isinstance(u.get("latest"), int)
+        and not isinstance(u.get("latest"), bool)
+    )
+
+
+def report(
+    client: Client, stage: str, session: str, cli: str | None, answer: JSONObject, chars: int
+) -> None:
+    """Tell the server a line made from the /notify ``answer`` was shown to (or woke) this
+    session. Best effort: a failed report never fails what showed the line."""
+    what = covers(answer)
+    if not what:
+        return
+    body: dict[str, object] = {"stage": stage, "session": session, "covers": what, "chars": chars}
+    if cli:
+        body["cli"] = cli
+    try:
+        client.call("POST", "/stages", body=body, timeout=5.0)
+    except AcError as e:
+        sys.stderr.write(f"ac: could not report the line {stage}: {e.message}\n")

@@ -333,25 +333,7 @@ def _waiter_headers(session: str) -> dict[str, str]:
 def _report_woken(client: Client, answer: JSONObject, chars: int) -> None:
     """A wake of a session starts a turn (the hook exits 2): the rooms it names reach
     ``woken``, for their senders to see. Best effort: a failed report never stops the wake."""
-    unread = answer.get("unread")
-    covers = " ".join(
-        f"{u['latest']}:{u['room_id']}"
-        for u in (unread if isinstance(unread, list) else [])
-        if isinstance(u, dict)
-        and isinstance(u.get("room_id"), str)
-        and isinstance(u.get("latest"), int)
-    )
-    if not covers:
-        return
-    report: dict[str, object] = {
-        "stage": "woken",
-        "session": client.headers[WAITER_HEADER],
-        "covers": covers,
-        "chars": chars,
-    }
-    if CLI_HEADER in client.headers:
-        report["cli"] = client.headers[CLI_HEADER]
-    try:
-        client.call("POST", "/stages", body=report, timeout=5.0)
-    except (ApiError, NetworkError) as e:
-        sys.stderr.write(f"ac: could not report the wake: {e.message}\n")
+    from .receipts import report
+
+    session = client.headers[WAITER_HEADER]
+    report(client, "woken", session, client.headers.get(CLI_HEADER), answer, chars)
