@@ -7,6 +7,7 @@ real server). Exit codes are tested end to end against the real server in test_c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 import socket
 import threading
 import time
@@ -200,7 +201,8 @@ def test_control_characters_in_the_url_are_refused() -> None:
             http.request("GET", url)
 
 
-def test_dns_failure() -> None:
+def test_dns_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(http.ALLOW_HTTP_ENV, "1")
     with pytest.raises(http.ConnectionFailed) as e:
         http.request("GET", "http://no-such-host.invalid/", timeout=5)
     assert e.value.kind == "dns" and e.value.exit_code == 2
@@ -239,3 +241,148 @@ def test_error_mapping() -> None:
     assert isinstance(e, NetworkError) and e.exit_code == 2
     e = error_for(_resp(400, b'{"errcode":"M_BAD_JSON","error":"bad \\u001b[2Jthing"}'))
     assert e.exit_code == 1 and e.message == "bad thing (M_BAD_JSON)"
+
+
+# --- TLS and plain HTTP to other machines ---------------------------------------------------
+
+
+@pytest.fixture
+def trust() -> Iterator[None]:
+    """Every test here starts from, and leaves, the default trust settings."""
+    http.set_trust()
+    http._trust.warned = False
+    yield
+    http.set_trust()
+    http._trust.warned = False
+
+
+class TlsServer:
+    """A real TLS listener with a certificate from the server's private CA (tls.py), answering
+    one canned 200 per connection: what the client verifies is the handshake, not the API."""
+
+    def __init__(self, tmp: Path, hosts: list[str]) -> None:
+        import ssl
+
+        from agent_chat_server import tls
+
+        files = tls.make_private_ca(tmp, hosts)
+        assert files.ca is not None
+        self.ca = files.ca
+        self.fingerprint = tls.fingerprint(files.ca.read_bytes())
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(files.cert, files.key)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.context.wrap_socket(conn, server_side=True) as tconn:
+                    tconn.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = tconn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if data:
+                        tconn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except OSError:
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    server = TlsServer(tmp_path / "dd", ["localhost"])
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_plain_http_to_another_machine_is_refused_unless_allowed(
+    trust: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(http.ALLOW_HTTP_ENV, raising=False)
+    with pytest.raises(http.InsecureHttp) as e:
+        http.request("GET", "http://192.0.2.1:8009/x", timeout=0.5)
+    assert "refusing plain HTTP to 192.0.2.1" in e.value.message
+    assert "allow_insecure_http=true" in e.value.message and e.value.exit_code == 1
+    # allowed: it is attempted (and fails to connect), with one warning on stderr
+    http.set_trust(allow_http=True)
+    for _ in range(2):
+        with pytest.raises(http.ConnectionFailed):
+            http.request("GET", "http://192.0.2.1:8009/x", timeout=0.3)
+    err = capsys.readouterr().err
+    assert err.count("warning: plain HTTP to 192.0.2.1") == 1
+    # loopback never needs it
+    http.set_trust()
+    with pytest.raises(http.ConnectionFailed) as refused:
+        http.request("GET", "http://127.0.0.1:9/x", timeout=1)
+    assert refused.value.kind == "refused"
+
+
+def test_untrusted_certificate_is_refused(trust: None, tls_server: TlsServer) -> None:
+    with pytest.raises(http.UntrustedServer) as e:
+        http.request("GET", f"https://localhost:{tls_server.port}/x", timeout=5)
+    assert http.CERT_MISMATCH in e.value.message and e.value.exit_code == 2
+    assert not isinstance(e.value, http.ConnectionFailed)  # loops must not retry it
+
+
+def test_pinned_fingerprint_fetches_the_ca_once_then_verifies(
+    trust: None, tls_server: TlsServer, tmp_path: Path
+) -> None:
+    store = tmp_path / "home" / "server-ca.pem"
+    http.set_trust(fingerprint=tls_server.fingerprint, store=str(store))
+    url = f"https://localhost:{tls_server.port}/x"
+    assert http.request("GET", url, timeout=5).body == b"ok"
+    assert store.read_bytes().strip() == tls_server.ca.read_bytes().strip()
+    assert store.stat().st_mode & 0o777 == 0o600
+    assert http.request("GET", url, timeout=5).status == 200  # from the stored CA
+    # the host name is verified too: the certificate names localhost only
+    with pytest.raises(http.UntrustedServer):
+        http.request("GET", f"https://127.0.0.1:{tls_server.port}/x", timeout=5)
+
+
+def test_wrong_fingerprint_is_refused(trust: None, tls_server: TlsServer, tmp_path: Path) -> None:
+    store = tmp_path / "server-ca.pem"
+    http.set_trust(fingerprint="sha256:" + "ab" * 32, store=str(store))
+    with pytest.raises(http.UntrustedServer) as e:
+        http.request("GET", f"https://localhost:{tls_server.port}/x", timeout=5)
+    assert http.CERT_MISMATCH in e.value.message
+    assert not store.exists()
+
+
+def test_another_servers_ca_is_refused(
+    trust: None, tls_server: TlsServer, tmp_path: Path
+) -> None:
+    """A stored CA of another server (a man in the middle's) does not verify this one."""
+    from agent_chat_server import tls
+
+    other = tls.make_private_ca(tmp_path / "other", ["127.0.0.1"])
+    assert other.ca is not None
+    http.set_trust(ca_file=str(other.ca))
+    with pytest.raises(http.UntrustedServer):
+        http.request("GET", f"https://localhost:{tls_server.port}/x", timeout=5)
+    http.set_trust(ca_file=str(tls_server.ca))
+    assert http.request("GET", f"https://localhost:{tls_server.port}/x", timeout=5).status == 200
+
+
+def test_fingerprint_forms() -> None:
+    hexa = "ab" * 32
+    colons = ":".join(["AB"] * 32)
+    for text in (hexa, "sha256:" + hexa, colons, "SHA256:" + colons):
+        assert http.normalize_fingerprint(text) == hexa
+    for bad in ("", "sha256:", "ab" * 31, "zz" * 32):
+        assert http.normalize_fingerprint(bad) is None

@@ -130,6 +130,12 @@ class Config:
     #: its user id, so Synapse's per-process txnId deduplication always applies. Receipts,
     #: read markers and typing stay on ``homeserver_url`` (the main process writes them).
     homeserver_worker_urls: list[str] = field(default_factory=list)
+    #: The API over TLS as well, for remote agents (``init --public-url https://...``): this
+    #: address and port, this certificate chain and key; None: plain HTTP only.
+    tls_host: str | None = None
+    tls_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def bot_mxid(self) -> str:

@@ -159,6 +159,17 @@ class AgentChatService:
         self._watch_connections(self.runner)
         await web.TCPSite(self.runner, self.config.host, self.config.port).start()
         log.info("listening on %s:%d", self.config.host, self.config.port)
+        if self.config.tls_port is not None:
+            from .tls import server_context
+
+            tls_site = web.TCPSite(
+                self.runner,
+                self.config.tls_host,
+                self.config.tls_port,
+                ssl_context=server_context(self.config),
+            )
+            await tls_site.start()
+            log.info("listening with TLS on %s:%d", self.config.tls_host, self.config.tls_port)
         await self._wait_for_homeserver()
         if self.leadership is None:
             await self._bootstrap()

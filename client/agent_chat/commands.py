@@ -13,6 +13,7 @@ from .api import log
 from .config import (
     CONFIG_KEYS,
     Settings,
+    check_config_value,
     normalize_server_url,
     save_config,
     valid_server_url,
@@ -397,10 +398,11 @@ def config(ctx: Context, assignments: list[str], as_json: bool) -> int:
             key = key.strip().lower()
             if not eq or key not in CONFIG_KEYS:
                 raise UsageError(
-                    f"bad --set {item!r}: use server=URL, registration_token=TOKEN or nick=NAME"
+                    f"bad --set {item!r}: use server=URL, registration_token=TOKEN, nick=NAME,"
+                    " ca_fingerprint=SHA256, ca_file=PATH or allow_insecure_http=true"
                 )
             table, name = CONFIG_KEYS[key]
-            value = value.strip()
+            value = check_config_value(name, value.strip())
             if name == "url" and value:
                 value = normalize_server_url(value)
                 if not valid_server_url(value):

@@ -5,13 +5,16 @@
     [server]
     url = "http://127.0.0.1:8009"
     registration_token = "..."
+    ca_fingerprint = "sha256:..."   # a private CA pinned from the invite (or ca_file = PATH)
+    allow_insecure_http = "false"   # plain HTTP to another machine (Tailscale: WireGuard)
 
     [identity]
     nick = "BlueLake"
 
 Environment: ``AGENT_CHAT_HOME`` (:mod:`agent_chat.files`), ``AGENT_CHAT_SERVER`` (the API URL),
 ``AGENT_CHAT_NICK`` (one identity per nick), ``AGENT_CHAT_TOKEN`` (a token and no files at all,
-for CI). :class:`Settings` resolves them; the environment wins over the file.
+for CI), ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1`` (:mod:`agent_chat.http`).
+:class:`Settings` resolves them; the environment wins over the file.
 
 This module is on every hot path: config.toml is read with :mod:`agent_chat.flat_toml`.
 """
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigFileError
+from . import http
+from .errors import ConfigFileError, UsageError
 from .files import CONFIG_FILE, atomic_write, ensure_dir, file_part, home_dir, read_text
 from .flat_toml import dump_toml, parse_toml
 
@@ -40,7 +44,40 @@ CONFIG_KEYS = {
     "server.registration_token": ("server", "registration_token"),
     "nick": ("identity", "nick"),
     "identity.nick": ("identity", "nick"),
+    "ca_fingerprint": ("server", "ca_fingerprint"),
+    "ca_file": ("server", "ca_file"),
+    "allow_insecure_http": ("server", "allow_insecure_http"),
 }
+#: Where a CA pinned by its fingerprint is kept once taken from the server (0600).
+PINNED_CA_FILE = "server-ca.pem"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def check_config_value(name: str, value: str) -> str:
+    """``ac config --set``: the value to store for the TLS keys (others unchanged).
+
+    Raises:
+        UsageError: a malformed fingerprint, a CA file that is not there, or a flag that is
+            neither true nor false.
+    """
+    if name == "ca_fingerprint" and value:
+        fp = http.normalize_fingerprint(value)
+        if fp is None:
+            raise UsageError(
+                f"bad ca_fingerprint {value!r}: want sha256: and 64 hex digits (from the invite)"
+            )
+        return "sha256:" + fp
+    if name == "ca_file" and value:
+        path = os.path.abspath(os.path.expanduser(value))
+        if not os.path.isfile(path):
+            raise UsageError(f"bad ca_file {value!r}: no such file")
+        return path
+    if name == "allow_insecure_http":
+        if value.lower() not in _TRUE + _FALSE:
+            raise UsageError(f"bad allow_insecure_http {value!r}: want true or false")
+        return "true" if value.lower() in _TRUE else ""
+    return value
 
 
 # --- the server's URL --------------------------------------------------------------------
@@ -165,6 +202,14 @@ class Settings:
         self.file_part = file_part(raw_nick)
         self.config_nick = config_get(self.config, "identity", "nick")
         self.env_token = (env.get("AGENT_CHAT_TOKEN") or "").strip() or None
+        allow = config_get(self.config, "server", "allow_insecure_http") or ""
+        env_allow = (env.get(http.ALLOW_HTTP_ENV) or "").strip().lower()
+        http.set_trust(
+            ca_file=config_get(self.config, "server", "ca_file"),
+            fingerprint=config_get(self.config, "server", "ca_fingerprint"),
+            store=self.path(PINNED_CA_FILE) if self.writes_files else None,
+            allow_http=allow.lower() in _TRUE or env_allow in _TRUE,
+        )
 
     @property
     def nick(self) -> str | None:

@@ -5,9 +5,14 @@ Why not ``http.client``/``urllib``: their imports cost ~26 ms of a hook's budget
 
 Supported:
 
-- ``http://`` and ``https://`` URLs (``ssl`` loaded lazily; certificates verified against the
-  system's trust store with ``ssl.create_default_context()``), host names, IPv4 and ``[IPv6]``
-  literals, an explicit port, a base path;
+- ``http://`` and ``https://`` URLs (``ssl`` loaded lazily, for https only), host names, IPv4
+  and ``[IPv6]`` literals, an explicit port, a base path;
+- the server verified (:func:`set_trust`): the system's trust store, a CA file, or a CA pinned by
+  its SHA-256 fingerprint (an invite's): the CA is taken once from the server's own chain, kept
+  only if its fingerprint matches, then every connection verifies against it alone, host name
+  included; any mismatch is :class:`UntrustedServer` (exit code 2);
+- plain ``http://`` only to loopback, unless allowed (``allow_insecure_http`` or
+  ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1``), and then with a warning on stderr once per process;
 - one request per connection (``Connection: close``), with an optional body sent as
   ``application/json`` with a ``Content-Length``;
 - answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` (trailers skipped) or the
@@ -33,6 +38,8 @@ Connection failures (refused, timed out, reset, DNS, TLS, a truncated answer) ra
 from __future__ import annotations
 
 import _socket
+import os
+import sys
 import time
 
 from .errors import AcError, NetworkError
@@ -63,6 +70,101 @@ class ConnectionFailed(NetworkError):
         super().__init__(message, detail)
         self.kind = kind
         self.sent = sent
+
+
+class UntrustedServer(NetworkError):
+    """The server's certificate is not the one the invite (or the trust store) vouches for.
+
+    Not a :class:`ConnectionFailed`: retrying cannot help, so loops that re-issue requests after
+    a broken connection stop on it.
+    """
+
+
+class InsecureHttp(AcError):
+    """Plain HTTP to a host other than this machine, not allowed by the user (exit code 1)."""
+
+
+#: The phrase every certificate failure carries (the issue's wording, for scripts and people).
+CERT_MISMATCH = "the server's certificate does not match the invite"
+ALLOW_HTTP_ENV = "AGENT_CHAT_ALLOW_INSECURE_HTTP"
+
+
+class _Trust:
+    """How https servers are verified and whether plain HTTP may leave this machine."""
+
+    __slots__ = ("allow_http", "ca_file", "fingerprint", "store", "warned")
+
+    def __init__(self) -> None:
+        self.ca_file: str | None = None
+        self.fingerprint: str | None = None
+        self.store: str | None = None
+        self.allow_http = False
+        self.warned = False
+
+
+_trust = _Trust()
+
+
+def normalize_fingerprint(text: str) -> str | None:
+    """``sha256:AB:CD...``, ``AB:CD...`` or plain hex → 64 lower-case hex digits, else None."""
+    value = text.strip().lower()
+    if value.startswith("sha256:"):
+        value = value[7:]
+    value = value.replace(":", "")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        return None
+    return value
+
+
+def set_trust(
+    ca_file: str | None = None,
+    fingerprint: str | None = None,
+    store: str | None = None,
+    allow_http: bool = False,
+) -> None:
+    """Set how servers are trusted (``config.Settings`` calls it from config.toml).
+
+    Args:
+        ca_file: a PEM CA bundle to verify against instead of the system's.
+        fingerprint: a pinned CA fingerprint (:func:`normalize_fingerprint`'s forms).
+        store: where the pinned CA is kept once fetched (None: fetched for every connection).
+        allow_http: plain HTTP to other machines allowed (a warning is still printed).
+    """
+    _trust.ca_file = ca_file
+    _trust.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
+    _trust.store = store
+    _trust.allow_http = allow_http
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1 (no DNS lookup, no ipaddress import)."""
+    host = host.lower()
+    return host in ("localhost", "::1", "0:0:0:0:0:0:0:1") or (
+        host.startswith("127.") and host.replace(".", "").isdigit()
+    )
+
+
+def _check_plain_http(host: str) -> None:
+    if is_loopback(host):
+        return
+    allowed = _trust.allow_http or os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+    if not allowed:
+        raise InsecureHttp(
+            f"refusing plain HTTP to {host}: tokens and messages would cross the network "
+            "unencrypted; use the server's https URL (agent-chat-server invite), or allow it "
+            "on a trusted network: ac config --set allow_insecure_http=true "
+            f"(or {ALLOW_HTTP_ENV}=1)"
+        )
+    if not _trust.warned:
+        _trust.warned = True
+        print(
+            f"ac: warning: plain HTTP to {host}: tokens and messages are not encrypted",
+            file=sys.stderr,
+        )
 
 
 class InvalidHeader(AcError):
@@ -217,19 +319,93 @@ def _fail(e: OSError, host: str, port: int, sent: bool, stage: str, clock: _Cloc
     )
 
 
+def _tls_connect(host: str, port: int, clock: _Clock, context: object) -> _socket.socket:
+    import socket
+    import ssl
+
+    assert isinstance(context, ssl.SSLContext)
+    sock = socket.create_connection((host, port), clock.next())
+    try:
+        sock.settimeout(clock.next())
+        return context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as e:
+        sock.close()
+        why = e.verify_message or e.reason or "not verified"
+        raise UntrustedServer(
+            f"{CERT_MISMATCH} ({host}:{port}: {why}); check the server URL, or get a new "
+            "invite from the server's operator (agent-chat-server invite)"
+        ) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _pinned_ca(host: str, port: int, clock: _Clock) -> bytes:
+    """The pinned CA (DER), from the store or else from the server's handshake chain."""
+    import hashlib
+    import ssl
+
+    wanted = _trust.fingerprint
+    if _trust.store:
+        try:
+            with open(_trust.store, "rb") as f:
+                der = ssl.PEM_cert_to_DER_cert(f.read().decode("ascii"))
+            if hashlib.sha256(der).hexdigest() == wanted:
+                return der
+        except (OSError, ValueError):
+            pass
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # only to read the chain; nothing is sent on it
+    sock = _tls_connect(host, port, clock, probe)
+    try:
+        chain = _unverified_chain(sock)
+    finally:
+        sock.close()
+    for der in chain:
+        if hashlib.sha256(der).hexdigest() == wanted:
+            if _trust.store:
+                from .files import atomic_write
+
+                atomic_write(_trust.store, ssl.DER_cert_to_PEM_cert(der).encode(), 0o600)
+            return der
+    raise UntrustedServer(
+        f"{CERT_MISMATCH} ({host}:{port} presents no CA with fingerprint sha256:{wanted}); "
+        "check the server URL and the fingerprint (agent-chat-server invite prints both)"
+    )
+
+
+def _unverified_chain(sock: object) -> list[bytes]:
+    """The DER certificates the server sent (Python 3.13's API, else its 3.10+ internal one)."""
+    import ssl
+
+    public = getattr(sock, "get_unverified_chain", None)
+    if public is not None:
+        return [bytes(c) for c in public()]
+    sslobj = getattr(sock, "_sslobj", None)
+    chain = getattr(sslobj, "get_unverified_chain", lambda: None)() or []
+    der = 2  # _ssl.ENCODING_DER
+    out = [c.public_bytes(der) for c in chain]
+    if not out and isinstance(sock, ssl.SSLSocket):
+        leaf = sock.getpeercert(binary_form=True)
+        out = [leaf] if leaf else []
+    return out
+
+
+def _tls_context(host: str, port: int, clock: _Clock) -> object:
+    import ssl
+
+    if _trust.fingerprint:
+        return ssl.create_default_context(cadata=_pinned_ca(host, port, clock))
+    if _trust.ca_file:
+        return ssl.create_default_context(cafile=_trust.ca_file)
+    return ssl.create_default_context()
+
+
 def _connect(scheme: str, host: str, port: int, clock: _Clock) -> _socket.socket:
     """A connected socket (an ``ssl.SSLSocket`` for https), with the clock's timeout."""
     if scheme == "https":
-        import socket
-        import ssl
-
-        sock = socket.create_connection((host, port), clock.next())
-        try:
-            sock.settimeout(clock.next())
-            return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        except BaseException:
-            sock.close()
-            raise
+        return _tls_connect(host, port, clock, _tls_context(host, port, clock))
     last: OSError | None = None
     # An ASCII host given as bytes skips the idna codec's import.
     name = host.encode("ascii") if host.isascii() else host
@@ -274,8 +450,12 @@ def request(
             the deadline passed (kind ``timeout``).
         InvalidHeader: a header with a line break or NUL in it; nothing was sent.
         ValueError: a malformed URL; nothing was sent.
+        UntrustedServer: the server's certificate is not trusted; nothing was sent.
+        InsecureHttp: plain HTTP to another machine, not allowed; nothing was sent.
     """
     scheme, host, port, path = split_url(url)
+    if scheme == "http":
+        _check_plain_http(host)
     if not path:
         path = "/"
     host_header = host if ":" not in host else f"[{host}]"

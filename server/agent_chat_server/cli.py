@@ -74,6 +74,13 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
         "homeserver URL humans give Element (default: http://BIND:SYNAPSE_PORT/)",
     )
     g.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="with --public-url https://HOST:PORT: this certificate (full chain) instead of "
+        "a private CA made by init (docs/remote.md)",
+    )
+    g.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert (unencrypted PEM)")
+    g.add_argument(
         "--synapse-url",
         metavar="URL",
         help="how the appservice reaches Synapse "
@@ -240,6 +247,8 @@ def _init_options(args: argparse.Namespace) -> InitOptions:
         worker_port_base=args.worker_port_base,
         transactions_port=args.transactions_port,
         compose_hosts=args.compose_hosts,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

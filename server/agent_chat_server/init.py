@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +15,7 @@ from signedjson.key import read_signing_keys
 
 from agent_chat_appservice.config import Config, ConfigError
 
-from . import postgres
+from . import postgres, tls
 from . import synapse_config as sc
 from . import workers as wk
 from .errors import ServerError
@@ -61,6 +61,10 @@ class InitOptions:
     transactions_port: int | None = None
     #: Processes reach each other by their Docker Compose service names.
     compose_hosts: bool = False
+    #: With an https public URL: the operator's certificate (full chain) and key, instead of
+    #: a private CA made here (tls.py).
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass
@@ -274,13 +278,16 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     if dd.root.exists() and not dd.root.is_dir():
         raise ServerError(f"data dir {dd.root} exists and is not a directory")
     ex = check_existing(dd) if dd.root.is_dir() else _Existing()
+    tls_plan = _tls_plan(opts, ex)
+    if tls_plan is not None:  # TLS on the public address; plain listeners on loopback only
+        opts = replace(opts, bind="127.0.0.1")
     settings = _settings(dd, opts, ex, report)
     if ex.homeserver is not None:
         _note_ignored_synapse_options(dd, opts, ex.homeserver, report)
     synapse_db = _check_settings(dd, opts, ex, settings)
     layout, redis = _worker_layout(opts, ex, settings, synapse_db, report)
     texts, new_config = _render_missing(
-        dd, opts, ex, settings, synapse_db, _secrets(ex), layout, redis
+        dd, opts, ex, settings, synapse_db, _secrets(ex), layout, redis, tls_plan
     )
     if not opts.skip_db_check:  # before writing anything
         if redis is not None:
@@ -289,6 +296,8 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     _make_data_dir(dd)
     if layout is not None:
         _make_dir(dd.workers_dir, dd)
+    if tls_plan is not None:
+        _make_tls(dd, tls_plan, report)
     written = _write_all(dd, texts, new_config)
     for path in dd.config_files():
         (report.written if path in written else report.kept).append(path)
@@ -300,6 +309,37 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
             f"{', '.join(map(str, layout.api_ports))}; router config {dd.router_config}"
         )
     return report
+
+
+def _tls_plan(opts: InitOptions, ex: _Existing) -> tls.TlsPlan | None:
+    """TLS listeners for a fresh config with an https public URL (tls.py says why)."""
+    plan = tls.plan(opts.public_url, opts.bind, opts.tls_cert, opts.tls_key)
+    if plan is None or ex.homeserver is not None or ex.appservice is not None:
+        return None
+    if opts.bind is not None:
+        _check_bind(opts.bind)
+    if opts.workers is not None:
+        raise ServerError(
+            "--workers with an https --public-url: worker mode's Caddy router terminates TLS "
+            "(Caddyfile.workers); give it an https public URL without these listeners"
+        )
+    return plan
+
+
+def _make_tls(dd: DataDir, plan: tls.TlsPlan, report: InitReport) -> None:
+    try:
+        files = plan.make(dd.root)
+    except OSError as e:
+        raise ServerError(f"cannot write TLS files in {dd.root}: {e.strerror}") from None
+    report.notes.append(
+        f"TLS: Synapse's client API on {plan.bind}:{plan.client_port}, the Agent Chat API on "
+        f"{plan.bind}:{plan.api_port} ({plan.api_url}), certificate {files.cert}"
+    )
+    if files.ca is not None:
+        report.notes.append(
+            f"TLS: private CA {files.ca}, fingerprint {tls.fingerprint(files.ca.read_bytes())}"
+            " (agent-chat-server invite prints it for new machines)"
+        )
 
 
 def _make_dir(path: Path, dd: DataDir) -> None:
@@ -506,6 +546,7 @@ def _render_missing(
     secrets: _Secrets,
     layout: wk.WorkerLayout | None = None,
     redis: dict[str, Any] | None = None,
+    tls_plan: tls.TlsPlan | None = None,
 ) -> tuple[dict[Path, tuple[str, int]], Config | None]:
     """The text and mode of every missing file; the appservice config when it is missing."""
     texts: dict[Path, tuple[str, int]] = {}
@@ -524,6 +565,10 @@ def _render_missing(
             bind=settings.bind,
             public_baseurl=opts.public_url,
         )
+        if tls_plan is not None:
+            sc.add_tls_listener(
+                hs_conf, tls_plan.files(dd.root), tls_plan.bind, tls_plan.client_port
+            )
         if layout is not None and redis is not None:
             hs_conf["listeners"].append(wk.replication_listener(layout))
             hs_conf.update(wk.homeserver_settings(layout, redis, sc.random_secret()))
@@ -555,6 +600,14 @@ def _render_missing(
         extra["homeserver_worker_urls"] = layout.generic_urls()
         if layout.transactions_port is not None:
             extra["transactions_port"] = layout.transactions_port
+    if tls_plan is not None:
+        files = tls_plan.files(dd.root)
+        extra.update(
+            tls_host=tls_plan.bind,
+            tls_port=tls_plan.api_port,
+            tls_cert=str(files.cert),
+            tls_key=str(files.key),
+        )
     return texts, Config(
         server_name=settings.server_name,
         homeserver_url=settings.synapse_url,

@@ -203,3 +203,21 @@ def registration(
         "rate_limited": False,
         "receive_ephemeral": True,
     }
+
+
+def add_tls_listener(hs_conf: dict[str, Any], files: Any, bind: str, port: int) -> None:
+    """A second client listener, TLS on ``bind:port`` (``tls.TlsPlan``); the first stays plain
+    on loopback for the appservice, and, serving TLS itself, trusts no X-Forwarded-For."""
+    hs_conf["listeners"][0]["x_forwarded"] = False
+    hs_conf["listeners"].append(
+        {
+            "port": port,
+            "bind_addresses": [bind],
+            "type": "http",
+            "tls": True,
+            "x_forwarded": False,
+            "resources": [{"names": ["client"], "compress": False}],
+        }
+    )
+    hs_conf["tls_certificate_path"] = str(files.cert)
+    hs_conf["tls_private_key_path"] = str(files.key)
