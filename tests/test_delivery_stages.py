@@ -285,6 +285,12 @@ def test_a_dm_goes_counted_shown_woken_read(any_stack: Stack, tmp_path: Path) ->
     for event_id in (sent["event_id"], second["event_id"]):
         (r,) = receipts_json(sender, event_id)["recipients"]
         assert r["stage"] == "read" and list(r["stages"]) == ["counted", "shown", "woken", "read"]
+    # The sender's own messages in `ac listen --json` carry the same.
+    mine = sender.listen_json("@" + r_nick)
+    assert [m["receipts"][0]["stage"] for m in mine if m["body"] in ("first", "third")] == [
+        "read",
+        "read",
+    ]
 
 
 def presence_state(ac: Ac, nick: str) -> str | None:

@@ -190,7 +190,10 @@ def listen(
     def fetch(**query: object) -> list[JSONObject]:
         try:
             answer = client.call(
-                "GET", "/messages", query={"room": room, "thread": thread, **query}
+                "GET",
+                "/messages",
+                # --json: your own messages carry their recipients' delivery stages
+                query={"room": room, "thread": thread, "stages": as_json or None, **query},
             )
         except ApiError as e:
             if e.status == 404 and thread:

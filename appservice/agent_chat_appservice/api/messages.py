@@ -373,6 +373,10 @@ async def messages(request: web.Request) -> web.Response:
                 "in_reply_to": m.in_reply_to,
             }
         )
+    if query_bool(request, "stages", False):  # your own messages: what became of them
+        from .receipts import own_receipts  # (receipts imports this module)
+
+        await own_receipts(context, me.user_id, found_messages, result)
     marked_read = False
     if mark_read and found_messages:
         # Per room, the marker moves over what was returned and never past a message that was

@@ -11,7 +11,7 @@ import re
 from aiohttp import web
 
 from .. import metrics
-from ..db import AgentSession, Identity, Member, Recipient, Stage, transaction
+from ..db import AgentSession, Identity, Member, Message, Recipient, Stage, transaction
 from ..errors import ApiError
 from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
 from .messages import EVENT_RE, NO_SUCH_MESSAGE, resolve_target
@@ -269,3 +269,23 @@ async def _until_reached(
             context.waiters.unwatch(watched, connection, future)
         recipients = await Stage.recipients(room_id, seq, ts, sender, wanted)
     return recipients
+
+
+async def own_receipts(
+    context: Context, user_id: str, found: list[Message], result: list[dict[str, Any]]
+) -> None:
+    """``GET /messages?stages=true``: on each of the caller's own messages, its recipients'
+    stages (``receipts``: user id, name, stage and its time), as ``/receipts`` has them."""
+    for m, out in zip(found, result, strict=True):
+        if m.sender != user_id:
+            continue
+        recipients = await Stage.recipients(m.room_id, m.seq, m.ts, user_id)
+        out["receipts"] = [
+            {
+                "user_id": r.user_id,
+                "name": await context.rooms.person_name(r.user_id),
+                "stage": r.stage,
+                "at": r.stages[r.stage].at,
+            }
+            for r in recipients
+        ]
