@@ -21,6 +21,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 COMMANDS = [
     "",
     "send",
+    "receipts",
     "listen",
     "reply",
     "ask",

@@ -28,7 +28,7 @@ files:   $AGENT_CHAT_HOME (default ~/.agent-chat): config.toml, credentials.json
 env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
          AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
 exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
-         5 timed out (ac wait: nothing new; ac ask: no reply)"""
+         5 timed out (ac wait: nothing new; ac ask: no reply; ac send --wait: not reached)"""
 
 
 class Args:
