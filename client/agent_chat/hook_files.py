@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
+from . import http
 from .config import API_PREFIX
 from .files import HOOK_DIR, atomic_write, ensure_dir
 
@@ -36,8 +37,10 @@ def _curl_string(value: str) -> str:
     return '"{}"'.format(value.replace("\\", "\\\\").replace('"', '\\"'))
 
 
-def curl_config(server_url: str, token: str, label: str) -> str:
-    return (
+def curl_config(server_url: str, token: str, label: str, cacert: str | None = None) -> str:
+    """The hook's curl config; ``cacert``: the CA ``ac`` verifies this server with (a pinned
+    one, or ca_file), so curl verifies it the same way instead of with the system's."""
+    text = (
         "# Agent Chat hook credentials for {}, written by `ac` (keep private)\n"
         "url = {}\nheader = {}\n".format(
             label.replace("\n", " "),
@@ -45,6 +48,9 @@ def curl_config(server_url: str, token: str, label: str) -> str:
             _curl_string("Authorization: Bearer " + token),
         )
     )
+    if cacert and server_url.startswith("https://"):
+        text += f"cacert = {_curl_string(cacert)}\n"
+    return text
 
 
 def ac_executable() -> str:
@@ -71,7 +77,10 @@ def write_files(settings: Settings, identity: Identity) -> str:
     os.chmod(directory, 0o700)
     _write_if_changed(os.path.join(directory, "ac-path"), ac_executable() + "\n")
     path = curl_path(settings)
-    _write_if_changed(path, curl_config(settings.server_url, identity.token, identity.label()))
+    cacert = http.ca_file_in_use()
+    _write_if_changed(
+        path, curl_config(settings.server_url, identity.token, identity.label(), cacert)
+    )
     return path
 
 

@@ -136,6 +136,14 @@ def set_trust(
     _trust.allow_http = allow_http
 
 
+def ca_file_in_use() -> str | None:
+    """The CA file https servers are verified with (the pinned CA once kept, or ca_file),
+    for curl's ``cacert`` in the hook; None: the system's trust store."""
+    if _trust.fingerprint:
+        return _trust.store if _trust.store and os.path.exists(_trust.store) else None
+    return _trust.ca_file
+
+
 def is_loopback(host: str) -> bool:
     """``localhost``, 127.0.0.0/8 or ::1 (no DNS lookup, no ipaddress import)."""
     host = host.lower()

@@ -278,6 +278,8 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     if dd.root.exists() and not dd.root.is_dir():
         raise ServerError(f"data dir {dd.root} exists and is not a directory")
     ex = check_existing(dd) if dd.root.is_dir() else _Existing()
+    if opts.bind is not None:
+        _check_bind(opts.bind)
     tls_plan = _tls_plan(opts, ex)
     if tls_plan is not None:  # TLS on the public address; plain listeners on loopback only
         opts = replace(opts, bind="127.0.0.1")
@@ -316,8 +318,8 @@ def _tls_plan(opts: InitOptions, ex: _Existing) -> tls.TlsPlan | None:
     plan = tls.plan(opts.public_url, opts.bind, opts.tls_cert, opts.tls_key)
     if plan is None or ex.homeserver is not None or ex.appservice is not None:
         return None
-    if opts.bind is not None:
-        _check_bind(opts.bind)
+    if not opts.tls_cert and (opts.bind is None or ipaddress.ip_address(opts.bind).is_loopback):
+        return None  # a reverse proxy in front serves the https URL (docs/deployment.md)
     if opts.workers is not None:
         raise ServerError(
             "--workers with an https --public-url: worker mode's Caddy router terminates TLS "

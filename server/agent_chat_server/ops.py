@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 import argparse
 
 from .errors import EXIT_OK
@@ -64,9 +66,20 @@ def add_parsers(add: AddParser) -> None:
 
     p = add(
         "invite",
-        "print what a remote agent's machine runs to join this server (`ac "
-        "config --set server=... --set registration_token=...`), and Element's settings",
+        "make an invite token (it expires; --revoke ends it) and print the one line a new "
+        "machine runs to join: `ac config --set server=... --set registration_token=... "
+        "[--set ca_fingerprint=...]`; the server must be running",
     )
+    p.add_argument(
+        "--expires",
+        type=_duration,
+        default=7 * 86400,
+        metavar="DURATION",
+        help="how long the invite token works: 30m, 12h, 7d, 2w (default: 7d)",
+    )
+    p.add_argument("--note", default="", metavar="TEXT", help="whom or what the invite is for")
+    p.add_argument("--list", action="store_true", help="list the invites and their state")
+    p.add_argument("--revoke", metavar="ID", help="revoke the invite with this id (see --list)")
     p.add_argument(
         "--url",
         metavar="URL",
@@ -100,7 +113,6 @@ def cmd_restore(dd: DataDir, args: argparse.Namespace) -> int:
 
 def invite_url(dd: DataDir, url: str | None = None) -> tuple[str, list[str]]:
     """The API URL remote agents should use, and warnings about reaching it."""
-    from urllib.parse import urlsplit
     import socket
 
     from .init import load_appservice_config, load_homeserver
@@ -108,6 +120,9 @@ def invite_url(dd: DataDir, url: str | None = None) -> tuple[str, list[str]]:
     config = load_appservice_config(dd)
     hs = load_homeserver(dd)
     warnings: list[str] = []
+    if url is None and config.tls_port is not None:  # init --public-url https://HOST:PORT
+        host = urlsplit(str(hs.get("public_baseurl") or "")).hostname or config.tls_host or ""
+        url = f"https://{f'[{host}]' if ':' in host else host}:{config.tls_port}"
     if url is None:
         public = str(hs.get("public_baseurl") or "").rstrip("/")
         parts = urlsplit(public)
@@ -147,22 +162,95 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _duration(text: str) -> int:
+    from .agents import duration
+
+    return duration(text)
+
+
+def _invite_table(invites: list[dict[str, object]]) -> list[str]:
+    import time
+
+    def when(ms: object) -> str:
+        if not isinstance(ms, int):
+            return "-"
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+    lines = [f"{'ID':<9} {'STATE':<8} {'EXPIRES (UTC)':<17} {'USES':>4}  NOTE"]
+    for i in invites:
+        lines.append(
+            f"{i.get('id')!s:<9} {i.get('state')!s:<8} {when(i.get('expires_at')):<17} "
+            f"{i.get('uses')!s:>4}  {i.get('note') or ''}"
+        )
+    return lines
+
+
+def _new_invite(dd: DataDir, seconds: int, note: str) -> dict[str, Any] | None:
+    """A new invite token from the running appservice; None when it is not running."""
+    from .agents import _call
+    from .errors import EXIT_APPSERVICE, ServerError
+
+    try:
+        invite: dict[str, Any] = _call(
+            dd, "POST", "/admin/invites", {"expires_seconds": seconds, "note": note}
+        )
+    except ServerError as e:
+        if e.exit_code == EXIT_APPSERVICE:
+            return None
+        raise
+    return invite
+
+
 def cmd_invite(dd: DataDir, args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    from .agents import _call
     from .init import load_appservice_config, load_homeserver
+    from .tls import ca_fingerprint
 
+    if args.list:
+        for line in _invite_table(_call(dd, "GET", "/admin/invites")["invites"]):
+            print(line)
+        return EXIT_OK
+    if args.revoke:
+        entry = _call(dd, "POST", "/admin/invites/revoke", {"id": args.revoke})
+        print(f"revoked invite {entry['id']}: its token no longer registers anyone")
+        print("# agents already registered with it keep their own tokens")
+        return EXIT_OK
     url, warnings = invite_url(dd, args.url)
     config = load_appservice_config(dd)
     public = str(load_homeserver(dd).get("public_baseurl") or "").rstrip("/")
+    invite = _new_invite(dd, args.expires, args.note)
+    fingerprint = ca_fingerprint(dd.root) if url.startswith("https://") else None
+    if url.startswith("http://") and not _is_loopback(urlsplit(url).hostname or ""):
+        warnings.append(
+            "plain HTTP: `ac` refuses it unless the machine sets allow_insecure_http=true "
+            "(fine on Tailscale, which encrypts); for TLS re-run init with "
+            "--public-url https://HOST:PORT (docs/remote.md)"
+        )
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if invite is None:
+        print(
+            "# The server is not running: this is its permanent registration token (it works "
+            "until appservice.yaml changes); start the server for an invite that expires."
+        )
+        token = config.registration_token
+    else:
+        expires = _invite_table([invite])[1].split()[2:4]
+        print(
+            f"# Invite {invite['id']}, valid until {' '.join(expires)} UTC "
+            f"(revoke: agent-chat-server invite --revoke {invite['id']})"
+        )
+        token = invite["token"]
     print("# On the agent's machine (with `ac` installed):")
-    print(
-        f"ac config --set server={shlex.quote(url)} "
-        f"--set registration_token={shlex.quote(config.registration_token)}"
+    line = (
+        f"ac config --set server={shlex.quote(url)} --set registration_token={shlex.quote(token)}"
     )
+    if fingerprint:
+        line += f" --set ca_fingerprint={fingerprint}"
+    print(line)
     print("# then, in each agent session: AGENT_CHAT_NICK=BlueLake ac send '#general' 'hello'")
     print("#")
     print(

@@ -202,9 +202,11 @@ def ca_fingerprint(root: Path) -> str | None:
 
 @dataclass(frozen=True)
 class TlsPlan:
-    """``init --public-url https://HOST[:PORT]``: Synapse's client API over TLS on PORT and the
-    Agent Chat API on PORT+1, both on ``bind``; the plain listeners stay on loopback for the
-    services' own traffic (the appservice and Synapse talk to each other there)."""
+    """``init --public-url https://HOST[:PORT] --bind ADDR`` (ADDR not loopback, or with
+    ``--tls-cert``): Synapse's client API over TLS on PORT and the Agent Chat API on PORT+1,
+    both on ADDR; the plain listeners stay on loopback for the services' own traffic. Without
+    a public ``--bind`` an https URL still means a reverse proxy in front (docs/deployment.md).
+    """
 
     host: str
     bind: str

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (routes on base.routes)
     admin_agents,
     agents,
     claims,
+    invite_tokens,
     messages,
     presence,
     receipts,

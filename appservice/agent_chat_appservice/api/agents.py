@@ -14,6 +14,7 @@ from ..db import Identity
 from ..errors import ApiError, from_matrix
 from ..limits import enforce
 from .base import caller, ctx, json_body, ok, public, routes, string_field
+from .invite_tokens import check_invite
 
 log = logging.getLogger("agent_chat.api.agents")
 
@@ -55,8 +56,9 @@ async def register(request: web.Request) -> web.Response:
     )
     if not context.config.open_registration:
         given = data.get("registration_token")
-        if not isinstance(given, str) or not hmac.compare_digest(
-            given.encode(), context.config.registration_token.encode()
+        if not isinstance(given, str) or not (
+            hmac.compare_digest(given.encode(), context.config.registration_token.encode())
+            or await check_invite(given)
         ):
             raise ApiError(
                 403,

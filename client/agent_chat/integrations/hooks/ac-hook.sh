@@ -119,7 +119,7 @@ api_config() {
   while IFS= read -r cfg; do
     case $cfg in
       'url = '*/notify\") printf '%s/%s"\n' "${cfg%/notify\"}" "$1" ;;
-      'header = '*) printf '%s\n' "$cfg" ;;
+      'header = '*|'cacert = '*) printf '%s\n' "$cfg" ;;
     esac
   done < "$dir/$nick.curl"
 }
