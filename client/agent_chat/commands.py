@@ -26,6 +26,7 @@ from .targets import argv_text, normalize_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .api import Client
     from .identity import Identity
     from .shapes import JSONObject, UnreadCount, UnreadEntry
 
@@ -121,13 +122,7 @@ def send(
         payload["notice"] = True
     path = "/send/" + txn_id
     try:
-        answer = client.call("PUT", path, body=payload)
-    except ConnectionFailed as e:
-        if e.kind not in ("timeout", "reset", "protocol"):
-            raise
-        if ctx.verbose:
-            log(f"send: {e.kind}; retrying once with the same transaction id {txn_id}")
-        answer = client.call("PUT", path, body=payload)  # same txn id: never posts twice
+        answer = _put_retrying(ctx, client, path, payload)
     except ApiError as e:
         if e.status == 404:
             raise AcError(
@@ -159,6 +154,30 @@ def send(
 
 
 # --- listen ----------------------------------------------------------------------------------
+
+
+#: How long ``ac send`` keeps retrying a broken connection (a link cut, a reset), always with
+#: the same transaction id: the server posts it once however many attempts reach it.
+SEND_RETRY_SECONDS = 30.0
+
+
+def _put_retrying(
+    ctx: Context, client: Client, path: str, payload: dict[str, object]
+) -> JSONObject:
+    """PUT ``path``, again with back-off while the connection breaks mid-way (not when it is
+    refused: nothing listens, the server is down, say so at once)."""
+    end = time.monotonic() + SEND_RETRY_SECONDS
+    pause = 0.25
+    while True:
+        try:
+            return client.call("PUT", path, body=payload)
+        except ConnectionFailed as e:
+            if e.kind not in ("timeout", "reset", "protocol") or time.monotonic() + pause > end:
+                raise
+            if ctx.verbose:
+                log(f"send: {e.kind}; retrying with the same transaction id ({path})")
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
 
 def listen(

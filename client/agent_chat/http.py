@@ -42,7 +42,7 @@ import os
 import sys
 import time
 
-from .errors import AcError, NetworkError
+from .errors import EXIT_UNREACHABLE, AcError, NetworkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,12 +72,14 @@ class ConnectionFailed(NetworkError):
         self.sent = sent
 
 
-class UntrustedServer(NetworkError):
+class UntrustedServer(AcError):
     """The server's certificate is not the one the invite (or the trust store) vouches for.
 
-    Not a :class:`ConnectionFailed`: retrying cannot help, so loops that re-issue requests after
-    a broken connection stop on it.
+    Exit code 2 like a :class:`~agent_chat.errors.NetworkError`, but not one: retrying cannot
+    help, so the loops that re-issue requests after a network error (listen, wait) stop on it.
     """
+
+    exit_code = EXIT_UNREACHABLE
 
 
 class InsecureHttp(AcError):
