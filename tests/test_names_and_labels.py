@@ -23,7 +23,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -403,29 +402,22 @@ def test_oneline_labels_cannot_form_tmux_sequences() -> None:
     assert not re.search(r"#[({\[]", line), line
 
 
-def _status_bar(sock: str, outer: str, width: int = 200) -> str:
-    """What tmux shows in its status line: a client attached inside another tmux, whose
-    pane is captured."""
+def _tmux_new(sock: str) -> list[str]:
+    return ["tmux", "-f", "/dev/null", "-S", sock, "new-session", "-d", "-x", "200", "-y", "5"]
+
+
+def _attach(sock: str, outer: str) -> None:
+    """A client of the tmux at ``sock``, inside another tmux (at ``outer``) whose pane shows
+    the first one's status line."""
+    attach = f"TERM=screen tmux -S {sock} attach -t t"
     subprocess.run(
-        [
-            "tmux",
-            "-S",
-            outer,
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "o",
-            "-x",
-            str(width),
-            "-y",
-            "5",
-            f"TERM=screen tmux -S {sock} attach -t t",
-        ],
+        [*_tmux_new(outer), "-s", "o", attach],
         check=True,
         timeout=10,
     )
+
+
+def _screen(outer: str) -> str:
     return subprocess.run(
         ["tmux", "-S", outer, "capture-pane", "-p", "-t", "o"],
         capture_output=True,
@@ -459,22 +451,7 @@ def test_tmux_status_line_shows_labels_as_written(stack: Stack, tmp_path: Path) 
     script = HOOKS / "ac-tmux.sh"
     try:
         subprocess.run(
-            [
-                "tmux",
-                "-S",
-                sock,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-s",
-                "t",
-                "-x",
-                "200",
-                "-y",
-                "5",
-                "sleep 600",
-            ],
+            [*_tmux_new(sock), "-s", "t", "sleep 600"],
             check=True,
             env=env,
             timeout=10,
@@ -487,34 +464,18 @@ def test_tmux_status_line_shows_labels_as_written(stack: Stack, tmp_path: Path) 
             subprocess.run(
                 ["tmux", "-S", sock, "set", "-g", option, value], check=True, timeout=10
             )
-        shown = wait_for(
-            lambda: (bar := _status_bar_once(sock, outer)) and room in bar and bar,
-            timeout=30,
-            what="the status line",
-        )
+        _attach(sock, outer)
+
+        def bar() -> str:
+            screen = _screen(outer)
+            return screen if "[chat]" in screen else ""
+
+        shown = wait_for(bar, timeout=30, what="the status line")
         assert f"{room}(1)" in shown and f"@{mallory.localpart}(1)" in shown, shown
         assert not marker.exists()
     finally:
         for s in (outer, sock):
             subprocess.run(["tmux", "-S", s, "kill-server"], capture_output=True, timeout=10)
-
-
-def _status_bar_once(sock: str, outer: str) -> str:
-    subprocess.run(["tmux", "-S", outer, "kill-server"], capture_output=True, timeout=10)
-    try:
-        bar = _status_bar(sock, outer)
-        deadline = time.monotonic() + 5
-        while "[chat]" not in bar and time.monotonic() < deadline:
-            time.sleep(0.2)
-            bar = subprocess.run(
-                ["tmux", "-S", outer, "capture-pane", "-p", "-t", "o"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout
-        return bar
-    except subprocess.SubprocessError:
-        return ""
 
 
 # --- 18: a renamed nick is said once ---------------------------------------------------------
