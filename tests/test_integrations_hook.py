@@ -213,7 +213,7 @@ def test_oneline_answers(fake_server, tmp_path: Path, body: bytes, line: str | N
     }
     out = run_hook("--status", home=tmp_path, env=env)[0]
     assert out == ("" if not line else line + "\n")
-    assert FakeNotify.paths[-1] == "/_agent_chat/v1/notify?format=oneline"
+    assert FakeNotify.paths[-1] == "/_agent_chat/v1/notify?format=oneline&covers=true"
     assert FakeNotify.auth[-1] == "Bearer t0k"
     ctx_out = run_hook("--json", "AfterTool", stdin=session("z"), home=tmp_path, env=env)[0]
     if line:
@@ -289,7 +289,7 @@ def test_curl_config_file_and_old_files_without_the_query(fake_server, tmp_path:
     conf.chmod(0o600)
     out = run_hook("--status", home=tmp_path, env={"AGENT_CHAT_NICK": "Old Nick"})[0]
     assert out == "[chat] #alerts(1!)\n"
-    assert FakeNotify.paths == ["/_agent_chat/v1/notify?format=oneline"]
+    assert FakeNotify.paths == ["/_agent_chat/v1/notify?format=oneline&covers=true"]
     assert FakeNotify.auth == ["Bearer f1le"]
 
 
