@@ -14,7 +14,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Static
+from textual.widget import Widget
+from textual.widgets import Footer, Static, TextArea
 
 from ..errors import AcError, ClaimConflict
 from ..safe_text import one_line
@@ -65,16 +66,18 @@ class AgentChatApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+n", "next_unread", "Next unread", priority=True),
         Binding("f1", "help", "Help"),
-        Binding("question_mark", "help", "Help", show=False),
-        Binding("n", "next_unread", "Next unread", show=False),
-        Binding("m", "mentions", "Mentions"),
-        Binding("a", "agents", "Agents"),
-        Binding("c", "claims", "Claims"),
-        Binding("p", "peek", "Peek"),
-        Binding("i", "write", "Write"),
-        Binding("slash", "command", "Command", show=False),
+        # Letters are priority bindings (handled before the next key is passed on, so keys
+        # typed fast after `i` land in the compose box), off while typing (check_action).
+        Binding("question_mark", "key('help')", "Help", show=False, priority=True),
+        Binding("n", "key('next_unread')", "Next unread", show=False, priority=True),
+        Binding("m", "key('mentions')", "Mentions", priority=True),
+        Binding("a", "key('agents')", "Agents", priority=True),
+        Binding("c", "key('claims')", "Claims", priority=True),
+        Binding("p", "key('peek')", "Peek", priority=True),
+        Binding("i", "key('write')", "Write", priority=True),
+        Binding("slash", "key('command')", "Command", show=False, priority=True),
+        Binding("q", "key('quit')", "Quit", show=False, priority=True),
         Binding("escape", "close_side", "Close", show=False),
-        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, session: Session, peek: bool = False, project: str | None = None) -> None:
@@ -126,7 +129,7 @@ class AgentChatApp(App[int]):
         self.status.peek = self.peek
         self.status.redraw()
         self._fit(self.size.width, self.size.height)
-        self.query_one(RoomList).focus()
+        self.focus_now(self.query_one(RoomList))
         self.poller = Poller(self.session, self._from_poller)
         self.poller.start()
 
@@ -155,6 +158,14 @@ class AgentChatApp(App[int]):
                     style="bold",
                 )
             )
+
+    def focus_now(self, widget: Widget) -> None:
+        """Focus ``widget`` before the next key is handled (``Widget.focus`` defers it, and
+        keys typed fast, or pasted, would land in the widget focused before)."""
+        if widget.screen is self.screen:
+            self.screen.set_focus(widget)
+        else:
+            widget.focus()
 
     def note(self, message: str) -> None:
         self.status.set_note(message)
@@ -347,7 +358,7 @@ class AgentChatApp(App[int]):
 
     async def on_room_list_chosen(self, event: RoomList.Chosen) -> None:
         await self.open_room(event.room_id)
-        self.timeline.focus()
+        self.focus_now(self.timeline)
 
     async def open_room(self, room_id: str, at: str | None = None) -> None:
         """Show a room (loading it the first time), its first unread message on top."""
@@ -456,7 +467,7 @@ class AgentChatApp(App[int]):
             return
         pick = (urgent or unread)[0]
         self.run_worker(self.open_room(pick), group="open", exclusive=True)
-        self.timeline.focus()
+        self.focus_now(self.timeline)
 
     def action_peek(self) -> None:
         self.peek = not self.peek
@@ -478,23 +489,23 @@ class AgentChatApp(App[int]):
             self.note("  ".join(one_line(m) for m in event.matches[:12]))
 
     def action_write(self) -> None:
-        self.query_one(Composer).focus()
+        self.focus_now(self.query_one(Composer))
 
     def action_command(self) -> None:
         composer = self.query_one(Composer)
         if not composer.text:
             composer.insert("/")
-        composer.focus()
+        self.focus_now(composer)
 
     def on_composer_cancelled(self, event: Composer.Cancelled) -> None:
         if self.reply_to is not None:
             self.set_reply(None)
         else:
-            self.timeline.focus()
+            self.focus_now(self.timeline)
 
     def on_timeline_reply(self, event: Timeline.Reply) -> None:
         self.set_reply(event.msg)
-        self.query_one(Composer).focus()
+        self.focus_now(self.query_one(Composer))
 
     def set_reply(self, msg: JSONObject | None) -> None:
         self.reply_to = msg
@@ -545,13 +556,26 @@ class AgentChatApp(App[int]):
         composer.clear()
         self.set_reply(None)
         self.note(f"sent to {one_line(sent.get('room') or '')}")
-        await self.catch_up()
+        await self.catch_up(text_of(sent.get("event_id")))
 
-    async def catch_up(self) -> None:
-        """Fetch what is new now (our own messages do not wake the long-poll)."""
-        news = await self.attempt("reading", self.session.fetch_new)
-        if news:
-            self.distribute(news)
+    async def catch_up(self, sent: str = "", patience: float = 10.0) -> None:
+        """Fetch what is new until the message we ``sent`` is in (our own messages do not wake
+        the long-poll, and the service stores a message a moment after the homeserver took it).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        pause = 0.02
+        while True:
+            news = await self.attempt("reading", self.session.fetch_new)
+            if news:
+                self.distribute(news)
+            if news is None or not sent or any(m.get("event_id") == sent for m in news):
+                return
+            state = self.states.get(self.current or "")
+            if (state and sent in state.ids) or loop.time() + pause > deadline:
+                return
+            await asyncio.sleep(pause)
+            pause = min(0.5, pause * 2)
 
     async def run_command(self, cmd: slash.Slash) -> None:
         if cmd.name == "help":
@@ -591,7 +615,7 @@ class AgentChatApp(App[int]):
             return
         q, _ = asked
         self.note(f"asked in {one_line(room.label)}; waiting for the answer…")
-        await self.catch_up()
+        await self.catch_up(q.event_id)
         found = await self.attempt(
             "/ask", ask.await_answer, self.session.poll_client(), q, ask.ASK_TIMEOUT
         )
@@ -650,7 +674,7 @@ class AgentChatApp(App[int]):
             index = 0
             self.timeline.show(state.messages, self.session.user_id, self.session.nick, 0)
         self.timeline.jump(index)
-        self.timeline.focus()
+        self.focus_now(self.timeline)
 
     async def load_mentions(self) -> None:
         """At start: unread mentions and urgent messages of the rooms flagged urgent."""
@@ -696,7 +720,7 @@ class AgentChatApp(App[int]):
     def action_close_side(self) -> None:
         if self.side is not None:
             self.show_side(None)
-            self.timeline.focus()
+            self.focus_now(self.timeline)
 
     async def action_agents(self) -> None:
         if self.side == "agents":
@@ -774,6 +798,17 @@ class AgentChatApp(App[int]):
             await self.refresh_claims()
 
     # --- the rest ----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Letter keys are commands only outside the compose box and the lists over it."""
+        if action == "key":
+            typing = isinstance(self.focused, TextArea)
+            return not typing and len(self.screen_stack) == 1
+        return True
+
+    async def action_key(self, name: str) -> None:
+        """A letter key's command (see :data:`BINDINGS`)."""
+        await self.run_action(name)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
