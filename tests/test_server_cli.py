@@ -255,8 +255,7 @@ def test_a_killed_service_is_restarted_and_the_other_keeps_running(
     """kill -9 of either process: the supervisor starts it again after a short back-off, the
     other process is never stopped (same pid), everything serves again (a message sent after
     the restart is counted), and `status` shows the restart."""
-    server.start()
-    wait_supervised(server)
+    server.start()  # returns once the supervisor, too, has seen everything up
     st = _stack_of(server)
     a, b = register(st), register(st)
     room = shared_room(a, b)

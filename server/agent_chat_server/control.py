@@ -4,6 +4,7 @@ pausing/resuming one service (used by tests for durability checks)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 import fcntl
 import json
@@ -135,7 +136,9 @@ def wait_healthy(
         if probe.ok:
             probe = health.ping_appservice(config.homeserver_url, config.as_token)
             log = str(dd.appservice_log)
-        if probe.ok:
+        # The supervisor we started also says so itself: until then, a death still counts as
+        # one during startup (which stops everything), not a crash to restart.
+        if probe.ok and (proc is None or _all_running(dd)):
             return
         if time.monotonic() > deadline:
             raise ServerError(f"not healthy after {timeout:.0f} s: {probe.detail}; see {log}")
@@ -339,11 +342,28 @@ def status(dd: DataDir) -> Status:
     return Status(code, lines)
 
 
+def _service_states(dd: DataDir) -> dict[str, Any]:
+    """The supervisor's ``run/services.json``: each process's state and restarts ({} if
+    absent or unreadable)."""
+    try:
+        services = json.loads(dd.services_file.read_text())["services"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return services if isinstance(services, dict) else {}
+
+
+def _all_running(dd: DataDir) -> bool:
+    services = _service_states(dd)
+    return bool(services) and all(
+        isinstance(rec, dict) and rec.get("state") == "running" for rec in services.values()
+    )
+
+
 def _restarts(dd: DataDir) -> dict[str, str]:
     """From the running supervisor's ``run/services.json``: for each process restarted after
     dying, or not running, what to say (``restarted 2 times, last at ...; running``)."""
     try:
-        services = json.loads(dd.services_file.read_text())["services"]
+        services = _service_states(dd)
         out = {}
         for name, rec in services.items():
             state, count, last = str(rec["state"]), int(rec["restarts"]), rec["last_restart"]
