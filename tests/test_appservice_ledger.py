@@ -19,7 +19,7 @@ def _count(entries: list[tables.ledger.Unread]) -> int:
 
 
 async def _message(conn, event_id: str, sender: str, name: str) -> int:
-    _, _, previous = await tables.Room.message_context(conn, ROOM, sender)
+    _, _, previous, _ = await tables.Room.message_context(conn, ROOM, sender)
     seq = await tables.Message.insert(conn, event_id, ROOM, sender, 0, "m.text", "hi", None, False)
     await tables.Ledger.on_message(conn, ROOM, seq, sender, name, False, [], previous)
     return seq

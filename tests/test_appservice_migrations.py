@@ -87,7 +87,7 @@ def test_upgrading_keeps_every_unread_count_and_counts_on(database_url: str) -> 
             assert _entry(await tables.Ledger.unread(CAROL)) is None
             # Counting goes on from there: Alice writes; her own message is not news to her.
             async with db.acquire() as conn, conn.transaction():
-                _, _, previous = await tables.Room.message_context(conn, ROOM, ALICE)
+                _, _, previous, _ = await tables.Room.message_context(conn, ROOM, ALICE)
                 seq = await tables.Message.insert(
                     conn, "$e5", ROOM, ALICE, 5, "m.text", "more", None, False
                 )

@@ -19,7 +19,7 @@ import pytest
 
 from agent_chat_appservice.db.sealed import Sealer
 from conftest import Stack, http_json
-from helpers import Agent, agent_chat_server, register, sentinel, unique, wait_for
+from helpers import Ac, Agent, agent_chat_server, register, sentinel, unique, wait_for
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
@@ -483,3 +483,39 @@ def test_admin_routes_need_the_admin_token(stack: Stack) -> None:
             "POST", stack.api_base + "/admin/bots", {"nick": "evilbot"}, token
         )
         assert status == 403, data
+
+
+def test_a_bot_token_only_posts(stack: Stack, make_ac: Callable[..., Ac]) -> None:
+    """Bots post to rooms and nothing else (api/bots.py): a leaked CI token reads nothing,
+    opens no direct chat, creates no room and takes no claim."""
+    agent = register(stack)
+    added = agent_chat_server(stack, "bot", "add", unique("ci-bot-"))
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.splitlines()[2].strip()
+    status, me = http_json("GET", stack.api_base + "/whoami", token=token)
+    assert status == 200 and me["kind"] == "bot", me
+    bot = Agent(stack.api_base, me["user_id"], me["nick"], token)
+    room = "#" + unique("builds-")
+    assert agent.call("POST", "/rooms", {"alias": room})[0] == 201
+    bot.send(room, "[ALERT] build failed on main")  # a public room: joined on the way
+    assert bot.call("POST", "/join", {"room": "#status"})[0] == 200
+    ac = make_ac()
+    assert "sent" in ac.ok("send", room, "build fixed", AGENT_CHAT_TOKEN=token)
+    claim = {"project": "p", "patterns": ["src/**"], "ttl_seconds": 60, "force": True}
+    refused = {
+        "dm": bot.call("PUT", "/send/t1", {"to": "@" + agent.nick, "body": "psst"}),
+        "dm by id": bot.call("PUT", "/send/t2", {"to": agent.user_id, "body": "psst"}),
+        "read": bot.call("GET", f"/messages?room={room.replace('#', '%23')}"),
+        "notify": bot.call("GET", "/notify"),
+        "search": bot.call("GET", "/search?q=build"),
+        "channels": bot.call("GET", "/channels"),
+        "who": bot.call("GET", "/who?room=%23general"),
+        "create room": bot.call("POST", "/rooms", {"alias": "#" + unique("bots-")}),
+        "claim": bot.call("POST", "/claims", claim),
+    }
+    for what, (status, data) in refused.items():
+        assert status == 403 and data["errcode"] == "AC_BOT_POST_ONLY", (what, status, data)
+    r = ac("listen", room, AGENT_CHAT_TOKEN=token)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "only post" in r.stderr
+    wait_for(lambda: "build fixed" in agent.bodies(room), what="the bot's posts")
+    assert not [k for k in agent.notify() if k.startswith("@")]  # no direct chat was opened

@@ -20,6 +20,7 @@ from mautrix.api import Method, Path
 from . import ingest
 from .db import Member, Message, transaction
 from .homeserver import Homeserver
+from .invites import InvitePolicy
 from .waiters import Waiters
 
 log = logging.getLogger("agent_chat.catchup")
@@ -39,6 +40,7 @@ async def catch_up(
     A room without stored messages has nothing to anchor on: history before us is not news.
     """
     applied = 0
+    invites = InvitePolicy(hs.config.auto_join, server_name, is_ours)
     for room_id in await Message.rooms_with_messages():
         ours = [u for u in await Member.joined_user_ids(room_id) if is_ours(u)]
         if not ours:
@@ -52,7 +54,7 @@ async def catch_up(
         if not records:
             continue
         async with transaction() as conn:
-            effects = await ingest.apply(conn, records, is_ours)
+            effects = await ingest.apply(conn, records, is_ours, invites.accepts)
         if waiters is not None:
             await waiters.wake_changed(effects.rooms, effects.users)
         if effects.messages_counted:

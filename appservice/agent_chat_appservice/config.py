@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 import hashlib
 import hmac
 import ipaddress
 import os
 
 from ruamel.yaml import YAML
+
+from .invites import InvitePolicy
 
 DEFAULT_ROOMS: list[dict[str, str]] = [
     {"alias": "general", "topic": "Default, casual coordination"},
@@ -136,6 +139,9 @@ class Config:
     tls_port: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Whose invitations agents accept by themselves (``invites.py``): "local" (agents and
+    #: this homeserver's people), "all", "none", or a list of user ids and server names.
+    auto_join: Any = "local"
 
     @property
     def bot_mxid(self) -> str:
@@ -190,6 +196,10 @@ class Config:
                 raise ConfigError(f"config file {path}: {key} must be a non-empty string")
         if config.log_format not in ("text", "json"):
             raise ConfigError(f"config file {path}: log_format must be text or json")
+        try:
+            InvitePolicy(config.auto_join, config.server_name, lambda _: False)
+        except ValueError as e:
+            raise ConfigError(f"config file {path}: auto_join {e}") from None
         guard = config.loop_guard_answers_per_minute
         if not isinstance(guard, int) or isinstance(guard, bool) or not 0 <= guard <= 10000:
             raise ConfigError(

@@ -85,6 +85,8 @@ class Effects:
     """What a transaction asks of the appservice after it is committed."""
 
     invites: list[MemberRecord] = field(default_factory=list)
+    #: Invitations of ours that ``auto_join`` refuses: never recorded; the agent declines.
+    declined: list[MemberRecord] = field(default_factory=list)
     messages_counted: int = 0
     #: Whose counts may have changed: every member of ``rooms``, and ``users`` (readers,
     #: joiners, leavers). Long-poll waiters are woken with them once committed.
@@ -213,8 +215,10 @@ async def apply(
     conn: Connection,
     records: Sequence[Record],
     is_ours: Callable[[str], bool],
+    accepts: Callable[[str], bool] = lambda _: True,
 ) -> Effects:
-    """Write parsed records in order, inside the caller's transaction."""
+    """Write parsed records in order, inside the caller's transaction. ``accepts``: whether
+    an invitation of one of ours from this inviter is taken (``invites.InvitePolicy``)."""
     effects = Effects()
     for record in records:
         if isinstance(record, MessageRecord):
@@ -223,6 +227,9 @@ async def apply(
             if counted:
                 effects.rooms.add(record.room_id)
         elif isinstance(record, MemberRecord):
+            if _declined(record, is_ours, accepts):
+                effects.declined.append(record)
+                continue
             await _apply_member(conn, record, is_ours, effects)
         elif isinstance(record, RoomStateRecord):
             if record.field == "alias":
@@ -269,6 +276,19 @@ async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
         conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned, previous
     )
     return 1
+
+
+def _declined(
+    rec: MemberRecord, is_ours: Callable[[str], bool], accepts: Callable[[str], bool]
+) -> bool:
+    """An invitation of one of ours from someone the policy does not accept: recorded, it
+    would count what is said there for the invitee (and wake it)."""
+    return (
+        rec.membership == "invite"
+        and rec.sender != rec.user_id
+        and is_ours(rec.user_id)
+        and not accepts(rec.sender)
+    )
 
 
 async def _apply_member(

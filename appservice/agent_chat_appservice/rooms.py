@@ -175,6 +175,14 @@ class Rooms:
             await Member.set(conn, room_id, user_id, "leave", name)
             await Ledger.on_leave(conn, room_id, user_id)
 
+    async def decline(self, user_id: str, room_id: str) -> None:
+        """Refuse an invitation (``auto_join``): nothing of it was recorded, so only the
+        homeserver hears of it (a failure leaves a pending invitation, nothing more)."""
+        try:
+            await self.hs.leave(user_id, room_id)
+        except MatrixRequestError as e:
+            log.warning("%s could not decline the invitation to %s: %s", user_id, room_id, e)
+
     async def resolve_room(self, caller: str, name: str, join: bool = False) -> str:
         """The room id of a room the caller is in (joining a public one when ``join``, which
         sends do: only they may answer from the short-lived cache)."""

@@ -19,6 +19,7 @@ from .connections import ConnectionGuard, connection_cap, open_file_limit
 from .homeserver import Homeserver
 from .identities import Identities
 from .ingest import MemberRecord
+from .invites import InvitePolicy
 from .limits import Limits, RateLimiter, SharedRateLimiter
 from .loop_guard import LoopGuard, SharedLoopGuard
 from .retention import prune_forever
@@ -80,6 +81,7 @@ class AgentChatService:
                 config.loop_guard_answers_per_minute
             ),
         )
+        self.invites = InvitePolicy(config.auto_join, config.server_name, self.identities.is_ours)
         self.transactions = TransactionEndpoint(
             self.db,
             config.hs_token,
@@ -89,6 +91,7 @@ class AgentChatService:
             is_ready=lambda: self.context.ready,
             on_failure=self._transaction_failed,
             waiters=self.context.waiters,
+            accepts=self.invites.accepts,
         )
         self._kicking = False
         self.runner: web.AppRunner | None = None
@@ -348,6 +351,10 @@ class AgentChatService:
         if invite.user_id != self.config.bot_mxid and not await tables.Identity.get(
             invite.user_id
         ):
+            return
+        if not self.invites.accepts(invite.sender):  # auto_join: declined, never joined
+            await self.rooms.decline(invite.user_id, invite.room_id)
+            log.info("%s declined %s's invitation (auto_join)", invite.user_id, invite.sender)
             return
         try:
             await self.rooms.join(invite.user_id, invite.room_id)

@@ -40,6 +40,7 @@ class TransactionEndpoint:
         is_ready: Callable[[], bool],
         on_failure: Callable[[], None] = lambda: None,
         waiters: Waiters | None = None,
+        accepts: Callable[[str], bool] = lambda _: True,
     ) -> None:
         self.db = db
         self.hs_token = hs_token.encode()
@@ -49,6 +50,8 @@ class TransactionEndpoint:
         self.is_ready = is_ready
         self.on_failure = on_failure
         self.waiters = waiters
+        #: Whether an invitation of ours from this inviter is taken (``auto_join``).
+        self.accepts = accepts
         #: False after a transaction failed, until one is applied again.
         self.healthy = True
 
@@ -124,7 +127,7 @@ class TransactionEndpoint:
         async def claim_and_apply(conn: Connection) -> ingest.Effects | None:
             if not await HSTransaction.claim(conn, txn_id, digest):
                 return None
-            return await ingest.apply(conn, records, self.is_ours)
+            return await ingest.apply(conn, records, self.is_ours, self.accepts)
 
         started = time.perf_counter()
         try:
@@ -147,8 +150,8 @@ class TransactionEndpoint:
                 await self.waiters.wake_changed(effects.rooms, effects.users)
             except Exception:  # applied all the same; waiters still answer at their timeout
                 log.exception("transaction %s: waking long-poll waiters failed", txn_id)
-        for invite in effects.invites:
-            self.on_invite(invite)
+        for invite in [*effects.invites, *effects.declined]:
+            self.on_invite(invite)  # joins, or declines what the policy refuses
         return web.json_response({})
 
 

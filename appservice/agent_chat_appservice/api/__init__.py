@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (routes on base.routes)
     webhooks,
 )
 from .base import CONTEXT, IDENTITY, Context, is_public, routes
+from .bots import check_bot
 
 log = logging.getLogger("agent_chat.api")
 
@@ -88,6 +89,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     identity = await request.app[CONTEXT].identity_for(header[7:].strip())
     if identity is None:
         raise ApiError(401, "M_UNKNOWN_TOKEN", "unknown or revoked token; register again")
+    if identity.kind == "bot":
+        check_bot(request)  # bots only post (api/bots.py)
     request[IDENTITY] = identity
     await request.app[CONTEXT].touch(identity)
     return await handler(request)

@@ -38,6 +38,7 @@ from .base import (
     routes,
     string_field,
 )
+from .bots import check_bot_target
 from .presence import dm_presence, session_signs
 
 log = logging.getLogger("agent_chat.api.messages")
@@ -190,6 +191,8 @@ async def send(request: web.Request) -> web.Response:
     if reply_to is not None and not EVENT_RE.match(reply_to):
         raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
     target = string_field(data, "to") if reply_to is None or "to" in data else ""
+    if me.kind == "bot":
+        check_bot_target(target)
     body = string_field(data, "body", max_len=MAX_BODY * 4, text=True)
     size = len(body.encode("utf-8"))
     if size > MAX_BODY:
