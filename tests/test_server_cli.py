@@ -457,6 +457,16 @@ def test_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "s" / "homeserver.yaml").exists()
 
 
+@pytest.mark.parametrize("command", ["start", "run"])
+def test_a_malformed_crash_loop_setting_is_refused(server: Server, command: str) -> None:
+    assert server.init().returncode == 0
+    env = {"AGENT_CHAT_HOME": str(server.home), CRASH_LOOP_ENV: "often"}
+    r = run_cli(command, "--data-dir", str(server.root), env=env)
+    assert_one_line_error(r)
+    assert f"invalid {CRASH_LOOP_ENV}='often': want COUNT/SECONDS" in r.stderr
+    assert server.pids() == []
+
+
 def test_help_documents_exit_codes() -> None:
     r = run_cli("--help")
     assert r.returncode == 0

@@ -618,10 +618,11 @@ def run_foreground(
     os.umask(PRIVATE_UMASK)  # the supervisor's own files, and its children's
     try:
         policy = RestartPolicy.from_env(os.environ)
-        return Supervisor(dd, config, log_to_files, log_format, policy=policy).run()
     except ValueError as e:
         print(f"agent-chat-server: {e}", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        return Supervisor(dd, config, log_to_files, log_format, policy=policy).run()
     except ServerError as e:
         print(f"agent-chat-server: {e}", file=sys.stderr)
         return e.exit_code if e.exit_code else EXIT_ERROR
