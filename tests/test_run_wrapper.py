@@ -205,3 +205,24 @@ def _unread(w: Wrapped) -> list[str]:
         [AC, "notify", "--oneline"], env=w.env, capture_output=True, text=True, timeout=30
     )
     return done.stdout.splitlines()
+
+
+def test_a_cli_that_ignores_sighup_ends_with_the_terminal(wrapped: Wrapped) -> None:
+    """The terminal goes away (tmux killed): the CLI gets SIGHUP, then SIGTERM, then SIGKILL;
+    neither it nor ac run outlives the terminal."""
+    w = wrapped
+    pidfile = w.tmp / "pid"
+    stubborn = f"trap '' HUP TERM; echo $$ > {pidfile}; exec sleep 600"
+    w.start(cli=f"sh -c {shlex.quote(stubborn)}")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the CLI started")
+    pid = int(pidfile.read_text())
+    w.tmux.kill()
+    wait_for(lambda: not _alive(pid), 60, "the CLI ended with its terminal")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 #: No keystroke for this long before a line is typed (a person may be mid-word).
 KEY_QUIET = 3.0
+#: Seconds between SIGHUP and SIGTERM, and SIGTERM and SIGKILL, once our terminal is gone.
+HANGUP_GRACE = 5.0
 #: Seconds between two tries while the server is down.
 RETRY = 5.0
 #: Exit status when the CLI cannot be found or started (as a shell says).
@@ -250,12 +252,19 @@ def _run_child(
         os._exit(EXIT_NOT_FOUND)
     if interactive:
         _copy_winsize(stdin, master)
+    hup_read, hup_write = os.pipe()
+    os.set_blocking(hup_write, False)
 
     def forward(signum: int, _frame: object) -> None:
         try:
             os.kill(pid, signum)
         except OSError:
             pass
+        if signum == signal.SIGHUP:  # our terminal is gone: see _Pump.hang_up
+            try:
+                os.write(hup_write, b"h")
+            except OSError:
+                pass
 
     def resized(_signum: int, _frame: object) -> None:
         _copy_winsize(stdin, master)  # the kernel sends the CLI its SIGWINCH
@@ -265,13 +274,17 @@ def _run_child(
     try:
         if interactive:
             tty.setraw(stdin, termios.TCSANOW)
-        _pump(stdin, stdout, master, profile, waker, filters, interactive)
+        _Pump(stdin, stdout, master, pid, hup_read, profile, waker, filters, interactive).run()
     finally:
         if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSAFLUSH, saved)
+            try:
+                termios.tcsetattr(stdin, termios.TCSAFLUSH, saved)
+            except (termios.error, OSError):
+                pass  # the terminal is gone
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        os.close(master)
+        for fd in (master, hup_read, hup_write):
+            os.close(fd)
     _, status = _wait_child(pid)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -285,76 +298,142 @@ def _wait_child(pid: int) -> tuple[int, int]:
             continue
 
 
-def _pump(
-    stdin: int,
-    stdout: int,
-    master: int,
-    profile: Profile,
-    waker: Waker | None,
-    filters: str | None,
-    interactive: bool,
-) -> None:
-    """Copy both ways until the CLI's side closes; type the wake line when it is quiet."""
-    last_output = last_key = time.monotonic()
-    paste = False  # the CLI turned bracketed paste on
-    tail = b""
-    submit_at: float | None = None
-    wanted: JSONObject | None = None
-    since = 0.0
-    stdin_open = True
-    while True:
-        now = time.monotonic()
-        if submit_at is not None and now >= submit_at:
-            _write_all(master, profile.submit)
-            submit_at = None
-        if waker is not None and wanted is None:
-            taken = waker.take()
-            if taken is not None:
-                wanted, since = taken
-        if wanted is not None and submit_at is None:
-            quiet_at = max(last_output + profile.settle, last_key + KEY_QUIET)
-            if now >= quiet_at:
-                line = wake_line(wanted, filters, now - since - profile.settle)
-                data = line.encode()
-                _write_all(master, b"\x1b[200~" + data + b"\x1b[201~" if paste else data)
-                submit_at = now + profile.pause
-                wanted = None
-                timeout: float | None = profile.pause
-            else:
-                timeout = quiet_at - now
-        else:
-            timeout = None if submit_at is None else max(0.0, submit_at - now)
-        watch = [master]
-        if stdin_open:
-            watch.append(stdin)
-        if waker is not None:
-            watch.append(waker.signal_fd)
+class _Pump:
+    """Copy both ways until the CLI's side closes; type the wake line when it is quiet.
+
+    When our own terminal goes away (SIGHUP, or reading it fails), the CLI gets SIGHUP; one
+    that ignores it gets SIGTERM after :data:`HANGUP_GRACE` seconds, then SIGKILL: an agent
+    CLI never outlives the terminal it was started in."""
+
+    def __init__(
+        self,
+        stdin: int,
+        stdout: int,
+        master: int,
+        pid: int,
+        hangup: int,
+        profile: Profile,
+        waker: Waker | None,
+        filters: str | None,
+        interactive: bool,
+    ) -> None:
+        self.stdin, self.stdout, self.master, self.pid = stdin, stdout, master, pid
+        self.hangup, self.profile, self.waker = hangup, profile, waker
+        self.filters, self.interactive = filters, interactive
+        self.last_output = self.last_key = time.monotonic()
+        self.paste = False  # the CLI turned bracketed paste on
+        self.tail = b""
+        self.submit_at: float | None = None
+        self.wanted: JSONObject | None = None
+        self.since = 0.0
+        self.stdin_open = True
+        self.hung_at: float | None = None
+        self.escalated = 0
+
+    def hang_up(self) -> None:
+        if self.hung_at is None:
+            self.hung_at = time.monotonic()
+            self.stdin_open = False
+            self._signal(signal.SIGHUP)
+
+    def _signal(self, signum: int) -> None:
         try:
-            ready, _, _ = select.select(watch, [], [], timeout)
-        except InterruptedError:
-            continue
-        if waker is not None and waker.signal_fd in ready:
-            os.read(waker.signal_fd, 512)
-        if master in ready:
+            os.kill(self.pid, signum)
+        except OSError:
+            pass
+
+    def _timeout(self, now: float) -> float | None:
+        """Act on what is due now; how long select may wait before something else is."""
+        waits: list[float] = []
+        if self.hung_at is not None:
+            for n, signum in enumerate((signal.SIGTERM, signal.SIGKILL), start=1):
+                due = self.hung_at + n * HANGUP_GRACE
+                if self.escalated < n and now >= due:
+                    self._signal(signum)
+                    self.escalated = n
+                elif self.escalated < n:
+                    waits.append(due - now)
+        if self.submit_at is not None:
+            if now >= self.submit_at:
+                _write_all(self.master, self.profile.submit)
+                self.submit_at = None
+            else:
+                waits.append(self.submit_at - now)
+        if self.waker is not None and self.wanted is None:
+            taken = self.waker.take()
+            if taken is not None:
+                self.wanted, self.since = taken
+        if self.wanted is not None and self.submit_at is None:
+            quiet_at = max(self.last_output + self.profile.settle, self.last_key + KEY_QUIET)
+            if now >= quiet_at:
+                self._type(now)
+                waits.append(self.profile.pause)
+            else:
+                waits.append(quiet_at - now)
+        return max(0.0, min(waits)) if waits else None
+
+    def _type(self, now: float) -> None:
+        assert self.wanted is not None
+        waited = now - self.since - self.profile.settle
+        data = wake_line(self.wanted, self.filters, waited).encode()
+        _write_all(self.master, b"\x1b[200~" + data + b"\x1b[201~" if self.paste else data)
+        self.submit_at = now + self.profile.pause
+        self.wanted = None
+
+    def run(self) -> None:
+        while True:
+            timeout = self._timeout(time.monotonic())
+            watch = [self.master, self.hangup]
+            if self.stdin_open:
+                watch.append(self.stdin)
+            if self.waker is not None:
+                watch.append(self.waker.signal_fd)
             try:
-                data = os.read(master, 65536)
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    return  # the CLI's side is closed: it exited (or was killed)
-                raise
-            if not data:
-                return
-            _write_all(stdout, data)
-            last_output = time.monotonic()
-            tail = (tail + data)[-64:]
-            on, off = tail.rfind(b"\x1b[?2004h"), tail.rfind(b"\x1b[?2004l")
-            if on != off:
-                paste = on > off
-        if stdin_open and stdin in ready:
-            data = os.read(stdin, 65536)
-            if not data:
-                stdin_open = False  # no more input (not a terminal): the CLI carries on
+                ready, _, _ = select.select(watch, [], [], timeout)
+            except InterruptedError:
                 continue
-            _write_all(master, data)
-            if interactive:
-                last_key = time.monotonic()
+            if self.hangup in ready:
+                os.read(self.hangup, 512)
+                self.hang_up()
+            if self.waker is not None and self.waker.signal_fd in ready:
+                os.read(self.waker.signal_fd, 512)
+            if self.master in ready and not self._from_cli():
+                return  # the CLI's side is closed: it exited (or was killed)
+            if self.stdin_open and self.stdin in ready:
+                self._from_person()
+
+    def _from_cli(self) -> bool:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return False
+            raise
+        if not data:
+            return False
+        if self.hung_at is None:
+            try:
+                _write_all(self.stdout, data)
+            except OSError:
+                self.hang_up()  # nobody to show it to
+        self.last_output = time.monotonic()
+        self.tail = (self.tail + data)[-64:]
+        on, off = self.tail.rfind(b"\x1b[?2004h"), self.tail.rfind(b"\x1b[?2004l")
+        if on != off:
+            self.paste = on > off
+        return True
+
+    def _from_person(self) -> None:
+        try:
+            data = os.read(self.stdin, 65536)
+        except OSError:
+            data = None
+        if data is None or (not data and self.interactive):
+            self.hang_up()  # the terminal is gone
+            return
+        if not data:
+            self.stdin_open = False  # end of piped input: the CLI carries on
+            return
+        _write_all(self.master, data)
+        if self.interactive:
+            self.last_key = time.monotonic()

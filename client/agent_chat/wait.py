@@ -27,11 +27,9 @@ never outlives its session (Claude Code leaves background hooks running when it 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import secrets
 import sys
 import time
 
@@ -153,6 +151,8 @@ class SessionState:
 
 
 def _state_path(ctx: Context, token: str, filters: str | None, session: str) -> str:
+    import hashlib  # here: it loads OpenSSL (~6 MiB), which `ac run` does not need
+
     key = "\n".join((ctx.cache_key(), hashlib.sha256(token.encode()).hexdigest(), str(filters)))
     digest = hashlib.sha256(f"{key}\n{session}".encode()).hexdigest()[:24]
     return str(ctx.settings.path(os.path.join(WAIT_DIR, digest + ".json")))
@@ -194,7 +194,7 @@ def wait(
     token = client.token or ""
     state = SessionState(_state_path(ctx, token, filters, session) if session else None)
     if session:
-        state.waiter = f"{os.getpid()}-{secrets.token_hex(6)}"
+        state.waiter = f"{os.getpid()}-{os.urandom(6).hex()}"
         state.save()
         client.headers.update(_waiter_headers(session))  # its presence: idle · wakeable
 
