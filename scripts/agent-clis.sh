@@ -4,19 +4,29 @@
 #
 #   ./scripts/agent-clis.sh            # install (or check) the pinned versions
 #   . <(./scripts/agent-clis.sh --env) # print: export AGENT_CHAT_CLI_PREFIX=...
+#   AGENT_CHAT_CLI_LATEST=1 ./scripts/agent-clis.sh   # the current releases (npm view), in
+#                                      # their own prefix; then run the tests with the same
+#                                      # variable: AGENT_CHAT_CLI_LATEST=1 ./scripts/test.sh \
+#                                      #   -m agent_cli tests/test_agent_clis.py
 #
-# Environment: AGENT_CHAT_CLI_PREFIX (default <repo>/.cache/agent-clis, git-ignored).
+# Environment: AGENT_CHAT_CLI_PREFIX (default <repo>/.cache/agent-clis, git-ignored; with
+# AGENT_CHAT_CLI_LATEST=1 <repo>/.cache/agent-clis-latest).
 # Exit 0 with a message when npm is not available (the tests then skip with a reason); exit 1
 # when npm is there but the install fails.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PREFIX="${AGENT_CHAT_CLI_PREFIX:-$REPO/.cache/agent-clis}"
+LATEST="${AGENT_CHAT_CLI_LATEST:-}"
+if [ -n "$LATEST" ]; then
+  PREFIX="${AGENT_CHAT_CLI_PREFIX:-$REPO/.cache/agent-clis-latest}"
+else
+  PREFIX="${AGENT_CHAT_CLI_PREFIX:-$REPO/.cache/agent-clis}"
+fi
 
 # Pinned: the versions the integration facts were verified with (bump deliberately, then run
-# tests/test_agent_clis.py).
+# tests/test_agent_clis.py). npm view PACKAGE version, 2026-12-07.
 PACKAGES=(
-  "@anthropic-ai/claude-code@2.1.197"
+  "@anthropic-ai/claude-code@2.1.337"
   "@openai/codex@0.171.0"
   "@google/gemini-cli@0.61.0"
 )
@@ -41,6 +51,17 @@ fi
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   echo "agent-clis: npm/node not found; the real-CLI tests (tests/test_agent_clis.py) will skip"
   exit 0
+fi
+
+if [ -n "$LATEST" ]; then # the registry's current release of each, instead of the pins
+  for i in "${!PACKAGES[@]}"; do
+    name=${PACKAGES[$i]%@*}
+    version=$(NPM_CONFIG_UPDATE_NOTIFIER=false npm view "$name" version) || {
+      echo "agent-clis: npm view $name failed" >&2
+      exit 1
+    }
+    PACKAGES[$i]="$name@$version"
+  done
 fi
 
 installed_version() { # PACKAGE -> the version in the prefix, or nothing

@@ -10,7 +10,13 @@ import os
 import subprocess
 
 REPO = Path(__file__).resolve().parent.parent
-PREFIX = Path(os.environ.get("AGENT_CHAT_CLI_PREFIX") or REPO / ".cache" / "agent-clis")
+#: AGENT_CHAT_CLI_LATEST=1: the current releases (``AGENT_CHAT_CLI_LATEST=1
+#: scripts/agent-clis.sh`` installs them in their own prefix) instead of the pinned versions.
+LATEST = bool(os.environ.get("AGENT_CHAT_CLI_LATEST"))
+PREFIX = Path(
+    os.environ.get("AGENT_CHAT_CLI_PREFIX")
+    or REPO / ".cache" / ("agent-clis-latest" if LATEST else "agent-clis")
+)
 BIN = PREFIX / "bin"
 
 #: No telemetry, error reports, update checks or other vendor traffic, in any of the three.

@@ -7,6 +7,9 @@ descriptions). Replies follow a stateless rule on the request, so side requests 
 
 - the last user turn carries a tool result: answer the text ``DONE``;
 - the last user text contains ``RUN: <shell command>``: call the CLI's shell tool with it;
+- the prompt says ``CALL: <tool> <JSON arguments>`` (several joined by `` THEN ``; Anthropic
+  only) and the request offers the next one: call it, one step per tool result (e.g. Claude
+  Code's ``ToolSearch``, then the deferred MCP tool it loaded);
 - otherwise: answer the text ``OK``.
 
     Anthropic  POST /v1/messages[?beta=true]               (ANTHROPIC_BASE_URL=<url>)
@@ -26,6 +29,7 @@ import threading
 import time
 
 RUN = re.compile(r"RUN: (.+)")
+CALL = re.compile(r"(\S+) (\{.*?\})(?: THEN |$)")
 
 
 @dataclass
@@ -64,6 +68,8 @@ class FakeModels:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        #: ``CALL:`` prompts → how many of their steps were served.
+        self.progress: dict[str, int] = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         handler = type("Handler", (_Handler,), {"models": self})
@@ -137,8 +143,13 @@ def _last_user_parts(vendor: str, body: dict[str, Any]) -> tuple[str, bool]:
     return " ".join(str(p.get("text", "")) for p in parts), False
 
 
-def reply_for(request: Request) -> tuple[str, str | None, dict[str, Any] | None]:
+def reply_for(
+    request: Request, progress: dict[str, int] | None = None
+) -> tuple[str, str | None, dict[str, Any] | None]:
     """(text, tool name, tool arguments): what the fake model answers."""
+    step = _next_call(request, progress if progress is not None else {})
+    if step is not None:
+        return "", step[0], step[1]
     text, tool_result = _last_user_parts(request.vendor, request.body)
     if tool_result:
         return "DONE", None, None
@@ -149,6 +160,32 @@ def reply_for(request: Request) -> tuple[str, str | None, dict[str, Any] | None]
         if tool is not None:
             return "", tool[0], tool[1](command)
     return "OK", None, None
+
+
+def _next_call(request: Request, progress: dict[str, int]) -> tuple[str, dict[str, Any]] | None:
+    """The next step of a ``CALL: ...`` prompt, if the request offers its tool. ``progress``
+    counts the steps served per prompt (Claude Code merges a turn's messages, so counting
+    tool results in the request cannot tell the steps apart)."""
+    if request.vendor != "anthropic" or not request.is_agent_turn:
+        return None
+    prompt = ""
+    for msg in request.body.get("messages") or []:
+        if msg.get("role") != "user":
+            continue
+        content = msg.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for block in blocks or []:
+            text = str(block.get("text", "")) if block.get("type") == "text" else ""
+            if "CALL: " in text:
+                prompt = text
+    if not prompt:
+        return None
+    steps = CALL.findall(prompt.split("CALL: ", 1)[1].strip())
+    done = progress.get(prompt, 0)
+    if done < len(steps) and steps[done][0] in request.tool_names:
+        progress[prompt] = done + 1
+        return steps[done][0], json.loads(steps[done][1])
+    return None
 
 
 def _shell_tool(request: Request) -> tuple[str, Any] | None:
@@ -380,7 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json({"input_tokens": 10})
                 return
             model = str(body.get("model") or "claude-fake")
-            text, tool, args = reply_for(request)
+            with self.models.lock:
+                text, tool, args = reply_for(request, self.models.progress)
             if body.get("stream"):
                 self._send(200, anthropic_stream(model, text, tool, args), "text/event-stream")
             else:

@@ -82,7 +82,7 @@ class Cli:
                 "-p",
                 prompt,
                 "--allowedTools",
-                "Bash",
+                "Bash mcp__agent-chat__notify",
                 *(["--continue"] if resume else []),
             ]
         if self.name == "codex":
@@ -133,9 +133,6 @@ def write_cli_config(name: str, home: Path, url: str) -> None:
             'model = "fake-model"\n'
             'model_provider = "fake"\n'
             "check_for_update_on_startup = false\n"
-            # A turn waits this long for optional MCP servers (default 1 s); `ac mcp` needs
-            # 1.2-1.7 s here, more on a loaded CI machine (see the README, Codex CLI).
-            "mcp_optional_startup_grace_ms = 15000\n"
             "[model_providers.fake]\n"
             'name = "fake"\n'
             f'base_url = "{url}/v1"\n'
@@ -162,7 +159,6 @@ def cli(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Iterato
     name = request.param
     if not (BIN / name).exists():
         pytest.skip(f"{BIN / name} not installed: run scripts/agent-clis.sh (needs npm)")
-    pytest.importorskip("mcp", reason="`ac mcp` needs the mcp extra")
     home = tmp_path / "home"
     project = home / "project"
     project.mkdir(parents=True)
@@ -214,11 +210,16 @@ def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack)
     first = cli.turn("turn one", resume=False)
     assert line(1) in strings(first[0].body), f"{cli.name}: turn 1 lacks {line(1)}"
 
-    # The skills' descriptions arrive whole.
-    if cli.name != "gemini":  # Gemini CLI gets commands (TOML), not skills
-        text = strings(first[0].body)
-        for skill, description in skill_descriptions().items():
-            assert description in text, f"{cli.name}: skill {skill} description cut or absent"
+    # The skills' descriptions arrive whole (Gemini CLI: from ~/.agents/skills, listed in
+    # <available_skills>; its custom commands' descriptions never reach the model).
+    text = strings(first[0].body)
+    for skill, description in skill_descriptions().items():
+        assert description in text, f"{cli.name}: skill {skill} description cut or absent"
+    if cli.name == "gemini":
+        listed = text.split("<available_skills>", 1)[-1].split("</available_skills>", 1)[0]
+        assert "<available_skills>" in text and all(s in listed for s in skill_descriptions()), (
+            text[-3000:]
+        )
 
     # Turn 2, same session, nothing new: no new line.
     seen = strings(first[-1].body).count(line(1))
@@ -239,13 +240,40 @@ def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack)
     assert after_tool, f"{cli.name}: the tool result never reached the model"
     assert line(3) in strings(after_tool[0].body), f"{cli.name}: no tool-time line {line(3)}"
 
-    # The MCP tools of `ac mcp` were offered (Codex may start MCP servers after turn 1 began).
-    names = {n for r in first + second + third + fourth for n in r.tool_names}
-    ours = {n for n in names if "agent-chat" in n or "agent_chat" in n}
-    # Codex: only because `ac setup codex` turned off tool_search_always_defer_mcp_tools (with
-    # it on, a custom provider's model is offered none of the server's tools).
-    assert any(n.endswith("send") for n in ours), (cli.name, sorted(names))
-    assert any(n.endswith("notify") for n in ours), (cli.name, sorted(names))
+    # The MCP tools of `ac mcp` were offered, on turn 1 already (`ac mcp` answers well inside
+    # Codex's default 1 s grace for optional servers): in the request's tools, or deferred
+    # (Claude Code 2.1.337: named in the system prompt, loaded through ToolSearch).
+    turns = first + second + third + fourth
+    names = {n for r in turns for n in r.tool_names}
+    ours = {n for n in first[0].tool_names if "agent-chat" in n or "agent_chat" in n}
+    if ours:
+        # Codex: only because `ac setup codex` turned off tool_search_always_defer_mcp_tools
+        # (with it on, a custom provider's model is offered none of the server's tools).
+        assert any(n.endswith("send") for n in ours), (cli.name, sorted(names))
+        assert any(n.endswith("notify") for n in ours), (cli.name, sorted(names))
+    else:
+        _deferred_mcp_tool_works(cli, first[0], other)
+
+
+DEFERRED = "mcp__agent-chat__notify"
+
+
+def _deferred_mcp_tool_works(cli: Cli, first: Request, other: Agent) -> None:
+    """MCP tools deferred behind ToolSearch: named in the request (not in ``tools``); the
+    model selects one with ToolSearch, then calls it, and gets our answer."""
+    text = strings(first.body)
+    assert "ToolSearch" in first.tool_names and DEFERRED in text, (
+        cli.name,
+        sorted(first.tool_names),
+        text[-2000:],
+    )
+    query = json.dumps({"query": "select:" + DEFERRED})
+    turn = cli.turn(f"CALL: ToolSearch {query} THEN {DEFERRED} {{}}")
+    loaded = [r for r in turn if DEFERRED in r.tool_names]
+    assert loaded, (cli.name, "ToolSearch did not load it", turn[-1].text[-3000:])
+    answer = f"@{other.nick}: 3 direct messages"  # the notify tool's words, not the hook's
+    answered = [r for r in turn if answer in r.text]
+    assert answered, (cli.name, f"no answer from {DEFERRED}", turn[-1].text[-2000:])
 
 
 def _reader(cli: Cli) -> Agent:
@@ -342,7 +370,9 @@ def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> Non
         latency = woke.at - sent
         print(f"\nwake latency (DM sent -> fake model request): {latency * 1000:.0f} ms")
         assert "a body the wake must not carry" not in woke.text
-        assert "Stop hook feedback" in woke.text  # Claude Code's fixed rewake wording
+        # Claude Code's fixed rewake wording: 2.1.197 "Stop hook feedback"; 2.1.337 a
+        # "[SYSTEM NOTIFICATION - NOT USER INPUT]" reminder; the line intact in both.
+        assert "Stop hook feedback" in woke.text or "SYSTEM NOTIFICATION" in woke.text
 
         # At most one wake for that one event: the woken turn's Stop hook re-arms and waits.
         time.sleep(QUIET_WINDOW)
@@ -366,3 +396,90 @@ def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> Non
             except OSError:
                 pass
     assert not leftover, f"wake hook processes outlived the session: {leftover}"
+
+
+# --- waking an idle Codex / Gemini CLI TUI under `ac run` (issue 23) ---------------------------
+
+#: What each TUI shows at its empty prompt.
+PROMPTS = {"codex": "Ask Codex to do anything", "gemini": "Type your message"}
+
+
+def _start_wrapped(cli: Cli, marker: str, *options: str) -> Tmux:
+    """``ac run OPTIONS -- CLI`` under tmux, at its prompt (dialogs answered)."""
+    args: list[str] = []
+    if cli.name == "codex":
+        # The curated-plugin sync (vendor traffic) off, in the config: a -c override makes the
+        # TUI ask about its background server's settings.
+        config = cli.home / ".codex" / "config.toml"
+        text = config.read_text().replace("[features]\n", "[features]\nplugins = false\n")
+        config.write_text(text)
+    else:
+        args = ["--approval-mode", "yolo"]
+    env = {**cli.env, "TERM": "xterm-256color", marker.split("=")[0]: marker.split("=")[1]}
+    tmux = Tmux(unique("ac-run"), env)
+    tmux.run(
+        "new-session", "-d", "-s", "main", "-x", "150", "-y", "45", "-c", str(cli.project),
+        AC, "run", *options, "--", str(BIN / cli.name), *args,
+    )  # fmt: skip
+    wait_for(lambda: PROMPTS[cli.name] in tmux.screen(), 90, f"{cli.name}'s prompt")
+    if cli.name == "codex":  # it asks to review the new hooks: skipped (not tested here)
+        wait_for(lambda: "Hooks need review" in tmux.screen(), 30, "the hooks review")
+        tmux.run("send-keys", "-t", "main", "Escape")
+        wait_for(lambda: "Hooks need review" not in tmux.screen(), 30, "the review done")
+        wait_for(lambda: PROMPTS[cli.name] in tmux.screen(), 30, f"{cli.name}'s prompt")
+    return tmux
+
+
+@pytest.mark.parametrize("cli", ["codex", "gemini"], indirect=True)
+def test_ac_run_wakes_an_idle_tui(cli: Cli, stack: Stack) -> None:
+    if not shutil.which("tmux"):
+        pytest.skip("tmux not installed")
+    marker = f"AGENT_CHAT_RUN_TEST={unique('r')}"
+    tmux = _start_wrapped(cli, marker, "--min-interval", "0")
+    other = register(stack, unique("Peer"))
+    try:
+        time.sleep(2)  # the TUI settles at its prompt (its start-up output ends)
+        wake_line = f"[chat] @{other.nick}(1): new direct or urgent message"
+        sent = time.monotonic()
+        other.send("@" + cli.me, "are you there? (a body the wake must not carry)")
+        woke = cli.models.wait_for(
+            lambda r: r.is_agent_turn and wake_line in strings(r.body), WAKE_DEADLINE
+        )
+        assert woke is not None, ("no wake", tmux.screen())
+        print(f"\n{cli.name} under ac run: DM -> model request {(woke.at - sent) * 1000:.0f} ms")
+        assert "a body the wake must not carry" not in woke.text
+        # Once: the woken turn ends, nothing new arrives, no second line typed.
+        time.sleep(QUIET_WINDOW)
+        typed = [
+            r
+            for r in cli.models.agent_turns(cli.vendor)
+            if wake_line in _last_user_parts(r.vendor, r.body)[0]
+        ]
+        assert len(typed) == 1, [_last_user_parts(r.vendor, r.body)[0][-200:] for r in typed]
+    except BaseException:
+        print("the tmux screen:\n" + tmux.screen())
+        raise
+    finally:
+        tmux.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            " app-server" not in _cmdline(p) for p in processes_with(marker)
+        ):
+            time.sleep(0.5)
+        # Codex's app-server daemon outlives its TUI by design (with or without ac run).
+        daemons = [p for p in processes_with(marker) if " app-server" in _cmdline(p)]
+        leftover = [p for p in processes_with(marker) if p not in daemons]
+        commands = [_cmdline(pid) for pid in leftover]
+        for pid in leftover + daemons:
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+    assert not leftover, f"processes outlived the session: {commands}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return str(pid)
