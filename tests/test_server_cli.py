@@ -32,6 +32,7 @@ from helpers import (
     processes_mentioning,
     register,
     shared_room,
+    spawn,
     try_send,
     wait_for,
 )
@@ -299,7 +300,7 @@ def test_concurrent_starts_run_one_copy(server: Server) -> None:
     assert server.init().returncode == 0
     env = {**os.environ, "AGENT_CHAT_HOME": str(server.home)}
     procs = [
-        subprocess.Popen(
+        spawn(  # killed when the test ends if one hangs
             [sys.executable, "-m", "agent_chat_server", "start", "--data-dir", str(server.root)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

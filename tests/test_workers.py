@@ -33,7 +33,7 @@ from agent_chat_server.paths import DataDir
 from agent_chat_server.process import pid_alive, read_pid
 from conftest import WorkerStack, free_port_block
 from deploy_helpers import run_cli
-from helpers import Agent, http_json, register_at, try_send, unique, wait_for
+from helpers import Agent, http_json, register_at, stop, try_send, unique, wait_for
 
 
 def api_urls(st: WorkerStack) -> list[str]:
@@ -200,8 +200,7 @@ def test_the_router_serves_a_human_through_caddy(
         assert any(sent in p.read_text(errors="replace") for p in workers if p.exists())
         assert sent not in worker_stack.dd.synapse_log.read_text(errors="replace")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)  # SIGTERM, then killed if Caddy does not end in 10 s
         log.close()
 
 
