@@ -344,3 +344,18 @@ def test_mcp_notify_reports_shown(any_stack: Stack, tmp_path: Path) -> None:
         server.close()
     (r,) = receipts_json(sender, sent["event_id"])["recipients"]
     assert r["stage"] == "shown" and r["stages"]["shown"]["cli"] == "mcp"
+
+
+def test_mcp_send_waits_for_a_stage(any_stack: Stack, tmp_path: Path) -> None:
+    """The MCP send tool's wait: says who reached what, or that not everyone did."""
+    sender, _, _, r_nick = agents(any_stack, tmp_path)
+    server = McpProcess(sender.env())
+    try:
+        server.initialize()
+        text, error = server.call("send", to="@" + r_nick, message="hi", wait="read", timeout=1)
+        assert not error and "not every recipient is read yet" in text, text
+        assert f"{r_nick}: counted" in text
+        text, error = server.call("send", to="@" + r_nick, message="x", wait="heard")
+        assert error and "wait is shown, woken or read" in text
+    finally:
+        server.close()

@@ -96,10 +96,12 @@ class ChatTools:
         except AcError as e:
             raise self.error(e.message) from None
 
-    def send(self, to: str, message: str) -> str:
+    def send(self, to: str, message: str, wait: str = "", timeout: float = 60.0) -> str:
         target = self._target(to)
         if not message.strip():
             raise self.error("empty message: nothing to send")
+        if wait and wait not in ("shown", "woken", "read"):
+            raise self.error("wait is shown, woken or read (or empty: do not wait)")
         path = "/send/" + os.urandom(16).hex()
         payload: JSONObject = {"to": target, "body": message}
         try:
@@ -112,7 +114,24 @@ class ChatTools:
             raise self.error(e.message) from None
         except AcError as e:
             raise self.error(e.message) from None
-        return f"sent to {one_line(answer.get('room') or target)}"
+        sent = f"sent to {one_line(answer.get('room') or target)}"
+        if not wait:
+            return sent
+        from . import receipts  # delivery stages: until the recipients reach `wait`
+
+        try:
+            query = {"event": answer.get("event_id")}
+            got = receipts.fetch(self.ctx.authed(), query, wait, max(0.0, min(timeout, 600.0)))
+        except AcError as e:
+            raise self.error(f"{sent}, but its receipts failed: {e.message}") from None
+        rows = got.get("recipients")
+        lines = (
+            [receipts.recipient_line(r) for r in rows if isinstance(r, dict)]
+            if isinstance(rows, list)
+            else []
+        )
+        reached = "" if got.get("reached") is True else f" (not every recipient is {wait} yet)"
+        return "\n".join([sent + reached, *lines])
 
     def read(
         self, room: str = "", unread: bool = True, last: int = 20, mark_read: bool = True
@@ -265,10 +284,12 @@ def build(ctx: Context, channel: bool = False) -> ToolServer:
     )
 
     @server.tool()
-    def send(to: str, message: str) -> str:
+    def send(to: str, message: str, wait: str = "", timeout: float = 60.0) -> str:
         """Send a chat message to a room ('#general', '#status', '#alerts') or a person
-        ('@Nick'). Start status updates with [STATUS], [DONE], [BLOCKED] or [ALERT]."""
-        return tools.send(to, message)
+        ('@Nick'). Start status updates with [STATUS], [DONE], [BLOCKED] or [ALERT].
+        wait: 'shown', 'woken' or 'read' waits (up to timeout seconds) until the recipients
+        reach that stage and says who reached what."""
+        return tools.send(to, message, wait, timeout)
 
     @server.tool()
     def read(room: str = "", unread: bool = True, last: int = 20, mark_read: bool = True) -> str:
