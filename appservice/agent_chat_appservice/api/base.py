@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 import asyncio
@@ -141,8 +141,11 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: web.Request, limit: int = MAX_JSON) -> dict[str, Any]:
-    data = parse_json(await read_body(request, limit))
+async def json_body(
+    request: web.Request, limit: int = MAX_JSON, nul_ok: Collection[str] = ()
+) -> dict[str, Any]:
+    """The body as a JSON object, checked by :func:`parse_json`."""
+    data = parse_json(await read_body(request, limit), nul_ok=nul_ok)
     if not isinstance(data, dict):
         raise ApiError(400, "M_BAD_JSON", "the request body must be a JSON object")
     return data
@@ -156,11 +159,15 @@ MAX_DEPTH = 64
 _WALK = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
-def parse_json(raw: bytes, what: str = "the request body", hint: str = "") -> Any:
+def parse_json(
+    raw: bytes, what: str = "the request body", hint: str = "", nul_ok: Collection[str] = ()
+) -> Any:
     """``raw`` as JSON, or a one-line 400 before anything is done with it: not JSON (then
-    ``hint`` says what to send), nested deeper than ``MAX_DEPTH``, or a string (or key) holding
-    NUL or a lone surrogate, which no field can store (PostgreSQL refuses NUL in text, and a
-    room was left half-created)."""
+    ``hint`` says what to send), nested deeper than ``MAX_DEPTH``, a lone surrogate in any
+    string or key, or NUL in one, which a name, an alias or a topic cannot hold (PostgreSQL
+    refuses NUL in text, and a room was left half-created). Only the top-level fields named in
+    ``nul_ok`` may hold NUL: a message's body, which Matrix carries and the ledger stores
+    without it."""
     try:
         text = raw.decode(json.detect_encoding(raw))  # strict, unlike json.loads(bytes)
         data = json.loads(text)
@@ -170,13 +177,20 @@ def parse_json(raw: bytes, what: str = "the request body", hint: str = "") -> An
         help = f": {hint}" if hint else ""
         raise ApiError(400, "M_NOT_JSON", f"{what} is not valid JSON{help}") from None
     if text.count("[") + text.count("{") > MAX_DEPTH or _WALK.search(text):
-        _check_tree(data, what)
+        _check_tree(data, what, nul_ok)
     return data
 
 
-def _check_tree(data: Any, what: str) -> None:
+def _check_tree(data: Any, what: str, nul_ok: Collection[str]) -> None:
     """Depth, NUL and lone surrogates, walked without recursion."""
     stack: list[tuple[Any, int]] = [(data, 1)]
+    if isinstance(data, dict) and nul_ok:  # its fields in nul_ok: lone surrogates only
+        stack = [(key, 2) for key in data]
+        for key, value in data.items():
+            if key in nul_ok and isinstance(value, str):
+                _check_text(value.replace("\x00", ""), what)
+            else:
+                stack.append((value, 2))
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
@@ -236,8 +250,6 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def _checked_string(key: str, value: str, max_len: int, text: bool = False) -> str:
     if len(value) > max_len:
         raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
-    if "\x00" in value:
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' has a NUL character (\\u0000)")
     if not text and _CONTROLS.search(value):
         raise ApiError(400, "M_BAD_JSON", f"'{key}' is one line without control characters")
     try:

@@ -186,7 +186,7 @@ async def send(request: web.Request) -> web.Response:
     txn_id = request.match_info["txn_id"]
     if not TXN_RE.match(txn_id):
         raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
-    data = await json_body(request, MAX_SEND_JSON)
+    data = await json_body(request, MAX_SEND_JSON, nul_ok=("body",))
     reply_to = optional_string_field(data, "reply_to")
     if reply_to is not None and not EVENT_RE.match(reply_to):
         raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
