@@ -128,7 +128,11 @@ def main() -> int:
     parser.add_argument("--api-url", help="use this running server instead of a temp one")
     parser.add_argument("--registration-token", help="with --api-url")
     parser.add_argument("--out", help="JSON results file")
+    parser.add_argument("--hook", help="another ac-hook.sh to time (e.g. an older one)")
     args = parser.parse_args()
+    if args.hook:
+        global HOOK
+        HOOK = args.hook
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-hook-"))
     data_dir = None
