@@ -52,6 +52,7 @@ class Net:
         self.hosts: dict[str, str] = {}  # name -> namespace
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
+        self.etc_dirs: list[Path] = []
         self._add_ns(self.router)
         self.run_in(self.router, "ip", "link", "add", "br0", "type", "bridge")
         self.run_in(self.router, "ip", "addr", "add", f"{ROUTER_IP}/24", "dev", "br0")
@@ -87,6 +88,17 @@ class Net:
         _ip("-n", ns, "link", "set", "eth0", "up")
         self.hosts[name] = ns
         return address
+
+    def names(self, names: dict[str, str]) -> None:
+        """Host names (name -> address) every namespace resolves: ``ip netns exec`` mounts
+        /etc/netns/NS/hosts over /etc/hosts; :meth:`close` removes those files."""
+        text = "127.0.0.1 localhost\n::1 localhost\n"
+        text += "".join(f"{address} {name}\n" for name, address in names.items())
+        for ns in self.namespaces:
+            etc = Path("/etc/netns") / ns
+            etc.mkdir(parents=True, exist_ok=True)
+            self.etc_dirs.append(etc)
+            (etc / "hosts").write_text(text)
 
     def ns(self, host: str) -> str:
         return self.router if host == "router" else self.hosts[host]
@@ -180,6 +192,13 @@ class Net:
                 time.sleep(0.2)
             _ip("netns", "del", ns, check=False)
         self.namespaces.clear()
+        for etc in self.etc_dirs:
+            (etc / "hosts").unlink(missing_ok=True)
+            try:
+                etc.rmdir()
+            except OSError:
+                pass
+        self.etc_dirs.clear()
 
 
 def control(sock: Path, command: str) -> str:

@@ -80,6 +80,28 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
         "a private CA made by init (docs/remote.md)",
     )
     g.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert (unencrypted PEM)")
+    f = p.add_argument_group("federation (off by default; docs/remote.md)")
+    f.add_argument(
+        "--federation",
+        action="store_true",
+        help="let this server federate, over TLS on port 8448 of --bind, with the servers "
+        "--federation-allow names only (needs the TLS options above)",
+    )
+    f.add_argument(
+        "--federation-allow",
+        action="append",
+        metavar="SERVER",
+        help="a server name this one federates with (repeat for more)",
+    )
+    f.add_argument(
+        "--federation-ca",
+        action="append",
+        metavar="PEM",
+        help="trust this CA for federation too (another server's private CA; repeat for more)",
+    )
+    f.add_argument(
+        "--federation-port", type=_port, metavar="P", help="the federation port (default: 8448)"
+    )
     g.add_argument(
         "--synapse-url",
         metavar="URL",
@@ -249,6 +271,10 @@ def _init_options(args: argparse.Namespace) -> InitOptions:
         compose_hosts=args.compose_hosts,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        federation=args.federation,
+        federation_allow=args.federation_allow,
+        federation_ca=args.federation_ca,
+        federation_port=args.federation_port,
     )
 
 

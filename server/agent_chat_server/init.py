@@ -65,6 +65,12 @@ class InitOptions:
     #: a private CA made here (tls.py).
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Federation with the servers named in ``federation_allow`` only (off by default), over
+    #: TLS on ``federation_port``; ``federation_ca``: other servers' private CAs to trust.
+    federation: bool = False
+    federation_allow: list[str] | None = None
+    federation_ca: list[str] | None = None
+    federation_port: int | None = None
 
 
 @dataclass
@@ -313,8 +319,40 @@ def init_data_dir(dd: DataDir, options: InitOptions | None = None) -> InitReport
     return report
 
 
+def _check_federation(opts: InitOptions, plan: tls.TlsPlan | None) -> None:
+    wanted = opts.federation_allow or opts.federation_ca or opts.federation_port
+    if not opts.federation:
+        if wanted:
+            raise ServerError(
+                "--federation-allow, --federation-ca and --federation-port need --federation"
+            )
+        return
+    if plan is None:
+        raise ServerError(
+            "--federation needs TLS: --public-url https://HOST:PORT with --bind ADDR (not "
+            "loopback) or --tls-cert/--tls-key"
+        )
+    if not opts.federation_allow:
+        raise ServerError(
+            "--federation needs --federation-allow SERVER (one or more): an open federation "
+            "is never the default"
+        )
+    for name in opts.federation_allow:
+        if not _SERVER_NAME_RE.match(name):
+            raise ServerError(f"invalid --federation-allow {name!r}: want a server name")
+    port = opts.federation_port or sc.FEDERATION_PORT
+    if port in (plan.client_port, plan.api_port):
+        raise ServerError(f"--federation-port {port} is taken by the TLS listeners")
+
+
 def _tls_plan(opts: InitOptions, ex: _Existing) -> tls.TlsPlan | None:
     """TLS listeners for a fresh config with an https public URL (tls.py says why)."""
+    plan = _tls_plan_only(opts, ex)
+    _check_federation(opts, plan)
+    return plan
+
+
+def _tls_plan_only(opts: InitOptions, ex: _Existing) -> tls.TlsPlan | None:
     plan = tls.plan(opts.public_url, opts.bind, opts.tls_cert, opts.tls_key)
     if plan is None or ex.homeserver is not None or ex.appservice is not None:
         return None
@@ -571,6 +609,14 @@ def _render_missing(
             sc.add_tls_listener(
                 hs_conf, tls_plan.files(dd.root), tls_plan.bind, tls_plan.client_port
             )
+            if opts.federation:
+                sc.enable_federation(
+                    hs_conf,
+                    tls_plan.bind,
+                    opts.federation_port or sc.FEDERATION_PORT,
+                    opts.federation_allow or [],
+                    [str(Path(p).expanduser().absolute()) for p in opts.federation_ca or []],
+                )
         if layout is not None and redis is not None:
             hs_conf["listeners"].append(wk.replication_listener(layout))
             hs_conf.update(wk.homeserver_settings(layout, redis, sc.random_secret()))
@@ -602,6 +648,9 @@ def _render_missing(
         extra["homeserver_worker_urls"] = layout.generic_urls()
         if layout.transactions_port is not None:
             extra["transactions_port"] = layout.transactions_port
+    if tls_plan is not None and opts.federation:
+        # Agents accept invitations from the allowed servers, and from this one's people.
+        extra["auto_join"] = [settings.server_name, *(opts.federation_allow or [])]
     if tls_plan is not None:
         files = tls_plan.files(dd.root)
         extra.update(

@@ -221,3 +221,53 @@ def add_tls_listener(hs_conf: dict[str, Any], files: Any, bind: str, port: int) 
     )
     hs_conf["tls_certificate_path"] = str(files.cert)
     hs_conf["tls_private_key_path"] = str(files.key)
+
+
+FEDERATION_PORT = 8448
+
+
+def enable_federation(
+    hs_conf: dict[str, Any], bind: str, port: int, allow: list[str], custom_cas: list[str]
+) -> None:
+    """Federation over TLS on ``bind:port`` with the servers ``allow`` names only.
+
+    Private addresses the allowed names resolve to now (a LAN, a VPN, tests) are let through
+    Synapse's default block of private ranges, those addresses only (Synapse never federates
+    with a server named by a private IP literal); ``custom_cas`` are trusted for outgoing
+    federation (another server's private CA; real certificates need none). A failed
+    destination is tried again after 5 s, doubling up to 5 min, not Synapse's 10 min: agents
+    wait on what crosses.
+    """
+    import ipaddress
+    import socket
+
+    hs_conf["listeners"].append(
+        {
+            "port": port,
+            "bind_addresses": [bind],
+            "type": "http",
+            "tls": True,
+            "x_forwarded": False,
+            "resources": [{"names": ["federation"], "compress": False}],
+        }
+    )
+    hs_conf["federation_domain_whitelist"] = list(allow)
+    hs_conf["allow_public_rooms_over_federation"] = False
+    hs_conf["federation_verify_certificates"] = True
+    if custom_cas:
+        hs_conf["federation_custom_ca_list"] = list(custom_cas)
+    hs_conf["federation"] = {
+        "destination_min_retry_interval": "5s",
+        "destination_retry_multiplier": 2,
+        "destination_max_retry_interval": "5m",
+    }
+    addresses: list[str] = []
+    for name in allow:
+        host = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+        try:
+            found = {a[4][0] for a in socket.getaddrinfo(host.strip("[]"), None)}
+        except OSError:
+            continue
+        addresses += sorted(a for a in found if ipaddress.ip_address(a).is_private)
+    if addresses:
+        hs_conf["ip_range_whitelist"] = sorted(set(addresses))
