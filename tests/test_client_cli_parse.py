@@ -1,4 +1,4 @@
-"""agent_chat.commandline: the fast path and argparse, built from one command table, agree.
+"""agent_chat.cli_table: the fast path and argparse, built from one command table, agree.
 
 The fast path parses ``ac send`` and ``ac listen`` without importing argparse; whenever it
 accepts a command line, argparse must read that line the same way (and whenever it declines,
@@ -15,18 +15,18 @@ import sys
 
 import pytest
 
-from agent_chat import cli, commandline
+from agent_chat import argparser, cli, cli_handlers, cli_table, fast_parse
 from agent_chat.errors import UsageError
 from conftest import free_port
 
-TABLE = {c.name: c for c in commandline.command_table()}
-FAST = [c for c in commandline.command_table() if c.fast]
+TABLE = {c.name: c for c in cli_table.command_table()}
+FAST = [c for c in cli_table.command_table() if c.fast]
 
 #: Words that are no flag of any command, odd shapes argparse has rules for.
 ODD = ["--bogus", "-x", "--", "-5", "", "-", "--json=1", "--la", "-fv", "-h"]
 
 
-def vocabulary(command: commandline.Command) -> list[str]:
+def vocabulary(command: cli_table.Command) -> list[str]:
     words = ["#room", "hello"]
     for arg in command.flat_args():
         if arg.positional:
@@ -37,13 +37,13 @@ def vocabulary(command: commandline.Command) -> list[str]:
     return sorted(set(words + ODD))
 
 
-PARSER = commandline._parser()
+PARSER = argparser.build_parser()
 
 
-def argparse_values(command: commandline.Command, argv: list[str]) -> dict[str, object] | None:
+def argparse_values(command: cli_table.Command, argv: list[str]) -> dict[str, object] | None:
     """What argparse makes of ``ac COMMAND ARGV`` (None: a usage error or help)."""
     try:
-        args = PARSER.parse_args([command.name, *argv], namespace=commandline.Args())
+        args = PARSER.parse_args([command.name, *argv], namespace=cli_handlers.Args())
     except (UsageError, SystemExit):
         return None
     return {arg.dest: getattr(args, arg.dest) for arg in command.flat_args()}
@@ -51,13 +51,13 @@ def argparse_values(command: commandline.Command, argv: list[str]) -> dict[str, 
 
 @pytest.mark.parametrize("command", FAST, ids=[c.name for c in FAST])
 def test_fast_path_agrees_with_argparse(
-    command: commandline.Command, capsys: pytest.CaptureFixture[str]
+    command: cli_table.Command, capsys: pytest.CaptureFixture[str]
 ) -> None:
     words = vocabulary(command)
     accepted = 0
     for n in range(4):
         for argv in itertools.product(words, repeat=n):
-            fast = commandline.fast_parse(command, list(argv))
+            fast = fast_parse.fast_parse(command, list(argv))
             if fast is None:
                 continue
             accepted += 1
@@ -79,14 +79,14 @@ def test_fast_path_agrees_with_argparse(
     ],
 )
 def test_plain_shapes_take_the_fast_path(argv: list[str]) -> None:
-    args = commandline.parse_fast_path(argv)
+    args = fast_parse.parse_fast_path(argv)
     assert args is not None and args.func is TABLE[argv[0]].run
 
 
 def test_fast_commands_are_the_tables_fast_ones() -> None:
-    assert [c.name for c in commandline.fast_commands()] == [c.name for c in FAST]
-    assert all(c.fast for c in commandline.fast_commands())
-    assert commandline.parse_fast_path(["who", "#room"]) is None  # not fast: argparse
+    assert [c.name for c in cli_table.fast_commands()] == [c.name for c in FAST]
+    assert all(c.fast for c in cli_table.fast_commands())
+    assert fast_parse.parse_fast_path(["who", "#room"]) is None  # not fast: argparse
 
 
 def test_every_fast_command_uses_only_what_the_fast_path_reads() -> None:
@@ -107,14 +107,14 @@ def test_notify_fast_flags_are_the_tables() -> None:
 
 
 def test_every_command_dispatches_to_its_handler() -> None:
-    for command in commandline.command_table():
+    for command in cli_table.command_table():
         argv = [command.name]
         for arg in command.flat_args():
             if arg.positional and arg.nargs in (None, "+"):
                 argv.append(arg.choices[0] if arg.choices else "x")
-        assert commandline.parse(argv).func is command.run, command.name
+        assert argparser.parse(argv).func is command.run, command.name
     with pytest.raises(UsageError, match="a command is required"):
-        args = commandline.parse([])
+        args = argparser.parse([])
         args.func(args)
 
 
@@ -125,7 +125,8 @@ def test_hot_paths_import_neither_argparse_nor_typing() -> None:
         "import sys; from agent_chat import cli\n"
         "heavy = ('argparse', 'typing', 'dataclasses')\n"
         "cli.run(['notify']); cli.run(['notify', '--oneline'])\n"
-        "print(sorted(m for m in (*heavy, 'agent_chat.commandline') if m in sys.modules))\n"
+        "table = ('agent_chat.cli_table', 'agent_chat.fast_parse')\n"
+        "print(sorted(m for m in (*heavy, *table) if m in sys.modules))\n"
         "cli.run(['send', '#r', 'x']); cli.run(['listen', '--last', '20'])\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

@@ -44,6 +44,7 @@ COMMANDS = [
     "setup",
     "mcp",
     "tui",
+    "run",
 ]
 
 

@@ -208,6 +208,7 @@ def taken_lines(answer: JSONObject) -> list[str]:
 def claim(
     ctx: Context,
     patterns: list[str],
+    *,
     ttl: int,
     reason: str | None,
     shared: bool,
@@ -253,6 +254,7 @@ def find_claims(
 def claims(
     ctx: Context,
     paths: list[str],
+    *,
     mine: bool,
     as_json: bool,
     project: str | None,
@@ -292,7 +294,7 @@ def released_line(project: str, gone: list[JSONObject]) -> str:
     return one_line(f"released {', '.join(str(c.get('pattern')) for c in gone)} in {project}")
 
 
-def release(ctx: Context, patterns: list[str], everything: bool, project: str | None) -> int:
+def release(ctx: Context, patterns: list[str], *, everything: bool, project: str | None) -> int:
     proj, gone = request_release(ctx, patterns, everything, project)
     out(released_line(proj, gone))
     return EXIT_OK
@@ -356,7 +358,7 @@ def staged_paths(root: str | None) -> list[str]:
     return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p]
 
 
-def check_staged(ctx: Context, strict: bool, project: str | None) -> int:
+def check_staged(ctx: Context, *, strict: bool, project: str | None) -> int:
     """The pre-commit hook: staged paths under others' claims, one line each on stderr.
 
     Warning (the default), a check that cannot be made (no server, no identity) lets the
@@ -423,7 +425,7 @@ def _without_block(text: str) -> str:
     return re.sub(pattern, "", text, flags=re.DOTALL)
 
 
-def setup_git(uninstall: bool, dry_run: bool, strict: bool) -> int:
+def setup_git(*, uninstall: bool, dry_run: bool, strict: bool) -> int:
     """Install (or remove) the marked block in the repository's pre-commit hook."""
     root = repo_root()
     if root is None:

@@ -6,8 +6,9 @@ claimed by someone else. Errors are one line on stderr; ``--verbose`` adds detai
 
 This module is the entry point and ``ac notify``'s fast path: a hook runs ``ac notify`` before
 every tool call of an agent, so it loads neither argparse nor the command table. Every other
-command line goes to :mod:`agent_chat.commandline`, where each command and its arguments are
-declared once and both the fast path of ``ac send``/``ac listen`` and argparse are built.
+command is declared once in :mod:`agent_chat.cli_table`; ``ac send``/``ac listen`` are parsed
+by :mod:`agent_chat.fast_parse` when they can be, the rest by :mod:`agent_chat.argparser`, and
+:mod:`agent_chat.cli_handlers` calls each command with its flags as keyword arguments.
 ``ac claims --check-staged``, the pre-commit hook of ``ac setup git``, skips argparse too.
 """
 
@@ -42,7 +43,7 @@ def run(argv: list[str]) -> int:
         if rest and rest[0] == "notify" and _fast_notify_ok(rest[1:]):
             from .commands import notify_graceful
 
-            return notify_graceful(rest[1:], verbose)
+            return notify_graceful(rest[1:], verbose=verbose)
         if rest and rest[0] == "claims" and "--check-staged" in rest:
             from . import claims
 
@@ -50,10 +51,15 @@ def run(argv: list[str]) -> int:
             if hook is not None:
                 from .context import Context
 
-                return claims.check_staged(Context(verbose), *hook)
-        from . import commandline
+                strict, project = hook
+                return claims.check_staged(Context(verbose), strict=strict, project=project)
+        from .fast_parse import parse_fast_path
 
-        args = commandline.parse_fast_path(rest) or commandline.parse(argv)
+        args = parse_fast_path(rest)
+        if args is None:
+            from .argparser import parse
+
+            args = parse(argv)
         args.verbose = verbose
         return args.func(args)
     except AcError as e:

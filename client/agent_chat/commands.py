@@ -1,4 +1,4 @@
-"""What each ``ac`` command does (its arguments are declared in :mod:`agent_chat.commandline`;
+"""What each ``ac`` command does (its arguments are declared in :mod:`agent_chat.cli_table`;
 the environment it runs in is :mod:`agent_chat.context`)."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def notify(ctx: Context, fmt: str) -> int:
     return 0
 
 
-def notify_graceful(argv_flags: list[str], verbose: bool) -> int:
+def notify_graceful(argv_flags: list[str], *, verbose: bool) -> int:
     """``ac notify``: on any error print nothing and exit 0 (unless ``--verbose``)."""
     fmt = "words"
     if "--json" in argv_flags:
@@ -84,6 +84,7 @@ def send(
     ctx: Context,
     target: str,
     words: list[str],
+    *,
     notice: bool = False,
     as_json: bool = False,
     wait: str | None = None,
@@ -183,6 +184,7 @@ def _put_retrying(
 def listen(
     ctx: Context,
     target: str | None,
+    *,
     last: int,
     unread: bool,
     as_json: bool,
@@ -290,7 +292,7 @@ def _plural(n: int, word: str) -> str:
 # --- who, channels, status -------------------------------------------------------------------
 
 
-def who(ctx: Context, target: str, as_json: bool) -> int:
+def who(ctx: Context, target: str, *, as_json: bool) -> int:
     """``ac who ROOM``: the members, their kind and last activity."""
     room = normalize_target(target)
     try:
@@ -327,7 +329,7 @@ def who(ctx: Context, target: str, as_json: bool) -> int:
     return 0
 
 
-def channels(ctx: Context, as_json: bool) -> int:
+def channels(ctx: Context, *, as_json: bool) -> int:
     """``ac channels``: the rooms we are in (and are invited to), with counts and topics."""
     answer = ctx.authed().call("GET", "/channels")
     if as_json:
@@ -352,7 +354,7 @@ def channels(ctx: Context, as_json: bool) -> int:
     return 0
 
 
-def status(ctx: Context, as_json: bool) -> int:
+def status(ctx: Context, *, as_json: bool) -> int:
     """``ac status``: the server's health and whose our token is (exit 2 when the homeserver
     is down, 3 when the token is rejected)."""
     s = ctx.settings
@@ -410,7 +412,7 @@ def status(ctx: Context, as_json: bool) -> int:
 # --- config, register, login, create-room, join ----------------------------------------------
 
 
-def config(ctx: Context, assignments: list[str], as_json: bool) -> int:
+def config(ctx: Context, assignments: list[str], *, as_json: bool) -> int:
     """``ac config [--set KEY=VALUE]...``: show the settings (after changing them)."""
     s = ctx.settings
     if assignments:
@@ -509,7 +511,7 @@ def _identity_files(s: Settings) -> dict[str, str | None]:
     }
 
 
-def register(ctx: Context, name: str | None, make_default: bool = False) -> int:
+def register(ctx: Context, name: str | None, *, make_default: bool = False) -> int:
     """``ac register [NAME]``: NAME is exactly the name asked for. Held by this home already:
     say so (exit 0); else the server registers exactly NAME or refuses (taken: exit 1)."""
     s = ctx.settings
@@ -635,7 +637,7 @@ def logout(ctx: Context) -> int:
     return 0
 
 
-def login(ctx: Context, name: str, make_default: bool = False) -> int:
+def login(ctx: Context, name: str, *, make_default: bool = False) -> int:
     s = ctx.settings
     if s.env_token:
         raise _env_token_refusal(ctx)
@@ -680,7 +682,7 @@ def login(ctx: Context, name: str, make_default: bool = False) -> int:
     return 0
 
 
-def create_room(ctx: Context, name: str, topic: str | None) -> int:
+def create_room(ctx: Context, name: str, *, topic: str | None) -> int:
     """``ac create-room '#name' [--topic TEXT]``."""
     alias = normalize_target(name, "room name")
     if not alias.startswith("#"):

@@ -111,7 +111,7 @@ def _call(client: Client, query: dict[str, object], timeout: float | None = None
         raise
 
 
-def receipts(ctx: Context, event_id: str | None, last: str | None, as_json: bool) -> int:
+def receipts(ctx: Context, event_id: str | None, *, last: str | None, as_json: bool) -> int:
     """``ac receipts EVENT_ID`` or ``ac receipts --last [TARGET]``."""
     if (event_id is None) == (last is None):
         raise UsageError("give an EVENT_ID or --last [TARGET] (see 'ac receipts --help')")

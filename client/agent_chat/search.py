@@ -38,6 +38,7 @@ def parse_since(text: str, now: float | None = None) -> int:
 def search(
     ctx: Context,
     query: str,
+    *,
     room: str | None,
     sender: str | None,
     since: int | None,

@@ -173,6 +173,7 @@ def _show(answer: JSONObject, fmt: str) -> str:
 
 def wait(
     ctx: Context,
+    *,
     urgent: bool = False,
     dm: bool = False,
     timeout: float | None = None,

@@ -106,7 +106,7 @@ def identity_line(settings: Settings, found: Identity | None) -> str:
     return "none yet (the first command registers a name the server picks)"
 
 
-def whoami(ctx: Context, as_json: bool) -> int:
+def whoami(ctx: Context, *, as_json: bool) -> int:
     """``ac whoami``: which identity a plain command would use right now, and why."""
     s = ctx.settings
     facts, found = report(s)

@@ -40,6 +40,7 @@ def _write_hook_files(ctx: Context) -> tuple[str, str] | None:
 def run(
     ctx: Context,
     target: str,
+    *,
     scope: str | None,
     dry_run: bool,
     uninstall: bool,

@@ -1,26 +1,22 @@
-"""The ``ac`` command line, declared once: every command, its arguments and its handler.
+"""Every ``ac`` command and its arguments, declared once.
 
-argparse is built from :func:`command_table` (help, usage errors, the final word on syntax), and
-so is the fast path: ``ac send`` and ``ac listen`` are what agents run most, so their plain shapes
-are parsed from the table (:func:`fast_parse`) without importing argparse (~8 ms of a cold
-start); anything the fast path does not understand goes to argparse. Each command's handler is
-attached with ``set_defaults(func=...)``. ``ac notify`` never loads this module
-(:mod:`agent_chat.cli`).
+Both parsers are built from this table: :mod:`agent_chat.fast_parse` (``ac send`` and
+``ac listen`` without argparse) and :mod:`agent_chat.argparser` (help, usage errors, the final
+word on syntax). Each command names its handler in :mod:`agent_chat.cli_handlers`. ``ac notify``
+never loads this module (:mod:`agent_chat.cli`).
 """
 
 from __future__ import annotations
 
-from .errors import UsageError
+from . import cli_handlers as handlers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any, NoReturn
-    import argparse
 
-    from .context import Context
+    from .cli_handlers import Args
 
-    Handler = Callable[["Args"], int]
+    Handler = Callable[[Args], int]
 
 EPILOG = """\
 targets: #room (or just room), @Nick, @user:server, !room_id
@@ -29,91 +25,6 @@ env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
          AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
 exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
          5 timed out (ac wait: nothing new; ac ask: no reply; ac send --wait: not reached)"""
-
-
-class Args:
-    """A parsed command line: argparse fills one (``namespace=``), and so does the fast path.
-
-    Each command sets only its own attributes (plus ``func``, ``command`` and ``verbose``).
-    """
-
-    func: Handler
-    command: str | None
-    verbose: bool
-    json: bool
-    # send, who, join, setup
-    target: str
-    # send
-    message: list[str]
-    notice: bool
-    wait_stage: str | None
-    for_nicks: list[str] | None
-    # receipts
-    event_id: str | None
-    last_target: str | None
-    # listen
-    room: str | None
-    all: bool
-    last: int
-    unread: bool
-    follow: bool
-    peek: bool
-    thread: str | None
-    # reply, ask
-    words: list[str]
-    latest: bool
-    # notify, wait
-    oneline: bool
-    # wait
-    urgent: bool
-    dm: bool
-    timeout: float | None
-    any: bool
-    session: str | None
-    min_interval: float
-    # search (and listen's room)
-    query: list[str]
-    sender: str | None
-    since: int | None
-    limit: int
-    # config
-    assign: list[str]
-    # register (nick), login (user), create-room (alias, topic)
-    default: bool
-    nick: str | None
-    user: str
-    alias: str
-    topic: str | None
-    # setup
-    scope: str | None
-    dry_run: bool
-    uninstall: bool
-    no_mcp: bool
-    no_wake: bool
-    quiet: bool
-    # claim, claims, release
-    patterns: list[str]
-    paths: list[str]
-    ttl: int
-    reason: str | None
-    shared: bool
-    exclusive: bool
-    force: bool
-    project: str | None
-    mine: bool
-    check_staged: bool
-    strict: bool
-    # run
-    cli: list[str]
-    wake: str
-    # mcp
-    channel: bool
-    channel_events: str
-    allow_human: list[str]
-    permission_relay: str | None
-
-    def __init__(self, **values: object) -> None:
-        self.__dict__.update(values)
 
 
 class Arg:
@@ -264,7 +175,7 @@ def fast_commands() -> tuple[Command, ...]:
     return (
         Command(
             "send",
-            _send,
+            handlers.send,
             "send a message to a room or a person",
             "Send a message to a room (#general) or a person (@BlueLake, @user:server).\n"
             "MESSAGE '-' reads the message from stdin. --wait shown|woken|read then waits\n"
@@ -304,7 +215,7 @@ def fast_commands() -> tuple[Command, ...]:
         ),
         Command(
             "listen",
-            _listen,
+            handlers.listen,
             "show recent messages",
             "Show recent messages, oldest first, one record per message (continuation\n"
             "lines indented). Marks what it shows as read, unless --peek.",
@@ -346,7 +257,7 @@ def _other_commands() -> tuple[Command, ...]:
     return (
         Command(
             "reply",
-            _reply,
+            handlers.reply,
             "reply to a message in its thread",
             "Reply to a message in a thread (Element shows it as one; a reply to a message\n"
             "in a thread goes into that thread). EVENT_ID comes from 'ac listen --json'.\n"
@@ -371,7 +282,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "receipts",
-            _receipts,
+            handlers.receipts,
             "what became of a message you sent, per recipient",
             "Per recipient of your message: the furthest stage it reached and when.\n"
             "counted: in their unread counts; shown: a line naming the room was put into\n"
@@ -393,7 +304,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "ask",
-            _ask,
+            handlers.ask,
             "ask and wait for the answer",
             "Send MESSAGE to TARGET, then wait for the first reply in its thread (in a\n"
             "direct chat: the next message from that person) and print it under a header\n"
@@ -414,7 +325,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "search",
-            _search,
+            handlers.search,
             "search the messages of your rooms",
             "Search the messages of the rooms you are in (the homeserver's full-text search),\n"
             "newest first, one record per message. Words match whole words; several words\n"
@@ -439,10 +350,12 @@ def _other_commands() -> tuple[Command, ...]:
                 _json("JSON lines with ids, timestamps and raw text"),
             ),
         ),
-        Command("who", _who, "list the members of a room", args=(_target("#room"), _json())),
+        Command(
+            "who", handlers.who, "list the members of a room", args=(_target("#room"), _json())
+        ),
         Command(
             "notify",
-            _notify,
+            handlers.notify,
             "unread counts per room (for hooks and status bars)",
             "Unread counts per room and direct chat, never bodies. Prints nothing and\n"
             "exits 0 on any error (unless --verbose).",
@@ -455,7 +368,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "wait",
-            _wait,
+            handlers.wait,
             "block until something new arrives (for hooks and scripts)",
             "Block until a message arrives for you, then print the unread counts and exit 0.\n"
             "What is already unread does not end it (unless --any); reading is not news.\n"
@@ -491,11 +404,11 @@ def _other_commands() -> tuple[Command, ...]:
                 ),
             ),
         ),
-        Command("status", _status, "check the server and the identity", args=(_json(),)),
-        Command("channels", _channels, "list the rooms you are in", args=(_json(),)),
+        Command("status", handlers.status, "check the server and the identity", args=(_json(),)),
+        Command("channels", handlers.channels, "list the rooms you are in", args=(_json(),)),
         Command(
             "config",
-            _config,
+            handlers.config,
             "show or change settings",
             "Show the settings, or change them in config.toml with --set.",
             args=(
@@ -512,7 +425,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "register",
-            _register,
+            handlers.register,
             "register an agent identity",
             "Register an agent identity with the server and store its token.\n"
             "NAME asks for exactly that name: taken on the server is an error, already\n"
@@ -527,7 +440,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "login",
-            _login,
+            handlers.login,
             "log in as a human (asks for the password)",
             "Log in as a human (the password is read from the terminal, or a line of stdin)\n"
             "and store the token. The first identity stored in a home is its default;\n"
@@ -536,7 +449,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "logout",
-            _logout,
+            handlers.logout,
             "revoke this identity's token and forget it here",
             "The server revokes the token of the identity commands use here (a human's last\n"
             "one also ends the Matrix session that ac login opened), and it is removed from\n"
@@ -544,7 +457,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "whoami",
-            _whoami,
+            handlers.whoami,
             "which identity commands use here, and why",
             "Which identity a plain command would use right now and why (AGENT_CHAT_TOKEN,\n"
             "AGENT_CHAT_NICK, config.toml's identity.nick, or this home's default), the\n"
@@ -553,17 +466,19 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "create-room",
-            _create_room,
+            handlers.create_room,
             "create a public room",
             args=(
                 Arg("alias", metavar="'#name'", help="the room alias, e.g. '#builds'"),
                 Arg("--topic", metavar="TEXT", help="the room topic"),
             ),
         ),
-        Command("join", _join, "join a room", args=(_target("room alias or id", "'#room'"),)),
+        Command(
+            "join", handlers.join, "join a room", args=(_target("room alias or id", "'#room'"),)
+        ),
         Command(
             "claim",
-            _claim,
+            handlers.claim,
             "claim files of this repository (exit 6: someone else holds them)",
             "Claim paths of this repository so others' tools warn before they collide.\n"
             "PATTERN is a git-style glob relative to the repository root (*, ?, [a-z],\n"
@@ -591,7 +506,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "claims",
-            _claims,
+            handlers.claims,
             "list the active claims of this repository",
             "List the active claims of this repository's project, or those covering PATHs.\n"
             "--check-staged is the pre-commit hook's check (see 'ac setup git').",
@@ -612,7 +527,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "release",
-            _release,
+            handlers.release,
             "release your claims",
             args=(
                 Arg("patterns", metavar="PATTERN", nargs="*", help="the claimed patterns"),
@@ -622,7 +537,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "setup",
-            _setup,
+            handlers.setup,
             "install hooks, skills and commands for an agent CLI",
             "Install the Agent Chat integration for an agent CLI: unread-count hooks,\n"
             "skills or commands, a status line. Merges into existing settings (with a\n"
@@ -664,7 +579,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "mcp",
-            _mcp,
+            handlers.mcp,
             "run the MCP server on stdio (send, read, who, notify tools)",
             "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
             "read, who and notify, as this identity. Register it with e.g.\n"
@@ -701,7 +616,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "tui",
-            _tui,
+            handlers.tui,
             "the terminal client for humans (needs agent-chat[tui])",
             "An interactive terminal client for the humans who watch the agents: rooms and\n"
             "direct chats with unread counts, the timeline, threads, mentions, agents and\n"
@@ -715,7 +630,7 @@ def _other_commands() -> tuple[Command, ...]:
         ),
         Command(
             "run",
-            _run,
+            handlers.run,
             "run an agent CLI and wake it when a message arrives while it is idle",
             "Run CLI (codex, gemini, claude, or any other) in a terminal of its own, passed\n"
             "through untouched. When a direct or urgent message arrives (--wake) while the\n"
@@ -744,15 +659,6 @@ def _other_commands() -> tuple[Command, ...]:
     )
 
 
-def _run(args: Args) -> int:
-    from . import run
-
-    argv = list(args.cli)
-    if not argv or argv[0] != "--" or len(argv) < 2:
-        raise UsageError("ac run needs -- and the command to run: ac run [OPTIONS] -- CLI")
-    return run.main(_context(args), argv[1:], args.wake, args.min_interval, args.nick)
-
-
 def _project_arg() -> Arg:
     return Arg(
         "--project",
@@ -775,410 +681,3 @@ def _default_flag() -> Arg:
 
 def _target(help: str = "#room", metavar: str = "TARGET") -> Arg:
     return Arg("target", metavar=metavar, help=help)
-
-
-# --- the handlers: Args -> the command's function ------------------------------------------
-
-
-def _context(args: Args) -> Context:
-    from .context import Context
-
-    return Context(verbose=args.verbose)
-
-
-def _send(args: Args) -> int:
-    from . import commands
-
-    return commands.send(
-        _context(args),
-        args.target,
-        args.message,
-        args.notice,
-        args.json,
-        wait=getattr(args, "wait_stage", None),
-        timeout=getattr(args, "timeout", None),
-        for_nicks=getattr(args, "for_nicks", None),
-    )
-
-
-def _receipts(args: Args) -> int:
-    from . import receipts
-
-    target = args.last_target
-    return receipts.receipts(
-        _context(args), args.event_id, None if target is None else target, args.json
-    )
-
-
-def _listen(args: Args) -> int:
-    from . import commands
-
-    if args.room and args.all:
-        raise UsageError("give either TARGET or --all (see 'ac listen --help')")
-    if args.thread is not None and (args.room or args.all or args.unread or args.follow):
-        raise UsageError("--thread shows one thread: no TARGET, --all, --unread or --follow")
-    return commands.listen(
-        _context(args),
-        args.room,
-        args.last,
-        args.unread,
-        args.json,
-        args.follow,
-        args.peek,
-        thread=args.thread,
-    )
-
-
-def _reply(args: Args) -> int:
-    from . import ask
-
-    return ask.reply(_context(args), args.words, args.latest, args.json)
-
-
-def _ask(args: Args) -> int:
-    from . import ask
-
-    timeout = ask.ASK_TIMEOUT if args.timeout is None else args.timeout
-    return ask.ask(_context(args), args.target, args.words, timeout, args.json)
-
-
-def _notify(args: Args) -> int:
-    from . import commands
-
-    flags = ["--json"] if args.json else ["--oneline"] if args.oneline else []
-    return commands.notify_graceful(flags, args.verbose)
-
-
-def _wait(args: Args) -> int:
-    from . import wait
-
-    return wait.wait(
-        _context(args),
-        urgent=args.urgent,
-        dm=args.dm,
-        timeout=args.timeout,
-        fmt="json" if args.json else "oneline" if args.oneline else "words",
-        any_unread=args.any,
-        session=args.session,
-        min_interval=args.min_interval,
-    )
-
-
-def _search(args: Args) -> int:
-    from . import search
-
-    return search.search(
-        _context(args),
-        " ".join(args.query),
-        args.room,
-        args.sender,
-        args.since,
-        args.limit,
-        args.json,
-    )
-
-
-def _who(args: Args) -> int:
-    from . import commands
-
-    return commands.who(_context(args), args.target, args.json)
-
-
-def _status(args: Args) -> int:
-    from . import commands
-
-    return commands.status(_context(args), args.json)
-
-
-def _channels(args: Args) -> int:
-    from . import commands
-
-    return commands.channels(_context(args), args.json)
-
-
-def _config(args: Args) -> int:
-    from . import commands
-
-    return commands.config(_context(args), args.assign, args.json)
-
-
-def _register(args: Args) -> int:
-    from . import commands
-
-    return commands.register(_context(args), args.nick, make_default=args.default)
-
-
-def _login(args: Args) -> int:
-    from . import commands
-
-    return commands.login(_context(args), args.user, make_default=args.default)
-
-
-def _logout(args: Args) -> int:
-    from . import commands
-
-    return commands.logout(_context(args))
-
-
-def _whoami(args: Args) -> int:
-    from . import whoami
-
-    return whoami.whoami(_context(args), args.json)
-
-
-def _create_room(args: Args) -> int:
-    from . import commands
-
-    return commands.create_room(_context(args), args.alias, args.topic)
-
-
-def _join(args: Args) -> int:
-    from . import commands
-
-    return commands.join(_context(args), args.target)
-
-
-def _setup(args: Args) -> int:
-    from . import setup
-
-    if args.target == "git":
-        from . import claims
-
-        return claims.setup_git(args.uninstall, args.dry_run, args.strict)
-
-    return setup.run(
-        _context(args),
-        args.target,
-        args.scope,
-        args.dry_run,
-        args.uninstall,
-        args.quiet,
-        mcp=not args.no_mcp,
-        wake=not args.no_wake,
-    )
-
-
-def _claim(args: Args) -> int:
-    from . import claims
-
-    return claims.claim(
-        _context(args),
-        args.patterns,
-        args.ttl,
-        args.reason,
-        args.shared,
-        args.force,
-        args.project,
-        args.json,
-    )
-
-
-def _claims(args: Args) -> int:
-    from . import claims
-
-    if args.check_staged:
-        return claims.check_staged(_context(args), args.strict, args.project)
-    return claims.claims(_context(args), args.paths, args.mine, args.json, args.project)
-
-
-def _release(args: Args) -> int:
-    from . import claims
-
-    return claims.release(_context(args), args.patterns, args.all, args.project)
-
-
-def _mcp(args: Args) -> int:
-    from . import mcp_server
-
-    return mcp_server.main(
-        _context(args),
-        args.channel,
-        args.channel_events,
-        tuple(args.allow_human),
-        args.permission_relay,
-    )
-
-
-def _tui(args: Args) -> int:
-    from . import tui
-
-    return tui.main(args.nick, args.peek, args.project)
-
-
-def _no_command(args: Args) -> int:
-    raise UsageError("a command is required (see 'ac --help')")
-
-
-# --- the fast path ---------------------------------------------------------------------------
-
-
-def parse_fast_path(argv: list[str]) -> Args | None:
-    """A ``fast`` command's plain command line parsed from the table, or None for argparse."""
-    if not argv:
-        return None
-    for command in fast_commands():
-        if command.name == argv[0]:
-            values = fast_parse(command, argv[1:])
-            if values is None:
-                return None
-            return Args(command=command.name, func=command.run, **values)
-    return None
-
-
-def fast_parse(command: Command, argv: list[str]) -> dict[str, object] | None:
-    """``command``'s arguments from ``argv`` as argparse would parse them, or None when the
-    line is anything but plain: an unknown, repeated, abbreviated or ``--x=y`` option, a value
-    that starts with ``-``, a bad value, a missing argument, an option after a ``nargs="+"``
-    positional began, ``--help``... argparse then decides (and words its errors)."""
-    options: dict[str, Arg] = {}
-    positionals: list[Arg] = []
-    values: dict[str, object] = {}
-    for item in command.args:
-        if isinstance(item, tuple):
-            return None  # mutually exclusive groups: argparse's to check
-        if item.positional:
-            if item.nargs not in (None, "?", "+") or item.choices is not None:
-                return None
-            positionals.append(item)
-        elif item.action in ("store", "store_true"):
-            options.update(dict.fromkeys(item.names, item))
-        else:
-            return None
-        values[item.dest] = item.default
-    seen: set[str] = set()
-    index = 0
-    greedy: Arg | None = None  # the nargs="+" positional taking every further word
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        i += 1
-        option = token.startswith("-") and token != "-"
-        if greedy is not None:
-            if option:
-                return None
-            words = values[greedy.dest]
-            assert isinstance(words, list)
-            words.append(token)
-        elif option:
-            arg = options.get(token)
-            if arg is None or arg.dest in seen:
-                return None
-            seen.add(arg.dest)
-            if arg.action == "store_true":
-                values[arg.dest] = True
-                continue
-            if i >= len(argv) or argv[i].startswith("-"):
-                return None
-            try:
-                values[arg.dest] = arg.type(argv[i]) if arg.type else argv[i]
-            except ValueError:
-                return None
-            i += 1
-        elif index < len(positionals):
-            arg = positionals[index]
-            index += 1
-            if arg.nargs == "+":
-                values[arg.dest] = [token]
-                greedy = arg
-            else:
-                values[arg.dest] = token
-        else:
-            return None
-    if any(arg.nargs != "?" for arg in positionals[index:]):
-        return None  # a required argument is missing: argparse says so
-    return values
-
-
-# --- argparse --------------------------------------------------------------------------------
-
-
-def parse(argv: list[str]) -> Args:
-    """``argv`` parsed by argparse (usage errors raise UsageError, ``--help`` exits)."""
-    return _parser().parse_args(argv, namespace=Args(command=None, func=_no_command))
-
-
-def _parser() -> argparse.ArgumentParser:
-    """The ``ac`` parser, built from :func:`command_table`."""
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        """argparse that reports usage errors as one line and exit code 1 (2 means network)."""
-
-        def error(self, message: str) -> NoReturn:
-            raise UsageError(f"{message} (see '{self.prog} --help')")
-
-    common = Parser(add_help=False)
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show requests and error details on stderr",
-    )
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = Parser(
-        prog="ac",
-        description="Agent Chat: real-time chat for coding agents and the humans who watch them.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-        parents=[common],
-    )
-    parser.add_argument("--version", action="version", version="ac " + _version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in command_table():
-        p = sub.add_parser(
-            command.name,
-            help=command.help,
-            description=command.description,
-            parents=[common],
-            formatter_class=fmt,
-        )
-        for item in command.args:
-            if isinstance(item, tuple):
-                group = p.add_mutually_exclusive_group()
-                for arg in item:
-                    _add_argument(group, arg)
-            else:
-                _add_argument(p, item)
-        p.set_defaults(func=command.run)
-    return parser
-
-
-def _add_argument(parser: argparse._ActionsContainer, arg: Arg) -> None:
-    import argparse
-
-    # argparse's keywords differ by action (store_true takes no type or metavar): only the
-    # ones set are passed, so their values are of several types.
-    kwargs: dict[str, Any] = {"action": arg.action}
-    kwargs["help"] = argparse.SUPPRESS if arg.help is None else arg.help
-    if not arg.positional:
-        kwargs["dest"] = arg.dest
-    for key in ("metavar", "nargs", "choices", "const"):
-        value = getattr(arg, key)
-        if value is not None:
-            kwargs[key] = value
-    if arg.type is not None:
-        kwargs["type"] = _argparse_type(arg.type)
-    if arg.action in ("store", "append") and arg.default is not None:
-        kwargs["default"] = arg.default
-    parser.add_argument(*arg.names, **kwargs)
-
-
-def _argparse_type(convert: Callable[[str], object]) -> Callable[[str], object]:
-    """``convert`` with its ValueError turned into argparse's error (its message is shown)."""
-    import argparse
-
-    def check(text: str) -> object:
-        try:
-            return convert(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    check.__name__ = convert.__name__
-    return check
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
