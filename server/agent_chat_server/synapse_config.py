@@ -265,7 +265,7 @@ def enable_federation(
     for name in allow:
         host = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
         try:
-            found = {a[4][0] for a in socket.getaddrinfo(host.strip("[]"), None)}
+            found = {str(a[4][0]) for a in socket.getaddrinfo(host.strip("[]"), None)}
         except OSError:
             continue
         addresses += sorted(a for a in found if ipaddress.ip_address(a).is_private)
