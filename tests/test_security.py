@@ -1,4 +1,4 @@
-"""Security suite: each threat of shared/DESIGN.md, and where its tests live.
+"""Security suite: each threat of docs/security.md, and where its tests live.
 
 1. Token checks: test_appservice_transactions.py::test_homeserver_routes_need_the_hs_token_in_
    the_header, test_appservice_api.py::test_every_route_needs_the_callers_token,
