@@ -17,6 +17,8 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
                        1,000 waiters (parts wait, wait-postgres)
 - bench_mcp.py         `ac mcp`'s cold start to `initialize` answered, vs the SDK's smallest server
 - bench_run.py         a keystroke's echo through `ac run -- cat` vs `cat` in a pty, its memory
+- bench_load.py        a 30-agent burst of DMs and a shared room, first contact and warm, and
+                       30 s of mixed load, SQLite and PostgreSQL (with --postgres) interleaved
 - bench_wake.py        a DM → an idle Claude Code session's model request, under tmux against
                        the fake model, with send → `ac wait` as the baseline (part wake; says
                        so and skips that row without .cache/agent-clis)
@@ -48,6 +50,7 @@ SECTIONS = {
     "wake": "Waking an idle Claude Code session",
     "mcp": "ac mcp cold start",
     "run": "ac run keystroke echo",
+    "load": "Load: 30-agent pipeline and mixed load, SQLite and PostgreSQL",
 }
 # Parts that need --postgres (skipped without it, an error with --only).
 NEEDS_POSTGRES = ("postgres", "wait-postgres")
@@ -263,6 +266,16 @@ def main() -> int:
         out = str(RESULTS / "run.json")
         keys = ["-n", "200"] if args.quick else []
         fresh["run"] = run("run", script("bench_run.py", *keys, "--json", out))
+    if "load" in wanted:
+        out = str(RESULTS / "load.json")
+        loads = ["--rounds", "1", "--duration", "10"] if args.quick else []
+        # Without --postgres: SQLite alone.
+        url, drop = postgres_database(args.postgres) if args.postgres else (None, lambda: None)
+        pg = ["--database", url] if url else []
+        try:
+            fresh["load"] = run("load", script("bench_load.py", *loads, *pg, "--json", out))
+        finally:
+            drop()
     if not args.no_doc:
         write_doc({key: f"{stamp}\n\n```\n{table}\n```" for key, table in fresh.items()})
         print(f"\nwrote {DOC.relative_to(ROOT)}")
