@@ -61,20 +61,35 @@ WAKES = {"urgent,dm": "urgent,dm", "dm,urgent": "urgent,dm", "urgent": "urgent",
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGCONT)
 
 
+def _trace(event: str) -> None:
+    """``AGENT_CHAT_RUN_TRACE=FILE``: append ``MONOTONIC EVENT`` (bench/bench_run_wake.py
+    splits a wake's latency with it: news received, line typed, submitted)."""
+    path = os.environ.get("AGENT_CHAT_RUN_TRACE")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.monotonic():.6f} {event}\n")
+
+
 class Profile:
     """How one CLI takes a typed line."""
 
-    def __init__(self, settle: float, submit: bytes = b"\r", pause: float = 0.15) -> None:
+    def __init__(
+        self, settle: float, submit: bytes = b"\r", pause: float = 0.15, paste_pause: float = 0.03
+    ) -> None:
         #: Seconds without output before the CLI counts as idle.
         self.settle = settle
         self.submit = submit
-        #: Seconds between the pasted line and the submit key.
+        #: Seconds between the typed line and the submit key: a TUI that takes fast typing
+        #: for a paste (Codex) turns an Enter inside that burst into a newline ...
         self.pause = pause
+        #: ... which a bracketed paste (when the CLI turned it on) makes unambiguous.
+        self.paste_pause = paste_pause
 
 
 PROFILES = {
     "codex": Profile(settle=1.0, pause=0.3),
-    "gemini": Profile(settle=1.0, pause=0.3),
+    # Gemini CLI 0.61 takes an Enter that follows a paste within ~0.1 s as part of it.
+    "gemini": Profile(settle=1.0, pause=0.3, paste_pause=0.3),
     "claude": Profile(settle=1.0, pause=0.2),
     "generic": Profile(settle=1.5),
 }
@@ -151,6 +166,7 @@ class Waker:
             if answer is None:
                 continue
             record_wake(self.state, answer)
+            _trace("news")
             with self.lock:
                 if self.pending is None:
                     self.since = time.monotonic()
@@ -357,6 +373,7 @@ class _Pump:
             if now >= self.submit_at:
                 _write_all(self.master, self.profile.submit)
                 self.submit_at = None
+                _trace("submitted")
             else:
                 waits.append(self.submit_at - now)
         if self.waker is not None and self.wanted is None:
@@ -367,7 +384,7 @@ class _Pump:
             quiet_at = max(self.last_output + self.profile.settle, self.last_key + KEY_QUIET)
             if now >= quiet_at:
                 self._type(now)
-                waits.append(self.profile.pause)
+                waits.append(0.0 if self.submit_at is None else self.submit_at - now)
             else:
                 waits.append(quiet_at - now)
         return max(0.0, min(waits)) if waits else None
@@ -377,8 +394,9 @@ class _Pump:
         waited = now - self.since - self.profile.settle
         data = wake_line(self.wanted, self.filters, waited).encode()
         _write_all(self.master, b"\x1b[200~" + data + b"\x1b[201~" if self.paste else data)
-        self.submit_at = now + self.profile.pause
+        self.submit_at = now + (self.profile.paste_pause if self.paste else self.profile.pause)
         self.wanted = None
+        _trace("typed")
 
     def run(self) -> None:
         while True:

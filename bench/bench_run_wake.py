@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Wake benchmark for ``ac run`` (issue 23, "Numbers"): a DM to an idle Codex or Gemini CLI TUI
+running under ``ac run`` reaches the model; p50 ≤ 500 ms, every DM woken; a storm of 20 DMs
+in 10 s → at most 2 wakes.
+
+Starts its own Synapse + appservice (as bench_wake.py does) with the same baseline (send →
+`ac wait` vs a raw Synapse push), then for each CLI from .cache/agent-clis (scripts/
+agent-clis.sh), interactive under tmux after `ac setup <cli>` in a temp HOME, every base URL on
+tests/fake_models.py: N DMs spaced past the loop guard, each timed from the send to the fake
+model's request whose prompt is the typed line; the split (news at `ac run`, line typed,
+submitted) comes from ``AGENT_CHAT_RUN_TRACE``. Then the storm: typed lines counted.
+
+    python bench/bench_run_wake.py [-n 10] [--spacing 11] [--cli codex,gemini]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import median
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bench_appservice import add_stack_arguments, report, run_on_a_stack
+from bench_wait import AC, WaitBench
+from test_agent_clis import PROMPTS, write_cli_config
+
+from agent_chat.config import save_config
+from agent_cli_helpers import BIN, QUIET_ENV, Tmux, processes_with
+from fake_models import FakeModels, Request, _last_user_parts
+from helpers import register_at, wait_for
+
+TARGET_MS = 500.0
+STORM_WAKES = 2
+WAKE_DEADLINE = 30.0
+WORDS = ": new direct or urgent message"
+
+
+def _typed(r: Request) -> bool:
+    return r.is_agent_turn and WORDS in _last_user_parts(r.vendor, r.body)[0]
+
+
+class RunWakeBench(WaitBench):
+    async def run(self) -> None:  # type: ignore[override]
+        await self.probe.start()
+        timeout = aiohttp.ClientTimeout(total=400)
+        async with aiohttp.ClientSession(timeout=timeout) as self.http:
+            a, b = await self.register(), await self.register()
+            room = "#" + "runwake" + secrets.token_hex(3)
+            room_id = await self.create_room(a["token"], room)
+            status, data, _ = await self.api_call("POST", "/join", b["token"], {"room": room})
+            assert status == 200, data
+            await self.end_to_end(a, b, room, room_id, self.args.ac_rounds)
+        for name in self.args.cli.split(","):
+            if not (BIN / name).exists() or not shutil.which("tmux"):
+                self.results[name] = {"skipped": f"{BIN / name} or tmux not installed"}
+                continue
+            self.results[name] = await asyncio.to_thread(self.wake, name)
+
+    def wake(self, name: str) -> dict[str, object]:
+        api_url = self.config.api_url
+        token = self.config.registration_token
+        other = register_at(api_url, token)
+        with tempfile.TemporaryDirectory(prefix="ac-bench-run-") as tmp, FakeModels() as models:
+            home = Path(tmp) / "home"
+            project = home / "project"
+            project.mkdir(parents=True)
+            chat = home / ".agent-chat"
+            save_config(str(chat), {"server": {"registration_token": token}})
+            write_cli_config(name, home, models.url)
+            me = "Run" + secrets.token_hex(3)
+            marker = "AGENT_CHAT_RUN_BENCH"
+            trace = Path(tmp) / "trace"
+            env = {
+                "PATH": f"{BIN}:{Path(AC).parent}:/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(home),
+                "TERM": "xterm-256color",
+                "LANG": "C.UTF-8",
+                "TMPDIR": tmp,
+                "AGENT_CHAT_HOME": str(chat),
+                "AGENT_CHAT_SERVER": api_url,
+                "AGENT_CHAT_NICK": me,
+                "AGENT_CHAT_RUN_TRACE": str(trace),
+                "FAKE_MODEL_API_KEY": "sk-fake",
+                "OPENAI_API_KEY": "sk-fake",
+                "OPENAI_BASE_URL": models.url + "/v1",
+                "GEMINI_API_KEY": "fake",
+                "GOOGLE_GEMINI_BASE_URL": models.url,
+                marker: secrets.token_hex(4),
+                **QUIET_ENV,
+            }
+            p = subprocess.run(
+                [AC, "setup", name], env=env, cwd=project, capture_output=True, text=True
+            )
+            assert p.returncode == 0, p.stderr
+            args: list[str] = []
+            if name == "codex":
+                config = home / ".codex" / "config.toml"
+                text = config.read_text().replace("[features]\n", "[features]\nplugins = false\n")
+                config.write_text(text)
+            else:
+                args = ["--approval-mode", "yolo"]
+            tmux = Tmux("ac-bench-run-" + secrets.token_hex(3), env)
+            latencies: list[float] = []
+            splits: list[tuple[float, float, float]] = []
+            try:
+                tmux.run(
+                    "new-session", "-d", "-s", "main", "-x", "150", "-y", "45",
+                    "-c", str(project), AC, "run", "--", str(BIN / name), *args,
+                )  # fmt: skip
+                wait_for(lambda: PROMPTS[name] in tmux.screen(), 90, f"{name}'s prompt")
+                if name == "codex":
+                    wait_for(lambda: "Hooks need review" in tmux.screen(), 30, "hooks review")
+                    tmux.run("send-keys", "-t", "main", "Escape")
+                    wait_for(lambda: "Hooks need review" not in tmux.screen(), 30, "review")
+                time.sleep(3)
+                for i in range(1, self.args.n + 1):
+                    time.sleep(self.args.spacing if i > 1 else 0)
+                    line = f"@{other.nick}({i}){WORDS}"
+                    since = len(models.requests)
+                    trace.write_text("")
+                    sent = time.monotonic()
+                    other.send("@" + me, f"wake {i}")
+                    woke = models.wait_for(
+                        lambda r, since=since, line=line: (
+                            r in models.requests[since:]
+                            and r.is_agent_turn
+                            and line in _last_user_parts(r.vendor, r.body)[0]
+                        ),
+                        WAKE_DEADLINE,
+                    )
+                    assert woke is not None, (f"no wake for DM {i}", tmux.screen())
+                    latencies.append(woke.at - sent)
+                    events = dict(
+                        (e, float(t))
+                        for t, e in (x.split() for x in trace.read_text().splitlines())
+                    )
+                    splits.append(
+                        tuple(events.get(e, sent) - sent for e in ("news", "typed", "submitted"))  # type: ignore[arg-type]
+                    )
+                    print(f"{name} wake {i}: {(woke.at - sent) * 1000:.0f} ms", file=sys.stderr)
+                # The storm: 20 DMs in 10 s, past the loop guard since the last wake.
+                time.sleep(self.args.spacing)
+                before = sum(1 for r in models.requests if _typed(r))
+                start = time.monotonic()
+                for j in range(20):  # one every 0.5 s, whatever a send takes
+                    time.sleep(max(0.0, start + j * 0.5 - time.monotonic()))
+                    other.send("@" + me, f"storm {j}")
+                time.sleep(15)
+                storm = sum(1 for r in models.requests if _typed(r)) - before
+            except BaseException:
+                print("the tmux screen:\n" + tmux.screen(), file=sys.stderr)
+                raise
+            finally:
+                tmux.kill()
+                time.sleep(1)
+                for pid in processes_with(f"{marker}={env[marker]}"):
+                    try:
+                        os.kill(pid, 9)
+                    except OSError:
+                        pass
+        return {
+            "dms": len(latencies),
+            "wake_ms": [x * 1000 for x in latencies],
+            "wake_ms_median": median(latencies) * 1000,
+            "wake_ms_max": max(latencies) * 1000,
+            "news_ms_median": median(s[0] for s in splits) * 1000,
+            "typed_ms_median": median(s[1] for s in splits) * 1000,
+            "submitted_ms_median": median(s[2] for s in splits) * 1000,
+            "storm_wakes": storm,
+            "version": _version(name),
+        }
+
+    def report(self) -> str:
+        rows = [super().report()]
+        for name in self.args.cli.split(","):
+            w = self.results.get(name) or {}
+            if "skipped" in w or not w:
+                rows.append(f"{name} under ac run: skipped: {w.get('skipped')}")
+                continue
+            ok = w["wake_ms_median"] <= TARGET_MS and w["storm_wakes"] <= STORM_WAKES
+            self.missed = self.missed or not ok
+            rows += [
+                f"DM → idle {name} TUI's model request under ac run, p50: "
+                f"{w['wake_ms_median']:.0f} ms (max {w['wake_ms_max']:.0f}; "
+                f"{w['dms']} of {self.args.n} woken)  target ≤ {TARGET_MS:.0f} ms"
+                + (" ✓" if w["wake_ms_median"] <= TARGET_MS else " ✗"),
+                f"  split, p50: news at ac run {w['news_ms_median']:.0f} ms, line typed "
+                f"{w['typed_ms_median']:.0f} ms, submitted {w['submitted_ms_median']:.0f} ms",
+                f"  20 DMs in 10 s → {w['storm_wakes']} wakes (target ≤ {STORM_WAKES})"
+                + (" ✓" if w["storm_wakes"] <= STORM_WAKES else " ✗"),
+                f"  ({w['version']})",
+            ]
+        return "\n".join(rows)
+
+
+def _version(name: str) -> str:
+    p = subprocess.run([str(BIN / name), "--version"], capture_output=True, text=True)
+    return f"{name} " + p.stdout.strip().splitlines()[-1] if p.stdout.strip() else name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=10, help="DMs, each a separate wake")
+    parser.add_argument(
+        "--spacing", type=float, default=11.0, help="idle seconds before each DM (guard: 10)"
+    )
+    parser.add_argument("--cli", default="codex,gemini", help="which CLIs (comma-separated)")
+    parser.add_argument("--ac-rounds", type=int, default=10, help="baseline `ac wait` rounds")
+    add_stack_arguments(parser)
+    args = parser.parse_args()
+    args.keep = None
+    bench = RunWakeBench(args)
+    run_on_a_stack(bench, "ac-bench-run-wake-")
+    return report(bench)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
