@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Remote agents' latency (issue 25, "Numbers"), over network namespaces with 50 ms each way.
+
+A server host S runs the stack with TLS (``init --public-url https://... --bind``), agent hosts
+A and B reach it through tests/netproxy.py on the router, which delays every byte 50 ms each
+way (this kernel has no netem). Measured in the same run:
+
+- the link's RTT: a one-byte echo through the proxy over an open connection (the baseline);
+- send → remote ``ac wait``: A sends a DM over HTTPS (a fresh connection and TLS handshake,
+  as ``ac send`` does), B's ``ac wait --dm`` (a cold process, blocked beforehand) prints its
+  line; p50 against 2 × RTT + 30 ms;
+- a remote ``ac notify --oneline``, cold (process start, TLS handshake, one request), against
+  RTT + 40 ms; and the same through the hook's cached path (no network: unchanged).
+
+    sudo .venv/bin/python bench/bench_remote.py [--rounds 15] [--json OUT]
+
+Needs root for ``ip netns``; says so and exits 0 without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import median
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import netns  # noqa: E402
+
+AC = str(Path(sys.executable).with_name("ac"))
+SERVER_CLI = str(Path(sys.executable).with_name("agent-chat-server"))
+PUBLIC = netns.ROUTER_IP
+ECHO_PORT = 7007
+
+ECHO = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{host}", {port})); s.listen(4)
+while True:
+    c, _ = s.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (b := c.recv(64)):
+        c.sendall(b)
+    c.close()
+"""
+
+# A's sender: one line on stdin per message ("TARGET BODY"), an HTTPS PUT each on a fresh
+# connection with ac's own client and trust settings; prints the wall clock before it.
+SENDER = """
+import json, os, sys, time
+from agent_chat import http
+from agent_chat.config import Settings
+s = Settings()
+data = json.load(open(os.path.join(s.home, "credentials.json")))
+entry = data["servers"][s.server_url]
+token = entry["identities"][entry["default"]]["token"]
+for line in sys.stdin:
+    target, _, body = line.strip().partition(" ")
+    txn = os.urandom(8).hex()
+    start = time.time()
+    r = http.request("PUT", f"{s.server_url}/_agent_chat/v1/send/{txn}",
+                     json.dumps({"to": target, "body": body}).encode(),
+                     {"Authorization": "Bearer " + token})
+    print(start, r.status, flush=True)
+"""
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(AGENT_CHAT_HOME=str(home), **extra)
+    return env
+
+
+def rtt(net: netns.Net, rounds: int) -> list[float]:
+    code = (
+        "import socket, time, sys\n"
+        f"c = socket.create_connection(('{PUBLIC}', {ECHO_PORT}))\n"
+        "c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+        "for _ in range(int(sys.argv[1])):\n"
+        "    t = time.perf_counter(); c.sendall(b'x'); c.recv(1)\n"
+        "    print(time.perf_counter() - t)\n"
+    )
+    done = net.run("a", sys.executable, "-c", code, str(rounds))
+    return [float(x) for x in done.stdout.split()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_remote: skipped: network namespaces need root")
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    net = netns.Net("bn")
+    results: dict[str, object] = {}
+    try:
+        s_ip = net.add_host("s", 1)
+        net.add_host("a", 2)
+        net.add_host("b", 3)
+        dd = tmp / "server"
+        started = net.run(
+            "s",
+            SERVER_CLI,
+            "start",
+            "--data-dir",
+            str(dd),
+            "--bind",
+            s_ip,
+            "--public-url",
+            f"https://{PUBLIC}:8443",
+            "--no-client-config",
+            env=env_for(tmp / "s"),
+            timeout=240,
+        )
+        if started.returncode:
+            print(started.stdout, started.stderr)
+            return 1
+        net.start("s", sys.executable, "-c", ECHO.format(host=s_ip, port=ECHO_PORT))
+        routes = [f"{PUBLIC}:{p}={s_ip}:{p}" for p in (8443, 8444, ECHO_PORT)]
+        net.proxy(routes, tmp / "proxy.sock", delay=0.05)
+        made = net.run("s", SERVER_CLI, "invite", "--data-dir", str(dd), env=env_for(tmp / "s"))
+        [line] = [x for x in made.stdout.splitlines() if x.startswith("ac config")]
+        nicks = {"a": "BenchA", "b": "BenchB", "sa": "BenchSA", "sb": "BenchSB"}
+        local = line.replace(f"https://{PUBLIC}:8444", f"https://{s_ip}:8444")
+        for home, host, setup in (
+            ("a", "a", line),
+            ("b", "b", line),
+            ("sa", "s", local),  # the same agents on the server's host: no link at all
+            ("sb", "s", local),
+        ):
+            net.run(host, AC, *shlex.split(setup)[1:], env=env_for(tmp / home))
+            net.run(
+                host,
+                AC,
+                "notify",
+                "--oneline",
+                env=env_for(tmp / home, AGENT_CHAT_NICK=nicks[home]),
+            )
+
+        time.sleep(1.0)
+        link = rtt(net, args.rounds * 2)
+        base = median(link)
+        results["rtt_ms"] = round(base * 1000, 1)
+
+        def send_to_wait(
+            sender_home: str, waiter_home: str, host_a: str, host_b: str
+        ) -> list[float]:
+            sender = subprocess.Popen(
+                net.argv(host_a, sys.executable, "-c", SENDER),
+                env=env_for(tmp / sender_home, AGENT_CHAT_NICK=nicks[sender_home]),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            net.procs.append(sender)
+            assert sender.stdin is not None and sender.stdout is not None
+            b_env = env_for(tmp / waiter_home, AGENT_CHAT_NICK=nicks[waiter_home])
+            waits: list[float] = []
+            for i in range(args.rounds):
+                net.run(host_b, AC, "listen", "--last", "1", env=b_env)  # marks B's DMs read
+                waiter = net.start(
+                    host_b, AC, "wait", "--dm", "--timeout", "30", "--oneline", env=b_env
+                )
+                time.sleep(1.2)  # its long-poll is at the server (two RTTs and a cold start)
+                sender.stdin.write(f"@{nicks[waiter_home]} bench message {i}\n")
+                sender.stdin.flush()
+                start = float(sender.stdout.readline().split()[0])
+                assert waiter.stdout is not None
+                waiter.stdout.readline()
+                waits.append(time.time() - start)
+                waiter.wait(timeout=30)
+            sender.stdin.close()
+            sender.wait(timeout=30)
+            return waits
+
+        def notify_cold(home: str, host: str) -> list[float]:
+            env = env_for(tmp / home, AGENT_CHAT_NICK=nicks[home])
+            cold: list[float] = []
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                net.run(host, AC, "notify", "--oneline", env=env)
+                cold.append(time.perf_counter() - t)
+            return cold
+
+        waits = send_to_wait("a", "b", "a", "b")
+        local_waits = send_to_wait("sa", "sb", "s", "s")
+        results["send_to_wait_ms"] = [round(w * 1000, 1) for w in waits]
+        results["local_send_to_wait_ms"] = [round(w * 1000, 1) for w in local_waits]
+        a_env = env_for(tmp / "a", AGENT_CHAT_NICK=nicks["a"])
+        cold = notify_cold("a", "a")
+        local_cold = notify_cold("sa", "s")
+        results["local_notify_cold_ms"] = [round(c * 1000, 1) for c in local_cold]
+        nothing: list[float] = []
+        for _ in range(args.rounds):  # the same process start and `ip netns exec`, no request
+            t = time.perf_counter()
+            net.run("a", sys.executable, "-c", "import agent_chat.cli", env=a_env)
+            nothing.append(time.perf_counter() - t)
+        results["notify_cold_ms"] = [round(c * 1000, 1) for c in cold]
+        results["python_start_ms"] = [round(c * 1000, 1) for c in nothing]
+
+        p50_wait, p50_cold = median(waits), median(cold)
+        rows = [
+            ("link RTT (one-byte echo through the proxy)", base, None),
+            ("send → remote ac wait returns, p50", p50_wait, 2 * base + 0.030),
+            ("  the same on the server's host (no link), p50", median(local_waits), None),
+            ("remote ac notify --oneline, cold, p50", p50_cold, base + 0.040),
+            ("  the same on the server's host (no link), p50", median(local_cold), None),
+            ("  process start (python -c import agent_chat.cli)", median(nothing), None),
+        ]
+        print(f"{'measure':<50} {'ms':>8} {'target ms':>10}")
+        for name, value, target in rows:
+            mark = "" if target is None else ("  ok" if value <= target else "  MISSED")
+            t = "" if target is None else f"{target * 1000:.0f}"
+            print(f"{name:<50} {value * 1000:8.1f} {t:>10}{mark}")
+        print(
+            f"link's share: send → wait {(p50_wait - median(local_waits)) / base:.2f} RTT, "
+            f"notify cold {(p50_cold - median(local_cold)) / base:.2f} RTT"
+        )
+        results["targets_ms"] = {
+            "send_to_wait": round((2 * base + 0.030) * 1000, 1),
+            "notify_cold": round((base + 0.040) * 1000, 1),
+        }
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
+    finally:
+        net.run("s", SERVER_CLI, "stop", "--data-dir", str(tmp / "server"), env=env_for(tmp / "s"))
+        net.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
