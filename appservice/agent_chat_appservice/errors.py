@@ -6,6 +6,15 @@ from typing import Any
 import json
 
 from aiohttp import web
+from mautrix.errors import (
+    MatrixConnectionError,
+    MatrixError,
+    MatrixRequestError,
+    MForbidden,
+    MLimitExceeded,
+    MNotFound,
+)
+import aiohttp
 
 
 class ApiError(Exception):
@@ -32,17 +41,17 @@ class ApiError(Exception):
         )
 
 
-def from_matrix(e: Exception, doing: str) -> ApiError:
-    """Map a homeserver failure to what the API caller should see."""
-    from mautrix.errors import (
-        MatrixConnectionError,
-        MatrixRequestError,
-        MForbidden,
-        MLimitExceeded,
-        MNotFound,
-    )
-    import aiohttp
+#: What a call to the homeserver raises when the homeserver refused it, answered nonsense or
+#: could not be reached (mautrix's errors, aiohttp's, and the timeout of the client session,
+#: which mautrix passes on as it is): the cases :func:`from_matrix` maps. Anything else is a
+#: bug of ours: it reaches the API's error middleware, which logs it with its traceback and
+#: answers 500.
+HOMESERVER_ERRORS: tuple[type[Exception], ...] = (MatrixError, aiohttp.ClientError, TimeoutError)
 
+
+def from_matrix(e: Exception, doing: str) -> ApiError:
+    """Map a homeserver failure (one of :data:`HOMESERVER_ERRORS`) to what the API caller
+    should see."""
     if isinstance(e, MLimitExceeded):
         return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
     if isinstance(e, MForbidden):

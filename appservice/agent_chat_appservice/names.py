@@ -21,7 +21,7 @@ from mautrix.errors import MatrixRequestError
 
 from .db import Identity
 from .db.identity import RETIRED
-from .errors import from_matrix
+from .errors import HOMESERVER_ERRORS, from_matrix
 from .homeserver import Homeserver
 
 log = logging.getLogger("agent_chat.names")
@@ -74,7 +74,7 @@ class People:
             if e.http_status != 404:
                 raise from_matrix(e, "looking the name up") from None
             exists = False
-        except Exception as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "looking the name up") from None
         if exists:
             if len(self._exists) > CACHE_LIMIT:

@@ -11,7 +11,7 @@ from mautrix.errors import MatrixRequestError
 
 from .. import __version__, metrics
 from ..db import Identity
-from ..errors import ApiError, from_matrix
+from ..errors import HOMESERVER_ERRORS, ApiError, from_matrix
 from ..limits import enforce
 from .base import caller, ctx, json_body, ok, public, routes, string_field
 from .invite_tokens import check_invite
@@ -114,7 +114,7 @@ async def login(request: web.Request) -> web.Response:
             raise ApiError(401, "M_FORBIDDEN", "wrong user name or password") from None
         await limits.login_accounts.refund(account)
         raise from_matrix(e, "logging in") from None
-    except Exception as e:
+    except HOMESERVER_ERRORS as e:
         await limits.login_accounts.refund(account)
         raise from_matrix(e, "logging in") from None
     await limits.login_accounts.refund(account)  # only failures count against an account

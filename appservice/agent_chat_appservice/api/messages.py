@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
-import asyncio
 import logging
 import re
 
 from aiohttp import web
 
-from .. import waiters
-from ..db import (
-    ClientSend,
-    Identity,
-    Ledger,
-    Member,
-    Message,
-    Room,
-    Unread,
-    transaction,
-)
-from ..errors import ApiError, from_matrix
-from ..formatting import to_html
+from .. import messaging, waiters
+from ..db import Ledger, Member, Message, Unread, transaction
+from ..errors import HOMESERVER_ERRORS, ApiError
+from ..ids import EVENT_ID_RE
 from ..labels import oneline, room_label
-from ..names import People
-from ..text import could_ping_by_name, mxid_mentions, nick_mentions
+from ..messaging import MAX_BODY, MAX_SEND_JSON, Outgoing, find_reply, resolve_target
 from .base import (
     Context,
     caller,
@@ -43,152 +32,19 @@ from .presence import dm_presence, session_signs
 
 log = logging.getLogger("agent_chat.api.messages")
 
-#: A message's body, in bytes of UTF-8 (Synapse refuses events over 64 KiB, and the HTML
-#: rendering rides along): 32,768 ASCII characters, fewer of others (CJK: 10,922).
-MAX_BODY = 32768
-#: A /send request: the body JSON-escaped (up to 12 bytes for a 4-byte character) and more.
-MAX_SEND_JSON = 3 * MAX_BODY + 4096
 TXN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-EVENT_RE = re.compile(r"^\$[\x21-\x7e]{1,254}$")
-#: How long a send waits for the same send in flight on another replica (clustered).
-IN_FLIGHT_WAIT = 10.0
-#: The one answer for an event that does not exist and one in a room the caller is not in.
-NO_SUCH_MESSAGE = "no such message in your rooms"
-
-
-async def resolve_target(context: Context, me: str, target: str, join: bool) -> str:
-    """The room id for ``#room``, ``!room_id``, ``@Nick`` or ``@user:server``."""
-    if target.startswith("@"):
-        other = await context.rooms.resolve_user(target)
-        if join:
-            return await context.rooms.direct_chat(me, other)
-        room_id = await context.rooms.accept_direct(me, other)  # looking accepts an invite
-        if room_id is None:
-            raise ApiError(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
-        return room_id
-    if target.startswith(("#", "!")):
-        return await context.rooms.resolve_room(me, target, join=join)
-    raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
-
-
-async def mentions_in(body: str, me: str, people: People) -> dict[str, str]:
-    """Mentions in the body, as written (``@name`` or ``@user:server``) → Matrix user id
-    (``names.People.resolve``: a person here before an agent, never a display name)."""
-    found = {mxid: mxid for mxid in mxid_mentions(body)}
-    for nick in nick_mentions(body):
-        user_id = await people.resolve(nick)
-        if user_id:
-            found["@" + nick] = user_id
-    return {text: user_id for text, user_id in found.items() if user_id != me}
-
-
-async def message_content(
-    body: str, me: str, room_id: str, notice: bool, people: People
-) -> dict[str, Any]:
-    """The event content: plain body, HTML for Element, and explicit mentions."""
-    mentions = await mentions_in(body, me, people)
-    content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": body}
-    # m.mentions makes push rules use it instead of guessing from the body: a mentioned human's
-    # phone buzzes, and one merely named does not. Synapse spends ~2 ms validating it on every
-    # event (jsonschema re-checks the schema itself each time), so it is left out when nobody
-    # is mentioned and the body-based rules could not fire for any person in the room anyway.
-    user_ids = list(dict.fromkeys(mentions.values()))
-    if user_ids or could_ping_by_name(body, await Member.people(room_id)):
-        content["m.mentions"] = {"user_ids": user_ids}
-    html = to_html(body, mentions)
-    if html is not None:
-        content["format"] = "org.matrix.custom.html"
-        content["formatted_body"] = html
-    return content
-
-
-async def post_message(
-    context: Context,
-    sender: str,
-    room_id: str,
-    body: str,
-    txn_id: str,
-    notice: bool = False,
-    html: str | None = None,
-    reply: Reply | None = None,
-) -> str:
-    """Send as ``sender``; the event id. Homeserver failures become API errors."""
-    content = await message_content(body, sender, room_id, notice, context.rooms.people)
-    if reply is not None:
-        content["m.relates_to"] = reply.relates_to()
-    if html is not None:
-        content["format"] = "org.matrix.custom.html"
-        content["formatted_body"] = html
-    try:
-        return await context.hs.send(sender, room_id, content, txn_id)
-    except Exception as e:
-        if getattr(e, "errcode", None) == "M_UNKNOWN_TOKEN":  # a human's session ended
-            context.hs.sessions.recheck(sender)  # their next request asks the homeserver
-        raise from_matrix(e, "sending the message") from None
-
-
-class Reply:
-    """A thread reply: to ``parent``, in the thread rooted at ``root`` in ``room_id``."""
-
-    def __init__(self, room_id: str, parent: str, root: str) -> None:
-        self.room_id = room_id
-        self.parent = parent
-        self.root = root
-
-    def relates_to(self) -> dict[str, Any]:
-        """``m.relates_to``: an ``m.thread`` relation (Element shows a thread) with the
-        ``m.in_reply_to`` fallback for clients without threads."""
-        return {
-            "rel_type": "m.thread",
-            "event_id": self.root,
-            "is_falling_back": True,
-            "m.in_reply_to": {"event_id": self.parent},
-        }
-
-
-async def find_reply(user_id: str, event_id: str) -> Reply:
-    """The thread a reply to ``event_id`` goes into. An event that does not exist and one in
-    a room the caller has not joined get the same 404: neither reveals anything."""
-    found = await Message.thread_of(event_id) if EVENT_RE.match(event_id) else None
-    if found is None or not await Member.is_joined(found[0], user_id):
-        raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
-    room_id, _, thread = found
-    return Reply(room_id, event_id, thread or event_id)
-
-
-async def loop_guarded(context: Context, me: Identity, room_id: str, thread: str | None) -> bool:
-    """Whether the loop guard watches this caller's message there: an agent's (or bot's)
-    message in a thread or a direct chat. Humans are never limited by it."""
-    if me.kind == "human":
-        return False
-    if thread is not None:
-        return True
-    room = await Room.get(room_id)
-    return room is not None and room.is_direct
-
-
-def loop_guard_error(wait_ms: int, thread: str | None, limit: int) -> ApiError:
-    """The 429 of the loop guard: why, and when this conversation may go on."""
-    where = "this thread" if thread else "this direct chat"
-    return ApiError(
-        429,
-        "AC_LOOP_GUARD",
-        f"loop guard: agents answered each other {limit} times within a minute in {where}, "
-        f"which looks like a loop; you may answer again in {-(-wait_ms // 1000)} s "
-        "(a human there is never limited)",
-        wait_ms,
-    )
 
 
 @routes.put("/send/{txn_id}")
 async def send(request: web.Request) -> web.Response:
+    """Parse a send and answer it; the sending itself is ``messaging.send``."""
     context, me = ctx(request), caller(request)
     txn_id = request.match_info["txn_id"]
     if not TXN_RE.match(txn_id):
         raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
     data = await json_body(request, MAX_SEND_JSON, nul_ok=("body",))
     reply_to = optional_string_field(data, "reply_to")
-    if reply_to is not None and not EVENT_RE.match(reply_to):
+    if reply_to is not None and not EVENT_ID_RE.match(reply_to):
         raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
     target = string_field(data, "to") if reply_to is None or "to" in data else ""
     if me.kind == "bot":
@@ -207,108 +63,13 @@ async def send(request: web.Request) -> web.Response:
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
         raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
-    reply = await find_reply(me.user_id, reply_to) if reply_to is not None else None
-    previous = await ClientSend.get(me.user_id, txn_id)  # a read: never queues behind writes
-    guarded = False
-    if previous is None:  # a new send
-        wait_ms = await context.send_limiter.take(me.user_id)
-        if wait_ms is not None:
-            raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
-        if reply is None:
-            room_id = await resolve_target(context, me.user_id, target, join=True)
-        else:
-            room_id = reply.room_id
-            if target and await resolve_target(context, me.user_id, target, join=False) != room_id:
-                raise ApiError(404, "M_NOT_FOUND", f"that message is not in {target}")
-        thread = reply.root if reply else None
-        guarded = await loop_guarded(context, me, room_id, thread)
-        if guarded:
-            wait_ms = await context.loop_guard.admit(room_id, thread, me.user_id)
-            if wait_ms is not None:
-                raise loop_guard_error(wait_ms, thread, context.loop_guard.limit)
-        attempt = ClientSend(me.user_id, txn_id, room_id, None)
-        if context.config.clustered:
-            # A concurrent duplicate may be on another replica, and Synapse deduplicates
-            # txnIds per process only: reserve first; the one that loses answers what the
-            # winner sent.
-            earlier = await attempt.reserve()
-            if earlier is not None:
-                return await _answer_in_flight(context, me.user_id, earlier, reply)
-            event_id = await post_message(
-                context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
-            )
-        else:
-            # The reservation is written while Synapse is asked, not before: the write may
-            # queue behind a homeserver transaction, and a concurrent duplicate of this request
-            # is answered by Synapse's own deduplication of the derived txnId anyway.
-            reserving = asyncio.create_task(attempt.reserve())
-            try:
-                event_id = await post_message(
-                    context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
-                )
-            finally:
-                await reserving
-        if guarded:
-            context.loop_guard.record(room_id, reply.root if reply else None, me.user_id, event_id)
-    else:  # a retry
-        attempt, room_id = previous, previous.room_id
-        if previous.event_id is None:
-            # The earlier attempt's outcome is unknown (e.g. Synapse restarted mid-request
-            # and forgot its own deduplication): look for it before sending again.
-            try:
-                found = await context.hs.find_sent(me.user_id, room_id, txn_id)
-            except Exception as e:
-                raise from_matrix(e, "checking an earlier attempt of this send") from None
-            if found:
-                await previous.complete(found)
-        if previous.event_id is not None:  # answer what the first attempt did
-            label = await context.rooms.label(room_id, me.user_id)
-            return ok(_sent(previous.event_id, room_id, label, reply.root if reply else None))
-        event_id = await post_message(
-            context, me.user_id, room_id, body, txn_id, notice=notice, reply=reply
-        )
-    # Recorded after answering: a retry before this lands finds the event in the timeline.
-    context.background.spawn(attempt.complete(event_id))
-    if target.startswith("#"):
-        label = "#" + context.rooms.alias_localpart(target)
-    else:
-        label = await context.rooms.label(room_id, me.user_id)
-    answer = _sent(event_id, room_id, label, reply.root if reply else None)
-    if target.startswith("@"):  # is an agent there to see it? (api/presence.py)
-        seen_by = await dm_presence(context, me.user_id, room_id)
+    sent = await messaging.send(context, me, Outgoing(txn_id, target, body, notice, reply_to))
+    answer = sent.answer()
+    if sent.posted and target.startswith("@"):  # is an agent there to see it? (api/presence.py)
+        seen_by = await dm_presence(context, me.user_id, sent.room_id)
         if seen_by is not None:
             answer["recipient_presence"] = seen_by
     return ok(answer)
-
-
-async def _answer_in_flight(
-    context: Context, user_id: str, earlier: ClientSend, reply: Reply | None
-) -> web.Response:
-    """The same send is in flight on another replica: answer with its event once it is
-    recorded; if it takes too long, ask the client to retry (it will find the event then)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + IN_FLIGHT_WAIT
-    found: ClientSend | None = earlier
-    while found is not None and found.event_id is None and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-        found = await ClientSend.get(user_id, earlier.txn_id)
-    if found is None or found.event_id is None:
-        raise ApiError(
-            503,
-            "AC_SEND_IN_FLIGHT",
-            "a send with this txn id is still in flight; retry it with the same txn id",
-            1000,
-        )
-    label = await context.rooms.label(found.room_id, user_id)
-    return ok(_sent(found.event_id, found.room_id, label, reply.root if reply else None))
-
-
-def _sent(event_id: str, room_id: str, label: str, thread: str | None) -> dict[str, Any]:
-    """A send's answer (``thread_id`` only for a thread reply)."""
-    answer: dict[str, Any] = {"event_id": event_id, "room_id": room_id, "room": label}
-    if thread is not None:
-        answer["thread_id"] = thread
-    return answer
 
 
 @routes.get("/messages")
@@ -322,7 +83,7 @@ async def messages(request: web.Request) -> web.Response:
         raise ApiError(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
     thread = request.query.get("thread")
     if thread is not None:
-        if not EVENT_RE.match(thread):
+        if not EVENT_ID_RE.match(thread):
             raise ApiError(400, "M_INVALID_PARAM", "'thread' is the event id of a message ($...)")
         # A thread is read whole (its root and replies), and reading it marks nothing read:
         # the room's other messages in between were not shown.
@@ -408,7 +169,7 @@ async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: 
     """Tell Matrix what the agent read, so Element shows it; the ledger does not wait for it."""
     try:
         await context.hs.read_receipt(user_id, room_id, event_id)
-    except Exception as e:
+    except HOMESERVER_ERRORS as e:  # anything else is logged with its traceback (background)
         log.warning("read receipt for %s in %s failed: %s", user_id, room_id, e)
 
 

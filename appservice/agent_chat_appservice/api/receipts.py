@@ -13,8 +13,9 @@ from aiohttp import web
 from .. import metrics
 from ..db import AgentSession, Identity, Member, Message, Recipient, Stage, transaction
 from ..errors import ApiError
+from ..ids import EVENT_ID_RE
+from ..messaging import NO_SUCH_MESSAGE, resolve_target
 from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
-from .messages import EVENT_RE, NO_SUCH_MESSAGE, resolve_target
 from .presence import session_of
 
 #: Rooms one report may cover.
@@ -111,7 +112,7 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
         if event_id is None:
             raise ApiError(404, "M_NOT_FOUND", f"you have sent nothing to {last or 'any room'}")
     assert event_id is not None
-    found = await Stage.message(event_id) if EVENT_RE.match(event_id) else None
+    found = await Stage.message(event_id) if EVENT_ID_RE.match(event_id) else None
     if (
         found is None
         or found[1] != user_id
@@ -139,7 +140,7 @@ async def _find_arriving(
             except ApiError as e:
                 remaining = deadline - loop.time()
                 event = request.query.get("event") or ""
-                if e.status != 404 or remaining <= 0 or not EVENT_RE.match(event):
+                if e.status != 404 or remaining <= 0 or not EVENT_ID_RE.match(event):
                     raise
                 if request.transport is None:
                     raise

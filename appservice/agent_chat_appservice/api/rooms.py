@@ -7,8 +7,8 @@ from aiohttp import web
 from ..db import Member, Room
 from ..errors import ApiError
 from ..limits import enforce
+from ..messaging import resolve_target
 from .base import caller, ctx, json_body, ok, optional_string_field, routes, string_field
-from .messages import resolve_target
 from .presence import annotate
 
 

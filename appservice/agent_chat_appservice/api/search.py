@@ -10,10 +10,10 @@ from aiohttp import web
 
 from .. import metrics
 from ..db import Member
-from ..errors import ApiError, from_matrix
+from ..errors import HOMESERVER_ERRORS, ApiError, from_matrix
+from ..messaging import resolve_target
 from ..text import detect_prefix, is_urgent
 from .base import Context, caller, ctx, ok, query_int, routes
-from .messages import resolve_target
 
 log = logging.getLogger("agent_chat.api.search")
 
@@ -131,7 +131,7 @@ async def search(request: web.Request) -> web.Response:
         for page in range(MAX_PAGES):
             try:
                 answer = await context.hs.search(me.user_id, body, next_batch)
-            except Exception as e:
+            except HOMESERVER_ERRORS as e:
                 raise from_matrix(e, "searching") from None
             events, next_batch, total = _events(answer)
             if page == 0:

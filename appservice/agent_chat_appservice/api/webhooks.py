@@ -26,8 +26,8 @@ from aiohttp import web
 from ..db import Webhook
 from ..errors import ApiError
 from ..limits import enforce
+from ..messaging import MAX_BODY, MAX_SEND_JSON, post_message
 from .base import ctx, ok, parse_json, public, read_body, routes
-from .messages import MAX_BODY, MAX_SEND_JSON, post_message
 
 PAYLOAD_HELP = 'send JSON like {"text": "build failed", "urgent": true}'
 
