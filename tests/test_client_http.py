@@ -237,6 +237,10 @@ def test_error_mapping() -> None:
     assert e.message == "rate limited: retry after 1.5 s"
     e = error_for(_resp(429, b"", {"retry-after": "3"}))
     assert e.message == "rate limited: retry after 3 s"
+    e = error_for(_resp(429, b'{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":40}'))
+    assert e.message == "rate limited: retry after 0.1 s"  # never "after 0 s"
+    e = error_for(_resp(429, b'{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":0}'))
+    assert e.message == "rate limited"
     e = error_for(_resp(503, b'{"errcode":"M_UNAVAILABLE","error":"homeserver down"}'))
     assert isinstance(e, NetworkError) and e.exit_code == 2
     e = error_for(_resp(400, b'{"errcode":"M_BAD_JSON","error":"bad \\u001b[2Jthing"}'))
@@ -364,9 +368,7 @@ def test_wrong_fingerprint_is_refused(trust: None, tls_server: TlsServer, tmp_pa
     assert not store.exists()
 
 
-def test_another_servers_ca_is_refused(
-    trust: None, tls_server: TlsServer, tmp_path: Path
-) -> None:
+def test_another_servers_ca_is_refused(trust: None, tls_server: TlsServer, tmp_path: Path) -> None:
     """A stored CA of another server (a man in the middle's) does not verify this one."""
     from agent_chat_server import tls
 
@@ -386,3 +388,26 @@ def test_fingerprint_forms() -> None:
         assert http.normalize_fingerprint(text) == hexa
     for bad in ("", "sha256:", "ab" * 31, "zz" * 32):
         assert http.normalize_fingerprint(bad) is None
+
+
+def test_plain_loopback_paths_never_import_ssl() -> None:
+    """TLS costs the cold paths nothing on loopback: ``ssl`` is imported for https only."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from agent_chat import cli\n"
+        "cli.run(['notify', '--oneline']); cli.run(['send', '#r', 'x']); cli.run(['wait', '--any',"
+        " '--timeout', '1'])\n"
+        "print('ssl' in sys.modules, '_ssl' in sys.modules)"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(AGENT_CHAT_SERVER=f"http://127.0.0.1:{port}", AGENT_CHAT_TOKEN="t")
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert p.stdout.strip() == "False False", (p.stdout, p.stderr)
