@@ -546,6 +546,78 @@ def test_usage_errors_exit_1(make_ac: Callable[..., Ac]) -> None:
     assert a.ok("--version").startswith("ac ")
 
 
+def test_flag_errors_point_to_the_commands_own_help(make_ac: Callable[..., Ac]) -> None:
+    a = make_ac()
+    for command, args in (("send", ("#x", "hi")), ("notify", ()), ("listen", ())):
+        r = a(command, "--bogus", *args)
+        assert (r.returncode, r.stdout) == (1, ""), r
+        assert r.stderr == (
+            f"ac: error: unrecognized arguments: --bogus (see 'ac {command} --help')\n"
+        )
+    r = a("--bogus")
+    assert r.stderr == "ac: error: unrecognized arguments: --bogus (see 'ac --help')\n"
+
+
+def test_claim_reason_errors_say_what_is_wrong(make_ac: Callable[..., Ac]) -> None:
+    a = make_ac()
+    r = a("claim", "src/**", "--reason", "two\nlines", AGENT_CHAT_TOKEN="t")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        "ac: error: --reason is one line: no newlines or other control characters\n"
+    )
+    r = a("claim", "src/**", "--reason", "x" * 501, AGENT_CHAT_TOKEN="t")
+    assert r.stderr == "ac: error: --reason is at most 500 characters (it has 501)\n"
+
+
+def test_config_set_keeps_the_header_comment(make_ac: Callable[..., Ac]) -> None:
+    a = make_ac()
+    config = a.home / "config.toml"
+    header = "# Agent Chat client configuration (see `ac config`).\n# my note\n"
+    config.write_text(header + '\n[server]\nurl = "http://127.0.0.1:1"\n')
+    a.ok("config", "--set", "nick=Keeper")
+    text = config.read_text()
+    assert text.startswith(header) and 'nick = "Keeper"' in text, text
+
+
+def test_missing_rooms_and_membership_said_once(
+    make_ac: Callable[..., Ac], room: tuple[Ac, str]
+) -> None:
+    owner, name = room
+    stranger = make_ac()
+    stranger.ok("register", unique("Stranger"))
+    nowhere = "#" + unique("nosuch-")
+    r = stranger("who", nowhere)
+    assert (r.returncode, r.stderr) == (1, f"ac: error: no such room: {nowhere}\n")
+    owner.ok("send", name, "anyone?")
+    hint = f"ac: error: you are not in {name}: join it first (ac join '{name}')\n"
+    for args in (("reply", "--last", name, "me"), ("listen", name)):
+        r = stranger(*args)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", hint), args
+    stranger.ok("join", name)
+    assert "replied in" in stranger.ok("reply", "--last", name, "me")
+
+
+def test_whoami_with_a_token_does_not_offer_agent_chat_nick(make_ac: Callable[..., Ac]) -> None:
+    a = make_ac()
+    a.ok("register", unique("Stored"))
+    a.ok("register", unique("Second"))  # not the default: one of the "others"
+    token = a.identity()["token"]
+    out = a.ok("whoami", AGENT_CHAT_TOKEN=token)
+    others = [line for line in out.splitlines() if line.startswith("others:")]
+    assert others and "unset AGENT_CHAT_TOKEN" in others[0], out
+    assert "use one with AGENT_CHAT_NICK" in a.ok("whoami")
+
+
+def test_claim_expiry_never_says_in_0(make_ac: Callable[..., Ac], tmp_path: Path) -> None:
+    a = make_ac()
+    a.ok("register", unique("Brief"))
+    project = "example.org/" + unique("p-")
+    out = a.ok("claim", "docs/**", "--ttl", "1m", "--project", project)
+    assert out.rstrip().endswith("(in 1 min)"), out
+    out = a.ok("claim", "tmp/**", "--ttl", "30s", "--project", project)
+    assert re.search(r"\(in (2\d|30) s\)$", out.rstrip()), out
+
+
 class DropFirstAnswerProxy:
     """TCP proxy: forwards the first request, waits for the answer, then drops the connection.
 

@@ -137,3 +137,10 @@ def test_hot_paths_import_neither_argparse_nor_typing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
     )
     assert p.returncode == 0 and p.stdout.split("\n") == ["[]", "[]", ""], (p.stdout, p.stderr)
+
+
+def test_claim_ttl_default_is_the_claims_default() -> None:
+    from agent_chat import claims
+
+    ttl = next(a for a in TABLE["claim"].flat_args() if a.dest == "ttl")
+    assert ttl.default == claims.DEFAULT_TTL

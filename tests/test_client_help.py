@@ -79,3 +79,21 @@ def test_every_command_has_a_snapshot() -> None:
         if line.startswith("    ") and not line.startswith("     ")
     }
     assert listed == set(COMMANDS) - {""}
+
+
+def test_main_help_lists_every_exit_code() -> None:
+    exits = help_text("").split("exit:", 1)[1]
+    for code in range(7):
+        assert f"{code} " in exits, code
+    assert "6 claimed by someone else" in exits
+
+
+def test_mcp_help_names_every_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_chat import mcp_server
+    from agent_chat.context import Context
+
+    monkeypatch.setenv("AGENT_CHAT_HOME", str(tmp_path))
+    tools = set(mcp_server.build(Context(False)).tools)
+    assert len(tools) == 8
+    text = " ".join(help_text("mcp").split())
+    assert all(f"{t}," in text or f"{t} " in text for t in tools), (tools, text)

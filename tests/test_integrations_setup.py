@@ -535,3 +535,43 @@ def test_gemini_and_codex_share_the_skills_and_uninstall_leaves_no_empty_folders
     run_setup(home, chat, "codex")
     run_setup(home, chat, "codex", "--uninstall")
     assert (home / ".agents").is_dir() and not any((home / ".agents").iterdir())
+
+
+def _git_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def test_setup_git_backs_up_an_existing_hook_and_says_removed(home: Path, tmp_path: Path) -> None:
+    repo = _git_repo(tmp_path / "repo")
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    original = "#!/bin/sh\necho mine\n"
+    hook.write_text(original)
+    out = run_setup(home, home / "chat-home", "git", cwd=repo).stdout
+    assert out.startswith(f"installed the claims check in {hook} (backup: "), out
+    backups = list(hook.parent.glob("pre-commit.bak-agent-chat-*"))
+    assert [b.read_text() for b in backups] == [original]
+    out = run_setup(home, home / "chat-home", "git", "--uninstall", cwd=repo).stdout
+    assert out.startswith(f"removed the claims check in {hook} (backup: "), out
+    assert "removeed" not in out and hook.read_text() == original
+
+
+def test_claude_project_settings_are_kept_out_of_git(home: Path, tmp_path: Path) -> None:
+    repo = _git_repo(tmp_path / "project")
+    run_setup(home, home / "chat-home", "claude", "--project", cwd=repo)
+    assert (repo / ".claude" / "settings.local.json").exists()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "settings.local.json" not in status and ".claude/skills/" in status, status
+    exclude = repo / ".git" / "info" / "exclude"
+    assert "/.claude/settings.local.json" in exclude.read_text()
+    again = run_setup(home, home / "chat-home", "claude", "--project", cwd=repo).stdout
+    assert "exclude" not in again  # twice changes nothing
+    run_setup(home, home / "chat-home", "claude", "--project", "--uninstall", cwd=repo)
+    assert "agent-chat" not in exclude.read_text()

@@ -12,8 +12,8 @@ import sys
 import time
 
 from . import http
-from .config import API_PREFIX
 from .errors import AcError, ApiError, AuthError, NetworkError, RateLimited
+from .wire import API_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,7 +83,9 @@ class Client:
                 log(f"{method} {url} -> {e.kind} ({(time.perf_counter() - start) * 1000:.0f} ms)")
             raise
         except ValueError as e:  # malformed server URL
-            raise ApiError(f"bad server URL {self.server_url!r}: {e} (see `ac config`)") from None
+            raise ApiError(
+                0, "", f"bad server URL {self.server_url!r}: {e} (see `ac config`)"
+            ) from None
         if self.verbose:
             ms = (time.perf_counter() - start) * 1000
             log(f"{method} {url} -> {resp.status} ({ms:.0f} ms, {len(resp.body)} bytes)")
@@ -105,9 +107,10 @@ class Client:
             if isinstance(answer, dict):
                 return answer
             raise ApiError(
+                resp.status,
+                "",
                 f"the server sent an answer that is not a JSON object (is {self.server_url} the "
                 "Agent Chat API?)",
-                resp.status,
                 detail=repr(resp.body[:200]),
             )
         error = error_for(resp, self.server_url)
@@ -148,8 +151,10 @@ def error_for(resp: http.Response, server_url: str = "") -> AcError:
         text = "rate limited"
         if errcode == "AC_LOOP_GUARD" and message:  # says why, and when it may go on
             text = message
-        elif retry is not None:
-            text += f": retry after {_seconds(retry)} s"
+        elif retry:
+            from .render import seconds_text
+
+            text += f": retry after {seconds_text(retry)} s"
         return RateLimited(text, retry_after=retry, detail=detail)
     if status in (502, 503, 504):
         return NetworkError(
@@ -159,14 +164,10 @@ def error_for(resp: http.Response, server_url: str = "") -> AcError:
         )
     if status == 404 and not errcode and not message:
         return ApiError(
-            f"not found: is {server_url} the Agent Chat API?", status, errcode, detail=detail
+            status, errcode, f"not found: is {server_url} the Agent Chat API?", detail=detail
         )
     text = message or resp.reason or f"HTTP {status}"
-    return ApiError(f"{text} ({errcode or f'HTTP {status}'})", status, errcode, detail=detail)
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".") if value % 1 else str(int(value))
+    return ApiError(status, errcode, f"{text} ({errcode or f'HTTP {status}'})", detail=detail)
 
 
 def log(text: str) -> None:

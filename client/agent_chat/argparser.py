@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 
 def parse(argv: list[str]) -> Args:
     """``argv`` parsed by argparse (usage errors raise UsageError, ``--help`` exits)."""
-    return build_parser().parse_args(argv, namespace=Args(command=None, func=no_command))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv, namespace=Args(command=None, func=no_command))
+    if extra:  # argparse words this as the main parser's: point to the command's own help
+        prog = f"ac {args.command}" if args.command else "ac"
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:

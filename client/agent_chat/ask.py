@@ -20,7 +20,7 @@ import time
 
 from . import render, wait
 from .context import out
-from .errors import EXIT_TIMEOUT, AcError, ApiError, NetworkError, UsageError
+from .errors import EXIT_TIMEOUT, AcError, ApiError, NetworkError, UsageError, target_not_found
 from .http import ConnectionFailed
 from .safe_text import one_line, record
 from .targets import normalize_target
@@ -132,7 +132,7 @@ def _last_target(ctx: Context, client: Client, me: str, target: str | None) -> s
         msg = newest_from_others(client, me, room)
     except ApiError as e:
         if e.status == 404:
-            raise _not_found(e, f"no such room or person: {one_line(room)}") from None
+            raise target_not_found(e, room) from None
         raise
     event_id = msg.get("event_id") if msg else None
     if not isinstance(event_id, str):

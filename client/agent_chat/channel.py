@@ -48,6 +48,7 @@ from .errors import AcError, ApiError, AuthError
 from .http import ConnectionFailed
 from .safe_text import one_line
 from .wait import MAX_POLL, RETRY_SECONDS, poll
+from .wire import AGENT_LOCALPART_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ METHOD = "notifications/claude/channel"
 CAPABILITY = "claude/channel"
 #: Claude Code drops meta keys outside this pattern.
 META_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-AGENT_PREFIX = "@_ac_"
+AGENT_PREFIX = "@" + AGENT_LOCALPART_PREFIX
 SHORT = 300
 TAG = untrusted.TAG
 #: A nick as a whole word, with or without ``@`` (Element's mention pills put the display name

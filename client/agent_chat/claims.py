@@ -113,11 +113,14 @@ def _where(override: str | None) -> tuple[str | None, str]:
 def _when(ts: object) -> str:
     if not isinstance(ts, (int, float)):
         return "?"
-    left = (ts / 1000 - time.time()) / 60
+    left = ts / 1000 - time.time()
     stamp = time.strftime("%H:%M", time.localtime(ts / 1000))
-    if left < 60:
-        return f"{stamp} (in {max(0, int(left))} min)"
-    return f"{stamp} (in {left / 60:.1f} h)"
+    minutes = round(left / 60)
+    if minutes < 1:  # in seconds, rounded up: a claim that still holds never says "in 0"
+        return f"{stamp} (in {max(0, -int(-left // 1))} s)"
+    if minutes < 60:
+        return f"{stamp} (in {minutes} min)"
+    return f"{stamp} (in {left / 3600:.1f} h)"
 
 
 def describe(c: JSONObject) -> str:
@@ -137,6 +140,11 @@ def _entries(value: object) -> list[JSONObject]:
 
 
 # --- the commands ------------------------------------------------------------------------
+
+
+#: A claim's default lifetime (2 h) and the longest reason the server keeps.
+DEFAULT_TTL = 7200
+MAX_REASON = 500
 
 
 def ttl_seconds(text: str) -> int:
@@ -159,26 +167,46 @@ def _checked(patterns: list[str]) -> list[str]:
         raise UsageError(str(e)) from None
 
 
-def request_claim(
-    ctx: Context,
-    patterns: list[str],
-    ttl: int,
-    reason: str | None,
-    shared: bool,
-    force: bool,
-    project: str | None,
-) -> tuple[str, JSONObject]:
+class ClaimRequest:
+    """What a claim asks for, in one shape for ``ac claim``, the MCP ``claim`` tool and the
+    TUI's ``/claim``: patterns, how long (seconds), why, shared or exclusive, taking over
+    others' claims, and the project (None: this repository's)."""
+
+    __slots__ = ("force", "patterns", "project", "reason", "shared", "ttl")
+
+    def __init__(
+        self,
+        patterns: list[str],
+        *,
+        ttl: int = DEFAULT_TTL,
+        reason: str | None = None,
+        shared: bool = False,
+        force: bool = False,
+        project: str | None = None,
+    ) -> None:
+        self.patterns = patterns
+        self.ttl = ttl
+        self.reason = reason
+        self.shared = shared
+        self.force = force
+        self.project = project
+
+
+def request_claim(ctx: Context, req: ClaimRequest) -> tuple[str, JSONObject]:
     """Claim the patterns: (the project, the server's answer); ClaimConflict on a conflict."""
-    checked = _checked(patterns)
-    if reason is not None and (len(reason) > 500 or any(ord(c) < 32 for c in reason)):
-        raise UsageError("--reason is one line of at most 500 characters")
-    _, proj = _where(project)
+    checked = _checked(req.patterns)
+    reason = req.reason
+    if reason is not None and any(ord(c) < 32 or ord(c) == 127 for c in reason):
+        raise UsageError("--reason is one line: no newlines or other control characters")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise UsageError(f"--reason is at most {MAX_REASON} characters (it has {len(reason)})")
+    _, proj = _where(req.project)
     body: JSONObject = {
         "project": proj,
         "patterns": checked,
-        "mode": "shared" if shared else "exclusive",
-        "ttl_seconds": ttl,
-        "force": force,
+        "mode": "shared" if req.shared else "exclusive",
+        "ttl_seconds": req.ttl,
+        "force": req.force,
     }
     if reason:
         body["reason"] = reason
@@ -205,18 +233,9 @@ def taken_lines(answer: JSONObject) -> list[str]:
     ]
 
 
-def claim(
-    ctx: Context,
-    patterns: list[str],
-    *,
-    ttl: int,
-    reason: str | None,
-    shared: bool,
-    force: bool,
-    project: str | None,
-    as_json: bool = False,
-) -> int:
-    proj, answer = request_claim(ctx, patterns, ttl, reason, shared, force, project)
+def claim(ctx: Context, req: ClaimRequest, *, as_json: bool = False) -> int:
+    """``ac claim``: one line saying what is now claimed (and what was taken over)."""
+    proj, answer = request_claim(ctx, req)
     if as_json:
         import json
 
@@ -224,7 +243,7 @@ def claim(
         return EXIT_OK
     for line in taken_lines(answer):
         out(line)
-    out(claimed_line(proj, answer, shared))
+    out(claimed_line(proj, answer, req.shared))
     return EXIT_OK
 
 
@@ -453,17 +472,23 @@ def setup_git(*, uninstall: bool, dry_run: bool, strict: bool) -> int:
     if after == before:
         out(f"{hook}: nothing to change")
         return EXIT_OK
-    verb = "remove" if uninstall else "install"
     if dry_run:
-        out(f"would {verb} the claims check in {hook}")
+        out(f"would {'remove' if uninstall else 'install'} the claims check in {hook}")
         return EXIT_OK
+    backup = ""
+    if before is not None:  # the user's hook: kept beside it first, as every setup does
+        from .setup.plan import write_backup
+
+        backup = f" (backup: {write_backup(hook, before)})"
     if after is None:
         os.remove(hook)
-        out(f"removed {hook}")
+        out(f"removed {hook}{backup}")
         return EXIT_OK
     os.makedirs(os.path.dirname(hook), exist_ok=True)
     with open(hook, "w", encoding="utf-8") as f:
         f.write(after)
     os.chmod(hook, 0o755)
-    out(f"{verb}ed the claims check in {hook}" + (" (strict)" if strict and not uninstall else ""))
+    done = "removed" if uninstall else "installed"
+    strictly = " (strict)" if strict and not uninstall else ""
+    out(f"{done} the claims check in {hook}{strictly}{backup}")
     return EXIT_OK

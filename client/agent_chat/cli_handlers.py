@@ -263,16 +263,15 @@ def join(args: Args) -> int:
 def claim(args: Args) -> int:
     from . import claims
 
-    return claims.claim(
-        _context(args),
+    request = claims.ClaimRequest(
         args.patterns,
         ttl=args.ttl,
         reason=args.reason,
         shared=args.shared,
         force=args.force,
         project=args.project,
-        as_json=args.json,
     )
+    return claims.claim(_context(args), request, as_json=args.json)
 
 
 def claims(args: Args) -> int:

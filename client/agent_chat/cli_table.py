@@ -24,7 +24,8 @@ files:   $AGENT_CHAT_HOME (default ~/.agent-chat): config.toml, credentials.json
 env:     AGENT_CHAT_SERVER (API URL), AGENT_CHAT_NICK (one identity per nick),
          AGENT_CHAT_TOKEN (use this token, touch no files), AGENT_CHAT_HOME, NO_COLOR
 exit:    0 ok, 1 error, 2 server unreachable, 3 authentication failed, 4 rate-limited,
-         5 timed out (ac wait: nothing new; ac ask: no reply; ac send --wait: not reached)"""
+         5 timed out (ac wait: nothing new; ac ask: no reply; ac send --wait: not reached),
+         6 claimed by someone else (ac claim)"""
 
 
 class Arg:
@@ -491,7 +492,7 @@ def _other_commands() -> tuple[Command, ...]:
                     "--ttl",
                     metavar="DURATION",
                     type=_ttl,
-                    default=7200,
+                    default=7200,  # claims.DEFAULT_TTL (test_client_cli_parse checks)
                     help="how long it holds: 30m, 2h (default), 1d; at most 7d",
                 ),
                 Arg("--reason", metavar="TEXT", help="what you are doing (shown to others)"),
@@ -580,9 +581,10 @@ def _other_commands() -> tuple[Command, ...]:
         Command(
             "mcp",
             handlers.mcp,
-            "run the MCP server on stdio (send, read, who, notify tools)",
+            "run the MCP server on stdio (chat, ask and claims tools)",
             "Run a Model Context Protocol server on stdin/stdout with the tools send,\n"
-            "read, who and notify, as this identity. Register it with e.g.\n"
+            "read, who, notify, ask, claim, claims and release, as this identity.\n"
+            "Register it with e.g.\n"
             "claude mcp add agent-chat -- ac mcp\n\n"
             "With --channel it is also a Claude Code channel: new direct messages,\n"
             "mentions and urgent messages are pushed into the running session\n"

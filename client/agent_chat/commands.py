@@ -19,7 +19,15 @@ from .config import (
     valid_server_url,
 )
 from .context import Context, out, point_hook_at, use_color
-from .errors import AcError, ApiError, AuthError, ConfigFileError, NetworkError, UsageError
+from .errors import (
+    AcError,
+    ApiError,
+    AuthError,
+    ConfigFileError,
+    NetworkError,
+    UsageError,
+    target_not_found,
+)
 from .http import ConnectionFailed
 from .safe_text import one_line
 from .targets import argv_text, normalize_target
@@ -126,9 +134,7 @@ def send(
         answer = _put_retrying(ctx, client, path, payload)
     except ApiError as e:
         if e.status == 404:
-            raise AcError(
-                f"no such room or person: {one_line(target)} ({e.message})", detail=e.detail
-            ) from None
+            raise target_not_found(e, target) from None
         if e.status == 413:  # the server says its limit in bytes of UTF-8, with our size
             size = "" if "UTF-8" in e.message else f"{len(body.encode()):,} bytes of UTF-8: "
             raise AcError(f"message too long: {size}{e.message}", detail=e.detail) from None
@@ -222,9 +228,7 @@ def listen(
                     f"no such thread: {one_line(thread)} ({e.message})", detail=e.detail
                 ) from None
             if e.status == 404 and room:
-                raise AcError(
-                    f"no such room or person: {one_line(room)} ({e.message})", detail=e.detail
-                ) from None
+                raise target_not_found(e, room) from None
             raise
         unread_left[:] = render.unread_entries({"unread": answer.get("unread")})
         return _objects(answer.get("messages"))
@@ -299,9 +303,7 @@ def who(ctx: Context, target: str, *, as_json: bool) -> int:
         answer = ctx.authed().call("GET", "/who", query={"room": room})
     except ApiError as e:
         if e.status == 404:
-            raise AcError(
-                f"no such room: {one_line(room)} ({e.message})", detail=e.detail
-            ) from None
+            raise target_not_found(e, room, "room") from None
         raise
     if as_json:
         out(render.dumps(answer))

@@ -27,13 +27,13 @@ from . import http
 from .errors import ConfigFileError, UsageError
 from .files import CONFIG_FILE, atomic_write, ensure_dir, file_part, home_dir, read_text
 from .flat_toml import dump_toml, parse_toml
+from .wire import API_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_SERVER = "http://127.0.0.1:8009"
-API_PREFIX = "/_agent_chat/v1"
 
 #: ``ac config --set`` keys and where they live in config.toml.
 CONFIG_KEYS = {
@@ -119,8 +119,16 @@ def load_config(home: str) -> dict[str, object]:
 
 
 def save_config(home: str, data: Mapping[str, object]) -> None:
-    """Write config.toml (mode 0600) atomically."""
-    atomic_write(os.path.join(home, CONFIG_FILE), dump_toml(data).encode("utf-8"), 0o600)
+    """Write config.toml (mode 0600) atomically, keeping the comment lines that head it."""
+    path = os.path.join(home, CONFIG_FILE)
+    header = []
+    for line in (read_text(path) or "").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        header.append(line + "\n")
+    while header and not header[-1].strip():
+        header.pop()
+    atomic_write(path, ("".join(header) + dump_toml(data)).encode("utf-8"), 0o600)
 
 
 def config_get(data: Mapping[str, object], table: str, key: str) -> str | None:

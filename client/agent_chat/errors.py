@@ -60,14 +60,30 @@ class RateLimited(AcError):
 
 
 class ApiError(AcError):
-    """Any other error answer from the API (``errcode``/``error``/``status`` kept)."""
+    """Any other error answer the client received from the API (``status``, ``errcode`` and
+    ``error`` kept). Its arguments come in the order of the appservice's
+    ``ErrorAnswer`` (the answer the service gives): status, errcode, message."""
 
-    def __init__(
-        self, message: str, status: int = 0, errcode: str = "", detail: str | None = None
-    ) -> None:
+    def __init__(self, status: int, errcode: str, message: str, detail: str | None = None) -> None:
         super().__init__(message, detail)
         self.status = status
         self.errcode = errcode
+
+
+def target_not_found(
+    e: ApiError, target: str, kind: str = "room or person", join_hint: bool = True
+) -> AcError:
+    """A 404 about ``target`` said once: "no such KIND: TARGET", with the server's words only
+    when they add something; "you are not in #room" (with how to join, as ``ac send`` would
+    by itself) when membership is what is missing, unless ``join_hint`` is off."""
+    from .safe_text import one_line
+
+    said = e.message.removesuffix(f" ({e.errcode})") if e.errcode else e.message
+    name = one_line(target)
+    if join_hint and said.startswith("you are not in") and name.startswith(("#", "!")):
+        return AcError(f"you are not in {name}: join it first (ac join '{name}')", detail=e.detail)
+    extra = "" if said.startswith(("no room", "no such")) else f" ({one_line(said)})"
+    return AcError(f"no such {kind}: {name}{extra}", detail=e.detail)
 
 
 class ClaimConflict(AcError):

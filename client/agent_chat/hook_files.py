@@ -20,8 +20,8 @@ import os
 import sys
 
 from . import http
-from .config import API_PREFIX
 from .files import HOOK_DIR, atomic_write, ensure_dir
+from .wire import API_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

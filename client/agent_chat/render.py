@@ -12,6 +12,7 @@ import time
 
 from .safe_text import one_line, record
 from .untrusted import neutralise
+from .wire import AGENT_LOCALPART_PREFIX, SERVICE_LOCALPART
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +37,15 @@ BOLD = "\x1b[1m"
 def dumps(value: object) -> str:
     """Compact, ASCII-only JSON."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def seconds_text(value: float, places: int = 1) -> str:
+    """``value`` seconds as the shortest decimal of at most ``places`` places, rounded up: a
+    wait of 0.04 s is said (or asked for) as 0.1 s, never as a 0 that is not one."""
+    scale = 10**places
+    units = -int(-round(value * scale, 6) // 1)  # ceil; rounding first: 0.3 * 10 is not 3.0
+    text = f"{units / scale:.{places}f}" if places else str(units)
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def as_count(value: object) -> int:
@@ -101,12 +111,7 @@ def notify_oneline(entries: Iterable[UnreadEntry]) -> str:
     )
 
 
-#: The service's own account (its notices: claims released, taken over): recognised by this
-#: user id's localpart, never by a display name, which anyone can set.
-SERVICE_LOCALPART = "_ac_bot"
 SERVICE_NAME = "Agent Chat"
-#: Agents' and bots' accounts: the appservice's exclusive namespace.
-AGENT_LOCALPART_PREFIX = "_ac_"
 
 
 def _localpart(user_id: str) -> str:

@@ -8,8 +8,7 @@ import time
 
 from . import render
 from .context import Context, out, use_color
-from .errors import AcError, ApiError
-from .safe_text import one_line
+from .errors import AcError, ApiError, target_not_found
 from .targets import argv_text, normalize_target
 
 #: The longest query the server takes, in characters.
@@ -63,9 +62,7 @@ def search(
         answer = ctx.authed().call("GET", "/search", query=params)
     except ApiError as e:
         if e.status == 404 and target:
-            raise AcError(
-                f"no such room or person: {one_line(target)} ({e.message})", detail=e.detail
-            ) from None
+            raise target_not_found(e, target, join_hint=False) from None
         raise
     results = answer.get("results")
     messages = [m for m in results if isinstance(m, dict)] if isinstance(results, list) else []

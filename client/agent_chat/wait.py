@@ -65,7 +65,7 @@ def poll(
     a fresh state returned, so callers simply carry on from it."""
     query: dict[str, object] = {"filter": filters}
     if cursor is not None:
-        query.update(since=cursor, wait=_seconds(wait))
+        query.update(since=cursor, wait=render.seconds_text(max(0.0, min(wait, MAX_POLL)), 3))
     try:
         answer = client.call("GET", "/notify", query=query, timeout=wait + SLACK)
     except ApiError as e:
@@ -82,10 +82,6 @@ def next_change(client: Client, cursor: str | None, wait: float = MAX_POLL) -> s
     ``ac listen --follow``: the first call (no cursor) answers at once."""
     cursor_out = poll(client, cursor, wait).get("cursor")
     return cursor_out if isinstance(cursor_out, str) else None
-
-
-def _seconds(value: float) -> str:
-    return f"{max(0.0, min(value, MAX_POLL)):.3f}".rstrip("0").rstrip(".")
 
 
 def _urgent_rooms(answer: JSONObject) -> set[str]:

@@ -130,7 +130,12 @@ def whoami(ctx: Context, *, as_json: bool) -> int:
             )
             for o in others
         )
-        lines.append(f"others:   {names}; use one with AGENT_CHAT_NICK=NAME")
+        how = (  # the token overrides AGENT_CHAT_NICK: naming a nick alone would change nothing
+            "unset AGENT_CHAT_TOKEN to use one (AGENT_CHAT_NICK=NAME picks it)"
+            if s.env_token is not None
+            else "use one with AGENT_CHAT_NICK=NAME"
+        )
+        lines.append(f"others:   {names}; {how}")
     else:
         lines.append("others:   none stored for this server")
     sys.stdout.write("\n".join(lines) + "\n")

@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 
+from agent_chat.wire import API_PREFIX
+
 from .errors import EXIT_APPSERVICE, EXIT_ERROR, EXIT_SYNAPSE, ServerError
 from .init import load_appservice_config, load_homeserver
 from .paths import DataDir
@@ -113,7 +115,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
     if args.action == "revoke":
-        data = _admin_call(dd, "/admin/users/revoke", {"name": args.name})
+        data = admin_call(dd, "/admin/users/revoke", {"name": args.name})
         print(f"revoked every ac token of {data['user_id']}")
         return 0
     hs = load_homeserver(dd)
@@ -159,10 +161,11 @@ def cmd_user(dd: DataDir, args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(dd: DataDir, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    """An admin route (GET without a body); its answer, or ServerError with its error."""
+def admin_call(dd: DataDir, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An admin route of the running appservice (GET without a body, POST with one): its
+    answer, or ServerError with its error. The one way the server commands call the API."""
     config = load_appservice_config(dd)
-    url = f"{config.api_url}/_agent_chat/v1{path}"
+    url = f"{config.api_url}{API_PREFIX}{path}"
     try:
         status, data = request_json(url, body, config.admin_token)
     except ConnectionError as e:
@@ -178,7 +181,7 @@ def _admin_call(dd: DataDir, path: str, body: dict[str, Any] | None) -> dict[str
 
 
 def cmd_bot(dd: DataDir, args: argparse.Namespace) -> int:
-    data = _admin_call(dd, "/admin/bots", {"nick": args.name})
+    data = admin_call(dd, "/admin/bots", {"nick": args.name})
     config = load_appservice_config(dd)
     print(f"created bot {data['nick']} ({data['user_id']})")
     print("token (shown once; keep it in your CI's secrets):")
@@ -196,7 +199,7 @@ def _printable(value: object) -> str:
 
 
 def _webhook_list(dd: DataDir) -> int:
-    hooks = list(_admin_call(dd, "/admin/webhooks", None).get("webhooks") or [])
+    hooks = list(admin_call(dd, "/admin/webhooks", None).get("webhooks") or [])
     if not hooks:
         print("no webhooks; add one with: agent-chat-server webhook add NAME --room '#room'")
         return 0
@@ -231,14 +234,14 @@ def cmd_webhook(dd: DataDir, args: argparse.Namespace) -> int:
     if not args.name:
         raise ServerError(f"name the webhook: webhook {args.action} NAME")
     if args.action == "remove":
-        data = _admin_call(dd, "/admin/webhooks/remove", {"name": args.name})
+        data = admin_call(dd, "/admin/webhooks/remove", {"name": args.name})
         print(f"removed webhook {_printable(data['name'])}: its URL no longer works")
         return 0
     if args.action == "rotate":
-        data = _admin_call(dd, "/admin/webhooks/rotate", {"name": args.name})
+        data = admin_call(dd, "/admin/webhooks/rotate", {"name": args.name})
         print(f"rotated webhook {data['name']}: the old URL and signing secret no longer work")
     else:
-        data = _admin_call(
+        data = admin_call(
             dd,
             "/admin/webhooks",
             {

@@ -9,9 +9,8 @@ import json
 import re
 import time
 
-from .accounts import AddParser, _error_text, request_json
-from .errors import EXIT_APPSERVICE, EXIT_ERROR, ServerError
-from .init import load_appservice_config
+from .accounts import AddParser, admin_call
+from .errors import ServerError
 from .paths import DataDir
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
@@ -40,26 +39,6 @@ def add_parsers(add: AddParser) -> None:
         help="prune: retire agents idle longer than this (30d, 12h, 90m, ...)",
     )
     p.add_argument("--dry-run", action="store_true", help="prune: only say whom it would retire")
-
-
-def _call(dd: DataDir, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    config = load_appservice_config(dd)
-    url = f"{config.api_url}/_agent_chat/v1{path}"
-    try:
-        if method == "POST":
-            status, data = request_json(url, body or {}, config.admin_token)
-        else:
-            status, data = request_json(url, None, config.admin_token)
-    except ConnectionError as e:
-        raise ServerError(
-            f"the appservice is not reachable at {config.api_url} ({e}); start the server first",
-            EXIT_APPSERVICE,
-        ) from None
-    if status != 200:
-        raise ServerError(
-            _error_text(data) or f"the appservice answered HTTP {status}", EXIT_ERROR
-        )
-    return data
 
 
 def _ago(ts_ms: object, now: float) -> str:
@@ -106,7 +85,7 @@ def cmd_agents(dd: DataDir, args: argparse.Namespace) -> int:
     if args.action != "prune" and (args.idle is not None or args.dry_run):
         raise ServerError("--idle and --dry-run go with 'agents prune'")
     if args.action == "list":
-        data = _call(dd, "GET", "/admin/agents")
+        data = admin_call(dd, "/admin/agents")
         agents = list(data.get("agents") or [])
         if args.json:
             print(json.dumps(agents, indent=2))
@@ -117,7 +96,7 @@ def cmd_agents(dd: DataDir, args: argparse.Namespace) -> int:
     if args.action == "retire":
         if not args.name:
             raise ServerError("name the agent to retire: agents retire NAME")
-        entry = _call(dd, "POST", "/admin/agents/retire", {"name": args.name})
+        entry = admin_call(dd, "/admin/agents/retire", {"name": args.name})
         left = ", ".join(_printable(r) for r in entry.get("rooms_left") or []) or "no rooms"
         print(
             f"retired {_printable(entry['nick'])} ({_printable(entry['user_id'])}): left "
@@ -126,8 +105,8 @@ def cmd_agents(dd: DataDir, args: argparse.Namespace) -> int:
         return 0
     if args.idle is None:
         raise ServerError("say how idle: agents prune --idle 30d")
-    data = _call(
-        dd, "POST", "/admin/agents/prune", {"idle_seconds": args.idle, "dry_run": args.dry_run}
+    data = admin_call(
+        dd, "/admin/agents/prune", {"idle_seconds": args.idle, "dry_run": args.dry_run}
     )
     agents = list(data.get("agents") or [])
     verb = "would retire" if args.dry_run else "retired"

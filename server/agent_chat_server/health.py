@@ -8,9 +8,9 @@ import json
 import urllib.error
 import urllib.request
 
-from .synapse_config import APPSERVICE_ID
+from agent_chat.wire import API_PREFIX as API_PREFIX
 
-API_PREFIX = "/_agent_chat/v1"
+from .synapse_config import APPSERVICE_ID
 
 
 @dataclass

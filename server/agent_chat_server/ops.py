@@ -187,12 +187,12 @@ def _invite_table(invites: list[dict[str, object]]) -> list[str]:
 
 def _new_invite(dd: DataDir, seconds: int, note: str) -> dict[str, Any] | None:
     """A new invite token from the running appservice; None when it is not running."""
-    from .agents import _call
+    from .accounts import admin_call
     from .errors import EXIT_APPSERVICE, ServerError
 
     try:
-        invite: dict[str, Any] = _call(
-            dd, "POST", "/admin/invites", {"expires_seconds": seconds, "note": note}
+        invite: dict[str, Any] = admin_call(
+            dd, "/admin/invites", {"expires_seconds": seconds, "note": note}
         )
     except ServerError as e:
         if e.exit_code == EXIT_APPSERVICE:
@@ -205,16 +205,16 @@ def cmd_invite(dd: DataDir, args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from .agents import _call
+    from .accounts import admin_call
     from .init import load_appservice_config, load_homeserver
     from .tls import ca_fingerprint
 
     if args.list:
-        for line in _invite_table(_call(dd, "GET", "/admin/invites")["invites"]):
+        for line in _invite_table(admin_call(dd, "/admin/invites")["invites"]):
             print(line)
         return EXIT_OK
     if args.revoke:
-        entry = _call(dd, "POST", "/admin/invites/revoke", {"id": args.revoke})
+        entry = admin_call(dd, "/admin/invites/revoke", {"id": args.revoke})
         print(f"revoked invite {entry['id']}: its token no longer registers anyone")
         print("# agents already registered with it keep their own tokens")
         return EXIT_OK

@@ -90,11 +90,7 @@ class Plan:
             line = f"{verb} {change.path}"
             if not dry_run:
                 if change.backup and change.before is not None:
-                    backup = _backup_path(change.path, stamp)
-                    atomic_write(
-                        backup, change.before.encode("utf-8"), _mode_of(change.path, 0o600)
-                    )
-                    line += f" (backup: {backup})"
+                    line += f" (backup: {write_backup(change.path, change.before, stamp)})"
                 if change.after is None:
                     os.unlink(change.path)
                     _remove_empty_parents(os.path.dirname(change.path))
@@ -169,6 +165,13 @@ def _mode_of(path: str, default: int) -> int:
         return os.stat(path).st_mode & 0o7777
     except OSError:
         return default
+
+
+def write_backup(path: str, text: str, stamp: str | None = None) -> str:
+    """Keep ``text`` (what ``path`` held) beside it with ``path``'s mode; the backup's path."""
+    backup = _backup_path(path, stamp or time.strftime("%Y%m%d-%H%M%S"))
+    atomic_write(backup, text.encode("utf-8"), _mode_of(path, 0o600))
+    return backup
 
 
 def _backup_path(path: str, stamp: str) -> str:

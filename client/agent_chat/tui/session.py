@@ -19,6 +19,7 @@ from ..config import Settings
 from ..context import Context
 from ..errors import ApiError, AuthError
 from ..safe_text import one_line
+from ..wire import AGENT_LOCALPART_PREFIX, MAX_MESSAGE_BYTES, SERVICE_LOCALPART
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,11 +27,9 @@ if TYPE_CHECKING:
 
 #: Messages fetched per page when catching up on everything new.
 PAGE = 100
-#: The body limit of ``PUT /send`` (bytes of UTF-8).
-MAX_BODY = 32768
-#: ``agent`` localparts start with this; the service's own is ``_ac_bot`` (appservice.yaml).
-AGENT_PREFIX = "_ac_"
-SERVICE_LOCALPART = "_ac_bot"
+#: The body limit of ``PUT /send`` (bytes of UTF-8); ``agent`` localparts' prefix.
+MAX_BODY = MAX_MESSAGE_BYTES
+AGENT_PREFIX = AGENT_LOCALPART_PREFIX
 
 
 def objects(value: object) -> list[JSONObject]:
@@ -214,9 +213,10 @@ class Session:
     def claim(
         self, patterns: list[str], ttl: int, reason: str | None, shared: bool, project: str | None
     ) -> tuple[str, JSONObject]:
-        from ..claims import request_claim
+        from ..claims import ClaimRequest, request_claim
 
-        return request_claim(self.ctx, patterns, ttl, reason, shared, False, project)
+        request = ClaimRequest(patterns, ttl=ttl, reason=reason, shared=shared, project=project)
+        return request_claim(self.ctx, request)
 
     def release(
         self, patterns: list[str], everything: bool, project: str | None
