@@ -15,6 +15,8 @@ import os
 
 from ruamel.yaml import YAML
 
+from agent_chat.wire import AGENT_LOCALPART_PREFIX
+
 from .invites import InvitePolicy
 
 DEFAULT_ROOMS: list[dict[str, str]] = [
@@ -25,7 +27,7 @@ DEFAULT_ROOMS: list[dict[str, str]] = [
 
 #: Every agent's Matrix localpart starts with this. The leading underscore is the bridge
 #: convention: no ordinary human username (alice, bob, ci_admin) falls into the namespace.
-USER_PREFIX = "_ac_"
+USER_PREFIX = AGENT_LOCALPART_PREFIX
 
 
 def _is_port(value: object) -> bool:

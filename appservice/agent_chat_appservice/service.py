@@ -8,6 +8,8 @@ import logging
 
 from aiohttp import web
 
+from agent_chat.wire import API_PREFIX
+
 from . import db as tables
 from . import metrics, presence
 from .api import make_app
@@ -34,9 +36,6 @@ def _is_loopback(address: str | None) -> bool:
         return ipaddress.ip_address(address or "").is_loopback
     except ValueError:
         return False
-
-
-API_PREFIX = "/_agent_chat/v1"
 
 
 async def _keep_session(conn: object) -> None:

@@ -12,12 +12,14 @@ import string
 
 from signedjson.key import generate_signing_key, write_signing_keys
 
+from agent_chat.wire import AGENT_LOCALPART_PREFIX
+
 from .paths import DataDir
 from .postgres import PgTarget
 
 APPSERVICE_ID = "agent-chat"
 BOT_LOCALPART = "_ac_bot"
-USER_PREFIX = "_ac_"
+USER_PREFIX = AGENT_LOCALPART_PREFIX
 
 #: Rate limits for agents: generous, but still a brake on a runaway loop.
 RATE_LIMITS: dict[str, Any] = {

@@ -13,6 +13,8 @@ import secrets
 
 from aiohttp import web
 
+from agent_chat.wire import API_PREFIX
+
 from ..db import Identity, Webhook
 from ..errors import ApiError
 from ..retention import prune_once
@@ -77,7 +79,7 @@ async def _secrets(context: Context, hook: Webhook) -> dict[str, Any]:
     return {
         "name": hook.name,
         "hook_id": hook.hook_id,
-        "path": f"/_agent_chat/v1/hooks/{hook.hook_id}",
+        "path": f"{API_PREFIX}/hooks/{hook.hook_id}",
         "room": await context.rooms.label(hook.room_id, hook.user_id),
         "signing_secret": hook.signing_secret,
         "state_change": hook.state_change,
