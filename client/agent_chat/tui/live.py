@@ -12,6 +12,7 @@ the UI through ``emit`` (called on this thread: the app hands it to its event lo
 from __future__ import annotations
 
 import threading
+import time
 
 from ..errors import AuthError, NetworkError, RateLimited
 
@@ -36,6 +37,9 @@ class Poller:
         self.client = session.poll_client()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: When the last long-poll answered and its news were fetched (the bench reads them).
+        self.answered_at = 0.0
+        self.fetched_at = 0.0
         self.thread = threading.Thread(target=self._run, name="ac-tui-poll", daemon=True)
 
     def start(self) -> None:
@@ -58,14 +62,19 @@ class Poller:
         while not self._stop.is_set():
             try:
                 if not started:
-                    self.session.whoami()
+                    # The newest message first, then the counts' cursor: whatever arrives
+                    # after the cursor is after that message, so the feed misses nothing.
+                    if not self.session.user_id:  # AGENT_CHAT_TOKEN: whose is it?
+                        self.session.whoami()
                     self.session.start_feed()
                     started = True
                     answer = longpoll.poll(self.client, None, 0)
                     news = []
                 else:
                     answer = longpoll.poll(self.client, cursor, HOLD)
+                    self.answered_at = time.monotonic()
                     news = self.session.fetch_new() if answer.get("changed") is not False else []
+                    self.fetched_at = time.monotonic()
             except AuthError as e:
                 self.emit("auth", e.message, None)
                 return

@@ -101,11 +101,9 @@ class Timeline(OptionList):
         )
         self.messages.extend(messages)
         self.add_options([self._option(m) for m in messages])
-        if following:
+        if following:  # the highlight's move scrolls to it at once
             self.highlighted = len(self.messages) - 1
-            self.call_after_refresh(self._to_end)
-        else:
-            self.call_after_refresh(self.report)
+        self.call_after_refresh(self.report)
 
     def drop_oldest(self, n: int) -> None:
         """The model dropped ``n`` old messages: show the rest (keeps the highlight's message)."""
