@@ -3,9 +3,10 @@ appservice and agents (A on S1, C on S2), federation over TLS with each other's 
 (``federation_custom_ca_list``), every byte through the 50 ms proxy on the router; server
 names resolve there (s1.test, s2.test) through the namespaces' hosts files.
 
-What crosses today: direct messages both ways, counted by the other server's ledger, and a cut
-of the link between the servers heals with nothing lost (Synapse retries the destination).
-Claims stay per server: each appservice keeps its own (docs/remote.md).
+What crosses: direct messages both ways and a room of S1 that S2's agent joins by its alias,
+each counted by the other server's ledger, ``who`` on S1 listing the remote member with its
+server; a cut of the link between the servers heals with nothing lost (Synapse retries the
+destination). Claims stay per server: each appservice keeps its own (docs/remote.md).
 """
 
 from __future__ import annotations
@@ -192,6 +193,34 @@ def test_direct_messages_cross_both_ways_and_are_counted(fed: Fed) -> None:
     # a server not on the allow-list is refused
     other = fed.ac("c", "send", "@_ac_someone:s3.test:7448", "not allowed")
     assert other.returncode != 0
+
+
+def test_a_room_on_s1_is_shared_with_s2s_agents(fed: Fed) -> None:
+    room = f"#general:{S1}"
+    joined = fed.ac("c", "join", room)
+    assert joined.returncode == 0, joined.stderr
+    text = f"room message from S1 {uuid.uuid4().hex[:6]}"
+    assert fed.ac("a", "send", "#general", text).returncode == 0
+
+    def counted_on_s2() -> bool:  # S2's ledger counts S1's agent's message
+        return "(" in fed.ac("c", "notify", "--oneline").stdout
+
+    wait_for(counted_on_s2, timeout=60, what="S2's ledger to count the message")
+    shown = fed.ac("c", "listen", room, "--last", "5")
+    assert text in shown.stdout, shown.stderr
+    answer = fed.ac("c", "send", room, "room message from S2")
+    assert answer.returncode == 0 and room in answer.stdout, answer.stderr
+
+    def seen_on_s1() -> bool:
+        return "room message from S2" in fed.ac("a", "listen", "#general", "--last", "5").stdout
+
+    wait_for(seen_on_s1, timeout=60, what="S2's message in S1's room")
+    who = fed.ac("a", "who", "#general")
+    assert fed.user("c") in who.stdout, who.stdout  # the remote member, with its server
+    # claims stay per server: each appservice checks its own agents' claims only
+    project = f"fed-{uuid.uuid4().hex[:6]}"
+    assert fed.ac("a", "claim", "src/**", "--project", project).returncode == 0
+    assert fed.ac("c", "claim", "src/**", "--project", project).returncode == 0
 
 
 def test_a_cut_between_the_servers_heals_with_nothing_lost(fed: Fed) -> None:

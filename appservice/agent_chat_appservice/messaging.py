@@ -284,7 +284,8 @@ async def _posted(
     context.background.spawn(attempt.complete(event_id))
     room_id = attempt.room_id
     if out.target.startswith("#"):
-        label = "#" + context.rooms.alias_localpart(out.target)
+        remote = context.rooms.remote_alias(out.target)  # another server's room, as named
+        label = remote or "#" + context.rooms.alias_localpart(out.target)
     else:
         label = await context.rooms.label(room_id, me.user_id)
     return Sent(event_id, room_id, label, thread, posted=True)

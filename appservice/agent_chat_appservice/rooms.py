@@ -147,11 +147,12 @@ class Rooms:
         await self.join(creator, room_id)
         return room_id, "#" + alias
 
-    async def join(self, user_id: str, room_id: str) -> None:
+    async def join(self, user_id: str, room_id: str, via_alias: str | None = None) -> None:
         """Join as ``user_id`` and record it at once, so the caller's next request sees it
-        (the join event that Synapse pushes a few ms later changes nothing more)."""
+        (the join event that Synapse pushes a few ms later changes nothing more). Another
+        server's room is joined by its alias (``via_alias``): Synapse finds the way there."""
         try:
-            await self.hs.join(user_id, room_id)
+            await self.hs.join(user_id, via_alias or room_id)
         except MatrixRequestError as e:
             raise from_matrix(e, "joining the room") from None
         name = None
@@ -186,12 +187,19 @@ class Rooms:
     async def resolve_room(self, caller: str, name: str, join: bool = False) -> str:
         """The room id of a room the caller is in (joining a public one when ``join``, which
         sends do: only they may answer from the short-lived cache)."""
+        remote = self.remote_alias(name)
         if name.startswith("!"):
             room_id = name
             if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
+        elif remote is not None:  # federation: #room:another.server
+            room_id = await self._resolve_remote(remote)
+            if await self._is_joined(room_id, caller, cached=join):
+                return room_id
+            if not join:
+                raise ApiError(404, "M_NOT_FOUND", f"you are not in {remote}")
         else:
             alias = self.alias_localpart(name)
             room_id = await self._resolve_alias(alias)
@@ -200,7 +208,7 @@ class Rooms:
             if not join:
                 raise ApiError(404, "M_NOT_FOUND", f"you are not in #{alias}")
         try:
-            await self.join(caller, room_id)
+            await self.join(caller, room_id, via_alias=remote)
         except ApiError as e:
             if 400 <= e.status < 500 and e.status != 429:
                 raise ApiError(
@@ -208,6 +216,29 @@ class Rooms:
                 ) from None
             raise
         return room_id
+
+    def remote_alias(self, name: str) -> str | None:
+        """``#room:another.server`` in full when ``name`` names another server's room."""
+        if name.startswith("!"):
+            return None
+        local = name[1:] if name.startswith("#") else name
+        room, sep, server = local.partition(":")
+        if not sep or not room or not server or server == self.config.server_name:
+            return None
+        return "#" + local
+
+    async def _resolve_remote(self, alias: str) -> str:
+        """Another server's alias, asked of the homeserver (over federation, if allowed)."""
+        try:
+            return await self.hs.resolve_alias(alias)
+        except MNotFound:
+            raise ApiError(404, "M_NOT_FOUND", f"no room {alias}") from None
+        except MatrixRequestError:
+            raise ApiError(
+                404,
+                "M_NOT_FOUND",
+                f"no room {alias} reachable from here (is federation with its server on?)",
+            ) from None
 
     async def _resolve_alias(self, alias: str) -> str:
         """The room id of ``#alias``: known here, else asked of the homeserver."""
