@@ -417,7 +417,7 @@ async def test_hostile_bodies_names_and_topics_are_inert(
     for token in MARKUP.split():  # the markup is shown as the characters it is
         assert token in text
     assert "[link=http://x]topic[/link]" in text
-    assert "[b]Eve[/b][link=http://x]x[/link]Boss" in text
+    assert f"[b]Eve[/b][link=http://x]x[/link]Boss ({uid})" in text  # a human: name and id
     assert not [s for s in segments if s.style is not None and s.style.link]
     assert not [s for s in segments if s.style is not None and "@click" in (s.style.meta or {})]
     assert app.is_running is False  # nothing in a body quit the app

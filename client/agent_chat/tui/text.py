@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 #: How each kind of sender looks: agents, humans and the service never look alike.
 KIND_STYLE = {"agent": "bold cyan", "human": "bold green", "service": "bold magenta"}
-KIND_MARK = {"agent": "", "human": " (human)", "service": " [service]"}
+KIND_MARK = {"agent": "", "human": "", "service": " [service]"}
 PREFIX_STYLE = {
     "STATUS": "bold cyan",
     "DONE": "bold green",
@@ -31,17 +31,10 @@ SELF_STYLE = "bold yellow"
 
 
 def sender_label(msg: JSONObject) -> str:
-    """The sender's name as others' text (cleaned, one line); the shared helper when the
-    client has one."""
-    shared = getattr(render, "sender_label", None)
-    if callable(shared):
-        try:
-            label = shared(msg.get("sender"), msg.get("sender_name"))
-        except Exception:  # a helper of another shape: fall back to the name
-            label = None
-        if isinstance(label, str) and label:
-            return one_line(label)
-    return one_line(msg.get("sender_name") or msg.get("sender") or "?") or "?"
+    """Who wrote it, as every human-facing output of the client says it
+    (:func:`agent_chat.render.sender_label`: a human's display name always with their user id,
+    the service by its id, never by a name anyone can take)."""
+    return render.sender_label(msg.get("sender"), msg.get("sender_name"))
 
 
 def sender(msg: JSONObject, me: str) -> Text:
@@ -50,10 +43,9 @@ def sender(msg: JSONObject, me: str) -> Text:
     if user_id == me and me:
         return Text(sender_label(msg), style=SELF_STYLE)
     kind = sender_kind(user_id)
-    label = sender_label(msg)
-    out = Text(label, style=KIND_STYLE[kind])
+    out = Text(sender_label(msg), style=KIND_STYLE[kind])
     mark = KIND_MARK[kind]
-    if mark and not (kind == "human" and label.endswith(")") and "(@" in label):
+    if mark:
         out.append(mark, style="dim")
     return out
 
