@@ -66,7 +66,7 @@ async def send(request: web.Request) -> web.Response:
     sent = await messaging.send(context, me, Outgoing(txn_id, target, body, notice, reply_to))
     answer = sent.answer()
     if sent.posted and target.startswith("@"):  # is an agent there to see it? (api/presence.py)
-        seen_by = await dm_presence(context, me.user_id, sent.room_id)
+        seen_by = await dm_presence(context, me.user_id, sent.room_id, target)
         if seen_by is not None:
             answer["recipient_presence"] = seen_by
     return ok(answer)

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..db import AgentSession, Identity, Ledger, Room
+from ..db import AgentSession, Identity
 from ..errors import ApiError
 from ..presence import CLI_RE, GONE, SESSION_RE, SessionView, summary
 from .base import Context, caller, ctx, json_body, ok, query_bool, routes
@@ -92,17 +92,20 @@ async def annotate(context: Context, members: list[dict[str, Any]]) -> None:
             m["presence"] = presence_json(found[m["user_id"]])
 
 
-async def dm_presence(context: Context, sender: str, room_id: str) -> dict[str, Any] | None:
-    """The truth at send time: for a direct chat with an agent, whether a session of it is
-    running (its state and since when), so the sender knows when it will see the message.
-    None for rooms, people and bots."""
-    room = await Room.get(room_id)
-    if room is None or not room.is_direct:
+async def dm_presence(
+    context: Context, sender: str, room_id: str, target: str
+) -> dict[str, Any] | None:
+    """The truth at send time: for a direct message to an agent (``target``: ``@Nick``),
+    whether a session of it is running (its state and since when), so the sender knows when
+    it will see the message. None for rooms, people and bots. The recipient comes from the
+    target, not the room's members: a new direct chat's invitation may not be applied yet."""
+    del room_id  # a message to @someone goes to their direct chat
+    try:
+        other = await context.rooms.resolve_user(target)
+    except ApiError:
         return None
-    others = await Ledger.members([room_id]) - {sender}
-    if len(others) != 1:
+    if other == sender:
         return None
-    (other,) = others
     identity = await Identity.get(other)
     if identity is None or identity.kind != "agent":
         return None
