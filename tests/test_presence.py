@@ -45,15 +45,15 @@ def test_session_states_follow_hooks_waiters_and_session_end(
     # Before any session: the sender is told, on stderr, and the message is still sent.
     r = sender("send", "@" + r_nick, "are you there?")
     assert r.returncode == 0, r
-    assert r.stderr == (
-        f"ac: {r_nick} has no running session; it sees this when it next starts\n"
-    )
+    assert r.stderr == (f"ac: {r_nick} has no running session; it sees this when it next starts\n")
     data = json.loads(sender.ok("send", "@" + r_nick, "again", "--json"))
     assert data["recipient_presence"]["state"] == "gone"
     # A hook call: working, with the CLI, host and the working directory's repository.
     assert run_hook(recipient, "s1").returncode == 0
     s1 = wait_for(lambda: sessions(sender, r_nick).get("s1"), what="session s1")
     assert (s1["state"], s1["cli"], s1["repo"]) == (WORKING, "claude", "webshop")
+    shown = sender.ok("who", "@" + r_nick)  # ac who's text: state, CLI, host, repo, since
+    assert "working · claude on " in shown and " in webshop since " in shown
     r = sender("send", "@" + r_nick, "working on it?")
     assert r.returncode == 0 and r.stderr == ""
     # Element's dot: Matrix presence set for the agent.
