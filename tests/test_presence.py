@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 import json
 import subprocess
+import urllib.request
 
 from test_delivery_stages import HOOK, agents, hook_env, run_hook
 
@@ -88,6 +89,21 @@ def test_session_states_follow_hooks_waiters_and_session_end(
     r = sender("send", "@" + r_nick, "still there?")
     assert r.returncode == 0 and "next prompt or tool call" in r.stderr, r
     assert s_nick not in r.stderr
+    # /metrics: sessions by state (refreshed every 20 s) and the attention accounting.
+    wait_for(
+        lambda: (
+            'agent_chat_agent_sessions{state="gone"}' in metrics(any_stack)
+            and 'agent_chat_agent_sessions{state="gone"} 0\n' not in metrics(any_stack)
+        ),
+        timeout=60,
+        what="gone sessions in /metrics",
+    )
+    assert "agent_chat_lines_shown_total" in metrics(any_stack)
+
+
+def metrics(stack: Stack) -> str:
+    with urllib.request.urlopen(stack.api_url + "/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
 
 
 def test_bad_session_ids_are_refused(any_stack: Stack, tmp_path: Path) -> None:

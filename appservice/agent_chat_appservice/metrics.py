@@ -61,6 +61,20 @@ class Gauge:
         ]
 
 
+class LabelledGauge:
+    """Values per label value, read when rendered (``read`` is set by whoever owns them)."""
+
+    def __init__(self, name: str, help_text: str, label: str) -> None:
+        self.name, self.help, self.label = name, help_text, label
+        self.read: Callable[[], dict[str, float]] = dict
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        for value, amount in sorted(self.read().items()):
+            lines.append(f'{self.name}{{{self.label}="{value}"}} {amount:g}')
+        return lines
+
+
 TRANSACTIONS = Counter(
     "agent_chat_transactions_total", "Homeserver transactions by outcome", "outcome"
 )
@@ -85,6 +99,9 @@ CHARS_INJECTED = Counter(
     "agent_chat_chars_injected_total", "Characters of chat lines put into agents' context"
 )
 WAKES = Counter("agent_chat_wakes_total", "Agent sessions woken by chat")
+SESSIONS = LabelledGauge(
+    "agent_chat_agent_sessions", "Agent sessions heard from in the last day, by state", "state"
+)
 NOTIFY_EVICTED = Gauge(
     "agent_chat_notify_evicted_total",
     "Long-poll /notify waiters answered early: their identity opened more than its cap",
@@ -125,6 +142,7 @@ ALL = (
     CONNECTIONS_REFUSED,
     HEADER_TIMEOUTS,
     PRUNED,
+    SESSIONS,
 )
 
 

@@ -91,6 +91,8 @@ class Presence:
         self.publish: Callable[[str, str, str], Awaitable[None]] | None = None
         self._published: RecentMap[str, str] = RecentMap(86_400.0, 100_000)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Sessions of the last day by state, as of the last :meth:`refresh`.
+        self.counts: dict[str, int] = {}
 
     async def changed(self, user_id: str) -> None:
         """Tell Matrix the identity's state if it differs from what it was last told."""
@@ -117,8 +119,14 @@ class Presence:
             log.warning("setting presence of %s failed: %s", user_id, e)
 
     async def refresh(self) -> None:
-        """Publish the states that changed with time alone (working → idle, idle → gone)."""
-        since = now_ms() - int((self.gone_after + 3600) * 1000)
+        """Publish the states that changed with time alone (working → idle, idle → gone),
+        and count the sessions of the last day by state (``/metrics``)."""
+        now = now_ms()
+        counts = dict.fromkeys((WORKING, WAKEABLE, DEAF, GONE), 0)
+        for s in await AgentSession.recent(now - 86_400_000):
+            counts[self.view(s, now).state] += 1
+        self.counts = counts
+        since = now - int((self.gone_after + 3600) * 1000)
         for user_id in sorted({s.user_id for s in await AgentSession.recent(since)}):
             await self.changed(user_id)
 
@@ -224,10 +232,11 @@ def matrix_publisher(hs: Homeserver) -> Callable[[str, str, str], Awaitable[None
 
 
 async def refresh_loop(presence: Presence, interval: float = 20.0) -> Any:
-    """States that change with time alone reach Matrix within ``interval`` seconds."""
+    """States that change with time alone reach Matrix (and /metrics) within ``interval``
+    seconds."""
     while True:
-        await asyncio.sleep(interval)
         try:
             await presence.refresh()
         except Exception as e:
             log.warning("presence refresh failed: %s", e)
+        await asyncio.sleep(interval)

@@ -179,6 +179,7 @@ class AgentChatService:
         else:
             await self._start_replica(self.leadership)
         self.context.presence.publish = presence.matrix_publisher(self.hs)
+        metrics.SESSIONS.read = lambda: dict(self.context.presence.counts)
         self.background.spawn(presence.refresh_loop(self.context.presence), loop=True)
         self.context.ready = True
         log.info("ready: %s%s", self.config.api_url, API_PREFIX)
