@@ -17,6 +17,12 @@ from mautrix.errors import (
 import aiohttp
 
 
+def seconds_up(ms: int) -> int:
+    """Milliseconds as whole seconds, rounded up: a caller told to wait that long is never
+    early (a wait of 200 ms is said as 1 s, not 0 s)."""
+    return -(-ms // 1000)
+
+
 class ApiError(Exception):
     def __init__(
         self, status: int, errcode: str, message: str, retry_after_ms: int | None = None
@@ -32,7 +38,7 @@ class ApiError(Exception):
         headers = {}
         if self.retry_after_ms is not None:
             body["retry_after_ms"] = self.retry_after_ms
-            headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
+            headers["Retry-After"] = str(max(1, seconds_up(self.retry_after_ms)))
         return web.Response(
             status=self.status,
             text=json.dumps(body),

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from .config import Config
 from .db import SendRate
-from .errors import ApiError
+from .errors import ApiError, seconds_up
 from .recent import RecentMap
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -184,7 +184,7 @@ async def enforce(limiter: Limiter, key: str, what: str) -> None:
     """Take a token for ``key`` or refuse with 429, saying what was limited and when to retry."""
     wait_ms = await limiter.take(key)
     if wait_ms is not None:
-        seconds = -(-wait_ms // 1000)
+        seconds = seconds_up(wait_ms)
         raise ApiError(
             429,
             "M_LIMIT_EXCEEDED",

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 import asyncio
 
+from agent_chat.wire import MAX_MESSAGE_BYTES
+
 from .db import ClientSend, Identity, Member, Message, Room
-from .errors import HOMESERVER_ERRORS, ApiError, from_matrix
+from .errors import HOMESERVER_ERRORS, ApiError, from_matrix, seconds_up
 from .formatting import to_html
 from .ids import EVENT_ID_RE
 from .names import People
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
     from .api.base import Context
 
 #: A message's body, in bytes of UTF-8 (Synapse refuses events over 64 KiB, and the HTML
-#: rendering rides along): 32,768 ASCII characters, fewer of others (CJK: 10,922).
-MAX_BODY = 32768
+#: rendering rides along): 32,768 ASCII characters, fewer of others (CJK: 10,922). The client
+#: knows the same limit from the same place.
+MAX_BODY = MAX_MESSAGE_BYTES
 #: A /send request: the body JSON-escaped (up to 12 bytes for a 4-byte character) and more.
 MAX_SEND_JSON = 3 * MAX_BODY + 4096
 #: How long a send waits for the same send in flight on another replica (clustered).
@@ -153,7 +156,7 @@ def loop_guard_error(wait_ms: int, thread: str | None, limit: int) -> ApiError:
         429,
         "AC_LOOP_GUARD",
         f"loop guard: agents answered each other {limit} times within a minute in {where}, "
-        f"which looks like a loop; you may answer again in {-(-wait_ms // 1000)} s "
+        f"which looks like a loop; you may answer again in {seconds_up(wait_ms)} s "
         "(a human there is never limited)",
         wait_ms,
     )
