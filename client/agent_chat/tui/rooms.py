@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 class RoomList(OptionList):
     DEFAULT_CSS = """
-    RoomList { width: 24; border-right: vkey $primary 50%; border-top: none;
-               border-bottom: none; border-left: none; height: 1fr; }
+    RoomList, RoomList:focus { width: 24; height: 1fr; border: none;
+                               border-right: vkey $primary 50%; }
+    RoomList:focus { background-tint: $foreground 4%; }
     """
 
     class Chosen(Message):

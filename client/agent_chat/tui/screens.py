@@ -43,6 +43,9 @@ HELP = [
     ("/search WORDS", "search your rooms; Enter jumps to the message"),
     ("/join #room", "join a room"),
     ("/peek", "toggle peek mode"),
+    ("Room list", ""),
+    ("#room 3!", "3 unread, ! something urgent (a mention, [ALERT], #alerts)"),
+    ("@Nick ✉", "an invitation to a direct chat: opening it accepts"),
     ("Reading", ""),
     (
         "",
@@ -61,6 +64,8 @@ def help_text() -> Text:
             continue
         if key:
             out.append(f"  {key:<22}", style="bold cyan")
+            if len(key) > 22:  # a long command: its words under it
+                out.append("\n" + " " * 24)
             out.append(f" {what}\n")
         else:
             out.append(f"{what}\n", style="italic")

@@ -90,8 +90,8 @@ def message(msg: JSONObject, me: str, nick: str = "", room: bool = False) -> Tex
 def room_entry(label: str, count: int, urgent: bool, invited: bool = False) -> Text:
     """A room list line: ``#general  3`` (``3!`` when something urgent is unread)."""
     out = Text(one_line(label), style="bold" if count else "")
-    if invited:
-        out.append(" (invited)", style="dim italic")
+    if invited:  # reading it accepts the invitation
+        out.append(" ✉", style="bold yellow")
     if count:
         out.append(f" {count}", style="bold reverse red" if urgent else "bold reverse")
         if urgent:
