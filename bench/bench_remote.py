@@ -92,10 +92,119 @@ def rtt(net: netns.Net, rounds: int) -> list[float]:
     return [float(x) for x in done.stdout.split()]
 
 
+def federation(rounds: int, tmp: Path) -> dict[str, object]:
+    """S1 and S2 federated (each other's private CA), A on S1 sends into S1's #general, C on
+    S2 (joined by its alias) waits: p50 against 3 × RTT + 60 ms."""
+    net = netns.Net("bf")
+    dirs = {"s1": tmp / "f-s1", "s2": tmp / "f-s2"}
+    names = {"s1": "s1.test:8448", "s2": "s2.test:9448"}
+    out: dict[str, object] = {}
+    try:
+        ips = {"s1": net.add_host("s1", 1), "s2": net.add_host("s2", 4)}
+        net.add_host("a", 2)
+        net.add_host("c", 5)
+        net.names({"s1.test": PUBLIC, "s2.test": PUBLIC})
+        for me, peer in (("s1", "s2"), ("s2", "s1")):
+            port = int(names[me].rsplit(":", 1)[1])
+            done = net.run(
+                me,
+                SERVER_CLI,
+                "init",
+                "--data-dir",
+                str(dirs[me]),
+                "--server-name",
+                names[me],
+                "--bind",
+                ips[me],
+                "--public-url",
+                f"https://{me}.test:{port - 5}",
+                "--federation",
+                "--federation-allow",
+                names[peer],
+                "--federation-ca",
+                str(dirs[peer] / "tls" / "ca.pem"),
+                "--federation-port",
+                str(port),
+                env=env_for(tmp / "srv"),
+            )
+            assert done.returncode == 0, done.stderr
+        for me in ("s1", "s2"):
+            started = net.run(
+                me,
+                SERVER_CLI,
+                "start",
+                "--data-dir",
+                str(dirs[me]),
+                "--no-client-config",
+                env=env_for(tmp / "srv"),
+                timeout=240,
+            )
+            assert started.returncode == 0, started.stderr
+        net.start("s1", sys.executable, "-c", ECHO.format(host=ips["s1"], port=ECHO_PORT))
+        routes = [f"{PUBLIC}:{p}={ips['s1']}:{p}" for p in (8443, 8444, 8448, ECHO_PORT)]
+        routes += [f"{PUBLIC}:{p}={ips['s2']}:{p}" for p in (9443, 9444, 9448)]
+        net.proxy(routes, tmp / "fproxy.sock", delay=0.05)
+        nicks = {"a": "FedA", "c": "FedC"}
+        for host, server in (("a", "s1"), ("c", "s2")):
+            made = net.run(
+                server, SERVER_CLI, "invite", "--data-dir", str(dirs[server]), env=env_for(tmp)
+            )
+            [line] = [x for x in made.stdout.splitlines() if x.startswith("ac config")]
+            net.run(host, AC, *shlex.split(line)[1:], env=env_for(tmp / f"f{host}"))
+        a_env = env_for(tmp / "fa", AGENT_CHAT_NICK=nicks["a"])
+        c_env = env_for(tmp / "fc", AGENT_CHAT_NICK=nicks["c"])
+        room = f"#general:{names['s1']}"
+        net.run("a", AC, "send", "#general", "warm up", env=a_env)
+        joined = net.run("c", AC, "join", room, env=c_env)
+        assert joined.returncode == 0, joined.stderr
+        time.sleep(1.0)
+        base = median(rtt(net, rounds * 2))
+        sender = subprocess.Popen(
+            net.argv("a", sys.executable, "-c", SENDER),
+            env=a_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        net.procs.append(sender)
+        assert sender.stdin is not None and sender.stdout is not None
+        waits: list[float] = []
+        for i in range(rounds):
+            net.run("c", AC, "listen", room, "--last", "1", env=c_env)  # marks it read
+            waiter = net.start("c", AC, "wait", "--timeout", "30", "--oneline", env=c_env)
+            time.sleep(1.2)
+            sender.stdin.write(f"#general federated message {i}\n")
+            sender.stdin.flush()
+            start = float(sender.stdout.readline().split()[0])
+            assert waiter.stdout is not None
+            waiter.stdout.readline()
+            waits.append(time.time() - start)
+            waiter.wait(timeout=30)
+        out = {
+            "federation_rtt_ms": round(base * 1000, 1),
+            "federated_send_to_wait_ms": [round(w * 1000, 1) for w in waits],
+            "federated_target_ms": round((3 * base + 0.060) * 1000, 1),
+        }
+        p50 = median(waits)
+        mark = "ok" if p50 <= 3 * base + 0.060 else "MISSED"
+        print(
+            f"{'send → federated ac wait returns, p50':<50} {p50 * 1000:8.1f} "
+            f"{(3 * base + 0.060) * 1000:10.0f}  {mark}"
+        )
+        return out
+    finally:
+        for me, dd in dirs.items():
+            net.run(me, SERVER_CLI, "stop", "--data-dir", str(dd), env=env_for(tmp / "srv"))
+        net.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--federation", action="store_true", help="also two federated servers (~1 min more)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_remote: skipped: network namespaces need root")
@@ -230,12 +339,14 @@ def main() -> int:
             "send_to_wait": round((2 * base + 0.030) * 1000, 1),
             "notify_cold": round((base + 0.040) * 1000, 1),
         }
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-        return 0
     finally:
         net.run("s", SERVER_CLI, "stop", "--data-dir", str(tmp / "server"), env=env_for(tmp / "s"))
         net.close()
+    if args.federation:  # after the first network is gone: three servers at once would skew it
+        results.update(federation(args.rounds, tmp))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
