@@ -14,8 +14,9 @@ import sqlite3
 
 import pytest
 
-from conftest import Stack
-from helpers import http_json, register, unique, wait_for
+from agent_chat_server import control
+from conftest import START_TIMEOUT, Stack
+from helpers import http_json, register, shared_room, unique, wait_for
 
 
 @contextmanager
@@ -87,3 +88,18 @@ def test_an_unexpected_error_is_a_logged_500(stack: Stack) -> None:
         with db:
             db.execute("DELETE FROM identity WHERE nick_key = ?", (nick.lower(),))
         db.close()
+
+
+def test_an_unreachable_homeserver_is_a_503(stack: Stack) -> None:
+    """Synapse is down while an agent joins a room: 503 "unreachable" (retry later), as a send
+    says it, not a 500 that blames the appservice."""
+    owner, joiner = register(stack), register(stack)
+    room = shared_room(owner)
+    control.pause_service(stack.dd, "synapse")
+    try:
+        status, data = joiner.call("POST", "/join", {"room": room})
+    finally:
+        control.resume_service(stack.dd, "synapse", START_TIMEOUT)
+        stack.wait_healthy()
+    assert status == 503, data
+    assert data["errcode"] == "AC_HOMESERVER_UNREACHABLE", data

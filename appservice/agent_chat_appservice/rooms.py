@@ -14,7 +14,7 @@ import time
 from mautrix.errors import MatrixRequestError, MNotFound
 
 from .db import DirectChat, Identity, Ledger, Member, Room, transaction
-from .errors import ApiError, from_matrix
+from .errors import HOMESERVER_ERRORS, ApiError, from_matrix
 from .homeserver import Homeserver
 from .labels import room_label
 from .names import People
@@ -135,13 +135,13 @@ class Rooms:
             raise ApiError(409, "M_ROOM_IN_USE", f"#{alias} exists already; join it instead")
         except MNotFound:
             pass
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "looking up the alias") from None
         try:
             room_id = await self.hs.create_room(
                 None, alias_localpart=alias, name=alias, topic=topic, public=True
             )
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "creating the room") from None
         await self._remember_public(room_id, alias, topic)
         await self.join(creator, room_id)
@@ -153,7 +153,7 @@ class Rooms:
         server's room is joined by its alias (``via_alias``): Synapse finds the way there."""
         try:
             await self.hs.join(user_id, via_alias or room_id)
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "joining the room") from None
         name = None
         identity = await Identity.get(user_id)
@@ -168,7 +168,7 @@ class Rooms:
         """Leave as ``user_id`` and record it at once, as ``join`` does."""
         try:
             await self.hs.leave(user_id, room_id)
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "leaving the room") from None
         self._joined_cache.pop((room_id, user_id), None)
         name = await Member.name_of(user_id)
@@ -249,7 +249,7 @@ class Rooms:
             return await self.hs.resolve_alias(self.full_alias(alias))
         except MNotFound:
             raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "looking up the room") from None
 
     async def resolve_user(self, name: str) -> str:
@@ -285,13 +285,13 @@ class Rooms:
             raise ApiError(404, "M_NOT_FOUND", f"nobody is called {other} on this server")
         try:
             room_id = await self.hs.create_room(caller, public=False, is_direct=True)
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "creating the direct chat") from None
         try:
             # Invited after the room exists: an invitation that fails (another server that
             # cannot be reached or refuses) leaves no one-member room behind.
             await self.hs.invite_direct(caller, room_id, other)
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             await self._abandon(caller, room_id)
             raise from_matrix(e, f"inviting {other}") from None
         async with transaction() as conn:
@@ -309,7 +309,7 @@ class Rooms:
     async def _user_exists(self, user_id: str) -> bool:
         try:
             return await self.hs.user_exists(user_id)
-        except MatrixRequestError as e:
+        except HOMESERVER_ERRORS as e:
             raise from_matrix(e, f"looking up {user_id}") from None
 
     async def _abandon(self, user_id: str, room_id: str) -> None:
