@@ -17,6 +17,9 @@ import re
 from mautrix.util.async_db import Connection
 
 from .db import DirectChat, Ledger, Member, Message, Room
+from .db.ledger import Counted
+from .db.message import NewMessage
+from .db.room import sender_name
 from .text import db_text, detect_prefix, is_urgent
 
 if TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extensions
@@ -220,13 +223,15 @@ async def apply(
     """Write parsed records in order, inside the caller's transaction. ``accepts``: whether
     an invitation of one of ours from this inviter is taken (``invites.InvitePolicy``)."""
     effects = Effects()
+    run: list[MessageRecord] = []  # messages in a row: counted together
     for record in records:
         if isinstance(record, MessageRecord):
-            counted = await _apply_message(conn, record)
-            effects.messages_counted += counted
-            if counted:
-                effects.rooms.add(record.room_id)
-        elif isinstance(record, MemberRecord):
+            run.append(record)
+            continue
+        if run:  # what comes next (a join, a receipt) sees them counted
+            await _apply_messages(conn, run, effects)
+            run = []
+        if isinstance(record, MemberRecord):
             if _declined(record, is_ours, accepts):
                 effects.declined.append(record)
                 continue
@@ -246,36 +251,59 @@ async def apply(
                 )
             ):
                 effects.users.add(record.user_id)
+    if run:
+        await _apply_messages(conn, run, effects)
     return effects
 
 
-async def _apply_message(conn: Connection, rec: MessageRecord) -> int:
-    alias, name, previous, agents = await Room.message_context(conn, rec.room_id, rec.sender)
-    if not agents:
-        # Synapse pushes every room with an alias in our namespace, humans' own rooms too:
-        # only rooms with an agent or bot in them are ours to keep (one that joins later
-        # counts from its join).
-        return 0
-    urgent = rec.room_mention or is_urgent(rec.body, alias)
-    seq = await Message.insert(
-        conn,
-        rec.event_id,
-        rec.room_id,
-        rec.sender,
-        rec.ts,
-        rec.msgtype,
-        rec.body,
-        detect_prefix(rec.body),
-        urgent,
-        rec.thread_id,
-        rec.in_reply_to,
+async def _apply_messages(
+    conn: Connection, records: list[MessageRecord], effects: Effects
+) -> None:
+    """Store and count messages in their order, in set-based statements: a few trips to the
+    database for a whole transaction's worth, not a few per message (PostgreSQL pays a trip
+    for each statement, and Synapse queues its next transaction behind this one)."""
+    first: dict[str, MessageRecord] = {}  # an event twice in one transaction counts once
+    for rec in records:
+        first.setdefault(rec.event_id, rec)
+    unique = list(first.values())
+    rooms, nicks = await Room.message_contexts(
+        conn, list(dict.fromkeys(r.room_id for r in unique)), list({r.sender for r in unique})
     )
-    if seq is None:
-        return 0  # delivered before: counted before
-    await Ledger.on_message(
-        conn, rec.room_id, seq, rec.sender, name or rec.sender, urgent, rec.mentioned, previous
-    )
-    return 1
+    # Synapse pushes every room with an alias in our namespace, humans' own rooms too: only
+    # rooms with an agent or bot in them are ours to keep (one that joins later counts from
+    # its join).
+    ours = [r for r in unique if rooms[r.room_id].agents]
+    urgent = [r.room_mention or is_urgent(r.body, rooms[r.room_id].alias) for r in ours]
+    rows = [
+        NewMessage(
+            r.event_id,
+            r.room_id,
+            r.sender,
+            r.ts,
+            r.msgtype,
+            r.body,
+            detect_prefix(r.body),
+            flag,
+            r.thread_id,
+            r.in_reply_to,
+        )
+        for r, flag in zip(ours, urgent, strict=True)
+    ]
+    seqs = await Message.insert_many(conn, rows)
+    counted: list[Counted] = []
+    for r, flag in zip(ours, urgent, strict=True):
+        seq = seqs.get(r.event_id)
+        if seq is None:
+            continue  # delivered before: counted before
+        room = rooms[r.room_id]
+        name = sender_name(r.sender, nicks) or r.sender
+        previous = room.previous(r.sender)
+        counted.append(Counted(r.room_id, seq, r.sender, name, flag, r.mentioned, previous))
+        room.last = (r.sender, name)  # who wrote last, for the next message here
+        effects.rooms.add(r.room_id)
+    if counted:
+        await Ledger.on_messages(conn, counted)
+    effects.messages_counted += len(counted)
 
 
 def _declined(

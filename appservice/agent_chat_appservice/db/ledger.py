@@ -35,6 +35,21 @@ class Unread:
     latest: int = 0  # the newest seq counted here for the user: grows only with news
 
 
+@dataclass
+class Counted:
+    """A message being counted (``Ledger.on_messages``). ``previous``: who wrote last before
+    the sender, as ``Room.message_contexts`` read it and the messages before this one moved
+    it (None: the sender, or nobody)."""
+
+    room_id: str
+    seq: int
+    sender: str
+    sender_name: str
+    urgent: bool
+    mentioned: list[str]
+    previous: str | None
+
+
 class Ledger(Table):
     @classmethod
     async def on_join(cls, conn: Connection, room_id: str, user_id: str) -> None:
@@ -65,41 +80,58 @@ class Ledger(Table):
         mentioned: list[str],
         previous: str | None,
     ) -> None:
-        """Count one message for every member but its sender: two one-row writes, whatever
-        the room's size (see the module's docstring). ``previous``: who wrote last before the
-        sender, as ``Room.message_context`` read it in this transaction."""
-        # The room's row first: mark_read takes the same lock before it recounts, so a read
-        # never interleaves with the counting of a message (see there).
+        """Count one message (``on_messages``)."""
+        message = Counted(room_id, seq, sender, sender_name, urgent, mentioned, previous)
+        await cls.on_messages(conn, [message])
+
+    @classmethod
+    async def on_messages(cls, conn: Connection, messages: list[Counted]) -> None:
+        """Count messages, in their order, for every member but each one's sender: one write
+        per room and one per (room, sender), whatever the number of messages or the rooms'
+        sizes (see the module's docstring); on PostgreSQL each kind of write is one trip."""
+        rooms: dict[str, tuple[int, str, str]] = {}  # → (count, last sender's name, id)
+        senders: dict[tuple[str, str], tuple[int, str | None]] = {}  # → (count, previous)
+        for m in messages:
+            rooms[m.room_id] = (rooms.get(m.room_id, (0,))[0] + 1, m.sender_name, m.sender)
+            n, previous = senders.get((m.room_id, m.sender), (0, None))
+            previous = m.previous if m.previous is not None else previous
+            senders[(m.room_id, m.sender)] = (n + 1, previous)
+        # The rooms' rows first, in one order: mark_read takes the same lock before it
+        # recounts, so a read never interleaves with the counting of a message (see there).
         q = (
             "INSERT INTO room (room_id, counted, last_sender, last_sender_id) "
-            "VALUES ($1, 1, $3, $2) ON CONFLICT (room_id) DO UPDATE SET "
-            "counted=room.counted + 1, last_sender=excluded.last_sender, "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (room_id) DO UPDATE SET "
+            "counted=room.counted + excluded.counted, last_sender=excluded.last_sender, "
             "last_sender_id=excluded.last_sender_id"
         )
-        await conn.execute(q, room_id, sender, sender_name)
-        # Whoever wrote before the sender is who last wrote to them: kept in their row, for
-        # while the room's last writer is the sender themselves.
+        await conn.executemany(q, [(r, *rooms[r]) for r in sorted(rooms)])
+        # A sender's own messages are not unread for them, and whoever wrote before them is
+        # who last wrote to them: kept in their row, for while the room's last writer is the
+        # sender themselves.
         q = (
-            "UPDATE unread SET base=base + 1, last_sender=COALESCE($3, last_sender) "
+            "UPDATE unread SET base=base + $3, last_sender=COALESCE($4, last_sender) "
             "WHERE user_id=$2 AND room_id=$1"
         )
-        await conn.execute(q, room_id, sender, previous)
+        await conn.executemany(q, [(*key, *senders[key]) for key in sorted(senders)])
+        urgent = sorted({(m.room_id, m.sender) for m in messages if m.urgent})
         if urgent:  # rare ([ALERT], @room): worth a write per member
             q = "UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id<>$2 AND NOT urgent"
-            await conn.execute(q, room_id, sender)
-        elif mentioned:
+            await conn.executemany(q, urgent)
+        mentions = [
+            (m.room_id, m.seq, m.sender, user_id)
+            for m in messages
+            if not m.urgent
+            for user_id in m.mentioned
+        ]
+        if mentions:
             await conn.executemany(
                 "INSERT INTO mention (room_id, seq, user_id) VALUES ($1, $2, $3) "
                 "ON CONFLICT DO NOTHING",
-                [(room_id, seq, user_id) for user_id in mentioned],
+                [(room_id, seq, user_id) for room_id, seq, _, user_id in mentions],
             )
-            marks = ", ".join(f"${i + 3}" for i in range(len(mentioned)))
-            await conn.execute(
-                f"UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id<>$2 "
-                f"AND user_id IN ({marks})",
-                room_id,
-                sender,
-                *mentioned,
+            await conn.executemany(
+                "UPDATE unread SET urgent=true WHERE room_id=$1 AND user_id=$3 AND user_id<>$2",
+                sorted({(room_id, sender, user_id) for room_id, _, sender, user_id in mentions}),
             )
 
     @classmethod

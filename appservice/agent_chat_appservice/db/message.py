@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 import json
 
-from mautrix.util.async_db import Connection, Database
+from mautrix.util.async_db import Connection, Database, Scheme
 
 from .base import Table, int_value
 
 # Bodies are stored JSON-encoded (ASCII escapes): PostgreSQL text cannot hold NUL or lone
 # surrogates, and a hostile body must neither wedge the ledger nor be altered.
+
+
+class NewMessage(NamedTuple):
+    """A message to store, as Synapse delivered it (``Message.insert_many``)."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    ts: int
+    msgtype: str
+    body: str
+    prefix: str | None
+    urgent: bool
+    thread_id: str | None = None
+    in_reply_to: str | None = None
 
 
 @dataclass
@@ -63,26 +79,46 @@ class Message(Table):
         in_reply_to: str | None = None,
     ) -> int | None:
         """Store a message; its seq, or None when this event was stored before."""
+        row = NewMessage(
+            event_id, room_id, sender, ts, msgtype, body, prefix, urgent, thread_id, in_reply_to
+        )
+        return (await cls.insert_many(conn, [row])).get(event_id)
+
+    @classmethod
+    async def insert_many(cls, conn: Connection, rows: list[NewMessage]) -> dict[str, int]:
+        """Store messages in their order (seqs rise with it); the seq of each one stored now,
+        by event id: an event stored before is left out (delivered again: counted before).
+        Event ids must be distinct. On PostgreSQL one statement, whatever the number."""
+        if not rows:
+            return {}
+        columns = (
+            "event_id, room_id, sender, ts, msgtype, body, prefix, urgent, thread_id, in_reply_to"
+        )
+        values = [(*r[:5], json.dumps(r.body), *r[6:]) for r in rows]
+        if conn.scheme == Scheme.POSTGRES:
+            # Arrays, not a VALUES list: one statement text whatever the count, so asyncpg
+            # prepares it once. WITH ORDINALITY keeps the order, and so the seqs' order.
+            q = (
+                f"INSERT INTO message ({columns}) SELECT {columns} FROM unnest("
+                "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
+                " $7::text[], $8::boolean[], $9::text[], $10::text[])"
+                f" WITH ORDINALITY AS v({columns}, n) ORDER BY n"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
+            )
+            found = await conn.fetch(q, *(list(c) for c in zip(*values, strict=True)))
+            return {r["event_id"]: r["seq"] for r in found}
+        # SQLite runs the transaction in its own thread (``sqlite.py``): a statement per row
+        # costs no trip, and keeps the seqs in order without relying on RETURNING's order.
         q = (
-            "INSERT INTO message (event_id, room_id, sender, ts, msgtype, body, prefix, urgent,"
-            " thread_id, in_reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            f"INSERT INTO message ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             " ON CONFLICT (event_id) DO NOTHING RETURNING seq"
         )
-        body_json = json.dumps(body)
-        return await int_value(
-            conn,
-            q,
-            event_id,
-            room_id,
-            sender,
-            ts,
-            msgtype,
-            body_json,
-            prefix,
-            urgent,
-            thread_id,
-            in_reply_to,
-        )
+        seqs: dict[str, int] = {}
+        for value in values:
+            seq = await int_value(conn, q, *value)
+            if seq is not None:
+                seqs[value[0]] = seq
+        return seqs
 
     @classmethod
     async def thread_of(cls, event_id: str) -> tuple[str, str, str | None] | None:

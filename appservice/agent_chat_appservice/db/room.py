@@ -4,16 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mautrix.util.async_db import Connection
+from mautrix.util.async_db import Connection, Scheme
 
 from .base import Row, Table, text_value
 
 #: A member in the agent namespace (``@_ac_*``: agents, bots, the service's bot), joined or
 #: invited: a room without one is nobody's business here (its messages are not stored).
+#: For each room of ``ids`` in ``Room.message_contexts``.
 AGENT_MEMBER = (
-    "SELECT 1 FROM member WHERE room_id=$1 AND membership IN ('join', 'invite')"
+    "SELECT 1 FROM member WHERE room_id=ids.room_id AND membership IN ('join', 'invite')"
     " AND user_id LIKE '@\\_ac\\_%' ESCAPE '\\'"
 )
+
+
+@dataclass
+class MessageContext:
+    """A room as counting a message into it sees it (``Room.message_contexts``)."""
+
+    alias: str | None
+    #: An agent or bot is in the room: else its messages are not stored.
+    agents: bool
+    #: (user id, name) of whoever wrote last; moved on as messages are counted.
+    last: tuple[str, str | None] | None
+
+    def previous(self, sender: str) -> str | None:
+        """The name of whoever wrote last if not ``sender`` (None: it was them, or nobody)."""
+        return self.last[1] if self.last and self.last[0] != sender else None
+
+
+def sender_name(sender: str, nicks: dict[str, str]) -> str | None:
+    """A sender's name: an agent's nick, else the localpart of their user id (never a display
+    name, which is others' free text and reaches agents in ``senders``)."""
+    return nicks.get(sender) or sender[1:].split(":", 1)[0] or None
 
 
 @dataclass
@@ -47,25 +69,49 @@ class Room(Table):
         cls, conn: Connection, room_id: str, sender: str
     ) -> tuple[str | None, str | None, str | None, bool]:
         """For a message ``sender`` writes, as ``conn`` sees the room before it is counted: the
-        room's alias, the sender's name (an agent's nick, else the localpart of their user id:
-        never a display name, which is others' free text and reaches agents in ``senders``),
-        the name of whoever wrote last if not the sender (None if it was them or nobody), and
-        whether an agent or bot is in the room (else the message is not stored).
-        One statement: it is on the path of every message to a waiting agent."""
-        row = await conn.fetchrow(
-            "SELECT (SELECT alias FROM room WHERE room_id=$1) AS alias,"
-            f" EXISTS ({AGENT_MEMBER}) AS agents,"
-            " (SELECT nick FROM identity WHERE user_id=$2 AND kind IN ('agent', 'bot'))"
-            "   AS nick,"
-            " (SELECT last_sender FROM room WHERE room_id=$1 AND last_sender_id<>$2)"
-            "   AS previous",
-            room_id,
-            sender,
+        room's alias, the sender's name (see ``sender_name``), the name of whoever wrote last
+        if not the sender (None if it was them or nobody), and whether an agent or bot is in
+        the room (else the message is not stored)."""
+        rooms, nicks = await cls.message_contexts(conn, [room_id], [sender])
+        room = rooms[room_id]
+        return room.alias, sender_name(sender, nicks), room.previous(sender), room.agents
+
+    @classmethod
+    async def message_contexts(
+        cls, conn: Connection, room_ids: list[str], senders: list[str]
+    ) -> tuple[dict[str, MessageContext], dict[str, str]]:
+        """What counting messages from ``senders`` into ``room_ids`` needs, as ``conn`` sees
+        it before they are counted: each room's context, and the agents' and bots' nicks among
+        the senders. One statement, however many: it is on the path of every message to a
+        waiting agent (room ids start with ``!``, user ids with ``@``: one result holds
+        both)."""
+        args: list[object]
+        if conn.scheme == Scheme.POSTGRES:  # arrays: one statement text, prepared once
+            ids, args = "SELECT unnest($1::text[]) AS room_id", [room_ids, senders]
+            users = "= ANY($2::text[])"
+        else:
+            marks = [f"(${i + 1})" for i in range(len(room_ids))]
+            ids, args = f"VALUES {', '.join(marks)}", [*room_ids, *senders]
+            users = f"IN ({', '.join(f'${len(room_ids) + i + 1}' for i in range(len(senders)))})"
+        rows = await conn.fetch(
+            f"WITH ids(room_id) AS ({ids})"
+            " SELECT ids.room_id AS id, r.alias AS name, r.last_sender, r.last_sender_id,"
+            f"  EXISTS ({AGENT_MEMBER}) AS agents"
+            " FROM ids LEFT JOIN room r ON r.room_id=ids.room_id"
+            " UNION ALL"
+            " SELECT user_id, nick, NULL, NULL, false FROM identity"
+            f" WHERE user_id {users} AND kind IN ('agent', 'bot')",
+            *args,
         )
-        name = sender[1:].split(":", 1)[0] or None
-        if row is None:
-            return None, name, None, False
-        return row["alias"], row["nick"] or name, row["previous"], bool(row["agents"])
+        rooms: dict[str, MessageContext] = {}
+        nicks: dict[str, str] = {}
+        for r in rows:
+            if r["id"].startswith("!"):
+                last = (r["last_sender_id"], r["last_sender"]) if r["last_sender_id"] else None
+                rooms[r["id"]] = MessageContext(r["name"], bool(r["agents"]), last)
+            elif r["name"]:
+                nicks[r["id"]] = r["name"]
+        return rooms, nicks
 
     @classmethod
     async def channels(cls, user_id: str) -> list[Channel]:
