@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 import logging
-import re
 
 from mautrix.util.async_db import Connection
 
@@ -20,6 +19,7 @@ from .db import DirectChat, Ledger, Member, Message, Room
 from .db.ledger import Counted
 from .db.message import NewMessage
 from .db.room import sender_name
+from .ids import EVENT_ID_RE, ROOM_ID_RE, USER_ID_RE
 from .text import db_text, detect_prefix, is_urgent
 
 if TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extensions
@@ -27,13 +27,11 @@ if TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extension
 
 log = logging.getLogger("agent_chat.ingest")
 
-_ID_RE = {
-    "room": re.compile(r"^![\x21-\x7e]{1,254}$"),
-    "event": re.compile(r"^\$[\x21-\x7e]{1,254}$"),
-    "user": re.compile(r"^@[\x21-\x39\x3b-\x7e]+:[\x21-\x7e]{1,254}$"),
-}
+_ID_RE = {"room": ROOM_ID_RE, "event": EVENT_ID_RE, "user": USER_ID_RE}
 MEMBERSHIPS = frozenset({"join", "leave", "ban", "invite", "knock"})
-MAX_BODY = 65536
+#: A stored body is cut to this many characters: Synapse takes events up to 64 KiB, from
+#: any client, while the API posts at most ``messaging.MAX_BODY`` bytes.
+MAX_STORED_BODY = 65536
 
 
 def _valid_id(value: object, kind: str) -> TypeIs[str]:
@@ -172,7 +170,7 @@ def _parse_message(
         sender=sender,
         ts=ts,
         msgtype=db_text(msgtype, 64) or "m.text",
-        body=body[:MAX_BODY],
+        body=body[:MAX_STORED_BODY],
         mentioned=list(dict.fromkeys(mentioned)),
         room_mention=room_mention,
         thread_id=thread_id,
