@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-ROOM_ID_RE = re.compile(r"^![\x21-\x7e]{1,254}$")
+#: A room id, unanchored (for patterns that hold one, as ``covers`` does).
+ROOM_ID = r"![\x21-\x7e]{1,254}"
+ROOM_ID_RE = re.compile(f"^{ROOM_ID}$")
 EVENT_ID_RE = re.compile(r"^\$[\x21-\x7e]{1,254}$")
 #: A localpart without ':' and a server name.
 USER_ID_RE = re.compile(r"^@[\x21-\x39\x3b-\x7e]+:[\x21-\x7e]{1,254}$")

@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import metrics
 from ..db import AgentSession, Identity, Member, Message, Recipient, Stage, transaction
 from ..errors import ApiError
-from ..ids import EVENT_ID_RE
+from ..ids import EVENT_ID_RE, ROOM_ID
 from ..messaging import NO_SUCH_MESSAGE, resolve_target
 from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
 from .presence import session_of
@@ -28,7 +28,7 @@ WAITABLE = ("shown", "woken", "read")
 ORDER = ("counted", "shown", "woken", "read")
 
 
-COVER_RE = re.compile(r"^([0-9]{1,18}):(![\x21-\x7e]{1,254})$")
+COVER_RE = re.compile(rf"^([0-9]{{1,18}}):({ROOM_ID})$")
 
 
 def parse_covers(value: object) -> dict[str, int]:
