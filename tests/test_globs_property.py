@@ -30,7 +30,7 @@ import pytest
 from agent_chat import globs
 from agent_chat.globs import BadPattern, Budget, TooMuchWork, check, matches, overlap
 from agent_chat_appservice.api.base import parse_json, string_field
-from agent_chat_appservice.errors import ApiError
+from agent_chat_appservice.errors import ErrorAnswer
 from conftest import Stack
 from helpers import register
 
@@ -219,7 +219,7 @@ _bodies = st.one_of(
 )
 
 
-def _one_line_client_error(e: ApiError) -> None:
+def _one_line_client_error(e: ErrorAnswer) -> None:
     assert e.status in (400, 413), (e.status, e.message)
     assert e.message and "\n" not in e.message, e.message
 
@@ -229,7 +229,7 @@ def _one_line_client_error(e: ApiError) -> None:
 def test_parse_json_answers_a_value_or_a_400(raw: bytes) -> None:
     try:
         data = parse_json(raw)
-    except ApiError as e:
+    except ErrorAnswer as e:
         _one_line_client_error(e)
         return
     # what it lets through holds no NUL, no lone surrogate, nothing nested past the limit
@@ -245,7 +245,7 @@ def test_only_the_named_field_may_hold_nul(value: object, body: str) -> None:
     raw = json.dumps({"body": body + "\x00", "other": value}).encode()
     try:
         data = parse_json(raw, nul_ok=("body",))
-    except ApiError as e:
+    except ErrorAnswer as e:
         _one_line_client_error(e)
         assert "\\u0000" in json.dumps(value) or "surrogate" in e.message or "nests" in e.message
         return
@@ -257,7 +257,7 @@ def test_only_the_named_field_may_hold_nul(value: object, body: str) -> None:
 def test_string_fields_answer_a_value_or_a_400(value: str, text: bool) -> None:
     try:
         got = string_field({"f": value}, "f", max_len=30, text=text)
-    except ApiError as e:
+    except ErrorAnswer as e:
         _one_line_client_error(e)
         return
     assert got == value

@@ -23,7 +23,10 @@ def seconds_up(ms: int) -> int:
     return -(-ms // 1000)
 
 
-class ApiError(Exception):
+class ErrorAnswer(Exception):
+    """The error answer this service gives a caller: ``status``, ``errcode``, ``message`` (the
+    client's ``agent_chat.errors.ApiError`` is that answer as received, in the same order)."""
+
     def __init__(
         self, status: int, errcode: str, message: str, retry_after_ms: int | None = None
     ) -> None:
@@ -55,25 +58,27 @@ class ApiError(Exception):
 HOMESERVER_ERRORS: tuple[type[Exception], ...] = (MatrixError, aiohttp.ClientError, TimeoutError)
 
 
-def from_matrix(e: Exception, doing: str) -> ApiError:
+def from_matrix(e: Exception, doing: str) -> ErrorAnswer:
     """Map a homeserver failure (one of :data:`HOMESERVER_ERRORS`) to what the API caller
     should see."""
     if isinstance(e, MLimitExceeded):
-        return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
+        return ErrorAnswer(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
     if isinstance(e, MForbidden):
-        return ApiError(403, "M_FORBIDDEN", f"the homeserver refused {doing}: {e.message}")
+        return ErrorAnswer(403, "M_FORBIDDEN", f"the homeserver refused {doing}: {e.message}")
     if isinstance(e, MNotFound):
-        return ApiError(404, "M_NOT_FOUND", f"not found while {doing}")
+        return ErrorAnswer(404, "M_NOT_FOUND", f"not found while {doing}")
     if isinstance(e, (MatrixConnectionError, aiohttp.ClientConnectionError, TimeoutError)):
-        return ApiError(
+        return ErrorAnswer(
             503, "AC_HOMESERVER_UNREACHABLE", f"the homeserver is unreachable ({doing})"
         )
     if isinstance(e, MatrixRequestError):
         status = getattr(e, "http_status", 502)
         if status == 429:
-            return ApiError(429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000)
+            return ErrorAnswer(
+                429, "M_LIMIT_EXCEEDED", f"the homeserver rate-limited {doing}", 1000
+            )
         if 400 <= status < 500:  # the request was wrong (an unknown room id, say), not the server
             reason = getattr(e, "message", "") or getattr(e, "errcode", "") or str(status)
-            return ApiError(400, "M_UNKNOWN", f"the homeserver refused {doing}: {reason}")
-        return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing} ({status})")
-    return ApiError(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing}")
+            return ErrorAnswer(400, "M_UNKNOWN", f"the homeserver refused {doing}: {reason}")
+        return ErrorAnswer(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing} ({status})")
+    return ErrorAnswer(502, "AC_HOMESERVER_ERROR", f"the homeserver failed {doing}")

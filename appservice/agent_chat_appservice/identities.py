@@ -12,7 +12,7 @@ from agent_chat.untrusted import MARKER, skeleton
 
 from . import metrics
 from .db import Identity, Member, now_ms
-from .errors import ApiError
+from .errors import ErrorAnswer
 from .rooms import Rooms
 
 log = logging.getLogger("agent_chat.identities")
@@ -37,14 +37,14 @@ NOUNS = _words("nouns.txt")
 
 def check_nick(nick: str) -> None:
     if not NICK_RE.match(nick):
-        raise ApiError(
+        raise ErrorAnswer(
             400,
             "M_INVALID_USERNAME",
             "a name is 2-32 characters: a letter, then letters, digits, '_' or '-'",
         )
     folded = skeleton(nick)
     if nick.lower() in RESERVED or any(r in folded for r in RESERVED_SKELETONS):
-        raise ApiError(400, "M_INVALID_USERNAME", f"the name {nick!r} is reserved")
+        raise ErrorAnswer(400, "M_INVALID_USERNAME", f"the name {nick!r} is reserved")
 
 
 class Identities:
@@ -98,7 +98,7 @@ class Identities:
         them (``names.People``), so no agent may be called that (nor ``alice2``: ask for
         another name, rather than be renamed next to a person)."""
         if await self.rooms.people.person_exists(nick):
-            raise ApiError(
+            raise ErrorAnswer(
                 409,
                 "AC_NAME_OF_PERSON",
                 f"{nick} is the name of a person on this server "
@@ -127,12 +127,12 @@ class Identities:
             if await identity.insert():
                 return identity
         if exact:
-            raise ApiError(
+            raise ErrorAnswer(
                 409,
                 "M_USER_IN_USE",
                 f"the name {nick} is taken; use its stored credentials or pick another name",
             )
-        raise ApiError(409, "M_USER_IN_USE", "no free name found; pick a name")
+        raise ErrorAnswer(409, "M_USER_IN_USE", "no free name found; pick a name")
 
     async def _free_user_id(self, nick: str) -> str | None:
         """The Matrix user id for a new identity called ``nick``: ``@_ac_bluelake``, or, when
@@ -152,7 +152,7 @@ class Identities:
         for room_id in await Member.joined_rooms(identity.user_id):
             try:
                 await self.rooms.leave(identity.user_id, room_id)
-            except ApiError as e:
+            except ErrorAnswer as e:
                 log.warning("%s could not leave %s: %s", identity.user_id, room_id, e)
                 continue
             left.append(room_id)

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from .config import Config
 from .db import SendRate
-from .errors import ApiError, seconds_up
+from .errors import ErrorAnswer, seconds_up
 from .recent import RecentMap
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -185,7 +185,7 @@ async def enforce(limiter: Limiter, key: str, what: str) -> None:
     wait_ms = await limiter.take(key)
     if wait_ms is not None:
         seconds = seconds_up(wait_ms)
-        raise ApiError(
+        raise ErrorAnswer(
             429,
             "M_LIMIT_EXCEEDED",
             f"too many {what} (at most {limiter.burst}, then {limiter.per_second * 60:g} a "

@@ -16,7 +16,7 @@ import asyncio
 from agent_chat.wire import MAX_MESSAGE_BYTES
 
 from .db import ClientSend, Identity, Member, Message, Room
-from .errors import HOMESERVER_ERRORS, ApiError, from_matrix, seconds_up
+from .errors import HOMESERVER_ERRORS, ErrorAnswer, from_matrix, seconds_up
 from .formatting import to_html
 from .ids import EVENT_ID_RE
 from .names import People
@@ -45,11 +45,11 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
             return await context.rooms.direct_chat(me, other)
         room_id = await context.rooms.accept_direct(me, other)  # looking accepts an invite
         if room_id is None:
-            raise ApiError(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"you have no direct chat with {target}")
         return room_id
     if target.startswith(("#", "!")):
         return await context.rooms.resolve_room(me, target, join=join)
-    raise ApiError(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
+    raise ErrorAnswer(400, "M_INVALID_PARAM", "name a room as #room or a person as @name")
 
 
 async def mentions_in(body: str, me: str, people: People) -> dict[str, str]:
@@ -107,7 +107,7 @@ async def find_reply(user_id: str, event_id: str) -> Reply:
     a room the caller has not joined get the same 404: neither reveals anything."""
     found = await Message.thread_of(event_id) if EVENT_ID_RE.match(event_id) else None
     if found is None or not await Member.is_joined(found[0], user_id):
-        raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
+        raise ErrorAnswer(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
     room_id, _, thread = found
     return Reply(room_id, event_id, thread or event_id)
 
@@ -149,10 +149,10 @@ async def loop_guarded(context: Context, me: Identity, room_id: str, thread: str
     return room is not None and room.is_direct
 
 
-def loop_guard_error(wait_ms: int, thread: str | None, limit: int) -> ApiError:
+def loop_guard_error(wait_ms: int, thread: str | None, limit: int) -> ErrorAnswer:
     """The 429 of the loop guard: why, and when this conversation may go on."""
     where = "this thread" if thread else "this direct chat"
-    return ApiError(
+    return ErrorAnswer(
         429,
         "AC_LOOP_GUARD",
         f"loop guard: agents answered each other {limit} times within a minute in {where}, "
@@ -207,7 +207,7 @@ async def send(context: Context, me: Identity, out: Outgoing) -> Sent:
         return await _retry(context, me, out, previous, reply)
     wait_ms = await context.send_limiter.take(me.user_id)
     if wait_ms is not None:
-        raise ApiError(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
+        raise ErrorAnswer(429, "M_LIMIT_EXCEEDED", "too many messages; slow down", wait_ms)
     if reply is None:
         room_id = await resolve_target(context, me.user_id, out.target, join=True)
     else:
@@ -216,7 +216,7 @@ async def send(context: Context, me: Identity, out: Outgoing) -> Sent:
             out.target
             and await resolve_target(context, me.user_id, out.target, join=False) != room_id
         ):
-            raise ApiError(404, "M_NOT_FOUND", f"that message is not in {out.target}")
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"that message is not in {out.target}")
     guarded = await loop_guarded(context, me, room_id, thread)
     if guarded:
         wait_ms = await context.loop_guard.admit(room_id, thread, me.user_id)
@@ -306,7 +306,7 @@ async def _in_flight(
         await asyncio.sleep(0.05)
         found = await ClientSend.get(user_id, earlier.txn_id)
     if found is None or found.event_id is None:
-        raise ApiError(
+        raise ErrorAnswer(
             503,
             "AC_SEND_IN_FLIGHT",
             "a send with this txn id is still in flight; retry it with the same txn id",

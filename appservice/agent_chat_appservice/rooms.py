@@ -14,7 +14,7 @@ import time
 from mautrix.errors import MatrixRequestError, MNotFound
 
 from .db import DirectChat, Identity, Ledger, Member, Room, transaction
-from .errors import HOMESERVER_ERRORS, ApiError, from_matrix
+from .errors import HOMESERVER_ERRORS, ErrorAnswer, from_matrix
 from .homeserver import Homeserver
 from .labels import room_label
 from .names import People
@@ -70,7 +70,7 @@ class Rooms:
         if local.endswith(suffix):
             local = local[: -len(suffix)]
         elif ":" in local and local.split(":", 1)[0]:
-            raise ApiError(
+            raise ErrorAnswer(
                 404, "M_NOT_FOUND", f"no room {name} here: this server does not federate"
             )
         if (
@@ -79,7 +79,7 @@ class Rooms:
             or len(local) > 64
             or not all(c.isascii() and (c.isalnum() or c in "._-") for c in local)
         ):
-            raise ApiError(
+            raise ErrorAnswer(
                 400, "M_INVALID_PARAM", "a room name is #name (letters, digits, '.', '_', '-')"
             )
         return local.lower()
@@ -132,7 +132,7 @@ class Rooms:
         alias = self.alias_localpart(name)
         try:
             await self.hs.resolve_alias(self.full_alias(alias))
-            raise ApiError(409, "M_ROOM_IN_USE", f"#{alias} exists already; join it instead")
+            raise ErrorAnswer(409, "M_ROOM_IN_USE", f"#{alias} exists already; join it instead")
         except MNotFound:
             pass
         except HOMESERVER_ERRORS as e:
@@ -193,25 +193,25 @@ class Rooms:
             if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
-                raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
+                raise ErrorAnswer(404, "M_NOT_FOUND", "you are not in that room")
         elif remote is not None:  # federation: #room:another.server
             room_id = await self._resolve_remote(remote)
             if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
-                raise ApiError(404, "M_NOT_FOUND", f"you are not in {remote}")
+                raise ErrorAnswer(404, "M_NOT_FOUND", f"you are not in {remote}")
         else:
             alias = self.alias_localpart(name)
             room_id = await self._resolve_alias(alias)
             if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
-                raise ApiError(404, "M_NOT_FOUND", f"you are not in #{alias}")
+                raise ErrorAnswer(404, "M_NOT_FOUND", f"you are not in #{alias}")
         try:
             await self.join(caller, room_id, via_alias=remote)
-        except ApiError as e:
+        except ErrorAnswer as e:
             if 400 <= e.status < 500 and e.status != 429:
-                raise ApiError(
+                raise ErrorAnswer(
                     404, "M_NOT_FOUND", "no such room, or you may not join it"
                 ) from None
             raise
@@ -232,9 +232,9 @@ class Rooms:
         try:
             return await self.hs.resolve_alias(alias)
         except MNotFound:
-            raise ApiError(404, "M_NOT_FOUND", f"no room {alias}") from None
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"no room {alias}") from None
         except MatrixRequestError:
-            raise ApiError(
+            raise ErrorAnswer(
                 404,
                 "M_NOT_FOUND",
                 f"no room {alias} reachable from here (is federation with its server on?)",
@@ -248,7 +248,7 @@ class Rooms:
         try:
             return await self.hs.resolve_alias(self.full_alias(alias))
         except MNotFound:
-            raise ApiError(404, "M_NOT_FOUND", f"no room #{alias}") from None
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"no room #{alias}") from None
         except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "looking up the room") from None
 
@@ -259,17 +259,17 @@ class Rooms:
         if ":" in target:
             user_id = "@" + target
             if not user_id.isascii() or " " in user_id or len(user_id) > 255:
-                raise ApiError(400, "M_INVALID_PARAM", "not a valid Matrix user id")
+                raise ErrorAnswer(400, "M_INVALID_PARAM", "not a valid Matrix user id")
             return user_id
         found = await self.people.resolve(target)
         if found:
             return found
-        raise ApiError(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
+        raise ErrorAnswer(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
 
     async def direct_chat(self, caller: str, other: str) -> str:
         """The caller's direct chat with ``other``, created on first use as a real Matrix DM."""
         if other == caller:
-            raise ApiError(400, "M_INVALID_PARAM", "you cannot message yourself")
+            raise ErrorAnswer(400, "M_INVALID_PARAM", "you cannot message yourself")
         # One pair of people has one direct chat: the existing one is reused from either side
         # (an invitation to it accepted), whoever created it.
         existing = await self.accept_direct(caller, other)
@@ -279,10 +279,10 @@ class Rooms:
             ":" + self.config.server_name
         )
         if ours and await Identity.get(other) is None:
-            raise ApiError(404, "M_NOT_FOUND", "no such agent")
+            raise ErrorAnswer(404, "M_NOT_FOUND", "no such agent")
         local = other.endswith(":" + self.config.server_name)
         if local and not ours and not await self._user_exists(other):
-            raise ApiError(404, "M_NOT_FOUND", f"nobody is called {other} on this server")
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"nobody is called {other} on this server")
         try:
             room_id = await self.hs.create_room(caller, public=False, is_direct=True)
         except HOMESERVER_ERRORS as e:
@@ -341,7 +341,7 @@ class Rooms:
         for room_id in await Member.invited_direct_rooms(caller):
             try:
                 await self.join(caller, room_id)
-            except ApiError as e:
+            except ErrorAnswer as e:
                 log.warning("%s could not accept the direct chat %s: %s", caller, room_id, e)
                 continue
             other = await Member.anyone_but(room_id, caller)

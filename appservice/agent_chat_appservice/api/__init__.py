@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import metrics
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from . import (  # noqa: F401  (routes on base.routes)
     admin,
     admin_agents,
@@ -48,35 +48,35 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as e:
+    except ErrorAnswer as e:
         return e.response()
     except web.HTTPException as e:
         if e.status == 405:
             allowed = sorted(getattr(e, "allowed_methods", None) or ())
             use = f"; use {' or '.join(allowed)}" if allowed else ""
-            response = ApiError(
+            response = ErrorAnswer(
                 405, "M_UNRECOGNIZED", f"{request.method} is not allowed here{use}"
             ).response()
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
             return response
         if e.status == 404:
-            return ApiError(404, "M_UNRECOGNIZED", "no such API route").response()
+            return ErrorAnswer(404, "M_UNRECOGNIZED", "no such API route").response()
         if e.status == 413:
-            return ApiError(413, "M_TOO_LARGE", "the request body is too large").response()
+            return ErrorAnswer(413, "M_TOO_LARGE", "the request body is too large").response()
         raise
     except Exception:
         # The route, not the path: a webhook's path is its secret.
         resource = request.match_info.route.resource
         where = resource.canonical if resource else "an unknown route"
         log.exception("unhandled error in %s %s", request.method, where)
-        return ApiError(500, "M_UNKNOWN", "internal error; see the appservice log").response()
+        return ErrorAnswer(500, "M_UNKNOWN", "internal error; see the appservice log").response()
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if "access_token" in request.query:
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_INVALID_PARAM", "tokens in the query string are refused; use the header"
         )
     if request.match_info.http_exception is not None:
@@ -85,10 +85,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
-        raise ApiError(401, "M_MISSING_TOKEN", "missing 'Authorization: Bearer <token>' header")
+        raise ErrorAnswer(401, "M_MISSING_TOKEN", "missing 'Authorization: Bearer <token>' header")
     identity = await request.app[CONTEXT].identity_for(header[7:].strip())
     if identity is None:
-        raise ApiError(401, "M_UNKNOWN_TOKEN", "unknown or revoked token; register again")
+        raise ErrorAnswer(401, "M_UNKNOWN_TOKEN", "unknown or revoked token; register again")
     if identity.kind == "bot":
         check_bot(request)  # bots only post (api/bots.py)
     request[IDENTITY] = identity

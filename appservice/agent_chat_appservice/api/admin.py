@@ -16,7 +16,7 @@ from aiohttp import web
 from agent_chat.wire import API_PREFIX
 
 from ..db import Identity, Webhook
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..retention import prune_once
 from .base import Context, ctx, json_body, ok, public, routes, string_field
 
@@ -25,12 +25,12 @@ def _check_admin(request: web.Request) -> Context:
     context = ctx(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not header[7:].strip():
-        raise ApiError(
+        raise ErrorAnswer(
             401, "M_MISSING_TOKEN", "admin routes need 'Authorization: Bearer <admin token>'"
         )
     given = header[7:].strip().encode()
     if not hmac.compare_digest(given, context.config.admin_token.encode()):
-        raise ApiError(403, "M_FORBIDDEN", "admin routes need the operator's admin token")
+        raise ErrorAnswer(403, "M_FORBIDDEN", "admin routes need the operator's admin token")
     return context
 
 
@@ -56,9 +56,9 @@ async def add_webhook(request: web.Request) -> web.Response:
     room = string_field(data, "room", max_len=255)
     sign, state_change = data.get("sign", False), data.get("state_change", False)
     if not isinstance(sign, bool) or not isinstance(state_change, bool):
-        raise ApiError(400, "M_BAD_JSON", "'sign' and 'state_change' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'sign' and 'state_change' must be true or false")
     if not room.startswith(("#", "!")):
-        raise ApiError(400, "M_INVALID_PARAM", "name the room as #room")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "name the room as #room")
     # Each webhook posts as its own bot, so Element shows who is talking.
     identity, _ = await context.identities.register(name, exact=True, kind="bot")
     room_id = await context.rooms.resolve_room(identity.user_id, room, join=True)
@@ -92,7 +92,7 @@ async def _named_hook(request: web.Request) -> tuple[Context, Webhook]:
     name = string_field(data, "name", max_len=32)
     hook = await Webhook.get_by_name(name)
     if hook is None:
-        raise ApiError(
+        raise ErrorAnswer(
             404, "M_NOT_FOUND", f"no webhook called {name}; see agent-chat-server webhook list"
         )
     return context, hook

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ..db import Identity, Member, now_ms
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from .admin import _check_admin
 from .base import Context, json_body, ok, public, routes, string_field
 
@@ -64,9 +64,9 @@ async def retire_agent(request: web.Request) -> web.Response:
     else:
         identity = await Identity.get_by_nick(name)
     if identity is None or identity.kind == "retired":
-        raise ApiError(404, "M_NOT_FOUND", f"no agent or bot called {name}")
+        raise ErrorAnswer(404, "M_NOT_FOUND", f"no agent or bot called {name}")
     if identity.kind not in ("agent", "bot"):
-        raise ApiError(
+        raise ErrorAnswer(
             400,
             "M_INVALID_PARAM",
             f"{name} is a {identity.kind}; only agents and bots are retired here",
@@ -81,14 +81,14 @@ async def prune_agents(request: web.Request) -> web.Response:
     data = await json_body(request)
     idle = data.get("idle_seconds")
     if not isinstance(idle, int) or isinstance(idle, bool) or not 1 <= idle <= MAX_IDLE_SECONDS:
-        raise ApiError(
+        raise ErrorAnswer(
             400,
             "M_BAD_JSON",
             f"'idle_seconds' must be a whole number from 1 to {MAX_IDLE_SECONDS}",
         )
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
-        raise ApiError(400, "M_BAD_JSON", "'dry_run' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'dry_run' must be true or false")
     idle_ones = await Identity.idle_agents(now_ms() - idle * 1000)
     if dry_run:
         agents = [await _entry(context, i) for i in idle_ones]

@@ -11,7 +11,7 @@ from mautrix.errors import MatrixRequestError
 
 from .. import __version__, metrics
 from ..db import Identity
-from ..errors import HOMESERVER_ERRORS, ApiError, from_matrix
+from ..errors import HOMESERVER_ERRORS, ErrorAnswer, from_matrix
 from ..limits import enforce
 from .base import caller, ctx, json_body, ok, public, routes, string_field
 from .invite_tokens import check_invite
@@ -26,7 +26,7 @@ async def health(request: web.Request) -> web.Response:
     homeserver = await context.hs.versions_ok()
     if not context.ready or not homeserver:
         what = "starting up" if homeserver else "cannot reach the homeserver"
-        raise ApiError(503, "AC_UNAVAILABLE", f"the appservice is {what}")
+        raise ErrorAnswer(503, "AC_UNAVAILABLE", f"the appservice is {what}")
     return ok(
         {
             "status": "ok",
@@ -60,17 +60,17 @@ async def register(request: web.Request) -> web.Response:
             hmac.compare_digest(given.encode(), context.config.registration_token.encode())
             or await check_invite(given)
         ):
-            raise ApiError(
+            raise ErrorAnswer(
                 403,
                 "M_FORBIDDEN",
                 "wrong or missing registration_token; ask the server's operator for it",
             )
     nick = data.get("nick")
     if nick is not None and not isinstance(nick, str):
-        raise ApiError(400, "M_BAD_JSON", "'nick' must be a string")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'nick' must be a string")
     exact = data.get("exact", False)
     if not isinstance(exact, bool):
-        raise ApiError(400, "M_BAD_JSON", "'exact' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'exact' must be true or false")
     identity, token = await context.identities.register(nick or None, exact)
     return ok(
         {
@@ -100,7 +100,7 @@ async def login(request: web.Request) -> web.Response:
     password = string_field(data, "password", max_len=1024, text=True)
     localpart = user[1:].split(":", 1)[0] if user.startswith("@") else user
     if context.identities.is_ours(f"@{localpart}:{context.config.server_name}"):
-        raise ApiError(403, "M_FORBIDDEN", "agents and bots do not log in; they register")
+        raise ErrorAnswer(403, "M_FORBIDDEN", "agents and bots do not log in; they register")
     # Our own limits (limits.py): Synapse sees every login through us from one address.
     limits = context.limits
     address = limits.client(request)
@@ -111,7 +111,7 @@ async def login(request: web.Request) -> web.Response:
         user_id, matrix_token = await context.hs.password_login(user, password)
     except MatrixRequestError as e:
         if e.http_status in (401, 403):  # a wrong guess: it keeps its token
-            raise ApiError(401, "M_FORBIDDEN", "wrong user name or password") from None
+            raise ErrorAnswer(401, "M_FORBIDDEN", "wrong user name or password") from None
         await limits.login_accounts.refund(account)
         raise from_matrix(e, "logging in") from None
     except HOMESERVER_ERRORS as e:
@@ -132,7 +132,7 @@ async def login(request: web.Request) -> web.Response:
         ):
             try:
                 await context.rooms.join(user_id, room_id)
-            except ApiError as e:
+            except ErrorAnswer as e:
                 log.warning("%s could not join #%s at login: %s", user_id, room["alias"], e)
                 continue
             rooms.append("#" + room["alias"])

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 from ..background import Background
 from ..config import Config
 from ..db import Identity
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..homeserver import Homeserver
 from ..identities import Identities
 from ..limits import CALLERS_CAP, Limits, RateLimiter, SharedRateLimiter
@@ -122,7 +122,7 @@ def caller(request: web.Request) -> Identity:
 
 async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
     """The whole body, refusing more than ``limit`` bytes without reading past it."""
-    too_large = ApiError(413, "M_TOO_LARGE", f"the request body is over {limit // 1024} KiB")
+    too_large = ErrorAnswer(413, "M_TOO_LARGE", f"the request body is over {limit // 1024} KiB")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, size = [], 0
@@ -135,7 +135,7 @@ async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:
                     raise too_large
                 chunks.append(chunk)
     except TimeoutError:  # aiohttp then closes the connection (the body is unread)
-        raise ApiError(
+        raise ErrorAnswer(
             408, "M_TIMEOUT", f"the request body did not arrive within {seconds:g} s"
         ) from None
     return b"".join(chunks)
@@ -147,7 +147,7 @@ async def json_body(
     """The body as a JSON object, checked by :func:`parse_json`."""
     data = parse_json(await read_body(request, limit), nul_ok=nul_ok)
     if not isinstance(data, dict):
-        raise ApiError(400, "M_BAD_JSON", "the request body must be a JSON object")
+        raise ErrorAnswer(400, "M_BAD_JSON", "the request body must be a JSON object")
     return data
 
 
@@ -172,10 +172,12 @@ def parse_json(
         text = raw.decode(json.detect_encoding(raw))  # strict, unlike json.loads(bytes)
         data = json.loads(text)
     except RecursionError:
-        raise ApiError(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels") from None
+        raise ErrorAnswer(
+            400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         help = f": {hint}" if hint else ""
-        raise ApiError(400, "M_NOT_JSON", f"{what} is not valid JSON{help}") from None
+        raise ErrorAnswer(400, "M_NOT_JSON", f"{what} is not valid JSON{help}") from None
     if text.count("[") + text.count("{") > MAX_DEPTH or _WALK.search(text):
         _check_tree(data, what, nul_ok)
     return data
@@ -205,18 +207,18 @@ def _check_tree(data: Any, what: str, nul_ok: Collection[str]) -> None:
         else:
             continue
         if depth > MAX_DEPTH:
-            raise ApiError(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels")
+            raise ErrorAnswer(400, "M_BAD_JSON", f"{what} nests deeper than {MAX_DEPTH} levels")
         stack.extend((child, depth + 1) for child in children)
 
 
 def _check_text(value: str, what: str) -> None:
     if "\x00" in value:
-        raise ApiError(400, "M_BAD_JSON", f"{what} has a NUL character (\\u0000) in a string")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"{what} has a NUL character (\\u0000) in a string")
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(
+            raise ErrorAnswer(
                 400, "M_BAD_JSON", f"{what} has a lone surrogate (half of a \\uD8xx pair)"
             ) from None
 
@@ -226,7 +228,7 @@ def string_field(data: dict[str, Any], key: str, max_len: int = 256, text: bool 
     without control characters unless ``text`` (a message body: newlines, tabs, escapes)."""
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'{key}' must be a non-empty string")
     return _checked_string(key, value, max_len, text)
 
 
@@ -239,7 +241,7 @@ def optional_string_field(
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a string")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'{key}' must be a string")
     return _checked_string(key, value, max_len, text)
 
 
@@ -249,13 +251,13 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def _checked_string(key: str, value: str, max_len: int, text: bool = False) -> str:
     if len(value) > max_len:
-        raise ApiError(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
+        raise ErrorAnswer(413 if max_len > 1024 else 400, "M_TOO_LARGE", f"'{key}' is too long")
     if not text and _CONTROLS.search(value):
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' is one line without control characters")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'{key}' is one line without control characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_BAD_JSON", f"'{key}' is not valid Unicode (lone surrogate)"
         ) from None
     return value
@@ -269,7 +271,7 @@ def query_bool(request: web.Request, key: str, default: bool) -> bool:
         return True
     if value.lower() in ("0", "false", "no"):
         return False
-    raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be true or false")
+    raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' must be true or false")
 
 
 def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
@@ -279,9 +281,9 @@ def query_int(request: web.Request, key: str, default: int, lo: int, hi: int) ->
     try:
         number = int(value)
     except ValueError:
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number") from None
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' must be a number") from None
     if not lo <= number <= hi:
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between {lo} and {hi}")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' must be between {lo} and {hi}")
     return number
 
 
@@ -293,9 +295,9 @@ def query_seconds(request: web.Request, key: str, hi: float) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be a number of seconds") from None
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' must be a number of seconds") from None
     if not 0 <= number <= hi:  # NaN fails this too
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' must be between 0 and {hi:g} seconds")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' must be between 0 and {hi:g} seconds")
     return number
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 
 #: (method, route) a bot may call, the route as declared (after the API prefix).
 BOT_ROUTES = frozenset(
@@ -34,10 +34,10 @@ def check_bot(request: web.Request) -> None:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource else ""
     if not any(request.method == m and canonical.endswith(r) for m, r in BOT_ROUTES):
-        raise ApiError(403, "AC_BOT_POST_ONLY", POST_ONLY)
+        raise ErrorAnswer(403, "AC_BOT_POST_ONLY", POST_ONLY)
 
 
 def check_bot_target(target: str) -> None:
     """A bot's send goes to a room, never to a person."""
     if target.startswith("@"):
-        raise ApiError(403, "AC_BOT_POST_ONLY", POST_ONLY)
+        raise ErrorAnswer(403, "AC_BOT_POST_ONLY", POST_ONLY)

@@ -17,7 +17,7 @@ from agent_chat.globs import MAX_PATTERNS, MAX_STEPS, BadPattern, TooMuchWork, c
 
 from ..claims import Claims, bounded, covering, until
 from ..db import Claim
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from .base import Context, caller, ctx, json_body, ok, optional_string_field, query_bool, routes
 
 #: --ttl: from a second to a week; two hours by default.
@@ -40,19 +40,19 @@ def service(context: Context) -> Claims:
 
 def _project(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "M_BAD_JSON", "'project' must be a non-empty string")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'project' must be a non-empty string")
     if len(value) > 512 or any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in value):
-        raise ApiError(400, "M_BAD_JSON", "'project' is at most 512 characters, no controls")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'project' is at most 512 characters, no controls")
     return value
 
 
 def _patterns(value: object, key: str = "patterns") -> list[str]:
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ApiError(400, "M_BAD_JSON", f"'{key}' must be a list of strings")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'{key}' must be a list of strings")
     try:
         return check_all(value, MAX_PATTERNS)
     except BadPattern as e:
-        raise ApiError(400, "M_INVALID_PARAM", str(e)) from None
+        raise ErrorAnswer(400, "M_INVALID_PARAM", str(e)) from None
 
 
 async def _shown(context: Context, claims: list[Claim]) -> list[dict[str, Any]]:
@@ -83,20 +83,20 @@ async def claim(request: web.Request) -> web.Response:
     patterns = _patterns(data.get("patterns"))
     mode = data.get("mode", "exclusive")
     if mode not in ("exclusive", "shared"):
-        raise ApiError(400, "M_BAD_JSON", "'mode' is exclusive or shared")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'mode' is exclusive or shared")
     reason = optional_string_field(data, "reason", max_len=500)  # one line, no controls
     ttl = data.get("ttl_seconds", DEFAULT_TTL)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not MIN_TTL <= ttl <= MAX_TTL:
-        raise ApiError(400, "M_BAD_JSON", f"'ttl_seconds' is from {MIN_TTL} to {MAX_TTL}")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'ttl_seconds' is from {MIN_TTL} to {MAX_TTL}")
     force = data.get("force", False)
     if not isinstance(force, bool):
-        raise ApiError(400, "M_BAD_JSON", "'force' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'force' must be true or false")
     try:
         result = await service(context).claim(
             project, me.user_id, patterns, mode == "exclusive", reason or None, ttl * 1000, force
         )
     except TooMuchWork:
-        raise ApiError(413, "M_TOO_LARGE", TOO_MUCH) from None
+        raise ErrorAnswer(413, "M_TOO_LARGE", TOO_MUCH) from None
     if result.conflicts:
         conflicts = await _shown(context, result.conflicts)
         first = conflicts[0]
@@ -137,21 +137,21 @@ async def check_paths(request: web.Request) -> web.Response:
     project = _project(data.get("project"))
     paths = data.get("paths")
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise ApiError(400, "M_BAD_JSON", "'paths' must be a list of strings")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'paths' must be a list of strings")
     if len(paths) > MAX_PATHS:
-        raise ApiError(400, "M_INVALID_PARAM", f"at most {MAX_PATHS} paths at a time")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"at most {MAX_PATHS} paths at a time")
     if any(len(p) > MAX_PATH for p in paths):
-        raise ApiError(400, "M_INVALID_PARAM", f"a path is at most {MAX_PATH} characters")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"a path is at most {MAX_PATH} characters")
     others = data.get("others", True)
     if not isinstance(others, bool):
-        raise ApiError(400, "M_BAD_JSON", "'others' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'others' must be true or false")
     claims = await service(context).active(project)
     if others:
         claims = [c for c in claims if c.user_id != me.user_id]
     try:
         hits = await bounded(lambda budget: covering(claims, paths, budget))
     except TooMuchWork:
-        raise ApiError(413, "M_TOO_LARGE", TOO_MUCH) from None
+        raise ErrorAnswer(413, "M_TOO_LARGE", TOO_MUCH) from None
     shown = await _shown(context, [c for _, c in hits])
     for (path, _), entry in zip(hits, shown, strict=True):
         entry["path"] = path
@@ -165,9 +165,9 @@ async def release(request: web.Request) -> web.Response:
     project = _project(data.get("project"))
     everything = data.get("all", False)
     if not isinstance(everything, bool):
-        raise ApiError(400, "M_BAD_JSON", "'all' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'all' must be true or false")
     if everything == ("patterns" in data):
-        raise ApiError(400, "M_BAD_JSON", "give either 'patterns' or 'all': true")
+        raise ErrorAnswer(400, "M_BAD_JSON", "give either 'patterns' or 'all': true")
     patterns = None if everything else _patterns(data.get("patterns"))
     gone = await service(context).release(project, me.user_id, patterns)
     return ok({"released": await _shown(context, gone)})

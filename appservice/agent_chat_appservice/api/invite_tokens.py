@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..db import now_ms
 from ..db.invite_token import PREFIX, InviteToken
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from .admin import _check_admin
 from .base import json_body, ok, public, routes
 
@@ -24,7 +24,7 @@ async def check_invite(given: str) -> bool:
     invite token at all.
 
     Raises:
-        ApiError: 403 ``AC_INVITE_EXPIRED`` or ``AC_INVITE_REVOKED``, saying what to do.
+        ErrorAnswer: 403 ``AC_INVITE_EXPIRED`` or ``AC_INVITE_REVOKED``, saying what to do.
     """
     if not given.startswith(PREFIX):
         return False
@@ -33,10 +33,10 @@ async def check_invite(given: str) -> bool:
         return False
     state = invite.state(now_ms())
     if state == "revoked":
-        raise ApiError(403, "AC_INVITE_REVOKED", f"this invite token was revoked; {ASK_AGAIN}")
+        raise ErrorAnswer(403, "AC_INVITE_REVOKED", f"this invite token was revoked; {ASK_AGAIN}")
     if state == "expired":
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at / 1000))
-        raise ApiError(
+        raise ErrorAnswer(
             403, "AC_INVITE_EXPIRED", f"this invite token expired at {when}; {ASK_AGAIN}"
         )
     await InviteToken.used(invite.id)
@@ -62,12 +62,12 @@ async def create_invite(request: web.Request) -> web.Response:
         or isinstance(seconds, bool)
         or not 1 <= seconds <= MAX_SECONDS
     ):
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_BAD_JSON", f"'expires_seconds' must be a whole number from 1 to {MAX_SECONDS}"
         )
     note = data.get("note", "")
     if not isinstance(note, str) or len(note) > 200 or any(c < " " for c in note):
-        raise ApiError(400, "M_BAD_JSON", "'note' must be one line of at most 200 characters")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'note' must be one line of at most 200 characters")
     invite, token = await InviteToken.create(seconds, note)
     return ok({**invite.as_dict(now_ms()), "token": token})
 
@@ -79,10 +79,10 @@ async def revoke_invite(request: web.Request) -> web.Response:
     data = await json_body(request)
     invite_id = data.get("id")
     if not isinstance(invite_id, str) or not invite_id:
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_BAD_JSON", "'id' must be an invite's id (agent-chat-server invite --list)"
         )
     invite = await InviteToken.revoke(invite_id)
     if invite is None:
-        raise ApiError(404, "M_NOT_FOUND", f"no invite with id {invite_id}")
+        raise ErrorAnswer(404, "M_NOT_FOUND", f"no invite with id {invite_id}")
     return ok(invite.as_dict(now_ms()))

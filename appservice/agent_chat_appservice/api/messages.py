@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .. import messaging, waiters
 from ..db import Ledger, Member, Message, Unread, transaction
-from ..errors import HOMESERVER_ERRORS, ApiError
+from ..errors import HOMESERVER_ERRORS, ErrorAnswer
 from ..ids import EVENT_ID_RE
 from ..labels import oneline, room_label
 from ..messaging import MAX_BODY, MAX_SEND_JSON, Outgoing, find_reply, resolve_target
@@ -41,28 +41,28 @@ async def send(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     txn_id = request.match_info["txn_id"]
     if not TXN_RE.match(txn_id):
-        raise ApiError(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "txn_id is 1-128 printable ASCII characters")
     data = await json_body(request, MAX_SEND_JSON, nul_ok=("body",))
     reply_to = optional_string_field(data, "reply_to")
     if reply_to is not None and not EVENT_ID_RE.match(reply_to):
-        raise ApiError(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'reply_to' is the event id of a message ($...)")
     target = string_field(data, "to") if reply_to is None or "to" in data else ""
     if me.kind == "bot":
         check_bot_target(target)
     body = string_field(data, "body", max_len=MAX_BODY * 4, text=True)
     size = len(body.encode("utf-8"))
     if size > MAX_BODY:
-        raise ApiError(
+        raise ErrorAnswer(
             413,
             "M_TOO_LARGE",
             f"the message is {size:,} bytes of UTF-8 ({len(body):,} characters); the limit is "
             f"{MAX_BODY // 1024} KiB ({MAX_BODY:,} bytes) of UTF-8: send it in parts",
         )
     if not body.strip():
-        raise ApiError(400, "M_BAD_JSON", "'body' is only whitespace: there is nothing to send")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'body' is only whitespace: there is nothing to send")
     notice = data.get("notice", False)
     if not isinstance(notice, bool):
-        raise ApiError(400, "M_BAD_JSON", "'notice' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'notice' must be true or false")
     sent = await messaging.send(context, me, Outgoing(txn_id, target, body, notice, reply_to))
     answer = sent.answer()
     if sent.posted and target.startswith("@"):  # is an agent there to see it? (api/presence.py)
@@ -80,18 +80,20 @@ async def messages(request: web.Request) -> web.Response:
     mark_read = query_bool(request, "mark_read", True)
     room = request.query.get("room")
     if room is not None and not room:
-        raise ApiError(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
     thread = request.query.get("thread")
     if thread is not None:
         if not EVENT_ID_RE.match(thread):
-            raise ApiError(400, "M_INVALID_PARAM", "'thread' is the event id of a message ($...)")
+            raise ErrorAnswer(
+                400, "M_INVALID_PARAM", "'thread' is the event id of a message ($...)"
+            )
         # A thread is read whole (its root and replies), and reading it marks nothing read:
         # the room's other messages in between were not shown.
         root = await find_reply(me.user_id, thread)
         thread, mark_read = root.root, False
         room_ids = [root.room_id]
         if room and await resolve_target(context, me.user_id, room, join=False) != root.room_id:
-            raise ApiError(404, "M_NOT_FOUND", f"that message is not in {room}")
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"that message is not in {room}")
     elif room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
     else:
@@ -102,11 +104,11 @@ async def messages(request: web.Request) -> web.Response:
         after = await Ledger.read_markers(me.user_id, room_ids)
     since = request.query.get("since")
     if since is not None and not since.startswith("$"):
-        raise ApiError(400, "M_INVALID_PARAM", "'since' is the event id of a message ($...)")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'since' is the event id of a message ($...)")
     if since:
         found = await Message.seq_of(Message.read_db, since)
         if found is None or found[0] not in room_ids:
-            raise ApiError(404, "M_NOT_FOUND", "'since' is not a message in these rooms")
+            raise ErrorAnswer(404, "M_NOT_FOUND", "'since' is not a message in these rooms")
         after = {r: max(after.get(r, 0), found[1]) for r in room_ids}
     found_messages = await Message.read(
         room_ids,
@@ -206,11 +208,11 @@ async def notify(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "oneline"):
-        raise ApiError(400, "M_INVALID_PARAM", "'format' is json or oneline")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'format' is json or oneline")
     try:
         wanted = waiters.parse_filter(request.query.get("filter"))
     except ValueError as e:
-        raise ApiError(400, "M_INVALID_PARAM", str(e)) from None
+        raise ErrorAnswer(400, "M_INVALID_PARAM", str(e)) from None
     wait = query_seconds(request, "wait", waiters.MAX_WAIT)
     key = waiters.cursor_key(context.config.hs_token)
     since = None
@@ -218,7 +220,7 @@ async def notify(request: web.Request) -> web.Response:
         try:
             since = waiters.Cursor.decode(request.query["since"], key, me.user_id)
         except waiters.BadCursor as e:
-            raise ApiError(400, "M_INVALID_PARAM", str(e)) from None
+            raise ErrorAnswer(400, "M_INVALID_PARAM", str(e)) from None
 
     async def read() -> list[Unread]:
         return waiters.selected(await Ledger.unread(me.user_id), wanted)

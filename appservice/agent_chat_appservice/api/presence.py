@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..db import AgentSession, Identity
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..presence import CLI_RE, GONE, SESSION_RE, SessionView, summary
 from .base import Context, caller, ctx, json_body, ok, query_bool, routes
 
@@ -19,12 +19,12 @@ def session_of(data: dict[str, Any]) -> tuple[str, str | None]:
     should not carry."""
     session = data.get("session")
     if not isinstance(session, str) or not SESSION_RE.match(session):
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_INVALID_PARAM", "'session' is 1-128 printable ASCII characters, no spaces"
         )
     cli = data.get("cli")
     if cli is not None and (not isinstance(cli, str) or not CLI_RE.match(cli)):
-        raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
     return session, cli
 
 
@@ -33,7 +33,7 @@ def _checked(request: web.Request, key: str, header: str | None = None) -> str |
     if value is None and header is not None:
         value = request.headers.get(header)
     if value is not None and not SESSION_RE.match(value):
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_INVALID_PARAM", f"'{key}' is 1-128 printable ASCII characters, no spaces"
         )
     return value
@@ -50,11 +50,11 @@ async def session_signs(
     waiter = _checked(request, "waiter", "Agent-Chat-Waiter")
     cli = request.query.get("cli") or request.headers.get("Agent-Chat-Cli")
     if cli is not None and not CLI_RE.match(cli):
-        raise ApiError(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'cli' is 1-32 letters, digits, '.', '_' or '-'")
     query_bool(request, "covers", False)  # the hooks' other parameter: refused alike
     host, repo = request.query.get("host"), request.query.get("repo")
     if len(host or "") > 256 or len(repo or "") > 256:
-        raise ApiError(400, "M_INVALID_PARAM", "'host' and 'repo' are at most 256 characters")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'host' and 'repo' are at most 256 characters")
     sid = session or waiter
     if sid is None:
         return lambda: None
@@ -102,7 +102,7 @@ async def dm_presence(
     del room_id  # a message to @someone goes to their direct chat
     try:
         other = await context.rooms.resolve_user(target)
-    except ApiError:
+    except ErrorAnswer:
         return None
     if other == sender:
         return None
@@ -138,7 +138,7 @@ async def presence(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     names = [n for n in request.query.get("users", "").split(",") if n]
     if len(names) > 100:
-        raise ApiError(400, "M_INVALID_PARAM", "'users' names at most 100 identities")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'users' names at most 100 identities")
     user_ids = [
         await context.rooms.resolve_user(n if n.startswith("@") else "@" + n) for n in names
     ] or [me.user_id]

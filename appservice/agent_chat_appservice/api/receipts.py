@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .. import metrics
 from ..db import AgentSession, Identity, Member, Message, Recipient, Stage, transaction
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..ids import EVENT_ID_RE, ROOM_ID
 from ..messaging import NO_SUCH_MESSAGE, resolve_target
 from .base import Context, caller, ctx, json_body, ok, query_seconds, routes
@@ -35,7 +35,7 @@ def parse_covers(value: object) -> dict[str, int]:
     """``covers``: ``"SEQ:ROOM_ID SEQ:ROOM_ID"`` (as ``/notify?covers=true`` gives it); the
     highest position per room."""
     if not isinstance(value, str):
-        raise ApiError(400, "M_BAD_JSON", "'covers' is a string: 'SEQ:ROOM_ID SEQ:ROOM_ID ...'")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'covers' is a string: 'SEQ:ROOM_ID SEQ:ROOM_ID ...'")
     words = value.split(" ")
     found: dict[str, int] = {}
     for word in words[: MAX_COVERS + 1]:
@@ -43,17 +43,17 @@ def parse_covers(value: object) -> dict[str, int]:
             continue
         match = COVER_RE.match(word)
         if match is None:
-            raise ApiError(400, "M_INVALID_PARAM", "'covers' holds a bad room id or position")
+            raise ErrorAnswer(400, "M_INVALID_PARAM", "'covers' holds a bad room id or position")
         found[match[2]] = max(int(match[1]), found.get(match[2], 0))
     if len(found) > MAX_COVERS or len(words) > 4 * MAX_COVERS:
-        raise ApiError(400, "M_INVALID_PARAM", f"'covers' names at most {MAX_COVERS} rooms")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'covers' names at most {MAX_COVERS} rooms")
     return found
 
 
 def _count(data: dict[str, Any], key: str, hi: int) -> int:
     value = data.get(key, 0)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
-        raise ApiError(400, "M_INVALID_PARAM", f"'{key}' is a whole number from 0 to {hi}")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", f"'{key}' is a whole number from 0 to {hi}")
     return value
 
 
@@ -64,7 +64,7 @@ async def record_stages(request: web.Request) -> web.Response:
     data = await json_body(request)
     stage = data.get("stage")
     if stage not in REPORTED:
-        raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown or woken")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'stage' is shown or woken")
     session, cli = session_of(data)
     covers = parse_covers(data.get("covers", ""))
     chars = _count(data, "chars", 1_000_000)
@@ -101,7 +101,7 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
     event_id = request.query.get("event")
     last = request.query.get("last")
     if (event_id is None) == (last is None):
-        raise ApiError(400, "M_INVALID_PARAM", "give 'event' (an event id) or 'last' (a room)")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "give 'event' (an event id) or 'last' (a room)")
     if last is not None:  # empty: in any of the caller's rooms
         room_ids = (
             [await resolve_target(context, user_id, last, join=False)]
@@ -110,7 +110,7 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
         )
         event_id = await Stage.last_sent(user_id, room_ids)
         if event_id is None:
-            raise ApiError(404, "M_NOT_FOUND", f"you have sent nothing to {last or 'any room'}")
+            raise ErrorAnswer(404, "M_NOT_FOUND", f"you have sent nothing to {last or 'any room'}")
     assert event_id is not None
     found = await Stage.message(event_id) if EVENT_ID_RE.match(event_id) else None
     if (
@@ -118,7 +118,7 @@ async def _find(context: Context, user_id: str, request: web.Request) -> tuple[s
         or found[1] != user_id
         or await Member.membership(found[0], user_id) not in ("join", "invite")
     ):
-        raise ApiError(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
+        raise ErrorAnswer(404, "M_NOT_FOUND", NO_SUCH_MESSAGE)
     room_id, _, seq, ts = found
     return event_id, room_id, seq, ts
 
@@ -137,7 +137,7 @@ async def _find_arriving(
         try:
             try:
                 return await _find(context, user_id, request)
-            except ApiError as e:
+            except ErrorAnswer as e:
                 remaining = deadline - loop.time()
                 event = request.query.get("event") or ""
                 if e.status != 404 or remaining <= 0 or not EVENT_ID_RE.match(event):
@@ -159,7 +159,7 @@ async def _wanted(context: Context, request: web.Request) -> set[str] | None:
         return None
     names = [n for n in value.split(",") if n]
     if not names or len(names) > 100:
-        raise ApiError(400, "M_INVALID_PARAM", "'for' names 1-100 recipients, comma-separated")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'for' names 1-100 recipients, comma-separated")
     return {await context.rooms.resolve_user(n if n.startswith("@") else "@" + n) for n in names}
 
 
@@ -200,7 +200,7 @@ async def receipts(request: web.Request) -> web.Response:
     wait = query_seconds(request, "wait", MAX_WAIT)
     stage = request.query.get("stage", "read")
     if stage not in WAITABLE:
-        raise ApiError(400, "M_INVALID_PARAM", "'stage' is shown, woken or read")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'stage' is shown, woken or read")
     event_id, room_id, seq, ts = await _find_arriving(context, me.user_id, request, wait or 0)
     wanted = await _wanted(context, request)
     recipients = await Stage.recipients(room_id, seq, ts, me.user_id, wanted)
@@ -208,7 +208,9 @@ async def receipts(request: web.Request) -> web.Response:
         missing = wanted - {r.user_id for r in recipients}
         if missing:
             name = await context.rooms.person_name(sorted(missing)[0])
-            raise ApiError(400, "M_INVALID_PARAM", f"@{name} is not a recipient of that message")
+            raise ErrorAnswer(
+                400, "M_INVALID_PARAM", f"@{name} is not a recipient of that message"
+            )
     if wait:
         waited = await _until_reached(
             context, request, room_id, seq, ts, me.user_id, wanted, stage, wait, recipients

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..db import Member, Room
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..limits import enforce
 from ..messaging import resolve_target
 from .base import caller, ctx, json_body, ok, optional_string_field, routes, string_field
@@ -17,7 +17,7 @@ async def who(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     room = request.query.get("room")
     if not room:
-        raise ApiError(400, "M_INVALID_PARAM", "'room' is required")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'room' is required")
     room_id = await resolve_target(context, me.user_id, room, join=False)
     members = []
     for m in await Member.joined(room_id):
@@ -73,13 +73,13 @@ async def join(request: web.Request) -> web.Response:
         other = await context.rooms.resolve_user(room)
         room_id = await context.rooms.accept_direct(me.user_id, other)
         if room_id is None:
-            raise ApiError(
+            raise ErrorAnswer(
                 404,
                 "M_NOT_FOUND",
                 f"no direct chat with {room} to join; sending to {room} starts one",
             )
         return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})
     if not room.startswith(("#", "!")):
-        raise ApiError(400, "M_INVALID_PARAM", "name a room as #room, !room_id or @person")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "name a room as #room, !room_id or @person")
     room_id = await context.rooms.resolve_room(me.user_id, room, join=True)
     return ok({"room_id": room_id, "room": await context.rooms.label(room_id, me.user_id)})

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .. import metrics
 from ..db import Member
-from ..errors import HOMESERVER_ERRORS, ApiError, from_matrix
+from ..errors import HOMESERVER_ERRORS, ErrorAnswer, from_matrix
 from ..messaging import resolve_target
 from ..text import detect_prefix, is_urgent
 from .base import Context, caller, ctx, ok, query_int, routes
@@ -30,11 +30,11 @@ def _since(request: web.Request) -> int | None:
     try:
         since = int(value)
     except ValueError:
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_INVALID_PARAM", "'since' is a time in milliseconds since 1970"
         ) from None
     if since < 0:
-        raise ApiError(400, "M_INVALID_PARAM", "'since' is a time in milliseconds since 1970")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'since' is a time in milliseconds since 1970")
     return since
 
 
@@ -88,26 +88,26 @@ async def search(request: web.Request) -> web.Response:
     context, me = ctx(request), caller(request)
     query = request.query.get("q", "")
     if not query.strip():
-        raise ApiError(400, "M_INVALID_PARAM", "'q' is empty: give words to search for")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'q' is empty: give words to search for")
     if len(query) > MAX_QUERY:
-        raise ApiError(
+        raise ErrorAnswer(
             400, "M_INVALID_PARAM", f"'q' is {len(query)} characters; at most {MAX_QUERY}"
         )
     limit = query_int(request, "limit", 20, 1, 100)
     since = _since(request)
     room = request.query.get("room")
     if room is not None and not room:
-        raise ApiError(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'room' is empty: leave it out for every room")
     sender = request.query.get("from")
     if sender is not None and not sender:
-        raise ApiError(400, "M_INVALID_PARAM", "'from' is empty: leave it out for anyone")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "'from' is empty: leave it out for anyone")
     # Only rooms the caller is in, whatever the homeserver would answer (it answers only
     # those anyway, since it is asked as the caller).
     joined = set(await Member.joined_rooms(me.user_id))
     if room:
         room_ids = [await resolve_target(context, me.user_id, room, join=False)]
         if room_ids[0] not in joined:
-            raise ApiError(404, "M_NOT_FOUND", "you are not in that room")
+            raise ErrorAnswer(404, "M_NOT_FOUND", "you are not in that room")
     else:
         room_ids = sorted(joined)
     room_filter: dict[str, Any] = {"rooms": room_ids, "limit": min(limit, 50)}

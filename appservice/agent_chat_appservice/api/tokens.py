@@ -7,7 +7,7 @@ from aiohttp import web
 
 from .. import sessions
 from ..db import Identity
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from .admin import _check_admin
 from .base import caller, ctx, json_body, ok, public, routes, string_field
 
@@ -33,7 +33,7 @@ async def revoke_user(request: web.Request) -> web.Response:
     user_id = name if name.startswith("@") else f"@{name}:{context.config.server_name}"
     identity = await Identity.get(user_id)
     if identity is None or identity.kind != "human":
-        raise ApiError(
+        raise ErrorAnswer(
             404,
             "M_NOT_FOUND",
             f"{user_id} has never logged in with ac: there is nothing to revoke",

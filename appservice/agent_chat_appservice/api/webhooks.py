@@ -24,7 +24,7 @@ import secrets
 from aiohttp import web
 
 from ..db import Webhook
-from ..errors import ApiError
+from ..errors import ErrorAnswer
 from ..limits import enforce
 from ..messaging import MAX_BODY, MAX_SEND_JSON, post_message
 from .base import ctx, ok, parse_json, public, read_body, routes
@@ -39,24 +39,24 @@ async def hook_post(request: web.Request) -> web.Response:
     raw = await read_body(request, MAX_SEND_JSON)  # a 32 KiB text, JSON-escaped
     hook = await Webhook.get(request.match_info["hook_id"])
     if hook is None:
-        raise ApiError(404, "M_NOT_FOUND", "no such webhook: check the URL")
+        raise ErrorAnswer(404, "M_NOT_FOUND", "no such webhook: check the URL")
     await enforce(context.limits.webhooks, "hook:" + hook.name, "posts from this webhook")
     if hook.signing_secret:
         _check_signature(hook.signing_secret, raw, request.headers.get("X-Hub-Signature-256"))
     payload = parse_json(raw, "the payload", PAYLOAD_HELP)
     if not isinstance(payload, dict):
-        raise ApiError(400, "M_BAD_JSON", f"the payload must be a JSON object: {PAYLOAD_HELP}")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"the payload must be a JSON object: {PAYLOAD_HELP}")
     text, urgent = payload.get("text"), payload.get("urgent", False)
     if not isinstance(text, str) or not text.strip():
-        raise ApiError(400, "M_BAD_JSON", f"'text' is missing or empty: {PAYLOAD_HELP}")
+        raise ErrorAnswer(400, "M_BAD_JSON", f"'text' is missing or empty: {PAYLOAD_HELP}")
     if not isinstance(urgent, bool):
-        raise ApiError(400, "M_BAD_JSON", "'urgent' must be true or false")
+        raise ErrorAnswer(400, "M_BAD_JSON", "'urgent' must be true or false")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ApiError(400, "M_BAD_JSON", "'text' is not valid Unicode") from None
+        raise ErrorAnswer(400, "M_BAD_JSON", "'text' is not valid Unicode") from None
     if size > MAX_BODY:
-        raise ApiError(
+        raise ErrorAnswer(
             413,
             "M_TOO_LARGE",
             f"'text' is {size:,} bytes of UTF-8; a message is at most {MAX_BODY // 1024} KiB "
@@ -71,7 +71,7 @@ async def hook_post(request: web.Request) -> web.Response:
         or (payload.get("id") if isinstance(payload.get("id"), str) else None)
     )
     if delivery is not None and (not delivery or len(delivery) > 128):
-        raise ApiError(400, "M_INVALID_PARAM", "the delivery id must be 1-128 characters")
+        raise ErrorAnswer(400, "M_INVALID_PARAM", "the delivery id must be 1-128 characters")
     if hook.signing_secret:  # the signed bytes are the delivery (see the module's docstring)
         delivery = "sha256:" + hashlib.sha256(raw).hexdigest()
     txn = "hook-" + (delivery or secrets.token_hex(12))
@@ -81,7 +81,7 @@ async def hook_post(request: web.Request) -> web.Response:
     if hook.state_change:
         key, state = payload.get("key"), payload.get("state")
         if not isinstance(key, str) or not key or not isinstance(state, str) or not state:
-            raise ApiError(
+            raise ErrorAnswer(
                 400,
                 "M_BAD_JSON",
                 "this webhook posts on state changes: send 'key' (e.g. the workflow) and "
@@ -115,7 +115,7 @@ async def hook_post(request: web.Request) -> web.Response:
 
 def _check_signature(secret: str, raw: bytes, header: str | None) -> None:
     if not header:
-        raise ApiError(
+        raise ErrorAnswer(
             401,
             "M_MISSING_TOKEN",
             "this webhook needs an X-Hub-Signature-256 header: "
@@ -123,7 +123,7 @@ def _check_signature(secret: str, raw: bytes, header: str | None) -> None:
         )
     expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(header.strip().encode(), expected.encode()):
-        raise ApiError(
+        raise ErrorAnswer(
             401,
             "M_FORBIDDEN",
             "X-Hub-Signature-256 does not match: sign the exact bytes you send, "
