@@ -126,7 +126,8 @@ class RunWakeBench(WaitBench):
                 time.sleep(3)
                 for i in range(1, self.args.n + 1):
                     time.sleep(self.args.spacing if i > 1 else 0)
-                    line = f"@{other.nick}({i}){WORDS}"
+                    at = "@ " if name == "gemini" else "@"  # see run.Profile.file_mentions
+                    line = f"{at}{other.nick}({i}){WORDS}"
                     since = len(models.requests)
                     trace.write_text("")
                     sent = time.monotonic()

@@ -359,7 +359,8 @@ def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> Non
         assert idle == 1, [strings(r.body)[-500:] for r in cli.models.agent_turns("anthropic")]
 
         # Another agent sends a DM: the idle session wakes, the model gets the line.
-        wake_line = f"[chat] @{other.nick}(1): new direct or urgent message"
+        at = "@ " if cli.name == "gemini" else "@"  # "@word" opens Gemini's file completion
+        wake_line = f"[chat] {at}{other.nick}(1): new direct or urgent message"
         since = len(cli.models.requests)
         sent = time.monotonic()
         other.send("@" + cli.me, "are you there? (a body the wake must not carry)")
@@ -413,6 +414,7 @@ def _start_wrapped(cli: Cli, marker: str, *options: str) -> Tmux:
         config = cli.home / ".codex" / "config.toml"
         text = config.read_text().replace("[features]\n", "[features]\nplugins = false\n")
         config.write_text(text)
+        args = ["--dangerously-bypass-approvals-and-sandbox"]  # the slow tool runs unasked
     else:
         args = ["--approval-mode", "yolo"]
     env = {**cli.env, "TERM": "xterm-256color", marker.split("=")[0]: marker.split("=")[1]}
@@ -438,8 +440,11 @@ def test_ac_run_wakes_an_idle_tui(cli: Cli, stack: Stack) -> None:
     tmux = _start_wrapped(cli, marker, "--min-interval", "0")
     other = register(stack, unique("Peer"))
     try:
-        time.sleep(2)  # the TUI settles at its prompt (its start-up output ends)
-        wake_line = f"[chat] @{other.nick}(1): new direct or urgent message"
+        # The TUI settles at its prompt (Gemini CLI ignores Enter for a few seconds after
+        # it first shows it).
+        time.sleep(5)
+        at = "@ " if cli.name == "gemini" else "@"  # "@word" opens Gemini's file completion
+        wake_line = f"[chat] {at}{other.nick}(1): new direct or urgent message"
         sent = time.monotonic()
         other.send("@" + cli.me, "are you there? (a body the wake must not carry)")
         woke = cli.models.wait_for(
@@ -456,6 +461,29 @@ def test_ac_run_wakes_an_idle_tui(cli: Cli, stack: Stack) -> None:
             if wake_line in _last_user_parts(r.vendor, r.body)[0]
         ]
         assert len(typed) == 1, [_last_user_parts(r.vendor, r.body)[0][-200:] for r in typed]
+
+        # The agent at work (a slow tool call): the line comes after the turn, not into it.
+        tmux.run("send-keys", "-t", "main", "-l", "RUN: sleep 8")
+        time.sleep(0.5)  # as a person would: Codex takes a burst ending in Enter for a paste
+        tmux.run("send-keys", "-t", "main", "Enter")
+        calling = cli.models.wait_for(
+            lambda r: r.is_agent_turn and "RUN: sleep 8" in _last_user_parts(r.vendor, r.body)[0],
+            TURN_TIMEOUT,
+        )
+        assert calling is not None, ("the turn never started", tmux.screen())
+        line2 = f"[chat] {at}{other.nick}(2): new direct or urgent message"
+        other.send("@" + cli.me, "while you work")
+        later = cli.models.wait_for(
+            lambda r: r.is_agent_turn and line2 in _last_user_parts(r.vendor, r.body)[0],
+            WAKE_DEADLINE + 10,
+        )
+        assert later is not None, ("no wake after the turn", tmux.screen())
+        results = [
+            r
+            for r in cli.models.agent_turns(cli.vendor)
+            if r.at > calling.at and _last_user_parts(r.vendor, r.body)[1]
+        ]
+        assert results and results[0].at < later.at, "the line arrived before the tool's end"
     except BaseException:
         print("the tmux screen:\n" + tmux.screen())
         raise

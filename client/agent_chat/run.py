@@ -74,8 +74,21 @@ class Profile:
     """How one CLI takes a typed line."""
 
     def __init__(
-        self, settle: float, submit: bytes = b"\r", pause: float = 0.15, paste_pause: float = 0.03
+        self,
+        settle: float,
+        submit: bytes = b"\r",
+        pause: float = 0.15,
+        paste_pause: float = 0.03,
+        file_mentions: bool = False,
+        resubmit: float | None = None,
     ) -> None:
+        #: Seconds after the submit key to send it once more: Gemini CLI 0.61 sometimes takes
+        #: an Enter that follows a paste closely as part of it (under load, 0.2-0.3 s after
+        #: it); a second Enter on an empty prompt, or during the turn, does nothing there.
+        self.resubmit = resubmit
+        #: "@word" in the prompt opens the CLI's file completion, which takes the submit key
+        #: (Gemini CLI, Claude Code): the line writes "@ Nick" for direct chats there.
+        self.file_mentions = file_mentions
         #: Seconds without output before the CLI counts as idle.
         self.settle = settle
         self.submit = submit
@@ -89,8 +102,8 @@ class Profile:
 PROFILES = {
     "codex": Profile(settle=1.0, pause=0.3),
     # Gemini CLI 0.61 takes an Enter that follows a paste within ~0.1 s as part of it.
-    "gemini": Profile(settle=1.0, pause=0.3, paste_pause=0.3),
-    "claude": Profile(settle=1.0, pause=0.2),
+    "gemini": Profile(settle=1.0, pause=0.3, paste_pause=0.2, file_mentions=True, resubmit=1.0),
+    "claude": Profile(settle=1.0, pause=0.2, file_mentions=True),
     "generic": Profile(settle=1.5),
 }
 
@@ -112,9 +125,13 @@ def wake_filters(text: str) -> tuple[bool, str | None]:
     raise UsageError("--wake takes urgent,dm (the default), urgent, dm, all or none")
 
 
-def wake_line(answer: JSONObject, filters: str | None, waited: float) -> str:
+def wake_line(
+    answer: JSONObject, filters: str | None, waited: float, file_mentions: bool = False
+) -> str:
     """The line typed into the CLI: counts and labels (never bodies), the wake hook's words."""
     line = render.notify_oneline(render.unread_entries(answer)) or "new messages"
+    if file_mentions:
+        line = line.replace("@", "@ ")
     what = "new direct or urgent message" if filters else "new message"
     note = f" (typed after {waited:.0f} s waiting for quiet)" if waited >= 1 else ""
     return f"[chat] {line}: {what}{note} (read: ac listen --unread)"
@@ -340,6 +357,7 @@ class _Pump:
         self.paste = False  # the CLI turned bracketed paste on
         self.tail = b""
         self.submit_at: float | None = None
+        self.resubmitted = False
         self.wanted: JSONObject | None = None
         self.since = 0.0
         self.stdin_open = True
@@ -373,7 +391,9 @@ class _Pump:
             if now >= self.submit_at:
                 _write_all(self.master, self.profile.submit)
                 self.submit_at = None
-                _trace("submitted")
+                _trace("resubmitted" if self.resubmitted else "submitted")
+                if self.profile.resubmit is not None and not self.resubmitted:
+                    self.submit_at, self.resubmitted = now + self.profile.resubmit, True
             else:
                 waits.append(self.submit_at - now)
         if self.waker is not None and self.wanted is None:
@@ -392,9 +412,11 @@ class _Pump:
     def _type(self, now: float) -> None:
         assert self.wanted is not None
         waited = now - self.since - self.profile.settle
-        data = wake_line(self.wanted, self.filters, waited).encode()
+        line = wake_line(self.wanted, self.filters, waited, self.profile.file_mentions)
+        data = line.encode()
         _write_all(self.master, b"\x1b[200~" + data + b"\x1b[201~" if self.paste else data)
         self.submit_at = now + (self.profile.paste_pause if self.paste else self.profile.pause)
+        self.resubmitted = False
         self.wanted = None
         _trace("typed")
 
