@@ -19,6 +19,8 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
 - bench_run.py         a keystroke's echo through `ac run -- cat` vs `cat` in a pty, its memory
 - bench_load.py        a 30-agent burst of DMs and a shared room, first contact and warm, and
                        30 s of mixed load, SQLite and PostgreSQL (with --postgres) interleaved
+- bench_run_wake.py    a DM → an idle Codex / Gemini CLI TUI's model request under `ac run`, and
+                       a 20-DM storm (part run-wake; skips a CLI that is not installed)
 - bench_wake.py        a DM → an idle Claude Code session's model request, under tmux against
                        the fake model, with send → `ac wait` as the baseline (part wake; says
                        so and skips that row without .cache/agent-clis)
@@ -276,6 +278,10 @@ def main() -> int:
             fresh["load"] = run("load", script("bench_load.py", *loads, *pg, "--json", out))
         finally:
             drop()
+    if "run-wake" in wanted:
+        out = str(RESULTS / "run-wake.json")
+        dms = ["-n", "3", "--ac-rounds", "5"] if args.quick else []
+        fresh["run-wake"] = run("run-wake", script("bench_run_wake.py", *dms, "--json", out))
     if not args.no_doc:
         write_doc({key: f"{stamp}\n\n```\n{table}\n```" for key, table in fresh.items()})
         print(f"\nwrote {DOC.relative_to(ROOT)}")
