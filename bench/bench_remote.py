@@ -92,6 +92,47 @@ def rtt(net: netns.Net, rounds: int) -> list[float]:
     return [float(x) for x in done.stdout.split()]
 
 
+def reliability(net: netns.Net, tmp: Path, nicks: dict[str, str], count: int) -> dict[str, object]:
+    """``count`` cold ``ac send``s from A, four at a time, while the proxy resets 1% of
+    connections; B then reads the room: every message exactly once, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = os.urandom(3).hex()
+    a_env = env_for(tmp / "a", AGENT_CHAT_NICK=nicks["a"])
+    b_env = env_for(tmp / "b", AGENT_CHAT_NICK=nicks["b"])
+    assert netns.control(tmp / "proxy.sock", "reset 0.01") == "ok"
+
+    def send(i: int) -> int:
+        return net.run("a", AC, "send", "#general", f"rel-{run}-{i}", env=a_env).returncode
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(send, range(count)))
+    took = time.perf_counter() - started
+    stats = netns.control(tmp / "proxy.sock", "stats")
+    netns.control(tmp / "proxy.sock", "reset 0")
+    got = net.run("b", AC, "listen", "#general", "--last", "1000", "--json", "--peek", env=b_env)
+    bodies = [json.loads(x)["body"] for x in got.stdout.splitlines() if x.startswith("{")]
+    mine = [b for b in bodies if b.startswith(f"rel-{run}-")]
+    lost = count - len(set(mine))
+    doubled = len(mine) - len(set(mine))
+    failed = sum(1 for c in codes if c)
+    print(
+        f"{count} sends with 1% of connections reset ({stats}): {failed} failed, "
+        f"{lost} lost, {doubled} doubled, in {took:.0f} s"
+    )
+    return {
+        "reliability": {
+            "messages": count,
+            "failed": failed,
+            "lost": lost,
+            "doubled": doubled,
+            "proxy": stats,
+            "seconds": round(took, 1),
+        }
+    }
+
+
 def federation(rounds: int, tmp: Path) -> dict[str, object]:
     """S1 and S2 federated (each other's private CA), A on S1 sends into S1's #general, C on
     S2 (joined by its alias) waits: p50 against 3 × RTT + 60 ms."""
@@ -205,6 +246,14 @@ def main() -> int:
     parser.add_argument(
         "--federation", action="store_true", help="also two federated servers (~1 min more)"
     )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N `ac send`s (4 at a time) with 1%% of connections reset: each must be "
+        "posted exactly once (at most 1000)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_remote: skipped: network namespaces need root")
@@ -309,6 +358,8 @@ def main() -> int:
         cold = notify_cold("a", "a")
         local_cold = notify_cold("sa", "s")
         results["local_notify_cold_ms"] = [round(c * 1000, 1) for c in local_cold]
+        if args.messages:
+            results.update(reliability(net, tmp, nicks, min(args.messages, 1000)))
         nothing: list[float] = []
         for _ in range(args.rounds):  # the same process start and `ip netns exec`, no request
             t = time.perf_counter()
