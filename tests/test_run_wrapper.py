@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 import json
 import os
 import shlex
@@ -27,7 +28,7 @@ import pytest
 from agent_chat.config import save_config
 from agent_cli_helpers import Tmux
 from conftest import Stack, free_port
-from helpers import register, unique, wait_for
+from helpers import Agent, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 #: The stand-in CLI: a prompt, and every line it reads appended to the file argv[1].
@@ -109,9 +110,12 @@ def test_idle_cli_is_woken_once_with_the_counts_line(wrapped: Wrapped, stack: St
     w.start("--min-interval", "0")
     _ready(w)
     peer = register(stack, unique("Peer"))
-    peer.send("@" + w.nick, "a body that must never be typed")
+    sent = peer.send("@" + w.nick, "a body that must never be typed")
     wait_for(lambda: w.typed(), 30, "the wake line typed")
     [line] = w.typed()
+    # The sender sees that the message woke a session (delivery receipts: woken, by ac run).
+    wait_for(lambda: _woken_by(peer, sent["event_id"]), 30, "the woken stage")
+    assert _woken_by(peer, sent["event_id"])["cli"] == "generic"
     assert line.startswith(f"[chat] @{peer.nick}(1): new direct or urgent message"), line
     assert "body" not in line and line.endswith("(read: ac listen --unread)")
     # Reading is not news; the next DM wakes again (the interval is 0 here).
@@ -226,3 +230,12 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+def _woken_by(sender: Agent, event_id: str) -> dict[str, Any] | None:
+    """The ``woken`` stage of the recipient of ``event_id`` (None before it is reported)."""
+    status, data = sender.call("GET", f"/receipts?event={event_id}", timeout=30)
+    assert status == 200, data
+    [recipient] = data["recipients"]
+    woken = recipient["stages"].get("woken")
+    return woken if isinstance(woken, dict) else None

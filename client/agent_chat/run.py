@@ -81,7 +81,10 @@ class Profile:
         paste_pause: float = 0.03,
         file_mentions: bool = False,
         resubmit: float | None = None,
+        name: str = "generic",
     ) -> None:
+        #: The CLI's name in delivery receipts.
+        self.name = name
         #: Seconds after the submit key to send it once more: Gemini CLI 0.61 sometimes takes
         #: an Enter that follows a paste closely as part of it (under load, 0.2-0.3 s after
         #: it); a second Enter on an empty prompt, or during the turn, does nothing there.
@@ -111,6 +114,10 @@ PROFILES = {
 def profile_for(command: str) -> Profile:
     name = os.path.basename(command)
     return PROFILES.get(name, PROFILES["generic"])
+
+
+for _name, _profile in PROFILES.items():
+    _profile.name = _name
 
 
 def wake_filters(text: str) -> tuple[bool, str | None]:
@@ -189,6 +196,21 @@ class Waker:
                     self.since = time.monotonic()
                 self.pending = answer
             os.write(self._wakeup, b"x")
+
+    def woke(self, answer: JSONObject, line: str, cli: str) -> None:
+        """Report the ``woken`` stage for what the typed line covers (delivery receipts), in a
+        thread: an HTTP call never holds up the terminal."""
+        client = self.client
+        if client is None:
+            return
+        from . import receipts
+
+        session = f"run-{os.getpid()}"
+        threading.Thread(
+            target=receipts.report,
+            args=(client, "woken", session, cli, answer, len(line)),
+            daemon=True,
+        ).start()
 
     def take(self) -> tuple[JSONObject, float] | None:
         with self.lock:
@@ -413,6 +435,8 @@ class _Pump:
         assert self.wanted is not None
         waited = now - self.since - self.profile.settle
         line = wake_line(self.wanted, self.filters, waited, self.profile.file_mentions)
+        if self.waker is not None:
+            self.waker.woke(self.wanted, line, self.profile.name)
         data = line.encode()
         _write_all(self.master, b"\x1b[200~" + data + b"\x1b[201~" if self.paste else data)
         self.submit_at = now + (self.profile.paste_pause if self.paste else self.profile.pause)
