@@ -47,7 +47,7 @@ def test_marketplace_lists_this_directory() -> None:
 
 def test_hooks_json_shape() -> None:
     hooks = load(HOOKS)["hooks"]
-    assert set(hooks) == {"UserPromptSubmit", "PostToolUse", "SessionStart", "Stop"}
+    assert set(hooks) == {"UserPromptSubmit", "PostToolUse", "SessionStart", "Stop", "SessionEnd"}
     # SessionStart and Stop carry only the background wake hook (asyncRewake: it wakes the
     # model by exiting 2 and exits 0 when nothing is new); nothing there injects context.
     for event in ("SessionStart", "Stop"):

@@ -120,6 +120,7 @@ def test_claude_merge_idempotent_uninstall(home: Path) -> None:
     ours = our_handlers(merged)
     assert sorted((e, m or "") for e, m, _ in ours) == [
         ("PostToolUse", "*"),
+        ("SessionEnd", ""),
         ("SessionStart", ""),
         ("Stop", ""),
         ("UserPromptSubmit", ""),
@@ -127,6 +128,8 @@ def test_claude_merge_idempotent_uninstall(home: Path) -> None:
     for event, _, handler in ours:
         assert handler["type"] == "command"
         assert ("--json PostToolUse" in handler["command"]) == (event == "PostToolUse")
+        # The session-end hook: the server marks the session gone (presence).
+        assert ("--end" in handler["command"].split()) == (event == "SessionEnd")
         if event in ("SessionStart", "Stop"):
             # Background, wakes the session on exit 2; Claude Code kills it at "timeout".
             assert handler["asyncRewake"] is True and handler["timeout"] == 86400
@@ -169,7 +172,7 @@ def test_claude_project_scope(home: Path, tmp_path: Path) -> None:
     shared.write_text('{"hooks": {}}\n')
     run_setup(home, home / "chat-home", "claude", "--project", cwd=project)
     local = json.loads((project / ".claude" / "settings.local.json").read_text())
-    assert len(our_handlers(local)) == 4  # prompt, tool, and the two wake hooks
+    assert len(our_handlers(local)) == 5  # prompt, tool, session end and the two wake hooks
     assert shared.read_text() == '{"hooks": {}}\n'  # the committed file is not touched
     assert (project / ".claude" / "skills" / "listen" / "SKILL.md").exists()
     assert not (home / ".claude").exists()
@@ -189,8 +192,15 @@ def test_codex_hooks_json_and_skills(home: Path) -> None:
     assert "trust them" in out
     merged = json.loads(hooks_path.read_text())
     assert merged["hooks"]["UserPromptSubmit"][0] == {"hooks": [USER_HOOK]}
-    assert sorted(e for e, _, _ in our_handlers(merged)) == ["PostToolUse", "UserPromptSubmit"]
+    assert sorted(e for e, _, _ in our_handlers(merged)) == [
+        "PostToolUse",
+        "SessionEnd",
+        "UserPromptSubmit",
+    ]
     for event, _, handler in our_handlers(merged):
+        if event == "SessionEnd":  # prints nothing; the server marks the session gone
+            assert handler["command"].split()[2] == "--end" and handler["timeout"] == 5
+            continue
         # JSON on every event: Codex fails on plain stdout starting with "[".
         assert handler["command"].split("--json ")[1].startswith(event)
     assert (home / ".agents" / "skills" / "chat" / "SKILL.md").exists()
@@ -241,10 +251,13 @@ def test_gemini_settings_and_commands(home: Path) -> None:
     }
     assert merged["hooks"]["AfterTool"][0] == original["hooks"]["AfterTool"][0]
     ours = our_handlers(merged)
-    assert sorted(e for e, _, _ in ours) == ["AfterTool", "BeforeAgent"]
+    assert sorted(e for e, _, _ in ours) == ["AfterTool", "BeforeAgent", "SessionEnd"]
     for event, _, handler in ours:
         assert handler["timeout"] == 5000  # milliseconds in Gemini CLI
-        assert handler["command"].split("--json ")[1].startswith(event)
+        if event == "SessionEnd":
+            assert handler["command"].split()[2] == "--end"
+        else:
+            assert handler["command"].split("--json ")[1].startswith(event)
     for name in ("chat", "listen", "conventions"):
         text = (home / ".gemini" / "commands" / "ac" / (name + ".toml")).read_text()
         import tomllib
@@ -427,31 +440,34 @@ def test_claude_no_wake_opts_out_and_removes_the_wake_hooks(home: Path) -> None:
     def events() -> list[str]:
         return sorted(e for e, _, _ in our_handlers(json.loads(settings_path.read_text())))
 
+    # The session-end hook stays: presence does not depend on waking.
     run_setup(home, chat, "claude", "--no-wake")
-    assert events() == ["PostToolUse", "UserPromptSubmit"]
+    assert events() == ["PostToolUse", "SessionEnd", "UserPromptSubmit"]
     assert "nothing to change" in run_setup(home, chat, "claude", "--no-wake").stdout
     # Without --no-wake they are added; with it again, removed (the user's hooks stay).
     run_setup(home, chat, "claude")
-    assert events() == ["PostToolUse", "SessionStart", "Stop", "UserPromptSubmit"]
+    assert events() == ["PostToolUse", "SessionEnd", "SessionStart", "Stop", "UserPromptSubmit"]
     assert "nothing to change" in run_setup(home, chat, "claude").stdout
     data = json.loads(settings_path.read_text())
     data["hooks"]["Stop"].insert(0, {"hooks": [USER_HOOK]})
     settings_path.write_text(json.dumps(data))
     run_setup(home, chat, "claude", "--no-wake")
-    assert events() == ["PostToolUse", "UserPromptSubmit"]
+    assert events() == ["PostToolUse", "SessionEnd", "UserPromptSubmit"]
     assert json.loads(settings_path.read_text())["hooks"]["Stop"] == [{"hooks": [USER_HOOK]}]
     run_setup(home, chat, "claude")
     run_setup(home, chat, "claude", "--uninstall")
     assert json.loads(settings_path.read_text()) == {"hooks": {"Stop": [{"hooks": [USER_HOOK]}]}}
 
 
-def test_plugin_hooks_json_has_the_wake_hooks() -> None:
+def test_plugin_hooks_json_has_the_wake_and_session_end_hooks() -> None:
     from agent_chat.setup import integrations_dir
 
     hooks = json.loads(Path(integrations_dir(), "hooks", "hooks.json").read_text())["hooks"]
     for event in ("SessionStart", "Stop"):
         (handler,) = [h for g in hooks[event] for h in g["hooks"]]
         assert handler["asyncRewake"] is True and handler["command"].endswith(" --wake")
+    (end,) = [h for g in hooks["SessionEnd"] for h in g["hooks"]]
+    assert end["command"].endswith(" --end") and "asyncRewake" not in end
 
 
 def _fake_ac(tmp_path: Path, script: str) -> Path:

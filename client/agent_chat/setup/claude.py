@@ -1,4 +1,5 @@
-"""``ac setup claude``: hooks (the wake hooks too), a statusLine, skills and the MCP entry.
+"""``ac setup claude``: hooks (the wake and SessionEnd hooks too), a statusLine, skills and
+the MCP entry.
 
 User scope: ``~/.claude/settings.json`` (``$CLAUDE_CONFIG_DIR``), skills beside it and the MCP
 entry in ``~/.claude.json``; project scope: ``.claude/settings.local.json`` (the hook command is
@@ -46,6 +47,7 @@ def install(inst: Installer) -> None:
             },
         ),
     ]
+    wanted.append(inst.end_hook(timeout))
     if inst.wake:
         # Background hooks that wake an idle session when a DM / urgent message arrives
         # (exit 2 = wake, stderr the line); the Stop one re-arms after every turn.

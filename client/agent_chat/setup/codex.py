@@ -49,6 +49,8 @@ def install(inst: Installer) -> None:
                 "timeout": HOOK_TIMEOUT_S,
             },
         ),
+        # codex-cli 0.171.0 runs SessionEnd hooks (its session-end.command.input schema).
+        inst.end_hook(HOOK_TIMEOUT_S),
     ]
     inst.merge_hooks(os.path.join(base, "hooks.json"), wanted)
     inst.agents_skills({"gemini": os.path.join(inst.gemini_dir(), "settings.json")})

@@ -1,6 +1,6 @@
-"""``ac setup gemini``: hooks (BeforeAgent, AfterTool; timeouts in milliseconds) and the MCP
-entry in ``settings.json``, custom commands ``commands/ac/*.toml`` (``/ac:chat`` ...) and the
-skills in ``.agents/skills``, shared with Codex."""
+"""``ac setup gemini``: hooks (BeforeAgent, AfterTool, SessionEnd; timeouts in milliseconds)
+and the MCP entry in ``settings.json``, custom commands ``commands/ac/*.toml`` (``/ac:chat``
+...) and the skills in ``.agents/skills``, shared with Codex."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def install(inst: Installer) -> None:
                 "timeout": HOOK_TIMEOUT_MS,
             },
         ),
+        inst.end_hook(HOOK_TIMEOUT_MS, name="agent-chat-session-end"),
     ]
     path = os.path.join(base, "settings.json")
     inst.merge_hooks(path, wanted, lambda data: inst.set_mcp(data, path, ("mcpServers",)))

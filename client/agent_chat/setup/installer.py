@@ -89,6 +89,13 @@ class Installer:
             words += ["--home", shlex.quote(home)]
         return " ".join(words)
 
+    def end_hook(self, timeout: int, **extra: object) -> Hook:
+        """The ``SessionEnd`` handler (``ac-hook.sh --end``): the server marks the session
+        ``gone`` at once instead of after the presence silence timeout."""
+        handler: JSONObject = {**extra, "type": "command", "command": self.hook_command("--end")}
+        handler["timeout"] = timeout
+        return ("SessionEnd", None, handler)
+
     def merge_hooks(
         self,
         path: str,
