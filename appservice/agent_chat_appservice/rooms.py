@@ -283,17 +283,22 @@ class Rooms:
         local = other.endswith(":" + self.config.server_name)
         if local and not ours and not await self._user_exists(other):
             raise ErrorAnswer(404, "M_NOT_FOUND", f"nobody is called {other} on this server")
+        # This server's users are invited by createRoom itself: one request, not two (a burst
+        # of first contacts queues on the homeserver). Another server's user is invited after
+        # the room exists: an invitation that fails (a server that cannot be reached or
+        # refuses) then leaves no one-member room behind.
         try:
-            room_id = await self.hs.create_room(caller, public=False, is_direct=True)
+            room_id = await self.hs.create_room(
+                caller, public=False, is_direct=True, invitees=[other] if local else None
+            )
         except HOMESERVER_ERRORS as e:
             raise from_matrix(e, "creating the direct chat") from None
-        try:
-            # Invited after the room exists: an invitation that fails (another server that
-            # cannot be reached or refuses) leaves no one-member room behind.
-            await self.hs.invite_direct(caller, room_id, other)
-        except HOMESERVER_ERRORS as e:
-            await self._abandon(caller, room_id)
-            raise from_matrix(e, f"inviting {other}") from None
+        if not local:
+            try:
+                await self.hs.invite_direct(caller, room_id, other)
+            except HOMESERVER_ERRORS as e:
+                await self._abandon(caller, room_id)
+                raise from_matrix(e, f"inviting {other}") from None
         async with transaction() as conn:
             await Room.set_direct(conn, room_id)
             await DirectChat.set(conn, caller, other, room_id)
