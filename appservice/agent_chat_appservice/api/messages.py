@@ -29,6 +29,7 @@ from .base import (
 )
 from .bots import check_bot_target
 from .presence import dm_presence, session_signs
+from .receipts import own_receipts
 
 log = logging.getLogger("agent_chat.api.messages")
 
@@ -140,8 +141,6 @@ async def messages(request: web.Request) -> web.Response:
             }
         )
     if query_bool(request, "stages", False):  # your own messages: what became of them
-        from .receipts import own_receipts  # (receipts imports this module)
-
         await own_receipts(context, me.user_id, found_messages, result)
     marked_read = False
     if mark_read and found_messages:
