@@ -317,3 +317,61 @@ def _is(line: str, body: str) -> bool:
 
 def _has_line(lines: list[str], body: str) -> bool:
     return any(_is(line, body) for line in list(lines))
+
+
+def test_init_with_https_and_a_public_bind_serves_tls_and_keeps_its_ca(tmp_path: Path) -> None:
+    """No namespaces needed: the files ``init`` writes for TLS, private and kept on re-runs."""
+    from agent_chat_appservice.config import Config
+    from agent_chat_server import tls
+    from agent_chat_server.files import load_yaml
+
+    dd = tmp_path / "dd"
+    argv = [
+        SERVER_CLI,
+        "init",
+        "--data-dir",
+        str(dd),
+        "--public-url",
+        "https://chat.lan:8443",
+        "--bind",
+        "10.0.0.5",
+        "--skip-db-check",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    hs = load_yaml(dd / "homeserver.yaml")
+    plain, secure = hs["listeners"]
+    assert (plain["bind_addresses"], plain["tls"]) == (["127.0.0.1"], False)
+    assert (secure["bind_addresses"], secure["port"], secure["tls"]) == (["10.0.0.5"], 8443, True)
+    config = Config.load(dd / "appservice.yaml")
+    assert (config.host, config.tls_host, config.tls_port) == ("127.0.0.1", "10.0.0.5", 8444)
+    assert (dd / "tls").stat().st_mode & 0o777 == 0o700
+    for name in ("ca.pem", "ca.key", "server.pem", "server.key"):
+        assert (dd / "tls" / name).stat().st_mode & 0o777 == 0o600, name
+    first = tls.ca_fingerprint(dd)
+    assert first and first in done.stdout
+    subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert tls.ca_fingerprint(dd) == first  # agents' pins stay valid
+    # without a public --bind, an https URL still means a reverse proxy in front
+    proxied = tmp_path / "proxied"
+    subprocess.run(
+        [
+            SERVER_CLI,
+            "init",
+            "--data-dir",
+            str(proxied),
+            "--public-url",
+            "https://chat.lan",
+            "--skip-db-check",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert len(load_yaml(proxied / "homeserver.yaml")["listeners"]) == 1
+    assert not (proxied / "tls").exists()
+    half = subprocess.run(
+        [*argv[:3], str(tmp_path / "half"), "--public-url", "https://h:8443", "--tls-cert", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert half.returncode == 1 and "--tls-cert and --tls-key go together" in half.stderr
