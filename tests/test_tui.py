@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+import asyncio
 import json
 import os
 import shutil
@@ -441,6 +442,28 @@ async def test_server_down_at_start_is_said_and_retried(
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "server unreachable" in screen(app)[0], "the down state")
         assert "retrying" in screen(app)[0]
+
+
+async def test_server_gone_and_back_is_said_and_nothing_is_missed(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    me, my = watcher(make_ac, stack)
+    other = register(stack, unique("Patient"))
+    room = shared_room(other, my, prefix="back-")
+    app = AgentChatApp(session_of(me))
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot, app, room)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, stack.stop_appservice)
+        try:
+            await until(pilot, lambda: "server unreachable" in screen(app)[0], "the down state")
+        finally:
+            await loop.run_in_executor(None, stack.start_appservice)
+        # The next attempt of the back-off (at most 30 s away) finds it and says so at once.
+        await until(pilot, lambda: app.connected, "the reconnection", timeout=60)
+        other.send(room, "sent after the restart")
+        await until(pilot, lambda: "sent after the restart" in timeline_text(app), "the message")
+        assert "connected" in screen(app)[0]
 
 
 async def test_too_small_a_terminal_asks_for_room(

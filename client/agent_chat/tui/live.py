@@ -59,6 +59,7 @@ class Poller:
         cursor: str | None = None
         backoff = 1.0
         started = False
+        recovering = False
         while not self._stop.is_set():
             try:
                 if not started:
@@ -71,7 +72,8 @@ class Poller:
                     answer = longpoll.poll(self.client, None, 0)
                     news = []
                 else:
-                    answer = longpoll.poll(self.client, cursor, HOLD)
+                    # Back after a failure: answer at once, so the UI says so now.
+                    answer = longpoll.poll(self.client, cursor, 0 if recovering else HOLD)
                     self.answered_at = time.monotonic()
                     news = self.session.fetch_new() if answer.get("changed") is not False else []
                     self.fetched_at = time.monotonic()
@@ -82,18 +84,19 @@ class Poller:
                 delay = min(MAX_BACKOFF, e.retry_after or backoff)
                 self.emit("down", e.message, delay)
                 self._pause(delay)
+                recovering = True
                 continue
             except NetworkError as e:
                 self.emit("down", e.message, backoff)
                 self._pause(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                backoff, recovering = min(MAX_BACKOFF, backoff * 2), True
                 continue
             except Exception as e:  # an odd answer: say it, keep going
                 self.emit("down", f"{type(e).__name__}: {e}", backoff)
                 self._pause(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                backoff, recovering = min(MAX_BACKOFF, backoff * 2), True
                 continue
-            backoff = 1.0
+            backoff, recovering = 1.0, False
             new_cursor = answer.get("cursor")
             if isinstance(new_cursor, str):
                 cursor = new_cursor
