@@ -190,6 +190,23 @@ def test_wait_ask_claims_and_the_wake_hook_across_the_link(remote: Remote) -> No
         return done.stdout if "#general" in done.stdout else ""
 
     assert wait_for(hook_line, timeout=30, what="the hook's line on B")
+    # no files (AGENT_CHAT_TOKEN): curl verifies with AGENT_CHAT_CA_FILE, else refuses
+    creds = json.loads((remote.home("b") / "credentials.json").read_text())
+    entry = next(iter(creds["servers"].values()))
+    token = entry["identities"][entry["default"]]["token"]
+    bare = _env(
+        remote.tmp / "bare-b",
+        AGENT_CHAT_TOKEN=token,
+        AGENT_CHAT_SERVER=f"https://{PUBLIC}:{API_PORT}",
+        AGENT_CHAT_HOOK_TTL="0",
+    )
+    unverified = remote.net.run("b", "sh", hook_script(), env=bare, input=stdin, timeout=20)
+    assert unverified.stdout == "", unverified.stdout
+    ca_file = str(remote.home("b") / "server-ca.pem")
+    verified = remote.net.run(
+        "b", "sh", hook_script(), env={**bare, "AGENT_CHAT_CA_FILE": ca_file}, input=stdin
+    )
+    assert "#general" in verified.stdout, verified.stderr
 
 
 def test_wrong_ca_untrusted_certificate_and_plain_http_are_refused(remote: Remote) -> None:

@@ -13,7 +13,7 @@
 
 Environment: ``AGENT_CHAT_HOME`` (:mod:`agent_chat.files`), ``AGENT_CHAT_SERVER`` (the API URL),
 ``AGENT_CHAT_NICK`` (one identity per nick), ``AGENT_CHAT_TOKEN`` (a token and no files at all,
-for CI), ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1`` (:mod:`agent_chat.http`).
+for CI), ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1`` and ``AGENT_CHAT_CA_FILE`` (:mod:`agent_chat.http`).
 :class:`Settings` resolves them; the environment wins over the file.
 
 This module is on every hot path: config.toml is read with :mod:`agent_chat.flat_toml`.
@@ -213,7 +213,8 @@ class Settings:
         allow = config_get(self.config, "server", "allow_insecure_http") or ""
         env_allow = (env.get(http.ALLOW_HTTP_ENV) or "").strip().lower()
         http.set_trust(
-            ca_file=config_get(self.config, "server", "ca_file"),
+            ca_file=(env.get("AGENT_CHAT_CA_FILE") or "").strip()
+            or config_get(self.config, "server", "ca_file"),
             fingerprint=config_get(self.config, "server", "ca_fingerprint"),
             store=self.path(PINNED_CA_FILE) if self.writes_files else None,
             allow_http=allow.lower() in _TRUE or env_allow in _TRUE,

@@ -113,6 +113,7 @@ api_config() {
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
     printf 'url = "%s/_agent_chat/v1/%s"\nheader = "Authorization: Bearer %s"\n' \
       "${AGENT_CHAT_SERVER%/}" "$1" "$AGENT_CHAT_TOKEN"
+    [ -n "${AGENT_CHAT_CA_FILE:-}" ] && printf 'cacert = "%s"\n' "$AGENT_CHAT_CA_FILE"
     return 0
   fi
   [ -r "$dir/$nick.curl" ] || return 1
@@ -195,10 +196,13 @@ if [ -z "$fresh" ]; then
   # failure; the token stays off the command line (-K).
   q="format=oneline&covers=true"
   [ "$sid" != default ] && [ -z "$status" ] && q="$q&session=$sid&cli=$cli&host=$host&repo=$repo"
+  cacert=""  # the CA `ac` verifies with, for the environment-only case (AGENT_CHAT_CA_FILE)
+  [ -n "${AGENT_CHAT_CA_FILE:-}" ] && cacert="cacert = \"$AGENT_CHAT_CA_FILE\""
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
     line=$(curl -q -sf --max-time 1 --max-filesize 65536 -G -d "$q" -K - 2>/dev/null <<CURL
 url = "${AGENT_CHAT_SERVER%/}/_agent_chat/v1/notify"
 header = "Authorization: Bearer $AGENT_CHAT_TOKEN"
+$cacert
 CURL
 ) || line="!"
   elif [ -r "$dir/$nick.curl" ]; then
