@@ -135,8 +135,8 @@ def test_nothing_is_typed_while_a_person_types(wrapped: Wrapped, stack: Stack) -
     w.tmux.run("send-keys", "-t", "main", "-l", "hel")
     peer.send("@" + w.nick, "while you type")
     wait_for(lambda: peer.nick in "".join(_unread(w)), 30, "the DM counted")
-    for letter in "lo wor":  # keep typing, a key a second: the line waits
-        time.sleep(1.0)
+    for letter in "lo wor":  # keep typing, a key every half second: the line waits
+        time.sleep(0.5)
         w.tmux.run("send-keys", "-t", "main", "-l", letter)
         assert w.typed() == [], w.typed()
     wait_for(lambda: w.typed(), 30, "the line once the person stopped")
