@@ -11,7 +11,9 @@ import subprocess
 import urllib.request
 
 from test_delivery_stages import HOOK, agents, hook_env, run_hook
+import pytest
 
+from agent_chat_appservice.config import Config, ConfigError
 from agent_chat_appservice.db import AgentSession
 from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE, WORKING, Presence
 from conftest import Stack
@@ -132,3 +134,41 @@ def test_silence_means_gone() -> None:
     assert Presence(gone_after=3600).view(quiet, now).state == DEAF
     recent = AgentSession("@a:x", "s", "claude", None, None, 0, now - 1000, now - 1000, None)
     assert Presence().view(recent, now).state == WORKING
+
+
+def test_a_short_silence_setting_makes_a_quiet_session_gone(stack: Stack, tmp_path: Path) -> None:
+    """appservice.yaml's presence_gone_after_seconds: a session silent that long is gone
+    (in ac who and the send-time note), and its next hook call brings it back."""
+    original = Config.load(stack.dd.appservice_yaml)
+    changed = Config.load(stack.dd.appservice_yaml)
+    changed.presence_gone_after_seconds = 3.0
+    changed.save(stack.dd.appservice_yaml)
+    try:
+        stack.stop_appservice()
+        stack.start_appservice()
+        sender, _, recipient, r_nick = agents(stack, tmp_path)
+        sender.ok("send", "@" + r_nick, "hello")  # the direct chat ac who looks at
+        assert run_hook(recipient, "quiet").returncode == 0
+        wait_for(lambda: state(sender, r_nick, "quiet") is not None, what="session quiet")
+        wait_for(
+            lambda: state(sender, r_nick, "quiet") == GONE,
+            timeout=30,
+            what="the silent session gone after 3 s",
+        )
+        r = sender("send", "@" + r_nick, "still there?")
+        assert r.returncode == 0 and "has no running session (gone since " in r.stderr, r
+        assert run_hook(recipient, "quiet").returncode == 0
+        wait_for(lambda: state(sender, r_nick, "quiet") == WORKING, what="quiet back at work")
+    finally:
+        original.save(stack.dd.appservice_yaml)
+        stack.stop_appservice()
+        stack.start_appservice()
+
+
+def test_a_bad_silence_setting_is_refused(stack: Stack, tmp_path: Path) -> None:
+    config = Config.load(stack.dd.appservice_yaml)
+    for bad in (0, -5, "soon"):
+        config.presence_gone_after_seconds = bad  # type: ignore[assignment]
+        config.save(tmp_path / "appservice.yaml")
+        with pytest.raises(ConfigError, match="presence_gone_after_seconds must be a number"):
+            Config.load(tmp_path / "appservice.yaml")

@@ -59,6 +59,7 @@ def _check_limits(config: Config, path: Path) -> None:
         "room_create_per_minute",
         "register_per_minute",
         "webhook_per_minute",
+        "presence_gone_after_seconds",
     ):
         if not _is_number(getattr(config, key)) or getattr(config, key) <= 0:
             raise ConfigError(f"config file {path}: {key} must be a number above 0")
@@ -144,6 +145,9 @@ class Config:
     #: Whose invitations agents accept by themselves (``invites.py``): "local" (agents and
     #: this homeserver's people), "all", "none", or a list of user ids and server names.
     auto_join: Any = "local"
+    #: An agent session with no sign of life (hook call, wake waiter) for this long is ``gone``
+    #: (``presence.py``); a SessionEnd hook makes it gone at once.
+    presence_gone_after_seconds: float = 1800.0
 
     @property
     def bot_mxid(self) -> str:

@@ -8,7 +8,8 @@ CLI's session-end hook (``POST /sessions/end``):
 - ``idle · wakeable``: a wake waiter for the session is connected (or reconnecting: the
   waiter renews its long-poll at once, :data:`WAITER_GRACE` covers the gap);
 - ``idle · deaf``: alive, no waiter: it sees new lines at its next prompt or tool call;
-- ``gone``: ended, or no sign of life for ``gone_after`` seconds.
+- ``gone``: ended, or no sign of life for ``gone_after`` seconds (appservice.yaml's
+  ``presence_gone_after_seconds``, default 1800).
 
 Which waiters are connected is known to the process holding them (one replica's view in a
 cluster); everything else is in the ``agent_session`` table.
@@ -81,18 +82,30 @@ class SessionView:
 
 class Presence:
     def __init__(self, gone_after: float = 1800.0) -> None:
-        self.gone_after = gone_after
         #: Wake waiters connected now, per (user id, session); and when the last one left.
         self._waiting: dict[tuple[str, str], int] = {}
         self._left: dict[tuple[str, str], float] = {}
         self._connected_at: dict[tuple[str, str], int] = {}
         self._heard: RecentMap[tuple[str, str, bool], None] = RecentMap(HEARD_SECONDS, 100_000)
+        self.gone_after = gone_after
         #: Sets an identity's Matrix presence (``online``..., status message); from service.
         self.publish: Callable[[str, str, str], Awaitable[None]] | None = None
         self._published: RecentMap[str, str] = RecentMap(86_400.0, 100_000)
         self._tasks: set[asyncio.Task[None]] = set()
         #: Sessions of the last day by state, as of the last :meth:`refresh`.
         self.counts: dict[str, int] = {}
+
+    @property
+    def gone_after(self) -> float:
+        """Seconds of silence after which a session is ``gone`` (appservice.yaml's
+        ``presence_gone_after_seconds``)."""
+        return self._gone_after
+
+    @gone_after.setter
+    def gone_after(self, seconds: float) -> None:
+        self._gone_after = seconds
+        # Signs of life are written often enough that a live session never looks silent.
+        self._heard.max_age = min(HEARD_SECONDS, seconds / 4)
 
     async def changed(self, user_id: str) -> None:
         """Tell Matrix the identity's state if it differs from what it was last told."""
@@ -191,12 +204,13 @@ class Presence:
         # arms it when a turn stops); hook calls while it waits are a session at work.
         if wakeable and (s.hook_ms is None or waiting_since >= s.hook_ms):
             return SessionView(s, WAKEABLE, waiting_since)
+        # Silence first: a gone_after shorter than WORKING_SECONDS still means gone.
+        if not wakeable and now - s.seen_ms >= self.gone_after * 1000:
+            return SessionView(s, GONE, s.seen_ms + int(self.gone_after * 1000))
         if s.hook_ms is not None and now - s.hook_ms < WORKING_SECONDS * 1000:
             return SessionView(s, WORKING, s.hook_ms)
         if wakeable:  # hooks ran while it waited, and then stopped: idle again
             return SessionView(s, WAKEABLE, (s.hook_ms or now) + int(WORKING_SECONDS * 1000))
-        if now - s.seen_ms >= self.gone_after * 1000:
-            return SessionView(s, GONE, s.seen_ms + int(self.gone_after * 1000))
         idle_since = (s.hook_ms or s.seen_ms) + int(WORKING_SECONDS * 1000)
         return SessionView(s, DEAF, min(idle_since, now))
 
@@ -239,4 +253,5 @@ async def refresh_loop(presence: Presence, interval: float = 20.0) -> Any:
             await presence.refresh()
         except Exception as e:
             log.warning("presence refresh failed: %s", e)
-        await asyncio.sleep(interval)
+        # A short silence setting (presence_gone_after_seconds) reaches Matrix as soon.
+        await asyncio.sleep(min(interval, max(1.0, presence.gone_after / 2)))

@@ -178,6 +178,7 @@ class AgentChatService:
             self._start_writing()
         else:
             await self._start_replica(self.leadership)
+        self.context.presence.gone_after = self.config.presence_gone_after_seconds
         self.context.presence.publish = presence.matrix_publisher(self.hs)
         metrics.SESSIONS.read = lambda: dict(self.context.presence.counts)
         self.background.spawn(presence.refresh_loop(self.context.presence), loop=True)
