@@ -8,7 +8,6 @@ URL, shown only by ``add`` and ``rotate``.
 from __future__ import annotations
 
 from typing import Any
-import hmac
 import secrets
 
 from aiohttp import web
@@ -18,26 +17,13 @@ from agent_chat.wire import API_PREFIX
 from ..db import Identity, Webhook
 from ..errors import ErrorAnswer
 from ..retention import prune_once
-from .base import Context, ctx, json_body, ok, public, routes, string_field
-
-
-def _check_admin(request: web.Request) -> Context:
-    context = ctx(request)
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not header[7:].strip():
-        raise ErrorAnswer(
-            401, "M_MISSING_TOKEN", "admin routes need 'Authorization: Bearer <admin token>'"
-        )
-    given = header[7:].strip().encode()
-    if not hmac.compare_digest(given, context.config.admin_token.encode()):
-        raise ErrorAnswer(403, "M_FORBIDDEN", "admin routes need the operator's admin token")
-    return context
+from .base import Context, check_admin, json_body, ok, public, routes, string_field
 
 
 @routes.post("/admin/bots")
 @public  # authorised by the admin token, not an identity token
 async def add_bot(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     nick = string_field(data, "nick", max_len=32)
     identity, token = await context.identities.register(nick, exact=True, kind="bot")
@@ -50,7 +36,7 @@ async def add_bot(request: web.Request) -> web.Response:
 @routes.post("/admin/webhooks")
 @public
 async def add_webhook(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     name = string_field(data, "name", max_len=32)
     room = string_field(data, "room", max_len=255)
@@ -87,7 +73,7 @@ async def _secrets(context: Context, hook: Webhook) -> dict[str, Any]:
 
 
 async def _named_hook(request: web.Request) -> tuple[Context, Webhook]:
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     name = string_field(data, "name", max_len=32)
     hook = await Webhook.get_by_name(name)
@@ -101,7 +87,7 @@ async def _named_hook(request: web.Request) -> tuple[Context, Webhook]:
 @routes.get("/admin/webhooks")
 @public
 async def list_webhooks(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     hooks = []
     for hook in await Webhook.all():
         hooks.append(
@@ -145,5 +131,5 @@ async def rotate_webhook(request: web.Request) -> web.Response:
 @public
 async def prune_now(request: web.Request) -> web.Response:
     """Prune the deduplication tables now, as the hourly task does (``retention.py``)."""
-    _check_admin(request)
+    check_admin(request)
     return ok({"pruned": vars(await prune_once())})

@@ -15,8 +15,7 @@ from aiohttp import web
 
 from ..db import Identity, Member, now_ms
 from ..errors import ErrorAnswer
-from .admin import _check_admin
-from .base import Context, json_body, ok, public, routes, string_field
+from .base import Context, check_admin, json_body, ok, public, routes, string_field
 
 #: The longest idle time prune accepts: ten years, in seconds.
 MAX_IDLE_SECONDS = 10 * 365 * 86400
@@ -49,14 +48,14 @@ async def _retire(context: Context, identity: Identity) -> dict[str, Any]:
 @routes.get("/admin/agents")
 @public  # authorised by the admin token, not an identity token
 async def list_agents(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     return ok({"agents": [await _entry(context, i) for i in await Identity.active()]})
 
 
 @routes.post("/admin/agents/retire")
 @public
 async def retire_agent(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     name = string_field(data, "name", max_len=255)
     if name.startswith("@"):
@@ -77,7 +76,7 @@ async def retire_agent(request: web.Request) -> web.Response:
 @routes.post("/admin/agents/prune")
 @public
 async def prune_agents(request: web.Request) -> web.Response:
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     idle = data.get("idle_seconds")
     if not isinstance(idle, int) or isinstance(idle, bool) or not 1 <= idle <= MAX_IDLE_SECONDS:

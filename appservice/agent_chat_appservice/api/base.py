@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 import asyncio
+import hmac
 import json
 import re
 
@@ -118,6 +119,21 @@ def caller(request: web.Request) -> Identity:
     if not isinstance(identity, Identity):
         raise RuntimeError(f"{request.path} is public: there is no caller to ask for")
     return identity
+
+
+def check_admin(request: web.Request) -> Context:
+    """The context of an operator's request: the admin token (``Config.admin_token``), not an
+    identity's; admin routes are public to the auth middleware and call this first."""
+    context = ctx(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        raise ErrorAnswer(
+            401, "M_MISSING_TOKEN", "admin routes need 'Authorization: Bearer <admin token>'"
+        )
+    given = header[7:].strip().encode()
+    if not hmac.compare_digest(given, context.config.admin_token.encode()):
+        raise ErrorAnswer(403, "M_FORBIDDEN", "admin routes need the operator's admin token")
+    return context
 
 
 async def read_body(request: web.Request, limit: int = MAX_JSON) -> bytes:

@@ -10,8 +10,7 @@ from aiohttp import web
 from ..db import now_ms
 from ..db.invite_token import PREFIX, InviteToken
 from ..errors import ErrorAnswer
-from .admin import _check_admin
-from .base import json_body, ok, public, routes
+from .base import check_admin, json_body, ok, public, routes
 
 #: The longest an invite may live: a year, in seconds.
 MAX_SECONDS = 365 * 86400
@@ -46,7 +45,7 @@ async def check_invite(given: str) -> bool:
 @routes.get("/admin/invites")
 @public  # authorised by the admin token, not an identity token
 async def list_invites(request: web.Request) -> web.Response:
-    _check_admin(request)
+    check_admin(request)
     now = now_ms()
     return ok({"invites": [i.as_dict(now) for i in await InviteToken.all()]})
 
@@ -54,7 +53,7 @@ async def list_invites(request: web.Request) -> web.Response:
 @routes.post("/admin/invites")
 @public
 async def create_invite(request: web.Request) -> web.Response:
-    _check_admin(request)
+    check_admin(request)
     data = await json_body(request)
     seconds = data.get("expires_seconds")
     if (
@@ -75,7 +74,7 @@ async def create_invite(request: web.Request) -> web.Response:
 @routes.post("/admin/invites/revoke")
 @public
 async def revoke_invite(request: web.Request) -> web.Response:
-    _check_admin(request)
+    check_admin(request)
     data = await json_body(request)
     invite_id = data.get("id")
     if not isinstance(invite_id, str) or not invite_id:

@@ -8,8 +8,7 @@ from aiohttp import web
 from .. import sessions
 from ..db import Identity
 from ..errors import ErrorAnswer
-from .admin import _check_admin
-from .base import caller, ctx, json_body, ok, public, routes, string_field
+from .base import caller, check_admin, ctx, json_body, ok, public, routes, string_field
 
 
 @routes.post("/logout")
@@ -27,7 +26,7 @@ async def logout(request: web.Request) -> web.Response:
 async def revoke_user(request: web.Request) -> web.Response:
     """Every API token of a human dies, and the Matrix session ``ac login`` opened for them
     ends (their other Matrix sessions, Element's, are the homeserver's to end)."""
-    context = _check_admin(request)
+    context = check_admin(request)
     data = await json_body(request)
     name = string_field(data, "name", max_len=255)
     user_id = name if name.startswith("@") else f"@{name}:{context.config.server_name}"
