@@ -202,8 +202,8 @@ def test_a_room_on_s1_is_shared_with_s2s_agents(fed: Fed) -> None:
     text = f"room message from S1 {uuid.uuid4().hex[:6]}"
     assert fed.ac("a", "send", "#general", text).returncode == 0
 
-    def counted_on_s2() -> bool:  # S2's ledger counts S1's agent's message
-        return "(" in fed.ac("c", "notify", "--oneline").stdout
+    def counted_on_s2() -> bool:  # S2's ledger counts S1's agent's message, labelled as named
+        return f"{room}(" in fed.ac("c", "notify", "--oneline").stdout
 
     wait_for(counted_on_s2, timeout=60, what="S2's ledger to count the message")
     shown = fed.ac("c", "listen", room, "--last", "5")
@@ -217,6 +217,8 @@ def test_a_room_on_s1_is_shared_with_s2s_agents(fed: Fed) -> None:
     wait_for(seen_on_s1, timeout=60, what="S2's message in S1's room")
     who = fed.ac("a", "who", "#general")
     assert fed.user("c") in who.stdout, who.stdout  # the remote member, with its server
+    who = fed.ac("c", "who", room)
+    assert fed.user("a") in who.stdout and fed.user("c") in who.stdout, who.stdout
     # claims stay per server: each appservice checks its own agents' claims only
     project = f"fed-{uuid.uuid4().hex[:6]}"
     assert fed.ac("a", "claim", "src/**", "--project", project).returncode == 0

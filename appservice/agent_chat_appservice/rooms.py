@@ -159,8 +159,19 @@ class Rooms:
         identity = await Identity.get(user_id)
         if identity:
             name = identity.nick
+        others: dict[str, str | None] = {}
+        if via_alias is not None:  # who is there already: no event of theirs comes to us
+            try:
+                others = await self.hs.joined_members(user_id, room_id)
+            except HOMESERVER_ERRORS as e:
+                log.warning("members of %s unknown after joining: %s", via_alias, e)
         async with transaction() as conn:
             await Room.ensure(conn, room_id)
+            if via_alias is not None:  # labelled #room:server, found here during a cut too
+                await Room.set_alias(conn, room_id, via_alias[1:])
+            for other, display in others.items():
+                if other != user_id:
+                    await Member.set(conn, room_id, other, "join", display)
             await Member.set(conn, room_id, user_id, "join", name)
             await Ledger.on_join(conn, room_id, user_id)
 
@@ -228,7 +239,11 @@ class Rooms:
         return "#" + local
 
     async def _resolve_remote(self, alias: str) -> str:
-        """Another server's alias, asked of the homeserver (over federation, if allowed)."""
+        """Another server's alias: a room joined here already, else asked of the homeserver
+        (over federation, if allowed)."""
+        known = await self._room_id_by_alias(alias[1:])
+        if known is not None:
+            return known
         try:
             return await self.hs.resolve_alias(alias)
         except MNotFound:
