@@ -10,8 +10,9 @@ from .table import register
 
 @register("Invite tokens: expiring, revocable registration tokens, stored hashed")
 async def upgrade_v13(conn: Connection) -> None:
+    # IF NOT EXISTS: registered before v11/v12 existed, a database made meanwhile has it.
     await conn.execute(
-        """CREATE TABLE invite_token (
+        """CREATE TABLE IF NOT EXISTS invite_token (
             id          TEXT PRIMARY KEY,
             token_hash  TEXT NOT NULL UNIQUE,
             note        TEXT NOT NULL DEFAULT '',
