@@ -140,3 +140,46 @@ def test_a_burst_is_counted_once_in_order_in_statements_that_do_not_grow_with_it
             assert again[ROOM] == unread[ALICE][ROOM].count
 
     asyncio.run(scenario())
+
+
+def receipt(room: str, event_id: str, user: str) -> ingest.ReceiptRecord:
+    raw = {"type": "m.receipt", "room_id": room, "content": {event_id: {"m.read": {user: {}}}}}
+    return ingest.parse_receipts(raw)[0]
+
+
+async def apply_records(records: list[ingest.Record]) -> tuple[ingest.Effects, int]:
+    async def work(conn: Connection) -> tuple[ingest.Effects, int]:
+        counting = Counting(conn)
+        effects = await ingest.apply(counting, records, lambda u: True)  # type: ignore[arg-type]
+        return effects, counting.statements
+
+    return await tables.run_transaction(work)
+
+
+def test_receipts_move_read_markers_and_their_echoes_cost_two_lookups(database_url: str) -> None:
+    """The API sends a receipt for every read, and Synapse echoes each back: an echo moves
+    nothing and costs two lookups for the whole transaction; a human's read still counts."""
+
+    async def scenario() -> None:
+        async with _database(database_url):
+            events = [member(ROOM, ALICE), member(ROOM, BOB)]
+            events += [message(n, ROOM, BOB) for n in range(10)]
+            await apply(events)
+            ids = [e["event_id"] for e in events[2:]]
+            effects, _ = await apply_records([receipt(ROOM, ids[4], ALICE)])
+            assert effects.users == {ALICE}
+            assert {u.room_id: u.count for u in await tables.Ledger.unread(ALICE)}[ROOM] == 5
+            # Echoes (at or before the marker), an unknown event, another room: no change.
+            echoes = [receipt(ROOM, ids[n], ALICE) for n in (4, 2, 0)]
+            echoes += [receipt(ROOM, "$unknown", ALICE), receipt(SIDE, ids[7], ALICE)]
+            effects, cost = await apply_records(echoes * 10)
+            assert not effects.users
+            if database_url.startswith("postgres"):
+                assert cost <= 2, cost
+            assert {u.room_id: u.count for u in await tables.Ledger.unread(ALICE)}[ROOM] == 5
+            # Several reads in one transaction: the marker ends at the furthest.
+            effects, _ = await apply_records([receipt(ROOM, ids[n], ALICE) for n in (6, 9, 8)])
+            assert effects.users == {ALICE}
+            assert ROOM not in {u.room_id for u in await tables.Ledger.unread(ALICE)}
+
+    asyncio.run(scenario())

@@ -222,6 +222,7 @@ async def apply(
     an invitation of one of ours from this inviter is taken (``invites.InvitePolicy``)."""
     effects = Effects()
     run: list[MessageRecord] = []  # messages in a row: counted together
+    receipts: list[ReceiptRecord] = []  # receipts in a row: looked up together
     for record in records:
         if isinstance(record, MessageRecord):
             run.append(record)
@@ -229,6 +230,12 @@ async def apply(
         if run:  # what comes next (a join, a receipt) sees them counted
             await _apply_messages(conn, run, effects)
             run = []
+        if isinstance(record, ReceiptRecord):
+            receipts.append(record)
+            continue
+        if receipts:
+            await _apply_receipts(conn, receipts, effects)
+            receipts = []
         if isinstance(record, MemberRecord):
             if _declined(record, is_ours, accepts):
                 effects.declined.append(record)
@@ -239,19 +246,33 @@ async def apply(
                 await Room.set_alias(conn, record.room_id, record.value)
             else:
                 await Room.set_field(conn, record.room_id, record.field, record.value)
-        elif isinstance(record, ReceiptRecord):
-            found = await Message.seq_of(conn, record.event_id)
-            if (
-                found
-                and found[0] == record.room_id
-                and await Ledger.mark_read(
-                    conn, record.user_id, record.room_id, found[1], record.event_id
-                )
-            ):
-                effects.users.add(record.user_id)
     if run:
         await _apply_messages(conn, run, effects)
+    if receipts:
+        await _apply_receipts(conn, receipts, effects)
     return effects
+
+
+async def _apply_receipts(
+    conn: Connection, records: list[ReceiptRecord], effects: Effects
+) -> None:
+    """Move read markers to public receipts. Most are echoes of reads the API recorded
+    already (it sends a receipt for each): two lookups for the whole run find those, and
+    only a receipt that moves a marker pays ``mark_read``'s lock and write."""
+    found = await Message.seqs_of(conn, list({r.event_id for r in records}))
+    ours = [
+        (r, found[r.event_id][1]) for r in records if found.get(r.event_id, ("",))[0] == r.room_id
+    ]
+    if not ours:
+        return
+    markers = await Ledger.read_positions(conn, [(r.user_id, r.room_id) for r, _ in ours])
+    for r, seq in ours:
+        marker = markers.get((r.user_id, r.room_id))
+        if marker is None or marker >= seq:
+            continue  # not a member here, or read that far already
+        if await Ledger.mark_read(conn, r.user_id, r.room_id, seq, r.event_id):
+            markers[(r.user_id, r.room_id)] = seq
+            effects.users.add(r.user_id)
 
 
 async def _apply_messages(

@@ -184,6 +184,30 @@ class Ledger(Table):
         return True
 
     @classmethod
+    async def read_positions(
+        cls, conn: Connection, pairs: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The read marker of each (user, room) with a ledger row, as ``conn`` sees it: a
+        receipt at or before it is an echo, with nothing to lock or write (markers only move
+        forward, so what this read says "done" stays done)."""
+        users, rooms = sorted({u for u, _ in pairs}), sorted({r for _, r in pairs})
+        if conn.scheme == Scheme.POSTGRES:
+            q = (
+                "SELECT user_id, room_id, last_read_seq FROM unread"
+                " WHERE user_id = ANY($1::text[]) AND room_id = ANY($2::text[])"
+            )
+            rows = await conn.fetch(q, users, rooms)
+        else:
+            marks = [f"${i + 1}" for i in range(len(users) + len(rooms))]
+            q = (
+                "SELECT user_id, room_id, last_read_seq FROM unread"
+                f" WHERE user_id IN ({', '.join(marks[: len(users)])})"
+                f" AND room_id IN ({', '.join(marks[len(users) :])})"
+            )
+            rows = await conn.fetch(q, *users, *rooms)
+        return {(r["user_id"], r["room_id"]): r["last_read_seq"] for r in rows}
+
+    @classmethod
     async def read_markers(cls, user_id: str, room_ids: list[str]) -> dict[str, int]:
         q = "SELECT room_id, last_read_seq FROM unread WHERE user_id=$1"
         wanted = set(room_ids)

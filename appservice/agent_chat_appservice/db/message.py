@@ -136,6 +136,19 @@ class Message(Table):
         return (row["room_id"], row["seq"]) if row else None
 
     @classmethod
+    async def seqs_of(cls, conn: Connection, event_ids: list[str]) -> dict[str, tuple[str, int]]:
+        """(room id, seq) of each stored message among ``event_ids``, inside a transaction
+        that may have stored them; one statement on PostgreSQL, whatever the number."""
+        if conn.scheme == Scheme.POSTGRES:
+            q = "SELECT event_id, room_id, seq FROM message WHERE event_id = ANY($1::text[])"
+            rows = await conn.fetch(q, event_ids)
+        else:  # SQLite: no trip to pay (``sqlite.py``), and no array type
+            marks = ", ".join(f"${i + 1}" for i in range(len(event_ids)))
+            q = f"SELECT event_id, room_id, seq FROM message WHERE event_id IN ({marks})"
+            rows = await conn.fetch(q, *event_ids)
+        return {r["event_id"]: (r["room_id"], r["seq"]) for r in rows}
+
+    @classmethod
     async def rooms_with_messages(cls) -> list[str]:
         """Ids of the rooms holding at least one stored message."""
         q = (
