@@ -93,7 +93,11 @@ def test_mcp_help_names_every_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from agent_chat.context import Context
 
     monkeypatch.setenv("AGENT_CHAT_HOME", str(tmp_path))
-    tools = set(mcp_server.build(Context(False)).tools)
+    registered = mcp_server.build(Context(False)).tools
+    tools = set(registered)
     assert len(tools) == 8
+    # read's last: what it does with unread too (the oldest unread first), not only without
+    read = " ".join(registered["read"].description.split())
+    assert "last: at most this many (unread: the oldest unread first" in read, read
     text = " ".join(help_text("mcp").split())
     assert all(f"{t}," in text or f"{t} " in text for t in tools), (tools, text)
