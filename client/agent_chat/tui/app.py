@@ -66,6 +66,7 @@ class AgentChatApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+n", "next_unread", "Next unread", priority=True),
         Binding("f1", "help", "Help"),
+        Binding("ctrl+r", "retry", "Retry", show=False),
         # Letters are priority bindings (handled before the next key is passed on, so keys
         # typed fast after `i` land in the compose box), off while typing (check_action).
         Binding("question_mark", "key('help')", "Help", show=False, priority=True),
@@ -848,6 +849,8 @@ class AgentChatApp(App[int]):
             self.poller.stop()
         self.exit(0)
 
-    def retry(self) -> None:
-        if self.poller is not None:
+    def action_retry(self) -> None:
+        """Ctrl+R: while the server is down, try again now instead of at the back-off's end."""
+        if self.poller is not None and not self.connected:
             self.poller.retry_now()
+            self.note("retrying now")

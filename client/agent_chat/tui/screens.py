@@ -20,6 +20,7 @@ HELP = [
     ("Tab / Shift+Tab", "move between rooms, timeline and the compose box"),
     ("Ctrl+N", "jump to the next room with unread messages (urgent ones first)"),
     ("F1 or ?", "this help (? outside the compose box)"),
+    ("Ctrl+R", "server down: try again now (instead of at the back-off's end)"),
     ("Ctrl+Q", "quit"),
     ("Outside the compose box", ""),
     ("n", "next unread room"),
