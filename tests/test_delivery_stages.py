@@ -359,3 +359,39 @@ def test_mcp_send_waits_for_a_stage(any_stack: Stack, tmp_path: Path) -> None:
         assert error and "wait is shown, woken or read" in text
     finally:
         server.close()
+
+
+def test_an_ask_answer_and_a_search_hit_move_read(any_stack: Stack, tmp_path: Path) -> None:
+    """Bodies returned outside ``ac listen`` are read: the answer ``ac ask`` prints, a search
+    hit; a hit behind an unread message that was not shown marks nothing."""
+    asker, a_nick, peer, p_nick = agents(any_stack, tmp_path)
+    asker.ok("send", "@" + p_nick, "hello")  # the direct chat
+    peer.ok("listen")
+    ask = spawn(
+        [AC, "ask", "@" + p_nick, "which port?", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=asker.env(),
+    )
+    try:
+        wait_for(lambda: peer.ok("notify", "--oneline").strip(), what="the question counted")
+        peer.ok("send", "@" + a_nick, "port 8443")
+        out, err = ask.communicate(timeout=60)
+        assert ask.returncode == 0 and "port 8443" in out, (out, err)
+    finally:
+        stop(ask)
+    last = receipts_json(peer, "--last", "@" + a_nick)["recipients"][0]
+    assert last["stage"] == "read", last
+    # Search: the hit that is the oldest unread message is read; one behind an unread
+    # message the search did not show stays as it was.
+    hit = json.loads(peer.ok("send", "@" + a_nick, "the zebracorn build is green", "--json"))
+    wait_for(
+        lambda: "zebracorn" in asker.ok("search", "zebracorn", "--json"), what="the hit indexed"
+    )
+    assert receipts_json(peer, hit["event_id"])["recipients"][0]["stage"] == "read"
+    peer.ok("send", "@" + a_nick, "lunch at noon?")
+    behind = json.loads(peer.ok("send", "@" + a_nick, "the okapiwhale deploy", "--json"))
+    wait_for(lambda: "okapiwhale" in asker.ok("search", "okapiwhale", "--json"), what="indexed")
+    assert receipts_json(peer, behind["event_id"])["recipients"][0]["stage"] == "counted"
+    assert "lunch at noon?" in asker.ok("listen")  # listen still shows what search did not

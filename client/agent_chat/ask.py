@@ -9,7 +9,9 @@ replies to the newest message from someone else in TARGET, or in the room of the
 direct chat: the next message from the other person, threaded or not) and prints it under a
 header saying whose words they are. It waits on the server's long-poll (``GET /notify``, as
 ``ac wait``): each answer of it is a change of the unread counts, after which the room is
-read once. Nothing is marked read. At ``--timeout`` it exits 5 with one line.
+read once. The answer it returns is marked read when it is the room's oldest unread message
+(``shown_read``: so its sender sees ``read``); nothing else is. At ``--timeout`` it exits 5
+with one line.
 """
 
 from __future__ import annotations
@@ -243,6 +245,9 @@ def await_answer(client: Client, question: Question, timeout: float) -> JSONObje
         try:
             found = question.look(client)
             if found is not None:
+                from .shown_read import mark_shown_read
+
+                mark_shown_read(client, [found])  # its body goes to the asker now
                 return found
             left = deadline - time.monotonic()
             if left <= 0:

@@ -1,5 +1,6 @@
 """``ac search``: the homeserver's full-text search over the rooms you are in, printed like
-``ac listen`` (one record per message, control characters removed; ``--json`` raw)."""
+``ac listen`` (one record per message, control characters removed; ``--json`` raw). Hits that
+are a room's oldest unread messages are marked read (``shown_read``)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def search(
     if since is not None:
         params["since"] = since
     try:
-        answer = ctx.authed().call("GET", "/search", query=params)
+        client = ctx.authed()
+        answer = client.call("GET", "/search", query=params)
     except ApiError as e:
         if e.status == 404 and target:
             raise target_not_found(e, target, join_hint=False) from None
@@ -71,4 +73,7 @@ def search(
         out(render.message_json(msg) if as_json else render.message_line(msg, color))
     if not messages and not as_json:
         out("(no messages found)")
+    from .shown_read import mark_shown_read
+
+    mark_shown_read(client, messages)  # hits' bodies were shown: their senders see read
     return 0
