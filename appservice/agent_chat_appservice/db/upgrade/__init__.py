@@ -12,7 +12,7 @@ from . import (
     v08_send_rate,  # noqa: F401
     v09_delivery_stages,  # noqa: F401
     v10_retention_indexes,  # noqa: F401
-    v13_invite_tokens,  # noqa: F401
+    v11_invite_tokens,  # noqa: F401
 )
 from .table import upgrade_table
 

@@ -9,7 +9,7 @@ from .table import register
 
 
 @register("Invite tokens: expiring, revocable registration tokens, stored hashed")
-async def upgrade_v13(conn: Connection) -> None:
+async def upgrade_v11(conn: Connection) -> None:
     # IF NOT EXISTS: registered before v11/v12 existed, a database made meanwhile has it.
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS invite_token (
