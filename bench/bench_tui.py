@@ -122,14 +122,12 @@ def seed(
     agents; the rooms' aliases (the last one gets the newest message)."""
     owner = stack.client(watcher)
     names = [f"#r{i:03d}-{secrets.token_hex(2)}" for i in range(rooms)]
-    for name in names:
-        owner.call("POST", "/rooms", body={"alias": name})
     senders = [stack.register() for _ in range(4)]
-    for s in senders:
-        c = stack.client(s)
-        for name in names:
-            c.call("POST", "/join", body={"room": name})
     clients = [stack.client(s) for s in senders]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda name: owner.call("POST", "/rooms", body={"alias": name}), names))
+        joins = [(c, name) for c in clients for name in names]
+        list(pool.map(lambda j: j[0].call("POST", "/join", body={"room": j[1]}), joins))
     prefixes = ["", "", "[STATUS] ", "[DONE] ", "", "[BLOCKED] ", ""]
 
     def one(i: int) -> None:
