@@ -11,13 +11,14 @@ import subprocess
 import urllib.request
 
 from test_delivery_stages import HOOK, agents, hook_env, run_hook
+from test_names_and_labels import Person
 import pytest
 
 from agent_chat_appservice.config import Config, ConfigError
 from agent_chat_appservice.db import AgentSession
 from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE, WORKING, Presence
 from conftest import Stack
-from helpers import AC, Ac, spawn, stop, synapse, wait_for
+from helpers import AC, Ac, spawn, stop, synapse, unique, wait_for
 
 
 def sessions(ac: Ac, nick: str) -> dict[str, dict]:
@@ -142,6 +143,7 @@ def test_a_short_silence_setting_makes_a_quiet_session_gone(stack: Stack, tmp_pa
     original = Config.load(stack.dd.appservice_yaml)
     changed = Config.load(stack.dd.appservice_yaml)
     changed.presence_gone_after_seconds = 3.0
+    changed.gone_notice = False
     changed.save(stack.dd.appservice_yaml)
     try:
         stack.stop_appservice()
@@ -159,16 +161,104 @@ def test_a_short_silence_setting_makes_a_quiet_session_gone(stack: Stack, tmp_pa
         assert r.returncode == 0 and "has no running session (gone since " in r.stderr, r
         assert run_hook(recipient, "quiet").returncode == 0
         wait_for(lambda: state(sender, r_nick, "quiet") == WORKING, what="quiet back at work")
+        # gone_notice: false: a person writing to a gone agent is not told.
+        assert run_end(recipient, "quiet").returncode == 0
+        wait_for(lambda: state(sender, r_nick, "quiet") == GONE, what="quiet ended")
+        person, agent_id = Person(stack, unique("cy")), recipient.identity()["user_id"]
+        room_id = direct_chat(person, agent_id)
+        for n, text in enumerate(("anyone?", "hello?"), 1):
+            person.send(room_id, text)
+            wait_for(
+                lambda n=n: f"@{person.localpart}({n})" in recipient.ok("notify", "--oneline"),
+                what=f"message {n} counted",
+            )
+        assert notices(person, room_id, agent_id) == []
     finally:
         original.save(stack.dd.appservice_yaml)
         stack.stop_appservice()
         stack.start_appservice()
 
 
-def test_a_bad_silence_setting_is_refused(stack: Stack, tmp_path: Path) -> None:
+def test_bad_silence_and_notice_settings_are_refused(stack: Stack, tmp_path: Path) -> None:
     config = Config.load(stack.dd.appservice_yaml)
     for bad in (0, -5, "soon"):
         config.presence_gone_after_seconds = bad  # type: ignore[assignment]
         config.save(tmp_path / "appservice.yaml")
         with pytest.raises(ConfigError, match="presence_gone_after_seconds must be a number"):
             Config.load(tmp_path / "appservice.yaml")
+    config = Config.load(stack.dd.appservice_yaml)
+    config.gone_notice = "no"  # type: ignore[assignment]
+    config.save(tmp_path / "appservice.yaml")
+    with pytest.raises(ConfigError, match="gone_notice must be true or false"):
+        Config.load(tmp_path / "appservice.yaml")
+
+
+def run_end(ac: Ac, sid: str) -> subprocess.CompletedProcess[str]:
+    """The SessionEnd hook of session ``sid``, as Claude Code runs it."""
+    return subprocess.run(
+        ["sh", HOOK, "--end"],
+        input=json.dumps({"session_id": sid, "hook_event_name": "SessionEnd"}),
+        capture_output=True,
+        text=True,
+        env=hook_env(ac),
+        timeout=20,
+    )
+
+
+def direct_chat(person: Person, agent_id: str) -> str:
+    """A direct chat the person opens with the agent, as Element does; once it joined."""
+    room_id = person.create_room(is_direct=True, preset="trusted_private_chat", invite=[agent_id])
+    members = f"/rooms/{quote(room_id)}/joined_members"
+    wait_for(
+        lambda: agent_id in person.cs("GET", members)["joined"],
+        what="the agent accepting the direct chat",
+    )
+    return room_id
+
+
+def notices(person: Person, room_id: str, sender: str) -> list[str]:
+    """The m.notice bodies ``sender`` posted in the room, oldest first (as Element shows)."""
+    page = person.cs("GET", f"/rooms/{quote(room_id)}/messages?dir=b&limit=100")
+    return [
+        e["content"].get("body", "")
+        for e in reversed(page["chunk"])
+        if e.get("type") == "m.room.message"
+        and e.get("sender") == sender
+        and e["content"].get("msgtype") == "m.notice"
+    ]
+
+
+def test_a_person_writing_to_a_gone_agent_is_told_once(stack: Stack, tmp_path: Path) -> None:
+    """Element: a DM to an agent with no running session earns one m.notice from the agent
+    (once an hour per person and agent); none while a session runs."""
+    peer, _, agent, nick = agents(stack, tmp_path)
+    peer.ok("send", "@" + nick, "hi")  # the direct chat peer's ac who looks at
+    agent_id = agent.identity()["user_id"]
+    ann, bob = Person(stack, unique("ann")), Person(stack, unique("bob"))
+
+    ann_room, bob_room = direct_chat(ann, agent_id), direct_chat(bob, agent_id)
+    # No session ever: Ann is told, once, however often she writes.
+    ann.send(ann_room, "are you there?")
+    told = f"{nick} has no running session; it sees this when it next starts"
+    wait_for(lambda: notices(ann, ann_room, agent_id) == [told], what="the notice to Ann")
+    ann.send(ann_room, "hello??")
+    # A session at work: Bob's message earns nothing; once it ended, his next one does.
+    assert run_hook(agent, "live").returncode == 0
+    wait_for(lambda: state(peer, nick, "live") == WORKING, what="the session at work")
+    bob.send(bob_room, "can you look at the build?")
+    label = "@" + bob.localpart
+    wait_for(lambda: label in agent.ok("notify", "--oneline"), what="Bob's message counted")
+    assert run_end(agent, "live").returncode == 0
+    wait_for(lambda: state(peer, nick, "live") == GONE, what="the session ended")
+    bob.send(bob_room, "still there?")
+    bob_told = wait_for(lambda: notices(bob, bob_room, agent_id), what="the notice to Bob")
+    assert len(bob_told) == 1 and bob_told[0].startswith(
+        f"{nick} has no running session (gone since "
+    )
+    # Bob's notice follows his last message, not the one the working session got.
+    page = bob.cs("GET", f"/rooms/{quote(bob_room)}/messages?dir=b&limit=3")
+    assert [e["content"].get("body") for e in page["chunk"][:2]][::-1] == [
+        "still there?",
+        bob_told[0],
+    ]
+    assert notices(ann, ann_room, agent_id) == [told]  # Ann's second message: no second notice

@@ -148,6 +148,9 @@ class Config:
     #: An agent session with no sign of life (hook call, wake waiter) for this long is ``gone``
     #: (``presence.py``); a SessionEnd hook makes it gone at once.
     presence_gone_after_seconds: float = 1800.0
+    #: A person writing to an agent with no running session gets one m.notice from it saying
+    #: so, at most once an hour (``gone_notice.py``); false: never.
+    gone_notice: bool = True
 
     @property
     def bot_mxid(self) -> str:
@@ -200,6 +203,8 @@ class Config:
         for key in ("server_name", "homeserver_url", "as_token", "hs_token", "database"):
             if not isinstance(getattr(config, key), str) or not getattr(config, key):
                 raise ConfigError(f"config file {path}: {key} must be a non-empty string")
+        if not isinstance(config.gone_notice, bool):
+            raise ConfigError(f"config file {path}: gone_notice must be true or false")
         if config.log_format not in ("text", "json"):
             raise ConfigError(f"config file {path}: log_format must be text or json")
         try:

@@ -18,6 +18,7 @@ from .catchup import catch_up
 from .cluster import Leadership, WakeBus, migration_lock
 from .config import Config
 from .connections import ConnectionGuard, connection_cap, open_file_limit
+from .gone_notice import GoneNotice
 from .homeserver import Homeserver
 from .identities import Identities
 from .ingest import MemberRecord
@@ -91,6 +92,13 @@ class AgentChatService:
             on_failure=self._transaction_failed,
             waiters=self.context.waiters,
             accepts=self.invites.accepts,
+            on_applied=GoneNotice(
+                self.hs,
+                self.context.presence,
+                self.identities.is_ours,
+                self.context.background.spawn,
+                config.gone_notice,
+            ).applied,
         )
         self._kicking = False
         self.runner: web.AppRunner | None = None

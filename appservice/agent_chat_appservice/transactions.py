@@ -41,6 +41,7 @@ class TransactionEndpoint:
         on_failure: Callable[[], None] = lambda: None,
         waiters: Waiters | None = None,
         accepts: Callable[[str], bool] = lambda _: True,
+        on_applied: Callable[[list[ingest.Record]], None] = lambda _: None,
     ) -> None:
         self.db = db
         self.hs_token = hs_token.encode()
@@ -52,6 +53,8 @@ class TransactionEndpoint:
         self.waiters = waiters
         #: Whether an invitation of ours from this inviter is taken (``auto_join``).
         self.accepts = accepts
+        #: A committed transaction's records (``gone_notice.py``).
+        self.on_applied = on_applied
         #: False after a transaction failed, until one is applied again.
         self.healthy = True
 
@@ -152,6 +155,7 @@ class TransactionEndpoint:
                 log.exception("transaction %s: waking long-poll waiters failed", txn_id)
         for invite in [*effects.invites, *effects.declined]:
             self.on_invite(invite)  # joins, or declines what the policy refuses
+        self.on_applied(records)  # committed: people writing to a gone agent are told
         return web.json_response({})
 
 
