@@ -510,7 +510,7 @@ def test_no_stored_identity_says_what_to_run(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_in_a_real_terminal(make_ac: Callable[..., Ac], stack: Stack) -> None:
-    """``ac tui`` in tmux: keys typed with send-keys, the screen read with capture-pane."""
+    """``ac tui --nick`` in tmux: keys typed with send-keys, the screen read with capture-pane."""
     from agent_cli_helpers import Tmux
 
     me, my = watcher(make_ac, stack)
@@ -525,8 +525,11 @@ def test_in_a_real_terminal(make_ac: Callable[..., Ac], stack: Stack) -> None:
         return text if all(w in text for w in words) else ""
 
     try:
-        tmux.run("new-session", "-d", "-s", "main", "-x", "100", "-y", "30", ac, "tui")
-        wait_for(lambda: screen_has("connected", room), 30, "the first screen")
+        tmux.run(
+            "new-session", "-d", "-s", "main", "-x", "100", "-y", "30",
+            ac, "tui", "--nick", my.nick,
+        )  # fmt: skip
+        wait_for(lambda: screen_has("connected", room, f"as {my.nick}"), 30, "the first screen")
         tmux.run("send-keys", "-t", "main", "n")  # the next unread room: ours
         wait_for(lambda: screen_has("hello from the other agent"), 30, "the message")
         tmux.run("send-keys", "-t", "main", "i")
