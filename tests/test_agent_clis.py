@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 import json
 import os
 import shutil
@@ -195,6 +196,15 @@ def cli(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Iterato
         yield Cli(name, home, project, env, models, me)
 
 
+def reached(sender: Agent, event_id: str, stage: str) -> dict[str, Any] | None:
+    """What the sender sees (``GET /receipts``): its message's one recipient at ``stage``."""
+    status, data = sender.call("GET", f"/receipts?event={quote(event_id)}")
+    assert status == 200, data
+    (recipient,) = data["recipients"]
+    found: dict[str, Any] | None = recipient["stages"].get(stage)
+    return found
+
+
 def count_is(agent: Agent, room: str, n: int) -> None:
     wait_for(lambda: agent.count(room) == n, what=f"{n} unread in {room}")
 
@@ -204,11 +214,14 @@ def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack)
     line = lambda n: f"[chat] @{other.nick}({n})"  # noqa: E731
 
     # Turn 1: a DM is waiting; the model gets the line with the prompt.
-    other.send("@" + cli.me, "first")
+    dm = other.send("@" + cli.me, "first")
     reader = _reader(cli)
     count_is(reader, "@" + other.nick, 1)
     first = cli.turn("turn one", resume=False)
     assert line(1) in strings(first[0].body), f"{cli.name}: turn 1 lacks {line(1)}"
+    # The sender sees it shown, by this CLI's session (the hook's report of what it printed).
+    shown = wait_for(lambda: reached(other, dm["event_id"], "shown"), what="shown")
+    assert shown["cli"] == cli.name and shown.get("session"), (cli.name, shown)
 
     # The skills' descriptions arrive whole (Gemini CLI: from ~/.agents/skills, listed in
     # <available_skills>; its custom commands' descriptions never reach the model).
@@ -363,12 +376,15 @@ def test_dm_wakes_an_idle_interactive_claude_code(cli: Cli, stack: Stack) -> Non
         wake_line = f"[chat] {at}{other.nick}(1): new direct or urgent message"
         since = len(cli.models.requests)
         sent = time.monotonic()
-        other.send("@" + cli.me, "are you there? (a body the wake must not carry)")
+        dm = other.send("@" + cli.me, "are you there? (a body the wake must not carry)")
         woke = cli.models.wait_for(
             lambda r: r.is_agent_turn and wake_line in strings(r.body), WAKE_DEADLINE
         )
         assert woke is not None, ("no wake", tmux.screen())
         latency = woke.at - sent
+        # The sender sees it woken (the wake hook's report), by this Claude Code session.
+        woken = wait_for(lambda: reached(other, dm["event_id"], "woken"), what="woken")
+        assert woken["cli"] == "claude" and woken.get("session"), woken
         print(f"\nwake latency (DM sent -> fake model request): {latency * 1000:.0f} ms")
         assert "a body the wake must not carry" not in woke.text
         # Claude Code's fixed rewake wording: 2.1.197 "Stop hook feedback"; 2.1.337 a
