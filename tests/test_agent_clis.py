@@ -267,6 +267,16 @@ def test_hook_lines_mcp_tools_and_skills_reach_the_model(cli: Cli, stack: Stack)
     else:
         _deferred_mcp_tool_works(cli, first[0], other)
 
+    # Every turn's session has ended: the CLI ran the SessionEnd hook `ac setup` installed
+    # (the MCP server's own session, `cli: mcp`, has no such hook).
+    def states() -> list[str]:
+        status, data = reader.call("GET", "/presence")
+        assert status == 200, data
+        sessions = data["identities"][0]["sessions"]
+        return [str(s["state"]) for s in sessions if s["cli"] == cli.name]
+
+    wait_for(lambda: states() and set(states()) == {"gone"}, what=f"{cli.name}: sessions gone")
+
 
 DEFERRED = "mcp__agent-chat__notify"
 
