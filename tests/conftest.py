@@ -24,28 +24,16 @@ from pathlib import Path
 import pytest
 
 from agent_chat_server import control
-
-# What test modules imported from here before helpers.py held it, for those not moved yet.
-from helpers import (  # noqa: F401
-    POSTGRES_ENV,
-    POSTGRES_SKIP,
-    START_TIMEOUT,
+from helpers import (
     Ac,
     Stack,
     WorkerStack,
     create_pg_database,
-    free_port,
-    free_port_block,
-    free_ports,
-    http_json,
     reap_spawned,
     start_stack,
     start_worker_stack,
     unique,
 )
-from helpers import PgDatabase as _PgDatabase  # noqa: F401
-from helpers import pg_execute as _pg_execute  # noqa: F401
-from helpers import run_async as _run_async  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,8 +16,7 @@ import sys
 
 import pytest
 
-from conftest import POSTGRES_ENV, POSTGRES_SKIP
-from helpers import processes_mentioning
+from helpers import POSTGRES_ENV, POSTGRES_SKIP, processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
 

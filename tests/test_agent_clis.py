@@ -31,9 +31,8 @@ import yaml
 from agent_chat.config import save_config
 from agent_chat.setup import integrations_dir
 from agent_cli_helpers import BIN, PREFIX, QUIET_ENV, REPO, Tmux, processes_with, trust_claude
-from conftest import Stack
 from fake_models import FakeModels, Request, _last_user_parts
-from helpers import Agent, register, unique, wait_for
+from helpers import Agent, Stack, register, unique, wait_for
 
 pytestmark = pytest.mark.agent_cli
 

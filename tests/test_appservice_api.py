@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from conftest import Stack, http_json
-from helpers import register, room_id_of, sentinel, synapse, unique, wait_for
+from helpers import Stack, http_json, register, room_id_of, sentinel, synapse, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers

@@ -18,8 +18,8 @@ from agent_chat_appservice.api.base import Context, RateLimiter
 from agent_chat_appservice.background import Background
 from agent_chat_appservice.config import Config
 from agent_chat_appservice.recent import RecentMap
-from conftest import Stack
 from helpers import (
+    Stack,
     agent_chat_server,
     register,
     sentinel,

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import Stack, http_json
-from helpers import Agent, register, room_id_of, sentinel, synapse, wait_for
+from helpers import Agent, Stack, http_json, register, room_id_of, sentinel, synapse, wait_for
 
 
 def put_transaction(

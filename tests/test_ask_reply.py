@@ -13,8 +13,7 @@ import subprocess
 import nio
 import pytest
 
-from conftest import Stack
-from helpers import AC, Ac, Agent, http_json, register, sentinel, spawn, unique, wait_for
+from helpers import AC, Ac, Agent, Stack, http_json, register, sentinel, spawn, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers

@@ -16,8 +16,7 @@ import urllib.parse
 import pytest
 
 from agent_chat.globs import BadPattern, check, check_all, overlap
-from conftest import Stack
-from helpers import Ac, Agent, http_json, register, unique, wait_for
+from helpers import Ac, Agent, Stack, http_json, register, unique, wait_for
 
 # --- overlap: an exact table (tests/test_globs_property.py checks it against pathspec) ------
 

@@ -19,8 +19,7 @@ import stat
 import subprocess
 import threading
 
-from conftest import Stack, free_port, http_json
-from helpers import AC, Ac, spawn, stop, unique, wait_for
+from helpers import AC, Ac, Stack, free_port, http_json, spawn, stop, unique, wait_for
 
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d (\S+) (.+?): (.*)$")
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent_chat import argparser, cli, cli_handlers, cli_table, fast_parse
 from agent_chat.errors import UsageError
-from conftest import free_port
+from helpers import free_port
 
 TABLE = {c.name: c for c in cli_table.command_table()}
 FAST = [c for c in cli_table.command_table() if c.fast]

@@ -15,8 +15,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Stack, http_json
-from helpers import BAD_CHARS, HOSTILE, Ac, unique, wait_for
+from helpers import BAD_CHARS, HOSTILE, Ac, Stack, http_json, unique, wait_for
 
 RECORD_RE = re.compile(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d \S+ [^\n]+?: ")
 

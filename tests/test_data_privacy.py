@@ -19,9 +19,8 @@ import tarfile
 from test_deploy_backup import upload_media
 
 from agent_chat_appservice.config import Config
-from conftest import free_ports
 from deploy_helpers import kill_leftovers, on_ports
-from helpers import register_at, wait_for
+from helpers import free_ports, register_at, wait_for
 
 USUAL_UMASK = 0o022
 

@@ -18,12 +18,12 @@ import threading
 import time
 
 from agent_chat.setup import hook_script
-from conftest import Stack
 from helpers import (
     AC,
     Ac,
     Agent,
     McpProcess,
+    Stack,
     http_json,
     register,
     spawn,

@@ -13,7 +13,6 @@ import pytest
 
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
-from conftest import free_ports
 from deploy_helpers import (
     kill_leftovers,
     on_ports,
@@ -23,7 +22,7 @@ from deploy_helpers import (
     pg_url_for,
     run_cli,
 )
-from helpers import Agent, register_at, wait_for
+from helpers import Agent, free_ports, register_at, wait_for
 
 SECRETS = ["homeserver.yaml", "homeserver.signing.key", "registration.yaml", "appservice.yaml"]
 

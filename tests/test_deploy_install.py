@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import sys
 
-from conftest import free_ports
 from deploy_helpers import REPO, kill_leftovers, run_cli
+from helpers import free_ports
 
 VENV = Path(sys.prefix)
 

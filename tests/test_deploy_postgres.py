@@ -15,7 +15,6 @@ from agent_chat_appservice.config import Config
 from agent_chat_server import postgres
 from agent_chat_server.errors import ServerError
 from agent_chat_server.files import load_yaml
-from conftest import free_ports
 from deploy_helpers import (
     kill_leftovers,
     on_ports,
@@ -25,7 +24,7 @@ from deploy_helpers import (
     pg_url_for,
     run_cli,
 )
-from helpers import register_at, wait_for
+from helpers import free_ports, register_at, wait_for
 
 pytestmark = pytest.mark.postgres
 

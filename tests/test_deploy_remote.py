@@ -13,9 +13,8 @@ import sys
 
 from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
-from conftest import free_ports
 from deploy_helpers import REPO, kill_leftovers, on_ports, run_cli
-from helpers import register_at, wait_for
+from helpers import free_ports, register_at, wait_for
 
 BIND = (
     "127.0.0.2"  # a loopback address other than 127.0.0.1: tells "bound there" from "everywhere"

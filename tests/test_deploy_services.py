@@ -17,9 +17,8 @@ import pytest
 from agent_chat_server import control
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-from conftest import free_ports
 from deploy_helpers import REPO, kill_leftovers
-from helpers import processes_mentioning, register_at, wait_for
+from helpers import free_ports, processes_mentioning, register_at, wait_for
 
 VENV = Path(sys.prefix)
 

@@ -21,8 +21,19 @@ import time
 import pytest
 
 from agent_chat_server import control
-from conftest import START_TIMEOUT, Stack, create_pg_database, start_stack
-from helpers import Agent, register, room_id_of, sentinel, synapse, wait_for
+from helpers import (
+    START_TIMEOUT,
+    Agent,
+    Stack,
+    create_pg_database,
+    pg_execute,
+    register,
+    room_id_of,
+    sentinel,
+    start_stack,
+    synapse,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -207,16 +218,14 @@ def _block_database(st: Stack):
         return unblock
     dbname = st.database.rsplit("/", 1)[1]
     admin = st.database.rsplit("/", 1)[0] + "/postgres"
-    from conftest import _pg_execute
-
-    _pg_execute(admin, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
-    _pg_execute(
+    pg_execute(admin, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+    pg_execute(
         admin,
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'",
     )
 
     def unblock() -> None:
-        _pg_execute(admin, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        pg_execute(admin, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
 
     return unblock
 

@@ -31,8 +31,7 @@ from agent_chat import globs
 from agent_chat.globs import BadPattern, Budget, TooMuchWork, check, matches, overlap
 from agent_chat_appservice.api.base import parse_json, string_field
 from agent_chat_appservice.errors import ErrorAnswer
-from conftest import Stack
-from helpers import register
+from helpers import Stack, register
 
 # --- strategies --------------------------------------------------------------------------
 

@@ -15,8 +15,7 @@ import sqlite3
 import pytest
 
 from agent_chat_server import control
-from conftest import START_TIMEOUT, Stack
-from helpers import http_json, register, shared_room, unique, wait_for
+from helpers import START_TIMEOUT, Stack, http_json, register, shared_room, unique, wait_for
 
 
 @contextmanager

@@ -18,8 +18,17 @@ import nio
 import pytest
 
 from agent_chat_appservice.db.sealed import Sealer
-from conftest import Stack, http_json
-from helpers import Ac, Agent, agent_chat_server, register, sentinel, unique, wait_for
+from helpers import (
+    Ac,
+    Agent,
+    Stack,
+    agent_chat_server,
+    http_json,
+    register,
+    sentinel,
+    unique,
+    wait_for,
+)
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:

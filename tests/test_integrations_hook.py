@@ -21,8 +21,7 @@ import pytest
 
 from agent_chat.config import save_config
 from agent_chat.setup import hook_script
-from conftest import Stack, free_port
-from helpers import register, unique, wait_for
+from helpers import Stack, free_port, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 HOOK = hook_script()

@@ -14,8 +14,7 @@ import sys
 import threading
 
 from agent_chat.config import save_config
-from conftest import Stack
-from helpers import McpProcess, register, unique, wait_for
+from helpers import McpProcess, Stack, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 

@@ -13,7 +13,7 @@ import shlex
 import subprocess
 
 from agent_chat.setup import HOOK_TIMEOUT_S, SKILLS, integrations_dir
-from conftest import free_port
+from helpers import free_port
 
 ROOT = Path(integrations_dir())
 MANIFEST = ROOT / ".claude-plugin" / "plugin.json"

@@ -16,7 +16,7 @@ import tomllib
 
 import pytest
 
-from conftest import Stack, free_port
+from helpers import Stack, free_port
 
 AC = str(Path(sys.executable).with_name("ac"))
 

@@ -32,8 +32,7 @@ from agent_chat_server import control
 from agent_chat_server.files import load_yaml
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-from conftest import START_TIMEOUT, Stack, free_ports
-from helpers import Agent, shared_room, unique, wait_for
+from helpers import START_TIMEOUT, Agent, Stack, free_ports, shared_room, unique, wait_for
 
 #: The dedicated stack's limits: low, so a test reaches them in a few requests.
 LIMITS: dict[str, Any] = {

@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from conftest import Stack
-from helpers import AC, Ac, Agent, register, shared_room, spawn, unique, wait_for
+from helpers import AC, Ac, Agent, Stack, register, shared_room, spawn, unique, wait_for
 
 # The API as a user sees it, on one process and on Synapse workers with appservice replicas.
 pytestmark = pytest.mark.workers

@@ -24,8 +24,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Stack
-from helpers import Agent, http_json, register, unique, wait_for
+from helpers import Agent, Stack, http_json, register, unique, wait_for
 
 pytest.importorskip("mcp")
 

@@ -16,10 +16,10 @@ from mautrix.util.async_db import Database
 import pytest
 
 from agent_chat_appservice.config import Config, ConfigError
-from conftest import Stack
 from helpers import (
     Ac,
     Agent,
+    Stack,
     agent_chat_server,
     http_json,
     register,

@@ -27,8 +27,7 @@ import subprocess
 import pytest
 
 from agent_chat import channel, render, untrusted
-from conftest import Stack
-from helpers import Ac, Agent, http_json, register, unique, wait_for
+from helpers import Ac, Agent, Stack, http_json, register, unique, wait_for
 
 HOOKS = Path(__file__).resolve().parent.parent / "client/agent_chat/integrations/hooks"
 GEMINI = Path(__file__).resolve().parent.parent / "client/agent_chat/integrations/gemini"

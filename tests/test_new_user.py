@@ -16,8 +16,15 @@ import sys
 import nio
 import pytest
 
-from conftest import Stack, free_ports, http_json
-from helpers import McpProcess, agent_chat_server, processes_mentioning, wait_for
+from helpers import (
+    McpProcess,
+    Stack,
+    agent_chat_server,
+    free_ports,
+    http_json,
+    processes_mentioning,
+    wait_for,
+)
 
 AC = str(Path(sys.executable).with_name("ac"))
 

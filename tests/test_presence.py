@@ -17,8 +17,7 @@ import pytest
 from agent_chat_appservice.config import Config, ConfigError
 from agent_chat_appservice.db import AgentSession
 from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE, WORKING, Presence
-from conftest import Stack
-from helpers import AC, Ac, spawn, stop, synapse, unique, wait_for
+from helpers import AC, Ac, Stack, spawn, stop, synapse, unique, wait_for
 
 
 def sessions(ac: Ac, nick: str) -> dict[str, dict]:

@@ -25,8 +25,18 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import dump_yaml, load_yaml, write_atomic
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-from conftest import create_pg_database, free_ports
-from helpers import Agent, http_json, register_at, shared_room, try_send, unique, wait_for
+from helpers import (
+    Agent,
+    create_pg_database,
+    free_ports,
+    http_json,
+    register_at,
+    run_async,
+    shared_room,
+    try_send,
+    unique,
+    wait_for,
+)
 
 START = 90.0
 #: A small send limit, so the shared-limit test needs few messages.
@@ -334,8 +344,6 @@ def test_a_replica_that_stops_hearing_the_others_ends_and_starts_afresh(cluster:
     status 1 for its supervisor to start again, and the started ones serve as before."""
     import asyncpg
 
-    from conftest import _run_async
-
     async def drop_listeners() -> int:
         conn = await asyncpg.connect(cluster.config.database)
         try:
@@ -348,7 +356,7 @@ def test_a_replica_that_stops_hearing_the_others_ends_and_starts_afresh(cluster:
         finally:
             await conn.close()
 
-    assert _run_async(drop_listeners) == len(cluster.procs)
+    assert run_async(drop_listeners) == len(cluster.procs)
     for proc in cluster.procs.values():
         assert proc.wait(15) == 1
     for port in list(cluster.procs):

@@ -13,8 +13,16 @@ import urllib.request
 from mautrix.util.async_db import Database
 from test_appservice_transactions import fake_message, put_transaction
 
-from conftest import Stack, http_json
-from helpers import agent_chat_server, register, room_id_of, sentinel, shared_room, unique
+from helpers import (
+    Stack,
+    agent_chat_server,
+    http_json,
+    register,
+    room_id_of,
+    sentinel,
+    shared_room,
+    unique,
+)
 
 DAY_MS = 24 * 3600 * 1000
 

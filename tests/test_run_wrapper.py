@@ -27,8 +27,7 @@ import pytest
 
 from agent_chat.config import save_config
 from agent_cli_helpers import Tmux
-from conftest import Stack, free_port
-from helpers import Agent, register, unique, wait_for
+from helpers import Agent, Stack, free_port, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 #: The stand-in CLI: a prompt, and every line it reads appended to the file argv[1].

@@ -18,15 +18,20 @@ from agent_chat_server import control
 from agent_chat_server.files import load_yaml
 from agent_chat_server.init import InitOptions, init_data_dir
 from agent_chat_server.paths import DataDir
-from conftest import (
+from helpers import (
     POSTGRES_ENV,
     START_TIMEOUT,
+    Ac,
+    Agent,
+    PgDatabase,
     Stack,
-    _PgDatabase,
     create_pg_database,
     free_ports,
+    http_json,
+    register,
+    unique,
+    wait_for,
 )
-from helpers import Ac, Agent, http_json, register, unique, wait_for
 
 
 def server_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -249,13 +254,13 @@ def test_agents_list_retire_and_register_the_name_again(any_stack: Stack, tmp_pa
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """A fresh stack; with ``postgres``, Synapse and the appservice both on PostgreSQL."""
-    databases: list[_PgDatabase] = []
+    databases: list[PgDatabase] = []
     options = InitOptions()
     if request.param == "postgres":
         if not os.environ.get(POSTGRES_ENV):
             pytest.skip(f"{POSTGRES_ENV} is not set")
         appservice_db = create_pg_database("ac_prune")
-        synapse_db = _PgDatabase(appservice_db.admin_url, appservice_db.name + "_synapse")
+        synapse_db = PgDatabase(appservice_db.admin_url, appservice_db.name + "_synapse")
         databases += [appservice_db, synapse_db]
         options = InitOptions(database=appservice_db.url, synapse_database=synapse_db.url)
     synapse_port, api_port = free_ports(2)

@@ -39,8 +39,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Stack, http_json
-from helpers import register, room_id_of, wait_for
+from helpers import Stack, http_json, register, room_id_of, wait_for
 
 pytestmark = pytest.mark.security
 SCHEMATHESIS_DIR = Path(__file__).parent / "schemathesis"

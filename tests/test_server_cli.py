@@ -25,10 +25,12 @@ from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
 from agent_chat_server.process import pid_alive, read_pid
 from agent_chat_server.states import CRASH_LOOP_ENV
-from conftest import Stack, free_ports, http_json
 from deploy_helpers import run_cli
 from helpers import (
     Agent,
+    Stack,
+    free_ports,
+    http_json,
     processes_mentioning,
     register,
     shared_room,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import Stack, http_json
+from helpers import Stack, http_json
 
 
 def test_any_stack_is_healthy(any_stack: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from conftest import Stack, http_json
+from helpers import Stack, http_json
 
 
 def test_human_registration_is_closed(stack: Stack) -> None:

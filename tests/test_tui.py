@@ -26,8 +26,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Stack
-from helpers import Ac, Agent, http_json, register, shared_room, unique, wait_for
+from helpers import Ac, Agent, Stack, free_port, http_json, register, shared_room, unique, wait_for
 
 pytestmark = pytest.mark.skipif(find_spec("textual") is None, reason="needs agent-chat[tui]")
 
@@ -430,8 +429,6 @@ async def test_hostile_bodies_names_and_topics_are_inert(
 async def test_server_down_at_start_is_said_and_retried(
     make_ac: Callable[..., Ac], stack: Stack
 ) -> None:
-    from conftest import free_port
-
     me, _ = watcher(make_ac, stack)
     nowhere = make_ac(unique("nowhere"))
     nowhere.server = f"http://127.0.0.1:{free_port()}"

@@ -18,9 +18,9 @@ import json
 import urllib.error
 import urllib.request
 
-from conftest import Stack
 from helpers import (
     Agent,
+    Stack,
     agent_chat_server,
     register,
     room_id_of,

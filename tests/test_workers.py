@@ -31,9 +31,18 @@ from agent_chat_appservice.config import Config
 from agent_chat_server.files import load_yaml
 from agent_chat_server.paths import DataDir
 from agent_chat_server.process import pid_alive, read_pid
-from conftest import WorkerStack, free_port_block
 from deploy_helpers import run_cli
-from helpers import Agent, http_json, register_at, stop, try_send, unique, wait_for
+from helpers import (
+    Agent,
+    WorkerStack,
+    free_port_block,
+    http_json,
+    register_at,
+    stop,
+    try_send,
+    unique,
+    wait_for,
+)
 
 
 def api_urls(st: WorkerStack) -> list[str]:
