@@ -64,7 +64,7 @@ install_checkout() {
         plain_editable_paths
         return 0
     fi
-    echo "installing agent-chat[$extras] into $VENV (about a minute the first time)"
+    echo "installing agent-chat[$extras] into $VENV (the first time: a few minutes on a small machine)"
     pip_install -e "$REPO[$extras]"
     plain_editable_paths
     echo "$want" >"$stamp"

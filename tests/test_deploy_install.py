@@ -83,6 +83,20 @@ def test_install_twice_on_a_fresh_home(tmp_path: Path) -> None:
         assert "installing agent-chat" not in first.stdout
         assert f"client config: wrote {home / '.agent-chat' / 'config.toml'}" in first.stdout
         assert "BlueLake: hello from BlueLake" in first.stdout
+        # The demo agents are not the user's: a plain `ac` in the user's home has no identity
+        # yet (its first command registers a name of its own), and BlueLake lives in demo/.
+        whoami = subprocess.run(
+            [str(venv / "bin" / "ac"), "whoami", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert "BlueLake" not in whoami.stdout + whoami.stderr
+        assert "GreenCastle" not in whoami.stdout + whoami.stderr
+        assert not (home / ".agent-chat" / "credentials.json").exists()
+        assert (home / ".agent-chat" / "demo" / "credentials.json").exists()
         before = _snapshot(home, venv)
 
         second = subprocess.run(
