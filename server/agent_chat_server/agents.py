@@ -10,7 +10,7 @@ import re
 import time
 
 from .accounts import AddParser, admin_call
-from .errors import ServerError
+from .errors import EXIT_USAGE, ServerError
 from .paths import DataDir
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
@@ -104,7 +104,7 @@ def cmd_agents(dd: DataDir, args: argparse.Namespace) -> int:
         )
         return 0
     if args.idle is None:
-        raise ServerError("say how idle: agents prune --idle 30d")
+        raise ServerError("say how idle: agents prune --idle 30d", EXIT_USAGE)
     data = admin_call(
         dd, "/admin/agents/prune", {"idle_seconds": args.idle, "dry_run": args.dry_run}
     )

@@ -9,7 +9,7 @@ import sys
 
 from . import accounts, agents, control, ops
 from .client_config import client_home, ensure_client_config
-from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, ServerError
+from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK, SUBCOMMAND_EXIT_CODES, ServerError
 from .init import InitOptions, init_data_dir
 from .paths import DATA_DIR_ENV, DataDir
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            epilog=EXIT_CODES_HELP,
+            epilog=SUBCOMMAND_EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_data_dir(p)

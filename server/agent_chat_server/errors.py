@@ -18,9 +18,13 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  ok (status: Synapse and the appservice are healthy)
   {EXIT_ERROR}  error: bad input, port in use, corrupt config, start timed out, ...
   {EXIT_USAGE}  usage error
-  {EXIT_SYNAPSE}  Synapse died (run) or is down (status; worker mode: any Synapse process)
-  {EXIT_APPSERVICE}  the appservice died (run), or is down or fails Synapse's ping (status;
-     worker mode: any appservice process)"""
+  {EXIT_SYNAPSE}  Synapse died in a crash loop or at start-up (run), or is down (status;
+     worker mode: any Synapse process)
+  {EXIT_APPSERVICE}  the appservice died in a crash loop or at start-up (run), or is down or
+     fails Synapse's ping (status; worker mode: any appservice process)"""
+
+#: Each subcommand's help points to the one table instead of repeating it.
+SUBCOMMAND_EXIT_CODES = "exit codes: 0 ok, 1 error, 2 usage; all of them: agent-chat-server --help"
 
 
 class ServerError(Exception):
