@@ -213,3 +213,16 @@ def test_the_hook_id_never_reaches_a_log(any_stack: Stack) -> None:
     assert logs, "no logs were written"
     for secret in secrets_:
         assert secret not in logs
+
+
+def test_a_hook_that_posted_shows_its_bot_active(stack: Stack) -> None:
+    """`agents list` shows a webhook's bot as active once it has posted (it said "never")."""
+    _, room = hooks_room(stack)
+    hook = add_webhook(stack, room)
+    status, _, _ = post(hook["url"], {"text": "deploy finished"})
+    assert status == 201
+    listed = agent_chat_server(stack, "agents", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    bots = [a for a in json.loads(listed.stdout) if a["nick"] == hook["name"]]
+    assert bots and bots[0]["last_active"], bots
+

@@ -23,7 +23,7 @@ import secrets
 
 from aiohttp import web
 
-from ..db import Webhook
+from ..db import Identity, Webhook
 from ..errors import ErrorAnswer
 from ..limits import enforce
 from ..messaging import MAX_BODY, MAX_SEND_JSON, post_message
@@ -107,6 +107,9 @@ async def hook_post(request: web.Request) -> web.Response:
         raise
     if delivery is not None:
         await hook.finish_delivery(delivery, event_id)
+    bot = await Identity.get(hook.user_id)
+    if bot is not None:  # the hook's bot is active when it posts, as any caller is
+        await context.touch(bot)
     answer: dict[str, object] = {"posted": True, "event_id": event_id}
     if "html" in payload:
         answer["ignored"] = ["html"]  # Element shows the HTML of 'text'
