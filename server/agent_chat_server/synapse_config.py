@@ -211,18 +211,21 @@ def add_tls_listener(hs_conf: dict[str, Any], files: Any, bind: str, port: int) 
     """A second client listener, TLS on ``bind:port`` (``tls.TlsPlan``); the first stays plain
     on loopback for the appservice, and, serving TLS itself, trusts no X-Forwarded-For."""
     hs_conf["listeners"][0]["x_forwarded"] = False
-    hs_conf["listeners"].append(
-        {
-            "port": port,
-            "bind_addresses": [bind],
-            "type": "http",
-            "tls": True,
-            "x_forwarded": False,
-            "resources": [{"names": ["client"], "compress": False}],
-        }
-    )
+    hs_conf["listeners"].append(_tls_listener(bind, port, "client"))
     hs_conf["tls_certificate_path"] = str(files.cert)
     hs_conf["tls_private_key_path"] = str(files.key)
+
+
+def _tls_listener(bind: str, port: int, resource: str) -> dict[str, Any]:
+    """A Synapse listener serving TLS itself (so it believes no X-Forwarded-For)."""
+    return {
+        "port": port,
+        "bind_addresses": [bind],
+        "type": "http",
+        "tls": True,
+        "x_forwarded": False,
+        "resources": [{"names": [resource], "compress": False}],
+    }
 
 
 FEDERATION_PORT = 8448
@@ -243,16 +246,7 @@ def enable_federation(
     import ipaddress
     import socket
 
-    hs_conf["listeners"].append(
-        {
-            "port": port,
-            "bind_addresses": [bind],
-            "type": "http",
-            "tls": True,
-            "x_forwarded": False,
-            "resources": [{"names": ["federation"], "compress": False}],
-        }
-    )
+    hs_conf["listeners"].append(_tls_listener(bind, port, "federation"))
     hs_conf["federation_domain_whitelist"] = list(allow)
     hs_conf["allow_public_rooms_over_federation"] = False
     hs_conf["federation_verify_certificates"] = True
