@@ -55,12 +55,7 @@ class RunWakeBench(WaitBench):
         await self.probe.start()
         timeout = aiohttp.ClientTimeout(total=400)
         async with aiohttp.ClientSession(timeout=timeout) as self.http:
-            a, b = await self.register(), await self.register()
-            room = "#" + "runwake" + secrets.token_hex(3)
-            room_id = await self.create_room(a["token"], room)
-            status, data, _ = await self.api_call("POST", "/join", b["token"], {"room": room})
-            assert status == 200, data
-            await self.end_to_end(a, b, room, room_id, self.args.ac_rounds)
+            await self.baseline_pair("runwake")
         for name in self.args.cli.split(","):
             if not (BIN / name).exists() or not shutil.which("tmux"):
                 self.results[name] = {"skipped": f"{BIN / name} or tmux not installed"}

@@ -116,6 +116,16 @@ class WaitBench(Bench):
             "transaction_put_ms_median": median(put),
         }
 
+    async def baseline_pair(self, prefix: str) -> None:
+        """Two agents in a fresh room, and ``ac wait``'s rounds between them: the baseline the
+        wake benches (bench_wake, bench_run_wake) put their figures beside."""
+        a, b = await self.register(), await self.register()
+        room = "#" + prefix + secrets.token_hex(3)
+        room_id = await self.create_room(a["token"], room)
+        status, data, _ = await self.api_call("POST", "/join", b["token"], {"room": room})
+        assert status == 200, data
+        await self.end_to_end(a, b, room, room_id, self.args.ac_rounds)
+
     async def end_to_end(self, a: dict, b: dict, room: str, target_room: str, rounds: int) -> None:
         """API send → another agent's `ac wait` prints, vs raw masqueraded send → probe push."""
         # The probe joins the same public room: both paths deliver into one room.

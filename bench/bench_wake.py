@@ -63,12 +63,7 @@ class WakeBench(WaitBench):
         await self.probe.start()
         timeout = aiohttp.ClientTimeout(total=400)
         async with aiohttp.ClientSession(timeout=timeout) as self.http:
-            a, b = await self.register(), await self.register()
-            room = "#" + "wake" + secrets.token_hex(3)
-            room_id = await self.create_room(a["token"], room)
-            status, data, _ = await self.api_call("POST", "/join", b["token"], {"room": room})
-            assert status == 200, data
-            await self.end_to_end(a, b, room, room_id, self.args.ac_rounds)
+            await self.baseline_pair("wake")
         why = missing()
         if why:
             self.results["wake"] = {"skipped": why}
