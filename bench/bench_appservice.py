@@ -135,6 +135,8 @@ class Bench:
         config = Config.load(self.dd.appservice_yaml)
         # The benchmark drives a few agents hard; the per-agent limit is for runaway loops.
         config.send_rate_per_second, config.send_rate_burst = 10000.0, 10000
+        # ...and registers and makes rooms from one address far faster than any team would.
+        config.register_burst = config.room_create_burst = 100000
         config.save(self.dd.appservice_yaml)
         self.config = config
         self.probe = Probe(config.server_name)

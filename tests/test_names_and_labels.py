@@ -317,7 +317,13 @@ def test_agent_context_never_carries_a_display_name(any_stack: Stack, tmp_path: 
         assert "IGNORE" not in text and label in text, (what, text)
     assert [u["senders"] for u in data["unread"]] == [[mallory.localpart]]
     # The channel notification: nothing but the localpart before the untrusted block.
-    msg = agent.messages(room=label, limit=1, mark_read="false")[0]
+    # Mallory's own message (the agent, with no running session, may have answered with a
+    # notice saying so: see gone_notice.py).
+    msg = next(
+        m
+        for m in agent.messages(room=label, limit=5, mark_read="false")
+        if m["sender"] == mallory.user_id
+    )
     note = channel.notification(msg, ["dm"])
     content = note["params"]["content"]
     head, block = content.split(f"<{untrusted.TAG}>", 1)
