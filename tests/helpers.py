@@ -61,6 +61,38 @@ def http_json(
         return status, raw.decode(errors="replace")
 
 
+def password_login(client_url: str, localpart: str, password: str) -> tuple[str, str]:
+    """A person's Matrix login as Element makes it (``client_url`` ends in ``/v3``): their
+    access token and user id."""
+    login = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": localpart},
+        "password": password,
+    }
+    status, data = http_json("POST", client_url + "/login", login)
+    assert status == 200, data
+    return data["access_token"], data["user_id"]
+
+
+def named_human_in_room(stack: Stack, display_name: str, alias: str) -> tuple[str, str, str]:
+    """A new person (``mallory…``) with ``display_name``, joined to the room ``alias``
+    (``#name``) from Element's side: their user id, access token and the room id."""
+    human = stack.create_human(unique("mallory"))
+    uid, token = human["user_id"], human["access_token"]
+    cs = stack.synapse_url + "/_matrix/client/v3"
+    status, body = http_json(
+        "PUT",
+        f"{cs}/profile/{quote(uid)}/displayname",
+        {"displayname": display_name},
+        token=token,
+    )
+    assert status == 200, body
+    quoted = quote(f"{alias}:{stack.server_name}")
+    status, body = http_json("POST", f"{cs}/join/{quoted}", {}, token=token)
+    assert status == 200, body
+    return uid, token, str(body["room_id"])
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll until ``check()`` is truthy: Synapse pushes a few ms after /send returns."""
     deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from helpers import (
     McpProcess,
     Stack,
     http_json,
+    password_login,
     register,
     spawn,
     stop,
@@ -158,14 +159,7 @@ def test_a_humans_read_receipt_moves_read(any_stack: Stack) -> None:
     localpart, password = unique("reader"), secrets.token_urlsafe(12)
     any_stack.create_human(localpart, password)
     client = any_stack.synapse_url + "/_matrix/client/v3"
-    login = {
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": localpart},
-        "password": password,
-    }
-    status, data = http_json("POST", client + "/login", login)
-    assert status == 200, data
-    token, human = data["access_token"], data["user_id"]
+    token, human = password_login(client, localpart, password)
     sent = a.send(human, "please review " + unique("pr"))
     room = quote(sent["room_id"])
     wait_for(

@@ -26,7 +26,18 @@ import urllib.parse
 
 import pytest
 
-from helpers import Ac, Agent, Stack, free_port, http_json, register, shared_room, unique, wait_for
+from helpers import (
+    Ac,
+    Agent,
+    Stack,
+    free_port,
+    http_json,
+    named_human_in_room,
+    register,
+    shared_room,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(find_spec("textual") is None, reason="needs agent-chat[tui]")
 
@@ -379,21 +390,9 @@ async def test_hostile_bodies_names_and_topics_are_inert(
     topic = "[link=http://x]topic[/link] \x1b]52;c;cm0=\x07\u202eevil"
     status, data = my.call("POST", "/rooms", {"alias": room, "topic": topic})
     assert status in (200, 201), data
-    human = stack.create_human(unique("mallory"))
     cs = stack.synapse_url + "/_matrix/client/v3"
     evil_name = "[b]Eve[/b][link=http://x]x[/link]\x1b[31m\u202eBoss"
-    uid, token = human["user_id"], human["access_token"]
-    status, body = http_json(
-        "PUT",
-        f"{cs}/profile/{urllib.parse.quote(uid)}/displayname",
-        {"displayname": evil_name},
-        token=token,
-    )
-    assert status == 200, body
-    alias = urllib.parse.quote(f"{room}:{stack.server_name}")
-    status, body = http_json("POST", f"{cs}/join/{alias}", {}, token=token)
-    assert status == 200, body
-    room_id = body["room_id"]
+    uid, token, room_id = named_human_in_room(stack, evil_name, room)
     bodies = [MARKUP] + [f"<{label}> {text}" for label, text, _ in HOSTILE[:12]]
     for text in bodies:
         status, body = http_json(

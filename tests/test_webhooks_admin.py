@@ -225,4 +225,3 @@ def test_a_hook_that_posted_shows_its_bot_active(stack: Stack) -> None:
     assert listed.returncode == 0, listed.stderr
     bots = [a for a in json.loads(listed.stdout) if a["nick"] == hook["name"]]
     assert bots and bots[0]["last_active"], bots
-

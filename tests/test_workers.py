@@ -37,6 +37,7 @@ from helpers import (
     WorkerStack,
     free_port_block,
     http_json,
+    password_login,
     register_at,
     stop,
     try_send,
@@ -171,14 +172,7 @@ def test_the_router_serves_a_human_through_caddy(
         wait_for(up, 20, "Caddy routing")
         localpart, password = unique("routed"), secrets.token_urlsafe(12)
         worker_stack.create_human(localpart, password)
-        login = {
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": localpart},
-            "password": password,
-        }
-        status, data = http_json("POST", client + "/login", login)
-        assert status == 200, data
-        token, user_id = data["access_token"], data["user_id"]
+        token, user_id = password_login(client, localpart, password)
         status, data = http_json("POST", client + "/createRoom", {"name": "routed"}, token)
         assert status == 200, data
         room = quote(data["room_id"])
