@@ -145,18 +145,16 @@ def send(
         note = send_note(answer["recipient_presence"])
         if note:
             sys.stderr.write(f"ac: {note}\n")
+    if not as_json:
+        out(f"sent to {one_line(answer.get('room') or target)}")
     if wait is not None:
         from .receipts import after_send
 
-        if not as_json:
-            out(f"sent to {one_line(answer.get('room') or target)}")
         return after_send(
             client, answer, wait, 300.0 if timeout is None else timeout, for_nicks, as_json
         )
     if as_json:
         out(render.dumps(answer))
-    else:
-        out(f"sent to {one_line(answer.get('room') or target)}")
     return 0
 
 
