@@ -15,6 +15,13 @@ default), registering one on first use. Message text in results is wrapped in an
 instructions. The protocol layer is :mod:`.mcp_stdio` (stdlib only: ``initialize`` is answered
 before Codex's 1 s grace for optional servers ends; the SDK took over a second to import).
 
+Presence: the server is an agent session of its own, ``mcp-PID`` (the CLI that started it, from
+``AGENT_CHAT_CLI`` or the CLI's own environment, else ``mcp``). It tells the chat server at start
+(``idle · deaf`` in ``ac who``: it sees new lines when the model calls ``notify`` or ``read``;
+with ``--channel`` its long-poll is the session's wake waiter, ``idle · wakeable``), and ends the
+session when the client closes stdin or on SIGTERM/SIGHUP/SIGINT (``POST /sessions/end``, what a
+CLI's SessionEnd hook sends), so ``ac who`` shows it ``gone`` at once.
+
 Register it with ``claude mcp add agent-chat -- ac mcp``, ``codex mcp add agent-chat -- ac
 mcp`` or ``gemini mcp add agent-chat ac mcp``.
 """
@@ -22,6 +29,10 @@ mcp`` or ``gemini mcp add agent-chat ac mcp``.
 from __future__ import annotations
 
 import os
+import re
+import signal
+import sys
+import threading
 
 from . import render
 from .context import Context
@@ -34,8 +45,11 @@ from .untrusted import TAG as TAG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from .api import Client
+    from .errors import AuthError
+    from .identity import Identity
     from .shapes import JSONObject
 
 #: The server ``build`` returns (the name :mod:`.channel` knows it by).
@@ -63,6 +77,98 @@ CHANNEL_INSTRUCTIONS = (
 )
 
 
+#: The CLI that started the server, from the environment it gives its MCP servers.
+CLI_MARKERS = (("CLAUDECODE", "claude"), ("GEMINI_CLI", "gemini"), ("CODEX_HOME", "codex"))
+#: How long telling the server the session ended may hold up the exit.
+END_TIMEOUT = 3.0
+#: How long a tool call waits for the session's start (registering the identity, maybe).
+START_WAIT = 35.0
+#: Receipts lines ``ask`` shows at most (a question to a large room names the first ones).
+MAX_RECEIPT_LINES = 8
+
+
+def cli_name(environ: Mapping[str, str]) -> str:
+    """The CLI this server serves: ``AGENT_CHAT_CLI`` if valid, else guessed from the markers
+    the CLIs put in their children's environment, else ``mcp``."""
+    given = environ.get("AGENT_CHAT_CLI", "")
+    if re.fullmatch(r"[A-Za-z0-9._-]{1,32}", given):
+        return given
+    return next((cli for marker, cli in CLI_MARKERS if environ.get(marker)), "mcp")
+
+
+class McpSession:
+    """The agent session this server is: announced at start, ended at exit (presence)."""
+
+    def __init__(self, ctx: Context, environ: Mapping[str, str] | None = None) -> None:
+        self.ctx = ctx
+        self.id = f"mcp-{os.getpid()}"
+        self.cli = cli_name(os.environ if environ is None else environ)
+        #: Set once the start is told (or failed): tool calls wait for it, so the identity
+        #: is registered once, not by two threads at a time.
+        self.started = threading.Event()
+        self.announced = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What marks a /notify long-poll as this session's wake waiter."""
+        from .wait import CLI_HEADER, WAITER_HEADER
+
+        return {WAITER_HEADER: self.id, CLI_HEADER: self.cli}
+
+    def start(self) -> None:
+        """Announce the session in the background: ``initialize`` is never held up by it."""
+        self._thread = threading.Thread(target=self._announce, name="ac-mcp-session", daemon=True)
+        self._thread.start()
+
+    def _announce(self) -> None:
+        try:
+            client = self.ctx.authed()
+            client.headers.update(self.headers)
+            client.call("GET", "/notify")  # a sign of life, not held: alive, no waiter
+            self.announced = True
+        except AcError as e:  # the server is unreachable, say: the tools will tell the model
+            sys.stderr.write(f"ac mcp: could not announce the session: {e.message}\n")
+        finally:
+            self.started.set()
+
+    def end(self) -> None:
+        """Tell the server the session ended (``gone`` at once); best effort, bounded."""
+        if self._thread is not None:
+            self._thread.join(END_TIMEOUT)
+        if not self.announced:
+            return
+        try:
+            self.ctx.authed(END_TIMEOUT).call(
+                "POST", "/sessions/end", body={"session": self.id}, timeout=END_TIMEOUT
+            )
+        except AcError as e:
+            sys.stderr.write(f"ac mcp: could not end the session: {e.message}\n")
+
+
+class WaiterContext(Context):
+    """``ctx`` whose API clients name the session's wake waiter (the channel's long-poll)."""
+
+    def __init__(self, base: Context, headers: Mapping[str, str]) -> None:
+        super().__init__(base.verbose, base.settings)
+        self.base = base
+        self.waiter_headers = dict(headers)
+
+    def identity(self) -> Identity:
+        return self.base.identity()
+
+    def current_identity(self) -> Identity | None:
+        return self.base.current_identity()
+
+    def rejected(self, error: AuthError) -> AuthError:
+        return self.base.rejected(error)
+
+    def authed(self, timeout: float | None = None) -> Client:
+        client = super().authed(timeout)
+        client.headers.update(self.waiter_headers)
+        return client
+
+
 def untrusted(lines: list[str]) -> str:
     """Lines of others' text inside the untrusted-content block (no way to close it early:
     ``agent_chat.untrusted``, the one rule for every wrapper)."""
@@ -74,9 +180,15 @@ def untrusted(lines: list[str]) -> str:
 class ChatTools:
     """The tools' logic, independent of the SDK (one HTTP request per call)."""
 
-    def __init__(self, ctx: Context, error: type[Exception] = RuntimeError) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        error: type[Exception] = RuntimeError,
+        session: McpSession | None = None,
+    ) -> None:
         self.ctx = ctx
         self.error = error
+        self.session = session or McpSession(ctx)
 
     def _call(
         self,
@@ -190,12 +302,30 @@ class ChatTools:
         except AcError as e:
             raise self.error(e.message) from None
         where = one_line(sent.get("room") or target)
+        seen = self._question_receipts(question.event_id)
         if found is None:
             return (
                 f"asked in {where}; no reply within {timeout:g} s (the question's event id: "
-                f"{question.event_id}; later: ac listen --thread {question.event_id})"
+                f"{question.event_id}; later: ac listen --thread {question.event_id})" + seen
             )
-        return f"{ask.header(found)}\n{untrusted([render.message_line(found)])}"
+        return f"{ask.header(found)}\n{untrusted([render.message_line(found)])}{seen}"
+
+    def _question_receipts(self, event_id: str) -> str:
+        """When the question was shown to and read by each recipient (``GET /receipts``), as
+        lines to append; empty when the receipts cannot be had (the answer stands alone)."""
+        from . import receipts
+
+        try:
+            got = receipts.fetch(self.ctx.authed(), {"event": event_id})
+        except AcError:
+            return ""
+        rows = _objects(got.get("recipients"))
+        if not rows:
+            return ""
+        lines = [receipts.recipient_line(r) for r in rows[:MAX_RECEIPT_LINES]]
+        if len(rows) > MAX_RECEIPT_LINES:
+            lines.append(f"... and {len(rows) - MAX_RECEIPT_LINES} more (ac receipts {event_id})")
+        return "\nthe question reached:\n" + "\n".join(lines)
 
     def claim(
         self,
@@ -270,7 +400,8 @@ class ChatTools:
         # The tool's answer goes into the model's context: shown (delivery stages).
         from .receipts import report
 
-        report(self.ctx.authed(), "shown", f"mcp-{os.getpid()}", "mcp", answer, len(text))
+        session = self.session
+        report(self.ctx.authed(), "shown", session.id, session.cli, answer, len(text))
         return text
 
 
@@ -278,16 +409,19 @@ def _objects(value: object) -> list[JSONObject]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def build(ctx: Context, channel: bool = False) -> ToolServer:
-    """The MCP server with its tools registered (and ``reply`` for a channel)."""
+def build(ctx: Context, channel: bool = False, session: McpSession | None = None) -> ToolServer:
+    """The MCP server with its tools registered (and ``reply`` for a channel); with
+    ``session``, tool calls wait (a bounded time) for its start to be told."""
     from . import __version__
 
-    tools = ChatTools(ctx, ToolError)
+    tools = ChatTools(ctx, ToolError, session)
     server = Server(
         "agent-chat",
         instructions=INSTRUCTIONS + (CHANNEL_INSTRUCTIONS if channel else ""),
         version=__version__,
     )
+    if session is not None:
+        server.calls_wait_for, server.calls_wait = session.started, START_WAIT
 
     @server.tool()
     def send(to: str, message: str, wait: str = "", timeout: float = 60.0) -> str:
@@ -373,16 +507,43 @@ def main(
     permission_relay: str | None = None,
 ) -> int:
     """``ac mcp``: serve on stdio until the client closes stdin; with ``channel``, also push
-    new messages as Claude Code channel notifications (:mod:`.channel`)."""
-    if not channel:
-        if permission_relay is not None:
-            raise AcError("--permission-relay needs --channel: the prompts travel on it")
-        build(ctx).run()
-        return 0
-    from . import channel as push
+    new messages as Claude Code channel notifications (:mod:`.channel`). The session ends
+    (``gone`` in ``ac who``) whichever way the server stops, but for SIGKILL."""
+    if not channel and permission_relay is not None:
+        raise AcError("--permission-relay needs --channel: the prompts travel on it")
+    session = McpSession(ctx)
+    ended = _stop_on_signals()
+    try:
+        if not channel:
+            session.start()
+            build(ctx, session=session).run()
+            return 0
+        from . import channel as push
 
-    relay = push.PermissionRelay(permission_relay) if permission_relay is not None else None
-    listener = push.Listener(ctx, push.parse_events(events), allow_humans, relay)
-    listener.prime()
-    push.serve(build(ctx, channel=True), listener)
-    return 0
+        relay = push.PermissionRelay(permission_relay) if permission_relay is not None else None
+        # The channel's long-poll is the session's wake waiter: new lines reach the model.
+        waiter = WaiterContext(ctx, session.headers)
+        listener = push.Listener(waiter, push.parse_events(events), allow_humans, relay)
+        listener.prime()
+        session.start()
+        push.serve(build(ctx, channel=True, session=session), listener)
+        return 0
+    finally:
+        ended()
+        session.end()
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """SIGTERM and SIGHUP end the server as closing stdin does (the session is ended on the
+    way out); returns what puts the old handlers back."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+    return restore

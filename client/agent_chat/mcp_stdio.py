@@ -149,6 +149,9 @@ class Server:
         self.notifications: dict[str, Callable[[object], None]] = {}
         #: Set once ``initialize`` is answered: pushes wait for it.
         self.ready = threading.Event()
+        #: Tool calls wait (at most ``calls_wait`` seconds) for this (the session's start).
+        self.calls_wait_for: threading.Event | None = None
+        self.calls_wait = 0.0
         self._out: BinaryIO = sys.stdout.buffer
         self._lock = threading.Lock()
 
@@ -254,6 +257,8 @@ class Server:
         fields = params if isinstance(params, dict) else {}
         name = fields.get("name")
         found = self.tools.get(name) if isinstance(name, str) else None
+        if self.calls_wait_for is not None:
+            self.calls_wait_for.wait(self.calls_wait)
         try:
             if found is None:
                 raise ToolError(f"unknown tool: {name}")
