@@ -4,6 +4,12 @@ Targets: median <= 15 ms uncached (every call asks the server) and <= 3 ms cache
 printing path (a session that has not seen the line: it prints it and reports it ``shown`` by
 a curl in the background) <= 15 ms, cached or not.
 
+Attention accounting (issue 22): a session's turns where the line changed (a peer's new direct
+message) print it, and the server counts the characters injected (its per-session counter,
+``GET /presence``, also in ``who --json`` and ``/metrics``); turns where nothing changed,
+cached or not, print nothing and add 0. Reported: characters injected per changed turn, as
+printed and as the server counted them, and per unchanged turn.
+
 Starts a throwaway Synapse + appservice (or uses --api-url with --registration-token),
 registers an agent with `ac setup hook` in a temp AGENT_CHAT_HOME, has a peer send it messages
 in a few rooms (so the hook gets a real line), then runs N hook processes per case, the way
@@ -120,6 +126,88 @@ def timed_runs(
         )
         times.append((time.perf_counter() - start) * 1000)
     return times
+
+
+def attention_turns(
+    api_url: str,
+    chat: Path,
+    nick: str,
+    peer_token: str,
+    uncached: dict[str, str],
+    cached: dict[str, str],
+    changes: int = 10,
+    quiet: int = 4,
+) -> dict:
+    """A fresh session's turns: ``changes`` turns after a new direct message each, and after
+    each ``quiet`` turns with nothing new (half cached); what each printed into the context
+    (additionalContext) against the server's counters for the session."""
+    creds = json.loads((chat / "credentials.json").read_text())
+    (ident,) = creds["servers"][api_url]["identities"].values()
+    sid = "bench-attn-" + secrets.token_hex(3)
+    event = json.dumps({"session_id": sid, "hook_event_name": "PostToolUse", "tool_name": "ls"})
+
+    def turn(env: dict[str, str]) -> int:
+        out = subprocess.run(
+            ["sh", HOOK, "--json", "PostToolUse"],
+            input=event.encode(),
+            capture_output=True,
+            env=env,
+        ).stdout
+        if not out.strip():
+            return 0
+        return len(json.loads(out)["hookSpecificOutput"]["additionalContext"])
+
+    def counters() -> dict:
+        me = http_json("GET", api_url + "/_agent_chat/v1/presence", None, ident["token"])
+        (found,) = me["identities"]
+        return next((s for s in found["sessions"] if s["session"] == sid), {})
+
+    def line() -> str:
+        return subprocess.run(
+            ["sh", HOOK, "--status"], capture_output=True, text=True, env=uncached
+        ).stdout
+
+    printed_changed, printed_quiet, counted_quiet = [], [], 0
+    for i in range(changes):
+        before = line()
+        http_json(
+            "PUT",
+            api_url + "/_agent_chat/v1/send/" + secrets.token_hex(8),
+            {"to": "@" + nick, "body": f"attention {i}"},
+            peer_token,
+        )
+        for _ in range(400):  # the appservice applies Synapse's push: the counts change
+            if line() != before:
+                break
+            time.sleep(0.01)
+        printed_changed.append(turn(uncached))
+        for _ in range(200):  # the shown report (a background curl) lands
+            if counters().get("lines_shown") == i + 1:
+                break
+            time.sleep(0.01)
+        counted = counters().get("chars_injected", 0)
+        for q in range(quiet):
+            printed_quiet.append(turn(cached if q % 2 else uncached))
+        time.sleep(0.2)  # a report, had one been sent, would have landed by now
+        counted_quiet += counters().get("chars_injected", 0) - counted
+    final = counters()
+    counted_total = final.get("chars_injected", 0) - counted_quiet
+    return {
+        "changed_turns": changes,
+        "unchanged_turns": len(printed_quiet),
+        "printed_chars_per_changed_turn": sum(printed_changed) / changes,
+        "counted_chars_per_changed_turn": counted_total / changes,
+        "lines_shown": final.get("lines_shown", 0),
+        "printed_chars_unchanged": sum(printed_quiet),
+        "counted_chars_unchanged": counted_quiet,
+        "ok": (
+            all(printed_changed)
+            and sum(printed_quiet) == 0
+            and counted_quiet == 0
+            and counted_total == sum(printed_changed)
+            and final.get("lines_shown") == changes
+        ),
+    }
 
 
 def main() -> int:
@@ -241,7 +329,9 @@ def main() -> int:
             time.sleep(0.05)
         print(f"shown recorded for the last line: {bool(shown)}")
         results["shown recorded"] = {"recorded": bool(shown)}
-        ok = bool(shown)
+        attention = attention_turns(api_url, chat, nick, peer["token"], uncached, cached)
+        results["attention"] = attention
+        ok = bool(shown) and attention["ok"]
         print(f"{'case':<44} {'n':>5} {'median':>9} {'p95':>8} {'target':>8} {'':>8}")
         for name, r in results.items():
             if "median_ms" not in r:
@@ -275,6 +365,15 @@ def main() -> int:
                 indent=1,
             )
             + "\n"
+        )
+        a = attention
+        print(
+            f"attention: {a['changed_turns']} changed turns, chars injected per turn "
+            f"{a['printed_chars_per_changed_turn']:.1f} printed / "
+            f"{a['counted_chars_per_changed_turn']:.1f} counted by the server "
+            f"({a['lines_shown']} lines shown); {a['unchanged_turns']} unchanged turns "
+            f"(cached and not): {a['printed_chars_unchanged']} chars printed, "
+            f"server +{a['counted_chars_unchanged']}  {'ok' if a['ok'] else 'MISSED'}"
         )
         print(f"results: {out}")
         return 0 if ok else 1

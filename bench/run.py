@@ -24,6 +24,8 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
 - bench_wake.py        a DM → an idle Claude Code session's model request, under tmux against
                        the fake model, with send → `ac wait` as the baseline (part wake; says
                        so and skips that row without .cache/agent-clis)
+- bench_presence.py    SessionEnd hook → `gone` in `ac who`, a wake waiter connecting → `idle ·
+                       wakeable` (part presence)
 JSON results go to bench/results/.
 """
 
@@ -53,6 +55,7 @@ SECTIONS = {
     "mcp": "ac mcp cold start",
     "run": "ac run keystroke echo",
     "load": "Load: 30-agent pipeline and mixed load, SQLite and PostgreSQL",
+    "presence": "Presence: gone and wakeable",
 }
 # Parts that need --postgres (skipped without it, an error with --only).
 NEEDS_POSTGRES = ("postgres", "wait-postgres")
@@ -278,6 +281,10 @@ def main() -> int:
             fresh["load"] = run("load", script("bench_load.py", *loads, *pg, "--json", out))
         finally:
             drop()
+    if "presence" in wanted:
+        out = str(RESULTS / "presence.json")
+        rounds = ["--rounds", "10", "--ac-rounds", "3"] if args.quick else []
+        fresh["presence"] = run("presence", script("bench_presence.py", *rounds, "--json", out))
     if "run-wake" in wanted:
         out = str(RESULTS / "run-wake.json")
         dms = ["-n", "3", "--ac-rounds", "5"] if args.quick else []
