@@ -81,6 +81,7 @@ class Profile:
         paste_pause: float = 0.03,
         file_mentions: bool = False,
         resubmit: float | None = None,
+        echo_gap: float | None = None,
         name: str = "generic",
     ) -> None:
         #: The CLI's name in delivery receipts.
@@ -100,12 +101,25 @@ class Profile:
         self.pause = pause
         #: ... which a bracketed paste (when the CLI turned it on) makes unambiguous.
         self.paste_pause = paste_pause
+        #: When set, the submit key goes this long after the CLI's first output following the
+        #: pasted line (it has taken the paste in and redrawn), if that comes before the pause
+        #: ends: Gemini CLI 0.61 takes an Enter within 30 ms of the last typed key as a newline
+        #: (its FAST_RETURN_TIMEOUT), timed when it handles the key, not when it arrives.
+        self.echo_gap = echo_gap
 
 
 PROFILES = {
     "codex": Profile(settle=1.0, pause=0.3),
-    # Gemini CLI 0.61 takes an Enter that follows a paste within ~0.1 s as part of it.
-    "gemini": Profile(settle=1.0, pause=0.3, paste_pause=0.2, file_mentions=True, resubmit=1.0),
+    # Gemini CLI 0.61 takes an Enter that follows a paste within 30 ms of handling it as a
+    # newline: the submit key waits for its redraw (at most 0.2 s), then 60 ms more.
+    "gemini": Profile(
+        settle=1.0,
+        pause=0.3,
+        paste_pause=0.2,
+        echo_gap=0.06,
+        file_mentions=True,
+        resubmit=1.0,
+    ),
     "claude": Profile(settle=1.0, pause=0.2, file_mentions=True),
     "generic": Profile(settle=1.5),
 }
@@ -380,6 +394,7 @@ class _Pump:
         self.tail = b""
         self.submit_at: float | None = None
         self.resubmitted = False
+        self.echoed = False
         self.wanted: JSONObject | None = None
         self.since = 0.0
         self.stdin_open = True
@@ -413,6 +428,7 @@ class _Pump:
             if now >= self.submit_at:
                 _write_all(self.master, self.profile.submit)
                 self.submit_at = None
+                self.echoed = True  # the resubmit, if any, keeps its own time
                 _trace("resubmitted" if self.resubmitted else "submitted")
                 if self.profile.resubmit is not None and not self.resubmitted:
                     self.submit_at, self.resubmitted = now + self.profile.resubmit, True
@@ -442,7 +458,8 @@ class _Pump:
         self.submit_at = now + (self.profile.paste_pause if self.paste else self.profile.pause)
         self.resubmitted = False
         self.wanted = None
-        _trace("typed")
+        self.echoed = False
+        _trace(f"typed quiet={now - self.last_output:.3f}")
 
     def run(self) -> None:
         while True:
@@ -481,6 +498,11 @@ class _Pump:
             except OSError:
                 self.hang_up()  # nobody to show it to
         self.last_output = time.monotonic()
+        if not self.echoed and self.submit_at is not None:
+            self.echoed = True  # the CLI's first output after the typed line
+            _trace("echoed")
+            if self.paste and self.profile.echo_gap is not None:
+                self.submit_at = min(self.submit_at, self.last_output + self.profile.echo_gap)
         self.tail = (self.tail + data)[-64:]
         on, off = self.tail.rfind(b"\x1b[?2004h"), self.tail.rfind(b"\x1b[?2004l")
         if on != off:
