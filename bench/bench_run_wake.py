@@ -31,8 +31,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bench_appservice import add_stack_arguments, report, run_on_a_stack
 from bench_wait import AC, WaitBench
+from bench_wake import wake_main
 from test_agent_clis import PROMPTS, write_cli_config
 
 from agent_chat.config import save_config
@@ -137,14 +137,10 @@ class RunWakeBench(WaitBench):
                     )
                     assert woke is not None, (f"no wake for DM {i}", tmux.screen())
                     latencies.append(woke.at - sent)
-                    events = dict(
-                        (e, float(t))
-                        for t, e in (x.split() for x in trace.read_text().splitlines())
-                    )
-                    splits.append(
-                        tuple(events.get(e, sent) - sent for e in ("news", "typed", "submitted"))  # type: ignore[arg-type]
-                    )
-                    print(f"{name} wake {i}: {(woke.at - sent) * 1000:.0f} ms", file=sys.stderr)
+                    steps = _steps(trace, models.requests[since:], sent, woke)
+                    splits.append(tuple(steps.get(e, 0.0) for e in SPLIT))
+                    shown = "  ".join(f"{e} {ms:.0f}" for e, ms in steps.items())
+                    print(f"{name} wake {i}: {shown}", file=sys.stderr)
                 # The storm: 20 DMs in 10 s, past the loop guard since the last wake.
                 time.sleep(self.args.spacing)
                 before = sum(1 for r in models.requests if _typed(r))
@@ -170,9 +166,7 @@ class RunWakeBench(WaitBench):
             "wake_ms": [x * 1000 for x in latencies],
             "wake_ms_median": median(latencies) * 1000,
             "wake_ms_max": max(latencies) * 1000,
-            "news_ms_median": median(s[0] for s in splits) * 1000,
-            "typed_ms_median": median(s[1] for s in splits) * 1000,
-            "submitted_ms_median": median(s[2] for s in splits) * 1000,
+            **{f"{e}_ms_median": median(s[k] for s in splits) for k, e in enumerate(SPLIT)},
             "storm_wakes": storm,
             "version": _version(name),
         }
@@ -191,13 +185,34 @@ class RunWakeBench(WaitBench):
                 f"{w['wake_ms_median']:.0f} ms (max {w['wake_ms_max']:.0f}; "
                 f"{w['dms']} of {self.args.n} woken)  target ≤ {TARGET_MS:.0f} ms"
                 + (" ✓" if w["wake_ms_median"] <= TARGET_MS else " ✗"),
-                f"  split, p50: news at ac run {w['news_ms_median']:.0f} ms, line typed "
-                f"{w['typed_ms_median']:.0f} ms, submitted {w['submitted_ms_median']:.0f} ms",
+                "  split, p50 ms after the send: "
+                + ", ".join(f"{e} {w[e + '_ms_median']:.0f}" for e in SPLIT),
                 f"  20 DMs in 10 s → {w['storm_wakes']} wakes (target ≤ {STORM_WAKES})"
                 + (" ✓" if w["storm_wakes"] <= STORM_WAKES else " ✗"),
                 f"  ({w['version']})",
             ]
         return "\n".join(rows)
+
+
+#: A wake's steps, ms after the send: the news at ``ac run``, the line typed (after the quiet
+#: wait), the CLI's first output after it (its echo), the submit key, the CLI's first model
+#: request after it (Gemini CLI: its router call), the agent turn carrying the line.
+SPLIT = ("news", "typed", "echoed", "submitted", "first_request", "request")
+
+
+def _steps(trace: Path, requests: list[Request], sent: float, woke: Request) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    for row in trace.read_text().splitlines():
+        at, event = row.split(None, 1)
+        name = event.split()[0]
+        if name in SPLIT and name not in steps:
+            steps[name] = (float(at) - sent) * 1000
+    submitted = sent + steps.get("submitted", 0.0) / 1000
+    after = [r.at for r in requests if r.at >= submitted]
+    if after:
+        steps["first_request"] = (min(after) - sent) * 1000
+    steps["request"] = (woke.at - sent) * 1000
+    return steps
 
 
 def _version(name: str) -> str:
@@ -206,21 +221,10 @@ def _version(name: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-n", type=int, default=10, help="DMs, each a separate wake")
-    parser.add_argument(
-        "--spacing", type=float, default=11.0, help="idle seconds before each DM (guard: 10)"
-    )
-    parser.add_argument("--cli", default="codex,gemini", help="which CLIs (comma-separated)")
-    parser.add_argument("--ac-rounds", type=int, default=10, help="baseline `ac wait` rounds")
-    add_stack_arguments(parser)
-    args = parser.parse_args()
-    args.keep = None
-    bench = RunWakeBench(args)
-    run_on_a_stack(bench, "ac-bench-run-wake-")
-    return report(bench)
+    def cli(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--cli", default="codex,gemini", help="which CLIs (comma-separated)")
+
+    return wake_main(__doc__, RunWakeBench, "ac-bench-run-wake-", n=10, spacing=11.0, more=cli)
 
 
 if __name__ == "__main__":

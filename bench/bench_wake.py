@@ -19,6 +19,7 @@ Without Claude Code or tmux it says so and exits 0 after the baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 import argparse
@@ -185,21 +186,36 @@ def _end_waiters(marker: str) -> None:
             pass
 
 
-def main() -> int:
+def wake_main(
+    doc: str | None,
+    bench_class: type[WaitBench],
+    prefix: str,
+    n: int,
+    spacing: float,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The wake benches' command line (this one and bench_run_wake.py): ``-n`` DMs spaced
+    ``--spacing`` s apart, the baseline's ``--ac-rounds``, the stack's options, ``more``'s."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-n", type=int, default=5, help="DMs, each a separate wake")
+    parser.add_argument("-n", type=int, default=n, help="DMs, each a separate wake")
     parser.add_argument(
-        "--spacing", type=float, default=12.0, help="idle seconds before each DM (guard: 10)"
+        "--spacing", type=float, default=spacing, help="idle seconds before each DM (guard: 10)"
     )
+    if more is not None:
+        more(parser)
     parser.add_argument("--ac-rounds", type=int, default=10, help="baseline `ac wait` rounds")
     add_stack_arguments(parser)
     args = parser.parse_args()
     args.keep = None
-    bench = WakeBench(args)
-    run_on_a_stack(bench, "ac-bench-wake-")
+    bench = bench_class(args)
+    run_on_a_stack(bench, prefix)
     return report(bench)
+
+
+def main() -> int:
+    return wake_main(__doc__, WakeBench, "ac-bench-wake-", n=5, spacing=12.0)
 
 
 if __name__ == "__main__":
