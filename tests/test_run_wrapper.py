@@ -23,10 +23,13 @@ import subprocess
 import sys
 import time
 
+from test_agent_clis import TURN_TIMEOUT, Cli
 import pytest
+import test_agent_clis
 
 from agent_chat.config import save_config
-from agent_cli_helpers import Tmux
+from agent_cli_helpers import BIN, Tmux, processes_with, trust_claude
+from fake_models import Request, _last_user_parts
 from helpers import Agent, Stack, free_port, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
@@ -238,3 +241,210 @@ def _woken_by(sender: Agent, event_id: str) -> dict[str, Any] | None:
     [recipient] = data["recipients"]
     woken = recipient["stages"].get("woken")
     return woken if isinstance(woken, dict) else None
+
+
+# --- the real TUIs under `ac run` (issue 23) ---------------------------------------------------
+# tests/test_agent_clis.py wakes idle Codex and Gemini TUIs under `ac run` and holds the line
+# while their agent works (a slow tool call). Here: Claude Code under `ac run` (its hooks taken
+# out: the way for users who cannot install them), idle → DM → the model receives the line;
+# then with it the storm, a person typing mid-word, `--wake none`, and the terminal's settings
+# after a normal exit and after `kill -9` of the CLI.
+
+WORDS = ": new direct or urgent message"
+#: test_agent_clis's fixture (a temp HOME after ``ac setup <cli>``, every base URL on the fake
+#: model), under this name here.
+real_cli = test_agent_clis.cli
+
+
+@dataclass
+class RealTui:
+    cli: Cli
+    tmux: Tmux
+    tmp: Path
+    marker: str
+
+    def turns(self, words: str = WORDS) -> list[Request]:
+        """The agent turns whose newest user text holds ``words``."""
+        return [
+            r
+            for r in self.cli.models.agent_turns(self.cli.vendor)
+            if words in _last_user_parts(r.vendor, r.body)[0]
+        ]
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux.run("send-keys", "-t", "main", *(["-l"] if literal else []), *keys)
+
+    def cli_pid(self) -> int:
+        """The CLI: the child of ``ac run``."""
+        [wrapper] = [
+            p for p in processes_with(self.marker) if _cmdline(p).split(" ")[1:3] == [AC, "run"]
+        ]
+        children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
+        return int(children[0])
+
+    def status(self) -> str:
+        path = self.tmp / "status"
+        wait_for(path.exists, 60, "ac run to exit")
+        wait_for(lambda: (self.tmp / "after").exists(), 30, "stty -a after")
+        return path.read_text().strip()
+
+    def same_terminal(self) -> bool:
+        return (self.tmp / "before").read_text() == (self.tmp / "after").read_text()
+
+
+def _claude_under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
+    """``ac run OPTIONS -- claude`` under tmux between two ``stty -a``, at its prompt. Its
+    hooks are taken out: only ``ac run`` wakes it here."""
+    settings = cli.home / ".claude" / "settings.json"
+    data = json.loads(settings.read_text())
+    data.pop("hooks", None)
+    settings.write_text(json.dumps(data))
+    trust_claude(cli.home, cli.project, cli.env["ANTHROPIC_API_KEY"])
+    marker = f"AGENT_CHAT_RUN_TEST={unique('r')}"
+    env = {**cli.env, "TERM": "xterm-256color", marker.split("=")[0]: marker.split("=")[1]}
+    tmux = Tmux(unique("ac-run"), env)
+    script = (
+        f"stty -a > {tmp / 'before'}; "
+        f"{shlex.quote(AC)} run {' '.join(options)} -- {shlex.quote(str(BIN / 'claude'))}; "
+        f"echo $? > {tmp / 'status'}; stty -a > {tmp / 'after'}; sleep 600"
+    )
+    tmux.run(
+        "new-session", "-d", "-s", "main", "-x", "200", "-y", "50", "-c", str(cli.project),
+        "sh", "-c", script,
+    )  # fmt: skip
+    tui = RealTui(cli, tmux, tmp, marker)
+    try:
+        wait_for(lambda: "\u276f" in tmux.screen(), 90, "the prompt (\u276f)")
+        time.sleep(3)  # the input box settles
+    except BaseException:
+        _end(tui)
+        raise
+    return tui
+
+
+def _end(tui: RealTui) -> None:
+    """Kill the tmux server, then whatever of ours outlived it (saying so by failing)."""
+    tui.tmux.kill()
+    deadline = time.monotonic() + 30
+    while processes_with(tui.marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leftover = processes_with(tui.marker)
+    commands = [_cmdline(p) for p in leftover]
+    for pid in leftover:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not leftover, f"processes outlived the session: {commands}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return str(pid)
+
+
+@pytest.mark.agent_cli
+@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
+def test_claude_code_under_ac_run_idle_dm_then_the_storm(
+    real_cli: Cli, stack: Stack, tmp_path: Path
+) -> None:
+    cli = real_cli
+    tui = _claude_under_ac_run(cli, tmp_path)
+    try:
+        peer = register(stack, unique("Peer"))
+        line = f"[chat] @ {peer.nick}(1){WORDS}"  # "@ ": Claude Code's file completion
+        peer.send("@" + cli.me, "are you there? (a body the wake must not carry)")
+        woke = cli.models.wait_for(
+            lambda r: r.is_agent_turn and line in _last_user_parts(r.vendor, r.body)[0], 60
+        )
+        assert woke is not None, ("no wake", tui.tmux.screen())
+        assert "a body the wake must not carry" not in woke.text
+
+        # The storm: 20 DMs in 10 s, past the loop guard (10 s) since that wake.
+        time.sleep(11)
+        before = len(tui.turns())
+        start = time.monotonic()
+        for j in range(20):
+            time.sleep(max(0.0, start + j * 0.5 - time.monotonic()))
+            peer.send("@" + cli.me, f"storm {j}")
+        time.sleep(15)  # the guard's second wake, if any, and its turn
+        storm = len(tui.turns()) - before
+        assert 1 <= storm <= 2, [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
+    except BaseException:
+        print("the tmux screen:\n" + tui.tmux.screen())
+        raise
+    finally:
+        _end(tui)
+
+
+@pytest.mark.agent_cli
+@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
+def test_claude_code_under_ac_run_waits_for_a_person_typing(
+    real_cli: Cli, stack: Stack, tmp_path: Path
+) -> None:
+    cli = real_cli
+    tui = _claude_under_ac_run(cli, tmp_path)
+    try:
+        peer = register(stack, unique("Peer"))
+        tui.keys("hel", literal=True)
+        peer.send("@" + cli.me, "while you type")
+        for letter in "lo wor":  # a key every half second: nothing is typed into their words
+            time.sleep(0.5)
+            tui.keys(letter, literal=True)
+            assert "[chat]" not in tui.tmux.screen(), tui.tmux.screen()
+        assert tui.turns() == []
+        # They stop: one line follows their words, saying it waited; one turn, with both.
+        woke = cli.models.wait_for(
+            lambda r: r.is_agent_turn and WORDS in _last_user_parts(r.vendor, r.body)[0], 60
+        )
+        assert woke is not None, ("no wake after the person stopped", tui.tmux.screen())
+        text = _last_user_parts(woke.vendor, woke.body)[0]
+        assert "hello wor[chat] @ " in text and "waiting for quiet" in text, text
+        time.sleep(5)
+        assert len(tui.turns()) == 1, [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
+
+        # A normal exit (Ctrl-C twice): the terminal's settings are as they were.
+        tui.keys("C-c")
+        time.sleep(0.5)
+        tui.keys("C-c")
+        assert tui.status() == "0"
+        assert tui.same_terminal()
+    except BaseException:
+        print("the tmux screen:\n" + tui.tmux.screen())
+        raise
+    finally:
+        _end(tui)
+
+
+@pytest.mark.agent_cli
+@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
+def test_claude_code_under_ac_run_wake_none_then_kill_9(
+    real_cli: Cli, stack: Stack, tmp_path: Path
+) -> None:
+    cli = real_cli
+    tui = _claude_under_ac_run(cli, tmp_path, "--wake", "none")
+    try:
+        peer = register(stack, unique("Peer"))
+        peer.send("@" + cli.me, "nobody wakes")
+        time.sleep(6)  # an idle CLI would have been woken by now
+        assert tui.turns() == [] and "[chat]" not in tui.tmux.screen()
+        # The person's own line goes through the wrapper as ever.
+        tui.keys("typed by hand", literal=True)
+        time.sleep(0.5)
+        tui.keys("Enter")
+        assert cli.models.wait_for(
+            lambda r: r.is_agent_turn and "typed by hand" in r.text, TURN_TIMEOUT
+        ), tui.tmux.screen()
+        assert tui.turns() == []
+
+        # kill -9 of the CLI: ac run exits with 128+9, the terminal's settings restored.
+        os.kill(tui.cli_pid(), 9)
+        assert tui.status() == str(128 + 9)
+        assert tui.same_terminal()
+    except BaseException:
+        print("the tmux screen:\n" + tui.tmux.screen())
+        raise
+    finally:
+        _end(tui)
