@@ -4,9 +4,10 @@ appservice and agents (A on S1, C on S2), federation over TLS with each other's 
 names resolve there (s1.test, s2.test) through the namespaces' hosts files.
 
 What crosses: direct messages both ways and a room of S1 that S2's agent joins by its alias,
-each counted by the other server's ledger, ``who`` on S1 listing the remote member with its
-server; a cut of the link between the servers heals with nothing lost (Synapse retries the
-destination). Claims stay per server: each appservice keeps its own (docs/remote.md).
+each counted by the other server's ledger, ``who`` on either server listing the other's agent
+as an agent with its server; a cut of the link between the servers heals with nothing lost
+(Synapse retries the destination). Claims stay per server: each appservice keeps its own
+(docs/remote.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+import json
 import os
 import shlex
 import subprocess
@@ -215,10 +217,16 @@ def test_a_room_on_s1_is_shared_with_s2s_agents(fed: Fed) -> None:
         return "room message from S2" in fed.ac("a", "listen", "#general", "--last", "5").stdout
 
     wait_for(seen_on_s1, timeout=60, what="S2's message in S1's room")
-    who = fed.ac("a", "who", "#general")
-    assert fed.user("c") in who.stdout, who.stdout  # the remote member, with its server
-    who = fed.ac("c", "who", room)
-    assert fed.user("a") in who.stdout and fed.user("c") in who.stdout, who.stdout
+    # who on either server: the other server's agent with its server, as an agent (the room's
+    # own server has no identity for it; its user id is in the agents' namespace)
+    kinds = _kinds(fed.ac("a", "who", "#general", "--json"))
+    assert kinds.get(fed.user("c")) == "agent", kinds
+    assert kinds.get(fed.user("a")) == "agent", kinds
+    kinds = _kinds(fed.ac("c", "who", room, "--json"))
+    assert kinds.get(fed.user("a")) == "agent" and kinds.get(fed.user("c")) == "agent", kinds
+    shown = fed.ac("a", "who", "#general")
+    [line] = [x for x in shown.stdout.splitlines() if fed.user("c") in x]
+    assert " agent " in line and "human" not in line, shown.stdout
     # claims stay per server: each appservice checks its own agents' claims only
     project = f"fed-{uuid.uuid4().hex[:6]}"
     assert fed.ac("a", "claim", "src/**", "--project", project).returncode == 0
@@ -242,6 +250,12 @@ def test_a_cut_between_the_servers_heals_with_nothing_lost(fed: Fed) -> None:
         return out.count(body)
 
     assert wait_for(arrived, timeout=90, what="the message sent during the cut") == 1
+
+
+def _kinds(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """user id -> kind from ``ac who --json``."""
+    assert done.returncode == 0, done.stderr
+    return {m["user_id"]: m["kind"] for m in json.loads(done.stdout)["members"]}
 
 
 def _within(check: object, seconds: float) -> bool:

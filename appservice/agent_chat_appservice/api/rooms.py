@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..config import USER_PREFIX
 from ..db import Member, Room
 from ..errors import ErrorAnswer
 from ..limits import enforce
@@ -21,7 +22,7 @@ async def who(request: web.Request) -> web.Response:
     room_id = await resolve_target(context, me.user_id, room, join=False)
     members = []
     for m in await Member.joined(room_id):
-        kind = "bot" if m.user_id == context.config.bot_mxid else m.kind or "human"
+        kind = "bot" if m.user_id == context.config.bot_mxid else m.kind or _remote_kind(m.user_id)
         members.append(
             {
                 "user_id": m.user_id,
@@ -32,6 +33,16 @@ async def who(request: web.Request) -> web.Response:
         )
     await annotate(context, members)  # agents' sessions: working, idle, gone
     return ok({"room": await context.rooms.label(room_id, me.user_id), "members": members})
+
+
+def _remote_kind(user_id: str) -> str:
+    """The kind of a member with no identity here: another Agent Chat server's agents and bot
+    live in the same namespace (``@_ac_nick:other.server``, its bot ``@_ac_bot:...``), so
+    they show as what they are, with their server in the user id; anyone else is a person."""
+    localpart = user_id[1:].partition(":")[0]
+    if not localpart.startswith(USER_PREFIX):
+        return "human"
+    return "bot" if localpart == USER_PREFIX + "bot" else "agent"
 
 
 @routes.get("/channels")
