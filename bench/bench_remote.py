@@ -92,6 +92,58 @@ def rtt(net: netns.Net, rounds: int) -> list[float]:
     return [float(x) for x in done.stdout.split()]
 
 
+def send_to_wait(
+    net: netns.Net,
+    sending: tuple[str, dict[str, str], str],
+    waiting: tuple[str, dict[str, str], list[str], list[str]],
+    rounds: int,
+) -> list[float]:
+    """Seconds from a send to the waiter's ``ac wait`` printing it, ``rounds`` times.
+
+    ``sending``: the sender's host, environment and target (``@Nick`` or a room); one
+    process (SENDER) sends each message on a fresh connection. ``waiting``: the waiter's host,
+    environment, the ``ac`` arguments that mark its messages read before each round, and the
+    ``ac wait`` arguments: a cold ``ac wait`` is started, given time to block, then the message
+    is sent."""
+    host_a, a_env, target = sending
+    host_b, b_env, mark_read, wait_args = waiting
+    sender = subprocess.Popen(
+        net.argv(host_a, sys.executable, "-c", SENDER),
+        env=a_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    net.procs.append(sender)
+    assert sender.stdin is not None and sender.stdout is not None
+    waits: list[float] = []
+    for i in range(rounds):
+        net.run(host_b, AC, *mark_read, env=b_env)
+        waiter = net.start(host_b, AC, *wait_args, "--timeout", "30", "--oneline", env=b_env)
+        time.sleep(1.2)  # its long-poll is at the server (two RTTs and a cold start)
+        sender.stdin.write(f"{target} bench message {i}\n")
+        sender.stdin.flush()
+        start = float(sender.stdout.readline().split()[0])
+        assert waiter.stdout is not None
+        waiter.stdout.readline()
+        waits.append(time.time() - start)
+        waiter.wait(timeout=30)
+    sender.stdin.close()
+    sender.wait(timeout=30)
+    return waits
+
+
+def timeline(log: Path, title: str, start: float, end: float) -> None:
+    """What the proxy read between ``start`` and ``end``: ms after ``start``, the connection,
+    ``+`` accepted (the port) / ``>`` towards the server / ``<`` back, bytes (each delivered
+    50 ms later)."""
+    print(f"{title}: {(end - start) * 1000:.1f} ms; what the proxy read (ms after the start):")
+    for line in log.read_text().splitlines():
+        at, conn, way, size = line.split()
+        if start <= float(at) <= end:
+            print(f"  {(float(at) - start) * 1000:8.1f}  conn {conn:>4} {way} {size:>6}")
+
+
 def reliability(net: netns.Net, tmp: Path, nicks: dict[str, str], count: int) -> dict[str, object]:
     """``count`` cold ``ac send``s from A, four at a time, while the proxy resets 1% of
     connections; B then reads the room: every message exactly once, none lost."""
@@ -133,7 +185,7 @@ def reliability(net: netns.Net, tmp: Path, nicks: dict[str, str], count: int) ->
     }
 
 
-def federation(rounds: int, tmp: Path) -> dict[str, object]:
+def federation(rounds: int, tmp: Path, trace: bool = False) -> dict[str, object]:
     """S1 and S2 federated (each other's private CA), A on S1 sends into S1's #general, C on
     S2 (joined by its alias) waits: p50 against 3 × RTT + 60 ms."""
     net = netns.Net("bf")
@@ -184,7 +236,8 @@ def federation(rounds: int, tmp: Path) -> dict[str, object]:
         net.start("s1", sys.executable, "-c", ECHO.format(host=ips["s1"], port=ECHO_PORT))
         routes = [f"{PUBLIC}:{p}={ips['s1']}:{p}" for p in (8443, 8444, 8448, ECHO_PORT)]
         routes += [f"{PUBLIC}:{p}={ips['s2']}:{p}" for p in (9443, 9444, 9448)]
-        net.proxy(routes, tmp / "fproxy.sock", delay=0.05)
+        log = tmp / "fproxy.log" if trace else None
+        net.proxy(routes, tmp / "fproxy.sock", delay=0.05, log=log)
         nicks = {"a": "FedA", "c": "FedC"}
         for host, server in (("a", "s1"), ("c", "s2")):
             made = net.run(
@@ -200,27 +253,18 @@ def federation(rounds: int, tmp: Path) -> dict[str, object]:
         assert joined.returncode == 0, joined.stderr
         time.sleep(1.0)
         base = median(rtt(net, rounds * 2))
-        sender = subprocess.Popen(
-            net.argv("a", sys.executable, "-c", SENDER),
-            env=a_env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        waits = send_to_wait(
+            net,
+            ("a", a_env, "#general"),
+            ("c", c_env, ["listen", room, "--last", "1"], ["wait"]),
+            rounds,
         )
-        net.procs.append(sender)
-        assert sender.stdin is not None and sender.stdout is not None
-        waits: list[float] = []
-        for i in range(rounds):
-            net.run("c", AC, "listen", room, "--last", "1", env=c_env)  # marks it read
-            waiter = net.start("c", AC, "wait", "--timeout", "30", "--oneline", env=c_env)
-            time.sleep(1.2)
-            sender.stdin.write(f"#general federated message {i}\n")
-            sender.stdin.flush()
-            start = float(sender.stdout.readline().split()[0])
-            assert waiter.stdout is not None
-            waiter.stdout.readline()
-            waits.append(time.time() - start)
-            waiter.wait(timeout=30)
+        if log is not None:
+            t0 = time.time()
+            send_to_wait(
+                net, ("a", a_env, "#general"), ("c", c_env, ["listen", room], ["wait"]), 1
+            )
+            timeline(log, "send → federated ac wait (the wait's start included)", t0, time.time())
         out = {
             "federation_rtt_ms": round(base * 1000, 1),
             "federated_send_to_wait_ms": [round(w * 1000, 1) for w in waits],
@@ -243,6 +287,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="then one cold notify and one send → wait more, with the proxy's timestamps",
+    )
     parser.add_argument(
         "--federation", action="store_true", help="also two federated servers (~1 min more)"
     )
@@ -285,7 +334,8 @@ def main() -> int:
             return 1
         net.start("s", sys.executable, "-c", ECHO.format(host=s_ip, port=ECHO_PORT))
         routes = [f"{PUBLIC}:{p}={s_ip}:{p}" for p in (8443, 8444, ECHO_PORT)]
-        net.proxy(routes, tmp / "proxy.sock", delay=0.05)
+        log = tmp / "proxy.log" if args.trace else None
+        net.proxy(routes, tmp / "proxy.sock", delay=0.05, log=log)
         made = net.run("s", SERVER_CLI, "invite", "--data-dir", str(dd), env=env_for(tmp / "s"))
         [line] = [x for x in made.stdout.splitlines() if x.startswith("ac config")]
         nicks = {"a": "BenchA", "b": "BenchB", "sa": "BenchSA", "sb": "BenchSB"}
@@ -310,36 +360,24 @@ def main() -> int:
         base = median(link)
         results["rtt_ms"] = round(base * 1000, 1)
 
-        def send_to_wait(
-            sender_home: str, waiter_home: str, host_a: str, host_b: str
+        def dm_to_wait(
+            sender_home: str, waiter_home: str, host_a: str, host_b: str, rounds: int = 0
         ) -> list[float]:
-            sender = subprocess.Popen(
-                net.argv(host_a, sys.executable, "-c", SENDER),
-                env=env_for(tmp / sender_home, AGENT_CHAT_NICK=nicks[sender_home]),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
+            return send_to_wait(
+                net,
+                (
+                    host_a,
+                    env_for(tmp / sender_home, AGENT_CHAT_NICK=nicks[sender_home]),
+                    f"@{nicks[waiter_home]}",
+                ),
+                (
+                    host_b,
+                    env_for(tmp / waiter_home, AGENT_CHAT_NICK=nicks[waiter_home]),
+                    ["listen", "--last", "1"],
+                    ["wait", "--dm"],
+                ),
+                rounds or args.rounds,
             )
-            net.procs.append(sender)
-            assert sender.stdin is not None and sender.stdout is not None
-            b_env = env_for(tmp / waiter_home, AGENT_CHAT_NICK=nicks[waiter_home])
-            waits: list[float] = []
-            for i in range(args.rounds):
-                net.run(host_b, AC, "listen", "--last", "1", env=b_env)  # marks B's DMs read
-                waiter = net.start(
-                    host_b, AC, "wait", "--dm", "--timeout", "30", "--oneline", env=b_env
-                )
-                time.sleep(1.2)  # its long-poll is at the server (two RTTs and a cold start)
-                sender.stdin.write(f"@{nicks[waiter_home]} bench message {i}\n")
-                sender.stdin.flush()
-                start = float(sender.stdout.readline().split()[0])
-                assert waiter.stdout is not None
-                waiter.stdout.readline()
-                waits.append(time.time() - start)
-                waiter.wait(timeout=30)
-            sender.stdin.close()
-            sender.wait(timeout=30)
-            return waits
 
         def notify_cold(home: str, host: str) -> list[float]:
             env = env_for(tmp / home, AGENT_CHAT_NICK=nicks[home])
@@ -350,14 +388,21 @@ def main() -> int:
                 cold.append(time.perf_counter() - t)
             return cold
 
-        waits = send_to_wait("a", "b", "a", "b")
-        local_waits = send_to_wait("sa", "sb", "s", "s")
+        waits = dm_to_wait("a", "b", "a", "b")
+        local_waits = dm_to_wait("sa", "sb", "s", "s")
         results["send_to_wait_ms"] = [round(w * 1000, 1) for w in waits]
         results["local_send_to_wait_ms"] = [round(w * 1000, 1) for w in local_waits]
         a_env = env_for(tmp / "a", AGENT_CHAT_NICK=nicks["a"])
         cold = notify_cold("a", "a")
         local_cold = notify_cold("sa", "s")
         results["local_notify_cold_ms"] = [round(c * 1000, 1) for c in local_cold]
+        if log is not None:
+            t0 = time.time()
+            net.run("a", AC, "notify", "--oneline", env=a_env)
+            timeline(log, "remote ac notify --oneline, cold", t0, time.time())
+            t0 = time.time()
+            dm_to_wait("a", "b", "a", "b", 1)
+            timeline(log, "send → remote ac wait (the wait's start included)", t0, time.time())
         if args.messages:
             results.update(reliability(net, tmp, nicks, min(args.messages, 1000)))
         nothing: list[float] = []
@@ -394,7 +439,7 @@ def main() -> int:
         net.run("s", SERVER_CLI, "stop", "--data-dir", str(tmp / "server"), env=env_for(tmp / "s"))
         net.close()
     if args.federation:  # after the first network is gone: three servers at once would skew it
-        results.update(federation(args.rounds, tmp))
+        results.update(federation(args.rounds, tmp, args.trace))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

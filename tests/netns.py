@@ -145,9 +145,11 @@ class Net:
         return proc
 
     def proxy(
-        self, routes: list[str], control: Path, delay: float = 0.05
+        self, routes: list[str], control: Path, delay: float = 0.05, log: Path | None = None
     ) -> subprocess.Popen[str]:
-        """The fault proxy (netproxy.py) on the router: ``LISTEN:PORT=TARGET:PORT`` routes."""
+        """The fault proxy (netproxy.py) on the router: ``LISTEN:PORT=TARGET:PORT`` routes;
+        ``log``: its per-chunk timestamps (netproxy.py --log)."""
+        extra = ["--log", str(log)] if log else []
         proc = self.start(
             "router",
             sys.executable,
@@ -156,6 +158,7 @@ class Net:
             str(control),
             "--delay",
             str(delay),
+            *extra,
             *routes,
         )
         assert proc.stdout is not None

@@ -14,6 +14,11 @@ with one line:
   accepted but carry nothing until the cut ends, then are reset too;
 - ``stats``: ``connections=N resets=N cut_until=T``.
 
+``--log FILE`` appends one line per chunk read, ``TIME CONN DIR BYTES`` (wall clock, the
+connection's number, ``+`` accepted (then the target's port), ``>`` client to server or ``<``
+back, 0 bytes: that side closed), to see where a request's time goes
+(bench/bench_remote.py --trace).
+
 Stdlib only, one process, asyncio.
 """
 
@@ -27,6 +32,10 @@ import socket
 import struct
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
+
 
 class Link:
     def __init__(self, delay: float) -> None:
@@ -36,6 +45,12 @@ class Link:
         self.live: set[Connection] = set()
         self.connections = 0
         self.resets = 0
+        self.log: TextIO | None = None
+
+    def note(self, conn: int, way: str, size: int) -> None:
+        if self.log is not None:
+            self.log.write(f"{time.time():.4f} {conn} {way} {size}\n")
+            self.log.flush()
 
 
 class Connection:
@@ -44,6 +59,7 @@ class Connection:
         self.client = client
         self.server: asyncio.StreamWriter | None = None
         self.done = asyncio.Event()
+        self.number = link.connections
 
     def reset(self) -> None:
         """End both sides with a RST (SO_LINGER 0), as a broken link's peer would see it."""
@@ -60,7 +76,11 @@ class Connection:
 
 
 async def _pump(
-    link: Link, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    link: Link,
+    conn: Connection,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    way: str,
 ) -> None:
     """Read from one side, deliver to the other ``delay`` later, in order."""
     loop = asyncio.get_running_loop()
@@ -84,6 +104,7 @@ async def _pump(
     try:
         while True:
             data = await reader.read(65536)
+            link.note(conn.number, way, len(data))
             queue.put_nowait((loop.time() + link.delay, data))
             if not data:
                 break
@@ -98,8 +119,9 @@ async def _pump(
 async def _handle(
     link: Link, target: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    conn = Connection(link, writer)
     link.connections += 1
+    conn = Connection(link, writer)
+    link.note(conn.number, "+", target[1])
     loop = asyncio.get_running_loop()
     if loop.time() < link.cut_until:  # the link is down: nothing passes, then a reset
         await asyncio.sleep(link.cut_until - loop.time())
@@ -116,8 +138,8 @@ async def _handle(
         if random.random() < link.reset_probability:
             loop.call_later(random.uniform(0.0, 0.3), conn.reset)
         pumps = [
-            asyncio.create_task(_pump(link, conn, reader, up_writer)),
-            asyncio.create_task(_pump(link, conn, up_reader, writer)),
+            asyncio.create_task(_pump(link, conn, reader, up_writer, ">")),
+            asyncio.create_task(_pump(link, conn, up_reader, writer, "<")),
         ]
         ended = asyncio.create_task(conn.done.wait())
         await asyncio.wait([asyncio.gather(*pumps), ended], return_when=asyncio.FIRST_COMPLETED)
@@ -152,6 +174,8 @@ async def _control(link: Link, reader: asyncio.StreamReader, writer: asyncio.Str
 
 async def main(args: argparse.Namespace) -> None:
     link = Link(args.delay)
+    if args.log:
+        link.log = open(args.log, "a")  # noqa: SIM115 (open for the process's life)
     servers = []
     for spec in args.routes:
         listen, _, target = spec.partition("=")
@@ -174,5 +198,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--control", required=True)
     parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--log", help="append TIME CONN DIR BYTES per chunk read")
     parser.add_argument("routes", nargs="+")
     asyncio.run(main(parser.parse_args()))
