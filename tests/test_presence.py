@@ -5,13 +5,16 @@ Element sees Matrix presence; a DM to an agent with no live session says so at s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 import json
+import os
 import subprocess
 import urllib.request
 
 from test_delivery_stages import HOOK, agents, hook_env, run_hook
 from test_names_and_labels import Person
+from test_replicas import Cluster, cluster  # noqa: F401 (the cluster fixture)
 import pytest
 
 from agent_chat_appservice.config import Config, ConfigError
@@ -261,3 +264,45 @@ def test_a_person_writing_to_a_gone_agent_is_told_once(stack: Stack, tmp_path: P
         bob_told[0],
     ]
     assert notices(ann, ann_room, agent_id) == [told]  # Ann's second message: no second notice
+
+
+def test_a_waiter_on_one_replica_is_wakeable_on_every_replica(cluster: Cluster) -> None:  # noqa: F811
+    """The wake waiter's connection is held by one API replica; ``ac who`` through any other
+    says ``idle · wakeable`` too, and ``idle · deaf`` once it is gone (the session's row)."""
+    agent = cluster.register(cluster.ports[0], unique("Waits"))
+    watcher = cluster.register(cluster.ports[1], unique("Watch"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_CHAT_")}
+    env.update(
+        AGENT_CHAT_SERVER=cluster.url(cluster.ports[0]),
+        AGENT_CHAT_TOKEN=agent.token,
+        AGENT_CHAT_CLI="codex",
+    )
+
+    def seen_through(port: int) -> dict[str, Any]:
+        status, data = cluster.at(watcher, port).call("GET", f"/presence?users={agent.user_id}")
+        assert status == 200, data
+        (found,) = data["identities"]
+        return {s["session"]: s for s in found["sessions"]}
+
+    w = spawn(
+        [AC, "wait", "--dm", "--session", "rep-s1", "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        for port in cluster.ports:
+            wait_for(
+                lambda port=port: seen_through(port).get("rep-s1", {}).get("state") == WAKEABLE,
+                what=f"rep-s1 wakeable through the replica on {port}",
+            )
+        there = seen_through(cluster.ports[2])["rep-s1"]
+        assert there["cli"] == "codex" and there["since"] is not None, there
+    finally:
+        stop(w)
+    for port in cluster.ports:
+        wait_for(
+            lambda port=port: seen_through(port)["rep-s1"]["state"] == DEAF,
+            what=f"rep-s1 deaf through the replica on {port} once its waiter left",
+        )

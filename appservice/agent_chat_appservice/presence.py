@@ -11,8 +11,13 @@ CLI's session-end hook (``POST /sessions/end``):
 - ``gone``: ended, or no sign of life for ``gone_after`` seconds (appservice.yaml's
   ``presence_gone_after_seconds``, default 1800).
 
-Which waiters are connected is known to the process holding them (one replica's view in a
-cluster); everything else is in the ``agent_session`` table.
+Which waiters are connected is known first to the process holding them; it also writes it to
+the session's row (``waiter_since_ms``, and a lease ``waiter_until_ms`` it renews every
+refresh while the waiter stays), so the other API replicas of a cluster show the session
+``idle · wakeable`` too. Writes happen when a session starts or stops having a waiter and at
+each renewal, not per long-poll: a waiter renews its poll after every wake. A replica that dies
+leaves a lease that runs out within :data:`WAITER_LEASE` seconds. Everything else is in the
+``agent_session`` table.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ log = logging.getLogger("agent_chat.presence")
 
 WORKING_SECONDS = 60.0
 WAITER_GRACE = 5.0
+#: How long a replica's word that a waiter is connected holds without renewal.
+WAITER_LEASE = 60.0
 #: A sign of life is written at most this often per session (hooks run every few seconds).
 HEARD_SECONDS = 15.0
 SESSION_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -86,6 +93,8 @@ class Presence:
         self._waiting: dict[tuple[str, str], int] = {}
         self._left: dict[tuple[str, str], float] = {}
         self._connected_at: dict[tuple[str, str], int] = {}
+        #: The lease this process wrote to the row of each session whose waiter it holds.
+        self._leases: dict[tuple[str, str], int] = {}
         self._heard: RecentMap[tuple[str, str, bool], None] = RecentMap(HEARD_SECONDS, 100_000)
         self.gone_after = gone_after
         #: Sets an identity's Matrix presence (``online``..., status message); from service.
@@ -139,6 +148,7 @@ class Presence:
         for s in await AgentSession.recent(now - 86_400_000):
             counts[self.view(s, now).state] += 1
         self.counts = counts
+        await self.renew_leases()
         since = now - int((self.gone_after + 3600) * 1000)
         for user_id in sorted({s.user_id for s in await AgentSession.recent(since)}):
             await self.changed(user_id)
@@ -166,7 +176,7 @@ class Presence:
         """The session ended: its next sign of life (a resumed session) is written at once."""
         self._heard.drop_where(lambda k, _: k[:2] == (user_id, session))
 
-    def waiter_connected(self, user_id: str, session: str) -> None:
+    async def waiter_connected(self, user_id: str, session: str) -> None:
         key = (user_id, session)
         if not self.wakeable(user_id, session):  # since when it has been waiting
             self._connected_at[key] = now_ms()
@@ -174,6 +184,11 @@ class Presence:
                 self._connected_at.pop(next(iter(self._connected_at)))
         self._waiting[key] = self._waiting.get(key, 0) + 1
         self._left.pop(key, None)
+        if key not in self._leases:  # the other replicas learn it from the session's row
+            since = self._connected_at.get(key, now_ms())
+            lease = now_ms() + int(WAITER_LEASE * 1000)
+            await AgentSession.waiting(user_id, session, since, lease)
+            self._leases[key] = lease
 
     def waiter_left(self, user_id: str, session: str) -> None:
         key = (user_id, session)
@@ -185,6 +200,36 @@ class Presence:
             self._left[key] = time.monotonic()
             if len(self._left) > 100_000:
                 self._left.pop(next(iter(self._left)))
+            # Gone for good unless it reconnects within the grace: then the row says so.
+            loop = asyncio.get_running_loop()
+            loop.call_later(WAITER_GRACE + 0.05, self._spawn, self._settle(key))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, key: tuple[str, str]) -> None:
+        """The grace after a waiter left is over: if it did not come back, the session has no
+        waiter here any more (its row's lease ends; Matrix is told)."""
+        if self.wakeable(*key) or key not in self._leases:
+            return
+        lease = self._leases.pop(key)
+        try:
+            await AgentSession.stopped_waiting(key[0], key[1], lease)
+            await self.changed(key[0])
+        except Exception as e:  # the lease runs out by itself
+            log.warning("ending the waiter lease of %s failed: %s", key[0], e)
+
+    async def renew_leases(self) -> None:
+        """Every waiter still held here is believed for another :data:`WAITER_LEASE`."""
+        renewed = now_ms() + int(WAITER_LEASE * 1000)
+        held = [(k, lease) for k, lease in self._leases.items() if self.wakeable(*k)]
+        if not held:
+            return
+        await AgentSession.renew_waiting([(u, s, lease, renewed) for (u, s), lease in held])
+        for key, _ in held:
+            self._leases[key] = renewed
 
     def wakeable(self, user_id: str, session: str) -> bool:
         key = (user_id, session)
@@ -198,8 +243,14 @@ class Presence:
         now = now_ms() if now is None else now
         if s.ended_ms is not None:
             return SessionView(s, GONE, s.ended_ms)
-        wakeable = self.wakeable(s.user_id, s.session)
-        waiting_since = self._connected_at.get((s.user_id, s.session), s.seen_ms)
+        here = self.wakeable(s.user_id, s.session)
+        # Held by another replica: its lease in the session's row.
+        elsewhere = s.waiter_until_ms is not None and s.waiter_until_ms > now
+        wakeable = here or elsewhere
+        if here:
+            waiting_since = self._connected_at.get((s.user_id, s.session), s.seen_ms)
+        else:
+            waiting_since = s.waiter_since_ms if elsewhere and s.waiter_since_ms else s.seen_ms
         # A waiter armed after the last hook call is a session that went idle (Claude Code
         # arms it when a turn stops); hook calls while it waits are a session at work.
         if wakeable and (s.hook_ms is None or waiting_since >= s.hook_ms):

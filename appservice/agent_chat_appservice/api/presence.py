@@ -63,7 +63,7 @@ async def session_signs(
     if waiter is None or not holding:
         return lambda: None
     was_wakeable = presence.wakeable(user_id, waiter)
-    presence.waiter_connected(user_id, waiter)
+    await presence.waiter_connected(user_id, waiter)
     if not was_wakeable:
         await presence.changed(user_id)
 

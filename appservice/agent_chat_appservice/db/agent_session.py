@@ -24,10 +24,14 @@ class AgentSession(Table):
     lines_shown: int = 0
     chars_injected: int = 0
     wakes: int = 0
+    #: A wake waiter connected to some replica since then, believed until ``waiter_until_ms``
+    #: (the replica holding it renews that; ``presence.py``).
+    waiter_since_ms: int | None = None
+    waiter_until_ms: int | None = None
 
     _columns = (
         "user_id, session, cli, host, repo, started_ms, seen_ms, hook_ms, ended_ms, "
-        "lines_shown, chars_injected, wakes"
+        "lines_shown, chars_injected, wakes, waiter_since_ms, waiter_until_ms"
     )
 
     @classmethod
@@ -74,6 +78,35 @@ class AgentSession(Table):
             " WHERE user_id=$1 AND session=$2"
         )
         await conn.execute(q, user_id, session, lines, chars, wakes)
+
+    @classmethod
+    async def waiting(cls, user_id: str, session: str, since_ms: int, until_ms: int) -> None:
+        """A wake waiter of the session connected (to this replica) at ``since_ms``."""
+        q = (
+            "UPDATE agent_session SET waiter_since_ms=$3, waiter_until_ms=$4"
+            " WHERE user_id=$1 AND session=$2"
+        )
+        await cls.db.execute(q, user_id, session, since_ms, until_ms)
+
+    @classmethod
+    async def renew_waiting(cls, leases: list[tuple[str, str, int, int]]) -> None:
+        """``(user_id, session, lease written, new lease)``: each waiter this replica still
+        holds is believed longer, unless another replica wrote the row since."""
+        q = (
+            "UPDATE agent_session SET waiter_until_ms=$4"
+            " WHERE user_id=$1 AND session=$2 AND waiter_until_ms=$3"
+        )
+        await cls.db.executemany(q, leases)
+
+    @classmethod
+    async def stopped_waiting(cls, user_id: str, session: str, lease_ms: int) -> None:
+        """This replica's waiter of the session left for good: the row's lease ends, unless
+        another replica wrote it since (the waiter reconnected there)."""
+        q = (
+            "UPDATE agent_session SET waiter_until_ms=NULL"
+            " WHERE user_id=$1 AND session=$2 AND waiter_until_ms=$3"
+        )
+        await cls.db.execute(q, user_id, session, lease_ms)
 
     @classmethod
     async def end(cls, user_id: str, session: str) -> bool:

@@ -13,6 +13,7 @@ from . import (
     v09_delivery_stages,  # noqa: F401
     v10_retention_indexes,  # noqa: F401
     v11_invite_tokens,  # noqa: F401
+    v12_session_waiter,  # noqa: F401
 )
 from .table import upgrade_table
 
