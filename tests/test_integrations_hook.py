@@ -21,7 +21,7 @@ import pytest
 
 from agent_chat.config import save_config
 from agent_chat.setup import hook_script
-from helpers import Stack, free_port, register, unique, wait_for
+from helpers import Agent, Stack, free_port, register, shared_room, spawn, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 HOOK = hook_script()
@@ -428,3 +428,194 @@ def test_notify_hot_path_imports_nothing_of_the_integrations() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
     )
     assert p.returncode == 0 and p.stdout.strip() == "[]", (p.stdout, p.stderr)
+
+
+# --- the wake hook's light waiter (agent_chat.wake_waiter) -------------------------------------
+
+WAITER = "from agent_chat.wake_waiter import main; main()"
+WAKE_TAIL = ": new direct or urgent message (read: ac listen --unread)\n"
+
+
+def _wake_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment Claude Code gives its hooks (none of ours but what ``extra`` adds), and
+    ``home``/hook/ac-path as `ac` writes it."""
+    (home / "hook").mkdir(parents=True, exist_ok=True)
+    (home / "hook" / "ac-path").write_text(AC + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_CHAT_", "CLAUDE"))}
+    env.update(AGENT_CHAT_HOME=str(home), CLAUDE_PROJECT_DIR="/w", AGENT_CHAT_WAKE_TIMEOUT="120")
+    env.update(extra)
+    return env
+
+
+def _start_wake_hook(env: dict[str, str], sid: str) -> subprocess.Popen[str]:
+    """``sh ac-hook.sh --wake`` as Claude Code's asyncRewake runs it (killed at the end)."""
+    proc = spawn(
+        ["sh", HOOK, "--wake"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps({"session_id": sid, "hook_event_name": "Stop"}) + "\n")
+    proc.stdin.close()
+    proc.stdin = None  # communicate() would flush it
+    return proc
+
+
+def _start_waiter(env: dict[str, str], sid: str, *args: str) -> subprocess.Popen[str]:
+    """The waiter as the hook execs it, with options the hook does not pass."""
+    return spawn(
+        [sys.executable, "-I", "-c", WAITER, "--session", sid, "--timeout", "120", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _is_light_waiter(proc: subprocess.Popen[str]) -> bool:
+    """The hook's own process became the waiter (exec): no shell or `ac` waits beside it."""
+    try:
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return WAITER.encode() in argv
+
+
+def _presence(viewer: Agent, nick: str) -> str | None:
+    status, data = viewer.call("GET", f"/presence?users=@{nick}")
+    assert status == 200, data
+    sessions = data["identities"][0]["sessions"]
+    return sessions[0]["state"] if sessions else None
+
+
+def _waiting_sessions(viewer: Agent, nick: str) -> list[str]:
+    status, data = viewer.call("GET", f"/presence?users=@{nick}")
+    assert status == 200, data
+    return [s["session"] for s in data["identities"][0]["sessions"] if "wakeable" in s["state"]]
+
+
+def test_wake_hook_runs_the_light_waiter_and_wakes_once(stack: Stack, tmp_path: Path) -> None:
+    """A DM ends the waiter with one line on stderr (exit 2), exactly once: the next waiter of
+    the session (the Stop hook re-arms after the turn) does not wake for it again; while it
+    waits the session is ``idle · wakeable``, and only the waiter's own process runs."""
+    from agent_chat.hook_files import curl_config
+
+    a, b = register(stack), register(stack)
+    env = _wake_env(tmp_path)
+    (tmp_path / "hook" / "default.curl").write_text(curl_config(stack.api_url, b.token, b.nick))
+    waker = _start_wake_hook(env, "s-once")
+    wait_for(lambda: _is_light_waiter(waker), what="the hook exec'd the light waiter")
+    wait_for(lambda: _presence(a, b.nick) == "idle · wakeable", what="idle · wakeable")
+    a.send("@" + b.nick, "psst")
+    out, err = waker.communicate(timeout=60)
+    assert (waker.returncode, out) == (2, ""), err
+    assert err == f"[chat] @{a.nick}(1){WAKE_TAIL}"
+    wait_for(lambda: _presence(a, b.nick) != "idle · wakeable", what="the waiter gone")
+    # Re-armed: the same DM does not wake the session twice.
+    again = _start_wake_hook({**env, "AGENT_CHAT_WAKE_TIMEOUT": "3"}, "s-once")
+    assert again.wait(60) == 0 and again.communicate() == ("", "")
+    # What came while no waiter was armed wakes the next one at once.
+    a.send("@" + b.nick, "and again")
+    wait_for(lambda: b.count("@" + a.nick) == 2, what="second DM counted")
+    third = _start_wake_hook(env, "s-once")
+    out, err = third.communicate(timeout=60)
+    assert (third.returncode, err) == (2, f"[chat] @{a.nick}(2){WAKE_TAIL}"), out
+
+
+def test_light_waiter_loop_guard(stack: Stack, tmp_path: Path) -> None:
+    """Inside the interval after a wake, news waits (no storm between two agents) unless
+    something becomes urgent meanwhile; a newer waiter of the session takes over from an
+    older one."""
+    a, b = register(stack), register(stack)
+    room = shared_room(a, b, prefix="guard-")
+    env = _wake_env(tmp_path, AGENT_CHAT_TOKEN=b.token, AGENT_CHAT_SERVER=stack.api_url)
+    guard = ("--min-interval", "3600")
+    first = _start_waiter(env, "s-guard", *guard)
+    wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-guard"], what="first waiter")
+    a.send("@" + b.nick, "one")
+    assert first.wait(60) == 2
+    # A second DM inside the hour: counted, but the waiter holds it back...
+    held = _start_waiter(env, "s-guard", *guard)
+    a.send("@" + b.nick, "two")
+    wait_for(lambda: b.count("@" + a.nick) == 2, what="second DM counted")
+    time.sleep(1.5)
+    assert held.poll() is None, held.communicate()
+    # ...unless something becomes urgent.
+    a.send(room, f"[ALERT] @{b.nick} now")
+    out, err = held.communicate(timeout=60)
+    assert (held.returncode, out) == (2, ""), err
+    assert f"{room}(1!)" in err and f"@{a.nick}(2)" in err
+    # Takeover: the older of two waiters of one session ends without a word, the newer wakes.
+    older = _start_waiter(env, "s-take", "--min-interval", "0")
+    wait_for(lambda: "s-take" in _waiting_sessions(a, b.nick), what="older waiter")
+    newer = _start_waiter(env, "s-take", "--min-interval", "0")
+    wait_for(lambda: older.poll() is None and _wake_state_owner(tmp_path, newer.pid), what="newer")
+    a.send("@" + b.nick, "three")
+    assert older.wait(60) == 0 and older.communicate() == ("", "")
+    out, err = newer.communicate(timeout=60)
+    assert (newer.returncode, out) == (2, ""), err
+    assert err == f"[chat] {room}(1!) @{a.nick}(3){WAKE_TAIL}"
+
+
+def _wake_state_owner(home: Path, pid: int) -> bool:
+    """Some session state file under ``home``/wait names ``pid``'s waiter as its owner."""
+    for path in (home / "wait").glob("*.json"):
+        try:
+            if str(json.loads(path.read_text()).get("waiter", "")).startswith(f"{pid}-"):
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def test_light_waiter_ends_with_the_watched_process(stack: Stack, tmp_path: Path) -> None:
+    a, b = register(stack), register(stack)
+    env = _wake_env(tmp_path, AGENT_CHAT_TOKEN=b.token, AGENT_CHAT_SERVER=stack.api_url)
+    session_cli = spawn(["sleep", "300"])
+    try:
+        waiter = _start_waiter({**env, "AGENT_CHAT_WAIT_WHILE_PID": str(session_cli.pid)}, "s-w")
+        wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-w"], what="waiting")
+    finally:
+        session_cli.kill()
+        session_cli.wait()
+    a.send("@" + b.nick, "for a session that is gone")
+    assert waiter.wait(60) == 0 and waiter.communicate() == ("", "")
+
+
+def test_light_waiter_outlives_an_appservice_restart(stack: Stack, tmp_path: Path) -> None:
+    """The appservice restarts under a waiting hook: it waits on, and the next DM wakes it."""
+    a, b = register(stack), register(stack)
+    env = _wake_env(tmp_path, AGENT_CHAT_TOKEN=b.token, AGENT_CHAT_SERVER=stack.api_url)
+    waker = _start_wake_hook(env, "s-restart")
+    wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-restart"], what="waiting")
+    stack.stop_appservice()
+    try:
+        assert waker.poll() is None
+    finally:
+        stack.start_appservice()
+    assert waker.poll() is None
+    wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-restart"], what="waiting again")
+    a.send("@" + b.nick, "after the restart")
+    out, err = waker.communicate(timeout=60)
+    assert (waker.returncode, err) == (2, f"[chat] @{a.nick}(1){WAKE_TAIL}"), out
+
+
+def test_wake_hook_without_credentials_file_uses_ac_wait(stack: Stack, tmp_path: Path) -> None:
+    """No hook/<nick>.curl yet (or AGENT_CHAT_WAKE_WAITER=ac): `ac wait` waits, as before."""
+    a, b = register(stack), register(stack)
+    env = _wake_env(
+        tmp_path,
+        AGENT_CHAT_TOKEN=b.token,
+        AGENT_CHAT_SERVER=stack.api_url,
+        AGENT_CHAT_WAKE_WAITER="ac",
+    )
+    waker = _start_wake_hook(env, "s-ac")
+    wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-ac"], what="ac wait waiting")
+    assert not _is_light_waiter(waker)
+    a.send("@" + b.nick, "psst")
+    out, err = waker.communicate(timeout=60)
+    assert (waker.returncode, err) == (2, f"[chat] @{a.nick}(1){WAKE_TAIL}"), out

@@ -12,14 +12,17 @@
 # server formats the line (GET /notify?format=oneline), the rest is shell builtins.
 #
 # --wake (Claude Code "asyncRewake" hooks on SessionStart and Stop, run in the background):
-# blocks in `ac wait --urgent --dm --session SESSION` (the server's long-poll; no polling) and
-# exits 2 with one line on stderr ("[chat] @BlueLake(1) ...": labels and counts, never bodies)
-# when a DM, mention or urgent message arrives, which wakes the idle session. Exits 0 when
-# nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT seconds, default 86000) and on any
-# error: a broken server never wakes the agent, and the Stop hook re-arms only after a turn.
-# `ac wait`'s loop guard gives at most one wake per new event and one waiter per session, and
-# it ends with the agent CLI that started the hook (AGENT_CHAT_WAIT_WHILE_PID: our parent, or
-# its parent when that is the `sh -c` the CLI ran us through).
+# becomes (exec) the light waiter, `ac wait --urgent --dm --session SESSION`'s rules in a
+# Python that imports almost nothing (agent_chat/wake_waiter.py; `ac wait` itself when no
+# credentials file is there yet, or with AGENT_CHAT_WAKE_WAITER=ac): it blocks in the server's
+# long-poll (no polling) and exits 2 with one line on stderr ("[chat] @BlueLake(1) ...":
+# labels and counts, never bodies) when a DM, mention or urgent message arrives, which wakes
+# the idle session. Exits 0 when nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT
+# seconds, default 86000) and on any error: a broken server never wakes the agent, and the
+# Stop hook re-arms only after a turn. The loop guard gives at most one wake per new event and
+# one waiter per session, and the waiter ends with the agent CLI that started the hook
+# (AGENT_CHAT_WAIT_WHILE_PID: our parent, or its parent when that is the `sh -c` the CLI ran
+# us through).
 #
 # Delivery stages and presence: a line printed to a session is reported `shown` (POST /stages,
 # by a curl in the background, so the printing path does not wait for it) with the positions
@@ -152,6 +155,20 @@ if [ -n "$wake" ]; then
   esac
   watch=${watch#"${watch%%[! ]*}"}
   case $watch in ''|*[!0-9]*) watch="" ;; esac
+  # The light waiter (agent_chat.wake_waiter), in place of this shell: `ac`'s own Python (its
+  # "#!" line), when the credentials are at hand (else `ac wait` below, which can register).
+  py=""
+  if [ "${AGENT_CHAT_WAKE_WAITER:-}" != ac ] \
+    && { [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ] || [ -r "$dir/$nick.curl" ]; }; then
+    IFS= read -r py < "$ac" 2>/dev/null || py=""
+    case $py in '#!/'*python*) py=${py#??} ;; *) py="" ;; esac
+    case $py in *[!A-Za-z0-9_./+-]*) py="" ;; esac  # options, "env python": not this form
+  fi
+  if [ -n "$py" ] && [ -x "$py" ]; then
+    export AGENT_CHAT_HOME="$home" AGENT_CHAT_WAIT_WHILE_PID="$watch" AGENT_CHAT_CLI="$cli"
+    exec "$py" -I -c 'from agent_chat.wake_waiter import main; main()' --session "$sid" \
+      --timeout "$timeout" --credentials "$dir/$nick.curl" </dev/null >/dev/null
+  fi
   line=$(AGENT_CHAT_HOME=$home AGENT_CHAT_WAIT_WHILE_PID=$watch AGENT_CHAT_CLI=$cli "$ac" wait --urgent --dm --oneline --session "$sid" \
     --timeout "$timeout" </dev/null 2>/dev/null) || exit 0
   nl='
