@@ -78,7 +78,7 @@ CHANNEL_INSTRUCTIONS = (
 
 
 #: The CLI that started the server, from the environment it gives its MCP servers.
-CLI_MARKERS = (("CLAUDECODE", "claude"), ("GEMINI_CLI", "gemini"), ("CODEX_HOME", "codex"))
+CLI_MARKERS = (("CLAUDECODE", "claude"), ("GEMINI_CLI", "gemini"), ("CODEX_THREAD_ID", "codex"))
 #: How long telling the server the session ended may hold up the exit.
 END_TIMEOUT = 3.0
 #: How long a tool call waits for the session's start (registering the identity, maybe).
