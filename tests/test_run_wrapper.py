@@ -1,6 +1,7 @@
 """``ac run -- CLI``: the pty wrapper that wakes an idle agent CLI, under tmux against the real
 stack. A small line-reading CLI (a prompt, each submitted line appended to a file) stands in
-for the agent here; tests/test_agent_clis.py drives the real Codex and Gemini TUIs.
+for the agent in the first tests; the last ones (marked agent_cli) drive the real Claude Code
+TUI against tests/fake_models.py, and tests/test_agent_clis.py the real Codex and Gemini TUIs.
 
 Asserted: a DM to an idle CLI types the counts line (never the body) once; a person typing
 holds it until they stop; ``--wake none`` types nothing; the terminal's settings (``stty -a``)
@@ -291,6 +292,10 @@ class RealTui:
     def same_terminal(self) -> bool:
         return (self.tmp / "before").read_text() == (self.tmp / "after").read_text()
 
+    def stty(self) -> str:
+        before, after = ((self.tmp / name).read_text() for name in ("before", "after"))
+        return f"before:\n{before}after:\n{after}"
+
 
 def _claude_under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
     """``ac run OPTIONS -- claude`` under tmux between two ``stty -a``, at its prompt. Its
@@ -409,8 +414,8 @@ def test_claude_code_under_ac_run_waits_for_a_person_typing(
         tui.keys("C-c")
         time.sleep(0.5)
         tui.keys("C-c")
-        assert tui.status() == "0"
-        assert tui.same_terminal()
+        assert tui.status() == "0", tui.tmux.screen()
+        assert tui.same_terminal(), tui.stty()
     except BaseException:
         print("the tmux screen:\n" + tui.tmux.screen())
         raise
@@ -429,7 +434,8 @@ def test_claude_code_under_ac_run_wake_none_then_kill_9(
         peer = register(stack, unique("Peer"))
         peer.send("@" + cli.me, "nobody wakes")
         time.sleep(6)  # an idle CLI would have been woken by now
-        assert tui.turns() == [] and "[chat]" not in tui.tmux.screen()
+        assert tui.turns() == [], [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
+        assert "[chat]" not in tui.tmux.screen()
         # The person's own line goes through the wrapper as ever.
         tui.keys("typed by hand", literal=True)
         time.sleep(0.5)
@@ -437,12 +443,60 @@ def test_claude_code_under_ac_run_wake_none_then_kill_9(
         assert cli.models.wait_for(
             lambda r: r.is_agent_turn and "typed by hand" in r.text, TURN_TIMEOUT
         ), tui.tmux.screen()
-        assert tui.turns() == []
+        assert tui.turns() == [], [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
 
         # kill -9 of the CLI: ac run exits with 128+9, the terminal's settings restored.
         os.kill(tui.cli_pid(), 9)
-        assert tui.status() == str(128 + 9)
-        assert tui.same_terminal()
+        assert tui.status() == str(128 + 9), tui.tmux.screen()
+        assert tui.same_terminal(), tui.stty()
+    except BaseException:
+        print("the tmux screen:\n" + tui.tmux.screen())
+        raise
+    finally:
+        _end(tui)
+
+
+def _slow_answers(cli: Cli, words: str, seconds: float) -> list[float]:
+    """The fake model answers a turn whose newest user text holds ``words`` after ``seconds``
+    (the agent at work, its spinner turning); returns when each such answer went out."""
+    finished: list[float] = []
+    record = cli.models.record
+
+    def slow(request: Request) -> None:
+        record(request)
+        if request.is_agent_turn and words in _last_user_parts(request.vendor, request.body)[0]:
+            time.sleep(seconds)
+            finished.append(time.monotonic())
+
+    setattr(cli.models, "record", slow)  # noqa: B010  (an instance's method, replaced)
+    return finished
+
+
+@pytest.mark.agent_cli
+@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
+def test_claude_code_under_ac_run_waits_for_the_agents_turn(
+    real_cli: Cli, stack: Stack, tmp_path: Path
+) -> None:
+    cli = real_cli
+    finished = _slow_answers(cli, "think slowly", 8.0)
+    tui = _claude_under_ac_run(cli, tmp_path)
+    try:
+        peer = register(stack, unique("Peer"))
+        tui.keys("think slowly", literal=True)
+        time.sleep(0.5)
+        tui.keys("Enter")
+        working = cli.models.wait_for(
+            lambda r: r.is_agent_turn and "think slowly" in r.text, TURN_TIMEOUT
+        )
+        assert working is not None, ("the turn never started", tui.tmux.screen())
+        peer.send("@" + cli.me, "while you work")  # the model is still thinking
+        woke = cli.models.wait_for(
+            lambda r: r.is_agent_turn and WORDS in _last_user_parts(r.vendor, r.body)[0], 60
+        )
+        assert woke is not None, ("no wake after the turn", tui.tmux.screen())
+        # Typed after the answer went out (not queued into the turn), as a turn of its own.
+        assert finished and woke.at > finished[0], (finished, woke.at)
+        assert "think slowly" not in _last_user_parts(woke.vendor, woke.body)[0]
     except BaseException:
         print("the tmux screen:\n" + tui.tmux.screen())
         raise

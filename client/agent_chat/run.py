@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
+import math
 import os
 import pty
 import select
@@ -251,7 +253,7 @@ def _copy_winsize(src: int, dest: int) -> None:
             pass
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         try:
@@ -343,6 +345,11 @@ def _run_child(
     try:
         if interactive:
             tty.setraw(stdin, termios.TCSANOW)
+        # What start-up made is never traversed by a collection during the session (a full
+        # collection of it is milliseconds, in the middle of a keystroke), and the waker
+        # thread holds the interpreter for at most 1 ms when a key arrives (5 ms by default).
+        gc.freeze()
+        sys.setswitchinterval(0.001)
         _Pump(stdin, stdout, master, pid, hup_read, profile, waker, filters, interactive).run()
     finally:
         if saved is not None:
@@ -400,6 +407,8 @@ class _Pump:
         self.stdin_open = True
         self.hung_at: float | None = None
         self.escalated = 0
+        self.buffer = bytearray(65536)
+        self.view = memoryview(self.buffer)
 
     def hang_up(self) -> None:
         if self.hung_at is None:
@@ -462,17 +471,21 @@ class _Pump:
         _trace(f"typed quiet={now - self.last_output:.3f}")
 
     def run(self) -> None:
+        # One poll set for the whole session and one read buffer: a keystroke's round trip
+        # (stdin → the CLI, its echo → stdout) allocates nothing and builds no fd lists.
+        poller = select.poll()
+        watched = [self.hangup, self.master, self.stdin]
+        if self.waker is not None:
+            watched.append(self.waker.signal_fd)
+        for fd in watched:
+            poller.register(fd, select.POLLIN)
         while True:
             timeout = self._timeout(time.monotonic())
-            watch = [self.master, self.hangup]
-            if self.stdin_open:
-                watch.append(self.stdin)
-            if self.waker is not None:
-                watch.append(self.waker.signal_fd)
             try:
-                ready, _, _ = select.select(watch, [], [], timeout)
+                events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
             except InterruptedError:
                 continue
+            ready = {fd for fd, _ in events}
             if self.hangup in ready:
                 os.read(self.hangup, 512)
                 self.hang_up()
@@ -480,12 +493,19 @@ class _Pump:
                 os.read(self.waker.signal_fd, 512)
             if self.master in ready and not self._from_cli():
                 return  # the CLI's side is closed: it exited (or was killed)
-            if self.stdin_open and self.stdin in ready:
+            if self.stdin in ready and self.stdin_open:
                 self._from_person()
+            if not self.stdin_open and self.stdin in watched:
+                watched.remove(self.stdin)  # hung up, or piped input ended
+                poller.unregister(self.stdin)
+
+    def _read(self, fd: int) -> memoryview:
+        """What ``fd`` has, in the pump's one buffer (valid until the next read)."""
+        return self.view[: os.readv(fd, [self.buffer])]
 
     def _from_cli(self) -> bool:
         try:
-            data = os.read(self.master, 65536)
+            data = self._read(self.master)
         except OSError as e:
             if e.errno == errno.EIO:
                 return False
@@ -503,15 +523,16 @@ class _Pump:
             _trace("echoed")
             if self.paste and self.profile.echo_gap is not None:
                 self.submit_at = min(self.submit_at, self.last_output + self.profile.echo_gap)
-        self.tail = (self.tail + data)[-64:]
+        self.tail = (self.tail + data[-64:])[-64:]
         on, off = self.tail.rfind(b"\x1b[?2004h"), self.tail.rfind(b"\x1b[?2004l")
         if on != off:
             self.paste = on > off
         return True
 
     def _from_person(self) -> None:
+        data: memoryview | None
         try:
-            data = os.read(self.stdin, 65536)
+            data = self._read(self.stdin)
         except OSError:
             data = None
         if data is None or (not data and self.interactive):
