@@ -375,6 +375,82 @@ async def test_the_agents_panel_lists_who_is_around(
         assert "agent" in line and "active" in line
 
 
+async def test_the_agents_panel_shows_each_agents_presence_and_cli(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    """An agent whose session's hook reported in (``/notify?session=&cli=``, as the hook asks
+    it) shows ``working · claude``, its repository and since when; a session that starts while the panel is
+    open shows up without reopening it."""
+    me, my = watcher(make_ac, stack)
+    busy = register(stack, unique("Busy"))
+    later = register(stack, unique("Later"))
+    quiet = register(stack, unique("Quiet"))
+    shared_room(busy, my, later, quiet, prefix="presence-")
+    status, data = busy.call("GET", "/notify?session=tui-s1&cli=claude&repo=webshop")
+    assert status == 200, data
+    app = AgentChatApp(session_of(me))
+    async with app.run_test(size=(140, 36)) as pilot:
+        await until(pilot, lambda: app.ready.is_set(), "start")
+        await pilot.press("a")
+        listing = app.query_one("#agents-list")
+
+        def entry(nick: str) -> str:
+            rows = lines_of(listing)
+            for i, row in enumerate(rows):
+                if nick in row:
+                    return "\n".join(rows[i : i + 2])
+            return ""
+
+        await until(pilot, lambda: "working · claude" in entry(busy.nick), "busy working")
+        assert " in webshop since " in entry(busy.nick)
+        assert "no session seen" in entry(quiet.nick)
+        # Live: a hook report while the panel is open (the panel's refresh, no key pressed).
+        status, data = later.call("GET", "/notify?session=tui-s2&cli=codex")
+        assert status == 200, data
+        await until(pilot, lambda: "working · codex" in entry(later.nick), "later working")
+        # The liveliest first: the working agents above the one with no session.
+        rows = "\n".join(lines_of(listing))
+        assert rows.index(quiet.nick) > max(rows.index(busy.nick), rows.index(later.nick))
+
+
+async def test_your_messages_show_shown_then_read(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    """A message sent from the TUI shows its stages after it: sent, then shown once the
+    recipient's hook put it into its session, then read once ``ac listen`` returned it, each
+    without a key pressed; highlighted, the status bar says it per recipient."""
+    from test_delivery_stages import run_hook
+
+    from agent_chat.tui.composer import Composer
+
+    me, my = watcher(make_ac, stack)
+    reader_ac = make_ac(unique("reader"))
+    reader_ac.ok("register", unique("Reader"))  # as an agent does: its hook can ask too
+    reader = agent_of(reader_ac, stack)
+    reader.send("@" + my.nick, "ping me")  # the direct chat, from the reader's side
+    app = AgentChatApp(session_of(me))
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot, app, "@" + reader.nick)
+        await until(pilot, lambda: "ping me" in timeline_text(app), "the reader's message")
+        composer = app.query_one(Composer)
+        composer.focus()
+        composer.insert("stages please")
+        await pilot.press("enter")
+
+        def mine() -> str:
+            return next((x for x in lines_of(app.timeline) if "stages please" in x), "")
+
+        await until(pilot, lambda: "✓ sent" in mine(), "sent, counted only")
+        hook = run_hook(reader_ac, "tui-sess")
+        assert hook.returncode == 0 and my.nick in hook.stdout, hook
+        await until(pilot, lambda: "✓ shown" in mine(), "shown after the reader's hook")
+        reader_ac.ok("listen", "@" + my.nick, "--json", "--last", "5")
+        await until(pilot, lambda: "✓ read" in mine(), "read after the reader's listen")
+        app.timeline.focus()
+        app.timeline.highlighted = len(app.timeline.messages) - 1
+        await until(pilot, lambda: f"{reader.nick}: read" in app.status.note, "per recipient")
+
+
 # --- hostile text -------------------------------------------------------------------------------
 
 MARKUP = "[b]bold[/b] [link=http://x]click[/link] [@click=app.quit]quit[/] [red]r[/red]"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Footer, OptionList, Static, TextArea
 
 from ..errors import AcError, ClaimConflict
 from ..safe_text import one_line
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from textual import events
+    from textual.timer import Timer
 
     from ..shapes import JSONObject
     from .session import Session
@@ -47,6 +49,13 @@ MIN_WIDTH, MIN_HEIGHT = 80, 24
 MENTIONS_KEPT = 500
 #: Rooms asked for their members when the agents panel opens.
 WHO_ROOMS = 40
+#: Seconds between presence refreshes while the agents panel is open (it is also refreshed
+#: when the long-poll wakes); never more often than PRESENCE_MIN.
+PRESENCE_EVERY, PRESENCE_MIN = 10.0, 1.0
+#: Our own messages on screen whose stages are shown (the newest ones).
+RECEIPTS_SHOWN = 5
+#: Seconds one held ``GET /receipts?wait=`` lasts (for the newest of our messages on screen).
+RECEIPTS_HOLD = 60.0
 
 
 class AgentChatApp(App[int]):
@@ -99,8 +108,20 @@ class AgentChatApp(App[int]):
         self._remark: set[str] = set()
         self.poller: Poller | None = None
         self._rooms_task: asyncio.Future[None] | None = None
+        self._presence_timer: Timer | None = None
+        self._unread_answer: JSONObject | None = None
+        self._presence_at = 0.0
+        self._presence_busy = False
+        #: Receipts of our own messages on screen (event id → the ``/receipts`` answer).
+        self.receipts: dict[str, JSONObject] = {}
+        self._receipts_busy = False
+        self._receipts_again = False
+        self._watching: str | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         #: Seconds (monotonic) when each message id was first put on screen (the bench).
         self.shown_at: dict[str, float] = {}
+        #: When the last live messages were put in the timeline (monotonic; the bench).
+        self.added_at = 0.0
         #: When start-up steps ended (monotonic seconds; the bench reports them).
         self.marks: dict[str, float] = {}
 
@@ -128,8 +149,6 @@ class AgentChatApp(App[int]):
             self.poller.stop()
 
     def mark_time(self, step: str) -> None:
-        import time
-
         self.marks.setdefault(step, time.monotonic())
 
     def on_mount(self) -> None:
@@ -267,13 +286,28 @@ class AgentChatApp(App[int]):
                 await self.reload_rooms()
         elif first:  # back after the server was down: rooms may have changed
             await self.reload_rooms()
-        self.distribute(news)  # the messages first: they are what someone is waiting for
-        self.apply_unread(answer)
+        # The messages first: they are what someone is waiting for. The counts follow once
+        # they are on screen (drawn in a frame of their own, the message's frame is smaller).
+        self._unread_answer = answer
+        if self.distribute(news):
+            self.call_after_refresh(self._apply_unread_answer)
+        else:
+            self._apply_unread_answer()
+        if self.side == "agents":
+            self.run_worker(self.refresh_presence(), group="presence", exclusive=False)
+        if not first:
+            self.run_worker(self.refresh_receipts(), group="receipts", exclusive=False)
         if first and self.current is None:
             await self.open_first()
             self.mark_time("first room shown")
             self.run_worker(self.load_mentions(), exclusive=False)
         self.ready.set()
+
+    def _apply_unread_answer(self) -> None:
+        """The newest /notify answer's counts, if not applied yet."""
+        answer, self._unread_answer = self._unread_answer, None
+        if answer is not None:
+            self.apply_unread(answer)
 
     def apply_unread(self, answer: JSONObject) -> None:
         """Counts from a /notify answer: rooms absent from it have nothing unread."""
@@ -295,8 +329,9 @@ class AgentChatApp(App[int]):
         if any(room_id not in self.rooms for room_id in by_id):
             self.run_worker(self.reload_rooms(), group="rooms", exclusive=True)
 
-    def distribute(self, messages: list[JSONObject]) -> None:
-        """New messages from anywhere: into their rooms, the timeline, mentions, a thread."""
+    def distribute(self, messages: list[JSONObject]) -> bool:
+        """New messages from anywhere: into their rooms, the timeline, mentions, a thread.
+        True when some went into the timeline on screen."""
         me, nick = self.session.user_id, self.session.nick
         shown: list[JSONObject] = []
         unknown = False
@@ -322,15 +357,15 @@ class AgentChatApp(App[int]):
         if shown:
             self.timeline.add(shown)
             self.call_after_refresh(self._stamp, shown)
+            self.added_at = time.monotonic()
             state = self.states[self.current] if self.current else None
             if state is not None:
                 self.timeline.drop_oldest(state.trim())
         if unknown:
             self.run_worker(self.reload_rooms(), group="rooms", exclusive=True)
+        return bool(shown)
 
     def _stamp(self, messages: list[JSONObject]) -> None:
-        import time
-
         now = time.monotonic()
         for m in messages:
             event_id = m.get("event_id")
@@ -412,6 +447,7 @@ class AgentChatApp(App[int]):
             self.session.nick,
             index if index is not None else (start if start < len(state.messages) else None),
         )
+        self.call_after_refresh(self._receipts_soon)
 
     async def _load(self, state: RoomState, room: Room) -> bool:
         """The room's unread messages and its newest ones (enough to hold every unread one),
@@ -440,7 +476,11 @@ class AgentChatApp(App[int]):
         return True
 
     def on_timeline_seen(self, event: Timeline.Seen) -> None:
-        if event.control is not self.timeline or self.peek or self.current is None:
+        if event.control is not self.timeline:
+            return
+        if any(e not in self.receipts for e in self.timeline.own_in_view(RECEIPTS_SHOWN)):
+            self._receipts_soon()  # scrolled to messages of ours whose stages are not known
+        if self.peek or self.current is None:
             return
         state = self.states.get(self.current)
         if state is None or not state.loaded:
@@ -482,6 +522,100 @@ class AgentChatApp(App[int]):
                     return
         finally:
             self._marking.discard(room_id)
+
+    # --- our own messages' stages (shown, read) ---------------------------------------------
+
+    def _receipts_soon(self) -> None:
+        self.run_worker(self.refresh_receipts(), group="receipts", exclusive=False)
+
+    async def refresh_receipts(self) -> None:
+        """``GET /receipts?event=`` for our own newest messages on screen (none final yet),
+        shown after each; then hold one ``GET /receipts?wait=`` on the newest of them, so its
+        stages move on screen as the recipients' sessions show and read it. Asked when the
+        long-poll wakes, a room opens, we send or scroll: never polled."""
+        if self._receipts_busy:
+            self._receipts_again = True
+            return
+        self._receipts_busy = True
+        try:
+            while True:
+                self._receipts_again = False
+                own = self.timeline.own_in_view(RECEIPTS_SHOWN)
+                for event_id in own:
+                    if text.all_reached(self.receipts.get(event_id), "read") and (
+                        event_id in self.receipts
+                    ):
+                        continue  # read by everyone: nothing more to come
+                    try:
+                        answer = await self.call(self.session.receipts, event_id)
+                    except (AcError, OSError):
+                        continue  # not stored yet, or the server is away: the next wake
+                    self.show_receipts(event_id, answer)
+                if own:
+                    self.watch_receipts(own[0])
+                if not self._receipts_again:
+                    return
+        finally:
+            self._receipts_busy = False
+
+    def show_receipts(self, event_id: str, answer: JSONObject) -> None:
+        self.receipts[event_id] = answer
+        if len(self.receipts) > 500:
+            for key in list(self.receipts)[:250]:
+                del self.receipts[key]
+        stages = text.stages(answer)
+        if stages is not None:
+            self.timeline.set_stages(event_id, stages)
+        if self.focused is self.timeline:
+            self._detail(self.timeline.selected())
+
+    def watch_receipts(self, event_id: str) -> None:
+        """One held request at a time, on our newest message on screen until all read it."""
+        if text.all_reached(self.receipts.get(event_id), "read"):
+            return
+        if self._watching == event_id and self._watch_task and not self._watch_task.done():
+            return
+        if self._watch_task is not None:
+            self._watch_task.cancel()  # its request ends at its hold; its answer is dropped
+        self._watching = event_id
+        self._watch_task = asyncio.ensure_future(self._watch(event_id))
+
+    async def _watch(self, event_id: str) -> None:
+        client = self.session.poll_client()
+        pause = 1.0
+        while self._watching == event_id:
+            stage = "read" if text.all_reached(self.receipts.get(event_id), "shown") else "shown"
+            try:
+                answer = await self.call(
+                    self.session.receipts_wait, client, event_id, stage, RECEIPTS_HOLD
+                )
+            except (AcError, OSError):
+                await asyncio.sleep(pause)  # the long-poll's own back-off says the rest
+                pause = min(30.0, pause * 2)
+                continue
+            pause = 1.0
+            if self._watching != event_id:
+                return
+            self.show_receipts(event_id, answer)
+            if text.all_reached(answer, "read"):
+                self._watching = None
+                return
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list is self.timeline and self.focused is self.timeline:
+            self._detail(self.timeline.selected())
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if event.widget is self.timeline:
+            self._detail(self.timeline.selected())
+
+    def _detail(self, msg: JSONObject | None) -> None:
+        """Our highlighted message's stages per recipient, in the status bar."""
+        if msg is None or msg.get("sender") != self.session.user_id:
+            return
+        answer = self.receipts.get(text_of(msg.get("event_id")))
+        if answer is not None and text.recipients_of(answer):
+            self.note(text.stages_detail(answer))
 
     def action_next_unread(self) -> None:
         """The next room with something unread after the current one (urgent ones first)."""
@@ -587,6 +721,7 @@ class AgentChatApp(App[int]):
         self.set_reply(None)
         self.note(f"sent to {one_line(sent.get('room') or '')}")
         await self.catch_up(text_of(sent.get("event_id")))
+        self.call_after_refresh(self._receipts_soon)
 
     async def catch_up(self, sent: str = "", patience: float = 10.0) -> None:
         """Fetch what is new until the message we ``sent`` is in (our own messages do not wake
@@ -746,6 +881,9 @@ class AgentChatApp(App[int]):
         self.query_one(RoomList).display = name is None or self.size.width >= 120
         if name != "thread":
             self.query_one(ThreadPanel).root = None
+        if name != "agents" and self._presence_timer is not None:
+            self._presence_timer.stop()
+            self._presence_timer = None
 
     def action_close_side(self) -> None:
         if self.side is not None:
@@ -757,6 +895,14 @@ class AgentChatApp(App[int]):
             self.show_side(None)
             return
         self.show_side("agents")
+        await self.load_agents()
+        if self.side == "agents" and self._presence_timer is None:
+            # Presence also changes with time alone (working → idle → gone), which wakes no
+            # long-poll: a modest timer, only while the panel is open.
+            self._presence_timer = self.set_interval(PRESENCE_EVERY, self.refresh_presence)
+
+    async def load_agents(self) -> None:
+        """Everyone in our rooms (``/who``, presence included), into the agents panel."""
         seen: dict[str, tuple[JSONObject, int]] = {}
         rooms = [r for r in self.rooms.values() if not r.direct][:WHO_ROOMS]
         for room in rooms:
@@ -771,6 +917,28 @@ class AgentChatApp(App[int]):
                 if name and " " not in name and m.get("kind") == "agent":
                     self.names.add(name)
         self.query_one(AgentsPanel).show(list(seen.values()), self.session.user_id)
+        self._presence_at = asyncio.get_running_loop().time()
+
+    async def refresh_presence(self) -> None:
+        """One ``GET /presence`` for the agents listed (while the panel is open; at most
+        once per :data:`PRESENCE_MIN` seconds)."""
+        panel = self.query_one(AgentsPanel)
+        loop = asyncio.get_running_loop()
+        if self.side != "agents" or self._presence_busy:
+            return
+        if loop.time() - self._presence_at < PRESENCE_MIN:
+            return
+        agents = panel.agents()
+        if not agents:
+            return
+        self._presence_busy = True
+        try:
+            found = await self.attempt("presence", self.session.presence, agents)
+        finally:
+            self._presence_busy = False
+        self._presence_at = loop.time()
+        if found is not None and self.side == "agents":
+            panel.update_presence(found)
 
     async def action_claims(self) -> None:
         if self.side == "claims":

@@ -37,7 +37,7 @@ class Poller:
         self.client = session.poll_client()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        #: When the last long-poll answered and its news were fetched (the bench reads them).
+        #: When the last long-poll with news answered and they were fetched (the bench).
         self.answered_at = 0.0
         self.fetched_at = 0.0
         self.thread = threading.Thread(target=self._run, name="ac-tui-poll", daemon=True)
@@ -74,9 +74,10 @@ class Poller:
                 else:
                     # Back after a failure: answer at once, so the UI says so now.
                     answer = longpoll.poll(self.client, cursor, 0 if recovering else HOLD)
-                    self.answered_at = time.monotonic()
+                    answered = time.monotonic()
                     news = self.session.fetch_new() if answer.get("changed") is not False else []
-                    self.fetched_at = time.monotonic()
+                    if news:  # (a wake with nothing new, e.g. our own marking read, is not)
+                        self.answered_at, self.fetched_at = answered, time.monotonic()
             except AuthError as e:
                 self.emit("auth", e.message, None)
                 return

@@ -10,6 +10,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from . import text
+from .session import text_of
 from .timeline import Timeline
 
 TYPE_CHECKING = False
@@ -35,28 +36,69 @@ class Panel(Vertical):
         self.query_one(".title", Static).update(title)
 
 
+#: Presence states, liveliest first (the panel's order within agents).
+STATE_ORDER = {"working": 0, "idle · wakeable": 1, "idle · deaf": 2, "gone": 3}
+
+
 class AgentsPanel(Panel):
-    """Everyone in the rooms we are in: agents first, by last activity."""
+    """Everyone in the rooms we are in: agents first, liveliest first (their presence: each
+    session's state, CLI and since when), then by last activity."""
+
+    def __init__(self, title: str, id: str | None = None) -> None:
+        super().__init__(title, id=id)
+        self.members: list[tuple[JSONObject, int]] = []
+        self.me = ""
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
         yield OptionList(id="agents-list", markup=False)
 
+    def agents(self) -> list[str]:
+        """The user ids of the agents (and bots) listed: whose presence to refresh."""
+        return [
+            text_of(m.get("user_id"))
+            for m, _ in self.members
+            if m.get("kind") in ("agent", "bot") and text_of(m.get("user_id"))
+        ]
+
     def show(self, members: list[tuple[JSONObject, int]], me: str) -> None:
-        def order(item: tuple[JSONObject, int]) -> tuple[int, int]:
+        def order(item: tuple[JSONObject, int]) -> tuple[int, int, int]:
             m = item[0]
             active = m.get("last_active")
             when = active if isinstance(active, int) and not isinstance(active, bool) else 0
-            return (0 if m.get("kind") == "agent" else 1, -when)
+            agent = m.get("kind") in ("agent", "bot")
+            state = STATE_ORDER.get(text.presence_state(m), 4) if agent else 4
+            return (0 if agent else 1, state, -when)
 
-        options = [
-            Option(text.member_line(m, me, rooms)) for m, rooms in sorted(members, key=order)
-        ]
+        self.members, self.me = sorted(members, key=order), me
+        options = [Option(text.member_line(m, me, rooms)) for m, rooms in self.members]
         listing = self.query_one(OptionList)
+        keep = listing.highlighted
         listing.clear_options()
         listing.add_options(options or [Option(Text("(nobody)", style="dim"), disabled=True)])
+        if keep is not None and options:
+            listing.highlighted = min(keep, len(options) - 1)
         agents = sum(1 for m, _ in members if m.get("kind") == "agent")
-        self.set_title(Text(f"Agents: {agents}, people: {len(members) - agents}  (a: close)"))
+        working = sum(1 for m, _ in members if text.presence_state(m) == "working")
+        title = Text(f"Agents: {agents} ({working} working), people: {len(members) - agents}")
+        title.append("  (a: close)", style="dim")
+        self.set_title(title)
+
+    def update_presence(self, identities: list[JSONObject]) -> bool:
+        """New presence from ``GET /presence``; redrawn (True) only if something changed."""
+        found = {text_of(i.get("user_id")): i for i in identities}
+        changed = False
+        for m, _ in self.members:
+            got = found.get(text_of(m.get("user_id")))
+            if got is None:
+                continue
+            presence = {k: got.get(k) for k in ("state", "status", "sessions")}
+            if m.get("presence") != presence:
+                m["presence"] = presence
+                changed = True
+        if changed:
+            self.show(self.members, self.me)
+        return changed
 
 
 class ClaimsPanel(Panel):

@@ -200,6 +200,25 @@ class Session:
     def who(self, room: str) -> list[JSONObject]:
         return objects(self.client.call("GET", "/who", query={"room": room}).get("members"))
 
+    def presence(self, user_ids: list[str]) -> list[JSONObject]:
+        """``GET /presence``: the sessions of up to 100 identities (what ``ac who`` shows)."""
+        users = ",".join(user_ids[:100])
+        answer = self.client.call("GET", "/presence", query={"users": users})
+        return objects(answer.get("identities"))
+
+    def receipts(self, event_id: str) -> JSONObject:
+        """``GET /receipts?event=``: what became of one of our messages, per recipient."""
+        from ..receipts import fetch
+
+        return fetch(self.client, {"event": event_id})
+
+    def receipts_wait(self, client: Client, event_id: str, stage: str, hold: float) -> JSONObject:
+        """The same, held by the server until every recipient reached ``stage`` (or ``hold``
+        seconds passed): one long-poll, woken by the recipients' own progress."""
+        from ..receipts import fetch
+
+        return fetch(client, {"event": event_id}, stage, hold)
+
     def join(self, room: str) -> JSONObject:
         return self.client.call("POST", "/join", body={"room": room})
 

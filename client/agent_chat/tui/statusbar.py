@@ -22,10 +22,12 @@ class StatusBar(Static):
         self.peek = False
         self.note = ""
         self.unread = 0
+        self._shown: Text | None = None
 
     def set_state(self, state: str, detail: str) -> None:
-        self.state, self.detail = state, detail
-        self.redraw()
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            self.redraw()
 
     def set_note(self, note: str) -> None:
         self.note = note
@@ -48,4 +50,8 @@ class StatusBar(Static):
         if self.note:
             out.append("  · ")
             out.append(one_line(self.note))
-        self.update(out)
+        if out != self._shown:
+            self._shown = out
+            # One line whatever it says: no layout of the whole screen for a new word here
+            # (a layout costs a frame of several milliseconds, e.g. when a message arrives).
+            self.update(out, layout=False)

@@ -133,8 +133,41 @@ def claim_line(c: JSONObject, me: str) -> Text:
     return out
 
 
+#: How each presence state looks (the words are the server's; the colour only helps).
+STATE_STYLE = {
+    "working": "bold green",
+    "idle · wakeable": "cyan",
+    "idle · deaf": "yellow",
+    "gone": "dim",
+}
+#: Sessions listed per agent in the agents panel (the liveliest first).
+SESSIONS_SHOWN = 2
+
+
+def sessions_of(presence: object) -> list[JSONObject]:
+    """An agent's sessions from a ``presence`` object (``/who``, ``/presence``), liveliest
+    first, as the server orders them."""
+    if not isinstance(presence, dict):
+        return []
+    found = presence.get("sessions")
+    return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
+
+
+def session_line(s: JSONObject) -> Text:
+    """``working · claude on devbox in webshop since 14:02``: the state styled, the rest
+    (the CLI, host and repository the agent reported) inert."""
+    from ..presence import session_text
+
+    state = one_line(s.get("state") or "?")
+    rest = session_text(s)
+    out = Text(state, style=STATE_STYLE.get(state, "bold"))
+    out.append(rest[len(state) :] if rest.startswith(state) else " " + rest)
+    return out
+
+
 def member_line(m: JSONObject, me: str, rooms: int = 0) -> Text:
-    """An agents-panel line: name (by kind), kind, last active."""
+    """An agents-panel entry: name (by kind), kind, last active; for an agent, under it,
+    each session's presence state, CLI and since when (``no session seen`` without one)."""
     who = {"sender": m.get("user_id"), "sender_name": m.get("display_name") or m.get("nick")}
     out = sender(who, me)
     kind = one_line(m.get("kind") or sender_kind(m.get("user_id")))
@@ -143,4 +176,79 @@ def member_line(m: JSONObject, me: str, rooms: int = 0) -> Text:
     out.append("never active" if ago == "never" else "active " + ago, style="dim")
     if rooms:
         out.append(f", {rooms} room{'s' if rooms != 1 else ''}", style="dim")
+    if "presence" not in m:
+        return out
+    sessions = sessions_of(m.get("presence"))
+    if not sessions:
+        out.append("\n  no session seen", style="dim")
+    for s in sessions[:SESSIONS_SHOWN]:
+        out.append("\n  ")
+        out.append_text(session_line(s))
+    if len(sessions) > SESSIONS_SHOWN:
+        out.append(f"\n  +{len(sessions) - SESSIONS_SHOWN} more", style="dim")
     return out
+
+
+def presence_state(m: JSONObject) -> str:
+    """The liveliest session's state (``gone`` without one): what the panel sorts by."""
+    presence = m.get("presence")
+    state = presence.get("state") if isinstance(presence, dict) else None
+    return state if isinstance(state, str) else "gone"
+
+
+#: Receipt stages, in order (``GET /receipts``); from ``shown`` on, a recipient has seen it.
+STAGE_ORDER = ("counted", "shown", "woken", "read")
+
+
+def recipients_of(answer: object) -> list[JSONObject]:
+    """A receipts answer's recipients, the service left out (a room member that reads
+    nothing: counting it would keep every room message short of ``read``)."""
+    if not isinstance(answer, dict):
+        return []
+    found = answer.get("recipients")
+    rows = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+    return [r for r in rows if sender_kind(r.get("user_id")) != "service"]
+
+
+def _at_least(r: JSONObject, stage: str) -> bool:
+    got = r.get("stage")
+    return got in STAGE_ORDER and STAGE_ORDER.index(got) >= STAGE_ORDER.index(stage)
+
+
+def all_reached(answer: object, stage: str) -> bool:
+    """Every recipient of the receipts ``answer`` reached ``stage`` (True without any)."""
+    return all(_at_least(r, stage) for r in recipients_of(answer))
+
+
+def stages(answer: object) -> Text | None:
+    """One of our messages' stages, inline: ``✓ read`` (one recipient), ``✓ shown 2 · read 1
+    of 3`` (several), ``✓ sent`` (nobody shown it yet); None without recipients."""
+    rows = recipients_of(answer)
+    if not rows:
+        return None
+    shown = sum(1 for r in rows if _at_least(r, "shown"))
+    read = sum(1 for r in rows if _at_least(r, "read"))
+    if len(rows) == 1:
+        word = one_line(rows[0].get("stage") or "?")
+        word = "sent" if word == "counted" else word
+        style = "green" if read else "cyan" if shown else "dim"
+        return Text(f"✓ {word}", style=style)
+    if not shown:
+        return Text(f"✓ sent to {len(rows)}", style="dim")
+    out = Text(f"✓ shown {shown}", style="cyan")
+    if read:
+        out.append(f" · read {read}", style="green")
+    out.append(f" of {len(rows)}", style="dim")
+    return out
+
+
+def stages_detail(answer: object, limit: int = 4) -> str:
+    """Per recipient, for the status bar when one of our messages is highlighted:
+    ``BlueLake: read 14:02:11; GreenCastle: shown 14:01:50 (claude)``."""
+    from ..receipts import recipient_line
+
+    rows = recipients_of(answer)
+    lines = [recipient_line(r) for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"+{len(rows) - limit} more")
+    return "; ".join(lines)

@@ -3,6 +3,7 @@ lines on screen are drawn), and which of them are on screen, for the read rule."
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
@@ -59,11 +60,47 @@ class Timeline(OptionList):
         self.room_labels = room_labels
         self._report_pending = False
         self._last_report: tuple[int, int] | None = None
+        #: Our own messages' stages as shown after them (event id → ``✓ shown 2 · read 1``).
+        self.stages: dict[str, Text] = {}
 
     # --- content ---------------------------------------------------------------------------
 
     def _option(self, msg: JSONObject) -> Option:
-        return Option(text.message(msg, self.me, self.nick, room=self.room_labels))
+        line = text.message(msg, self.me, self.nick, room=self.room_labels)
+        event_id = msg.get("event_id")
+        mine = msg.get("sender") == self.me and isinstance(event_id, str)
+        got = self.stages.get(event_id) if mine and isinstance(event_id, str) else None
+        if got is not None:
+            line.append("  ")
+            line.append_text(got)
+        return Option(line)
+
+    def set_stages(self, event_id: str, stages: Text) -> None:
+        """Show ``stages`` after our message ``event_id`` (redrawn only if it changed)."""
+        if self.stages.get(event_id) == stages:
+            return
+        self.stages[event_id] = stages
+        if len(self.stages) > 500:
+            for key in list(self.stages)[:250]:
+                del self.stages[key]
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].get("event_id") == event_id:
+                self.replace_option_prompt_at_index(i, self._option(self.messages[i]).prompt)
+                return
+
+    def own_in_view(self, limit: int) -> list[str]:
+        """Our own messages on screen now (the newest ``limit``; without a layout yet, among
+        the last screenful)."""
+        span = self.on_screen()
+        first, last = span if span else (max(0, len(self.messages) - 30), len(self.messages) - 1)
+        found: list[str] = []
+        for msg in reversed(self.messages[first : last + 1]):
+            event_id = msg.get("event_id")
+            if msg.get("sender") == self.me and isinstance(event_id, str):
+                found.append(event_id)
+                if len(found) >= limit:
+                    break
+        return found
 
     def show(self, messages: list[JSONObject], me: str, nick: str, start: int | None) -> None:
         """Show ``messages``; scroll so that index ``start`` (the first unread) is on top,
