@@ -195,10 +195,13 @@ class Side(WaitBench):
             await asyncio.sleep(0.01)
 
     async def pipeline_round(self) -> None:
-        n = self.args.agents
+        n, only = self.args.agents, self.args.only
         agents = await self.gather_limited([self.register() for _ in range(n)], 8)
         await self.pipeline("first contact", agents, None)
-        await self.pipeline("warm", agents, None)
+        if "warm" in only:
+            await self.pipeline("warm", agents, None)
+        if "shared" not in only:
+            return
         room = "#pipe" + secrets.token_hex(3)
         await self.create_room(agents[0]["token"], room)
         await self.gather_limited(
@@ -320,10 +323,11 @@ class Load:
                 timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
             )
         try:
-            for _ in range(self.args.rounds):
+            pipeline = {"first", "warm", "shared"} & set(self.args.only)
+            for _ in range(self.args.rounds if pipeline else 0):
                 for side in self.sides:
                     await side.pipeline_round()
-            for clients in self.args.clients:
+            for clients in self.args.clients if "mixed" in self.args.only else []:
                 for side in self.sides:
                     await side.mixed_load(clients, self.args.duration)
         finally:
@@ -424,6 +428,14 @@ def main() -> int:
         help="concurrent clients of the mixed load, comma-separated",
     )  # fmt: skip
     parser.add_argument("--pipeline-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--only", type=lambda s: s.split(","), default=["first", "warm", "shared", "mixed"],
+        help="parts to run, comma-separated: first, warm, shared, mixed (first contact always "
+        "runs before warm and shared: it creates their agents' direct chats)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dir", type=Path, help="keep the stacks (and their logs) here, not in a temp dir"
+    )
     add_stack_arguments(parser)
     args = parser.parse_args()
     load = Load(args)
@@ -431,7 +443,7 @@ def main() -> int:
         started = []
         try:
             for side in load.sides:
-                side.setup_stack(Path(tmp) / side.label.lower())
+                side.setup_stack((args.dir or Path(tmp)) / side.label.lower())
                 control.start_background(side.dd, timeout=120, tie_to_caller=True)
                 started.append(side)
             asyncio.run(load.run())

@@ -193,14 +193,20 @@ def test_direct_message_counts_under_the_senders_name(any_stack: Stack) -> None:
     sent = a.send("@" + b.nick, "psst, got a minute?")
     assert sent["room"] == "@" + b.nick
     wait_for(lambda: b.count("@" + a.nick) == 1, what="DM count")
-    # The DM is a real Matrix direct chat.
-    status, create = synapse(
-        any_stack,
-        "GET",
-        f"/_matrix/client/v3/rooms/{quote(sent['room_id'])}/state/m.room.member/{quote(b.user_id)}",
-        as_user=b.user_id,
-    )
-    assert status == 200 and create["membership"] == "join"
+
+    # The DM is a real Matrix direct chat, which the agent recipient joins (in the background:
+    # the send does not wait for it).
+    def membership() -> object:
+        status, member = synapse(
+            any_stack,
+            "GET",
+            f"/_matrix/client/v3/rooms/{quote(sent['room_id'])}/state/m.room.member/"
+            f"{quote(b.user_id)}",
+            as_user=b.user_id,
+        )
+        return status == 200 and member["membership"] == "join"
+
+    wait_for(membership, what="the recipient joined")
     # A second message goes to the same room.
     again = a.send("@" + b.nick, "still there?")
     assert again["room_id"] == sent["room_id"]

@@ -245,6 +245,24 @@ class Homeserver:
         invitees: list[str] | None = None,
         is_direct: bool = False,
     ) -> str:
+        invited = invitees or []
+        initial_state: list[Any] = []
+        creation: dict[str, Any] = {}
+        if is_direct and invited:
+            # A direct chat's invitations go in with the room's first state events, as the
+            # trusted preset would make them (each invitee an additional creator, the invite
+            # marked is_direct): Synapse writes them in the same batch, where `invite` costs
+            # one more event write after the batch, behind a per-room lock.
+            creation["additional_creators"] = invited
+            initial_state = [
+                {
+                    "type": "m.room.member",
+                    "state_key": user_id,
+                    "content": {"membership": "invite", "is_direct": True},
+                }
+                for user_id in invited
+            ]
+            invited = []
         return await self.client(creator).create_room(
             alias_localpart=alias_localpart,
             visibility=(
@@ -253,8 +271,10 @@ class Homeserver:
             preset=RoomCreatePreset.PUBLIC if public else RoomCreatePreset.TRUSTED_PRIVATE,
             name=name,
             topic=topic,
-            invitees=[UserID(u) for u in invitees or []],
+            invitees=[UserID(u) for u in invited],
             is_direct=is_direct,
+            initial_state=initial_state or None,
+            creation_content=creation or None,
         )
 
     async def resolve_alias(self, alias: str) -> str:

@@ -42,7 +42,7 @@ async def resolve_target(context: Context, me: str, target: str, join: bool) -> 
     if target.startswith("@"):
         other = await context.rooms.resolve_user(target)
         if join:
-            return await context.rooms.direct_chat(me, other)
+            return await context.rooms.direct_chat(me, other, context.background.spawn)
         room_id = await context.rooms.accept_direct(me, other)  # looking accepts an invite
         if room_id is None:
             raise ErrorAnswer(404, "M_NOT_FOUND", f"you have no direct chat with {target}")

@@ -7,6 +7,8 @@ Callers name rooms as ``#general``, ``#general:server`` or ``!id:server``, and p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
 import asyncio
 import logging
 import time
@@ -36,6 +38,11 @@ class Rooms:
         # member reads nothing more once their leave is recorded, on every replica).
         self._alias_cache: dict[str, tuple[str, float]] = {}
         self._joined_cache: dict[tuple[str, str], float] = {}
+        # Joins in flight, per (user, room): a second join of the same member (the sender's
+        # direct chat, the invitation's auto-join, the recipient's first read all join a new
+        # DM's recipient) waits for the first instead of queueing another membership change
+        # on the homeserver, which runs ten of an appservice's at a time.
+        self._joining: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def _is_joined(self, room_id: str, user_id: str, cached: bool) -> bool:
         now = time.monotonic()
@@ -150,7 +157,17 @@ class Rooms:
     async def join(self, user_id: str, room_id: str, via_alias: str | None = None) -> None:
         """Join as ``user_id`` and record it at once, so the caller's next request sees it
         (the join event that Synapse pushes a few ms later changes nothing more). Another
-        server's room is joined by its alias (``via_alias``): Synapse finds the way there."""
+        server's room is joined by its alias (``via_alias``): Synapse finds the way there.
+        A join of the same member already in flight is waited for, not repeated."""
+        key = (user_id, room_id)
+        running = self._joining.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._join(user_id, room_id, via_alias))
+            self._joining[key] = running
+            running.add_done_callback(lambda _: self._joining.pop(key, None))
+        await asyncio.shield(running)  # one caller giving up does not cancel the others' join
+
+    async def _join(self, user_id: str, room_id: str, via_alias: str | None) -> None:
         try:
             await self.hs.join(user_id, via_alias or room_id)
         except HOMESERVER_ERRORS as e:
@@ -281,8 +298,16 @@ class Rooms:
             return found
         raise ErrorAnswer(404, "M_NOT_FOUND", f"nobody called @{target} is known here")
 
-    async def direct_chat(self, caller: str, other: str) -> str:
-        """The caller's direct chat with ``other``, created on first use as a real Matrix DM."""
+    async def direct_chat(
+        self,
+        caller: str,
+        other: str,
+        spawn: Callable[[Coroutine[Any, Any, None]], object] | None = None,
+    ) -> str:
+        """The caller's direct chat with ``other``, created on first use as a real Matrix DM.
+        With ``spawn``, an agent recipient joins in the background: the chat is usable once
+        it exists (the recipient is invited, and counted from now on), and the join queues
+        behind every other membership change the homeserver makes for us."""
         if other == caller:
             raise ErrorAnswer(400, "M_INVALID_PARAM", "you cannot message yourself")
         # One pair of people has one direct chat: the existing one is reused from either side
@@ -322,9 +347,19 @@ class Rooms:
             await Member.set(conn, room_id, other, "invite", None)
             await Ledger.on_join(conn, room_id, other)  # what is sent now counts for them
         await self.remember_direct(caller, other, room_id)
-        if ours:
+        if ours and spawn is not None:
+            spawn(self._join_recipient(other, room_id))
+        elif ours:
             await self.join(other, room_id)
         return room_id
+
+    async def _join_recipient(self, user_id: str, room_id: str) -> None:
+        """A new direct chat's agent recipient joins (in the background). A failure leaves
+        the invitation, which its next read accepts."""
+        try:
+            await self.join(user_id, room_id)
+        except ErrorAnswer as e:
+            log.warning("%s did not join the direct chat %s yet: %s", user_id, room_id, e)
 
     async def _user_exists(self, user_id: str) -> bool:
         try:
