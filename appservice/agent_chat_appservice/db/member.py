@@ -96,15 +96,15 @@ class Member(Table):
         ]
 
     @classmethod
-    async def people(cls, room_id: str) -> list[tuple[str, str | None]]:
+    async def people(cls, room_id: str, cached: bool = True) -> list[tuple[str, str | None]]:
         """(user_id, display name) of joined members outside the agent namespace: the humans
         (and other clients' bots) whose push rules Synapse evaluates. Through a partial index,
         so a room of 1,000 agents costs nothing here; kept briefly in memory (one read less
-        per send)."""
+        per send; ``cached=False`` reads the table)."""
         now = time.monotonic()
-        cached = cls._people.get(room_id)
-        if cached and now - cached[0] < PEOPLE_CACHE_SECONDS:
-            return cached[1]
+        kept = cls._people.get(room_id) if cached else None
+        if kept and now - kept[0] < PEOPLE_CACHE_SECONDS:
+            return kept[1]
         q = (
             "SELECT user_id, displayname FROM member "
             f"WHERE room_id=$1 AND membership='join' AND {NOT_AGENT}"
