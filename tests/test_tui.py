@@ -379,8 +379,8 @@ async def test_the_agents_panel_shows_each_agents_presence_and_cli(
     make_ac: Callable[..., Ac], stack: Stack
 ) -> None:
     """An agent whose session's hook reported in (``/notify?session=&cli=``, as the hook asks
-    it) shows ``working · claude``, its repository and since when; a session that starts while the panel is
-    open shows up without reopening it."""
+    it) shows ``working · claude``, its repository and since when; a session that starts
+    while the panel is open shows up without reopening it."""
     me, my = watcher(make_ac, stack)
     busy = register(stack, unique("Busy"))
     later = register(stack, unique("Later"))
