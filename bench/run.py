@@ -54,6 +54,7 @@ SECTIONS = {
     "wake": "Waking an idle Claude Code session",
     "mcp": "ac mcp cold start",
     "run": "ac run keystroke echo",
+    "run-wake": "ac run waking idle Codex and Gemini CLI TUIs",
     "load": "Load: 30-agent pipeline and mixed load, SQLite and PostgreSQL",
     "presence": "Presence: gone and wakeable",
 }
