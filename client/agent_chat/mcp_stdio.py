@@ -17,6 +17,7 @@ import inspect
 import json
 import sys
 import threading
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+#: At stdin's end, how long tool calls still running may finish and answer (the client may
+#: still read: it sent its requests and closed its side).
+DRAIN_SECONDS = 5.0
 
 #: A parameter's annotation (a string: annotations are postponed) -> its JSON schema.
 _SCHEMAS: dict[str, JSONObject] = {
@@ -154,6 +158,7 @@ class Server:
         self.calls_wait = 0.0
         self._out: BinaryIO = sys.stdout.buffer
         self._lock = threading.Lock()
+        self._calls: set[threading.Thread] = set()
 
     def tool(self) -> Callable[[F], F]:
         """Register a function as a tool: its name, docstring and typed parameters."""
@@ -177,7 +182,8 @@ class Server:
         self.send(message)
 
     def run(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
-        """Serve until the client closes stdin (or the output breaks)."""
+        """Serve until the client closes stdin (then let the tool calls under way answer, for
+        at most :data:`DRAIN_SECONDS`), or the output breaks."""
         source = stdin if stdin is not None else sys.stdin.buffer
         if stdout is not None:
             self._out = stdout
@@ -192,6 +198,11 @@ class Server:
                 continue
             if not self._dispatch(message):
                 return
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with self._lock:
+            running = list(self._calls)
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _answer(
         self,
@@ -232,9 +243,12 @@ class Server:
         if method == "tools/list":
             return self._answer(request_id, {"tools": [t.listing() for t in self.tools.values()]})
         if method == "tools/call":
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._call, args=(request_id, params), name="ac-mcp-tool", daemon=True
-            ).start()
+            )
+            with self._lock:
+                self._calls.add(thread)
+            thread.start()
             return True
         return self._answer(request_id, error=(METHOD_NOT_FOUND, f"method not found: {method}"))
 
@@ -269,4 +283,8 @@ class Server:
             sys.stderr.write(f"ac mcp: tool {name} failed: {type(e).__name__}: {e}\n")
             text, failed = f"the {name} tool failed ({type(e).__name__})", True
         result: JSONObject = {"content": [{"type": "text", "text": text}], "isError": failed}
-        self._answer(request_id, result)
+        try:
+            self._answer(request_id, result)
+        finally:
+            with self._lock:
+                self._calls.discard(threading.current_thread())
