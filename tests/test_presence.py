@@ -12,6 +12,7 @@ import os
 import subprocess
 import urllib.request
 
+from test_appservice_db import _database
 from test_delivery_stages import HOOK, agents, hook_env, run_hook
 from test_names_and_labels import Person
 from test_replicas import Cluster, cluster  # noqa: F401 (the cluster fixture)
@@ -20,7 +21,7 @@ import pytest
 from agent_chat_appservice.config import Config, ConfigError
 from agent_chat_appservice.db import AgentSession
 from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE, WORKING, Presence
-from helpers import AC, Ac, Stack, spawn, stop, synapse, unique, wait_for
+from helpers import AC, Ac, Stack, run_async, spawn, stop, synapse, unique, wait_for
 
 
 def sessions(ac: Ac, nick: str) -> dict[str, dict]:
@@ -306,3 +307,41 @@ def test_a_waiter_on_one_replica_is_wakeable_on_every_replica(cluster: Cluster) 
             lambda port=port: seen_through(port)["rep-s1"]["state"] == DEAF,
             what=f"rep-s1 deaf through the replica on {port} once its waiter left",
         )
+
+
+def test_a_waiter_lease_is_renewed_and_ended_only_by_the_replica_that_wrote_it(
+    database_url: str,
+) -> None:
+    """The session's row carries a connected waiter to the other replicas: written when the
+    waiter connects, renewed by the replica holding it, ended by it only if no other replica
+    wrote the row since; without renewal it runs out."""
+    user = "@_ac_lease:example.org"
+
+    async def go() -> None:
+        async with _database(database_url):
+            a, b = Presence(), Presence()  # two replicas
+            await AgentSession.heard(AgentSession.db, user, "s", "codex", None, None, False)
+
+            async def row() -> AgentSession:
+                (found,) = await AgentSession.of_users([user], 0)
+                return found
+
+            await a.waiter_connected(user, "s")
+            first = await row()
+            assert first.waiter_since_ms is not None and first.waiter_until_ms is not None
+            assert b.view(first).state == WAKEABLE  # b holds no waiter: the row says so
+            assert b.view(first, first.waiter_until_ms + 1).state == DEAF  # the lease ran out
+            lease = a._leases[(user, "s")]
+            await AgentSession.renew_waiting([(user, "s", lease, lease + 5000)])
+            assert (await row()).waiter_until_ms == lease + 5000
+            # Another replica wrote the row since (the waiter reconnected there): a's renewal
+            # and a's end of the lease leave it alone.
+            await AgentSession.waiting(user, "s", first.waiter_since_ms, lease + 9000)
+            await AgentSession.renew_waiting([(user, "s", lease + 5000, lease + 7000)])
+            await AgentSession.stopped_waiting(user, "s", lease + 5000)
+            assert (await row()).waiter_until_ms == lease + 9000
+            await AgentSession.stopped_waiting(user, "s", lease + 9000)
+            assert (await row()).waiter_until_ms is None
+            assert b.view(await row()).state == DEAF
+
+    run_async(go)
