@@ -18,7 +18,8 @@ before Codex's 1 s grace for optional servers ends; the SDK took over a second t
 Presence: the server is an agent session of its own, ``mcp-PID`` (the CLI that started it, from
 ``AGENT_CHAT_CLI`` or the CLI's own environment, else ``mcp``). It tells the chat server at start
 (``idle · deaf`` in ``ac who``: it sees new lines when the model calls ``notify`` or ``read``;
-with ``--channel`` its long-poll is the session's wake waiter, ``idle · wakeable``), and ends the
+with ``--channel`` its long-poll is the session's wake waiter, ``idle · wakeable``), renews that
+sign of life every 5 minutes (an idle session is not ``gone`` while its server runs), and ends the
 session when the client closes stdin or on SIGTERM/SIGHUP/SIGINT (``POST /sessions/end``, what a
 CLI's SessionEnd hook sends), so ``ac who`` shows it ``gone`` at once.
 
@@ -81,6 +82,10 @@ CHANNEL_INSTRUCTIONS = (
 CLI_MARKERS = (("CLAUDECODE", "claude"), ("GEMINI_CLI", "gemini"), ("CODEX_THREAD_ID", "codex"))
 #: How long telling the server the session ended may hold up the exit.
 END_TIMEOUT = 3.0
+#: Seconds between signs of life while no tool is called: an MCP server that runs is a CLI
+#: session that runs (idle, maybe), never ``gone`` after ``presence_gone_after_seconds``
+#: (default 1800) of silence.
+HEARTBEAT = 300.0
 #: How long a tool call waits for the session's start (registering the identity, maybe).
 START_WAIT = 35.0
 #: Receipts lines ``ask`` shows at most (a question to a large room names the first ones).
@@ -108,6 +113,7 @@ class McpSession:
         self.started = threading.Event()
         self.announced = False
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -117,23 +123,34 @@ class McpSession:
         return {WAITER_HEADER: self.id, CLI_HEADER: self.cli}
 
     def start(self) -> None:
-        """Announce the session in the background: ``initialize`` is never held up by it."""
-        self._thread = threading.Thread(target=self._announce, name="ac-mcp-session", daemon=True)
+        """Announce the session in the background (``initialize`` is never held up by it),
+        then renew that sign of life every :data:`HEARTBEAT` seconds while the server runs."""
+        self._thread = threading.Thread(target=self._live, name="ac-mcp-session", daemon=True)
         self._thread.start()
 
-    def _announce(self) -> None:
+    def _live(self) -> None:
+        try:
+            self.announced = self._sign(True)
+        finally:
+            self.started.set()
+        while not self._stop.wait(HEARTBEAT):
+            self.announced = self._sign(False) or self.announced
+
+    def _sign(self, first: bool) -> bool:
+        """A sign of life, not held (alive, no waiter); whether the server took it."""
         try:
             client = self.ctx.authed()
             client.headers.update(self.headers)
-            client.call("GET", "/notify")  # a sign of life, not held: alive, no waiter
-            self.announced = True
+            client.call("GET", "/notify")
+            return True
         except AcError as e:  # the server is unreachable, say: the tools will tell the model
-            sys.stderr.write(f"ac mcp: could not announce the session: {e.message}\n")
-        finally:
-            self.started.set()
+            if first:
+                sys.stderr.write(f"ac mcp: could not announce the session: {e.message}\n")
+            return False
 
     def end(self) -> None:
         """Tell the server the session ended (``gone`` at once); best effort, bounded."""
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(END_TIMEOUT)
         if not self.announced:
