@@ -156,6 +156,35 @@ async def test_an_agents_message_appears_and_raises_the_count(
         await until(pilot, lambda: my.count(quiet) == 0 and my.count(busy) == 2, "honest counts")
 
 
+async def test_live_messages_come_once_each_and_in_order(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    """When one room changed the TUI asks that room only; what it got that way is not shown
+    again by the fetch of every room, and our own message sent elsewhere (which wakes
+    nothing) comes with the next one."""
+    me, my = watcher(make_ac, stack)
+    other = register(stack, unique("Chatty"))
+    room = shared_room(other, my, prefix="once-")
+    side = shared_room(other, my, prefix="side-")
+    other.send(room, "m0")
+    app = AgentChatApp(session_of(me))
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot, app, room)
+        await until(pilot, lambda: "m0" in timeline_text(app), "m0")
+        for body in ("m1", "m2"):
+            other.send(room, body)
+            await until(pilot, lambda b=body: f": {b}" in timeline_text(app), body)
+        my.send(room, "m3 mine, from elsewhere")
+        other.send(side, "elsewhere")
+        other.send(room, "m4")
+        await until(pilot, lambda: ": m4" in timeline_text(app), "m4")
+        await app.catch_up()  # the fetch of every room (as after sending)
+        await pilot.pause(0.2)
+        bodies = [m.get("body") for m in app.timeline.messages]
+        assert bodies[-5:] == ["m0", "m1", "m2", "m3 mine, from elsewhere", "m4"], bodies
+        assert [m.get("body") for m in app.states[app.current or ""].messages][-5:] == bodies[-5:]
+
+
 async def test_peek_marks_nothing_read(make_ac: Callable[..., Ac], stack: Stack) -> None:
     me, my = watcher(make_ac, stack)
     other = register(stack, unique("Peeked"))

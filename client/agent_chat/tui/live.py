@@ -15,11 +15,13 @@ import threading
 import time
 
 from ..errors import AuthError, NetworkError, RateLimited
+from .model import unread_by_room
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..shapes import JSONObject
     from .session import Session
 
 #: Seconds one long-poll is held (the server's limit is 300; shorter notices a dead link).
@@ -57,6 +59,7 @@ class Poller:
         from .. import wait as longpoll
 
         cursor: str | None = None
+        latest: dict[str, int] = {}
         backoff = 1.0
         started = False
         recovering = False
@@ -75,7 +78,7 @@ class Poller:
                     # Back after a failure: answer at once, so the UI says so now.
                     answer = longpoll.poll(self.client, cursor, 0 if recovering else HOLD)
                     answered = time.monotonic()
-                    news = self.session.fetch_new() if answer.get("changed") is not False else []
+                    news = self._news(answer, latest)
                     if news:  # (a wake with nothing new, e.g. our own marking read, is not)
                         self.answered_at, self.fetched_at = answered, time.monotonic()
             except AuthError as e:
@@ -98,12 +101,38 @@ class Poller:
                 backoff, recovering = min(MAX_BACKOFF, backoff * 2), True
                 continue
             backoff, recovering = 1.0, False
+            latest = _latest(answer)
             new_cursor = answer.get("cursor")
             if isinstance(new_cursor, str):
                 cursor = new_cursor
             if not self._stop.is_set():
                 self.emit("up", answer, news)
 
+    def _news(self, answer: JSONObject, before: dict[str, int]) -> list[JSONObject]:
+        """The messages that woke us: none when no room's newest counted message moved (we
+        read something, here or elsewhere); one room's when only it moved (cheap), else
+        everything since the last fetch."""
+        if answer.get("changed") is False:
+            return []
+        moved = [r for r, seq in _latest(answer).items() if seq > before.get(r, 0)]
+        if not moved and answer.get("new") is not True:
+            return []
+        if len(moved) == 1:
+            found = self.session.fetch_room(moved[0])
+            if found is not None:
+                return found
+        return self.session.fetch_new()
+
     def _pause(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
+
+
+def _latest(answer: JSONObject) -> dict[str, int]:
+    """Per room of a /notify answer, the newest message its count covers."""
+    found: dict[str, int] = {}
+    for entry in unread_by_room(answer).values():
+        seq = entry.get("latest")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            found[str(entry.get("room_id"))] = seq
+    return found
