@@ -5,7 +5,8 @@ Why not ``http.client``/``urllib``: their imports cost ~26 ms of a hook's budget
 
 Supported:
 
-- ``http://`` and ``https://`` URLs (``ssl`` loaded lazily, for https only), host names, IPv4
+- ``http://`` and ``https://`` URLs (TLS through ``_ssl``, the C module behind ``ssl``, loaded
+  for https only: :class:`_TlsSocket` says why), host names, IPv4
   and ``[IPv6]`` literals, an explicit port, a base path;
 - the server verified (:func:`set_trust`): the system's trust store, a CA file, or a CA pinned by
   its SHA-256 fingerprint (an invite's): the CA is taken once from the server's own chain, kept
@@ -47,6 +48,7 @@ from .errors import EXIT_UNREACHABLE, AcError, NetworkError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 DEFAULT_TIMEOUT = 15.0
 MAX_HEAD = 64 * 1024
@@ -329,59 +331,116 @@ def _fail(e: OSError, host: str, port: int, sent: bool, stage: str, clock: _Cloc
     )
 
 
-def _tls_connect(host: str, port: int, clock: _Clock, context: object) -> _socket.socket:
-    import socket
-    import ssl
+class _TlsSocket:
+    """A TLS connection through ``_ssl``, the C module behind ``ssl``: importing ``ssl`` itself
+    (its enums, ``socket``, ``base64``, ``re``) costs a cold command 12-17 ms, and one request
+    needs none of it. The calls are the ones ``ssl.SSLSocket`` makes; the raw socket's timeout
+    bounds each of them, as it does there."""
 
-    assert isinstance(context, ssl.SSLContext)
-    sock = socket.create_connection((host, port), clock.next())
+    __slots__ = ("raw", "tls")
+
+    def __init__(self, raw: _socket.socket, tls: Any) -> None:
+        self.raw = raw
+        self.tls = tls
+
+    def settimeout(self, timeout: float) -> None:
+        self.raw.settimeout(timeout)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self.tls.write(view) :]
+
+    def recv(self, size: int) -> bytes:
+        import _ssl
+
+        try:
+            data: bytes = self.tls.read(size)
+        except (_ssl.SSLZeroReturnError, _ssl.SSLEOFError):
+            return b""  # a close, or a close without TLS's goodbye (ssl's ragged EOF)
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _WeakSocket(_socket.socket):
+    """A raw socket ``_ssl`` may keep a weak reference to (``_socket.socket`` takes none)."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _tls_connect(host: str, port: int, clock: _Clock, context: Any) -> _TlsSocket:
+    import _ssl
+
+    raw = _tcp_connect(host, port, clock, _WeakSocket)
     try:
         # The handshake's last flight and the request are two small writes: with Nagle's
         # algorithm the request would wait for the Finished's ACK, one more round trip on a
         # real link (40 ms of delayed ACK where the server answers the Finished with nothing).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(clock.next())
-        return context.wrap_socket(sock, server_hostname=host)
-    except ssl.SSLCertVerificationError as e:
-        sock.close()
+        raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        raw.settimeout(clock.next())
+        tls = context._wrap_socket(raw, False, host)
+        tls.do_handshake()
+        return _TlsSocket(raw, tls)
+    except _ssl.SSLCertVerificationError as e:
+        raw.close()
         why = e.verify_message or e.reason or "not verified"
         raise UntrustedServer(
             f"{CERT_MISMATCH} ({host}:{port}: {why}); check the server URL, or get a new "
             "invite from the server's operator (agent-chat-server invite)"
         ) from None
     except BaseException:
-        sock.close()
+        raw.close()
         raise
+
+
+def _pem_to_der(pem: str) -> bytes:
+    import binascii
+
+    body = pem.partition("-----BEGIN CERTIFICATE-----")[2].partition("-----END CERTIFICATE-----")
+    if not body[1]:
+        raise ValueError("not a PEM certificate")
+    return binascii.a2b_base64(body[0].encode("ascii"))
+
+
+def _der_to_pem(der: bytes) -> bytes:
+    import binascii
+
+    text = binascii.b2a_base64(der, newline=False)
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
 
 
 def _pinned_ca(host: str, port: int, clock: _Clock) -> bytes:
     """The pinned CA (DER), from the store or else from the server's handshake chain."""
+    import _ssl
     import hashlib
-    import ssl
 
     wanted = _trust.fingerprint
     if _trust.store:
         try:
             with open(_trust.store, "rb") as f:
-                der = ssl.PEM_cert_to_DER_cert(f.read().decode("ascii"))
+                der = _pem_to_der(f.read().decode("ascii"))
             if hashlib.sha256(der).hexdigest() == wanted:
                 return der
         except (OSError, ValueError):
             pass
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
     probe.check_hostname = False
-    probe.verify_mode = ssl.CERT_NONE  # only to read the chain; nothing is sent on it
+    probe.verify_mode = _ssl.CERT_NONE  # only to read the chain; nothing is sent on it
     sock = _tls_connect(host, port, clock, probe)
     try:
-        chain = _unverified_chain(sock)
+        chain = sock.tls.get_unverified_chain() or []
+        found: list[bytes] = [c.public_bytes(_ssl.ENCODING_DER) for c in chain]
     finally:
         sock.close()
-    for der in chain:
+    for der in found:
         if hashlib.sha256(der).hexdigest() == wanted:
             if _trust.store:
                 from .files import atomic_write
 
-                atomic_write(_trust.store, ssl.DER_cert_to_PEM_cert(der).encode(), 0o600)
+                atomic_write(_trust.store, _der_to_pem(der), 0o600)
             return der
     raise UntrustedServer(
         f"{CERT_MISMATCH} ({host}:{port} presents no CA with fingerprint sha256:{wanted}); "
@@ -389,44 +448,33 @@ def _pinned_ca(host: str, port: int, clock: _Clock) -> bytes:
     )
 
 
-def _unverified_chain(sock: object) -> list[bytes]:
-    """The DER certificates the server sent (Python 3.13's API, else its 3.10+ internal one)."""
-    import ssl
+def _tls_context(host: str, port: int, clock: _Clock) -> Any:
+    """What ``ssl.create_default_context()`` makes for a client, with the CA the trust names:
+    TLS 1.2 or newer, certificate and host name checked (``_ssl``'s defaults for a client)."""
+    import _ssl
 
-    public = getattr(sock, "get_unverified_chain", None)
-    if public is not None:
-        return [bytes(c) for c in public()]
-    sslobj = getattr(sock, "_sslobj", None)
-    chain = getattr(sslobj, "get_unverified_chain", lambda: None)() or []
-    der = 2  # _ssl.ENCODING_DER
-    out = [c.public_bytes(der) for c in chain]
-    if not out and isinstance(sock, ssl.SSLSocket):
-        leaf = sock.getpeercert(binary_form=True)
-        out = [leaf] if leaf else []
-    return out
-
-
-def _tls_context(host: str, port: int, clock: _Clock) -> object:
-    import ssl
-
+    context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    if sys.version_info >= (3, 13):  # what create_default_context adds from 3.13 on
+        context.verify_flags |= _ssl.VERIFY_X509_STRICT | _ssl.VERIFY_X509_PARTIAL_CHAIN
     if _trust.fingerprint:
-        return ssl.create_default_context(cadata=_pinned_ca(host, port, clock))
-    if _trust.ca_file:
-        return ssl.create_default_context(cafile=_trust.ca_file)
-    return ssl.create_default_context()
+        context.load_verify_locations(cadata=_pinned_ca(host, port, clock))
+    elif _trust.ca_file:
+        context.load_verify_locations(cafile=_trust.ca_file)
+    else:
+        context.set_default_verify_paths()
+    return context
 
 
-def _connect(scheme: str, host: str, port: int, clock: _Clock) -> _socket.socket:
-    """A connected socket (an ``ssl.SSLSocket`` for https), with the clock's timeout."""
-    if scheme == "https":
-        return _tls_connect(host, port, clock, _tls_context(host, port, clock))
+def _tcp_connect(
+    host: str, port: int, clock: _Clock, kind: type[_socket.socket] = _socket.socket
+) -> _socket.socket:
     last: OSError | None = None
     # An ASCII host given as bytes skips the idna codec's import.
     name = host.encode("ascii") if host.isascii() else host
     for family, type_, proto, _name, addr in _socket.getaddrinfo(
         name, port, 0, _socket.SOCK_STREAM
     ):
-        raw = _socket.socket(family, type_, proto)
+        raw = kind(family, type_, proto)
         try:
             raw.settimeout(clock.next())
             raw.connect(addr)
@@ -435,6 +483,13 @@ def _connect(scheme: str, host: str, port: int, clock: _Clock) -> _socket.socket
             raw.close()
             last = e
     raise last if last else ConnectionRefusedError("no address")
+
+
+def _connect(scheme: str, host: str, port: int, clock: _Clock) -> _socket.socket | _TlsSocket:
+    """A connected socket (a :class:`_TlsSocket` for https), with the clock's timeout."""
+    if scheme == "https":
+        return _tls_connect(host, port, clock, _tls_context(host, port, clock))
+    return _tcp_connect(host, port, clock)
 
 
 def request(
@@ -516,7 +571,7 @@ def request(
 class _Reader:
     __slots__ = ("buf", "clock", "eof", "sock")
 
-    def __init__(self, sock: _socket.socket, clock: _Clock) -> None:
+    def __init__(self, sock: _socket.socket | _TlsSocket, clock: _Clock) -> None:
         self.sock = sock
         self.clock = clock
         self.buf = bytearray()
