@@ -1,7 +1,7 @@
 """``ac run -- CLI``: the pty wrapper that wakes an idle agent CLI, under tmux against the real
 stack. A small line-reading CLI (a prompt, each submitted line appended to a file) stands in
-for the agent in the first tests; the last ones (marked agent_cli) drive the real Claude Code
-TUI against tests/fake_models.py, and tests/test_agent_clis.py the real Codex and Gemini TUIs.
+for the agent in the first tests; the last ones (marked agent_cli) drive the real Claude Code,
+Codex and Gemini CLI TUIs against tests/fake_models.py.
 
 Asserted: a DM to an idle CLI types the counts line (never the body) once; a person typing
 holds it until they stop; ``--wake none`` types nothing; the terminal's settings (``stty -a``)
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from test_agent_clis import TURN_TIMEOUT, Cli
+from test_agent_clis import CLIS, PROMPTS, TURN_TIMEOUT, Cli
 import pytest
 import test_agent_clis
 
@@ -245,10 +245,11 @@ def _woken_by(sender: Agent, event_id: str) -> dict[str, Any] | None:
 
 
 # --- the real TUIs under `ac run` (issue 23) ---------------------------------------------------
-# tests/test_agent_clis.py wakes idle Codex and Gemini TUIs under `ac run` and holds the line
-# while their agent works (a slow tool call). Here: Claude Code under `ac run` (its hooks taken
-# out: the way for users who cannot install them), idle → DM → the model receives the line;
-# then with it the storm, a person typing mid-word, `--wake none`, and the terminal's settings
+# tests/test_agent_clis.py wakes idle Codex and Gemini TUIs under `ac run` with their hooks in
+# place and holds the line while their agent works (a slow tool call). Here each of Claude
+# Code, Codex and Gemini CLI runs under `ac run` with its hooks taken out (for Claude Code the
+# way for users who cannot install them): idle → DM → the model receives the line, then the
+# storm; a person typing mid-word; a slow model answer; `--wake none`; the terminal's settings
 # after a normal exit and after `kill -9` of the CLI.
 
 WORDS = ": new direct or urgent message"
@@ -297,20 +298,39 @@ class RealTui:
         return f"before:\n{before}after:\n{after}"
 
 
-def _claude_under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
-    """``ac run OPTIONS -- claude`` under tmux between two ``stty -a``, at its prompt. Its
-    hooks are taken out: only ``ac run`` wakes it here."""
-    settings = cli.home / ".claude" / "settings.json"
-    data = json.loads(settings.read_text())
-    data.pop("hooks", None)
-    settings.write_text(json.dumps(data))
-    trust_claude(cli.home, cli.project, cli.env["ANTHROPIC_API_KEY"])
+#: What each TUI shows at its empty prompt; the arguments that let its tools run unasked.
+PROMPT = {"claude": "\u276f", **PROMPTS}
+ARGS = {
+    "claude": [],  # no tools run in these tests (and its skip flag refuses root)
+    "codex": ["--dangerously-bypass-approvals-and-sandbox"],
+    "gemini": ["--approval-mode", "yolo"],
+}
+
+
+def _under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
+    """``ac run OPTIONS -- CLI`` under tmux between two ``stty -a``, at its prompt. The hooks
+    ``ac setup`` installed are taken out: only ``ac run`` wakes the CLI here (for Claude Code
+    the way for users who cannot install hooks)."""
+    if cli.name == "codex":
+        (cli.home / ".codex" / "hooks.json").unlink(missing_ok=True)
+        # The curated-plugin sync (vendor traffic) off, in the config (see test_agent_clis).
+        config = cli.home / ".codex" / "config.toml"
+        text = config.read_text().replace("[features]\n", "[features]\nplugins = false\n")
+        config.write_text(text)
+    else:
+        settings = cli.home / f".{cli.name}" / "settings.json"
+        data = json.loads(settings.read_text())
+        data.pop("hooks", None)
+        settings.write_text(json.dumps(data))
+    if cli.name == "claude":
+        trust_claude(cli.home, cli.project, cli.env["ANTHROPIC_API_KEY"])
     marker = f"AGENT_CHAT_RUN_TEST={unique('r')}"
     env = {**cli.env, "TERM": "xterm-256color", marker.split("=")[0]: marker.split("=")[1]}
     tmux = Tmux(unique("ac-run"), env)
+    command = shlex.join([str(BIN / cli.name), *ARGS[cli.name]])
     script = (
         f"stty -a > {tmp / 'before'}; "
-        f"{shlex.quote(AC)} run {' '.join(options)} -- {shlex.quote(str(BIN / 'claude'))}; "
+        f"{shlex.quote(AC)} run {' '.join(options)} -- {command}; "
         f"echo $? > {tmp / 'status'}; stty -a > {tmp / 'after'}; sleep 600"
     )
     tmux.run(
@@ -319,8 +339,10 @@ def _claude_under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
     )  # fmt: skip
     tui = RealTui(cli, tmux, tmp, marker)
     try:
-        wait_for(lambda: "\u276f" in tmux.screen(), 90, "the prompt (\u276f)")
-        time.sleep(3)  # the input box settles
+        wait_for(lambda: PROMPT[cli.name] in tmux.screen(), 90, f"{cli.name}'s prompt")
+        # The input box settles (Gemini CLI ignores Enter for a few seconds after it first
+        # shows its prompt).
+        time.sleep(5 if cli.name == "gemini" else 3)
     except BaseException:
         _end(tui)
         raise
@@ -330,12 +352,16 @@ def _claude_under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
 def _end(tui: RealTui) -> None:
     """Kill the tmux server, then whatever of ours outlived it (saying so by failing)."""
     tui.tmux.kill()
+
+    def ours() -> list[int]:  # Codex's app-server daemon outlives its TUI by design
+        return [p for p in processes_with(tui.marker) if " app-server" not in _cmdline(p)]
+
     deadline = time.monotonic() + 30
-    while processes_with(tui.marker) and time.monotonic() < deadline:
+    while ours() and time.monotonic() < deadline:
         time.sleep(0.5)
-    leftover = processes_with(tui.marker)
+    leftover = ours()
     commands = [_cmdline(p) for p in leftover]
-    for pid in leftover:
+    for pid in processes_with(tui.marker):
         try:
             os.kill(pid, 9)
         except OSError:
@@ -351,15 +377,16 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.mark.agent_cli
-@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
-def test_claude_code_under_ac_run_idle_dm_then_the_storm(
+@pytest.mark.parametrize("real_cli", CLIS, indirect=True)
+def test_real_tui_under_ac_run_idle_dm_then_the_storm(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _claude_under_ac_run(cli, tmp_path)
+    tui = _under_ac_run(cli, tmp_path)
     try:
         peer = register(stack, unique("Peer"))
-        line = f"[chat] @ {peer.nick}(1){WORDS}"  # "@ ": Claude Code's file completion
+        at = "@" if cli.name == "codex" else "@ "  # "@ ": the others' file completion
+        line = f"[chat] {at}{peer.nick}(1){WORDS}"
         peer.send("@" + cli.me, "are you there? (a body the wake must not carry)")
         woke = cli.models.wait_for(
             lambda r: r.is_agent_turn and line in _last_user_parts(r.vendor, r.body)[0], 60
@@ -385,12 +412,12 @@ def test_claude_code_under_ac_run_idle_dm_then_the_storm(
 
 
 @pytest.mark.agent_cli
-@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
-def test_claude_code_under_ac_run_waits_for_a_person_typing(
+@pytest.mark.parametrize("real_cli", CLIS, indirect=True)
+def test_real_tui_under_ac_run_waits_for_a_person_typing(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _claude_under_ac_run(cli, tmp_path)
+    tui = _under_ac_run(cli, tmp_path)
     try:
         peer = register(stack, unique("Peer"))
         tui.keys("hel", literal=True)
@@ -406,7 +433,7 @@ def test_claude_code_under_ac_run_waits_for_a_person_typing(
         )
         assert woke is not None, ("no wake after the person stopped", tui.tmux.screen())
         text = _last_user_parts(woke.vendor, woke.body)[0]
-        assert "hello wor[chat] @ " in text and "waiting for quiet" in text, text
+        assert "hello wor[chat] @" in text and "waiting for quiet" in text, text
         time.sleep(5)
         assert len(tui.turns()) == 1, [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
 
@@ -414,7 +441,7 @@ def test_claude_code_under_ac_run_waits_for_a_person_typing(
         tui.keys("C-c")
         time.sleep(0.5)
         tui.keys("C-c")
-        assert tui.status() == "0", tui.tmux.screen()
+        assert tui.status() in ("0", "130"), tui.tmux.screen()
         assert tui.same_terminal(), tui.stty()
     except BaseException:
         print("the tmux screen:\n" + tui.tmux.screen())
@@ -424,12 +451,12 @@ def test_claude_code_under_ac_run_waits_for_a_person_typing(
 
 
 @pytest.mark.agent_cli
-@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
-def test_claude_code_under_ac_run_wake_none_then_kill_9(
+@pytest.mark.parametrize("real_cli", CLIS, indirect=True)
+def test_real_tui_under_ac_run_wake_none_then_kill_9(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _claude_under_ac_run(cli, tmp_path, "--wake", "none")
+    tui = _under_ac_run(cli, tmp_path, "--wake", "none")
     try:
         peer = register(stack, unique("Peer"))
         peer.send("@" + cli.me, "nobody wakes")
@@ -473,13 +500,13 @@ def _slow_answers(cli: Cli, words: str, seconds: float) -> list[float]:
 
 
 @pytest.mark.agent_cli
-@pytest.mark.parametrize("real_cli", ["claude"], indirect=True)
-def test_claude_code_under_ac_run_waits_for_the_agents_turn(
+@pytest.mark.parametrize("real_cli", CLIS, indirect=True)
+def test_real_tui_under_ac_run_waits_for_the_agents_turn(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
     finished = _slow_answers(cli, "think slowly", 8.0)
-    tui = _claude_under_ac_run(cli, tmp_path)
+    tui = _under_ac_run(cli, tmp_path)
     try:
         peer = register(stack, unique("Peer"))
         tui.keys("think slowly", literal=True)
