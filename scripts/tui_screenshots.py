@@ -68,6 +68,18 @@ def stage(stack: Stack) -> dict[str, Any]:
         c.call("PUT", f"/send/{secrets.token_hex(8)}", body={"reply_to": root, "body": words})
     send(r, "#backend", "@alice can you approve the deploy?")
     send(b, "@alice", "rebased on main, tests green")
+    # Sessions, as their hooks report them: BlueLake's and GreenCastle's CLIs were shown the
+    # line covering what is unread (presence: working; alice's messages: shown), GreenCastle
+    # read #general (read). RedPine runs no session.
+    for c, sid, cli in ((b, "s-blue", "claude"), (g, "s-green", "codex")):
+        answer = c.call("GET", "/notify", query={"session": sid, "cli": cli, "repo": "shop"})
+        covers = " ".join(f"{u['latest']}:{u['room_id']}" for u in answer["unread"])
+        c.call(
+            "POST",
+            "/stages",
+            body={"stage": "shown", "session": sid, "cli": cli, "covers": covers},
+        )
+    g.call("GET", "/messages", query={"room": "#general", "limit": 50})
     b.call(
         "POST",
         "/claims",

@@ -176,9 +176,9 @@ def member_line(m: JSONObject, me: str, rooms: int = 0) -> Text:
     out.append("never active" if ago == "never" else "active " + ago, style="dim")
     if rooms:
         out.append(f", {rooms} room{'s' if rooms != 1 else ''}", style="dim")
-    if "presence" not in m:
-        return out
     sessions = sessions_of(m.get("presence"))
+    if "presence" not in m or (m.get("kind") != "agent" and not sessions):
+        return out  # a person, or a bot (the service, a webhook) that runs no session
     if not sessions:
         out.append("\n  no session seen", style="dim")
     for s in sessions[:SESSIONS_SHOWN]:
