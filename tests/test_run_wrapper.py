@@ -64,7 +64,8 @@ class Wrapped:
         script = (
             f"stty -a > {self.tmp / 'before'}; "
             f"{shlex.quote(AC)} run {' '.join(options)} -- {command}; "
-            f"echo $? > {self.tmp / 'status'}; stty -a > {self.tmp / 'after'}; sleep 600"
+            f"echo $? > {self.tmp / 'status'}; stty -a > {self.tmp / 'stty'}; "
+            f"mv {self.tmp / 'stty'} {self.tmp / 'after'}; sleep 600"  # whole when it appears
         )
         self.tmux.run(
             "new-session", "-d", "-s", "main", "-x", "120", "-y", "30", "sh", "-c", script
@@ -331,7 +332,8 @@ def _under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
     script = (
         f"stty -a > {tmp / 'before'}; "
         f"{shlex.quote(AC)} run {' '.join(options)} -- {command}; "
-        f"echo $? > {tmp / 'status'}; stty -a > {tmp / 'after'}; sleep 600"
+        f"echo $? > {tmp / 'status'}; stty -a > {tmp / 'stty'}; "
+        f"mv {tmp / 'stty'} {tmp / 'after'}; sleep 600"  # whole when it appears
     )
     tmux.run(
         "new-session", "-d", "-s", "main", "-x", "200", "-y", "50", "-c", str(cli.project),
