@@ -17,7 +17,7 @@ from mautrix.util.async_db import Connection
 
 from .db import DirectChat, Ledger, Member, Message, Room
 from .db.ledger import Counted
-from .db.message import NewMessage
+from .db.message import Delivered, NewMessage
 from .db.room import sender_name
 from .ids import EVENT_ID_RE, ROOM_ID_RE, USER_ID_RE
 from .text import db_text, detect_prefix, is_urgent
@@ -39,18 +39,11 @@ def _valid_id(value: object, kind: str) -> TypeIs[str]:
 
 
 @dataclass
-class MessageRecord:
-    event_id: str
-    room_id: str
-    sender: str
-    ts: int
-    msgtype: str
-    body: str
-    mentioned: list[str]
-    room_mention: bool
-    #: The ``m.thread`` root it belongs to, and the event its ``m.in_reply_to`` names.
-    thread_id: str | None = None
-    in_reply_to: str | None = None
+class MessageRecord(Delivered):
+    """A message event, parsed: as delivered, with whom it mentions (``m.mentions``)."""
+
+    mentioned: list[str] = field(default_factory=list)
+    room_mention: bool = False
 
 
 @dataclass
@@ -301,10 +294,10 @@ async def _apply_messages(
             r.ts,
             r.msgtype,
             r.body,
-            detect_prefix(r.body),
-            flag,
             r.thread_id,
             r.in_reply_to,
+            detect_prefix(r.body),
+            flag,
         )
         for r, flag in zip(ours, urgent, strict=True)
     ]

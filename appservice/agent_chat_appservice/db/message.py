@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from operator import attrgetter
 import json
 
 from mautrix.util.async_db import Connection, Database, Scheme
@@ -14,8 +14,10 @@ from .base import Table, int_value
 # surrogates, and a hostile body must neither wedge the ledger nor be altered.
 
 
-class NewMessage(NamedTuple):
-    """A message to store, as Synapse delivered it (``Message.insert_many``)."""
+@dataclass
+class Delivered:
+    """A message as Synapse delivered it: the fields that ingest parses (``ingest``'s
+    ``MessageRecord``), that are stored (``NewMessage``) and that are read (``Message``)."""
 
     event_id: str
     room_id: str
@@ -23,27 +25,31 @@ class NewMessage(NamedTuple):
     ts: int
     msgtype: str
     body: str
-    prefix: str | None
-    urgent: bool
+    #: The root of the ``m.thread`` this message is in, and the message it answers.
     thread_id: str | None = None
     in_reply_to: str | None = None
 
 
 @dataclass
-class Message(Table):
-    seq: int
-    event_id: str
-    room_id: str
-    sender: str
-    sender_name: str | None
-    ts: int
-    msgtype: str
-    body: str
-    prefix: str | None
-    urgent: bool
-    #: The root of the ``m.thread`` this message is in, and the message it answers.
-    thread_id: str | None = None
-    in_reply_to: str | None = None
+class NewMessage(Delivered):
+    """A message to store (``Message.insert_many``): as delivered, with what ingest found."""
+
+    prefix: str | None = None
+    urgent: bool = False
+
+
+#: The stored columns, in ``NewMessage``'s order, and a row's values in that order.
+COLUMNS = tuple(f.name for f in fields(NewMessage))
+_values = attrgetter(*COLUMNS)
+_BODY = COLUMNS.index("body")
+
+
+@dataclass
+class Message(NewMessage, Table):
+    """A stored message: its ``seq`` (the delivery order) and its sender's name there."""
+
+    seq: int = 0
+    sender_name: str | None = None
 
     @classmethod
     async def recent_agent_messages(
@@ -80,7 +86,7 @@ class Message(Table):
     ) -> int | None:
         """Store a message; its seq, or None when this event was stored before."""
         row = NewMessage(
-            event_id, room_id, sender, ts, msgtype, body, prefix, urgent, thread_id, in_reply_to
+            event_id, room_id, sender, ts, msgtype, body, thread_id, in_reply_to, prefix, urgent
         )
         return (await cls.insert_many(conn, [row])).get(event_id)
 
@@ -91,17 +97,18 @@ class Message(Table):
         Event ids must be distinct. On PostgreSQL one statement, whatever the number."""
         if not rows:
             return {}
-        columns = (
-            "event_id, room_id, sender, ts, msgtype, body, prefix, urgent, thread_id, in_reply_to"
-        )
-        values = [(*r[:5], json.dumps(r.body), *r[6:]) for r in rows]
+        columns = ", ".join(COLUMNS)
+        values = []
+        for r in rows:
+            value = _values(r)
+            values.append((*value[:_BODY], json.dumps(r.body), *value[_BODY + 1 :]))
         if conn.scheme == Scheme.POSTGRES:
             # Arrays, not a VALUES list: one statement text whatever the count, so asyncpg
             # prepares it once. WITH ORDINALITY keeps the order, and so the seqs' order.
             q = (
                 f"INSERT INTO message ({columns}) SELECT {columns} FROM unnest("
                 "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
-                " $7::text[], $8::boolean[], $9::text[], $10::text[])"
+                " $7::text[], $8::text[], $9::text[], $10::boolean[])"
                 f" WITH ORDINALITY AS v({columns}, n) ORDER BY n"
                 " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
             )
@@ -199,18 +206,18 @@ class Message(Table):
             rows = list(reversed(rows))
         return [
             cls(
-                r["seq"],
-                r["event_id"],
-                r["room_id"],
-                r["sender"],
-                r["displayname"],
-                r["ts"],
-                r["msgtype"],
-                _decode_body(r["body"]),
-                r["prefix"],
-                bool(r["urgent"]),
-                r["thread_id"],
-                r["in_reply_to"],
+                event_id=r["event_id"],
+                room_id=r["room_id"],
+                sender=r["sender"],
+                ts=r["ts"],
+                msgtype=r["msgtype"],
+                body=_decode_body(r["body"]),
+                thread_id=r["thread_id"],
+                in_reply_to=r["in_reply_to"],
+                prefix=r["prefix"],
+                urgent=bool(r["urgent"]),
+                seq=r["seq"],
+                sender_name=r["displayname"],
             )
             for r in rows
         ]
