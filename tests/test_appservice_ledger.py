@@ -84,3 +84,65 @@ def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url:
             await db.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_count_after_a_read_waits_for_it_and_keeps_its_own_raise_and_urgency(
+    pg_url: str,
+) -> None:
+    """The other order: Alice's read is under way (not committed) when an urgent message and
+    her reply are counted. The count waits for the read to commit, then flags her row (the
+    read cleared the old flag) and raises her base (her reply is not unread to her)."""
+
+    async def scenario() -> None:
+        db = Database.create(
+            pg_url, upgrade_table=tables.upgrade_table, db_args={"min_size": 1, "max_size": 4}
+        )
+        await db.start()
+        tables.init(db)
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                await tables.Room.ensure(conn, ROOM)
+                await tables.Ledger.on_join(conn, ROOM, ALICE)
+                await tables.Ledger.on_join(conn, ROOM, BOB)
+                bobs = await _message(conn, "$bob", BOB, "Bob")
+                await conn.execute("UPDATE unread SET urgent=true WHERE user_id=$1", ALICE)
+            assert _count(await tables.Ledger.unread(ALICE)) == 1
+
+            read, commit = asyncio.Event(), asyncio.Event()
+
+            async def read_bobs() -> bool:
+                async with db.acquire() as conn, conn.transaction():
+                    moved = await tables.Ledger.mark_read(conn, ALICE, ROOM, bobs, "$bob")
+                    read.set()
+                    await commit.wait()
+                    return moved
+
+            async def count_two() -> None:
+                async with db.acquire() as conn, conn.transaction():
+                    # The alert first: Alice's row is still flagged from before, and her read
+                    # is clearing it (a count that skipped her row would lose the flag).
+                    _, _, previous, _ = await tables.Room.message_context(conn, ROOM, BOB)
+                    seq = await tables.Message.insert(
+                        conn, "$alert", ROOM, BOB, 0, "m.text", "[ALERT] x", None, True
+                    )
+                    await tables.Ledger.on_message(conn, ROOM, seq, BOB, "Bob", True, [], previous)
+                    await _message(conn, "$alice", ALICE, "Alice")
+
+            reader = asyncio.create_task(read_bobs())
+            await read.wait()
+            writer = asyncio.create_task(count_two())
+            deadline = time.monotonic() + 10
+            while not writer.done() and not await _blocked_on_a_lock(db):
+                assert time.monotonic() < deadline, "the count neither finished nor blocked"
+                await asyncio.sleep(0.01)
+            assert not writer.done(), "the count did not wait for the read under way"
+            commit.set()
+            assert await reader
+            await writer
+            alice = next(u for u in await tables.Ledger.unread(ALICE) if u.room_id == ROOM)
+            assert (alice.count, alice.urgent) == (1, True)  # the alert only, flagged
+            assert _count(await tables.Ledger.unread(BOB)) == 1  # Alice's reply
+        finally:
+            await db.stop()
+
+    asyncio.run(scenario())
