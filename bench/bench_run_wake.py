@@ -139,7 +139,9 @@ class RunWakeBench(WaitBench):
                     latencies.append(woke.at - sent)
                     steps = _steps(trace, models.requests[since:], sent, woke)
                     splits.append(tuple(steps.get(e, 0.0) for e in SPLIT))
-                    shown = "  ".join(f"{e} {ms:.0f}" for e, ms in steps.items())
+                    shown = "  ".join(
+                        f"{e} {ms:.0f}" for e, ms in sorted(steps.items(), key=lambda x: x[1])
+                    )
                     print(f"{name} wake {i}: {shown}", file=sys.stderr)
                 # The storm: 20 DMs in 10 s, past the loop guard since the last wake.
                 time.sleep(self.args.spacing)
@@ -205,7 +207,7 @@ def _steps(trace: Path, requests: list[Request], sent: float, woke: Request) -> 
     for row in trace.read_text().splitlines():
         at, event = row.split(None, 1)
         name = event.split()[0]
-        if name in SPLIT and name not in steps:
+        if name in (*SPLIT, "resubmitted") and name not in steps:
             steps[name] = (float(at) - sent) * 1000
     submitted = sent + steps.get("submitted", 0.0) / 1000
     after = [r.at for r in requests if r.at >= submitted]

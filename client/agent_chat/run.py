@@ -113,12 +113,12 @@ class Profile:
 PROFILES = {
     "codex": Profile(settle=1.0, pause=0.3),
     # Gemini CLI 0.61 takes an Enter that follows a paste within 30 ms of handling it as a
-    # newline: the submit key waits for its redraw (at most 0.2 s), then 60 ms more.
+    # newline: the submit key waits for its redraw (at most 0.2 s), then 40 ms more.
     "gemini": Profile(
         settle=1.0,
         pause=0.3,
         paste_pause=0.2,
-        echo_gap=0.06,
+        echo_gap=0.04,
         file_mentions=True,
         resubmit=1.0,
     ),
