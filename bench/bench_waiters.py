@@ -18,7 +18,9 @@ and for each:
   max; targets p99 ≤ 500 ms for 128 waiters, ≤ 3 s for 1,000;
 - memory of one idle waiter: RSS (target ≤ 8 MiB) and PSS, medians;
 - CPU per wake: the process's own CPU from just before the post to its exit
-  (``/proc/PID/schedstat`` while it waits, then of its zombie), mean and p95; target ≤ 5 ms;
+  (``/proc/PID/schedstat`` while it waits, then of its zombie), plus that of the child the
+  light waiter leaves to send its ``woken`` report (this process is their subreaper), mean and
+  p95; target ≤ 5 ms;
 - every waiter woke exactly once (its exit code, and one line naming #alerts).
 
 Rounds alternate which kind goes first; each round uses fresh homes (fresh session state).
@@ -127,7 +129,13 @@ class WaitersBench(Bench):
             await asyncio.sleep(1.0)  # joins pushed back by Synapse
             self.results = {"waiters": count, "rounds": self.args.rounds, "floor": floor()}
             for kind in KINDS:
-                self.results[kind] = {"exit_ms": [], "rss_kib": [], "pss_kib": [], "cpu_ms": []}
+                self.results[kind] = {
+                    "exit_ms": [],
+                    "rss_kib": [],
+                    "pss_kib": [],
+                    "cpu_ms": [],
+                    "report_cpu_ms": [],
+                }
                 self.results[kind]["processes"] = 0
                 self.results[kind]["woken_once"] = True
             for r in range(self.args.rounds):
@@ -187,9 +195,13 @@ class WaitersBench(Bench):
             group = next(iter(output))
             exits: dict[int, tuple[float, int, int]] = {}
 
+            reports: list[int] = []
+
             def reap() -> None:
                 # WNOWAIT first: the exited process's own CPU is still readable (a zombie).
-                while len(exits) < count:
+                # The light waiter's `woken` report runs in a child that outlives it: an
+                # orphan, so ours (a subreaper), in the same group; its CPU is the wake's too.
+                while True:
                     try:
                         found = os.waitid(os.P_PGID, group, os.WEXITED | os.WNOWAIT)
                     except ChildProcessError:
@@ -197,7 +209,10 @@ class WaitersBench(Bench):
                     assert found is not None
                     at, cpu = time.perf_counter(), cpu_ns(found.si_pid)
                     _, status = os.waitpid(found.si_pid, 0)
-                    exits[found.si_pid] = (at, status, cpu)
+                    if found.si_pid in output:
+                        exits[found.si_pid] = (at, status, cpu)
+                    else:
+                        reports.append(cpu)
 
             reaper = threading.Thread(target=reap, daemon=True)
             reaper.start()
@@ -228,6 +243,7 @@ class WaitersBench(Bench):
                     os.killpg(group, 9)
                 except ProcessLookupError:
                     pass
+            self.results[kind]["report_cpu_ms"].append(sum(reports) / 1e6 / count)
             for pid, (at, status, cpu) in exits.items():
                 self.results[kind]["exit_ms"].append((at - t0) * 1000)
                 self.results[kind]["cpu_ms"].append((cpu - before[pid]) / 1e6)
@@ -277,15 +293,19 @@ class WaitersBench(Bench):
         rows.append(
             ("processes per waiter", *(str(self.results[k]["processes"]) for k in KINDS), "")
         )
+        for kind in KINDS:  # the report's child, per wake, added to the waiter's own
+            extra = mean(self.results[kind]["report_cpu_ms"] or [0.0])
+            self.results[kind]["wake_cpu_ms"] = [c + extra for c in self.results[kind]["cpu_ms"]]
         row(
             "CPU per wake, mean",
             "{:.1f} ms",
-            "cpu_ms",
+            "wake_cpu_ms",
             mean,
             "≤ 5 ms",
             lambda x: x <= 5,
         )
-        row("CPU per wake, p95", "{:.1f} ms", "cpu_ms", lambda v: pct(v, 0.95))
+        row("CPU per wake, p95", "{:.1f} ms", "wake_cpu_ms", lambda v: pct(v, 0.95))
+        row("  of which the report's child", "{:.1f} ms", "report_cpu_ms", mean)
         once = [str(self.results[k]["woken_once"]) for k in KINDS]
         if not light["woken_once"]:
             self.missed = True
@@ -314,6 +334,10 @@ def main() -> int:
     if args.thousand:
         args.waiters, args.rounds = 1000, 1
     args.keep = None
+    import ctypes
+
+    # The waiters' orphans (the light waiter's report child) become ours, to be counted.
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     bench = WaitersBench(args)
     run_on_a_stack(bench, "ac-bench-waiters-")
     return report(bench)

@@ -21,7 +21,7 @@ What it keeps from ``ac wait --session`` (:mod:`agent_chat.wait`), the same rule
   that process has ended;
 - its presence: the ``Agent-Chat-Waiter`` and ``Agent-Chat-Cli`` headers on the long-poll
   (``idle · wakeable`` while it is connected), and ``woken`` reported (``POST /stages``) for
-  what the line covers.
+  what the line covers, by a child left behind: the session wakes when this process exits.
 
 Credentials: ``AGENT_CHAT_TOKEN`` with ``AGENT_CHAT_SERVER`` (and ``AGENT_CHAT_CA_FILE``), else
 the hook's curl config (``--credentials hook/<nick>.curl``), the ones the hook's notify uses.
@@ -49,6 +49,10 @@ import time
 from . import http
 from .errors import NetworkError
 from .files import atomic_write, read_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_POLL = 300.0
 WATCH_POLL = 30.0
@@ -319,16 +323,15 @@ class Waiter:
                 self.save()
         return None
 
-    def wake(self, answer: Answer) -> str:
-        """Record the wake, report it ``woken``; the line for stderr."""
+    def wake(self, answer: Answer) -> tuple[str, Callable[[], None]]:
+        """Record the wake; the line for stderr, and the ``woken`` report to send after it."""
         self.cursor = answer.cursor or self.cursor
         self.last_wake = time.time()
         self.urgent = answer.urgent
         self.save()
         label = "".join(c for c in answer.line if c in LINE_CHARS).strip()
         text = WAKE_LINE.format(label or "new messages")
-        self.report_woken(answer, len(text) - 1)
-        return text
+        return text, lambda: self.report_woken(answer, len(text) - 1)
 
 
 def _alive(pid: int) -> bool:
@@ -349,8 +352,8 @@ def _number(text: str | None, default: float, top: float) -> float:
     return value if 0 <= value <= top else default
 
 
-def run(argv: list[str]) -> str | None:
-    """The waiter: the wake line, or None when it ends without waking."""
+def run(argv: list[str]) -> tuple[str, Callable[[], None]] | None:
+    """The waiter: the wake line and its report, or None when it ends without waking."""
     options: dict[str, str] = {}
     i = 0
     while i + 1 < len(argv):
@@ -382,19 +385,36 @@ def run(argv: list[str]) -> str | None:
 def main() -> None:
     """Entry point: exit 2 with the wake line on stderr, else 0. Nothing else reaches stderr
     (a warning or a traceback there would be read as the wake's text): it points at
-    /dev/null until the line is written. The interpreter's teardown is skipped (``_exit``):
-    nothing is buffered, and it is CPU every waiter would spend at the same moment."""
+    /dev/null until the line is written. The session wakes when this process exits, so the
+    ``woken`` report is sent by a child that outlives it, holding none of the hook's pipes:
+    the exit waits neither for the server's answer (a thousand waiters woken at once queue
+    their reports there) nor for the report's failure. The interpreter's teardown is skipped
+    (``_exit``): nothing is buffered, and it is CPU every waiter would spend at once."""
     wake_fd = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        line = run(sys.argv[1:])
+        woke = run(sys.argv[1:])
     except (Exception, KeyboardInterrupt):
-        line = None
-    if line is None:
+        woke = None
+    if woke is None:
         os._exit(0)
+    line, report = woke
     try:
         os.write(wake_fd, line.encode())
     except OSError:
         os._exit(0)
+    try:
+        child = os.fork()
+    except OSError:
+        child = -1
+    if child == 0:  # the report, detached from the hook's stdin, stdout and stderr
+        for fd in (0, 1, wake_fd):
+            os.dup2(devnull, fd)
+        try:
+            report()
+        finally:
+            os._exit(0)
+    if child < 0:
+        report()  # no process to spare: report, then wake
     os._exit(2)
