@@ -221,6 +221,8 @@ class Rooms:
             if await self._is_joined(room_id, caller, cached=join):
                 return room_id
             if not join:
+                if await self._accept_direct_invite(caller, room_id):
+                    return room_id
                 raise ErrorAnswer(404, "M_NOT_FOUND", "you are not in that room")
         elif remote is not None:  # federation: #room:another.server
             room_id = await self._resolve_remote(remote)
@@ -390,6 +392,18 @@ class Rooms:
         await self.join(caller, room_id)
         await self.remember_direct(caller, other, room_id)
         return room_id
+
+    async def _accept_direct_invite(self, caller: str, room_id: str) -> bool:
+        """A new direct chat read by its room id before its recipient's background join has
+        landed (the sender's answer names it at once): the invitation is accepted here, once
+        (a join in flight is waited for). Whether the caller is in it now."""
+        if await Member.membership(room_id, caller) != "invite":
+            return False
+        room = await Room.get(room_id)
+        if room is None or not room.is_direct:
+            return False
+        await self.join(caller, room_id)
+        return True
 
     async def accept_direct_invites(self, caller: str) -> None:
         """Accept every direct chat the caller is invited to (reading every room does)."""
