@@ -227,6 +227,7 @@ async def in_process(
         app.timeline.action_last()  # follow the newest, as someone watching live does
         await pilot.pause(0.2)
         # live: one message → the TUI's screen, and ac wait for the same identity
+        load_before = os.getloadavg()[0]
         tui_ms, wait_ms = [], []
         parts: list[tuple[float, float, float, float, float]] = []
         for i in range(args.rounds):
@@ -267,6 +268,7 @@ async def in_process(
             "ac_wait_ms_median": median(wait_ms),
             "ac_wait_ms_p95": p95(wait_ms),
             "ratio": median(tui_ms) / median(wait_ms),
+            "load_average": (load_before, os.getloadavg()[0]),
             "tui_long_poll_answered_ms_median": median(p[0] for p in parts) if parts else None,
             "tui_fetch_ms_median": median(p[1] for p in parts) if parts else None,
             "tui_fetched_to_loop_ms_median": median(p[2] for p in parts) if parts else None,
@@ -362,6 +364,7 @@ def report(r: dict[str, Any]) -> str:
         ("agent send → ac wait returns", f"{live['ac_wait_ms_median']:.1f} ms",
          f"p95 {live['ac_wait_ms_p95']:.1f} ms"),
         ("ratio (TUI / ac wait)", f"{live['ratio']:.2f}", "target ≤ 1.3"),
+        ("  load average before → after", "{:.2f} → {:.2f}".format(*live["load_average"]), ""),
         ("  TUI: long-poll answered", f"{live['tui_long_poll_answered_ms_median']:.1f} ms", ""),
         ("  TUI: fetching the message", f"{live['tui_fetch_ms_median']:.1f} ms", ""),
         ("  TUI: fetched → event loop", f"{live['tui_fetched_to_loop_ms_median']:.1f} ms", ""),

@@ -295,8 +295,8 @@ class AgentChatApp(App[int]):
             self._apply_unread_answer()
         if self.side == "agents":
             self.run_worker(self.refresh_presence(), group="presence", exclusive=False)
-        if not first:
-            self.run_worker(self.refresh_receipts(), group="receipts", exclusive=False)
+        if not first:  # after the frame that shows what came (it is not what is waited for)
+            self.call_after_refresh(self._receipts_soon)
         if first and self.current is None:
             await self.open_first()
             self.mark_time("first room shown")

@@ -12,6 +12,10 @@ from . import text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Self
+
+    from textual.geometry import Region
+
     from ..shapes import JSONObject
 
 
@@ -23,6 +27,9 @@ class Timeline(OptionList):
     Timeline:focus { background-tint: $foreground 4%; }
     Timeline > .option-list--option { padding: 0 1; }
     """
+
+    #: True while new lines are measured (see :meth:`_update_lines`).
+    _lines_only = False
 
     BINDINGS = [  # noqa: RUF012 (Textual's declaration style)
         ("t", "thread", "Thread"),
@@ -62,6 +69,34 @@ class Timeline(OptionList):
         self._last_report: tuple[int, int] | None = None
         #: Our own messages' stages as shown after them (event id → ``✓ shown 2 · read 1``).
         self.stages: dict[str, Text] = {}
+
+    # --- redrawing without a layout ---------------------------------------------------------
+
+    def _update_lines(self) -> None:
+        """New lines make the list longer, which Textual answers with a layout of the whole
+        screen (every widget re-rendered: the most of a frame when a message arrives). The
+        timeline's size on screen never depends on its content (``height: 1fr``), so only
+        its scrollbar is redrawn, and a layout is asked only when the scrollbar appears or
+        goes."""
+        bar = self.show_vertical_scrollbar
+        self._lines_only = True
+        try:
+            super()._update_lines()
+        finally:
+            self._lines_only = False
+        if self.show_vertical_scrollbar != bar:
+            self.refresh(layout=True)
+
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
+        if self._lines_only:
+            layout = False
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     # --- content ---------------------------------------------------------------------------
 
