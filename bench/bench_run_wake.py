@@ -214,6 +214,10 @@ def _steps(trace: Path, requests: list[Request], sent: float, woke: Request) -> 
     if after:
         steps["first_request"] = (min(after) - sent) * 1000
     steps["request"] = (woke.at - sent) * 1000
+    if "resubmitted" in steps:  # the first submit key was lost: what the CLI drew, when
+        for row in trace.read_text().splitlines():
+            at, event = row.split(None, 1)
+            print(f"  {(float(at) - sent) * 1000:7.0f} {event[:110]}", file=sys.stderr)
     return steps
 
 

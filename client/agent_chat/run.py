@@ -63,10 +63,16 @@ WAKES = {"urgent,dm": "urgent,dm", "dm,urgent": "urgent,dm", "urgent": "urgent",
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGCONT)
 
 
+#: ``AGENT_CHAT_RUN_TRACE=FILE``: where :func:`_trace` writes.
+TRACE = os.environ.get("AGENT_CHAT_RUN_TRACE")
+#: The typed line's first word: output holding it draws the line.
+ECHO_MARK = b"[chat]"
+
+
 def _trace(event: str) -> None:
     """``AGENT_CHAT_RUN_TRACE=FILE``: append ``MONOTONIC EVENT`` (bench/bench_run_wake.py
-    splits a wake's latency with it: news received, line typed, submitted)."""
-    path = os.environ.get("AGENT_CHAT_RUN_TRACE")
+    splits a wake's latency with it: news received, line typed, drawn, submitted)."""
+    path = TRACE
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{time.monotonic():.6f} {event}\n")
@@ -103,22 +109,23 @@ class Profile:
         self.pause = pause
         #: ... which a bracketed paste (when the CLI turned it on) makes unambiguous.
         self.paste_pause = paste_pause
-        #: When set, the submit key goes this long after the CLI's first output following the
-        #: pasted line (it has taken the paste in and redrawn), if that comes before the pause
-        #: ends: Gemini CLI 0.61 takes an Enter within 30 ms of the last typed key as a newline
-        #: (its FAST_RETURN_TIMEOUT), timed when it handles the key, not when it arrives.
+        #: When set, the submit key goes this long after the CLI draws the pasted line (it has
+        #: taken the paste in), if that comes before the pause ends: Gemini CLI 0.61 takes an
+        #: Enter as a newline until 40 ms after it handled a paste from a terminal it does not
+        #: trust with pastes (any without the kitty keyboard protocol, tmux included), a timer
+        #: that fires late when the machine is busy.
         self.echo_gap = echo_gap
 
 
 PROFILES = {
     "codex": Profile(settle=1.0, pause=0.3),
-    # Gemini CLI 0.61 takes an Enter that follows a paste within 30 ms of handling it as a
-    # newline: the submit key waits for its redraw (at most 0.2 s), then 40 ms more.
+    # Gemini CLI 0.61 takes an Enter within 40 ms of handling a paste as a newline: the submit
+    # key waits for it to draw the line (at most 0.5 s), then 100 ms; once more after 1 s.
     "gemini": Profile(
         settle=1.0,
         pause=0.3,
-        paste_pause=0.2,
-        echo_gap=0.04,
+        paste_pause=0.5,
+        echo_gap=0.1,
         file_mentions=True,
         resubmit=1.0,
     ),
@@ -518,8 +525,8 @@ class _Pump:
             except OSError:
                 self.hang_up()  # nobody to show it to
         self.last_output = time.monotonic()
-        if not self.echoed and self.submit_at is not None:
-            self.echoed = True  # the CLI's first output after the typed line
+        if not self.echoed and self.submit_at is not None and self._echoes(data):
+            self.echoed = True  # the CLI drew the typed line
             _trace("echoed")
             if self.paste and self.profile.echo_gap is not None:
                 self.submit_at = min(self.submit_at, self.last_output + self.profile.echo_gap)
@@ -528,6 +535,14 @@ class _Pump:
         if on != off:
             self.paste = on > off
         return True
+
+    def _echoes(self, data: memoryview) -> bool:
+        """Whether this output draws the typed line (its first word; other output, such as a
+        cursor or status redraw, can come before the CLI has taken the paste in)."""
+        found = bytes(data).find(ECHO_MARK) >= 0
+        if TRACE:
+            _trace(f"output {len(data)} {found} {bytes(data[:48])!r}")
+        return found
 
     def _from_person(self) -> None:
         data: memoryview | None
