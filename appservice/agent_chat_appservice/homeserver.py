@@ -44,6 +44,10 @@ def _text(resp: Any, key: str) -> str:
     return value
 
 
+#: The room version of a direct chat with people on this server (``create_room``).
+DIRECT_ROOM_VERSION = "12"
+
+
 class Homeserver:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -246,22 +250,26 @@ class Homeserver:
         is_direct: bool = False,
     ) -> str:
         invited = invitees or []
-        initial_state: list[Any] = []
-        creation: dict[str, Any] = {}
+        direct: dict[str, Any] = {}
         if is_direct and invited:
             # A direct chat's invitations go in with the room's first state events, as the
             # trusted preset would make them (each invitee an additional creator, the invite
             # marked is_direct): Synapse writes them in the same batch, where `invite` costs
-            # one more event write after the batch, behind a per-room lock.
-            creation["additional_creators"] = invited
-            initial_state = [
-                {
-                    "type": "m.room.member",
-                    "state_key": user_id,
-                    "content": {"membership": "invite", "is_direct": True},
-                }
-                for user_id in invited
-            ]
+            # one more event write after the batch, behind a per-room lock. Room version 12
+            # (Synapse's default) makes additional creators what the preset's invitees are;
+            # named, so a server set to an older default builds the same room.
+            direct = {
+                "room_version": DIRECT_ROOM_VERSION,
+                "creation_content": {"additional_creators": invited},
+                "initial_state": [
+                    {
+                        "type": "m.room.member",
+                        "state_key": user_id,
+                        "content": {"membership": "invite", "is_direct": True},
+                    }
+                    for user_id in invited
+                ],
+            }
             invited = []
         return await self.client(creator).create_room(
             alias_localpart=alias_localpart,
@@ -273,8 +281,7 @@ class Homeserver:
             topic=topic,
             invitees=[UserID(u) for u in invited],
             is_direct=is_direct,
-            initial_state=initial_state or None,
-            creation_content=creation or None,
+            **direct,
         )
 
     async def resolve_alias(self, alias: str) -> str:
