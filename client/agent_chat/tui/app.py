@@ -116,6 +116,7 @@ class AgentChatApp(App[int]):
         self.receipts: dict[str, JSONObject] = {}
         self._receipts_busy = False
         self._receipts_again = False
+        self._receipts_failed: set[str] = set()
         self._watching: str | None = None
         self._watch_task: asyncio.Task[None] | None = None
         #: Seconds (monotonic) when each message id was first put on screen (the bench).
@@ -296,6 +297,7 @@ class AgentChatApp(App[int]):
         if self.side == "agents":
             self.run_worker(self.refresh_presence(), group="presence", exclusive=False)
         if not first:  # after the frame that shows what came (it is not what is waited for)
+            self._receipts_failed.clear()  # (asked again at a wake, not at every scroll)
             self.call_after_refresh(self._receipts_soon)
         if first and self.current is None:
             await self.open_first()
@@ -478,7 +480,8 @@ class AgentChatApp(App[int]):
     def on_timeline_seen(self, event: Timeline.Seen) -> None:
         if event.control is not self.timeline:
             return
-        if any(e not in self.receipts for e in self.timeline.own_in_view(RECEIPTS_SHOWN)):
+        unknown = self.receipts.keys() | self._receipts_failed
+        if any(e not in unknown for e in self.timeline.own_in_view(RECEIPTS_SHOWN)):
             self._receipts_soon()  # scrolled to messages of ours whose stages are not known
         if self.peek or self.current is None:
             return
@@ -549,6 +552,7 @@ class AgentChatApp(App[int]):
                     try:
                         answer = await self.call(self.session.receipts, event_id)
                     except (AcError, OSError):
+                        self._receipts_failed.add(event_id)
                         continue  # not stored yet, or the server is away: the next wake
                     self.show_receipts(event_id, answer)
                 if own:
