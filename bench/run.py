@@ -26,6 +26,8 @@ measured in the same run (the seed's matrix-nio client, curl, raw Synapse pushes
                        so and skips that row without .cache/agent-clis)
 - bench_presence.py    SessionEnd hook → `gone` in `ac who`, a wake waiter connecting → `idle ·
                        wakeable` (part presence)
+- bench_waiters.py     128 idle wake waiter processes, one #alerts post: all exited, RSS, CPU per
+                       wake, the hook's light waiter against `ac wait` (part waiters)
 JSON results go to bench/results/.
 """
 
@@ -57,6 +59,7 @@ SECTIONS = {
     "run-wake": "ac run waking idle Codex and Gemini CLI TUIs",
     "load": "Load: 30-agent pipeline and mixed load, SQLite and PostgreSQL",
     "presence": "Presence: gone and wakeable",
+    "waiters": "Many idle wake waiters: one #alerts post (issue 27, item 3)",
 }
 # Parts that need --postgres (skipped without it, an error with --only).
 NEEDS_POSTGRES = ("postgres", "wait-postgres")
@@ -113,9 +116,13 @@ def write_doc(fresh: dict[str, str]) -> None:
         for chunk in DOC.read_text().split("\n## ")[1:]:
             title, _, body = chunk.partition("\n")
             previous[title.strip()] = body.strip()
+    # Sections in the order the file has them (a hand-written one is kept as it is), then
+    # the parts new to it.
+    new_text = {SECTIONS[key]: body for key, body in fresh.items()}
+    titles = list(previous) + [t for t in SECTIONS.values() if t not in previous]
     parts = [INTRO]
-    for key, title in SECTIONS.items():
-        body = fresh.get(key) or previous.get(title)
+    for title in titles:
+        body = new_text.get(title) or previous.get(title)
         if body:
             parts += ["", f"## {title}", "", body]
     DOC.parent.mkdir(exist_ok=True)
@@ -286,6 +293,10 @@ def main() -> int:
         out = str(RESULTS / "presence.json")
         rounds = ["--rounds", "10", "--ac-rounds", "3"] if args.quick else []
         fresh["presence"] = run("presence", script("bench_presence.py", *rounds, "--json", out))
+    if "waiters" in wanted:
+        out = str(RESULTS / "waiters.json")
+        rounds = ["--rounds", "1"] if args.quick else []
+        fresh["waiters"] = run("waiters", script("bench_waiters.py", *rounds, "--json", out))
     if "run-wake" in wanted:
         out = str(RESULTS / "run-wake.json")
         dms = ["-n", "3", "--ac-rounds", "5"] if args.quick else []
