@@ -33,9 +33,8 @@ import re
 import sys
 import time
 
-from . import render
+from . import render, session_state
 from .errors import EXIT_OK, EXIT_TIMEOUT, ApiError, NetworkError, UsageError
-from .files import atomic_write, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -95,55 +94,12 @@ def _urgent_rooms(answer: JSONObject) -> set[str]:
     }
 
 
-class SessionState:
-    """The loop guard's memory for one session: last wake's cursor, time and urgent rooms."""
+class SessionState(session_state.SessionState):
+    """The loop guard's memory for one session (:mod:`agent_chat.session_state`), in JSON
+    written by the ``json`` module."""
 
     def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.cursor: str | None = None
-        self.last_wake = 0.0
-        self.urgent: set[str] = set()
-        #: The waiter that owns this session now (the newest ``ac wait --session``).
-        self.waiter: str | None = None
-        if path is None:
-            return
-        try:
-            data = json.loads(read_text(path) or "{}")
-        except (OSError, ValueError):
-            data = {}
-        if isinstance(data, dict):
-            cursor, last_wake, urgent = (
-                data.get("cursor"),
-                data.get("last_wake"),
-                data.get("urgent"),
-            )
-            self.cursor = cursor if isinstance(cursor, str) else None
-            if isinstance(last_wake, (int, float)) and not isinstance(last_wake, bool):
-                self.last_wake = float(last_wake)
-            if isinstance(urgent, list):
-                self.urgent = {u for u in urgent if isinstance(u, str)}
-            waiter = data.get("waiter")
-            self.waiter = waiter if isinstance(waiter, str) else None
-
-    def superseded(self) -> bool:
-        """True when a newer waiter took this session over (its token is in the file)."""
-        if self.path is None or self.waiter is None:
-            return False
-        return SessionState(self.path).waiter not in (self.waiter, None)
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        data = {
-            "cursor": self.cursor,
-            "last_wake": self.last_wake,
-            "urgent": sorted(self.urgent),
-            "waiter": self.waiter,
-        }
-        try:
-            atomic_write(self.path, json.dumps(data).encode(), 0o600)
-        except OSError as e:
-            sys.stderr.write(f"ac: cannot keep the wait state in {self.path}: {e.strerror}\n")
+        super().__init__(path, json.loads, json.dumps)
 
 
 def _state_path(ctx: Context, token: str, filters: str | None, session: str) -> str:

@@ -48,7 +48,8 @@ import time
 
 from . import http
 from .errors import NetworkError
-from .files import atomic_write, read_text
+from .files import read_text
+from .session_state import SessionState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -187,45 +188,9 @@ class Waiter:
             self.headers["Agent-Chat-Cli"] = cli
         self.cli = cli
         key = "\n".join(("wake-hook", server, _sha(token), FILTERS, session))
-        self.path = os.path.join(home, WAIT_DIR, _sha(key)[:24] + ".json")
-        self.cursor: str | None = None
-        self.last_wake = 0.0
-        self.urgent: set[str] = set()
-        self.waiter = f"{os.getpid()}-{os.urandom(6).hex()}"
-        found = self._load()
-        cursor, last_wake, urgent = (
-            found.get("cursor"),
-            found.get("last_wake"),
-            found.get("urgent"),
-        )
-        self.cursor = cursor if isinstance(cursor, str) else None
-        if isinstance(last_wake, (int, float)) and not isinstance(last_wake, bool):
-            self.last_wake = float(last_wake)
-        if isinstance(urgent, list):
-            self.urgent = {u for u in urgent if isinstance(u, str)}
-
-    def _load(self) -> dict[str, object]:
-        try:
-            data = _loads(read_text(self.path) or "{}")
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def save(self) -> None:
-        data = {
-            "cursor": self.cursor,
-            "last_wake": self.last_wake,
-            "urgent": sorted(self.urgent),
-            "waiter": self.waiter,
-        }
-        try:
-            atomic_write(self.path, _dumps(data).encode(), 0o600)
-        except OSError:
-            pass
-
-    def superseded(self) -> bool:
-        """A newer waiter took this session over (its token is in the file)."""
-        return self._load().get("waiter") not in (self.waiter, None)
+        path = os.path.join(home, WAIT_DIR, _sha(key)[:24] + ".json")
+        self.state = SessionState(path, _loads, _dumps, warn=False)
+        self.state.waiter = f"{os.getpid()}-{os.urandom(6).hex()}"
 
     def poll(self, cursor: str | None, wait: float) -> Answer:
         """One long-poll; a cursor the server refuses (400) is dropped for a fresh state.
@@ -279,20 +244,21 @@ class Waiter:
         def remaining() -> float:
             return deadline - time.monotonic()
 
-        self.save()  # this waiter owns the session now
-        cursor = self.cursor
+        state = self.state
+        state.save()  # this waiter owns the session now
+        cursor = state.cursor
         if cursor is None:
             first = self.poll(None, 0)
-            cursor = self.cursor = first.cursor
-            self.urgent = first.urgent
-            self.save()
+            cursor = state.cursor = first.cursor
+            state.urgent = first.urgent
+            state.save()
         # News inside the interval after the last wake is held back: the waiter polls on from
         # the newest state (``latest``) until the interval ends, and wakes at once only if
         # something became urgent meanwhile; then it asks again from ``cursor``, which answers
         # at once if the news is still unread.
         latest: str | None = None
         while remaining() > 0:
-            hold = self.last_wake + min_interval - time.time()
+            hold = state.last_wake + min_interval - time.time()
             holding = latest is not None and hold > 0
             wait = min(remaining(), longest, hold if holding else longest)
             try:
@@ -300,18 +266,18 @@ class Waiter:
             except NetworkError:
                 time.sleep(max(0.0, min(RETRY_SECONDS, remaining())))
                 continue
-            if self.superseded():
+            if state.superseded():
                 return None
             if watch is not None and not _alive(watch):
                 return None
             if holding:
-                if answer.urgent - self.urgent:
+                if answer.urgent - state.urgent:
                     return answer  # newly urgent: the interval does not hold it
                 latest = answer.cursor or latest
                 continue
             if answer.new:
-                hold = self.last_wake + min_interval - time.time()
-                if hold > 0 and not answer.urgent - self.urgent:
+                hold = state.last_wake + min_interval - time.time()
+                if hold > 0 and not answer.urgent - state.urgent:
                     latest = answer.cursor or cursor  # too soon after the last wake
                     continue
                 return answer
@@ -319,16 +285,17 @@ class Waiter:
             if answer.cursor is not None:
                 cursor = answer.cursor
             if answer.changed:  # a read, a leave...: the new baseline
-                self.cursor, self.urgent = cursor, answer.urgent
-                self.save()
+                state.cursor, state.urgent = cursor, answer.urgent
+                state.save()
         return None
 
     def wake(self, answer: Answer) -> tuple[str, Callable[[], None]]:
         """Record the wake; the line for stderr, and the ``woken`` report to send after it."""
-        self.cursor = answer.cursor or self.cursor
-        self.last_wake = time.time()
-        self.urgent = answer.urgent
-        self.save()
+        state = self.state
+        state.cursor = answer.cursor or state.cursor
+        state.last_wake = time.time()
+        state.urgent = answer.urgent
+        state.save()
         label = "".join(c for c in answer.line if c in LINE_CHARS).strip()
         text = WAKE_LINE.format(label or "new messages")
         return text, lambda: self.report_woken(answer, len(text) - 1)
