@@ -4,6 +4,8 @@ AGENT_CHAT_TEST_POSTGRES)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import asyncio
 import time
 
@@ -39,24 +41,43 @@ async def _blocked_on_a_lock(db: Database) -> bool:
     return await db.fetchval(q) > 0
 
 
+@asynccontextmanager
+async def _ledger_with_bobs_message(pg_url: str) -> AsyncIterator[tuple[Database, int]]:
+    """A fresh ledger: Alice and Bob in the room, Bob's message counted (unread for Alice);
+    the database and that message's position."""
+    db = Database.create(
+        pg_url, upgrade_table=tables.upgrade_table, db_args={"min_size": 1, "max_size": 4}
+    )
+    await db.start()
+    tables.init(db)
+    try:
+        async with db.acquire() as conn, conn.transaction():
+            await tables.Room.ensure(conn, ROOM)
+            await tables.Ledger.on_join(conn, ROOM, ALICE)
+            await tables.Ledger.on_join(conn, ROOM, BOB)
+            bobs = await _message(conn, "$bob", BOB, "Bob")
+        assert _count(await tables.Ledger.unread(ALICE)) == 1
+        yield db, bobs
+    finally:
+        await db.stop()
+
+
+async def _until_blocked(db: Database, task: asyncio.Task[object], what: str) -> None:
+    """Not "sleep, then see it is not done": wait until PostgreSQL shows ``task`` blocked on
+    a lock (or ``task`` finished, which is the bug)."""
+    deadline = time.monotonic() + 10
+    while not task.done() and not await _blocked_on_a_lock(db):
+        assert time.monotonic() < deadline, f"the {what} neither finished nor blocked"
+        await asyncio.sleep(0.01)
+    assert not task.done(), f"the {what} did not wait"
+
+
 def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url: str) -> None:
     """Alice reads Bob's message while her reply is being counted: the read waits for the
     count to commit, then recounts; her reply never shows as unread to her."""
 
     async def scenario() -> None:
-        db = Database.create(
-            pg_url, upgrade_table=tables.upgrade_table, db_args={"min_size": 1, "max_size": 4}
-        )
-        await db.start()
-        tables.init(db)
-        try:
-            async with db.acquire() as conn, conn.transaction():
-                await tables.Room.ensure(conn, ROOM)
-                await tables.Ledger.on_join(conn, ROOM, ALICE)
-                await tables.Ledger.on_join(conn, ROOM, BOB)
-                bobs = await _message(conn, "$bob", BOB, "Bob")
-            assert _count(await tables.Ledger.unread(ALICE)) == 1
-
+        async with _ledger_with_bobs_message(pg_url) as (db, bobs):
             counted, commit = asyncio.Event(), asyncio.Event()
 
             async def count_alices_reply() -> None:
@@ -68,20 +89,12 @@ def test_reading_while_your_own_message_is_counted_leaves_nothing_unread(pg_url:
             writer = asyncio.create_task(count_alices_reply())
             await counted.wait()
             reader = asyncio.create_task(_mark_read(ALICE, bobs, "$bob"))
-            # Not "sleep, then see it is not done": wait until PostgreSQL shows the read
-            # blocked on a lock (or the read finished, which is the bug).
-            deadline = time.monotonic() + 10
-            while not reader.done() and not await _blocked_on_a_lock(db):
-                assert time.monotonic() < deadline, "the read neither finished nor blocked"
-                await asyncio.sleep(0.01)
-            assert not reader.done(), "the read did not wait for the message being counted"
+            await _until_blocked(db, reader, "read (of the message being counted)")
             commit.set()
             await writer
             assert await reader
             assert _count(await tables.Ledger.unread(ALICE)) == 0
             assert _count(await tables.Ledger.unread(BOB)) == 1
-        finally:
-            await db.stop()
 
     asyncio.run(scenario())
 
@@ -94,19 +107,8 @@ def test_a_count_after_a_read_waits_for_it_and_keeps_its_own_raise_and_urgency(
     read cleared the old flag) and raises her base (her reply is not unread to her)."""
 
     async def scenario() -> None:
-        db = Database.create(
-            pg_url, upgrade_table=tables.upgrade_table, db_args={"min_size": 1, "max_size": 4}
-        )
-        await db.start()
-        tables.init(db)
-        try:
-            async with db.acquire() as conn, conn.transaction():
-                await tables.Room.ensure(conn, ROOM)
-                await tables.Ledger.on_join(conn, ROOM, ALICE)
-                await tables.Ledger.on_join(conn, ROOM, BOB)
-                bobs = await _message(conn, "$bob", BOB, "Bob")
-                await conn.execute("UPDATE unread SET urgent=true WHERE user_id=$1", ALICE)
-            assert _count(await tables.Ledger.unread(ALICE)) == 1
+        async with _ledger_with_bobs_message(pg_url) as (db, bobs):
+            await db.execute("UPDATE unread SET urgent=true WHERE user_id=$1", ALICE)
 
             read, commit = asyncio.Event(), asyncio.Event()
 
@@ -131,18 +133,12 @@ def test_a_count_after_a_read_waits_for_it_and_keeps_its_own_raise_and_urgency(
             reader = asyncio.create_task(read_bobs())
             await read.wait()
             writer = asyncio.create_task(count_two())
-            deadline = time.monotonic() + 10
-            while not writer.done() and not await _blocked_on_a_lock(db):
-                assert time.monotonic() < deadline, "the count neither finished nor blocked"
-                await asyncio.sleep(0.01)
-            assert not writer.done(), "the count did not wait for the read under way"
+            await _until_blocked(db, writer, "count (after the read under way)")
             commit.set()
             assert await reader
             await writer
             alice = next(u for u in await tables.Ledger.unread(ALICE) if u.room_id == ROOM)
             assert (alice.count, alice.urgent) == (1, True)  # the alert only, flagged
             assert _count(await tables.Ledger.unread(BOB)) == 1  # Alice's reply
-        finally:
-            await db.stop()
 
     asyncio.run(scenario())
