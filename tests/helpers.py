@@ -409,9 +409,9 @@ def agent_chat_server(
 class McpProcess:
     """`ac mcp` as a subprocess, spoken to in JSON-RPC over stdio as an MCP client would."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *options: str) -> None:
         self.proc = spawn(
-            [AC, "mcp"],
+            [AC, "mcp", *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import threading
 
 from agent_chat.config import save_config
 from agent_chat_appservice.presence import DEAF, GONE, WAKEABLE
-from helpers import Agent, McpProcess, Stack, register, spawn, unique, wait_for
+from helpers import Agent, McpProcess, Stack, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 
@@ -227,23 +226,6 @@ def own_nick(home: Path, stack: Stack, nick: str) -> str:
     return str(creds["servers"][stack.api_url]["identities"][nick.lower()]["nick"])
 
 
-class ChannelProcess(McpProcess):
-    """``ac mcp --channel``: its long-poll is the session's wake waiter."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = spawn(
-            [AC, "mcp", "--channel"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.next_id = 0
-
-
 def test_mcp_session_is_present_and_ends_with_the_server(stack: Stack, tmp_path: Path) -> None:
     """``ac mcp`` is an agent session (``mcp-PID``, the CLI it serves): present from its start
     (idle · deaf; with --channel idle · wakeable), gone as soon as the client closes stdin or
@@ -278,7 +260,7 @@ def test_mcp_session_is_present_and_ends_with_the_server(stack: Stack, tmp_path:
         server.close()
     assert mcp_sessions(observer, me)[sid]["state"] == GONE
 
-    channel = ChannelProcess(env)  # the channel's long-poll wakes the session: wakeable
+    channel = McpProcess(env, "--channel")  # the channel's long-poll wakes the session: wakeable
     try:
         channel.initialize()
         sid = f"mcp-{channel.proc.pid}"
