@@ -7,7 +7,8 @@ Asserted: a DM to an idle CLI types the counts line (never the body) once; a per
 holds it until they stop; ``--wake none`` types nothing; the terminal's settings (``stty -a``)
 are the same before and after, also after ``kill -9`` of the CLI; the exit status passes
 through; a missing CLI exits 127, a missing ``--`` is a usage error, a server that is down
-leaves one line on stderr and the CLI running.
+leaves one line on stderr and the CLI running, and waking resumes once it answers; the
+wrapper's session is wakeable while it waits and gone once the CLI exits.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 from test_agent_clis import CLIS, PROMPTS, TURN_TIMEOUT, Cli
@@ -29,9 +32,10 @@ import pytest
 import test_agent_clis
 
 from agent_chat.config import save_config
+from agent_chat_appservice.presence import GONE, WAKEABLE
 from agent_cli_helpers import BIN, Tmux, processes_with, trust_claude
 from fake_models import Request, _last_user_parts
-from helpers import Agent, Stack, free_port, register, unique, wait_for
+from helpers import Agent, Stack, free_port, http_json, register, unique, wait_for
 
 AC = str(Path(sys.executable).with_name("ac"))
 #: The stand-in CLI: a prompt, and every line it reads appended to the file argv[1].
@@ -109,10 +113,26 @@ def _ready(w: Wrapped) -> None:
     wait_for(lambda: "ready>" in w.tmux.screen(), 30, "the CLI's prompt")
 
 
+def _run_sessions(w: Wrapped) -> dict[str, tuple[str, str]]:
+    """The wrapped identity's ``ac run`` sessions (``run-PID``): state and CLI, from the API."""
+    creds = json.loads((Path(w.env["AGENT_CHAT_HOME"]) / "credentials.json").read_text())
+    server = w.env["AGENT_CHAT_SERVER"]
+    token = creds["servers"][server]["identities"][w.env["AGENT_CHAT_NICK"].lower()]["token"]
+    status, data = http_json("GET", server + "/_agent_chat/v1/presence", None, token)
+    assert status == 200, data
+    return {
+        s["session"]: (s["state"], s["cli"])
+        for s in data["identities"][0]["sessions"]
+        if s["session"].startswith("run-")
+    }
+
+
 def test_idle_cli_is_woken_once_with_the_counts_line(wrapped: Wrapped, stack: Stack) -> None:
     w = wrapped
     w.start("--min-interval", "0")
     _ready(w)
+    # The wrapper is a session of its own: wakeable while its long-poll waits.
+    wait_for(lambda: list(_run_sessions(w).values()) == [(WAKEABLE, "generic")], 30, "wakeable")
     peer = register(stack, unique("Peer"))
     sent = peer.send("@" + w.nick, "a body that must never be typed")
     wait_for(lambda: w.typed(), 30, "the wake line typed")
@@ -129,6 +149,95 @@ def test_idle_cli_is_woken_once_with_the_counts_line(wrapped: Wrapped, stack: St
     w.tmux.run("send-keys", "-t", "main", "C-d")  # end of input: the CLI exits 0
     assert w.status() == "0"
     assert (w.tmp / "before").read_text() == (w.tmp / "after").read_text()
+    assert [state for state, _cli in _run_sessions(w).values()] == [GONE]  # ended with it
+
+
+class _Forwarder:
+    """A TCP forwarder to the API on a port of its own: the server is "down" while it is
+    stopped (nothing listens there), and "back" once it starts again on the same port."""
+
+    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
+        self.port, self.upstream = port, upstream
+        self.listener: socket.socket | None = None
+        self.open: list[socket.socket] = []
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dest: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dest.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dest):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        for sock in [*([self.listener] if self.listener else []), *self.open]:
+            sock.close()
+        self.listener, self.open = None, []
+
+
+def test_waking_resumes_when_the_server_returns(stack: Stack, tmp_path: Path) -> None:
+    """Server down at the start: one line says waking is off, the CLI runs; once the server
+    answers again, a DM wakes it."""
+    agent = register(stack, unique("Run"))
+    api = stack.api_url.split("//", 1)[1].split("/", 1)[0]
+    host, port = api.rsplit(":", 1)
+    forwarder = _Forwarder(free_port(), (host, int(port)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_CHAT_", "TMUX"))}
+    env.update(
+        AGENT_CHAT_HOME=str(tmp_path / "chat"),
+        AGENT_CHAT_SERVER=f"http://127.0.0.1:{forwarder.port}",
+        AGENT_CHAT_TOKEN=agent.token,
+        TERM="xterm-256color",
+    )
+    (tmp_path / "cli.py").write_text(LINE_CLI)
+    tmux = Tmux(unique("ac-run"), env)
+    try:
+        w = Wrapped(tmux, env, tmp_path, agent.nick, tmp_path / "lines")
+        w.start("--min-interval", "0")
+        _ready(w)
+        assert "waking is off until the server answers" in tmux.screen()
+        forwarder.start()
+        # Back: the waker takes its baseline through the forwarder, then waits (wakeable).
+        wait_for(
+            lambda: any(
+                s["session"].startswith("run-") and s["state"] == WAKEABLE
+                for s in agent.call("GET", "/presence")[1]["identities"][0]["sessions"]
+            ),
+            60,
+            "the waker back on the server",
+        )
+        peer = register(stack, unique("Peer"))
+        peer.send("@" + agent.nick, "after the server came back")
+        wait_for(lambda: w.typed(), 30, "the wake line")
+        assert w.typed()[0].startswith(f"[chat] @{peer.nick}(1): new direct"), w.typed()
+    finally:
+        tmux.kill()
+        forwarder.stop()
 
 
 def test_nothing_is_typed_while_a_person_types(wrapped: Wrapped, stack: Stack) -> None:

@@ -43,7 +43,15 @@ import tty
 from . import render
 from .errors import AcError, UsageError
 from .http import ConnectionFailed
-from .wait import MAX_POLL, SessionState, next_news, poll, record_wake
+from .wait import (
+    CLI_HEADER,
+    MAX_POLL,
+    WAITER_HEADER,
+    SessionState,
+    next_news,
+    poll,
+    record_wake,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,6 +65,8 @@ KEY_QUIET = 3.0
 HANGUP_GRACE = 5.0
 #: Seconds between two tries while the server is down.
 RETRY = 5.0
+#: The longest the wrapper waits, after the CLI exited, to tell the server its session ended.
+END_TIMEOUT = 2.0
 #: Exit status when the CLI cannot be found or started (as a shell says).
 EXIT_NOT_FOUND = 127
 WAKES = {"urgent,dm": "urgent,dm", "dm,urgent": "urgent,dm", "urgent": "urgent", "dm": "dm"}
@@ -170,10 +180,16 @@ def wake_line(
 class Waker:
     """The long-poll thread: the latest wake-worthy answer, for the terminal loop to type."""
 
-    def __init__(self, ctx: Context, filters: str | None, min_interval: float) -> None:
+    def __init__(
+        self, ctx: Context, filters: str | None, min_interval: float, cli: str = "generic"
+    ) -> None:
         self.ctx = ctx
         self.filters = filters
         self.min_interval = min_interval
+        #: The agent session this wrapper is (presence: ``idle · wakeable`` while its
+        #: long-poll waits, ``gone`` once the CLI has exited), and the CLI it wraps.
+        self.session = f"run-{os.getpid()}"
+        self.cli = cli
         self.state = SessionState(None)  # the loop guard's memory, in this process
         self.client: Client | None = None
         self.lock = threading.Lock()
@@ -186,6 +202,7 @@ class Waker:
     def baseline(self) -> None:
         """What is unread now does not wake; raises when the server cannot be reached."""
         self.client = self.ctx.authed()
+        self.client.headers.update({WAITER_HEADER: self.session, CLI_HEADER: self.cli})
         found = poll(self.client, None, 0, self.filters).get("cursor")
         self.state.cursor = found if isinstance(found, str) else None
 
@@ -220,7 +237,7 @@ class Waker:
                 self.pending = answer
             os.write(self._wakeup, b"x")
 
-    def woke(self, answer: JSONObject, line: str, cli: str) -> None:
+    def woke(self, answer: JSONObject, line: str) -> None:
         """Report the ``woken`` stage for what the typed line covers (delivery receipts), in a
         thread: an HTTP call never holds up the terminal."""
         client = self.client
@@ -228,10 +245,9 @@ class Waker:
             return
         from . import receipts
 
-        session = f"run-{os.getpid()}"
         threading.Thread(
             target=receipts.report,
-            args=(client, "woken", session, cli, answer, len(line)),
+            args=(client, "woken", self.session, self.cli, answer, len(line)),
             daemon=True,
         ).start()
 
@@ -241,7 +257,17 @@ class Waker:
         return None if answer is None else (answer, since)
 
     def stop(self) -> None:
+        """Stop waking, and tell the server the session ended (``gone`` in ``ac who`` at
+        once): best effort and bounded, the CLI has exited and its status waits for this."""
         self.stopped.set()
+        if self.client is None:
+            return
+        try:
+            self.client.call(
+                "POST", "/sessions/end", body={"session": self.session}, timeout=END_TIMEOUT
+            )
+        except (AcError, ConnectionFailed):
+            pass
 
 
 def _winsize(fd: int) -> bytes | None:
@@ -292,18 +318,19 @@ def main(
     if exe is None:
         sys.stderr.write(f"ac run: {argv[0]}: command not found\n")
         return EXIT_NOT_FOUND
-    waker = _start_waker(ctx, filters, min_interval) if waking else None
+    profile = profile_for(argv[0])
+    waker = _start_waker(ctx, filters, min_interval, profile.name) if waking else None
     try:
-        return _run_child(exe, argv, profile_for(argv[0]), waker, filters)
+        return _run_child(exe, argv, profile, waker, filters)
     finally:
         if waker is not None:
             waker.stop()
 
 
-def _start_waker(ctx: Context, filters: str | None, min_interval: float) -> Waker:
+def _start_waker(ctx: Context, filters: str | None, min_interval: float, cli: str) -> Waker:
     """The waker, its baseline taken now when the server answers; else one line on stderr,
     and the waker keeps trying (waking resumes when the server returns)."""
-    waker = Waker(ctx, filters, min_interval)
+    waker = Waker(ctx, filters, min_interval, cli)
     try:
         waker.baseline()
     except (AcError, ConnectionFailed) as e:
@@ -468,7 +495,7 @@ class _Pump:
         waited = now - self.since - self.profile.settle
         line = wake_line(self.wanted, self.filters, waited, self.profile.file_mentions)
         if self.waker is not None:
-            self.waker.woke(self.wanted, line, self.profile.name)
+            self.waker.woke(self.wanted, line)
         data = line.encode()
         _write_all(self.master, b"\x1b[200~" + data + b"\x1b[201~" if self.paste else data)
         self.submit_at = now + (self.profile.paste_pause if self.paste else self.profile.pause)
