@@ -87,6 +87,19 @@ def test_stages_through_the_api(any_stack: Stack) -> None:
     assert list(r["stages"]) == ["counted", "shown", "woken", "read"]
 
 
+def test_the_service_is_no_recipient(any_stack: Stack) -> None:
+    """The service's own user is in the rooms it made (#status...) and counted there like
+    anyone, but it never reads: it is not listed, so a wait for everyone can end."""
+    a, b = register(any_stack), register(any_stack)
+    sent = a.send("#status", "[STATUS] " + unique("m"))
+    wait_for(lambda: b.count("#status") >= 1, what="the message counted")
+    status, data = receipts(a, sent["event_id"])
+    assert status == 200, data
+    listed = {r["user_id"] for r in data["recipients"]}
+    assert b.user_id in listed and a.user_id not in listed
+    assert f"@_ac_bot:{any_stack.server_name}" not in listed, data["recipients"]
+
+
 def test_wait_for_read_is_answered_when_the_recipient_reads(any_stack: Stack) -> None:
     a, b, event_id = dm(any_stack)
     result: dict[str, Any] = {}

@@ -188,6 +188,16 @@ def _stage_json(r: Recipient, name: str, kind: str) -> dict[str, Any]:
     }
 
 
+async def _recipients(
+    context: Context, room_id: str, seq: int, ts: int, sender: str, wanted: set[str] | None = None
+) -> list[Recipient]:
+    """:meth:`Stage.recipients` without the service's own user: it is in every room it made
+    and counted there like anyone, but it never reads, so a wait for "everyone" would never
+    end, and ``ac receipts`` would list it as a person."""
+    found = await Stage.recipients(room_id, seq, ts, sender, wanted)
+    return [r for r in found if r.user_id != context.config.bot_mxid]
+
+
 def _reached(r: Recipient, stage: str) -> bool:
     return ORDER.index(r.stage) >= ORDER.index(stage)
 
@@ -203,7 +213,7 @@ async def receipts(request: web.Request) -> web.Response:
         raise ErrorAnswer(400, "M_INVALID_PARAM", "'stage' is shown, woken or read")
     event_id, room_id, seq, ts = await _find_arriving(context, me.user_id, request, wait or 0)
     wanted = await _wanted(context, request)
-    recipients = await Stage.recipients(room_id, seq, ts, me.user_id, wanted)
+    recipients = await _recipients(context, room_id, seq, ts, me.user_id, wanted)
     if wanted is not None:
         missing = wanted - {r.user_id for r in recipients}
         if missing:
@@ -259,7 +269,7 @@ async def _until_reached(
             return None
         future = context.waiters.watch(watched, connection)
         try:
-            recipients = await Stage.recipients(room_id, seq, ts, sender, wanted)
+            recipients = await _recipients(context, room_id, seq, ts, sender, wanted)
             if all(_reached(r, stage) for r in recipients):
                 break
             try:
@@ -270,7 +280,7 @@ async def _until_reached(
                 return None  # hung up (aiohttp drops the transport on connection_lost)
         finally:
             context.waiters.unwatch(watched, connection, future)
-        recipients = await Stage.recipients(room_id, seq, ts, sender, wanted)
+        recipients = await _recipients(context, room_id, seq, ts, sender, wanted)
     return recipients
 
 
@@ -282,7 +292,7 @@ async def own_receipts(
     for m, out in zip(found, result, strict=True):
         if m.sender != user_id:
             continue
-        recipients = await Stage.recipients(m.room_id, m.seq, m.ts, user_id)
+        recipients = await _recipients(context, m.room_id, m.seq, m.ts, user_id)
         out["receipts"] = [
             {
                 "user_id": r.user_id,
