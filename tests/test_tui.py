@@ -101,6 +101,12 @@ def lines_of(widget: Any) -> list[str]:
     return [widget.render_line(y).text for y in range(widget.size.height)]
 
 
+def options_of(widget: Any) -> list[str]:
+    """Every option of an OptionList as text, on screen or scrolled off (a room shared with
+    the whole suite's agents lists hundreds)."""
+    return [str(getattr(o.prompt, "plain", o.prompt)) for o in widget.options]
+
+
 def room_line(app: AgentChatApp, label: str) -> str:
     rooms = app.query_one("#rooms")
     for line in lines_of(rooms):
@@ -399,8 +405,8 @@ async def test_the_agents_panel_lists_who_is_around(
         await until(pilot, lambda: app.ready.is_set(), "start")
         await pilot.press("a")
         listing = app.query_one("#agents-list")
-        await until(pilot, lambda: other.nick in "\n".join(lines_of(listing)), "the agent")
-        line = next(x for x in lines_of(listing) if other.nick in x)
+        await until(pilot, lambda: other.nick in "\n".join(options_of(listing)), "the agent")
+        line = next(x for x in options_of(listing) if other.nick in x).split("\n")[0]
         assert "agent" in line and "active" in line
 
 
@@ -424,11 +430,7 @@ async def test_the_agents_panel_shows_each_agents_presence_and_cli(
         listing = app.query_one("#agents-list")
 
         def entry(nick: str) -> str:
-            rows = lines_of(listing)
-            for i, row in enumerate(rows):
-                if nick in row:
-                    return "\n".join(rows[i : i + 2])
-            return ""
+            return next((o for o in options_of(listing) if nick in o), "")
 
         await until(pilot, lambda: "working · claude" in entry(busy.nick), "busy working")
         assert " in webshop since " in entry(busy.nick)
@@ -438,7 +440,7 @@ async def test_the_agents_panel_shows_each_agents_presence_and_cli(
         assert status == 200, data
         await until(pilot, lambda: "working · codex" in entry(later.nick), "later working")
         # The liveliest first: the working agents above the one with no session.
-        rows = "\n".join(lines_of(listing))
+        rows = "\n".join(options_of(listing))
         assert rows.index(quiet.nick) > max(rows.index(busy.nick), rows.index(later.nick))
 
 
