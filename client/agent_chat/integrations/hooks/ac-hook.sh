@@ -105,10 +105,6 @@ if [ -z "$cli" ]; then
   fi
 fi
 case $cli in *[!A-Za-z0-9._-]*) cli="" ;; esac
-case $repo in *[!A-Za-z0-9._-]*) repo=$(printf '%s' "$repo" | LC_ALL=C tr -c 'A-Za-z0-9._-' '_') ;; esac
-host=${HOSTNAME:-}
-[ -z "$host" ] && [ -r /etc/hostname ] && IFS= read -r host < /etc/hostname
-case $host in *[!A-Za-z0-9._-]*) host="" ;; esac
 
 # The API's base URL and the Authorization header as curl config lines, from the environment or
 # hook/<nick>.curl (its url names /notify): for the requests beside /notify.
@@ -212,7 +208,14 @@ if [ -z "$fresh" ]; then
   # The session, CLI, host and repository are its presence. curl -f: any HTTP error is a
   # failure; the token stays off the command line (-K).
   q="format=oneline&covers=true"
-  [ "$sid" != default ] && [ -z "$status" ] && q="$q&session=$sid&cli=$cli&host=$host&repo=$repo"
+  if [ "$sid" != default ] && [ -z "$status" ]; then
+    # Read here, not above: the cached path sends nothing, so it needs neither.
+    case $repo in *[!A-Za-z0-9._-]*) repo=$(printf '%s' "$repo" | LC_ALL=C tr -c 'A-Za-z0-9._-' '_') ;; esac
+    host=${HOSTNAME:-}
+    [ -z "$host" ] && [ -r /etc/hostname ] && IFS= read -r host < /etc/hostname
+    case $host in *[!A-Za-z0-9._-]*) host="" ;; esac
+    q="$q&session=$sid&cli=$cli&host=$host&repo=$repo"
+  fi
   cacert=""  # the CA `ac` verifies with, for the environment-only case (AGENT_CHAT_CA_FILE)
   [ -n "${AGENT_CHAT_CA_FILE:-}" ] && cacert="cacert = \"$AGENT_CHAT_CA_FILE\""
   if [ -n "$AGENT_CHAT_TOKEN" ] && [ -n "$AGENT_CHAT_SERVER" ]; then
