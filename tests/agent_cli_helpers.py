@@ -89,3 +89,11 @@ def trust_claude(home: Path, project: Path, api_key: str) -> None:
     entry = data.setdefault("projects", {}).setdefault(str(project), {})
     entry.update(hasTrustDialogAccepted=True, hasCompletedProjectOnboarding=True)
     path.write_text(json.dumps(data))
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, for a message (its pid when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return str(pid)

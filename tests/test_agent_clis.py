@@ -30,7 +30,16 @@ import yaml
 
 from agent_chat.config import save_config
 from agent_chat.setup import integrations_dir
-from agent_cli_helpers import BIN, PREFIX, QUIET_ENV, REPO, Tmux, processes_with, trust_claude
+from agent_cli_helpers import (
+    BIN,
+    PREFIX,
+    QUIET_ENV,
+    REPO,
+    Tmux,
+    cmdline,
+    processes_with,
+    trust_claude,
+)
 from fake_models import FakeModels, Request, _last_user_parts
 from helpers import Agent, Stack, register, unique, wait_for
 
@@ -516,23 +525,16 @@ def test_ac_run_wakes_an_idle_tui(cli: Cli, stack: Stack) -> None:
         tmux.kill()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(
-            " app-server" not in _cmdline(p) for p in processes_with(marker)
+            " app-server" not in cmdline(p) for p in processes_with(marker)
         ):
             time.sleep(0.5)
         # Codex's app-server daemon outlives its TUI by design (with or without ac run).
-        daemons = [p for p in processes_with(marker) if " app-server" in _cmdline(p)]
+        daemons = [p for p in processes_with(marker) if " app-server" in cmdline(p)]
         leftover = [p for p in processes_with(marker) if p not in daemons]
-        commands = [_cmdline(pid) for pid in leftover]
+        commands = [cmdline(pid) for pid in leftover]
         for pid in leftover + daemons:
             try:
                 os.kill(pid, 15)
             except OSError:
                 pass
     assert not leftover, f"processes outlived the session: {commands}"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-    except OSError:
-        return str(pid)

@@ -14,6 +14,7 @@ wrapper's session is wakeable while it waits and gone once the CLI exits.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import test_agent_clis
 
 from agent_chat.config import save_config
 from agent_chat_appservice.presence import GONE, WAKEABLE
-from agent_cli_helpers import BIN, Tmux, processes_with, trust_claude
+from agent_cli_helpers import BIN, Tmux, cmdline, processes_with, trust_claude
 from fake_models import Request, _last_user_parts
 from helpers import Agent, Stack, free_port, http_json, register, unique, wait_for
 
@@ -389,7 +390,7 @@ class RealTui:
     def cli_pid(self) -> int:
         """The CLI: the child of ``ac run``."""
         [wrapper] = [
-            p for p in processes_with(self.marker) if _cmdline(p).split(" ")[1:3] == [AC, "run"]
+            p for p in processes_with(self.marker) if cmdline(p).split(" ")[1:3] == [AC, "run"]
         ]
         children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
         return int(children[0])
@@ -417,10 +418,12 @@ ARGS = {
 }
 
 
-def _under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
+@contextmanager
+def _under_ac_run(cli: Cli, tmp: Path, *options: str) -> Iterator[RealTui]:
     """``ac run OPTIONS -- CLI`` under tmux between two ``stty -a``, at its prompt. The hooks
     ``ac setup`` installed are taken out: only ``ac run`` wakes the CLI here (for Claude Code
-    the way for users who cannot install hooks)."""
+    the way for users who cannot install hooks). On the way out, whatever happened: its
+    screen printed if the test failed, and it ended (``_end``)."""
     if cli.name == "codex":
         (cli.home / ".codex" / "hooks.json").unlink(missing_ok=True)
         # The curated-plugin sync (vendor traffic) off, in the config (see test_agent_clis).
@@ -454,10 +457,12 @@ def _under_ac_run(cli: Cli, tmp: Path, *options: str) -> RealTui:
         # The input box settles (Gemini CLI ignores Enter for a few seconds after it first
         # shows its prompt).
         time.sleep(5 if cli.name == "gemini" else 3)
+        yield tui
     except BaseException:
-        _end(tui)
+        print("the tmux screen:\n" + tui.tmux.screen())
         raise
-    return tui
+    finally:
+        _end(tui)
 
 
 def _end(tui: RealTui) -> None:
@@ -465,13 +470,13 @@ def _end(tui: RealTui) -> None:
     tui.tmux.kill()
 
     def ours() -> list[int]:  # Codex's app-server daemon outlives its TUI by design
-        return [p for p in processes_with(tui.marker) if " app-server" not in _cmdline(p)]
+        return [p for p in processes_with(tui.marker) if " app-server" not in cmdline(p)]
 
     deadline = time.monotonic() + 30
     while ours() and time.monotonic() < deadline:
         time.sleep(0.5)
     leftover = ours()
-    commands = [_cmdline(p) for p in leftover]
+    commands = [cmdline(p) for p in leftover]
     for pid in processes_with(tui.marker):
         try:
             os.kill(pid, 9)
@@ -480,21 +485,13 @@ def _end(tui: RealTui) -> None:
     assert not leftover, f"processes outlived the session: {commands}"
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-    except OSError:
-        return str(pid)
-
-
 @pytest.mark.agent_cli
 @pytest.mark.parametrize("real_cli", CLIS, indirect=True)
 def test_real_tui_under_ac_run_idle_dm_then_the_storm(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _under_ac_run(cli, tmp_path)
-    try:
+    with _under_ac_run(cli, tmp_path) as tui:
         peer = register(stack, unique("Peer"))
         at = "@" if cli.name == "codex" else "@ "  # "@ ": the others' file completion
         line = f"[chat] {at}{peer.nick}(1){WORDS}"
@@ -515,11 +512,6 @@ def test_real_tui_under_ac_run_idle_dm_then_the_storm(
         time.sleep(15)  # the guard's second wake, if any, and its turn
         storm = len(tui.turns()) - before
         assert 1 <= storm <= 2, [_last_user_parts(r.vendor, r.body)[0] for r in tui.turns()]
-    except BaseException:
-        print("the tmux screen:\n" + tui.tmux.screen())
-        raise
-    finally:
-        _end(tui)
 
 
 @pytest.mark.agent_cli
@@ -528,8 +520,7 @@ def test_real_tui_under_ac_run_waits_for_a_person_typing(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _under_ac_run(cli, tmp_path)
-    try:
+    with _under_ac_run(cli, tmp_path) as tui:
         peer = register(stack, unique("Peer"))
         tui.keys("hel", literal=True)
         peer.send("@" + cli.me, "while you type")
@@ -554,11 +545,6 @@ def test_real_tui_under_ac_run_waits_for_a_person_typing(
         tui.keys("C-c")
         assert tui.status() in ("0", "130"), tui.tmux.screen()
         assert tui.same_terminal(), tui.stty()
-    except BaseException:
-        print("the tmux screen:\n" + tui.tmux.screen())
-        raise
-    finally:
-        _end(tui)
 
 
 @pytest.mark.agent_cli
@@ -567,8 +553,7 @@ def test_real_tui_under_ac_run_wake_none_then_kill_9(
     real_cli: Cli, stack: Stack, tmp_path: Path
 ) -> None:
     cli = real_cli
-    tui = _under_ac_run(cli, tmp_path, "--wake", "none")
-    try:
+    with _under_ac_run(cli, tmp_path, "--wake", "none") as tui:
         peer = register(stack, unique("Peer"))
         peer.send("@" + cli.me, "nobody wakes")
         time.sleep(6)  # an idle CLI would have been woken by now
@@ -587,11 +572,6 @@ def test_real_tui_under_ac_run_wake_none_then_kill_9(
         os.kill(tui.cli_pid(), 9)
         assert tui.status() == str(128 + 9), tui.tmux.screen()
         assert tui.same_terminal(), tui.stty()
-    except BaseException:
-        print("the tmux screen:\n" + tui.tmux.screen())
-        raise
-    finally:
-        _end(tui)
 
 
 def _slow_answers(cli: Cli, words: str, seconds: float) -> list[float]:
@@ -617,8 +597,7 @@ def test_real_tui_under_ac_run_waits_for_the_agents_turn(
 ) -> None:
     cli = real_cli
     finished = _slow_answers(cli, "think slowly", 8.0)
-    tui = _under_ac_run(cli, tmp_path)
-    try:
+    with _under_ac_run(cli, tmp_path) as tui:
         peer = register(stack, unique("Peer"))
         tui.keys("think slowly", literal=True)
         time.sleep(0.5)
@@ -635,8 +614,3 @@ def test_real_tui_under_ac_run_waits_for_the_agents_turn(
         # Typed after the answer went out (not queued into the turn), as a turn of its own.
         assert finished and woke.at > finished[0], (finished, woke.at)
         assert "think slowly" not in _last_user_parts(woke.vendor, woke.body)[0]
-    except BaseException:
-        print("the tmux screen:\n" + tui.tmux.screen())
-        raise
-    finally:
-        _end(tui)
