@@ -10,6 +10,7 @@ given; this module imports nothing that either would not.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .files import atomic_write, read_text
@@ -85,3 +86,15 @@ class SessionState:
         except OSError as e:
             if self._warn:
                 sys.stderr.write(f"ac: cannot keep the wait state in {self.path}: {e.strerror}\n")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether the process a waiter watches (``AGENT_CHAT_WAIT_WHILE_PID``: the session's CLI)
+    still runs: a waiter never outlives its session."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: it exists
+    return True

@@ -35,6 +35,7 @@ import time
 
 from . import render, session_state
 from .errors import EXIT_OK, EXIT_TIMEOUT, ApiError, NetworkError, UsageError
+from .session_state import process_alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def wait(
         remaining,
         min_interval if session else 0.0,
         MAX_POLL if watch is None else WATCH_POLL,
-        stop=None if watch is None else lambda: not _alive(watch),
+        stop=None if watch is None else lambda: not process_alive(watch),
     )
     return EXIT_TIMEOUT if answer is None else _wake(state, answer, fmt, client)
 
@@ -242,16 +243,6 @@ def next_news(
 def _watched_pid() -> int | None:
     value = os.environ.get("AGENT_CHAT_WAIT_WHILE_PID", "")
     return int(value) if value.isdigit() and int(value) > 1 else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: it exists
-    return True
 
 
 def record_wake(state: SessionState, answer: JSONObject) -> None:

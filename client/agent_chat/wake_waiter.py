@@ -49,7 +49,7 @@ import time
 from . import http
 from .errors import NetworkError
 from .files import read_text
-from .session_state import SessionState
+from .session_state import SessionState, process_alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ class Waiter:
                 continue
             if state.superseded():
                 return None
-            if watch is not None and not _alive(watch):
+            if watch is not None and not process_alive(watch):
                 return None
             if holding:
                 if answer.urgent - state.urgent:
@@ -299,16 +299,6 @@ class Waiter:
         label = "".join(c for c in answer.line if c in LINE_CHARS).strip()
         text = WAKE_LINE.format(label or "new messages")
         return text, lambda: self.report_woken(answer, len(text) - 1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: it exists
-    return True
 
 
 def _number(text: str | None, default: float, top: float) -> float:
