@@ -32,11 +32,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_wait import AC, WaitBench
-from bench_wake import wake_main
+from bench_wake import cli_home, wake_main
 from test_agent_clis import PROMPTS, write_cli_config
 
-from agent_chat.config import save_config
-from agent_cli_helpers import BIN, QUIET_ENV, Tmux, processes_with
+from agent_cli_helpers import BIN, Tmux, processes_with
 from fake_models import FakeModels, Request, _last_user_parts
 from helpers import register_at, wait_for
 
@@ -67,33 +66,25 @@ class RunWakeBench(WaitBench):
         token = self.config.registration_token
         other = register_at(api_url, token)
         with tempfile.TemporaryDirectory(prefix="ac-bench-run-") as tmp, FakeModels() as models:
-            home = Path(tmp) / "home"
-            project = home / "project"
-            project.mkdir(parents=True)
-            chat = home / ".agent-chat"
-            save_config(str(chat), {"server": {"registration_token": token}})
-            write_cli_config(name, home, models.url)
             me = "Run" + secrets.token_hex(3)
             marker = "AGENT_CHAT_RUN_BENCH"
             trace = Path(tmp) / "trace"
-            env = {
-                "PATH": f"{BIN}:{Path(AC).parent}:/usr/local/bin:/usr/bin:/bin",
-                "HOME": str(home),
-                "TERM": "xterm-256color",
-                "LANG": "C.UTF-8",
-                "TMPDIR": tmp,
-                "AGENT_CHAT_HOME": str(chat),
-                "AGENT_CHAT_SERVER": api_url,
-                "AGENT_CHAT_NICK": me,
-                "AGENT_CHAT_RUN_TRACE": str(trace),
-                "FAKE_MODEL_API_KEY": "sk-fake",
-                "OPENAI_API_KEY": "sk-fake",
-                "OPENAI_BASE_URL": models.url + "/v1",
-                "GEMINI_API_KEY": "fake",
-                "GOOGLE_GEMINI_BASE_URL": models.url,
-                marker: secrets.token_hex(4),
-                **QUIET_ENV,
-            }
+            home, project, env = cli_home(
+                tmp,
+                api_url,
+                token,
+                me,
+                {
+                    "AGENT_CHAT_RUN_TRACE": str(trace),
+                    "FAKE_MODEL_API_KEY": "sk-fake",
+                    "OPENAI_API_KEY": "sk-fake",
+                    "OPENAI_BASE_URL": models.url + "/v1",
+                    "GEMINI_API_KEY": "fake",
+                    "GOOGLE_GEMINI_BASE_URL": models.url,
+                    marker: secrets.token_hex(4),
+                },
+            )
+            write_cli_config(name, home, models.url)
             p = subprocess.run(
                 [AC, "setup", name], env=env, cwd=project, capture_output=True, text=True
             )

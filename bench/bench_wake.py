@@ -59,6 +59,32 @@ def missing() -> str | None:
     return None
 
 
+def cli_home(
+    tmp: str, api_url: str, token: str, nick: str, extra: dict[str, str]
+) -> tuple[Path, Path, dict[str, str]]:
+    """A throwaway HOME in ``tmp`` for one agent CLI: its project folder, an Agent Chat home
+    that registers ``nick`` on first use, and the environment the CLI runs in (``extra`` and
+    the real-CLI tests' quiet settings: no vendor traffic)."""
+    home = Path(tmp) / "home"
+    project = home / "project"
+    project.mkdir(parents=True)
+    chat = home / ".agent-chat"
+    save_config(str(chat), {"server": {"registration_token": token}})
+    env = {
+        "PATH": f"{BIN}:{Path(AC).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "TMPDIR": tmp,
+        "AGENT_CHAT_HOME": str(chat),
+        "AGENT_CHAT_SERVER": api_url,
+        "AGENT_CHAT_NICK": nick,
+        **extra,
+        **QUIET_ENV,
+    }
+    return home, project, env
+
+
 class WakeBench(WaitBench):
     async def run(self) -> None:  # type: ignore[override]
         await self.probe.start()
@@ -77,29 +103,21 @@ class WakeBench(WaitBench):
         token = self.config.registration_token
         other = register_at(api_url, token)
         with tempfile.TemporaryDirectory(prefix="ac-bench-wake-") as tmp, FakeModels() as models:
-            home = Path(tmp) / "home"
-            project = home / "project"
-            project.mkdir(parents=True)
-            chat = home / ".agent-chat"
-            save_config(str(chat), {"server": {"registration_token": token}})
             me = "Woken" + secrets.token_hex(3)
             marker = "AGENT_CHAT_WAKE_BENCH"
-            env = {
-                "PATH": f"{BIN}:{Path(AC).parent}:/usr/local/bin:/usr/bin:/bin",
-                "HOME": str(home),
-                "TERM": "xterm-256color",
-                "LANG": "C.UTF-8",
-                "TMPDIR": tmp,
-                "AGENT_CHAT_HOME": str(chat),
-                "AGENT_CHAT_SERVER": api_url,
-                "AGENT_CHAT_NICK": me,
-                "AGENT_CHAT_HOOK_TTL": "0",
-                "AGENT_CHAT_WAKE_TIMEOUT": "300",
-                "ANTHROPIC_API_KEY": "sk-ant-fake",
-                "ANTHROPIC_BASE_URL": models.url,
-                marker: secrets.token_hex(4),
-                **QUIET_ENV,
-            }
+            home, project, env = cli_home(
+                tmp,
+                api_url,
+                token,
+                me,
+                {
+                    "AGENT_CHAT_HOOK_TTL": "0",
+                    "AGENT_CHAT_WAKE_TIMEOUT": "300",
+                    "ANTHROPIC_API_KEY": "sk-ant-fake",
+                    "ANTHROPIC_BASE_URL": models.url,
+                    marker: secrets.token_hex(4),
+                },
+            )
             p = subprocess.run(
                 [AC, "setup", "claude"], env=env, cwd=project, capture_output=True, text=True
             )
