@@ -6,7 +6,8 @@
 - ``credentials.json`` (mode 0600, written atomically under ``credentials.lock``): identities
   keyed by server URL and nick, :mod:`agent_chat.identity`;
 - ``state.json`` and ``unread.line``: caches, deleting them loses nothing: :mod:`agent_chat.state`;
-- ``hook/``: the files the shell hook reads: :mod:`agent_chat.hook_files`.
+- ``hook/``: the files the shell hook reads: :mod:`agent_chat.hook_files`;
+- ``relay/``: the connection keepers' sockets, one per remote server: :mod:`agent_chat.relay`.
 
 Files are replaced atomically (a temporary file and a rename) with private modes. One module
 rather than two (paths, writing): every ``ac`` process needs both, and each module imported
@@ -27,6 +28,7 @@ CREDENTIALS_LOCK_FILE = "credentials.lock"
 STATE_FILE = "state.json"
 UNREAD_LINE_FILE = "unread.line"
 HOOK_DIR = "hook"
+RELAY_DIR = "relay"
 
 #: The bytes a nick keeps in a file name; every other byte becomes ``_``.
 FILE_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -55,6 +57,17 @@ def home_dir(env: Mapping[str, str] | None = None) -> str:
     if home:
         return os.path.abspath(os.path.expanduser(home))
     return os.path.join(os.path.expanduser("~"), ".agent-chat")
+
+
+def sha256_hex(text: str) -> str:
+    """SHA-256 of ``text`` in hex, for names of files that must not show what they stand for
+    (a token's state file). The C module behind ``hashlib``, which would load OpenSSL: ~2 ms of
+    a cold start; it is ``_sha256`` up to Python 3.11, ``_sha2`` from 3.12."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
+    return str(sha256(text.encode()).hexdigest())
 
 
 # --- reading and writing ------------------------------------------------------------------

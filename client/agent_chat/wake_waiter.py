@@ -4,9 +4,10 @@ process that imports almost nothing.
 Every idle agent session holds one of these for as long as it is idle, and one #alerts post
 ends them all at once: what it costs to sit and to wake is paid per session. So it loads only
 the raw-socket HTTP client (:mod:`agent_chat.http`) and the C halves of ``json`` and
-``hashlib`` (``_json``, ``_sha256``: no ``re``, ``enum`` or OpenSSL), asks the server for the
-one-line format (``/notify?format=oneline&covers=true``: the cursor and whether it is news come
-as headers, the line and what it covers as two lines of text), and writes the wake line itself:
+``hashlib`` (``_json``, :func:`agent_chat.files.sha256_hex`: no ``re``, ``enum`` or OpenSSL),
+asks the server for the one-line format (``/notify?format=oneline&covers=true``: the cursor
+and whether it is news come as headers, the line and what it covers as two lines of text),
+and writes the wake line itself:
 the hook ``exec``\\ s it, so no shell waits beside it.
 
 What it keeps from ``ac wait --session`` (:mod:`agent_chat.wait`), the same rules:
@@ -41,14 +42,13 @@ error), and nothing else ever reaches stderr. Network failures are retried every
 from __future__ import annotations
 
 import _json
-import _sha256  # type: ignore[import-not-found]
 import os
 import sys
 import time
 
 from . import http
 from .errors import NetworkError
-from .files import read_text
+from .files import read_text, sha256_hex
 from .session_state import SessionState, process_alive
 
 TYPE_CHECKING = False
@@ -107,10 +107,6 @@ def _dumps(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{_dumps(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value).__name__)
-
-
-def _sha(text: str) -> str:
-    return str(_sha256.sha256(text.encode()).hexdigest())
 
 
 def _unquote_curl(value: str) -> str:
@@ -187,8 +183,8 @@ class Waiter:
         if cli:
             self.headers["Agent-Chat-Cli"] = cli
         self.cli = cli
-        key = "\n".join(("wake-hook", server, _sha(token), FILTERS, session))
-        path = os.path.join(home, WAIT_DIR, _sha(key)[:24] + ".json")
+        key = "\n".join(("wake-hook", server, sha256_hex(token), FILTERS, session))
+        path = os.path.join(home, WAIT_DIR, sha256_hex(key)[:24] + ".json")
         self.state = SessionState(path, _loads, _dumps, warn=False)
         self.state.waiter = f"{os.getpid()}-{os.urandom(6).hex()}"
 
