@@ -125,6 +125,7 @@ class Side(WaitBench):
         tag = secrets.token_hex(3)
         sent_at: dict[str, float] = {}
         call_ms: list[float] = []
+        opening_ms: list[float] = []  # each sender's first call (first contact: it makes the chat)
         errors = 0
         # body → who must see it
         plan: list[tuple[dict, str, str]] = []  # (sender, to, body)
@@ -152,13 +153,15 @@ class Side(WaitBench):
 
         async def sender(i: int) -> None:
             nonlocal errors
-            for a, to, body in plan[i * per : (i + 1) * per]:
+            for k, (a, to, body) in enumerate(plan[i * per : (i + 1) * per]):
                 t0 = time.perf_counter()
                 sent_at[body] = t0
                 status, _data, _ = await self.api_call(
                     "PUT", f"/send/{secrets.token_hex(8)}", a["token"], {"to": to, "body": body}
                 )
                 call_ms.append((time.perf_counter() - t0) * 1000)
+                if k == 0:
+                    opening_ms.append(call_ms[-1])
                 errors += status != 200
 
         await asyncio.gather(*(sender(i) for i in range(n)))
@@ -168,11 +171,12 @@ class Side(WaitBench):
         expected = sum(len(w) for w in wanted)
         pooled = self.pipe.setdefault(
             kind,
-            {"seen_ms": [], "call_ms": [], "expected": 0, "seen": 0, "doubled": 0, "errors": 0,
-             "apply_s": 0.0, "counted": 0.0, "sends": 0},
+            {"seen_ms": [], "call_ms": [], "opening_ms": [], "expected": 0, "seen": 0,
+             "doubled": 0, "errors": 0, "apply_s": 0.0, "counted": 0.0, "sends": 0},
         )  # fmt: skip
         pooled["seen_ms"] += latencies
         pooled["call_ms"] += call_ms
+        pooled["opening_ms"] += opening_ms
         pooled["expected"] += expected
         pooled["seen"] += len(latencies)
         pooled["doubled"] += sum(len(d) for d in doubled)
@@ -344,6 +348,8 @@ class Load:
                     "seen_p99_ms": pct(p["seen_ms"], 0.99),
                     "call_p50_ms": pct(p["call_ms"], 0.5),
                     "call_p99_ms": pct(p["call_ms"], 0.99),
+                    "opening_call_p50_ms": pct(p["opening_ms"], 0.5),
+                    "opening_call_max_ms": max(p["opening_ms"], default=float("nan")),
                     "expected": p["expected"],
                     "seen": p["seen"],
                     "lost": p["expected"] - p["seen"],
@@ -382,6 +388,12 @@ class Load:
                     f" {p['lost']:>5} {p['doubled']:>7}"
                 )
                 self.missed |= bool(p["lost"] or p["doubled"] or p["errors"])
+                if kind == "first contact":
+                    lines.append(
+                        f"{'  its first send (the chat)':<28} {label:<10} {'':>16} "
+                        f"{p['opening_call_p50_ms']:>8.0f} / {p['opening_call_max_ms']:<7.0f}"
+                        " (p50 / max)"
+                    )
         lines.append(f"{'  peer, 30-agent pipeline':<28} {PEER['pipeline']}")
         lines += [
             "",

@@ -7,7 +7,8 @@ go stale, and the ledger already knows membership from the events Synapse pushes
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 import asyncio
 import hashlib
 import logging
@@ -27,6 +28,7 @@ from mautrix.types import (
 )
 import aiohttp
 
+from .agent_tokens import DEVICE_ID, DEVICE_NAME, AgentTokens
 from .config import Config
 from .sessions import Sessions
 
@@ -44,6 +46,8 @@ def _text(resp: Any, key: str) -> str:
     return value
 
 
+T = TypeVar("T")
+
 #: The room version of a direct chat with people on this server (``create_room``).
 DIRECT_ROOM_VERSION = "12"
 
@@ -59,6 +63,8 @@ class Homeserver:
         self.worker_apis: list[AppServiceAPI] = []
         #: Whether humans' Matrix sessions still stand, as last asked (``sessions.py``).
         self.sessions = Sessions(self)
+        #: Agents' own Matrix tokens, for createRoom outside the appservice's queue.
+        self.agent_tokens = AgentTokens(self)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -137,6 +143,40 @@ class Homeserver:
         )
         return _text(resp, "user_id"), _text(resp, "access_token")
 
+    async def appservice_login(self, user_id: str, device_id: str, device_name: str) -> str:
+        """A new access token of ``user_id`` (in our namespace) for ``device_id``, from an
+        ``m.login.application_service`` login with the as_token."""
+        resp = await self.as_api.request(
+            Method.POST,
+            Path.v3.login,
+            {
+                "type": "m.login.application_service",
+                "identifier": {"type": "m.id.user", "user": user_id},
+                "device_id": device_id,
+                "initial_device_display_name": device_name,
+            },
+        )
+        return _text(resp, "access_token")
+
+    async def as_own(self, user_id: str | None, request: Callable[[ClientAPI], Awaitable[T]]) -> T:
+        """``request`` made with ``user_id``'s own token (``agent_tokens.py``), so a membership
+        change in it does not queue behind the appservice's others; masqueraded when the user
+        has none, when the homeserver no longer knows it, or when it rate-limits the user
+        (the appservice is not rate-limited: the API's own limits are the brake). Only for
+        requests that a refusal leaves undone, so making them again is safe."""
+        token = await self.agent_tokens.token(user_id) if user_id else None
+        if user_id is None or token is None:
+            return await request(self.client(user_id))
+        mxid = UserID(user_id)
+        try:
+            return await request(ClientAPI(mxid, api=self.as_api.real_user(mxid, token)))
+        except MatrixRequestError as e:
+            if e.errcode == "M_UNKNOWN_TOKEN":
+                await self.agent_tokens.forget(user_id, token)
+            elif e.errcode != "M_LIMIT_EXCEEDED":
+                raise
+        return await request(self.client(user_id))
+
     async def whoami(self, token: str) -> str:
         """The user a Matrix access token belongs to (raises if it is not valid)."""
         api = self.as_api.real_user(UserID("@unknown:" + self.config.server_name), token)
@@ -183,20 +223,26 @@ class Homeserver:
         return int(resp.get("duration_ms", -1))
 
     async def register(self, localpart: str) -> bool:
-        """Register a user in our namespace. False if it existed already."""
+        """Register a user in our namespace. False if it existed already. The user's own
+        Matrix token comes with it (``agent_tokens.py``): no login is needed later."""
         try:
-            await self.as_api.request(
+            resp = await self.as_api.request(
                 Method.POST,
                 Path.v3.register,
                 {
                     "type": "m.login.application_service",
                     "username": localpart,
-                    "inhibit_login": True,
+                    "device_id": DEVICE_ID,
+                    "initial_device_display_name": DEVICE_NAME,
                 },
             )
-            return True
         except MUserInUse:
             return False
+        token = resp.get("access_token") if isinstance(resp, dict) else None
+        user_id = resp.get("user_id") if isinstance(resp, dict) else None
+        if isinstance(token, str) and isinstance(user_id, str):
+            self.agent_tokens.registered(user_id, token)
+        return True
 
     async def set_displayname(self, user_id: str, name: str) -> None:
         await self.client(user_id).set_displayname(name, check_current=False)
@@ -271,18 +317,22 @@ class Homeserver:
                 ],
             }
             invited = []
-        return await self.client(creator).create_room(
-            alias_localpart=alias_localpart,
-            visibility=(
-                RoomDirectoryVisibility.PUBLIC if public else RoomDirectoryVisibility.PRIVATE
+        room_id = await self.as_own(
+            creator,
+            lambda client: client.create_room(
+                alias_localpart=alias_localpart,
+                visibility=(
+                    RoomDirectoryVisibility.PUBLIC if public else RoomDirectoryVisibility.PRIVATE
+                ),
+                preset=RoomCreatePreset.PUBLIC if public else RoomCreatePreset.TRUSTED_PRIVATE,
+                name=name,
+                topic=topic,
+                invitees=[UserID(u) for u in invited],
+                is_direct=is_direct,
+                **direct,
             ),
-            preset=RoomCreatePreset.PUBLIC if public else RoomCreatePreset.TRUSTED_PRIVATE,
-            name=name,
-            topic=topic,
-            invitees=[UserID(u) for u in invited],
-            is_direct=is_direct,
-            **direct,
         )
+        return str(room_id)
 
     async def resolve_alias(self, alias: str) -> str:
         info = await self.client().resolve_room_alias(RoomAlias(alias))

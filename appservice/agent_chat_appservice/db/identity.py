@@ -114,7 +114,10 @@ class Identity(Table):
         A token that does not open (the as_token changed since it was sealed) is left out
         and logged: that human acts again after their next ``ac login``.
         """
-        q = "SELECT user_id, matrix_token FROM identity WHERE matrix_token IS NOT NULL"
+        q = (
+            "SELECT user_id, matrix_token FROM identity "
+            "WHERE matrix_token IS NOT NULL AND kind='human'"
+        )
         args: tuple[str, ...] = ()
         if user_id is not None:
             q, args = q + " AND user_id=$1", (user_id,)
@@ -127,6 +130,30 @@ class Identity(Table):
                     "%s: Matrix token unusable (%s); they must log in again", r["user_id"], e
                 )
         return tokens
+
+    @classmethod
+    async def own_matrix_token(cls, user_id: str) -> str | None:
+        """An agent's or bot's own Matrix access token (``agent_tokens.py``), sealed at rest
+        like humans'. None when none is stored or it does not open (another as_token)."""
+        q = (
+            "SELECT matrix_token FROM identity WHERE user_id=$1 AND kind IN ('agent', 'bot') "
+            "AND matrix_token IS NOT NULL"
+        )
+        stored = await cls.read_db.fetchval(q, user_id)
+        if stored is None:
+            return None
+        try:
+            return sealer().open(str(stored), user_id)
+        except ValueError as e:
+            log.warning("%s: own Matrix token unusable (%s); a new one is made", user_id, e)
+            return None
+
+    @classmethod
+    async def set_own_matrix_token(cls, user_id: str, matrix_token: str | None) -> None:
+        """Store (sealed) or, with None, forget an agent's or bot's own Matrix token."""
+        sealed = None if matrix_token is None else sealer().seal(matrix_token, user_id)
+        q = "UPDATE identity SET matrix_token=$2 WHERE user_id=$1 AND kind IN ('agent', 'bot')"
+        await cls.db.execute(q, user_id, sealed)
 
     @classmethod
     async def upsert_human(cls, user_id: str, nick: str, matrix_token: str) -> Identity:
