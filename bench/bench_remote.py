@@ -6,11 +6,13 @@ A and B reach it through tests/netproxy.py on the router, which delays every byt
 way (this kernel has no netem). Measured in the same run:
 
 - the link's RTT: a one-byte echo through the proxy over an open connection (the baseline);
-- send → remote ``ac wait``: A sends a DM over HTTPS (a fresh connection and TLS handshake,
-  as ``ac send`` does), B's ``ac wait --dm`` (a cold process, blocked beforehand) prints its
-  line; p50 against 2 × RTT + 30 ms;
-- a remote ``ac notify --oneline``, cold (process start, TLS handshake, one request), against
-  RTT + 40 ms; and the same through the hook's cached path (no network: unchanged).
+- send → remote ``ac wait``: A sends a DM over HTTPS, as ``ac send`` does (through the host's
+  connection keeper, :mod:`agent_chat.relay`, which the setup's first command started), B's
+  ``ac wait --dm`` (a cold process, blocked beforehand) prints its line; p50 against
+  2 × RTT + 30 ms;
+- a remote ``ac notify --oneline``, cold (process start, one request over a warm connection
+  of the keeper), against RTT + 40 ms; the same with the keeper off (``AGENT_CHAT_RELAY=off``:
+  the process's own TCP and TLS handshakes, as the first command on a host pays).
 
     sudo .venv/bin/python bench/bench_remote.py [--rounds 15] [--json OUT]
 
@@ -52,8 +54,8 @@ while True:
     c.close()
 """
 
-# A's sender: one line on stdin per message ("TARGET BODY"), an HTTPS PUT each on a fresh
-# connection with ac's own client and trust settings; prints the wall clock before it.
+# A's sender: one line on stdin per message ("TARGET BODY"), an HTTPS PUT each with ac's own
+# client, trust settings and connection keeper; prints the wall clock before it.
 SENDER = """
 import json, os, sys, time
 from agent_chat import http
@@ -379,8 +381,8 @@ def main() -> int:
                 rounds or args.rounds,
             )
 
-        def notify_cold(home: str, host: str) -> list[float]:
-            env = env_for(tmp / home, AGENT_CHAT_NICK=nicks[home])
+        def notify_cold(home: str, host: str, **extra: str) -> list[float]:
+            env = env_for(tmp / home, AGENT_CHAT_NICK=nicks[home], **extra)
             cold: list[float] = []
             for _ in range(args.rounds):
                 t = time.perf_counter()
@@ -394,8 +396,10 @@ def main() -> int:
         results["local_send_to_wait_ms"] = [round(w * 1000, 1) for w in local_waits]
         a_env = env_for(tmp / "a", AGENT_CHAT_NICK=nicks["a"])
         cold = notify_cold("a", "a")
+        direct_cold = notify_cold("a", "a", AGENT_CHAT_RELAY="off")
         local_cold = notify_cold("sa", "s")
         results["local_notify_cold_ms"] = [round(c * 1000, 1) for c in local_cold]
+        results["notify_cold_no_keeper_ms"] = [round(c * 1000, 1) for c in direct_cold]
         if log is not None:
             t0 = time.time()
             net.run("a", AC, "notify", "--oneline", env=a_env)
@@ -419,6 +423,7 @@ def main() -> int:
             ("send → remote ac wait returns, p50", p50_wait, 2 * base + 0.030),
             ("  the same on the server's host (no link), p50", median(local_waits), None),
             ("remote ac notify --oneline, cold, p50", p50_cold, base + 0.040),
+            ("  the same without the keeper (its own handshakes)", median(direct_cold), None),
             ("  the same on the server's host (no link), p50", median(local_cold), None),
             ("  process start (python -c import agent_chat.cli)", median(nothing), None),
         ]

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -207,6 +209,88 @@ def test_wait_ask_claims_and_the_wake_hook_across_the_link(remote: Remote) -> No
         "b", "sh", hook_script(), env={**bare, "AGENT_CHAT_CA_FILE": ca_file}, input=stdin
     )
     assert "#general" in verified.stdout, verified.stderr
+
+
+def _keeper_status(sock: Path) -> dict[str, Any]:
+    """The connection keeper's counts (``GET /.relay`` on its socket, answered by the keeper)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        s.sendall(b"GET /.relay HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    status: dict[str, Any] = json.loads(body)
+    return status
+
+
+def _header_timeouts(remote: Remote) -> float:
+    """The server's count of connections closed for sending no request in time (/metrics
+    answers loopback callers: asked on S itself, on the API's plain loopback port)."""
+    code = (
+        "import sys, urllib.request\n"
+        "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n"
+    )
+    url = "http://127.0.0.1:8009/metrics"
+    done = remote.net.run("s", sys.executable, "-c", code, url)
+    assert done.returncode == 0, done.stderr
+    name = "agent_chat_header_timeouts_total"
+    [line] = [x for x in done.stdout.splitlines() if x.startswith(name)]
+    return float(line.split()[-1])
+
+
+def _keeper_pids(sock: Path) -> list[int]:
+    """Processes whose command line names the keeper's socket."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(sock).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_connection_keeper_carries_commands_and_leaves_when_idle(remote: Remote) -> None:
+    """The first command on a host starts the keeper; later ones go through its warm
+    connections (no handshake of their own); it leaves when idle or when turned off."""
+    b = remote.nicks["b"]
+    assert remote.ac("b", "notify", "--oneline").returncode == 0  # B is known
+    home = remote.home("a", "-keeper")
+    remote.setup_host("a", remote.invite_line, home=home)
+    first = remote.ac(
+        "a", "notify", "--oneline", home=home, nick="Keep1", AGENT_CHAT_RELAY_IDLE="25"
+    )
+    assert first.returncode == 0, first.stderr
+    relay = home / "relay"
+    [sock] = wait_for(lambda: list(relay.glob("*.sock")), timeout=20, what="the keeper's socket")
+    assert relay.stat().st_mode & 0o777 == 0o700 and sock.stat().st_mode & 0o777 == 0o600
+    wait_for(lambda: _keeper_status(sock)["warm"] >= 1, timeout=20, what="a warm connection")
+    before = _keeper_status(sock)
+    sent = remote.ac("a", "send", f"@{b}", "through the keeper", home=home, nick="Keep1")
+    assert sent.returncode == 0, sent.stderr
+    shown = remote.ac("a", "listen", f"@{b}", "--last", "1", home=home, nick="Keep1")
+    assert "through the keeper" in shown.stdout, shown.stderr
+    after = _keeper_status(sock)
+    assert after["spliced"] >= before["spliced"] + 2, (before, after)
+    assert after["server"] == f"https://{PUBLIC}:{API_PORT}" and after["failure"] is None
+    # turned off: the command connects by itself and the keeper sees nothing of it
+    off = remote.ac("a", "notify", "--oneline", home=home, nick="Keep1", AGENT_CHAT_RELAY="off")
+    assert off.returncode == 0, off.stderr
+    assert _keeper_status(sock)["spliced"] == after["spliced"]
+    # warm connections are renewed before the server's 15 s header timeout closes them: the
+    # keeper is not a slow client to it
+    timeouts = _header_timeouts(remote)
+    time.sleep(17)
+    assert _header_timeouts(remote) == timeouts
+    assert _keeper_status(sock)["warm"] >= 1
+    # idle for AGENT_CHAT_RELAY_IDLE seconds: the keeper exits and removes its socket
+    [pid] = _keeper_pids(sock)
+    wait_for(lambda: not sock.exists(), timeout=40, what="the idle keeper to leave")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20, what="its process to end")
 
 
 def test_wrong_ca_untrusted_certificate_and_plain_http_are_refused(remote: Remote) -> None:

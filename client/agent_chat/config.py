@@ -7,13 +7,15 @@
     registration_token = "..."
     ca_fingerprint = "sha256:..."   # a private CA pinned from the invite (or ca_file = PATH)
     allow_insecure_http = "false"   # plain HTTP to another machine (Tailscale: WireGuard)
+    relay = "true"                  # a connection keeper for a server on another machine
 
     [identity]
     nick = "BlueLake"
 
 Environment: ``AGENT_CHAT_HOME`` (:mod:`agent_chat.files`), ``AGENT_CHAT_SERVER`` (the API URL),
 ``AGENT_CHAT_NICK`` (one identity per nick), ``AGENT_CHAT_TOKEN`` (a token and no files at all,
-for CI), ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1`` and ``AGENT_CHAT_CA_FILE`` (:mod:`agent_chat.http`).
+for CI), ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1``, ``AGENT_CHAT_CA_FILE`` and ``AGENT_CHAT_RELAY=off``
+(:mod:`agent_chat.http`).
 :class:`Settings` resolves them; the environment wins over the file.
 
 This module is on every hot path: config.toml is read with :mod:`agent_chat.flat_toml`.
@@ -25,7 +27,7 @@ import os
 
 from . import http
 from .errors import ConfigFileError, UsageError
-from .files import CONFIG_FILE, atomic_write, ensure_dir, file_part, home_dir, read_text
+from .files import CONFIG_FILE, RELAY_DIR, atomic_write, ensure_dir, file_part, home_dir, read_text
 from .flat_toml import dump_toml, parse_toml
 from .wire import API_PREFIX
 
@@ -47,6 +49,7 @@ CONFIG_KEYS = {
     "ca_fingerprint": ("server", "ca_fingerprint"),
     "ca_file": ("server", "ca_file"),
     "allow_insecure_http": ("server", "allow_insecure_http"),
+    "relay": ("server", "relay"),
 }
 #: Where a CA pinned by its fingerprint is kept once taken from the server (0600).
 PINNED_CA_FILE = "server-ca.pem"
@@ -73,9 +76,11 @@ def check_config_value(name: str, value: str) -> str:
         if not os.path.isfile(path):
             raise UsageError(f"bad ca_file {value!r}: no such file")
         return path
-    if name == "allow_insecure_http":
+    if name in ("allow_insecure_http", "relay"):
         if value.lower() not in _TRUE + _FALSE:
-            raise UsageError(f"bad allow_insecure_http {value!r}: want true or false")
+            raise UsageError(f"bad {name} {value!r}: want true or false")
+        if name == "relay":
+            return "true" if value.lower() in _TRUE else "false"
         return "true" if value.lower() in _TRUE else ""
     return value
 
@@ -219,6 +224,9 @@ class Settings:
             store=self.path(PINNED_CA_FILE) if self.writes_files else None,
             allow_http=allow.lower() in _TRUE or env_allow in _TRUE,
         )
+        relay = (config_get(self.config, "server", "relay") or "true").lower()
+        keeps = self.writes_files and relay not in _FALSE
+        http.set_relay(self.path(RELAY_DIR) if keeps else None)
 
     @property
     def nick(self) -> str | None:

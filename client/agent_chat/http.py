@@ -16,6 +16,9 @@ Supported:
   ``AGENT_CHAT_ALLOW_INSECURE_HTTP=1``), and then with a warning on stderr once per process;
 - one request per connection (``Connection: close``), with an optional body sent as
   ``application/json`` with a ``Content-Length``;
+- for a server on another machine, the connection taken from the connection keeper
+  (:mod:`agent_chat.relay`, :func:`set_relay`) when one runs: its TCP and TLS handshakes are
+  done before the command starts; the first such request starts the keeper;
 - answers framed by ``Content-Length``, ``Transfer-Encoding: chunked`` (trailers skipped) or the
   end of the connection; interim ``1xx`` answers skipped; no body for ``HEAD``, 204 and 304;
 - a per-operation ``timeout`` (connecting, sending, each read) and a total ``deadline`` for the
@@ -177,6 +180,109 @@ def _check_plain_http(host: str) -> None:
             f"ac: warning: plain HTTP to {host}: tokens and messages are not encrypted",
             file=sys.stderr,
         )
+
+
+class _Relay:
+    """Where the connection keepers' sockets are (:mod:`agent_chat.relay`); None: no keeper."""
+
+    __slots__ = ("directory", "starts")
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.starts = True
+
+
+_relay = _Relay()
+RELAY_ENV = "AGENT_CHAT_RELAY"
+#: The header of the keeper's answer "no warm connection: connect yourself".
+RELAY_HEADER = "x-agent-chat-relay"
+#: A Unix socket's path is at most 107 bytes on Linux; a longer one means no keeper.
+_MAX_SOCKET_PATH = 100
+
+
+def set_relay(directory: str | None, starts: bool = True) -> None:
+    """Requests to servers on other machines go through a connection keeper whose socket is
+    in ``directory``, started on first use unless not ``starts`` (then only one ``ac``
+    started is used); None, or ``AGENT_CHAT_RELAY=off``: each process connects by itself."""
+    off = os.environ.get(RELAY_ENV, "").strip().lower() in ("0", "off", "false", "no")
+    _relay.directory = None if off else directory
+    _relay.starts = starts
+
+
+def relay_socket(scheme: str, host: str, port: int) -> str | None:
+    """The keeper's socket for a server, or None where no keeper is used: loopback, keepers
+    off, a pinned CA not fetched yet (the first request fetches it directly), a long path.
+
+    The name holds the CA the keeper verifies with: other trust settings, another keeper."""
+    if _relay.directory is None or is_loopback(host):
+        return None
+    ca = ca_file_in_use() if scheme == "https" else ""
+    if ca is None and _trust.fingerprint:
+        return None
+    from .files import sha256_hex
+
+    key = sha256_hex(f"{scheme}\n{host}\n{port}\n{ca or ''}")[:20]
+    path = os.path.join(_relay.directory, key + ".sock")
+    return path if len(path) <= _MAX_SOCKET_PATH else None
+
+
+def start_relay(path: str, scheme: str, host: str, port: int) -> None:
+    """Start the keeper for ``path`` in the background (at most once every 10 s per socket,
+    so a keeper that cannot start costs a failing command nothing more than one try)."""
+    if not _relay.starts:
+        return
+    marker = path + ".started"
+    try:
+        if time.time() - os.stat(marker).st_mtime < 10:
+            return
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from agent_chat.relay import main;"
+            " sys.exit(main(sys.argv[2:]))"
+        )
+        ca = (ca_file_in_use() or "") if scheme == "https" else ""
+        args = [sys.executable, "-S", "-c", code, package_parent, path, scheme, host, str(port)]
+        # sh puts the keeper in the background and exits at once (reaped here), so the keeper
+        # is nobody's child: no zombie under a long-lived command, no terminal, no waiting.
+        pid = os.posix_spawn(
+            "/bin/sh",
+            ["sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1 &', "sh", *args, ca],
+            os.environ,
+            setsid=True,
+        )
+        os.waitpid(pid, 0)
+    except OSError:
+        pass  # no keeper: every command connects by itself, as without one
+
+
+def _via_relay(
+    path: str, data: bytes, method: str, clock: _Clock, scheme: str, host: str, port: int
+) -> Response | None:
+    """The request through the keeper at ``path``; None when the caller must connect itself
+    (no keeper there, one started; or the keeper has no warm connection: nothing was sent)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(clock.next())
+        try:
+            sock.connect(path)
+        except OSError:  # none yet, or a dead one's socket: a new keeper for the next request
+            start_relay(path, scheme, host, port)
+            return None
+        sock.sendall(data)
+        response = _read_response(_Reader(sock, clock), method)
+    except OSError as e:
+        # Whether the keeper had sent it on cannot be known: counted as sent, as a reset is
+        raise _fail(e, host, port, True, "waiting for the answer", clock) from None
+    finally:
+        sock.close()
+    if response.status == 503 and RELAY_HEADER in response.headers:
+        return None
+    return response
 
 
 class InvalidHeader(AcError):
@@ -565,6 +671,11 @@ def request(
     if body:
         data += body
     clock = _Clock(timeout, 2 * timeout if deadline is None else deadline)
+    relay = relay_socket(scheme, host, port)
+    if relay is not None:
+        answer = _via_relay(relay, data, method, clock, scheme, host, port)
+        if answer is not None:
+            return answer
     sent = False
     sock = None
     stage = "connecting"

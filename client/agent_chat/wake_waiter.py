@@ -48,7 +48,7 @@ import time
 
 from . import http
 from .errors import NetworkError
-from .files import read_text, sha256_hex
+from .files import RELAY_DIR, read_text, sha256_hex
 from .session_state import SessionState, process_alive
 
 TYPE_CHECKING = False
@@ -324,6 +324,8 @@ def run(argv: list[str]) -> tuple[str, Callable[[], None]] | None:
     cli = env.get("AGENT_CHAT_CLI", "")
     ok_cli = 0 < len(cli) <= 32 and all(c.isascii() and (c.isalnum() or c in "._-") for c in cli)
     home = env.get("AGENT_CHAT_HOME") or os.path.join(os.path.expanduser("~"), ".agent-chat")
+    # A keeper ac started (ac follows config.toml's relay setting, which is not read here)
+    http.set_relay(os.path.join(home, RELAY_DIR), starts=False)
     watch_text = env.get("AGENT_CHAT_WAIT_WHILE_PID", "")
     watch = int(watch_text) if watch_text.isdigit() and int(watch_text) > 1 else None
     waiter = Waiter(server, token, session, cli if ok_cli else None, home)
