@@ -277,6 +277,8 @@ def test_a_connection_keeper_carries_commands_and_leaves_when_idle(remote: Remot
     after = _keeper_status(sock)
     assert after["spliced"] >= before["spliced"] + 2, (before, after)
     assert after["server"] == f"https://{PUBLIC}:{API_PORT}" and after["failure"] is None
+    told = remote.ac("a", "config", home=home, nick="Keep1")
+    assert f"connection keeper:  {sock} (running)" in told.stdout, told.stdout
     # turned off: the command connects by itself and the keeper sees nothing of it
     off = remote.ac("a", "notify", "--oneline", home=home, nick="Keep1", AGENT_CHAT_RELAY="off")
     assert off.returncode == 0, off.stderr

@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
+from . import http, render
 from . import identity as ident
-from . import render
 from .api import log
 from .config import (
     CONFIG_KEYS,
@@ -470,6 +470,7 @@ def config(ctx: Context, assignments: list[str], *, as_json: bool) -> int:
         "identity_source": source,
         "files": files,
         "unread_line": files["unread_line"],
+        "relay": _relay_state(s),
     }
     if as_json:
         out(render.dumps(report))
@@ -495,7 +496,30 @@ def config(ctx: Context, assignments: list[str], *, as_json: bool) -> int:
         elif not os.path.exists(path):
             path += " (not written yet)"
         out(f"{label + ':':<20}{path}")
+    out(f"connection keeper:  {report['relay']}")
     return 0
+
+
+def _relay_state(s: Settings) -> str:
+    """The connection keeper for this server in words (:mod:`agent_chat.relay`)."""
+    try:
+        scheme, host, port, _base = http.split_url(s.server_url)
+    except ValueError:
+        return "not used (no valid server URL)"
+    if http.is_loopback(host):
+        return "not used (the server is on this machine)"
+    path = http.relay_socket(scheme, host, port)
+    if path is None:
+        return "none (relay=false or AGENT_CHAT_RELAY=off, AGENT_CHAT_TOKEN, or no CA pinned yet)"
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return path + " (starts with the next command)"
+    return path + " (running)"
 
 
 def _identity_files(s: Settings) -> dict[str, str | None]:
