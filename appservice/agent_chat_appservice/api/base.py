@@ -55,6 +55,9 @@ class Context:
     presence: Presence = field(default_factory=Presence)
     #: Work beside the requests (read receipts, ...): drained when the service stops.
     background: Background = field(default_factory=Background)
+    #: Read receipts on their way to the homeserver, per (reader, room): the newest event read
+    #: since the one in flight was sent (None: nothing newer yet); ``api/messages.py``.
+    receipts_in_flight: dict[tuple[str, str], str | None] = field(default_factory=dict)
     _touched: RecentMap[str, None] = field(
         default_factory=lambda: RecentMap(TOUCH_SECONDS, CALLERS_CAP)
     )

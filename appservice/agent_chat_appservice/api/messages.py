@@ -166,37 +166,35 @@ async def messages(request: web.Request) -> web.Response:
     return ok({"messages": result, "marked_read": marked_read, "unread": remaining})
 
 
-#: Read receipts on their way to the homeserver, per (reader, room): the newest event read
-#: since the one in flight was sent (None: nothing newer yet). A reader going through a burst
-#: sends one receipt at a time per room, the newest next: Matrix needs only the latest (it
-#: covers everything before it), and each costs the homeserver several database writes. A
-#: room with nobody but agents gets none: only a person's client (Element) shows them; what
-#: an agent read is the ledger's (read markers and stages), never Matrix's.
-_receipts: dict[tuple[str, str], str | None] = {}
-
-
 def _queue_receipt(context: Context, user_id: str, room_id: str, event_id: str) -> None:
+    """A read receipt for Matrix. A reader going through a burst sends one receipt at a time
+    per room, the newest next (``context.receipts_in_flight``): Matrix needs only the latest
+    (it covers everything before it), and each costs the homeserver several database writes.
+    A room with nobody but agents gets none: only a person's client (Element) shows them; what
+    an agent read is the ledger's (read markers and stages), never Matrix's."""
     key = (user_id, room_id)
-    if key in _receipts:
-        _receipts[key] = event_id  # the one in flight sends this after it
+    in_flight = context.receipts_in_flight
+    if key in in_flight:
+        in_flight[key] = event_id  # the one in flight sends this after it
         return
-    _receipts[key] = None
+    in_flight[key] = None
     context.background.spawn(_send_receipts(context, key, event_id))
 
 
 async def _send_receipts(context: Context, key: tuple[str, str], event_id: str) -> None:
+    in_flight = context.receipts_in_flight
     try:
         if not await Member.people(key[1], cached=False):  # one who joined just now too
             return
         while True:
             await _send_receipt(context, key[0], key[1], event_id)
-            newer = _receipts.get(key)
+            newer = in_flight.get(key)
             if newer is None:
                 return
-            _receipts[key] = None
+            in_flight[key] = None
             event_id = newer
     finally:
-        _receipts.pop(key, None)
+        in_flight.pop(key, None)
 
 
 async def _send_receipt(context: Context, user_id: str, room_id: str, event_id: str) -> None:
