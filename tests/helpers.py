@@ -313,6 +313,26 @@ def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
     return proc
 
 
+def start_wake_hook(env: dict[str, str], sid: str) -> subprocess.Popen[str]:
+    """``sh ac-hook.sh --wake`` as Claude Code's asyncRewake runs it, the session's JSON on
+    its stdin (killed at the end of the test, as :func:`spawn` does)."""
+    from agent_chat.setup import hook_script
+
+    proc: subprocess.Popen[str] = spawn(
+        ["sh", hook_script(), "--wake"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps({"session_id": sid, "hook_event_name": "Stop"}) + "\n")
+    proc.stdin.close()
+    proc.stdin = None  # communicate() would flush it
+    return proc
+
+
 def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
     """Send ``sig`` and wait for the exit code; killed (and waited for) if it does not end in
     ``timeout`` seconds, so nothing outlives the test either way."""

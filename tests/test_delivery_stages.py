@@ -28,6 +28,7 @@ from helpers import (
     password_login,
     register,
     spawn,
+    start_wake_hook,
     stop,
     unique,
     wait_for,
@@ -248,18 +249,8 @@ def test_a_dm_goes_counted_shown_woken_read(any_stack: Stack, tmp_path: Path) ->
     # The same line again is not printed again (and reports nothing more).
     assert run_hook(recipient, "sess-1").stdout == ""
     # The wake hook: waits in ac wait --session; a new DM ends it with exit 2: woken.
-    waker = spawn(
-        ["sh", HOOK, "--wake"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=hook_env(recipient),
-    )
+    waker = start_wake_hook(hook_env(recipient), "sess-1")
     try:
-        assert waker.stdin is not None
-        waker.stdin.write(json.dumps({"session_id": "sess-1"}) + "\n")
-        waker.stdin.close()
         wait_for(
             lambda: presence_state(sender, r_nick) == "idle · wakeable",
             what="the wake waiter seen as idle · wakeable",

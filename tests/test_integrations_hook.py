@@ -21,7 +21,17 @@ import pytest
 
 from agent_chat.config import save_config
 from agent_chat.setup import hook_script
-from helpers import Agent, Stack, free_port, register, shared_room, spawn, unique, wait_for
+from helpers import (
+    Agent,
+    Stack,
+    free_port,
+    register,
+    shared_room,
+    spawn,
+    start_wake_hook,
+    unique,
+    wait_for,
+)
 
 AC = str(Path(sys.executable).with_name("ac"))
 HOOK = hook_script()
@@ -447,23 +457,6 @@ def _wake_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start_wake_hook(env: dict[str, str], sid: str) -> subprocess.Popen[str]:
-    """``sh ac-hook.sh --wake`` as Claude Code's asyncRewake runs it (killed at the end)."""
-    proc = spawn(
-        ["sh", HOOK, "--wake"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps({"session_id": sid, "hook_event_name": "Stop"}) + "\n")
-    proc.stdin.close()
-    proc.stdin = None  # communicate() would flush it
-    return proc
-
-
 def _start_waiter(env: dict[str, str], sid: str, *args: str) -> subprocess.Popen[str]:
     """The waiter as the hook execs it, with options the hook does not pass."""
     return spawn(
@@ -507,7 +500,7 @@ def test_wake_hook_runs_the_light_waiter_and_wakes_once(stack: Stack, tmp_path: 
     a, b = register(stack), register(stack)
     env = _wake_env(tmp_path)
     (tmp_path / "hook" / "default.curl").write_text(curl_config(stack.api_url, b.token, b.nick))
-    waker = _start_wake_hook(env, "s-once")
+    waker = start_wake_hook(env, "s-once")
     wait_for(lambda: _is_light_waiter(waker), what="the hook exec'd the light waiter")
     wait_for(lambda: _presence(a, b.nick) == "idle · wakeable", what="idle · wakeable")
     a.send("@" + b.nick, "psst")
@@ -516,12 +509,12 @@ def test_wake_hook_runs_the_light_waiter_and_wakes_once(stack: Stack, tmp_path: 
     assert err == f"[chat] @{a.nick}(1){WAKE_TAIL}"
     wait_for(lambda: _presence(a, b.nick) != "idle · wakeable", what="the waiter gone")
     # Re-armed: the same DM does not wake the session twice.
-    again = _start_wake_hook({**env, "AGENT_CHAT_WAKE_TIMEOUT": "3"}, "s-once")
+    again = start_wake_hook({**env, "AGENT_CHAT_WAKE_TIMEOUT": "3"}, "s-once")
     assert again.wait(60) == 0 and again.communicate() == ("", "")
     # What came while no waiter was armed wakes the next one at once.
     a.send("@" + b.nick, "and again")
     wait_for(lambda: b.count("@" + a.nick) == 2, what="second DM counted")
-    third = _start_wake_hook(env, "s-once")
+    third = start_wake_hook(env, "s-once")
     out, err = third.communicate(timeout=60)
     assert (third.returncode, err) == (2, f"[chat] @{a.nick}(2){WAKE_TAIL}"), out
 
@@ -590,7 +583,7 @@ def test_light_waiter_outlives_an_appservice_restart(stack: Stack, tmp_path: Pat
     """The appservice restarts under a waiting hook: it waits on, and the next DM wakes it."""
     a, b = register(stack), register(stack)
     env = _wake_env(tmp_path, AGENT_CHAT_TOKEN=b.token, AGENT_CHAT_SERVER=stack.api_url)
-    waker = _start_wake_hook(env, "s-restart")
+    waker = start_wake_hook(env, "s-restart")
     wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-restart"], what="waiting")
     stack.stop_appservice()
     try:
@@ -613,7 +606,7 @@ def test_wake_hook_without_credentials_file_uses_ac_wait(stack: Stack, tmp_path:
         AGENT_CHAT_SERVER=stack.api_url,
         AGENT_CHAT_WAKE_WAITER="ac",
     )
-    waker = _start_wake_hook(env, "s-ac")
+    waker = start_wake_hook(env, "s-ac")
     wait_for(lambda: _waiting_sessions(a, b.nick) == ["s-ac"], what="ac wait waiting")
     assert not _is_light_waiter(waker)
     a.send("@" + b.nick, "psst")
