@@ -223,19 +223,16 @@ class Homeserver:
         return int(resp.get("duration_ms", -1))
 
     async def register(self, localpart: str) -> bool:
-        """Register a user in our namespace. False if it existed already. The user's own
-        Matrix token comes with it (``agent_tokens.py``): no login is needed later."""
+        """Register a user in our namespace. False if it existed already. An agent's or
+        bot's own Matrix token comes with it (``agent_tokens.py``): no login is needed later;
+        the appservice's own bot needs none."""
+        body: dict[str, Any] = {"type": "m.login.application_service", "username": localpart}
+        if localpart == self.config.bot_localpart:
+            body["inhibit_login"] = True
+        else:
+            body.update(device_id=DEVICE_ID, initial_device_display_name=DEVICE_NAME)
         try:
-            resp = await self.as_api.request(
-                Method.POST,
-                Path.v3.register,
-                {
-                    "type": "m.login.application_service",
-                    "username": localpart,
-                    "device_id": DEVICE_ID,
-                    "initial_device_display_name": DEVICE_NAME,
-                },
-            )
+            resp = await self.as_api.request(Method.POST, Path.v3.register, body)
         except MUserInUse:
             return False
         token = resp.get("access_token") if isinstance(resp, dict) else None
