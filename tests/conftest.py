@@ -32,6 +32,7 @@ from helpers import (
     reap_spawned,
     start_stack,
     start_worker_stack,
+    stop_detached,
     unique,
 )
 
@@ -45,12 +46,15 @@ def _isolated_client_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(autouse=True)
-def _reap_spawned() -> Iterator[None]:
-    """Whatever a test started through helpers.spawn is killed when it ends, pass or fail."""
+def _reap_spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Whatever a test started through helpers.spawn is killed when it ends, pass or fail, and
+    so are the processes the client detaches for a home of this session (wake hubs,
+    connection keepers): they would otherwise leave on their own only when idle."""
     try:
         yield
     finally:
         reap_spawned()
+        stop_detached(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

@@ -346,6 +346,28 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
             proc.wait()
 
 
+#: What the client starts detached (``python -c ... from agent_chat.MODULE import main``).
+DETACHED_MODULES = (b"agent_chat.wake_hub", b"agent_chat.relay")
+
+
+def stop_detached(under: Path) -> None:
+    """Kill the wake hubs and connection keepers whose home is under ``under``."""
+    root = str(under).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        code = next((a for a in argv if b"import main" in a), b"")
+        if any(m in code for m in DETACHED_MODULES) and any(a.startswith(root) for a in argv):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def reap_spawned() -> None:
     """Kill and wait for every spawned process still running (and forget them all)."""
     while SPAWNED:

@@ -11,6 +11,7 @@ from typing import ClassVar
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from helpers import (
     shared_room,
     spawn,
     start_wake_hook,
+    stop,
     unique,
     wait_for,
 )
@@ -478,6 +480,65 @@ def _is_light_waiter(proc: subprocess.Popen[str]) -> bool:
     return WAITER.encode() in argv
 
 
+def test_wake_hub_serves_a_homes_sessions_and_leaves_when_idle(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Two sessions of two agents in one home: one hub holds both waits, each hook stays a
+    shell; a DM wakes only its recipient's session; a killed hook's wait ends (its wake is not
+    spent: the next hook of that session wakes for it); with no session left the hub leaves."""
+    from agent_chat.hook_files import curl_config
+
+    a, b, c = register(stack), register(stack), register(stack)
+    env = _wake_env(tmp_path, AGENT_CHAT_WAKE_HUB_IDLE="1")
+    for agent in (b, c):
+        path = tmp_path / "hook" / f"{agent.nick}.curl"
+        path.write_text(curl_config(stack.api_url, agent.token, agent.nick))
+    hook_b = start_wake_hook({**env, "AGENT_CHAT_NICK": b.nick}, "s-b")
+    hook_c = start_wake_hook({**env, "AGENT_CHAT_NICK": c.nick}, "s-c")
+    wait_for(lambda: _hub_serves(tmp_path, hook_b) and _hub_serves(tmp_path, hook_c), what="hub")
+    hubs = [p for p in _processes() if b"agent_chat.wake_hub" in p[1]]
+    assert len(hubs) == 1, hubs
+    wait_for(lambda: _presence(a, c.nick) == "idle · wakeable", what="c wakeable")
+    a.send("@" + b.nick, "for b only")
+    out, err = hook_b.communicate(timeout=60)
+    assert (hook_b.returncode, out, err) == (2, "", f"[chat] @{a.nick}(1){WAKE_TAIL}")
+    assert hook_c.poll() is None
+    # c's hook is killed (its CLI gave up on it): the hub's wait for it ends at its next poll
+    stop(hook_c, signal.SIGKILL)
+    a.send("@" + c.nick, "for c, after its hook went")
+    wait_for(lambda: c.count("@" + a.nick) == 1, what="the DM to c counted")
+    again = start_wake_hook({**env, "AGENT_CHAT_NICK": c.nick}, "s-c")
+    out, err = again.communicate(timeout=60)
+    assert (again.returncode, err) == (2, f"[chat] @{a.nick}(1){WAKE_TAIL}"), out
+    [(hub_pid, _)] = hubs
+    wait_for(lambda: not Path(f"/proc/{hub_pid}").exists(), timeout=60, what="the idle hub to end")
+    assert not (tmp_path / "wake-hub" / "pid").exists()
+
+
+def _processes() -> list[tuple[int, bytes]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            found.append((int(entry.name), (entry / "cmdline").read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _hub_serves(home: Path, hook: subprocess.Popen[str]) -> bool:
+    """The hook's process is still its shell, waiting on its FIFO, and the home's wake hub
+    runs and has taken the request."""
+    try:
+        hook_argv = Path(f"/proc/{hook.pid}/cmdline").read_bytes().split(b"\0")
+        hub_pid = int((home / "wake-hub" / "pid").read_text())
+        hub_argv = Path(f"/proc/{hub_pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    fifos = list((home / "wake-hub").glob(f"*.{hook.pid}.fifo"))
+    taken = not list((home / "wake-hub").glob(f"*.{hook.pid}.req"))
+    return hook_argv[0] == b"sh" and b"agent_chat.wake_hub" in hub_argv and bool(fifos) and taken
+
+
 def _presence(viewer: Agent, nick: str) -> str | None:
     status, data = viewer.call("GET", f"/presence?users=@{nick}")
     assert status == 200, data
@@ -491,17 +552,22 @@ def _waiting_sessions(viewer: Agent, nick: str) -> list[str]:
     return [s["session"] for s in data["identities"][0]["sessions"] if "wakeable" in s["state"]]
 
 
-def test_wake_hook_runs_the_light_waiter_and_wakes_once(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["hub", "light"])
+def test_wake_hook_waits_and_wakes_once(stack: Stack, tmp_path: Path, mode: str) -> None:
     """A DM ends the waiter with one line on stderr (exit 2), exactly once: the next waiter of
     the session (the Stop hook re-arms after the turn) does not wake for it again; while it
-    waits the session is ``idle · wakeable``, and only the waiter's own process runs."""
+    waits the session is ``idle · wakeable``. ``hub``: the hook's shell waits on the home's
+    wake hub; ``light`` (the hub off): the hook's own process becomes the light waiter."""
     from agent_chat.hook_files import curl_config
 
     a, b = register(stack), register(stack)
-    env = _wake_env(tmp_path)
+    env = _wake_env(tmp_path, AGENT_CHAT_WAKE_HUB="off" if mode == "light" else "on")
     (tmp_path / "hook" / "default.curl").write_text(curl_config(stack.api_url, b.token, b.nick))
     waker = start_wake_hook(env, "s-once")
-    wait_for(lambda: _is_light_waiter(waker), what="the hook exec'd the light waiter")
+    if mode == "hub":
+        wait_for(lambda: _hub_serves(tmp_path, waker), what="the hook's shell on the wake hub")
+    else:
+        wait_for(lambda: _is_light_waiter(waker), what="the hook exec'd the light waiter")
     wait_for(lambda: _presence(a, b.nick) == "idle · wakeable", what="idle · wakeable")
     a.send("@" + b.nick, "psst")
     out, err = waker.communicate(timeout=60)

@@ -230,12 +230,17 @@ class Waiter:
             pass  # best effort: a failed report never stops the wake
 
     def wait(
-        self, timeout: float, min_interval: float = MIN_INTERVAL, watch: int | None = None
+        self,
+        timeout: float,
+        min_interval: float = MIN_INTERVAL,
+        watch: int | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> Answer | None:
         """The loop guard's long-poll (:func:`agent_chat.wait.next_news`'s rules): the answer
-        that wakes, or None."""
+        that wakes, or None. ``wanted``: asked after each poll (then at most
+        :data:`WATCH_POLL` seconds long, as with ``watch``); False ends the wait."""
         deadline = time.monotonic() + timeout
-        longest = MAX_POLL if watch is None else WATCH_POLL
+        longest = MAX_POLL if watch is None and wanted is None else WATCH_POLL
 
         def remaining() -> float:
             return deadline - time.monotonic()
@@ -265,6 +270,8 @@ class Waiter:
             if state.superseded():
                 return None
             if watch is not None and not process_alive(watch):
+                return None
+            if wanted is not None and not wanted():
                 return None
             if holding:
                 if answer.urgent - state.urgent:
@@ -297,7 +304,20 @@ class Waiter:
         return text, lambda: self.report_woken(answer, len(text) - 1)
 
 
-def _number(text: str | None, default: float, top: float) -> float:
+def valid_cli(name: str) -> str | None:
+    """``AGENT_CHAT_CLI`` when it is a CLI's name (it goes into a header), else None."""
+    ok = 0 < len(name) <= 32 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+    return name if ok else None
+
+
+def watched_pid(text: str) -> int | None:
+    """``AGENT_CHAT_WAIT_WHILE_PID``'s process, if it names one (not init)."""
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
+def number(text: str | None, default: float, top: float) -> float:
+    """A number of seconds from an option or the environment; ``default`` when it is not one
+    or is outside 0..``top``."""
     try:
         value = float(text) if text is not None else default
     except ValueError:
@@ -321,18 +341,14 @@ def run(argv: list[str]) -> tuple[str, Callable[[], None]] | None:
     if cacert:
         http.set_trust(ca_file=cacert)
     env = os.environ
-    cli = env.get("AGENT_CHAT_CLI", "")
-    ok_cli = 0 < len(cli) <= 32 and all(c.isascii() and (c.isalnum() or c in "._-") for c in cli)
     home = env.get("AGENT_CHAT_HOME") or os.path.join(os.path.expanduser("~"), ".agent-chat")
     # A keeper ac started (ac follows config.toml's relay setting, which is not read here)
     http.set_relay(os.path.join(home, RELAY_DIR), starts=False)
-    watch_text = env.get("AGENT_CHAT_WAIT_WHILE_PID", "")
-    watch = int(watch_text) if watch_text.isdigit() and int(watch_text) > 1 else None
-    waiter = Waiter(server, token, session, cli if ok_cli else None, home)
+    waiter = Waiter(server, token, session, valid_cli(env.get("AGENT_CHAT_CLI", "")), home)
     answer = waiter.wait(
-        _number(options.get("timeout"), 86000.0, 1e9),
-        _number(options.get("min-interval"), MIN_INTERVAL, 86400.0),
-        watch,
+        number(options.get("timeout"), 86000.0, 1e9),
+        number(options.get("min-interval"), MIN_INTERVAL, 86400.0),
+        watched_pid(env.get("AGENT_CHAT_WAIT_WHILE_PID", "")),
     )
     return None if answer is None else waiter.wake(answer)
 

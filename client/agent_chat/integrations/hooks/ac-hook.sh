@@ -12,12 +12,14 @@
 # server formats the line (GET /notify?format=oneline), the rest is shell builtins.
 #
 # --wake (Claude Code "asyncRewake" hooks on SessionStart and Stop, run in the background):
-# becomes (exec) the light waiter, `ac wait --urgent --dm --session SESSION`'s rules in a
-# Python that imports almost nothing (agent_chat/wake_waiter.py; `ac wait` itself when no
-# credentials file is there yet, or with AGENT_CHAT_WAKE_WAITER=ac): it blocks in the server's
-# long-poll (no polling) and exits 2 with one line on stderr ("[chat] @BlueLake(1) ...":
-# labels and counts, never bodies) when a DM, mention or urgent message arrives, which wakes
-# the idle session. Exits 0 when nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT
+# waits on the home's wake hub (agent_chat/wake_hub.py: one Python for every idle session,
+# this shell blocked on a FIFO meanwhile), or else becomes (exec) the light waiter itself:
+# `ac wait --urgent --dm --session SESSION`'s rules in a Python that imports almost nothing
+# (agent_chat/wake_waiter.py; `ac wait` itself when no credentials file is there yet, or with
+# AGENT_CHAT_WAKE_WAITER=ac; the hub is off with AGENT_CHAT_WAKE_HUB=off or AGENT_CHAT_TOKEN).
+# Either blocks in the server's long-poll (no polling) and exits 2 with one line on stderr
+# ("[chat] @BlueLake(1) ...": labels and counts, never bodies) when a DM, mention or urgent
+# message arrives, which wakes the idle session. Exits 0 when nothing is new, at the timeout (AGENT_CHAT_WAKE_TIMEOUT
 # seconds, default 86000) and on any error: a broken server never wakes the agent, and the
 # Stop hook re-arms only after a turn. The loop guard gives at most one wake per new event and
 # one waiter per session, and the waiter ends with the agent CLI that started the hook
@@ -161,6 +163,35 @@ if [ -n "$wake" ]; then
     case $py in *[!A-Za-z0-9_./+-]*) py="" ;; esac  # options, "env python": not this form
   fi
   if [ -n "$py" ] && [ -x "$py" ]; then
+    # The wake hub (agent_chat/wake_hub.py): one Python for every idle session of this home,
+    # while this shell waits on a FIFO (~1.6 MiB, where a Python waiter is ~9). Only with a
+    # credentials file (no token is written to a request); anything amiss: the light waiter.
+    hub=$home/wake-hub
+    base=$hub/$sid.$$
+    if [ -z "${AGENT_CHAT_TOKEN:-}" ] && [ "${AGENT_CHAT_WAKE_HUB:-}" != off ] \
+      && (umask 077 && mkdir -p "$hub" && mkfifo "$base.fifo") 2>/dev/null; then
+      printf '%s\n' "$sid" "$timeout" "$dir/$nick.curl" "$watch" "$cli" end > "$base.req"
+      pid=""
+      [ -r "$hub/pid" ] && IFS= read -r pid < "$hub/pid"
+      case $pid in ''|*[!0-9]*) pid="" ;; esac
+      # Signalled only when that process is a hub (a pid can be reused), else one is started.
+      case ${pid:+$(ps -o args= -p "$pid" 2>/dev/null)} in
+        *agent_chat.wake_hub*) kill -USR1 "$pid" 2>/dev/null ;;
+        *) "$py" -I -c 'from agent_chat.wake_hub import main; main()' "$hub" \
+             </dev/null >/dev/null 2>&1 & ;;
+      esac
+      n=0
+      while [ -e "$base.req" ] && [ "$n" -lt 60 ]; do sleep 0.05; n=$((n + 1)); done
+      reply=""
+      if [ ! -e "$base.req" ]; then
+        IFS= read -r reply < "$base.fifo" || reply=""
+      fi
+      rm -f "$base.req" "$base.fifo"
+      case $reply in
+        W*) printf '%s\n' "${reply#W}" >&2; exit 2 ;;
+        0) exit 0 ;;
+      esac  # F, or no answer (no hub took it, or it ended): the light waiter
+    fi
     export AGENT_CHAT_HOME="$home" AGENT_CHAT_WAIT_WHILE_PID="$watch" AGENT_CHAT_CLI="$cli"
     exec "$py" -I -c 'from agent_chat.wake_waiter import main; main()' --session "$sid" \
       --timeout "$timeout" --credentials "$dir/$nick.curl" </dev/null >/dev/null
