@@ -5,9 +5,13 @@ Every idle Claude Code session holds a wake waiter (``ac-hook.sh --wake``, async
 starts N of them, each for its own agent, waits until all N hold the server's long-poll, posts
 one message to #alerts (urgent for every reader) and measures, in the same run:
 
-- ``light``: the hook as Claude Code runs it (``sh ac-hook.sh --wake``, the session's JSON on
-  stdin, credentials in the environment), which execs the light waiter
-  (``agent_chat.wake_waiter``);
+- ``hub``: the hook as Claude Code runs it (``sh ac-hook.sh --wake``, the session's JSON on
+  stdin) for N agents of one home, each with its credentials file (``hook/<nick>.curl``): each
+  hook's shell waits on a FIFO and the home's wake hub (``agent_chat.wake_hub``, one process)
+  holds the N long-polls. A waiter's memory and CPU are its shell's plus its share (1/N) of
+  the hub's; the hub's own are shown too;
+- ``light``: the same hook with the credentials in the environment (no hub: it execs the light
+  waiter, ``agent_chat.wake_waiter``, one process per session, each agent in a home of its own);
 - ``ac wait``: the command the hook ran before, ``ac wait --urgent --dm --oneline --session
   SID`` with the hook's environment (the ``sh`` that waited around it is left out: ~1.6 MiB
   RSS and a little CPU more, in the old waiter's favour);
@@ -48,11 +52,12 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_appservice import Bench, add_stack_arguments, report, run_on_a_stack
 
+from agent_chat.hook_files import curl_config
 from agent_chat.setup import hook_script
 
 AC = str(Path(sys.executable).with_name("ac"))
 HOOK = hook_script()
-KINDS = ("light", "ac wait")
+KINDS = ("hub", "light", "ac wait")
 #: Seconds between the last waiter connected and the measurement of memory and the post.
 SETTLE = 2.0
 
@@ -110,6 +115,34 @@ def floor() -> tuple[int, int]:
             bare.stdin.close()
 
 
+def process_cpu_ns(pid: int) -> int:
+    """CPU of a whole process, its ended threads included (``/proc/PID/stat``'s utime and
+    stime, in clock ticks: 10 ms; ``schedstat`` covers only the main thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def hub_pid(root: Path) -> int | None:
+    """The wake hub of the shared home (hub rounds), if one runs."""
+    try:
+        return int((root / "shared" / "wake-hub" / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_hub(root: Path) -> None:
+    """Kill the round's hub and reap it (it became ours when the hook that started it ended)."""
+    pid = hub_pid(root)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 class WaitersBench(Bench):
     async def run(self) -> None:  # type: ignore[override]
         await self.probe.start()
@@ -138,6 +171,8 @@ class WaitersBench(Bench):
                 }
                 self.results[kind]["processes"] = 0
                 self.results[kind]["woken_once"] = True
+                self.results[kind]["hub_rss_kib"] = []
+                self.results[kind]["hub_pss_kib"] = []
             for r in range(self.args.rounds):
                 for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
                     if self.args.only and kind != self.args.only:
@@ -151,22 +186,28 @@ class WaitersBench(Bench):
         group = 0
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_CHAT_", "CLAUDE"))}
         for i, agent in enumerate(agents):
-            home = root / f"{i}"
-            (home / "hook").mkdir(parents=True)
-            (home / "hook" / "ac-path").write_text(AC + "\n")
+            home = root / ("shared" if kind == "hub" else f"{i}")
+            if not (home / "hook").exists():  # once per home: hooks started read it
+                (home / "hook").mkdir(parents=True)
+                (home / "hook" / "ac-path").write_text(AC + "\n")
             session = f"bench-{tag}-{i}"
-            stdin = home / "stdin.json"
+            stdin = root / f"stdin-{i}.json"
             stdin.write_text(json.dumps({"session_id": session, "hook_event_name": "Stop"}) + "\n")
             env = dict(
                 base,
                 AGENT_CHAT_HOME=str(home),
-                AGENT_CHAT_SERVER=self.config.api_url,
-                AGENT_CHAT_TOKEN=agent["token"],
                 AGENT_CHAT_WAKE_TIMEOUT="600",
                 CLAUDE_PROJECT_DIR=str(root),
             )
-            out, err = home / "stdout", home / "stderr"
-            if kind == "light":
+            if kind == "hub":  # one home, a credentials file per agent: the hub serves them
+                nick = agent["nick"]
+                config = curl_config(self.config.api_url, agent["token"], nick)
+                (home / "hook" / f"{nick}.curl").write_text(config)
+                env.update(AGENT_CHAT_NICK=nick)
+            else:
+                env.update(AGENT_CHAT_SERVER=self.config.api_url, AGENT_CHAT_TOKEN=agent["token"])
+            out, err = root / f"stdout-{i}", root / f"stderr-{i}"
+            if kind in ("hub", "light"):
                 argv = ["sh", HOOK, "--wake"]
             else:  # the command the hook ran (the shell around it is left out: see above)
                 argv = [AC, "wait", "--urgent", "--dm", "--oneline", "--session", session]
@@ -184,7 +225,7 @@ class WaitersBench(Bench):
                 setpgroup=group,
             )
             group = group or pid
-            output[pid] = err if kind == "light" else out
+            output[pid] = err if kind != "ac wait" else out
         return output
 
     async def round(self, kind: str, sender: dict, agents: list[dict], tag: str) -> None:
@@ -194,7 +235,7 @@ class WaitersBench(Bench):
             output = self.spawn_all(kind, agents, f"{kind[:2]}{tag}", Path(tmp))
             group = next(iter(output))
             exits: dict[int, tuple[float, int, int]] = {}
-
+            posted = threading.Event()
             reports: list[int] = []
 
             def reap() -> None:
@@ -211,7 +252,7 @@ class WaitersBench(Bench):
                     _, status = os.waitpid(found.si_pid, 0)
                     if found.si_pid in output:
                         exits[found.si_pid] = (at, status, cpu)
-                    else:
+                    elif posted.is_set():  # what arming the hook ran (mkfifo, sleep) is not
                         reports.append(cpu)
 
             reaper = threading.Thread(target=reap, daemon=True)
@@ -224,32 +265,47 @@ class WaitersBench(Bench):
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(SETTLE)
                 tree = children(set(output))
+                hub = hub_pid(Path(tmp))
                 before: dict[int, int] = {}
                 for pid, kids in tree.items():
+                    kids = [k for k in kids if k != hub]  # the hub is counted on its own
                     rss = pss = 0
                     for p in (pid, *kids):
-                        r, s = memory_kib(p)
+                        try:
+                            r, s = memory_kib(p)
+                        except ProcessLookupError:  # a hub that lost the race to start
+                            continue
                         rss, pss = rss + r, pss + s
                     self.results[kind]["rss_kib"].append(rss)
                     self.results[kind]["pss_kib"].append(pss)
                     self.results[kind]["processes"] = 1 + len(kids)
-                    before[pid] = sum(cpu_ns(p) for p in (pid, *kids))
+                    before[pid] = cpu_ns(pid)
+                if hub is not None:
+                    hub_rss, hub_pss = memory_kib(hub)
+                    self.results[kind]["hub_rss_kib"].append(hub_rss)
+                    self.results[kind]["hub_pss_kib"].append(hub_pss)
+                    hub_before = process_cpu_ns(hub)
+                posted.set()
                 t0 = time.perf_counter()
                 await self.send(sender["token"], "#alerts", f"one alert for everyone {tag}")
                 await asyncio.to_thread(reaper.join, 120)
                 assert len(exits) == count, f"{count - len(exits)} waiters did not exit"
+                if hub is not None:  # its `woken` reports go after the lines: let them end
+                    await asyncio.sleep(SETTLE)
+                    reports.append(process_cpu_ns(hub) - hub_before)
             finally:
                 try:
                     os.killpg(group, 9)
                 except ProcessLookupError:
                     pass
+                stop_hub(Path(tmp))
             self.results[kind]["report_cpu_ms"].append(sum(reports) / 1e6 / count)
             for pid, (at, status, cpu) in exits.items():
                 self.results[kind]["exit_ms"].append((at - t0) * 1000)
                 self.results[kind]["cpu_ms"].append((cpu - before[pid]) / 1e6)
                 line = output[pid].read_text()
                 once = (
-                    os.waitstatus_to_exitcode(status) == (2 if kind == "light" else 0)
+                    os.waitstatus_to_exitcode(status) == (0 if kind == "ac wait" else 2)
                     and len(line.splitlines()) == 1
                     and "#alerts(" in line
                 )
@@ -259,14 +315,19 @@ class WaitersBench(Bench):
         rows: list[tuple[str, ...]] = [("", *KINDS, "target")]
         n = self.results["waiters"]
         target_p99 = 500 if n <= 128 else 3000
-        light = self.results["light"]
+        judged = self.results["hub"]  # what the hook does by default
+        for kind in KINDS:  # a waiter's share of the hub that holds them all
+            found = self.results[kind]
+            for key, hub_key in (("rss_kib", "hub_rss_kib"), ("pss_kib", "hub_pss_kib")):
+                share = mean(found[hub_key]) / n if found[hub_key] else 0.0
+                found[key + "_each"] = [v + share for v in found[key]]
 
         def row(name: str, fmt: str, key: str, fn, target: str = "", ok=None) -> None:
             values = [
                 fmt.format(fn(self.results[k][key])) if self.results[k][key] else "-"
                 for k in KINDS
             ]
-            met = None if ok is None or not light[key] else ok(fn(light[key]))
+            met = None if ok is None or not judged[key] else ok(fn(judged[key]))
             self.missed |= met is False
             mark = {None: "", True: " ✓", False: " ✗"}[met]
             rows.append((name, *values, target + mark))
@@ -283,13 +344,16 @@ class WaitersBench(Bench):
         row("post → all exited, max", "{:.0f} ms", "exit_ms", max)
         row(
             "waiter RSS, median",
-            "{:.1f} MiB",
-            "rss_kib",
+            "{:.2f} MiB",
+            "rss_kib_each",
             lambda v: median(v) / 1024,
             "≤ 8 MiB",
             lambda x: x <= 8,
         )
-        row("waiter PSS, median", "{:.1f} MiB", "pss_kib", lambda v: median(v) / 1024)
+        row("waiter PSS, median", "{:.2f} MiB", "pss_kib_each", lambda v: median(v) / 1024)
+        row("  the hub's share", "{:.2f} MiB", "hub_rss_kib", lambda v: mean(v) / n / 1024)
+        row("the hub itself, RSS", "{:.1f} MiB", "hub_rss_kib", lambda v: median(v) / 1024)
+        row("the hub itself, PSS", "{:.1f} MiB", "hub_pss_kib", lambda v: median(v) / 1024)
         rows.append(
             ("processes per waiter", *(str(self.results[k]["processes"]) for k in KINDS), "")
         )
@@ -305,9 +369,9 @@ class WaitersBench(Bench):
             lambda x: x <= 5,
         )
         row("CPU per wake, p95", "{:.1f} ms", "wake_cpu_ms", lambda v: pct(v, 0.95))
-        row("  of which the report's child", "{:.1f} ms", "report_cpu_ms", mean)
+        row("  of which the hub's or the report's child", "{:.1f} ms", "report_cpu_ms", mean)
         once = [str(self.results[k]["woken_once"]) for k in KINDS]
-        if not light["woken_once"]:
+        if not judged["woken_once"]:
             self.missed = True
         rows.append(("every waiter woke once", *once, "all"))
         title = f"{n} waiters × {self.results['rounds']} rounds, one #alerts post per round"

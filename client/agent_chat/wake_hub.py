@@ -14,8 +14,9 @@ The exchange with the hook, in ``$AGENT_CHAT_HOME/wake-hub/`` (0700), per armed 
   credentials file, the watched process (``AGENT_CHAT_WAIT_WHILE_PID``), the CLI, then ``end``
   (a request without it is still being written). The hub deletes it when it takes it; the hook
   waits up to 3 s for that, else it runs the light waiter itself;
-- the answer, one line on the FIFO: ``W`` and the wake line (the hook prints it and exits 2),
-  ``0`` (nothing to wake for: exit 0) or ``F`` (not for this hub: the light waiter instead).
+- the answer, one line on the FIFO (which the hub then removes): ``W`` and the wake line (the
+  hook prints it and exits 2), ``0`` (nothing to wake for: exit 0) or ``F`` (not for this hub:
+  the light waiter instead).
   No line at all (the hub ended) → the light waiter, so a session never goes deaf with it;
 - ``pid``: the hub's process id, for the hook's ``SIGUSR1`` ("a request is waiting"; the hub
   also looks every second); ``lock``: one hub per directory.
@@ -131,6 +132,7 @@ class Hub:
                     reply = "F"
                 try:
                     os.write(fd, (reply + "\n").encode())
+                    os.unlink(base + ".fifo")  # the answer stays readable; the hook just exits
                 except OSError:
                     pass  # the hook is gone
         finally:
@@ -189,7 +191,7 @@ def main() -> None:
     directory = os.path.abspath(sys.argv[1])
     home = os.path.dirname(directory)
     for name in ("AGENT_CHAT_TOKEN", "AGENT_CHAT_SERVER", "AGENT_CHAT_CA_FILE"):
-        os.environ.pop(name, None)  # the first hook's: every request brings its own
+        os.environ.pop(name, None)  # (the hook starts it with none) every request has its own
     try:
         os.setsid()  # not in the process group of the hook that started it
     except OSError:
@@ -199,10 +201,11 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another hub serves this directory
+    hub = Hub(directory, home)
+    # Before the pid file names us: a hook signals whoever it names (the default would kill)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: hub.bell.set())
     pid_file = os.path.join(directory, "pid")
     atomic_write(pid_file, f"{os.getpid()}\n".encode())
-    hub = Hub(directory, home)
-    signal.signal(signal.SIGUSR1, lambda _signum, _frame: hub.bell.set())
     http.set_relay(os.path.join(home, RELAY_DIR), starts=False)
     threading.stack_size(256 * 1024)  # a thread per session: its stack stays small
     threading.Thread(target=hub.send_reports, daemon=True).start()

@@ -169,15 +169,21 @@ if [ -n "$wake" ]; then
     hub=$home/wake-hub
     base=$hub/$sid.$$
     if [ -z "${AGENT_CHAT_TOKEN:-}" ] && [ "${AGENT_CHAT_WAKE_HUB:-}" != off ] \
-      && (umask 077 && mkdir -p "$hub" && mkfifo "$base.fifo") 2>/dev/null; then
+      && (umask 077 && { [ -d "$hub" ] || mkdir -p "$hub"; } && mkfifo "$base.fifo") 2>/dev/null
+    then
       printf '%s\n' "$sid" "$timeout" "$dir/$nick.curl" "$watch" "$cli" end > "$base.req"
       pid=""
       [ -r "$hub/pid" ] && IFS= read -r pid < "$hub/pid"
       case $pid in ''|*[!0-9]*) pid="" ;; esac
-      # Signalled only when that process is a hub (a pid can be reused), else one is started.
+      # Signalled only when that process is a hub (a pid can be reused), else one is started:
+      # the home's, not this session's, so with none of the session's environment.
       case ${pid:+$(ps -o args= -p "$pid" 2>/dev/null)} in
         *agent_chat.wake_hub*) kill -USR1 "$pid" 2>/dev/null ;;
-        *) "$py" -I -c 'from agent_chat.wake_hub import main; main()' "$hub" \
+        *) env -i HOME="$HOME" PATH="$PATH" ${SSL_CERT_FILE:+"SSL_CERT_FILE=$SSL_CERT_FILE"} \
+             ${SSL_CERT_DIR:+"SSL_CERT_DIR=$SSL_CERT_DIR"} \
+             ${AGENT_CHAT_RELAY:+"AGENT_CHAT_RELAY=$AGENT_CHAT_RELAY"} \
+             ${AGENT_CHAT_WAKE_HUB_IDLE:+"AGENT_CHAT_WAKE_HUB_IDLE=$AGENT_CHAT_WAKE_HUB_IDLE"} \
+             "$py" -I -c 'from agent_chat.wake_hub import main; main()' "$hub" \
              </dev/null >/dev/null 2>&1 & ;;
       esac
       n=0
@@ -186,11 +192,11 @@ if [ -n "$wake" ]; then
       if [ ! -e "$base.req" ]; then
         IFS= read -r reply < "$base.fifo" || reply=""
       fi
-      rm -f "$base.req" "$base.fifo"
-      case $reply in
+      case $reply in  # the hub removed the FIFO after its answer
         W*) printf '%s\n' "${reply#W}" >&2; exit 2 ;;
         0) exit 0 ;;
       esac  # F, or no answer (no hub took it, or it ended): the light waiter
+      rm -f "$base.req" "$base.fifo"
     fi
     export AGENT_CHAT_HOME="$home" AGENT_CHAT_WAIT_WHILE_PID="$watch" AGENT_CHAT_CLI="$cli"
     exec "$py" -I -c 'from agent_chat.wake_waiter import main; main()' --session "$sid" \
