@@ -717,6 +717,21 @@ def pg_execute(admin_url: str, sql: str) -> None:
     run_async(go)
 
 
+def db_value(stack: Stack, query: str, *args: Any) -> Any:
+    """One value from the appservice's database (SQLite or PostgreSQL), read directly."""
+    from mautrix.util.async_db import Database
+
+    async def read() -> Any:
+        db = Database.create(stack.database, db_args={"min_size": 1, "max_size": 1})
+        await db.start()
+        try:
+            return await db.fetchval(query, *args)
+        finally:
+            await db.stop()
+
+    return asyncio.run(read())
+
+
 @dataclass
 class PgDatabase:
     admin_url: str

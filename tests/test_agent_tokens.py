@@ -7,28 +7,11 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from typing import Any
-import asyncio
-
-from mautrix.util.async_db import Database
 
 from agent_chat_appservice.db.sealed import Sealer, is_sealed
-from helpers import Agent, Stack, http_json, register, wait_for
+from helpers import Agent, Stack, db_value, http_json, register, wait_for
 
 CLIENT = "/_matrix/client/v3"
-
-
-def _db_value(stack: Stack, query: str, *args: Any) -> Any:
-    """One value from the appservice's database (SQLite or PostgreSQL), read directly."""
-
-    async def read() -> Any:
-        db = Database.create(stack.database, db_args={"min_size": 1, "max_size": 1})
-        await db.start()
-        try:
-            return await db.fetchval(query, *args)
-        finally:
-            await db.stop()
-
-    return asyncio.run(read())
 
 
 def _create_room_requests(stack: Stack, user_id: str) -> list[str]:
@@ -44,7 +27,7 @@ def _create_room_requests(stack: Stack, user_id: str) -> list[str]:
 
 def _own_token(stack: Stack, user_id: str) -> str | None:
     """``user_id``'s own Matrix token as stored (opened with the appservice's key)."""
-    stored = _db_value(stack, "SELECT matrix_token FROM identity WHERE user_id=$1", user_id)
+    stored = db_value(stack, "SELECT matrix_token FROM identity WHERE user_id=$1", user_id)
     if stored is None:
         return None
     assert is_sealed(stored), "an agent's Matrix token is stored sealed"

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-import asyncio
 import secrets
 
-from mautrix.util.async_db import Database
 import pytest
 
 from agent_chat_appservice.config import Config, ConfigError
@@ -21,6 +19,7 @@ from helpers import (
     Agent,
     Stack,
     agent_chat_server,
+    db_value,
     http_json,
     register,
     sentinel,
@@ -31,20 +30,6 @@ from helpers import (
 )
 
 CLIENT = "/_matrix/client/v3"
-
-
-def _db_value(stack: Stack, query: str, *args: Any) -> Any:
-    """One value from the appservice's database (SQLite or PostgreSQL), read directly."""
-
-    async def read() -> Any:
-        db = Database.create(stack.database, db_args={"min_size": 1, "max_size": 1})
-        await db.start()
-        try:
-            return await db.fetchval(query, *args)
-        finally:
-            await db.stop()
-
-    return asyncio.run(read())
 
 
 class Person:
@@ -110,7 +95,7 @@ def test_a_room_of_humans_only_is_not_stored(any_stack: Stack) -> None:
     alice.say(room_id, after)
     wait_for(lambda: after in agent.bodies(room_id), what="the message after the join")
     assert private not in agent.bodies(room_id)
-    stored = _db_value(stack, "SELECT COUNT(*) FROM message WHERE body=$1", private)
+    stored = db_value(stack, "SELECT COUNT(*) FROM message WHERE body=$1", private)
     assert stored == 0
 
 
@@ -198,7 +183,7 @@ def _status(agent: Agent, method: str, path: str, body: Any = None) -> int:
 
 def _matrix_token_stored(stack: Stack, user_id: str) -> bool:
     query = "SELECT matrix_token FROM identity WHERE user_id=$1"
-    return _db_value(stack, query, user_id) is not None
+    return db_value(stack, query, user_id) is not None
 
 
 def test_a_password_change_that_logs_out_devices_ends_the_api_token(any_stack: Stack) -> None:
