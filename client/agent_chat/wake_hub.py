@@ -196,6 +196,18 @@ def main() -> None:
         os.setsid()  # not in the process group of the hook that started it
     except OSError:
         pass
+    # Two descriptors a session (its FIFO, its long-poll): a thousand sessions need more than
+    # the usual soft limit of 1,024, and a FIFO the hub cannot open would leave its hook
+    # blocked in open() for ever.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            pass
     lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
