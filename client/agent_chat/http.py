@@ -50,7 +50,7 @@ from .errors import EXIT_UNREACHABLE, AcError, NetworkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 DEFAULT_TIMEOUT = 15.0
@@ -261,7 +261,14 @@ def start_relay(path: str, scheme: str, host: str, port: int) -> None:
 
 
 def _via_relay(
-    path: str, data: bytes, method: str, clock: _Clock, scheme: str, host: str, port: int
+    path: str,
+    data: bytes,
+    method: str,
+    clock: _Clock,
+    scheme: str,
+    host: str,
+    port: int,
+    opened: Callable[[_socket.socket], object] | None,
 ) -> Response | None:
     """The request through the keeper at ``path``; None when the caller must connect itself
     (no keeper there, one started; or the keeper has no warm connection: nothing was sent)."""
@@ -273,6 +280,8 @@ def _via_relay(
         except OSError:  # none yet, or a dead one's socket: a new keeper for the next request
             start_relay(path, scheme, host, port)
             return None
+        if opened is not None:
+            opened(sock)
         sock.sendall(data)
         response = _read_response(_Reader(sock, clock), method)
     except OSError as e:
@@ -620,6 +629,7 @@ def request(
     headers: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float | None = None,
+    opened: Callable[[_socket.socket], object] | None = None,
 ) -> Response:
     """Send one request and read the whole answer.
 
@@ -631,6 +641,8 @@ def request(
         timeout: seconds for connecting, for sending, and for each read.
         deadline: seconds for the whole exchange, from connecting to the answer's last byte
             (default: twice ``timeout``).
+        opened: given the connected socket (its TCP or Unix socket), so that another thread
+            may cut a long-poll short (``shutdown``): the request then fails as a reset.
 
     Returns:
         :class:`Response`, whatever the status.
@@ -673,7 +685,7 @@ def request(
     clock = _Clock(timeout, 2 * timeout if deadline is None else deadline)
     relay = relay_socket(scheme, host, port)
     if relay is not None:
-        answer = _via_relay(relay, data, method, clock, scheme, host, port)
+        answer = _via_relay(relay, data, method, clock, scheme, host, port, opened)
         if answer is not None:
             return answer
     sent = False
@@ -681,6 +693,8 @@ def request(
     stage = "connecting"
     try:
         sock = _connect(scheme, host, port, clock)
+        if opened is not None:
+            opened(sock.raw if isinstance(sock, _TlsSocket) else sock)
         stage = "sending"
         sock.settimeout(clock.next())
         sock.sendall(data)

@@ -21,10 +21,9 @@ The exchange with the hook, in ``$AGENT_CHAT_HOME/wake-hub/`` (0700), per armed 
 - ``pid``: the hub's process id, for the hook's ``SIGUSR1`` ("a request is waiting"; the hub
   also looks every second); ``lock``: one hub per directory.
 
-A hook killed while it waits (its FIFO has no reader any more) ends its thread at the next
-poll (every :data:`agent_chat.wake_waiter.WATCH_POLL` seconds at most), and a wake is recorded
-only while its reader is there. The hub leaves after :data:`IDLE_EXIT` seconds with no session
-(``AGENT_CHAT_WAKE_HUB_IDLE``).
+A hook killed while it waits (its FIFO has no reader any more) has its long-poll cut within a
+second (:meth:`Hub.cut_abandoned`), and a wake is recorded only while its reader is there. The
+hub leaves after :data:`IDLE_EXIT` seconds with no session (``AGENT_CHAT_WAKE_HUB_IDLE``).
 
 One trust setting per hub (``http`` verifies servers process-wide): a request whose CA file
 differs from the first one's is answered ``F``. Requests are taken only from a credentials
@@ -42,6 +41,7 @@ import os
 import queue
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -97,6 +97,8 @@ class Hub:
         self.sessions = 0
         self.idle_since = time.monotonic()
         self.trust: tuple[str | None] | None = None  # (CA file,) once the first request set it
+        #: Each waiting session's FIFO (write end) → the socket of its long-poll now.
+        self.polls: dict[int, socket.socket] = {}
         self.reports: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def look(self) -> None:
@@ -137,6 +139,7 @@ class Hub:
                     pass  # the hook is gone
         finally:
             if fd >= 0:
+                self.polls.pop(fd, None)
                 os.close(fd)
             with self.lock:
                 self.sessions -= 1
@@ -157,6 +160,7 @@ class Hub:
             elif self.trust != (ca_file,):
                 return "F"
         waiter = Waiter(server, token, session.strip(), valid_cli(cli), self.home)
+        waiter.opened = lambda sock: self.polls.__setitem__(fd, sock)
         found_news = waiter.wait(
             number(timeout, 86000.0, 1e9),
             MIN_INTERVAL,
@@ -168,6 +172,17 @@ class Hub:
         line, report = waiter.wake(found_news)
         self.reports.put(report)
         return "W" + line.rstrip("\n")
+
+    def cut_abandoned(self) -> None:
+        """End the long-poll of every session whose hook is gone (its CLI killed it, or it
+        was killed with the CLI): its thread ends now, and with it the session's
+        ``idle · wakeable``, rather than at the poll's end."""
+        for fd, sock in list(self.polls.items()):
+            if not reader_alive(fd):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def send_reports(self) -> None:
         """``woken`` reports, after the lines: the sessions wake first."""
@@ -225,6 +240,7 @@ def main() -> None:
         hub.look()
         hub.bell.wait(LOOK_EVERY)
         hub.bell.clear()
+        hub.cut_abandoned()
         if not os.path.isdir(directory):
             break  # the home was removed: nobody can ask any more
         if hub.done():

@@ -54,6 +54,7 @@ from .session_state import SessionState, process_alive
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 MAX_POLL = 300.0
 WATCH_POLL = 30.0
@@ -187,6 +188,8 @@ class Waiter:
         path = os.path.join(home, WAIT_DIR, sha256_hex(key)[:24] + ".json")
         self.state = SessionState(path, _loads, _dumps, warn=False)
         self.state.waiter = f"{os.getpid()}-{os.urandom(6).hex()}"
+        #: Told each long-poll's socket (the hub cuts the poll of a hook that is gone).
+        self.opened: Callable[[Any], object] | None = None
 
     def poll(self, cursor: str | None, wait: float) -> Answer:
         """One long-poll; a cursor the server refuses (400) is dropped for a fresh state.
@@ -195,7 +198,11 @@ class Waiter:
         if cursor is not None:
             query += f"&since={http.quote(cursor)}&wait={max(0.0, min(wait, MAX_POLL)):.3f}"
         response = http.request(
-            "GET", self.url + "/notify" + query, headers=self.headers, timeout=wait + SLACK
+            "GET",
+            self.url + "/notify" + query,
+            headers=self.headers,
+            timeout=wait + SLACK,
+            opened=self.opened,
         )
         if response.status == 400 and cursor is not None:
             answer = self.poll(None, 0)
@@ -265,6 +272,8 @@ class Waiter:
             try:
                 answer = self.poll(latest if holding else cursor, wait)
             except NetworkError:
+                if wanted is not None and not wanted():
+                    return None  # the poll was cut because nobody waits for it any more
                 time.sleep(max(0.0, min(RETRY_SECONDS, remaining())))
                 continue
             if state.superseded():
