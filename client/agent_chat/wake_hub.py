@@ -19,7 +19,9 @@ The exchange with the hook, in ``$AGENT_CHAT_HOME/wake-hub/`` (0700), per armed 
   the light waiter instead).
   No line at all (the hub ended) → the light waiter, so a session never goes deaf with it;
 - ``pid``: the hub's process id, for the hook's ``SIGUSR1`` ("a request is waiting"; the hub
-  also looks every second); ``lock``: one hub per directory.
+  also looks every second); ``lock``: one hub per directory; ``starting/``: made by the one
+  hook that starts a hub (a hundred hooks armed at once start one, not a hundred), removed by
+  the hub once its pid file is written, or by a hook that waited for a hub in vain.
 
 A hook killed while it waits (its FIFO has no reader any more) has its long-poll cut within a
 second (:meth:`Hub.cut_abandoned`), and a wake is recorded only while its reader is there. The
@@ -48,6 +50,7 @@ import time
 
 from . import http
 from .files import RELAY_DIR, atomic_write, read_text
+from .session_state import process_alive
 from .wake_waiter import MIN_INTERVAL, Waiter, credentials, number, valid_cli, watched_pid
 
 TYPE_CHECKING = False
@@ -58,8 +61,6 @@ if TYPE_CHECKING:
 IDLE_EXIT = 60.0
 #: Seconds between looks at the directory when no signal came.
 LOOK_EVERY = 1.0
-#: Seconds a taken request's hook has to open its FIFO for reading.
-OPEN_WAIT = 5.0
 HUB_DIR = "wake-hub"
 
 
@@ -71,18 +72,21 @@ def reader_alive(fd: int) -> bool:
     return not poller.poll(0)
 
 
-def open_writer(path: str) -> int:
-    """The FIFO's write end once its hook opens it for reading; -1 if it never does."""
-    deadline = time.monotonic() + OPEN_WAIT
+def open_writer(path: str, hook_pid: int | None) -> int:
+    """The FIFO's write end once its hook opens it for reading; -1 if the hook or its FIFO is
+    gone first. Not given up on while the hook lives: a hook that saw its request taken goes
+    on to open its FIFO and would wait there for ever (late only when the machine is busy)."""
+    pause = 0.005
     while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return -1
         except OSError as e:
-            if e.errno != errno.ENXIO or time.monotonic() > deadline:
+            if e.errno != errno.ENXIO or (hook_pid is not None and not process_alive(hook_pid)):
                 return -1
-            time.sleep(0.01)  # no reader yet: the hook opens it right after its request
+            time.sleep(pause)  # no reader yet: the hook opens it right after its request
+            pause = min(0.1, pause * 2)
             continue
         os.set_blocking(fd, True)
         return fd
@@ -126,7 +130,8 @@ class Hub:
     def serve(self, base: str, fields: list[str]) -> None:
         fd = -1
         try:
-            fd = open_writer(base + ".fifo")
+            pid_text = base.rpartition(".")[2]  # SID.PID: the hook's shell
+            fd = open_writer(base + ".fifo", int(pid_text) if pid_text.isdigit() else None)
             if fd >= 0:
                 try:
                     reply = self.answer(fields, fd)
@@ -233,6 +238,10 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: hub.bell.set())
     pid_file = os.path.join(directory, "pid")
     atomic_write(pid_file, f"{os.getpid()}\n".encode())
+    try:
+        os.rmdir(os.path.join(directory, "starting"))  # the hooks' "a hub is on its way"
+    except OSError:
+        pass
     http.set_relay(os.path.join(home, RELAY_DIR), starts=False)
     threading.stack_size(256 * 1024)  # a thread per session: its stack stays small
     threading.Thread(target=hub.send_reports, daemon=True).start()

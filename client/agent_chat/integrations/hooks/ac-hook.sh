@@ -175,16 +175,19 @@ if [ -n "$wake" ]; then
       pid=""
       [ -r "$hub/pid" ] && IFS= read -r pid < "$hub/pid"
       case $pid in ''|*[!0-9]*) pid="" ;; esac
-      # Signalled only when that process is a hub (a pid can be reused), else one is started:
-      # the home's, not this session's, so with none of the session's environment.
+      # Signalled only when that process is a hub (a pid can be reused), else one is started,
+      # by one hook of those arming at once (mkdir is atomic): the home's, not this session's,
+      # so with none of the session's environment.
       case ${pid:+$(ps -o args= -p "$pid" 2>/dev/null)} in
         *agent_chat.wake_hub*) kill -USR1 "$pid" 2>/dev/null ;;
-        *) env -i HOME="$HOME" PATH="$PATH" ${SSL_CERT_FILE:+"SSL_CERT_FILE=$SSL_CERT_FILE"} \
-             ${SSL_CERT_DIR:+"SSL_CERT_DIR=$SSL_CERT_DIR"} \
-             ${AGENT_CHAT_RELAY:+"AGENT_CHAT_RELAY=$AGENT_CHAT_RELAY"} \
-             ${AGENT_CHAT_WAKE_HUB_IDLE:+"AGENT_CHAT_WAKE_HUB_IDLE=$AGENT_CHAT_WAKE_HUB_IDLE"} \
-             "$py" -I -c 'from agent_chat.wake_hub import main; main()' "$hub" \
-             </dev/null >/dev/null 2>&1 & ;;
+        *) if mkdir "$hub/starting" 2>/dev/null; then
+             env -i HOME="$HOME" PATH="$PATH" ${SSL_CERT_FILE:+"SSL_CERT_FILE=$SSL_CERT_FILE"} \
+               ${SSL_CERT_DIR:+"SSL_CERT_DIR=$SSL_CERT_DIR"} \
+               ${AGENT_CHAT_RELAY:+"AGENT_CHAT_RELAY=$AGENT_CHAT_RELAY"} \
+               ${AGENT_CHAT_WAKE_HUB_IDLE:+"AGENT_CHAT_WAKE_HUB_IDLE=$AGENT_CHAT_WAKE_HUB_IDLE"} \
+               "$py" -I -c 'from agent_chat.wake_hub import main; main()' "$hub" \
+               </dev/null >/dev/null 2>&1 &
+           fi ;;
       esac
       n=0
       while [ -e "$base.req" ] && [ "$n" -lt 60 ]; do sleep 0.05; n=$((n + 1)); done
@@ -196,6 +199,7 @@ if [ -n "$wake" ]; then
         W*) printf '%s\n' "${reply#W}" >&2; exit 2 ;;
         0) exit 0 ;;
       esac  # F, or no answer (no hub took it, or it ended): the light waiter
+      [ -n "$reply" ] || rmdir "$hub/starting" 2>/dev/null  # a hub that never came
       rm -f "$base.req" "$base.fifo"
     fi
     export AGENT_CHAT_HOME="$home" AGENT_CHAT_WAIT_WHILE_PID="$watch" AGENT_CHAT_CLI="$cli"
