@@ -209,10 +209,10 @@ async def in_process(
         received: dict[str, float] = {}
         distribute = app.distribute
 
-        def timed(messages: list[dict[str, Any]]) -> None:
+        def timed(messages: list[dict[str, Any]]) -> bool:
             for m in messages:
                 received.setdefault(str(m.get("event_id")), time.monotonic())
-            distribute(messages)
+            return distribute(messages)  # (the app draws the counts after it if True)
 
         app.distribute = timed  # type: ignore[method-assign]
         stamped = asyncio.Event()

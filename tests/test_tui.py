@@ -191,6 +191,40 @@ async def test_live_messages_come_once_each_and_in_order(
         assert [m.get("body") for m in app.states[app.current or ""].messages][-5:] == bodies[-5:]
 
 
+async def test_a_live_message_counts_as_on_screen_once_a_frame_drew_it(
+    make_ac: Callable[..., Ac], stack: Stack
+) -> None:
+    """``shown_at`` (what bench/bench_tui.py times) is stamped once a frame drew the
+    message's lines (a stamp taken when it is put in the timeline, or at a Textual "after
+    refresh" that ran before the timeline's redraw reached the screen, fails here); the room
+    counts of the same wake wait for that frame too."""
+    me, my = watcher(make_ac, stack)
+    other = register(stack, unique("Drawn"))
+    room = shared_room(other, my, prefix="drawn-")
+    other.send(room, "first")
+    app = AgentChatApp(session_of(me))
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot, app, room)
+        await until(pilot, lambda: "first" in timeline_text(app), "the first message")
+        app.timeline.action_last()
+        await pilot.pause(0.2)
+        at_stamp: list[tuple[bool, bool]] = []
+        stamp = app._stamp
+
+        def stamping(messages: list[dict[str, Any]]) -> None:
+            drawn = all(m.get("event_id") in app.timeline.drawn for m in messages)
+            at_stamp.append((drawn, app._unread_answer is not None))
+            stamp(messages)
+
+        app._stamp = stamping  # type: ignore[method-assign]
+        for i in range(3):
+            sent = other.send(room, f"live {i}")["event_id"]
+            await until(pilot, lambda s=sent: s in app.shown_at, f"live {i} stamped")
+        # Drawn when stamped; the counts of the same wake not applied yet (their own frame).
+        assert at_stamp and all(drawn for drawn, _ in at_stamp), at_stamp
+        assert all(counts_pending for _, counts_pending in at_stamp), at_stamp
+
+
 async def test_peek_marks_nothing_read(make_ac: Callable[..., Ac], stack: Stack) -> None:
     me, my = watcher(make_ac, stack)
     other = register(stack, unique("Peeked"))

@@ -289,16 +289,19 @@ class AgentChatApp(App[int]):
             await self.reload_rooms()
         # The messages first: they are what someone is waiting for. The counts follow once
         # they are on screen (drawn in a frame of their own, the message's frame is smaller).
+        # After the frame that *drew* them: Textual's "after refresh" can come before it.
         self._unread_answer = answer
-        if self.distribute(news):
-            self.call_after_refresh(self._apply_unread_answer)
+        shown = self.distribute(news)
+        later = self.timeline.after_drawn if shown else self.call_after_refresh
+        if shown:
+            later(self._apply_unread_answer)
         else:
             self._apply_unread_answer()
         if self.side == "agents":
             self.run_worker(self.refresh_presence(), group="presence", exclusive=False)
         if not first:  # after the frame that shows what came (it is not what is waited for)
             self._receipts_failed.clear()  # (asked again at a wake, not at every scroll)
-            self.call_after_refresh(self._receipts_soon)
+            later(self._receipts_soon)
         if first and self.current is None:
             await self.open_first()
             self.mark_time("first room shown")
@@ -357,8 +360,10 @@ class AgentChatApp(App[int]):
             ):
                 thread.add(msg)
         if shown:
+            # (asked first, the stamp runs first among what waits for the frame)
+            ids = [text_of(m.get("event_id")) for m in shown]
+            self.timeline.after_drawn(lambda: self._stamp(shown), ids)
             self.timeline.add(shown)
-            self.call_after_refresh(self._stamp, shown)
             self.added_at = time.monotonic()
             state = self.states[self.current] if self.current else None
             if state is not None:
@@ -368,10 +373,12 @@ class AgentChatApp(App[int]):
         return bool(shown)
 
     def _stamp(self, messages: list[JSONObject]) -> None:
+        """When each of ``messages`` was first drawn on screen (a frame drew its lines)."""
         now = time.monotonic()
+        drawn = self.timeline.drawn
         for m in messages:
             event_id = m.get("event_id")
-            if isinstance(event_id, str):
+            if isinstance(event_id, str) and event_id in drawn:
                 self.shown_at.setdefault(event_id, now)
         if len(self.shown_at) > 5000:
             self.shown_at.clear()

@@ -3,6 +3,8 @@ lines on screen are drawn), and which of them are on screen, for the read rule."
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
@@ -12,9 +14,11 @@ from . import text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Self
 
     from textual.geometry import Region
+    from textual.strip import Strip
 
     from ..shapes import JSONObject
 
@@ -69,6 +73,10 @@ class Timeline(OptionList):
         self._last_report: tuple[int, int] | None = None
         #: Our own messages' stages as shown after them (event id → ``✓ shown 2 · read 1``).
         self.stages: dict[str, Text] = {}
+        #: Messages whose lines were drawn in a frame lately (event ids, the newest last), and
+        #: how many times lines were drawn: what was put on screen, not only asked to be.
+        self.drawn: dict[str, None] = {}
+        self.draws = 0
 
     # --- redrawing without a layout ---------------------------------------------------------
 
@@ -171,11 +179,76 @@ class Timeline(OptionList):
             None,
             len(self.messages) - 1,
         )
-        self.messages.extend(messages)
-        self.add_options([self._option(m) for m in messages])
-        if following:  # the highlight's move scrolls to it at once
-            self.highlighted = len(self.messages) - 1
-        self.call_after_refresh(self.report)
+        with self._scrollbar_next_frame():
+            self.messages.extend(messages)
+            self.add_options([self._option(m) for m in messages])
+            if following:  # the highlight's move scrolls to it at once
+                self.highlighted = len(self.messages) - 1
+        self.after_drawn(self.report)
+        self._draw_soon()
+
+    def _draw_soon(self) -> None:
+        """Tell the screen now that this list needs drawing: what Textual does when this
+        widget's queue next runs empty, a hop later (the screen may go idle meanwhile and draw
+        a frame later)."""
+        if self.is_mounted and self.display:
+            self._check_refresh()
+
+    @contextmanager
+    def _scrollbar_next_frame(self) -> Iterator[None]:
+        """The scrollbar's redraws asked meanwhile wait for the frame after the one that draws
+        the new lines: a new message moves its thumb, and Textual renders the bar whole (a line
+        per row: 1-3 ms of the frame that shows the message); a thumb a frame late is not seen."""
+        bar = self._vertical_scrollbar
+        if bar is None:
+            yield
+            return
+        asked: list[bool] = []
+
+        def hold(*regions: Region, **kwargs: bool) -> object:
+            asked.append(True)
+            return bar
+
+        setattr(bar, "refresh", hold)  # noqa: B010 (an instance's method, for a moment)
+        try:
+            yield
+        finally:
+            delattr(bar, "refresh")
+            if asked:
+                self.after_drawn(bar.refresh)
+
+    def after_drawn(
+        self, callback: Callable[[], object], ids: Iterable[str] = (), tries: int = 8
+    ) -> None:
+        """``callback`` after the next frame that draws lines of this list (and the messages
+        ``ids``). Textual's "after refresh" alone can come before it: a widget's redraw
+        reaches the screen as a message of its own, which may arrive after the screen ran its
+        callbacks. After ``tries`` frames without, ``callback`` runs anyway."""
+        draws, wanted = self.draws, list(ids)
+
+        def check(left: int) -> None:
+            drawn = self.draws != draws and all(i in self.drawn for i in wanted)
+            if not drawn and left > 0:
+                self.call_after_refresh(check, left - 1)
+            else:
+                callback()
+
+        self.call_after_refresh(check, tries)
+
+    def render_line(self, y: int) -> Strip:
+        """A line of a frame being drawn; remembers whose line it is (:meth:`after_drawn`)."""
+        strip = super().render_line(y)
+        self.draws += 1
+        lines = self._line_cache.lines  # (brought up to date by the line's render)
+        line = self.scroll_offset.y + y
+        if 0 <= line < len(lines) and lines[line][0] < len(self.messages):
+            event_id = self.messages[lines[line][0]].get("event_id")
+            if isinstance(event_id, str) and event_id not in self.drawn:
+                self.drawn[event_id] = None
+                if len(self.drawn) > 400:
+                    for key in list(self.drawn)[:200]:
+                        del self.drawn[key]
+        return strip
 
     def drop_oldest(self, n: int) -> None:
         """The model dropped ``n`` old messages: show the rest (keeps the highlight's message)."""
