@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import median
 import argparse
+import compileall
 import json
 import os
 import shlex
@@ -319,6 +320,8 @@ def main() -> int:
         "posted exactly once (at most 1000)",
     )
     args = parser.parse_args()
+    # bytecode as a normal install has it (this environment may set PYTHONDONTWRITEBYTECODE)
+    compileall.compile_dir(str(ROOT / "client" / "agent_chat"), quiet=1)
     if os.geteuid() != 0:
         print("bench_remote: skipped: network namespaces need root")
         return 0

@@ -40,6 +40,7 @@ from pathlib import Path
 from statistics import mean, median
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import sys
@@ -55,6 +56,7 @@ from bench_appservice import Bench, add_stack_arguments, report, run_on_a_stack
 from agent_chat.hook_files import curl_config
 from agent_chat.setup import hook_script
 
+ROOT = Path(__file__).resolve().parent.parent
 AC = str(Path(sys.executable).with_name("ac"))
 HOOK = hook_script()
 KINDS = ("hub", "light", "ac wait")
@@ -395,6 +397,8 @@ def main() -> int:
     parser.add_argument("--only", choices=KINDS, help="one kind only (to iterate)")
     add_stack_arguments(parser)
     args = parser.parse_args()
+    # bytecode as a normal install has it (this environment may set PYTHONDONTWRITEBYTECODE)
+    compileall.compile_dir(str(ROOT / "client" / "agent_chat"), quiet=1)
     if args.thousand:
         args.waiters, args.rounds = 1000, 1
     args.keep = None
