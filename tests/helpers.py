@@ -351,8 +351,10 @@ DETACHED_MODULES = (b"agent_chat.wake_hub", b"agent_chat.relay")
 
 
 def stop_detached(under: Path) -> None:
-    """Kill the wake hubs and connection keepers whose home is under ``under``."""
+    """End the wake hubs and connection keepers whose home is under ``under``: SIGTERM (a
+    keeper then closes its connections properly), SIGKILL for any left after 2 s."""
     root = str(under).encode()
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -362,10 +364,24 @@ def stop_detached(under: Path) -> None:
             continue
         code = next((a for a in argv if b"import main" in a), b"")
         if any(m in code for m in DETACHED_MODULES) and any(a.startswith(root) for a in argv):
+            found.append(int(entry))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
             try:
-                os.kill(int(entry), signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 2
+        while found and time.monotonic() < deadline:
+            found = [p for p in found if Path(f"/proc/{p}").exists() and not _zombie(p)]
+            time.sleep(0.02)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def reap_spawned() -> None:

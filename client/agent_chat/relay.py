@@ -28,8 +28,8 @@ How it works:
   grows by one each time a command found it empty (up to :data:`MAX_POOL`) and shrinks back
   when that has not happened for a while.
 - The keeper exits after :data:`IDLE_EXIT` seconds without a command
-  (``AGENT_CHAT_RELAY_IDLE``), or at once when its socket is removed or taken over by a newer
-  keeper.
+  (``AGENT_CHAT_RELAY_IDLE``), at ``SIGTERM``, or at once when its socket is removed or taken
+  over by a newer keeper, closing its warm connections properly (TLS's goodbye first).
 
 ``GET /.relay`` on the socket answers this keeper's counts as JSON (what ``ac`` and the tests
 read to see it at work); it never reaches the server.
@@ -44,6 +44,7 @@ import _socket
 import json
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -146,6 +147,20 @@ class Pool:
                 kept.append((born, conn))
         self.idle = kept
 
+    def close(self) -> None:
+        """Close the warm connections properly (TLS's close first): a server counts a
+        connection that ends without a word, and without a request, as a slow client."""
+        with self.wake:
+            idle, self.idle = self.idle, []
+        for _born, conn in idle:
+            if isinstance(conn, http._TlsSocket):
+                try:
+                    conn.raw.settimeout(0.5)
+                    conn.tls.shutdown()
+                except (OSError, ValueError):
+                    pass
+            conn.close()
+
     def status(self) -> dict[str, object]:
         with self.wake:
             return {
@@ -226,6 +241,7 @@ class Keeper:
         self.last_used = time.monotonic()
         self.active = 0
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bound under a name of its own, then renamed over the socket's path: a command never
         # finds a half-made socket, and an older keeper sees its socket gone and leaves.
@@ -258,11 +274,14 @@ class Keeper:
                 self.last_used = time.monotonic()
             threading.Thread(target=self._command, args=(down,), daemon=True).start()
         self.listener.close()
-        deadline = time.monotonic() + QUIET_LIMIT
+        # exchanges in flight finish on the connections they have (asked to stop: briefly)
+        deadline = time.monotonic() + (1.0 if self.stopping.is_set() else QUIET_LIMIT)
         while self.active and time.monotonic() < deadline:
-            time.sleep(0.2)  # exchanges in flight finish on the connections they have
+            time.sleep(0.2)
 
     def _wanted(self) -> bool:
+        if self.stopping.is_set():
+            return False
         try:
             if os.stat(self.path).st_ino != self.inode:
                 return False  # a newer keeper took the path over
@@ -319,8 +338,10 @@ def main(argv: list[str]) -> int:
         idle_exit = IDLE_EXIT
     pool = Pool(scheme, host, int(port_text))
     keeper = Keeper(path, pool, idle_exit)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: keeper.stopping.set())
     threading.Thread(target=pool.keep, daemon=True).start()
     keeper.serve()
+    pool.close()
     try:
         if os.stat(path).st_ino == keeper.inode:
             os.unlink(path)
