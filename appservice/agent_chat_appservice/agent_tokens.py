@@ -48,11 +48,7 @@ class AgentTokens:
         """Whether ``user_id`` is one of ours that may have its own token (an agent or a bot
         of this server: in the appservice's namespace, not the appservice's own bot)."""
         config = self.hs.config
-        return (
-            user_id.startswith("@" + config.user_prefix)
-            and user_id.endswith(":" + config.server_name)
-            and user_id != config.bot_mxid
-        )
+        return config.is_ours(user_id) and user_id != config.bot_mxid
 
     def registered(self, user_id: str, token: str) -> None:
         """The token a registration returned: stored on its first use (``token``)."""

@@ -156,6 +156,12 @@ class Config:
     def bot_mxid(self) -> str:
         return f"@{self.bot_localpart}:{self.server_name}"
 
+    def is_ours(self, user_id: str) -> bool:
+        """In the appservice's exclusive namespace: an agent, a bot, the service itself."""
+        return user_id.startswith("@" + self.user_prefix) and user_id.endswith(
+            ":" + self.server_name
+        )
+
     @property
     def admin_token(self) -> str:
         """The operator's token for /admin routes, derived from the as_token: whoever can read

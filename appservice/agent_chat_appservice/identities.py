@@ -58,9 +58,7 @@ class Identities:
 
     def is_ours(self, user_id: str) -> bool:
         """True for users in the appservice's exclusive namespace (agents, bots, our bot)."""
-        return user_id.startswith("@" + self.config.user_prefix) and user_id.endswith(
-            ":" + self.config.server_name
-        )
+        return self.config.is_ours(user_id)
 
     def _candidates(self, nick: str | None, exact: bool) -> list[str]:
         if nick is not None:

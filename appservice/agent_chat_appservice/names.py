@@ -49,9 +49,7 @@ class People:
 
     def is_ours(self, user_id: str) -> bool:
         """In the appservice's namespace: an agent, a bot, the service itself."""
-        return user_id.startswith("@" + self.config.user_prefix) and user_id.endswith(
-            ":" + self.config.server_name
-        )
+        return self.config.is_ours(user_id)
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(":" + self.config.server_name)

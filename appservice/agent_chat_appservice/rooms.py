@@ -317,9 +317,7 @@ class Rooms:
         existing = await self.accept_direct(caller, other)
         if existing is not None:
             return existing
-        ours = other.startswith("@" + self.config.user_prefix) and other.endswith(
-            ":" + self.config.server_name
-        )
+        ours = self.config.is_ours(other)
         if ours and await Identity.get(other) is None:
             raise ErrorAnswer(404, "M_NOT_FOUND", "no such agent")
         local = other.endswith(":" + self.config.server_name)
