@@ -55,6 +55,7 @@ from bench_appservice import Bench, add_stack_arguments, report, run_on_a_stack
 
 from agent_chat.hook_files import curl_config
 from agent_chat.setup import hook_script
+from agent_chat.wake_hub import HUB_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 AC = str(Path(sys.executable).with_name("ac"))
@@ -128,7 +129,7 @@ def process_cpu_ns(pid: int) -> int:
 def hub_pid(root: Path) -> int | None:
     """The wake hub of the shared home (hub rounds), if one runs."""
     try:
-        return int((root / "shared" / "wake-hub" / "pid").read_text())
+        return int((root / "shared" / HUB_DIR / "pid").read_text())
     except (OSError, ValueError):
         return None
 

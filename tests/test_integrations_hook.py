@@ -22,6 +22,7 @@ import pytest
 
 from agent_chat.config import save_config
 from agent_chat.setup import hook_script
+from agent_chat.wake_hub import HUB_DIR
 from helpers import (
     Agent,
     Stack,
@@ -519,7 +520,7 @@ def test_wake_hub_serves_a_homes_sessions_and_leaves_when_idle(
     assert (again.returncode, err) == (2, f"[chat] @{a.nick}(1){WAKE_TAIL}"), out
     # (with a second's idle time the hub may have left before this hook and it started anew)
     wait_for(lambda: not hubs(), timeout=60, what="the idle hub to end")
-    assert not (tmp_path / "wake-hub" / "pid").exists()
+    assert not (tmp_path / HUB_DIR / "pid").exists()
 
 
 def _processes() -> list[tuple[int, bytes]]:
@@ -537,12 +538,12 @@ def _hub_serves(home: Path, hook: subprocess.Popen[str]) -> bool:
     runs and has taken the request."""
     try:
         hook_argv = Path(f"/proc/{hook.pid}/cmdline").read_bytes().split(b"\0")
-        hub_pid = int((home / "wake-hub" / "pid").read_text())
+        hub_pid = int((home / HUB_DIR / "pid").read_text())
         hub_argv = Path(f"/proc/{hub_pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
-    fifos = list((home / "wake-hub").glob(f"*.{hook.pid}.fifo"))
-    taken = not list((home / "wake-hub").glob(f"*.{hook.pid}.req"))
+    fifos = list((home / HUB_DIR).glob(f"*.{hook.pid}.fifo"))
+    taken = not list((home / HUB_DIR).glob(f"*.{hook.pid}.req"))
     return hook_argv[0] == b"sh" and b"agent_chat.wake_hub" in hub_argv and bool(fifos) and taken
 
 

@@ -88,6 +88,11 @@ class SessionState:
                 sys.stderr.write(f"ac: cannot keep the wait state in {self.path}: {e.strerror}\n")
 
 
+def watched_pid(text: str) -> int | None:
+    """``AGENT_CHAT_WAIT_WHILE_PID``'s process, if it names one (not init)."""
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
 def process_alive(pid: int) -> bool:
     """Whether the process a waiter watches (``AGENT_CHAT_WAIT_WHILE_PID``: the session's CLI)
     still runs: a waiter never outlives its session."""

@@ -35,7 +35,7 @@ import time
 
 from . import render, session_state
 from .errors import EXIT_OK, EXIT_TIMEOUT, ApiError, NetworkError, UsageError
-from .session_state import process_alive
+from .session_state import process_alive, watched_pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def wait(
         state.save()
         client.headers.update(_waiter_headers(session))  # its presence: idle · wakeable
 
-    watch = _watched_pid()
+    watch = watched_pid(os.environ.get("AGENT_CHAT_WAIT_WHILE_PID", ""))
 
     def remaining() -> float:
         return MAX_POLL if deadline is None else deadline - time.monotonic()
@@ -238,11 +238,6 @@ def next_news(
             state.cursor, state.urgent = cursor, _urgent_rooms(answer)
             state.save()
     return None
-
-
-def _watched_pid() -> int | None:
-    value = os.environ.get("AGENT_CHAT_WAIT_WHILE_PID", "")
-    return int(value) if value.isdigit() and int(value) > 1 else None
 
 
 def record_wake(state: SessionState, answer: JSONObject) -> None:

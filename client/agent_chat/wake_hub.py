@@ -50,8 +50,8 @@ import time
 
 from . import http
 from .files import RELAY_DIR, atomic_write, read_text
-from .session_state import process_alive
-from .wake_waiter import MIN_INTERVAL, Waiter, credentials, number, valid_cli, watched_pid
+from .session_state import process_alive, watched_pid
+from .wake_waiter import MIN_INTERVAL, Waiter, credentials, number, valid_cli
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 IDLE_EXIT = 60.0
 #: Seconds between looks at the directory when no signal came.
 LOOK_EVERY = 1.0
+#: The hub's directory in the home (ac-hook.sh spells it too).
 HUB_DIR = "wake-hub"
 
 

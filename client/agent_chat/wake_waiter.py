@@ -49,7 +49,7 @@ import time
 from . import http
 from .errors import NetworkError
 from .files import RELAY_DIR, read_text, sha256_hex
-from .session_state import SessionState, process_alive
+from .session_state import SessionState, process_alive, watched_pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -317,11 +317,6 @@ def valid_cli(name: str) -> str | None:
     """``AGENT_CHAT_CLI`` when it is a CLI's name (it goes into a header), else None."""
     ok = 0 < len(name) <= 32 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
     return name if ok else None
-
-
-def watched_pid(text: str) -> int | None:
-    """``AGENT_CHAT_WAIT_WHILE_PID``'s process, if it names one (not init)."""
-    return int(text) if text.isdigit() and int(text) > 1 else None
 
 
 def number(text: str | None, default: float, top: float) -> float:
